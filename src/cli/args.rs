@@ -1,0 +1,69 @@
+//! Command-line arguments, parsed once by clap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::sink::OutputFormat;
+
+const EXAMPLES: &str = "Examples:
+  brook run queries/wordcount.sql
+  brook --batch-interval 500ms run queries/socket_wordcount.sql     (feed it with: nc -lk 9000)
+  brook --format csv -c \"CREATE STREAM ds WITH (connector = 'socket', port = '9000'); SELECT * FROM ds\"";
+
+/// SQL over live streams: micro-batches on DataFusion.
+#[derive(Debug, Parser)]
+#[command(name = "brook", version, about, after_help = EXAMPLES)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Run SQL statements given as a string (repeatable).
+    #[arg(short = 'c', long = "command", value_name = "SQL", global = true)]
+    pub commands: Vec<String>,
+
+    /// Run the statements of a .sql file (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Batch interval (trigger interval), e.g. 1s, 500ms; `SET batch_interval` in SQL overrides it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub batch_interval: Option<Duration>,
+
+    /// Output format: table, csv or json.
+    #[arg(long, default_value = "table", global = true)]
+    pub format: OutputFormat,
+
+    /// Rows shown per batch in table format.
+    #[arg(long, default_value_t = 20, value_name = "N", global = true)]
+    pub max_rows: usize,
+
+    /// Print nothing for empty batches, and no batch headers with csv/json.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Stop each continuous query after N batches.
+    #[arg(long, value_name = "N", global = true)]
+    pub batches: Option<u64>,
+
+    /// Stop after this long, e.g. 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub duration: Option<Duration>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a .sql file: statements in order; continuous queries keep running
+    /// until their streams end (queues created by the file are closed at its end).
+    Run {
+        /// The .sql file.
+        file: PathBuf,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::sql::parse_duration(text).map_err(|e| e.to_string())
+}

@@ -1,0 +1,9 @@
+//! The `brook` command line: arguments, running scripts, printing results.
+//! `main.rs` only parses arguments and calls [`exec`].
+
+mod args;
+mod report;
+mod run;
+
+pub use args::{Args, Command};
+pub use run::exec;

@@ -1,0 +1,42 @@
+//! Errors as the user sees them: `brook: <where>: <what>`, and for SQL the
+//! line with a caret under the column, as psql does.
+
+use crate::error::BrookError;
+
+/// Formats `err`, raised by a statement of `script` (named `label`).
+pub(crate) fn format_error(label: &str, script: &str, err: &BrookError) -> String {
+    let Some(location) = err.location() else {
+        return format!("brook: {label}: {err}");
+    };
+    let mut text = format!("brook: {label}:{}:{}: {err}", location.line, location.column);
+    let line_index = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
+    if let Some(line) = script.lines().nth(line_index) {
+        let number = location.line.to_string();
+        let padding = " ".repeat(number.len());
+        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(0);
+        let caret_offset: String = line
+            .chars()
+            .take(column)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        text.push_str(&format!("\n {number} | {line}\n {padding} | {caret_offset}^"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::parse_sql;
+
+    #[test]
+    fn caret_sits_under_the_column() {
+        let script = "SELECT 1;\nSELECT * FORM t;";
+        let err = parse_sql(script).unwrap_err();
+        let text = format_error("bad.sql", script, &err);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("brook: bad.sql:2:10: "), "{text}");
+        assert_eq!(lines[1], " 2 | SELECT * FORM t;");
+        assert_eq!(lines[2], "   |          ^");
+    }
+}

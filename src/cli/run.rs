@@ -1,0 +1,210 @@
+//! Running scripts: statements in order, continuous queries printed batch by
+//! batch while later statements run, then waiting for the queries to end.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::CommandFactory;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::args::{Args, Command};
+use super::report::format_error;
+use crate::context::{SqlOutput, StreamContext};
+use crate::query::ContinuousQuery;
+use crate::sink::ConsoleSink;
+use crate::sql::parse_sql;
+
+/// Exit code for a query or input error.
+const EXIT_ERROR: u8 = 1;
+/// Exit code for a usage error.
+const EXIT_USAGE: u8 = 2;
+
+/// Runs what the arguments ask for and returns the process's exit code.
+pub async fn exec(args: Args) -> ExitCode {
+    let mut scripts = Vec::new();
+    let mut files = args.files.clone();
+    if let Some(Command::Run { file }) = &args.command {
+        files.insert(0, file.clone());
+    }
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => scripts.push((file.display().to_string(), text)),
+            Err(err) => {
+                eprintln!("brook: cannot read {}: {err}", file.display());
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+    }
+    for (index, command) in args.commands.iter().enumerate() {
+        let label = if args.commands.len() == 1 {
+            "-c".to_string()
+        } else {
+            format!("-c#{}", index + 1)
+        };
+        scripts.push((label, command.clone()));
+    }
+    if scripts.is_empty() {
+        let _ = Args::command().print_help();
+        eprintln!("\nbrook: nothing to run: give a file (brook run FILE.sql) or SQL (brook -c \"...\")");
+        return ExitCode::from(EXIT_USAGE);
+    }
+
+    let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
+    let (stop_sender, stop) = watch::channel(false);
+    let stop_sender = Arc::new(stop_sender);
+    spawn_signal_handler(Arc::clone(&stop_sender));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut printers = JoinSet::new();
+
+    'scripts: for (label, text) in &scripts {
+        let statements = match parse_sql(text) {
+            Ok(statements) => statements,
+            Err(err) => {
+                eprintln!("{}", format_error(label, text, &err));
+                failed.store(true, Ordering::SeqCst);
+                break;
+            }
+        };
+        for statement in &statements {
+            match ctx.execute(statement).await {
+                Ok(SqlOutput::Done) => {}
+                Ok(SqlOutput::Rows { schema, batches }) => {
+                    let mut sink = ConsoleSink::new(args.format, args.max_rows, args.quiet);
+                    if let Err(err) = sink.write_rows(&mut io::stdout().lock(), &schema, &batches) {
+                        if err.kind() == io::ErrorKind::BrokenPipe {
+                            break 'scripts;
+                        }
+                        eprintln!("brook: cannot write output: {err}");
+                    }
+                }
+                Ok(SqlOutput::Query(query)) => {
+                    let sink = ConsoleSink::new(args.format, args.max_rows, args.quiet);
+                    printers.spawn(print_query(
+                        query,
+                        sink,
+                        args.batches,
+                        stop.clone(),
+                        Arc::clone(&failed),
+                        Arc::clone(&stop_sender),
+                    ));
+                }
+                Err(err) => {
+                    eprintln!("{}", format_error(label, text, &err));
+                    failed.store(true, Ordering::SeqCst);
+                    break 'scripts;
+                }
+            }
+        }
+    }
+
+    if failed.load(Ordering::SeqCst) {
+        printers.abort_all();
+    } else {
+        // Queues created by the script end once drained, so their queries end.
+        ctx.close_queues();
+        if let Some(duration) = args.duration {
+            let stop_sender = Arc::clone(&stop_sender);
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                let _ = stop_sender.send(true);
+            });
+        }
+    }
+    while printers.join_next().await.is_some() {}
+    if failed.load(Ordering::SeqCst) {
+        ExitCode::from(EXIT_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prints a query's batches until it ends, `max_batches` are done, or a stop
+/// is requested (then the batch in progress is finished first).
+async fn print_query(
+    mut query: ContinuousQuery,
+    mut sink: ConsoleSink,
+    max_batches: Option<u64>,
+    mut stop: watch::Receiver<bool>,
+    failed: Arc<AtomicBool>,
+    stop_all: Arc<watch::Sender<bool>>,
+) {
+    let mut stopping = false;
+    loop {
+        let next = tokio::select! {
+            next = query.next() => next,
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                query.stop();
+                continue;
+            }
+        };
+        let Some(output) = next else {
+            return;
+        };
+        match output {
+            Ok(output) => {
+                let written = sink.write_batch(&mut io::stdout().lock(), &mut io::stderr().lock(), &output);
+                if let Err(err) = written {
+                    if err.kind() != io::ErrorKind::BrokenPipe {
+                        eprintln!("brook: cannot write output: {err}");
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    // Nobody reads the output any more: stop everything quietly.
+                    let _ = stop_all.send(true);
+                    return;
+                }
+                if max_batches.is_some_and(|max| output.batch_number >= max) {
+                    return;
+                }
+            }
+            Err(err) => {
+                eprintln!("brook: query {}: {err}", query.id());
+                failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM: finish the current batches and exit 0; a second
+/// signal exits at once.
+fn spawn_signal_handler(stop: Arc<watch::Sender<bool>>) {
+    tokio::spawn(async move {
+        let mut signals = 0;
+        loop {
+            wait_for_signal().await;
+            signals += 1;
+            if signals > 1 {
+                let _ = io::stderr().write_all(b"brook: interrupted\n");
+                std::process::exit(130);
+            }
+            let _ = stop.send(true);
+        }
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

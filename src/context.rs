@@ -1,0 +1,515 @@
+//! The user's entry point: [`StreamContext`] holds the batch interval, the
+//! registered streams and DataFusion's session, and runs SQL.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array, new_null_array};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DataFusionStatement;
+use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableObject};
+
+use crate::batcher::Batcher;
+use crate::error::{BrookError, Result, SqlLocation, WarningHandler};
+use crate::query::{ContinuousQuery, PreparedQuery, QueryBindings, StreamTable, group_slots};
+use crate::source::{Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source};
+use crate::sql::{BrookStatement, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql};
+use crate::stream::{DEFAULT_MAX_PENDING_ROWS, LiveStream};
+
+/// What running one statement produced.
+#[derive(Debug)]
+pub enum SqlOutput {
+    /// The statement was carried out and has nothing to show
+    /// (`CREATE STREAM`, `INSERT`, `SET`, ...).
+    Done,
+    /// A one-off result: a query over static tables only, `SHOW STREAMS`,
+    /// `EXPLAIN`, ...
+    Rows {
+        /// The result's schema.
+        schema: SchemaRef,
+        /// The result's rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// A continuous query over one or more streams, now running.
+    Query(ContinuousQuery),
+}
+
+/// The schema of a text stream: one column `line TEXT`.
+pub fn line_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]))
+}
+
+/// Streams, static tables and the trigger clock; runs SQL against them.
+///
+/// Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct StreamContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    session: SessionContext,
+    streams: RwLock<BTreeMap<String, Arc<LiveStream>>>,
+    batcher: Arc<Batcher>,
+    next_query_id: AtomicU64,
+    warn: WarningHandler,
+}
+
+impl std::fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext")
+            .field("batch_interval", &self.batch_interval())
+            .field("streams", &self.stream_names())
+            .finish()
+    }
+}
+
+impl Default for StreamContext {
+    /// A context with a batch interval of one second.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(1))
+    }
+}
+
+impl StreamContext {
+    /// A context whose clock cuts a batch every `batch_interval`. Problems
+    /// that do not stop a query (skipped rows, lost connections) are printed
+    /// to stderr; see [`StreamContext::with_warning_handler`].
+    pub fn new(batch_interval: Duration) -> Self {
+        Self::with_warning_handler(
+            batch_interval,
+            Arc::new(|warning: &BrookError| eprintln!("brook: warning: {warning}")),
+        )
+    }
+
+    /// Like [`StreamContext::new`], sending warnings to `warn`.
+    pub fn with_warning_handler(batch_interval: Duration, warn: WarningHandler) -> Self {
+        // One partition: micro-batches are small, and repartitioning them
+        // costs more than it saves (see BUILD.md's measurements).
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_information_schema(true);
+        Self {
+            inner: Arc::new(ContextInner {
+                session: SessionContext::new_with_config(config),
+                streams: RwLock::new(BTreeMap::new()),
+                batcher: Batcher::new(batch_interval),
+                next_query_id: AtomicU64::new(1),
+                warn,
+            }),
+        }
+    }
+
+    /// The interval at which batches are cut.
+    pub fn batch_interval(&self) -> Duration {
+        self.inner.batcher.batch_interval()
+    }
+
+    /// Changes the batch interval; running queries see it from the next tick.
+    pub fn set_batch_interval(&self, batch_interval: Duration) -> Result<()> {
+        if batch_interval.is_zero() {
+            return Err(BrookError::invalid("batch_interval must be greater than zero"));
+        }
+        self.inner.batcher.set_batch_interval(batch_interval);
+        Ok(())
+    }
+
+    /// DataFusion's session, for registering static tables and functions.
+    pub fn session(&self) -> &SessionContext {
+        &self.inner.session
+    }
+
+    /// Registers a queue stream (Spark's `queueStream`) and returns the
+    /// handle that feeds it.
+    pub fn register_queue(&self, name: &str, schema: SchemaRef, options: QueueOptions) -> Result<QueueHandle> {
+        if schema.fields().is_empty() {
+            return Err(BrookError::invalid(format!("stream '{name}': declare at least one column")));
+        }
+        let stream = self.register_stream(
+            name,
+            Arc::clone(&schema),
+            Arc::new(QueueSource { options }),
+            DEFAULT_MAX_PENDING_ROWS,
+        )?;
+        Ok(QueueHandle {
+            stream: name.to_string(),
+            schema,
+            inbox: Arc::clone(&stream.inbox),
+        })
+    }
+
+    /// Registers a socket stream (Spark's `socketTextStream`): brook connects
+    /// to `address` (`host:port`) when the first query reads the stream.
+    /// For text lines use [`line_schema`].
+    pub fn register_socket(&self, name: &str, address: &str, schema: SchemaRef, options: SocketOptions) -> Result<()> {
+        let max_pending_rows = options.max_pending_rows;
+        let source = SocketSource::try_new(
+            name.to_string(),
+            address.to_string(),
+            options,
+            Arc::clone(&schema),
+            Arc::clone(&self.inner.warn),
+        )?;
+        self.register_stream(name, schema, Arc::new(source), max_pending_rows)?;
+        Ok(())
+    }
+
+    fn register_stream(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        source: Arc<dyn Source>,
+        max_pending_rows: usize,
+    ) -> Result<Arc<LiveStream>> {
+        let mut streams = self.inner.streams.write().unwrap_or_else(|p| p.into_inner());
+        if streams.contains_key(name) {
+            return Err(BrookError::invalid(format!("stream '{name}' already exists")));
+        }
+        if self.inner.session.table_exist(name)? {
+            return Err(BrookError::invalid(format!("a table named '{name}' already exists")));
+        }
+        let stream = Arc::new(LiveStream::new(name.to_string(), Arc::clone(&schema), source, max_pending_rows));
+        self.inner.session.register_table(
+            name,
+            Arc::new(StreamTable {
+                name: name.to_string(),
+                schema,
+            }),
+        )?;
+        streams.insert(name.to_string(), Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    fn stream(&self, name: &str) -> Option<Arc<LiveStream>> {
+        self.inner
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Names of the registered streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.inner
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The handle of queue stream `name`, if there is one.
+    pub fn queue(&self, name: &str) -> Option<QueueHandle> {
+        let stream = self.stream(name)?;
+        (stream.source.connector() == "queue").then(|| QueueHandle {
+            stream: stream.name.clone(),
+            schema: Arc::clone(&stream.schema),
+            inbox: Arc::clone(&stream.inbox),
+        })
+    }
+
+    /// Removes stream `name`. Fails while a query reads it.
+    pub fn deregister_stream(&self, name: &str) -> Result<()> {
+        let readers = self.inner.batcher.readers_of(name);
+        if !readers.is_empty() {
+            let ids: Vec<String> = readers.iter().map(u64::to_string).collect();
+            return Err(BrookError::invalid(format!(
+                "stream '{name}' is read by running query {}; stop it first",
+                ids.join(", ")
+            )));
+        }
+        let removed = self
+            .inner
+            .streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        match removed {
+            Some(_) => {
+                self.inner.session.deregister_table(name)?;
+                Ok(())
+            }
+            None => Err(BrookError::invalid(format!("stream '{name}' does not exist"))),
+        }
+    }
+
+    /// Runs one SQL statement (a trailing `;` is fine). Errors name the line
+    /// and column in `sql`.
+    pub async fn sql(&self, sql: &str) -> Result<SqlOutput> {
+        let mut statements = parse_sql(sql)?;
+        match (statements.pop(), statements.is_empty()) {
+            (Some(statement), true) => self.execute(&statement).await,
+            (None, _) => Err(BrookError::Sql {
+                message: "no statement to run".into(),
+                location: None,
+            }),
+            (Some(_), false) => Err(BrookError::Sql {
+                message: "sql() runs one statement; split the script with brook::sql::parse_sql and execute each".into(),
+                location: None,
+            }),
+        }
+    }
+
+    /// Runs one statement parsed by [`crate::sql::parse_sql`].
+    pub async fn execute(&self, statement: &ParsedStatement) -> Result<SqlOutput> {
+        let located = |err: BrookError| match err {
+            BrookError::Invalid(message) => BrookError::Sql {
+                message,
+                location: Some(statement.location),
+            },
+            other => other,
+        };
+        match &statement.statement {
+            BrookStatement::CreateStream(create) => self.create_stream(create).map_err(located),
+            BrookStatement::DropStream { name, if_exists } => match self.stream(name) {
+                None if *if_exists => Ok(SqlOutput::Done),
+                _ => self.deregister_stream(name).map(|()| SqlOutput::Done).map_err(located),
+            },
+            BrookStatement::ShowStreams => self.show_streams(),
+            BrookStatement::SetBatchInterval(interval) => {
+                self.set_batch_interval(*interval).map(|()| SqlOutput::Done).map_err(located)
+            }
+            BrookStatement::DataFusion(df_statement) => self
+                .execute_datafusion(df_statement, &statement.sql, statement.location)
+                .await
+                .map_err(located),
+        }
+    }
+
+    fn create_stream(&self, create: &CreateStream) -> Result<SqlOutput> {
+        if create.if_not_exists && self.stream(&create.name).is_some() {
+            return Ok(SqlOutput::Done);
+        }
+        let connector = Connector::from_options(&create.name, &create.options)?;
+        let schema = Arc::new(Schema::new(create.columns.clone()));
+        match connector {
+            Connector::Queue(options) => {
+                if create.columns.is_empty() {
+                    return Err(BrookError::invalid(format!(
+                        "stream '{}': a queue stream needs a column list, e.g. CREATE STREAM {} (line TEXT) WITH (connector = 'queue')",
+                        create.name, create.name
+                    )));
+                }
+                self.register_queue(&create.name, schema, options)?;
+            }
+            Connector::Socket { address, options } => {
+                let schema = if create.columns.is_empty() { line_schema() } else { schema };
+                self.register_socket(&create.name, &address, schema, options)?;
+            }
+        }
+        Ok(SqlOutput::Done)
+    }
+
+    fn show_streams(&self) -> Result<SqlOutput> {
+        let streams: Vec<Arc<LiveStream>> = self
+            .inner
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let text = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+        let count = |values: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(values)) };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("connector", DataType::Utf8, false),
+            Field::new("columns", DataType::Utf8, false),
+            Field::new("options", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("rows_received", DataType::UInt64, false),
+            Field::new("rows_dropped", DataType::UInt64, false),
+            Field::new("rows_pending", DataType::UInt64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                text(streams.iter().map(|s| s.name.clone()).collect()),
+                text(streams.iter().map(|s| s.source.connector().to_string()).collect()),
+                text(
+                    streams
+                        .iter()
+                        .map(|s| {
+                            s.schema
+                                .fields()
+                                .iter()
+                                .map(|f| format!("{} {}", f.name(), f.data_type()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .collect(),
+                ),
+                text(streams.iter().map(|s| s.source.describe()).collect()),
+                text(
+                    streams
+                        .iter()
+                        .map(|s| {
+                            let state = if s.inbox.is_closed() {
+                                "closed"
+                            } else if !self.inner.batcher.readers_of(&s.name).is_empty() {
+                                "running"
+                            } else {
+                                "idle"
+                            };
+                            state.to_string()
+                        })
+                        .collect(),
+                ),
+                count(streams.iter().map(|s| s.inbox.rows_received.load(Ordering::Relaxed)).collect()),
+                count(streams.iter().map(|s| s.inbox.rows_dropped.load(Ordering::Relaxed)).collect()),
+                count(streams.iter().map(|s| s.inbox.pending_rows() as u64).collect()),
+            ],
+        )?;
+        Ok(SqlOutput::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    async fn execute_datafusion(
+        &self,
+        statement: &DataFusionStatement,
+        sql: &str,
+        location: SqlLocation,
+    ) -> Result<SqlOutput> {
+        if let DataFusionStatement::Statement(inner) = statement
+            && let SqlStatement::Insert(insert) = inner.as_ref()
+            && let Some(queue) = self.insert_target(insert)
+        {
+            return self.insert_into_queue(insert, &queue, location).await;
+        }
+        let bindings = Arc::new(QueryBindings::default());
+        let mut state = self.inner.session.state();
+        state.config_mut().set_extension(Arc::clone(&bindings));
+        let plan = state
+            .statement_to_plan(statement.clone())
+            .await
+            .map_err(|e| datafusion_sql_error(e, Some(location)))?;
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+            let frame = self.inner.session.execute_logical_plan(plan).await?;
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await?;
+            return Ok(if batches.iter().all(|b| b.num_rows() == 0) {
+                SqlOutput::Done
+            } else {
+                SqlOutput::Rows { schema, batches }
+            });
+        }
+        let one_off = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+        let physical = state
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| datafusion_sql_error(e, Some(location)))?;
+        let bound = bindings.take();
+        if bound.is_empty() || one_off {
+            let schema = physical.schema();
+            let batches = collect(physical, state.task_ctx()).await?;
+            return Ok(SqlOutput::Rows { schema, batches });
+        }
+        let (stream_names, slots) = group_slots(bound);
+        let mut streams = Vec::with_capacity(stream_names.len());
+        for name in &stream_names {
+            let stream = self
+                .stream(name)
+                .ok_or_else(|| BrookError::Internal(format!("stream '{name}' was planned but is not registered")))?;
+            stream.ensure_started().await?;
+            streams.push(stream);
+        }
+        let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
+        let ticks = self.inner.batcher.subscribe(id, streams);
+        let prepared = PreparedQuery {
+            plan: physical,
+            task_ctx: state.task_ctx(),
+            slots,
+        };
+        Ok(SqlOutput::Query(ContinuousQuery::start(id, sql.to_string(), prepared, ticks)))
+    }
+
+    /// The queue behind `INSERT INTO name`, when `name` is a stream.
+    fn insert_target(&self, insert: &Insert) -> Option<Arc<LiveStream>> {
+        let TableObject::TableName(name) = &insert.table else {
+            return None;
+        };
+        let [part] = name.0.as_slice() else {
+            return None;
+        };
+        self.stream(&crate::sql::normalize_ident(part.as_ident()?))
+    }
+
+    /// `INSERT INTO queue_stream ...`: all rows of the statement are one item.
+    async fn insert_into_queue(&self, insert: &Insert, stream: &LiveStream, location: SqlLocation) -> Result<SqlOutput> {
+        let Some(queue) = self.queue(&stream.name) else {
+            return Err(BrookError::invalid(format!(
+                "stream '{}' reads from a {} connector; INSERT works on queue streams",
+                stream.name,
+                stream.source.connector()
+            )));
+        };
+        let Some(source) = &insert.source else {
+            return Err(BrookError::invalid("INSERT INTO a stream needs VALUES or a SELECT"));
+        };
+        let query = DataFusionStatement::Statement(Box::new(SqlStatement::Query(source.clone())));
+        let state = self.inner.session.state();
+        let plan = state
+            .statement_to_plan(query)
+            .await
+            .map_err(|e| datafusion_sql_error(e, Some(location)))?;
+        let frame = self.inner.session.execute_logical_plan(plan).await?;
+        let input_schema = Arc::new(frame.schema().as_arrow().clone());
+        let rows = concat_batches(&input_schema, &frame.collect().await?)?;
+
+        let target = &stream.schema;
+        let named: Vec<String> = insert
+            .columns
+            .iter()
+            .map(|c| c.0.last().and_then(|p| p.as_ident()).map(crate::sql::normalize_ident).unwrap_or_default())
+            .collect();
+        let expected = if named.is_empty() { target.fields().len() } else { named.len() };
+        if rows.num_columns() != expected {
+            return Err(BrookError::invalid(format!(
+                "INSERT INTO {} gives {} values per row; the stream has {} columns",
+                stream.name,
+                rows.num_columns(),
+                expected
+            )));
+        }
+        let mut columns = Vec::with_capacity(target.fields().len());
+        for (index, field) in target.fields().iter().enumerate() {
+            let position = if named.is_empty() {
+                Some(index)
+            } else {
+                named.iter().position(|n| n == field.name())
+            };
+            let column = match position {
+                Some(position) => cast(rows.column(position), field.data_type()).map_err(|e| {
+                    BrookError::invalid(format!("INSERT INTO {}: column {}: {e}", stream.name, field.name()))
+                })?,
+                None => new_null_array(field.data_type(), rows.num_rows()),
+            };
+            columns.push(column);
+        }
+        if let Some(unknown) = named.iter().find(|n| target.field_with_name(n).is_err()) {
+            return Err(BrookError::invalid(format!("stream '{}' has no column '{unknown}'", stream.name)));
+        }
+        queue.push(RecordBatch::try_new(Arc::clone(target), columns)?)?;
+        Ok(SqlOutput::Done)
+    }
+
+    /// Closes every queue stream (what `brook run` does at the end of a file).
+    pub fn close_queues(&self) {
+        for name in self.stream_names() {
+            if let Some(queue) = self.queue(&name) {
+                queue.close();
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! brook: declarative SQL over live streams.
+//!
+//! Register streams (a TCP socket of text or CSV lines, an in-memory queue),
+//! and brook cuts what each received into one Arrow `RecordBatch` every batch
+//! interval, then runs each continuous query's DataFusion plan, prepared
+//! once, on that batch.
+//!
+//! # Layout
+//! - [`context`]: [`StreamContext`], the entry point: streams, the clock, `sql()`.
+//! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
+//!   parsed with sqlparser; everything else goes to DataFusion.
+//! - [`source`]: queue and socket sources, and decoding lines into Arrow.
+//! - `stream`: a registered stream's inbox, where rows wait for a tick.
+//! - `batcher`: the trigger clock that cuts batches and feeds queries.
+//! - [`query`]: a running [`ContinuousQuery`] and its per-batch execution.
+//! - [`sink`]: console output (table, CSV, JSON).
+//! - [`cli`]: the `brook` command line.
+//! - [`error`]: [`BrookError`].
+//!
+//! # Example
+//! Spark's `queueStream` word count, with two items taken one per batch:
+//! ```
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use brook::{SqlOutput, StreamContext};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> brook::Result<()> {
+//! let ctx = StreamContext::new(Duration::from_millis(50));
+//! ctx.sql("CREATE STREAM lines (line TEXT) WITH (connector = 'queue', one_at_a_time = 'true')").await?;
+//! ctx.sql("INSERT INTO lines VALUES ('Spark Streaming Sample ssc')").await?;
+//! ctx.sql("INSERT INTO lines VALUES ('Spark Queue Spark API')").await?;
+//! let SqlOutput::Query(mut query) = ctx
+//!     .sql("SELECT word, COUNT(*) AS count \
+//!           FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
+//!           GROUP BY word ORDER BY count DESC, word")
+//!     .await?
+//! else {
+//!     unreachable!("a SELECT over a stream is a continuous query")
+//! };
+//! ctx.close_queues(); // the stream ends once both items are taken
+//! let mut batches = Vec::new();
+//! while let Some(output) = query.next().await {
+//!     let output = output?;
+//!     batches.push((output.batch_number, output.rows_out()));
+//! }
+//! assert_eq!(batches, vec![(1, 4), (2, 3)]);
+//! # Ok(())
+//! # }
+//! ```
+
+pub(crate) mod batcher;
+pub mod cli;
+pub mod context;
+pub mod error;
+pub mod query;
+pub mod sink;
+pub mod source;
+pub mod sql;
+pub(crate) mod stream;
+
+pub use context::{SqlOutput, StreamContext, line_schema};
+pub use error::{BrookError, Result, SqlLocation, WarningHandler};
+pub use query::{BatchOutput, ContinuousQuery};
+pub use source::{LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions};

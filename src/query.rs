@@ -1,0 +1,323 @@
+//! A running continuous query: its plan, prepared once, executed per batch
+//! against the batch cut at each tick; its output as an async stream of
+//! [`BatchOutput`]s; stopped when dropped.
+//!
+//! How per-batch execution works: each stream is registered in DataFusion as
+//! a [`StreamTable`]. Planning a query happens once, on a copy of the session
+//! state that carries [`QueryBindings`]; every scan of a stream then gets its
+//! own [`BatchSlot`] (a one-partition `StreamingTable` whose partition reads
+//! the slot). At each tick brook puts the new batch into the slots, resets
+//! the physical plan's run state, and executes it: no parsing, no logical or
+//! physical planning per batch.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, collect};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::batcher::Tick;
+use crate::error::Result;
+
+/// The table DataFusion sees for a stream. It can only be scanned while
+/// planning a continuous query, which binds each scan to a [`BatchSlot`].
+#[derive(Debug)]
+pub(crate) struct StreamTable {
+    pub name: String,
+    pub schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let bindings = state.config().get_extension::<QueryBindings>().ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "stream '{}' can only be read by a continuous query (SELECT ... FROM {})",
+                self.name, self.name
+            ))
+        })?;
+        let slot = Arc::new(BatchSlot {
+            schema: Arc::clone(&self.schema),
+            batches: Mutex::new(Vec::new()),
+        });
+        bindings.bind(self.name.clone(), Arc::clone(&slot));
+        let table = StreamingTable::try_new(Arc::clone(&self.schema), vec![slot])?;
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// Collects the stream scans made while planning one query.
+#[derive(Debug, Default)]
+pub(crate) struct QueryBindings {
+    slots: Mutex<Vec<(String, Arc<BatchSlot>)>>,
+}
+
+impl QueryBindings {
+    fn bind(&self, stream: String, slot: Arc<BatchSlot>) {
+        lock(&self.slots).push((stream, slot));
+    }
+
+    /// The (stream name, slot) pairs bound so far.
+    pub fn take(&self) -> Vec<(String, Arc<BatchSlot>)> {
+        std::mem::take(&mut *lock(&self.slots))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The batch a stream scan reads on its next execution.
+#[derive(Debug)]
+pub(crate) struct BatchSlot {
+    schema: SchemaRef,
+    batches: Mutex<Vec<RecordBatch>>,
+}
+
+impl BatchSlot {
+    fn set(&self, batch: RecordBatch) {
+        *lock(&self.batches) = vec![batch];
+    }
+}
+
+impl PartitionStream for BatchSlot {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = lock(&self.batches).clone();
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        ))
+    }
+}
+
+/// The result of one batch of a continuous query.
+#[derive(Debug, Clone)]
+pub struct BatchOutput {
+    /// 1-based number of the batch within this query.
+    pub batch_number: u64,
+    /// Wall-clock time of the tick that cut the batch.
+    pub batch_time: DateTime<Utc>,
+    /// Rows the batch held, over all streams the query reads.
+    pub rows_in: usize,
+    /// The query's result for this batch.
+    pub batches: Vec<RecordBatch>,
+    /// The result's schema (also when there are no rows).
+    pub schema: SchemaRef,
+    /// Time from the tick to the result.
+    pub elapsed: Duration,
+}
+
+impl BatchOutput {
+    /// Rows in the result.
+    pub fn rows_out(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// A query prepared once, executed per batch.
+pub(crate) struct PreparedQuery {
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub task_ctx: Arc<TaskContext>,
+    /// Each scan's slot with the index of its stream in the tick's inputs.
+    pub slots: Vec<(usize, Arc<BatchSlot>)>,
+}
+
+impl PreparedQuery {
+    /// Runs the plan over the batches of one tick.
+    pub async fn execute(&self, inputs: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+        for (input, slot) in &self.slots {
+            slot.set(inputs[*input].clone());
+        }
+        // Operators keep run state (TopK heaps, repartition channels); a
+        // fresh copy of that state per run makes the cached plan reusable.
+        let plan = reset_plan_states(Arc::clone(&self.plan))?;
+        let result = collect(plan, Arc::clone(&self.task_ctx)).await;
+        for (_, slot) in &self.slots {
+            lock(&slot.batches).clear();
+        }
+        Ok(result?)
+    }
+}
+
+/// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
+///
+/// It ends when every stream it reads has ended, or after an error (the last
+/// item). Dropping it stops the query; [`ContinuousQuery::stop`] stops it
+/// after the batch in progress.
+pub struct ContinuousQuery {
+    id: u64,
+    sql: String,
+    schema: SchemaRef,
+    outputs: mpsc::Receiver<Result<BatchOutput>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ContinuousQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContinuousQuery")
+            .field("id", &self.id)
+            .field("sql", &self.sql)
+            .finish()
+    }
+}
+
+impl ContinuousQuery {
+    pub(crate) fn start(
+        id: u64,
+        sql: String,
+        prepared: PreparedQuery,
+        ticks: mpsc::Receiver<Tick>,
+    ) -> Self {
+        let schema = prepared.plan.schema();
+        let (output_sender, outputs) = mpsc::channel(1);
+        let (stop, stop_requested) = watch::channel(false);
+        let task = tokio::spawn(run_query(prepared, ticks, output_sender, stop_requested));
+        Self {
+            id,
+            sql,
+            schema,
+            outputs,
+            stop,
+            task,
+        }
+    }
+
+    /// The query's number within its context (1, 2, ...).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The SQL text of the query.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The schema of every result batch.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Asks the query to stop after the batch in progress; the stream then
+    /// yields that batch's output (if any) and ends.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for ContinuousQuery {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stream for ContinuousQuery {
+    type Item = Result<BatchOutput>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.outputs.poll_recv(cx)
+    }
+}
+
+async fn run_query(
+    prepared: PreparedQuery,
+    mut ticks: mpsc::Receiver<Tick>,
+    outputs: mpsc::Sender<Result<BatchOutput>>,
+    mut stop_requested: watch::Receiver<bool>,
+) {
+    let schema = prepared.plan.schema();
+    let mut batch_number = 0;
+    loop {
+        let tick = tokio::select! {
+            biased;
+            _ = stop_requested.wait_for(|stop| *stop) => return,
+            tick = ticks.recv() => match tick {
+                Some(tick) => tick,
+                None => return,
+            },
+        };
+        let started = Instant::now();
+        let mut inputs = Vec::with_capacity(tick.inputs.len());
+        let mut all_ended = true;
+        for input in tick.inputs {
+            match input {
+                Ok(cut) => {
+                    all_ended &= cut.ended;
+                    inputs.push(cut.batch);
+                }
+                Err(failure) => {
+                    let _ = outputs.send(Err(failure.into())).await;
+                    return;
+                }
+            }
+        }
+        let rows_in = inputs.iter().map(RecordBatch::num_rows).sum();
+        if all_ended && rows_in == 0 {
+            return;
+        }
+        batch_number += 1;
+        let output = prepared.execute(&inputs).await.map(|batches| BatchOutput {
+            batch_number,
+            batch_time: tick.time,
+            rows_in,
+            batches,
+            schema: Arc::clone(&schema),
+            elapsed: started.elapsed(),
+        });
+        let failed = output.is_err();
+        if outputs.send(output).await.is_err() || failed || all_ended {
+            return;
+        }
+    }
+}
+
+/// Turns the bound slots into (unique stream names, slot → stream index).
+pub(crate) fn group_slots(bound: Vec<(String, Arc<BatchSlot>)>) -> (Vec<String>, Vec<(usize, Arc<BatchSlot>)>) {
+    let mut streams: Vec<String> = Vec::new();
+    let slots = bound
+        .into_iter()
+        .map(|(stream, slot)| {
+            let index = streams.iter().position(|s| *s == stream).unwrap_or_else(|| {
+                streams.push(stream);
+                streams.len() - 1
+            });
+            (index, slot)
+        })
+        .collect();
+    (streams, slots)
+}

@@ -1,0 +1,309 @@
+//! Decoding newline-terminated input into Arrow: one text column per line, or
+//! one CSV record per line through arrow-csv. Bad lines are set aside with
+//! their line numbers; good lines around them are kept, in order.
+
+use std::sync::Arc;
+
+use arrow_csv::reader::{Decoder as CsvDecoder, ReaderBuilder};
+use datafusion::arrow::array::{ArrayRef, StringBuilder};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::LineFormat;
+use crate::error::{BrookError, Result};
+
+/// Rows per arrow-csv batch on the fast path.
+const CSV_BATCH_ROWS: usize = 8192;
+
+/// A line that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadLine {
+    /// 1-based line number in the stream.
+    pub line: u64,
+    /// Why it was rejected.
+    pub message: String,
+}
+
+/// What one chunk of lines decoded to.
+#[derive(Debug, Default)]
+pub(crate) struct DecodedLines {
+    /// The good rows, if any.
+    pub batch: Option<RecordBatch>,
+    /// The rejected lines, in order.
+    pub bad_lines: Vec<BadLine>,
+    /// How many lines the chunk held.
+    pub lines: u64,
+}
+
+/// Turns chunks of complete lines into record batches of a stream's schema.
+pub(crate) struct LineDecoder {
+    schema: SchemaRef,
+    format: LineFormat,
+    delimiter: u8,
+    csv: Option<CsvDecoder>,
+}
+
+impl std::fmt::Debug for LineDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineDecoder")
+            .field("format", &self.format)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl LineDecoder {
+    /// A decoder for `schema`; text format needs exactly one text column.
+    pub fn try_new(stream: &str, schema: SchemaRef, format: LineFormat, delimiter: u8) -> Result<Self> {
+        if format == LineFormat::Text
+            && !(schema.fields().len() == 1 && schema.field(0).data_type() == &DataType::Utf8)
+        {
+            return Err(BrookError::invalid(format!(
+                "stream '{stream}': format 'text' gives one TEXT column (e.g. (line TEXT)); use format = 'csv' for several columns"
+            )));
+        }
+        if schema.fields().is_empty() {
+            return Err(BrookError::invalid(format!("stream '{stream}': declare at least one column")));
+        }
+        Ok(Self {
+            schema,
+            format,
+            delimiter,
+            csv: None,
+        })
+    }
+
+    /// Decodes `chunk`, whose lines all end with `\n` except perhaps the
+    /// last one at the end of input. `first_line` numbers the first line.
+    pub fn decode(&mut self, chunk: &[u8], first_line: u64) -> DecodedLines {
+        match self.format {
+            LineFormat::Text => self.decode_text(chunk, first_line),
+            LineFormat::Csv => self.decode_csv(chunk, first_line),
+        }
+    }
+
+    fn decode_text(&self, chunk: &[u8], first_line: u64) -> DecodedLines {
+        let mut builder = StringBuilder::with_capacity(chunk.len() / 16 + 1, chunk.len());
+        let mut decoded = DecodedLines::default();
+        for (index, line) in lines(chunk).enumerate() {
+            match std::str::from_utf8(line) {
+                Ok(text) => builder.append_value(text),
+                Err(err) => decoded.bad_lines.push(BadLine {
+                    line: first_line + index as u64,
+                    message: format!("invalid UTF-8 at byte {}", err.valid_up_to() + 1),
+                }),
+            }
+            decoded.lines += 1;
+        }
+        let column: ArrayRef = Arc::new(builder.finish());
+        if !column.is_empty() {
+            decoded.batch = RecordBatch::try_new(Arc::clone(&self.schema), vec![column]).ok();
+        }
+        decoded
+    }
+
+    fn csv_decoder(&mut self) -> &mut CsvDecoder {
+        let (schema, delimiter) = (Arc::clone(&self.schema), self.delimiter);
+        self.csv.get_or_insert_with(|| {
+            ReaderBuilder::new(schema)
+                .with_header(false)
+                .with_delimiter(delimiter)
+                .with_batch_size(CSV_BATCH_ROWS)
+                .build_decoder()
+        })
+    }
+
+    fn decode_csv(&mut self, chunk: &[u8], first_line: u64) -> DecodedLines {
+        let line_count = lines(chunk).count() as u64;
+        // Fast path: the whole chunk in one go. Anything unusual (an error,
+        // an empty line, a row count that does not match the line count)
+        // goes line by line, so every bad line is found and numbered.
+        let has_empty_line = chunk.first() == Some(&b'\n')
+            || memchr::memmem::find(chunk, b"\n\n").is_some()
+            || memchr::memmem::find(chunk, b"\n\r\n").is_some()
+            || chunk.starts_with(b"\r\n");
+        if !has_empty_line
+            && let Ok(batch) = self.decode_csv_rows(chunk)
+            && batch.as_ref().map_or(0, |b| b.num_rows() as u64) == line_count
+        {
+            return DecodedLines {
+                batch,
+                bad_lines: Vec::new(),
+                lines: line_count,
+            };
+        }
+        self.csv = None;
+        self.decode_csv_line_by_line(chunk, first_line)
+    }
+
+    fn decode_csv_line_by_line(&mut self, chunk: &[u8], first_line: u64) -> DecodedLines {
+        let mut decoded = DecodedLines::default();
+        let mut good_rows = Vec::new();
+        for (index, line) in lines(chunk).enumerate() {
+            decoded.lines += 1;
+            let line_number = first_line + index as u64;
+            if line.is_empty() {
+                decoded.bad_lines.push(BadLine {
+                    line: line_number,
+                    message: "empty line".into(),
+                });
+                continue;
+            }
+            if let Err(err) = std::str::from_utf8(line) {
+                decoded.bad_lines.push(BadLine {
+                    line: line_number,
+                    message: format!("invalid UTF-8 at byte {}", err.valid_up_to() + 1),
+                });
+                continue;
+            }
+            match self.decode_csv_rows(line) {
+                Ok(Some(row)) if row.num_rows() == 1 => good_rows.push(row),
+                Ok(other) => {
+                    self.csv = None;
+                    decoded.bad_lines.push(BadLine {
+                        line: line_number,
+                        message: format!(
+                            "expected one CSV record, found {}",
+                            other.map_or(0, |b| b.num_rows())
+                        ),
+                    });
+                }
+                Err(err) => {
+                    self.csv = None;
+                    decoded.bad_lines.push(BadLine {
+                        line: line_number,
+                        message: clean_csv_message(&err.to_string()),
+                    });
+                }
+            }
+        }
+        decoded.batch = match good_rows.len() {
+            0 => None,
+            _ => concat_batches(&self.schema, &good_rows).ok(),
+        };
+        decoded
+    }
+
+    /// Runs arrow-csv over `bytes` (complete records) and returns all rows.
+    fn decode_csv_rows(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>> {
+        let terminated;
+        let mut input = bytes;
+        if !bytes.ends_with(b"\n") {
+            terminated = [bytes, b"\n"].concat();
+            input = &terminated;
+        }
+        let schema = Arc::clone(&self.schema);
+        let decoder = self.csv_decoder();
+        let mut batches = Vec::new();
+        while !input.is_empty() {
+            let consumed = decoder.decode(input)?;
+            input = &input[consumed..];
+            if decoder.capacity() == 0 || consumed == 0 {
+                batches.extend(decoder.flush()?);
+            }
+        }
+        batches.extend(decoder.flush()?);
+        Ok(match batches.len() {
+            0 => None,
+            1 => batches.pop(),
+            _ => Some(concat_batches(&schema, &batches)?),
+        })
+    }
+}
+
+/// The lines of `chunk` without their `\n` or `\r\n`.
+fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+    let empty = chunk.is_empty();
+    body.split(|b| *b == b'\n')
+        .take(if empty { 0 } else { usize::MAX })
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// arrow-csv's messages count lines within its own input; brook reports the
+/// stream's line number instead, so drop theirs.
+fn clean_csv_message(message: &str) -> String {
+    let message = message
+        .trim_start_matches("Csv error: ")
+        .trim_start_matches("Parser error: ");
+    let mut cleaned = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" line ") {
+        let (before, after) = rest.split_at(at);
+        let digits = after[" line ".len()..].chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            cleaned.push_str(&rest[..at + " line ".len()]);
+            rest = &rest[at + " line ".len()..];
+            continue;
+        }
+        let before = before.strip_suffix(" at").or_else(|| before.strip_suffix(" for")).unwrap_or(before);
+        cleaned.push_str(before);
+        rest = &after[" line ".len() + digits..];
+    }
+    cleaned.push_str(rest);
+    cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Float64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn csv_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("sensor", DataType::Utf8, true),
+            Field::new("temp", DataType::Float64, true),
+        ]))
+    }
+
+    #[test]
+    fn text_lines_strip_crlf_and_keep_empty_lines() {
+        let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
+        let mut decoder = LineDecoder::try_new("t", schema, LineFormat::Text, b',').unwrap();
+        let decoded = decoder.decode(b"a b\r\n\nc\n", 1);
+        let batch = decoded.batch.unwrap();
+        let values: Vec<_> = batch.column(0).as_string::<i32>().iter().map(|v| v.unwrap()).collect();
+        assert_eq!(values, vec!["a b", "", "c"]);
+        assert_eq!(decoded.lines, 3);
+    }
+
+    #[test]
+    fn text_invalid_utf8_is_a_bad_line_with_its_number() {
+        let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
+        let mut decoder = LineDecoder::try_new("t", schema, LineFormat::Text, b',').unwrap();
+        let decoded = decoder.decode(b"ok\nbad \xff\nfine\n", 10);
+        assert_eq!(decoded.batch.unwrap().num_rows(), 2);
+        assert_eq!(
+            decoded.bad_lines,
+            vec![BadLine {
+                line: 11,
+                message: "invalid UTF-8 at byte 5".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn csv_bad_rows_are_skipped_and_numbered() {
+        let mut decoder = LineDecoder::try_new("r", csv_schema(), LineFormat::Csv, b',').unwrap();
+        let decoded = decoder.decode(b"s1,1.5\ns2,abc\ns3,2.5,extra\n\ns4,4\n", 1);
+        let batch = decoded.batch.unwrap();
+        let temps: &Float64Array = batch.column(1).as_primitive();
+        assert_eq!(temps.values().to_vec(), vec![1.5, 4.0]);
+        let lines: Vec<u64> = decoded.bad_lines.iter().map(|b| b.line).collect();
+        assert_eq!(lines, vec![2, 3, 4]);
+        assert!(decoded.bad_lines[0].message.contains("abc"), "{:?}", decoded.bad_lines[0]);
+        assert!(!decoded.bad_lines[0].message.contains("line 0"), "{:?}", decoded.bad_lines[0]);
+        assert!(decoded.bad_lines[1].message.contains("fields"), "{:?}", decoded.bad_lines[1]);
+        assert_eq!(decoded.bad_lines[2].message, "empty line");
+    }
+
+    #[test]
+    fn csv_fast_path_decodes_a_clean_chunk_and_a_final_unterminated_line() {
+        let mut decoder = LineDecoder::try_new("r", csv_schema(), LineFormat::Csv, b',').unwrap();
+        let decoded = decoder.decode(b"a,1\r\nb,2\nc,3", 1);
+        assert_eq!(decoded.batch.unwrap().num_rows(), 3);
+        assert!(decoded.bad_lines.is_empty());
+    }
+}

@@ -1,0 +1,43 @@
+//! Sources: where a stream's rows come from. One file per kind, all behind
+//! [`Source`]; a source decodes what it receives into Arrow and leaves it in
+//! the stream's [`Inbox`] for the next tick.
+
+mod decode;
+mod options;
+mod queue;
+mod socket;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::stream::Inbox;
+
+pub use options::{LineFormat, OnError, QueueOptions, SocketOptions};
+pub(crate) use options::Connector;
+pub use queue::QueueHandle;
+pub(crate) use queue::QueueSource;
+pub(crate) use socket::SocketSource;
+
+/// A kind of source behind a stream.
+#[async_trait]
+pub(crate) trait Source: Send + Sync + Debug {
+    /// The connector's name as written in `CREATE STREAM ... WITH (connector = ...)`.
+    fn connector(&self) -> &'static str;
+
+    /// The source's options as a user would write them, for `SHOW STREAMS`.
+    fn describe(&self) -> String;
+
+    /// Whether each tick takes one item rather than everything that arrived
+    /// (a queue with `one_at_a_time = 'true'`).
+    fn one_item_per_batch(&self) -> bool {
+        false
+    }
+
+    /// Starts delivering into `inbox`. Called once, when the first query
+    /// that reads the stream starts; fails if the source cannot start
+    /// (for example, the connection is refused).
+    async fn start(&self, inbox: Arc<Inbox>) -> Result<()>;
+}

@@ -1,0 +1,101 @@
+//! The queue source (Spark's `queueStream`): items pushed from Rust or by
+//! `INSERT INTO`, taken one per tick or all at once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::{QueueOptions, Source};
+use crate::error::{BrookError, Result};
+use crate::stream::Inbox;
+
+#[derive(Debug)]
+pub(crate) struct QueueSource {
+    pub options: QueueOptions,
+}
+
+#[async_trait]
+impl Source for QueueSource {
+    fn connector(&self) -> &'static str {
+        "queue"
+    }
+
+    fn describe(&self) -> String {
+        format!("one_at_a_time = '{}'", self.options.one_at_a_time)
+    }
+
+    fn one_item_per_batch(&self) -> bool {
+        self.options.one_at_a_time
+    }
+
+    async fn start(&self, _inbox: Arc<Inbox>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Pushes items into a queue stream. Cheap to clone; every clone feeds the
+/// same queue.
+#[derive(Debug, Clone)]
+pub struct QueueHandle {
+    pub(crate) stream: String,
+    pub(crate) schema: SchemaRef,
+    pub(crate) inbox: Arc<Inbox>,
+}
+
+impl QueueHandle {
+    /// The stream this handle feeds.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    /// The schema pushed batches must have (column names may differ; types
+    /// and count must match).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Queues one item. Items wait until a query reads the stream; with
+    /// `one_at_a_time` each item is one batch.
+    pub fn push(&self, batch: RecordBatch) -> Result<()> {
+        let fields = self.schema.fields();
+        let given = batch.schema();
+        let types_match = given.fields().len() == fields.len()
+            && given
+                .fields()
+                .iter()
+                .zip(fields.iter())
+                .all(|(g, f)| g.data_type() == f.data_type());
+        if !types_match {
+            return Err(BrookError::invalid(format!(
+                "stream '{}' expects columns ({}), got ({})",
+                self.stream,
+                describe_fields(&self.schema),
+                describe_fields(&given)
+            )));
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())?;
+        self.inbox.push_now(batch)
+    }
+
+    /// Closes the queue: once the items already queued have been taken, the
+    /// stream ends and the queries reading only it finish.
+    pub fn close(&self) {
+        self.inbox.close();
+    }
+
+    /// Whether [`QueueHandle::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inbox.is_closed()
+    }
+}
+
+fn describe_fields(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,275 @@
+//! The socket source (Spark's `socketTextStream`): brook connects to
+//! `host:port` as a TCP client and reads newline-terminated lines, decoding
+//! them straight from large reads. A line is only ever decoded whole, however
+//! the bytes were split across reads or ticks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::decode::LineDecoder;
+use super::{LineFormat, OnError, SocketOptions, Source};
+use crate::error::{BrookError, Result, WarningHandler};
+use crate::stream::Inbox;
+
+/// Bytes asked for per read; lines are decoded a read at a time.
+const READ_BYTES: usize = 256 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct SocketSource {
+    stream: String,
+    address: String,
+    options: SocketOptions,
+    schema: SchemaRef,
+    warn: WarningHandlerDebug,
+    /// The reading task; aborted when the stream is dropped.
+    reader: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A [`WarningHandler`] that can sit in a `#[derive(Debug)]` struct.
+#[derive(Clone)]
+struct WarningHandlerDebug(WarningHandler);
+
+impl std::fmt::Debug for WarningHandlerDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WarningHandler")
+    }
+}
+
+impl SocketSource {
+    pub fn try_new(
+        stream: String,
+        address: String,
+        options: SocketOptions,
+        schema: SchemaRef,
+        warn: WarningHandler,
+    ) -> Result<Self> {
+        // Validate the schema against the format now, at CREATE STREAM time.
+        LineDecoder::try_new(&stream, Arc::clone(&schema), options.format, options.delimiter)?;
+        Ok(Self {
+            stream,
+            address,
+            options,
+            schema,
+            warn: WarningHandlerDebug(warn),
+            reader: Default::default(),
+        })
+    }
+}
+
+impl Drop for SocketSource {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.lock().ok().and_then(|mut r| r.take()) {
+            reader.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Source for SocketSource {
+    fn connector(&self) -> &'static str {
+        "socket"
+    }
+
+    fn describe(&self) -> String {
+        let (host, port) = self.address.rsplit_once(':').unwrap_or((&self.address, ""));
+        format!(
+            "host = '{host}', port = '{port}', format = '{}', reconnect = '{}', on_error = '{}'",
+            match self.options.format {
+                LineFormat::Text => "text",
+                LineFormat::Csv => "csv",
+            },
+            self.options.reconnect,
+            match self.options.on_error {
+                OnError::Skip => "skip",
+                OnError::Fail => "fail",
+            }
+        )
+    }
+
+    async fn start(&self, inbox: Arc<Inbox>) -> Result<()> {
+        let first_connection = match connect(&self.address).await {
+            Ok(socket) => Some(socket),
+            Err(source) if !self.options.reconnect => {
+                return Err(BrookError::Connect {
+                    stream: self.stream.clone(),
+                    address: self.address.clone(),
+                    source,
+                });
+            }
+            Err(source) => {
+                (self.warn.0)(&BrookError::Connect {
+                    stream: self.stream.clone(),
+                    address: self.address.clone(),
+                    source,
+                });
+                None
+            }
+        };
+        let reader = SocketReader {
+            stream: self.stream.clone(),
+            address: self.address.clone(),
+            options: self.options.clone(),
+            decoder: LineDecoder::try_new(
+                &self.stream,
+                Arc::clone(&self.schema),
+                self.options.format,
+                self.options.delimiter,
+            )?,
+            inbox,
+            warn: self.warn.0.clone(),
+            next_line: 1,
+        };
+        let task = tokio::spawn(reader.run(first_connection));
+        if let Ok(mut slot) = self.reader.lock() {
+            *slot = Some(task);
+        }
+        Ok(())
+    }
+}
+
+async fn connect(address: &str) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out")),
+    }
+}
+
+/// Why one connection's reading stopped.
+enum Disconnect {
+    /// The peer closed the connection.
+    Closed,
+    /// Reading failed (reset, ...).
+    Lost(std::io::Error),
+    /// A bad row with `on_error = 'fail'`: the stream has failed.
+    Failed,
+}
+
+struct SocketReader {
+    stream: String,
+    address: String,
+    options: SocketOptions,
+    decoder: LineDecoder,
+    inbox: Arc<Inbox>,
+    warn: WarningHandler,
+    /// Number of the next line to arrive, counted over all connections.
+    next_line: u64,
+}
+
+impl SocketReader {
+    async fn run(mut self, first_connection: Option<TcpStream>) {
+        let mut connection = first_connection;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if let Some(socket) = connection.take() {
+                backoff = FIRST_BACKOFF;
+                match self.read_connection(socket).await {
+                    Disconnect::Failed => return,
+                    Disconnect::Closed => {}
+                    Disconnect::Lost(source) => (self.warn)(&BrookError::SourceIo {
+                        stream: self.stream.clone(),
+                        source: std::io::Error::new(
+                            source.kind(),
+                            format!("connection to {} lost: {source}", self.address),
+                        ),
+                    }),
+                }
+                if !self.options.reconnect {
+                    self.inbox.close();
+                    return;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match connect(&self.address).await {
+                Ok(socket) => connection = Some(socket),
+                Err(source) => (self.warn)(&BrookError::Connect {
+                    stream: self.stream.clone(),
+                    address: self.address.clone(),
+                    source,
+                }),
+            }
+        }
+    }
+
+    /// Reads one connection until it closes or fails.
+    async fn read_connection(&mut self, mut socket: TcpStream) -> Disconnect {
+        let mut buffer: Vec<u8> = Vec::with_capacity(READ_BYTES);
+        // Bytes before this offset in `buffer` are known to hold no newline.
+        let mut scanned = 0;
+        loop {
+            if buffer.capacity() - buffer.len() < READ_BYTES / 4 {
+                buffer.reserve(READ_BYTES);
+            }
+            let read = match socket.read_buf(&mut buffer).await {
+                Ok(0) => {
+                    // A final line without a newline is still a line.
+                    if !buffer.is_empty() && !self.deliver(&buffer).await {
+                        return Disconnect::Failed;
+                    }
+                    return Disconnect::Closed;
+                }
+                Ok(read) => read,
+                Err(err) => {
+                    if !buffer.is_empty() {
+                        (self.warn)(&BrookError::BadRow {
+                            stream: self.stream.clone(),
+                            line: self.next_line,
+                            message: format!("incomplete line of {} bytes dropped: the connection was lost", buffer.len()),
+                        });
+                        self.inbox.rows_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Disconnect::Lost(err);
+                }
+            };
+            let Some(last_newline) = memchr::memrchr(b'\n', &buffer[scanned..]).map(|i| scanned + i) else {
+                scanned = buffer.len();
+                continue;
+            };
+            let _ = read;
+            if !self.deliver(&buffer[..=last_newline]).await {
+                return Disconnect::Failed;
+            }
+            buffer.drain(..=last_newline);
+            scanned = buffer.len();
+        }
+    }
+
+    /// Decodes complete lines and puts the rows in the inbox. Returns false
+    /// when the stream has failed (`on_error = 'fail'`).
+    async fn deliver(&mut self, lines: &[u8]) -> bool {
+        let decoded = self.decoder.decode(lines, self.next_line);
+        self.next_line += decoded.lines;
+        if !decoded.bad_lines.is_empty() {
+            self.inbox
+                .rows_dropped
+                .fetch_add(decoded.bad_lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for bad in &decoded.bad_lines {
+            let error = BrookError::BadRow {
+                stream: self.stream.clone(),
+                line: bad.line,
+                message: bad.message.clone(),
+            };
+            if self.options.on_error == OnError::Fail {
+                // Rows before the bad one in this chunk are lost with the
+                // stream; the query stops on the error.
+                self.inbox.fail(error.to_string());
+                return false;
+            }
+            (self.warn)(&error);
+        }
+        if let Some(batch) = decoded.batch {
+            self.inbox.push(batch).await;
+        }
+        true
+    }
+}

@@ -1,0 +1,14 @@
+//! brook's SQL front end: splits a script into statements, parses brook's own
+//! statements (`CREATE STREAM`, `DROP STREAM`, `SHOW STREAMS`,
+//! `SET batch_interval`) with sqlparser, and hands every other statement to
+//! DataFusion's parser. Tokens keep their positions in the whole script, so
+//! every error names the line and column where it was found.
+
+mod interval;
+mod statement;
+mod types;
+
+pub use interval::parse_duration;
+pub use statement::{BrookStatement, CreateStream, ParsedStatement, parse_sql};
+pub(crate) use statement::normalize_ident;
+pub(crate) use statement::datafusion_sql_error;

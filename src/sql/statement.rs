@@ -1,0 +1,432 @@
+//! Statement splitting and parsing: brook's statements and DataFusion's.
+
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::Field;
+use datafusion::error::DataFusionError;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DataFusionStatement};
+use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, SqlOption, Value};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use super::interval::parse_duration;
+use super::types::arrow_type;
+use crate::error::{BrookError, Result, SqlLocation};
+
+/// One statement of a script, parsed, with the text it came from.
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    /// What the statement asks for.
+    pub statement: BrookStatement,
+    /// The statement's own text (without the terminating `;`).
+    pub sql: String,
+    /// Where the statement starts in the script.
+    pub location: SqlLocation,
+}
+
+/// The statements brook understands itself; everything else is DataFusion's.
+#[derive(Debug, Clone)]
+pub enum BrookStatement {
+    /// `CREATE STREAM name (columns) WITH (options)`.
+    CreateStream(CreateStream),
+    /// `DROP STREAM [IF EXISTS] name`.
+    DropStream {
+        /// The stream to drop.
+        name: String,
+        /// Whether a missing stream is fine.
+        if_exists: bool,
+    },
+    /// `SHOW STREAMS`.
+    ShowStreams,
+    /// `SET batch_interval = '3 seconds'`.
+    SetBatchInterval(Duration),
+    /// Any other statement, parsed by DataFusion (queries, `INSERT`,
+    /// `CREATE EXTERNAL TABLE`, `SET datafusion.*`, ...).
+    DataFusion(Box<DataFusionStatement>),
+}
+
+/// A parsed `CREATE STREAM`.
+#[derive(Debug, Clone)]
+pub struct CreateStream {
+    /// The stream's name (unquoted names are lower-cased, as DataFusion does).
+    pub name: String,
+    /// `IF NOT EXISTS` was given.
+    pub if_not_exists: bool,
+    /// The declared columns; empty when no column list was given.
+    pub columns: Vec<Field>,
+    /// `WITH (key = 'value', ...)`: keys lower-cased, values as written.
+    pub options: Vec<(String, String)>,
+}
+
+/// Splits `sql` into statements at `;` and parses each. Fails on the first
+/// statement that does not parse, naming its line and column.
+pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|err| BrookError::Sql {
+            message: err.message,
+            location: Some(SqlLocation {
+                line: err.location.line,
+                column: err.location.column,
+            }),
+        })?;
+    let text = ScriptText::new(sql);
+    let mut parsed = Vec::new();
+    for statement_tokens in tokens.split(|t| t.token == Token::SemiColon) {
+        let meaningful: Vec<&TokenWithSpan> = statement_tokens
+            .iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
+        let (Some(first), Some(last)) = (meaningful.first(), meaningful.last()) else {
+            continue;
+        };
+        let location = SqlLocation {
+            line: first.span.start.line,
+            column: first.span.start.column,
+        };
+        let statement = parse_statement(statement_tokens.to_vec(), &meaningful)?;
+        parsed.push(ParsedStatement {
+            statement,
+            sql: text.slice(first.span.start, last.span.end).to_string(),
+            location,
+        });
+    }
+    Ok(parsed)
+}
+
+fn parse_statement(tokens: Vec<TokenWithSpan>, meaningful: &[&TokenWithSpan]) -> Result<BrookStatement> {
+    let word = |i: usize| match meaningful.get(i).map(|t| &t.token) {
+        Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    match (word(0).as_str(), word(1).as_str()) {
+        ("create", "stream") => parse_create_stream(tokens).map(BrookStatement::CreateStream),
+        ("drop", "stream") => parse_drop_stream(tokens),
+        ("show", "streams") if meaningful.len() == 2 => Ok(BrookStatement::ShowStreams),
+        ("set", "batch_interval") => parse_set_batch_interval(tokens),
+        _ => parse_datafusion(tokens).map(|s| BrookStatement::DataFusion(Box::new(s))),
+    }
+}
+
+fn brook_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
+    static DIALECT: GenericDialect = GenericDialect {};
+    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+}
+
+fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
+    let mut parser = brook_parser(tokens);
+    let mut create = || -> Result<CreateStream, ParserError> {
+        parser.expect_keyword(Keyword::CREATE)?;
+        parser.next_token(); // STREAM, checked by the caller
+        let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name_token = parser.peek_token();
+        let name = parser.parse_object_name(false)?;
+        let (column_defs, _constraints) = parser.parse_columns()?;
+        let options = parser.parse_options(Keyword::WITH)?;
+        expect_end(&mut parser)?;
+        Ok(CreateStream {
+            name: object_name(&name).map_err(|m| at(&name_token, m))?,
+            if_not_exists,
+            columns: column_defs
+                .iter()
+                .map(|c| {
+                    arrow_type(&c.data_type)
+                        .map(|t| Field::new(normalize_ident(&c.name), t, true))
+                        .map_err(|e| at_span(c.name.span.start, e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+            options: options
+                .iter()
+                .map(option_pair)
+                .collect::<Result<_, _>>()?,
+        })
+    };
+    create().map_err(parser_error)
+}
+
+fn parse_drop_stream(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+    let mut parser = brook_parser(tokens);
+    let mut drop = || -> Result<BrookStatement, ParserError> {
+        parser.expect_keyword(Keyword::DROP)?;
+        parser.next_token(); // STREAM
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name_token = parser.peek_token();
+        let name = parser.parse_object_name(false)?;
+        expect_end(&mut parser)?;
+        Ok(BrookStatement::DropStream {
+            name: object_name(&name).map_err(|m| at(&name_token, m))?,
+            if_exists,
+        })
+    };
+    drop().map_err(parser_error)
+}
+
+fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+    let mut parser = brook_parser(tokens);
+    let mut set = || -> Result<(TokenWithSpan, String), ParserError> {
+        parser.expect_keyword(Keyword::SET)?;
+        parser.next_token(); // batch_interval
+        if !parser.consume_token(&Token::Eq) {
+            parser.expect_keyword(Keyword::TO)?;
+        }
+        let value_token = parser.peek_token();
+        let value = parser.parse_expr()?;
+        expect_end(&mut parser)?;
+        let value = expr_text(&value).ok_or_else(|| at(&value_token, "expected a duration such as '3 seconds'".into()))?;
+        Ok((value_token, value))
+    };
+    let (value_token, value) = set().map_err(parser_error)?;
+    let interval = parse_duration(&value).map_err(|e| BrookError::Sql {
+        message: e.to_string(),
+        location: Some(location_of(&value_token)),
+    })?;
+    if interval.is_zero() {
+        return Err(BrookError::Sql {
+            message: "batch_interval must be greater than zero".into(),
+            location: Some(location_of(&value_token)),
+        });
+    }
+    Ok(BrookStatement::SetBatchInterval(interval))
+}
+
+fn parse_datafusion(tokens: Vec<TokenWithSpan>) -> Result<DataFusionStatement> {
+    let mut parser = DFParserBuilder::new(tokens)
+        .build()
+        .map_err(|e| datafusion_sql_error(e, None))?;
+    let mut statements = parser
+        .parse_statements()
+        .map_err(|e| datafusion_sql_error(e, None))?;
+    match (statements.pop_front(), statements.is_empty()) {
+        (Some(statement), true) => Ok(statement),
+        _ => Err(BrookError::internal_split()),
+    }
+}
+
+impl BrookError {
+    fn internal_split() -> Self {
+        BrookError::Internal("statement splitting left more than one statement".into())
+    }
+}
+
+fn expect_end(parser: &mut Parser) -> Result<(), ParserError> {
+    let next = parser.peek_token();
+    if next.token == Token::EOF {
+        Ok(())
+    } else {
+        parser.expected("end of statement", next)
+    }
+}
+
+fn option_pair(option: &SqlOption) -> Result<(String, String), ParserError> {
+    match option {
+        SqlOption::KeyValue { key, value } => {
+            let text = expr_text(value)
+                .ok_or_else(|| at_span(key.span.start, format!("option '{}' needs a value such as '9000'", key.value)))?;
+            Ok((key.value.to_ascii_lowercase(), text))
+        }
+        other => Err(ParserError::ParserError(format!(
+            "expected an option of the form key = 'value', found {other}"
+        ))),
+    }
+}
+
+/// The text of an option value: a string, a number, a boolean or a bare word.
+fn expr_text(value: &Expr) -> Option<String> {
+    match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.to_string()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        Expr::Identifier(ident) => Some(ident.value.clone()),
+        _ => None,
+    }
+}
+
+fn object_name(name: &ObjectName) -> Result<String, String> {
+    match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .map(normalize_ident)
+            .ok_or_else(|| format!("expected a stream name, found {name}")),
+        _ => Err(format!("stream names have one part; found {name}")),
+    }
+}
+
+/// Unquoted identifiers are lower-cased, as DataFusion does for table names.
+pub(crate) fn normalize_ident(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    }
+}
+
+fn location_of(token: &TokenWithSpan) -> SqlLocation {
+    SqlLocation {
+        line: token.span.start.line,
+        column: token.span.start.column,
+    }
+}
+
+fn at(token: &TokenWithSpan, message: String) -> ParserError {
+    at_span(token.span.start, message)
+}
+
+fn at_span(location: datafusion::sql::sqlparser::tokenizer::Location, message: String) -> ParserError {
+    ParserError::ParserError(format!("{message} at Line: {}, Column: {}", location.line, location.column))
+}
+
+fn parser_error(err: ParserError) -> BrookError {
+    let message = match err {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+    };
+    split_location(message)
+}
+
+/// sqlparser puts the position at the end of its messages: `... at Line: 3, Column: 7`.
+fn split_location(message: String) -> BrookError {
+    if let Some(at) = message.rfind(" at Line: ") {
+        let position = &message[at + " at Line: ".len()..];
+        let mut numbers = position.split(", Column: ").map(|n| n.trim().parse::<u64>());
+        if let (Some(Ok(line)), Some(Ok(column))) = (numbers.next(), numbers.next()) {
+            return BrookError::Sql {
+                message: message[..at].to_string(),
+                location: Some(SqlLocation { line, column }),
+            };
+        }
+    }
+    BrookError::Sql { message, location: None }
+}
+
+/// Turns a DataFusion parse or planning error into a [`BrookError::Sql`],
+/// using the position DataFusion reports (its diagnostic span, or the
+/// parser's `at Line: .., Column: ..`), else `fallback`.
+pub(crate) fn datafusion_sql_error(err: DataFusionError, fallback: Option<SqlLocation>) -> BrookError {
+    let span_location = err.diagnostic().and_then(|d| d.span).and_then(|span| {
+        (span.start.line > 0).then_some(SqlLocation {
+            line: span.start.line,
+            column: span.start.column,
+        })
+    });
+    let message = match err.find_root() {
+        DataFusionError::SQL(parser_err, _) => match parser_err.as_ref() {
+            ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
+            ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+        },
+        root => root.strip_backtrace(),
+    };
+    match split_location(message) {
+        BrookError::Sql { message, location } => BrookError::Sql {
+            message,
+            location: location.or(span_location).or(fallback),
+        },
+        other => other,
+    }
+}
+
+/// Line starts of a script, to cut statements' text out of it by position.
+struct ScriptText<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> ScriptText<'a> {
+    fn new(text: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { text, line_starts }
+    }
+
+    fn offset(&self, location: datafusion::sql::sqlparser::tokenizer::Location) -> usize {
+        let Some(&line_start) = usize::try_from(location.line)
+            .ok()
+            .and_then(|line| self.line_starts.get(line.saturating_sub(1)))
+        else {
+            return self.text.len();
+        };
+        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.text[line_start..]
+            .char_indices()
+            .nth(column)
+            .map_or(self.text.len(), |(i, _)| line_start + i)
+    }
+
+    fn slice(
+        &self,
+        start: datafusion::sql::sqlparser::tokenizer::Location,
+        end: datafusion::sql::sqlparser::tokenizer::Location,
+    ) -> &'a str {
+        let (from, to) = (self.offset(start), self.offset(end));
+        self.text.get(from..to.max(from)).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::DataType;
+
+    #[test]
+    fn splits_brook_and_datafusion_statements_keeping_their_text() {
+        let script = "SET batch_interval = '3 seconds';\n\
+                      CREATE STREAM lines (line TEXT) WITH (connector = 'queue', one_at_a_time = 'true');\n\
+                      INSERT INTO lines VALUES ('a b');\n\
+                      -- a comment\n\
+                      SELECT line FROM lines;\n";
+        let parsed = parse_sql(script).unwrap();
+        assert_eq!(parsed.len(), 4);
+        assert!(matches!(parsed[0].statement, BrookStatement::SetBatchInterval(d) if d == Duration::from_secs(3)));
+        let BrookStatement::CreateStream(create) = &parsed[1].statement else {
+            panic!("expected CREATE STREAM, got {:?}", parsed[1].statement)
+        };
+        assert_eq!(create.name, "lines");
+        assert_eq!(create.columns, vec![Field::new("line", DataType::Utf8, true)]);
+        assert_eq!(
+            create.options,
+            vec![("connector".into(), "queue".into()), ("one_at_a_time".into(), "true".into())]
+        );
+        assert!(matches!(parsed[2].statement, BrookStatement::DataFusion(_)));
+        assert_eq!(parsed[3].sql, "SELECT line FROM lines");
+        assert_eq!(parsed[3].location, SqlLocation { line: 5, column: 1 });
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column_in_the_script() {
+        let err = parse_sql("SELECT 1;\nSELECT * FORM t;").unwrap_err();
+        let location = err.location().expect("location");
+        assert_eq!(location.line, 2);
+        assert_eq!(location.column, 10);
+        assert!(err.to_string().contains("FORM"), "{err}");
+    }
+
+    #[test]
+    fn create_stream_errors_point_at_the_bad_part() {
+        let err = parse_sql("CREATE STREAM s (a INTERVAL) WITH (connector = 'queue')").unwrap_err();
+        assert!(err.to_string().contains("unsupported column type"), "{err}");
+        assert_eq!(err.location(), Some(SqlLocation { line: 1, column: 18 }));
+
+        let err = parse_sql("CREATE STREAM s (a INT) WITH (connector = 'queue') extra").unwrap_err();
+        assert!(err.to_string().contains("end of statement"), "{err}");
+    }
+
+    #[test]
+    fn drop_show_and_quoted_names() {
+        let parsed = parse_sql("DROP STREAM IF EXISTS \"Mixed\"; SHOW STREAMS").unwrap();
+        assert!(matches!(&parsed[0].statement, BrookStatement::DropStream { name, if_exists: true } if name == "Mixed"));
+        assert!(matches!(parsed[1].statement, BrookStatement::ShowStreams));
+    }
+
+    #[test]
+    fn bad_batch_interval_is_a_located_error() {
+        let err = parse_sql("SET batch_interval = 'soon'").unwrap_err();
+        assert!(err.to_string().contains("invalid duration 'soon'"), "{err}");
+        assert_eq!(err.location(), Some(SqlLocation { line: 1, column: 22 }));
+    }
+}
