@@ -74,7 +74,9 @@ impl Drop for Batcher {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Batcher {
@@ -96,7 +98,11 @@ impl Batcher {
 
     /// Subscribes a query to `streams`; it receives every tick from the next
     /// one on, until the returned receiver is dropped.
-    pub fn subscribe(self: &Arc<Self>, query_id: u64, streams: Vec<Arc<LiveStream>>) -> mpsc::Receiver<Tick> {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        query_id: u64,
+        streams: Vec<Arc<LiveStream>>,
+    ) -> mpsc::Receiver<Tick> {
         let (sender, receiver) = mpsc::channel(TICKS_IN_FLIGHT);
         lock(&self.subscriptions).push(Subscription {
             query_id,

@@ -19,7 +19,9 @@ use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableOb
 use crate::batcher::Batcher;
 use crate::error::{BrookError, Result, SqlLocation, WarningHandler};
 use crate::query::{ContinuousQuery, PreparedQuery, QueryBindings, StreamTable, group_slots};
-use crate::source::{Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source};
+use crate::source::{
+    Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
+};
 use crate::sql::{BrookStatement, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql};
 use crate::stream::{DEFAULT_MAX_PENDING_ROWS, LiveStream};
 
@@ -93,9 +95,11 @@ impl StreamContext {
     pub fn with_warning_handler(batch_interval: Duration, warn: WarningHandler) -> Self {
         // One partition: micro-batches are small, and repartitioning them
         // costs more than it saves (see BUILD.md's measurements).
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(true);
+        // Spans let planning errors ("no field named x") point at the column.
+        config.options_mut().sql_parser.collect_spans = true;
         Self {
             inner: Arc::new(ContextInner {
                 session: SessionContext::new_with_config(config),
@@ -115,7 +119,9 @@ impl StreamContext {
     /// Changes the batch interval; running queries see it from the next tick.
     pub fn set_batch_interval(&self, batch_interval: Duration) -> Result<()> {
         if batch_interval.is_zero() {
-            return Err(BrookError::invalid("batch_interval must be greater than zero"));
+            return Err(BrookError::invalid(
+                "batch_interval must be greater than zero",
+            ));
         }
         self.inner.batcher.set_batch_interval(batch_interval);
         Ok(())
@@ -128,9 +134,16 @@ impl StreamContext {
 
     /// Registers a queue stream (Spark's `queueStream`) and returns the
     /// handle that feeds it.
-    pub fn register_queue(&self, name: &str, schema: SchemaRef, options: QueueOptions) -> Result<QueueHandle> {
+    pub fn register_queue(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: QueueOptions,
+    ) -> Result<QueueHandle> {
         if schema.fields().is_empty() {
-            return Err(BrookError::invalid(format!("stream '{name}': declare at least one column")));
+            return Err(BrookError::invalid(format!(
+                "stream '{name}': declare at least one column"
+            )));
         }
         let stream = self.register_stream(
             name,
@@ -148,7 +161,13 @@ impl StreamContext {
     /// Registers a socket stream (Spark's `socketTextStream`): brook connects
     /// to `address` (`host:port`) when the first query reads the stream.
     /// For text lines use [`line_schema`].
-    pub fn register_socket(&self, name: &str, address: &str, schema: SchemaRef, options: SocketOptions) -> Result<()> {
+    pub fn register_socket(
+        &self,
+        name: &str,
+        address: &str,
+        schema: SchemaRef,
+        options: SocketOptions,
+    ) -> Result<()> {
         let max_pending_rows = options.max_pending_rows;
         let source = SocketSource::try_new(
             name.to_string(),
@@ -168,14 +187,27 @@ impl StreamContext {
         source: Arc<dyn Source>,
         max_pending_rows: usize,
     ) -> Result<Arc<LiveStream>> {
-        let mut streams = self.inner.streams.write().unwrap_or_else(|p| p.into_inner());
+        let mut streams = self
+            .inner
+            .streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if streams.contains_key(name) {
-            return Err(BrookError::invalid(format!("stream '{name}' already exists")));
+            return Err(BrookError::invalid(format!(
+                "stream '{name}' already exists"
+            )));
         }
         if self.inner.session.table_exist(name)? {
-            return Err(BrookError::invalid(format!("a table named '{name}' already exists")));
+            return Err(BrookError::invalid(format!(
+                "a table named '{name}' already exists"
+            )));
         }
-        let stream = Arc::new(LiveStream::new(name.to_string(), Arc::clone(&schema), source, max_pending_rows));
+        let stream = Arc::new(LiveStream::new(
+            name.to_string(),
+            Arc::clone(&schema),
+            source,
+            max_pending_rows,
+        ));
         self.inner.session.register_table(
             name,
             Arc::new(StreamTable {
@@ -238,7 +270,9 @@ impl StreamContext {
                 self.inner.session.deregister_table(name)?;
                 Ok(())
             }
-            None => Err(BrookError::invalid(format!("stream '{name}' does not exist"))),
+            None => Err(BrookError::invalid(format!(
+                "stream '{name}' does not exist"
+            ))),
         }
     }
 
@@ -272,12 +306,16 @@ impl StreamContext {
             BrookStatement::CreateStream(create) => self.create_stream(create).map_err(located),
             BrookStatement::DropStream { name, if_exists } => match self.stream(name) {
                 None if *if_exists => Ok(SqlOutput::Done),
-                _ => self.deregister_stream(name).map(|()| SqlOutput::Done).map_err(located),
+                _ => self
+                    .deregister_stream(name)
+                    .map(|()| SqlOutput::Done)
+                    .map_err(located),
             },
             BrookStatement::ShowStreams => self.show_streams(),
-            BrookStatement::SetBatchInterval(interval) => {
-                self.set_batch_interval(*interval).map(|()| SqlOutput::Done).map_err(located)
-            }
+            BrookStatement::SetBatchInterval(interval) => self
+                .set_batch_interval(*interval)
+                .map(|()| SqlOutput::Done)
+                .map_err(located),
             BrookStatement::DataFusion(df_statement) => self
                 .execute_datafusion(df_statement, &statement.sql, statement.location)
                 .await
@@ -302,7 +340,11 @@ impl StreamContext {
                 self.register_queue(&create.name, schema, options)?;
             }
             Connector::Socket { address, options } => {
-                let schema = if create.columns.is_empty() { line_schema() } else { schema };
+                let schema = if create.columns.is_empty() {
+                    line_schema()
+                } else {
+                    schema
+                };
                 self.register_socket(&create.name, &address, schema, options)?;
             }
         }
@@ -334,7 +376,12 @@ impl StreamContext {
             Arc::clone(&schema),
             vec![
                 text(streams.iter().map(|s| s.name.clone()).collect()),
-                text(streams.iter().map(|s| s.source.connector().to_string()).collect()),
+                text(
+                    streams
+                        .iter()
+                        .map(|s| s.source.connector().to_string())
+                        .collect(),
+                ),
                 text(
                     streams
                         .iter()
@@ -364,9 +411,24 @@ impl StreamContext {
                         })
                         .collect(),
                 ),
-                count(streams.iter().map(|s| s.inbox.rows_received.load(Ordering::Relaxed)).collect()),
-                count(streams.iter().map(|s| s.inbox.rows_dropped.load(Ordering::Relaxed)).collect()),
-                count(streams.iter().map(|s| s.inbox.pending_rows() as u64).collect()),
+                count(
+                    streams
+                        .iter()
+                        .map(|s| s.inbox.rows_received.load(Ordering::Relaxed))
+                        .collect(),
+                ),
+                count(
+                    streams
+                        .iter()
+                        .map(|s| s.inbox.rows_dropped.load(Ordering::Relaxed))
+                        .collect(),
+                ),
+                count(
+                    streams
+                        .iter()
+                        .map(|s| s.inbox.pending_rows() as u64)
+                        .collect(),
+                ),
             ],
         )?;
         Ok(SqlOutput::Rows {
@@ -418,9 +480,9 @@ impl StreamContext {
         let (stream_names, slots) = group_slots(bound);
         let mut streams = Vec::with_capacity(stream_names.len());
         for name in &stream_names {
-            let stream = self
-                .stream(name)
-                .ok_or_else(|| BrookError::Internal(format!("stream '{name}' was planned but is not registered")))?;
+            let stream = self.stream(name).ok_or_else(|| {
+                BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
+            })?;
             stream.ensure_started().await?;
             streams.push(stream);
         }
@@ -431,7 +493,12 @@ impl StreamContext {
             task_ctx: state.task_ctx(),
             slots,
         };
-        Ok(SqlOutput::Query(ContinuousQuery::start(id, sql.to_string(), prepared, ticks)))
+        Ok(SqlOutput::Query(ContinuousQuery::start(
+            id,
+            sql.to_string(),
+            prepared,
+            ticks,
+        )))
     }
 
     /// The queue behind `INSERT INTO name`, when `name` is a stream.
@@ -446,7 +513,12 @@ impl StreamContext {
     }
 
     /// `INSERT INTO queue_stream ...`: all rows of the statement are one item.
-    async fn insert_into_queue(&self, insert: &Insert, stream: &LiveStream, location: SqlLocation) -> Result<SqlOutput> {
+    async fn insert_into_queue(
+        &self,
+        insert: &Insert,
+        stream: &LiveStream,
+        location: SqlLocation,
+    ) -> Result<SqlOutput> {
         let Some(queue) = self.queue(&stream.name) else {
             return Err(BrookError::invalid(format!(
                 "stream '{}' reads from a {} connector; INSERT works on queue streams",
@@ -455,7 +527,9 @@ impl StreamContext {
             )));
         };
         let Some(source) = &insert.source else {
-            return Err(BrookError::invalid("INSERT INTO a stream needs VALUES or a SELECT"));
+            return Err(BrookError::invalid(
+                "INSERT INTO a stream needs VALUES or a SELECT",
+            ));
         };
         let query = DataFusionStatement::Statement(Box::new(SqlStatement::Query(source.clone())));
         let state = self.inner.session.state();
@@ -471,9 +545,18 @@ impl StreamContext {
         let named: Vec<String> = insert
             .columns
             .iter()
-            .map(|c| c.0.last().and_then(|p| p.as_ident()).map(crate::sql::normalize_ident).unwrap_or_default())
+            .map(|c| {
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(crate::sql::normalize_ident)
+                    .unwrap_or_default()
+            })
             .collect();
-        let expected = if named.is_empty() { target.fields().len() } else { named.len() };
+        let expected = if named.is_empty() {
+            target.fields().len()
+        } else {
+            named.len()
+        };
         if rows.num_columns() != expected {
             return Err(BrookError::invalid(format!(
                 "INSERT INTO {} gives {} values per row; the stream has {} columns",
@@ -491,14 +574,21 @@ impl StreamContext {
             };
             let column = match position {
                 Some(position) => cast(rows.column(position), field.data_type()).map_err(|e| {
-                    BrookError::invalid(format!("INSERT INTO {}: column {}: {e}", stream.name, field.name()))
+                    BrookError::invalid(format!(
+                        "INSERT INTO {}: column {}: {e}",
+                        stream.name,
+                        field.name()
+                    ))
                 })?,
                 None => new_null_array(field.data_type(), rows.num_rows()),
             };
             columns.push(column);
         }
         if let Some(unknown) = named.iter().find(|n| target.field_with_name(n).is_err()) {
-            return Err(BrookError::invalid(format!("stream '{}' has no column '{unknown}'", stream.name)));
+            return Err(BrookError::invalid(format!(
+                "stream '{}' has no column '{unknown}'",
+                stream.name
+            )));
         }
         queue.push(RecordBatch::try_new(Arc::clone(target), columns)?)?;
         Ok(SqlOutput::Done)

@@ -6,7 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = brook::cli::Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("brook: cannot start the runtime: {err}");

@@ -61,12 +61,15 @@ impl TableProvider for StreamTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let bindings = state.config().get_extension::<QueryBindings>().ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "stream '{}' can only be read by a continuous query (SELECT ... FROM {})",
-                self.name, self.name
-            ))
-        })?;
+        let bindings = state
+            .config()
+            .get_extension::<QueryBindings>()
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "stream '{}' can only be read by a continuous query (SELECT ... FROM {})",
+                    self.name, self.name
+                ))
+            })?;
         let slot = Arc::new(BatchSlot {
             schema: Arc::clone(&self.schema),
             batches: Mutex::new(Vec::new()),
@@ -95,7 +98,9 @@ impl QueryBindings {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The batch a stream scan reads on its next execution.
@@ -307,15 +312,20 @@ async fn run_query(
 }
 
 /// Turns the bound slots into (unique stream names, slot → stream index).
-pub(crate) fn group_slots(bound: Vec<(String, Arc<BatchSlot>)>) -> (Vec<String>, Vec<(usize, Arc<BatchSlot>)>) {
+pub(crate) fn group_slots(
+    bound: Vec<(String, Arc<BatchSlot>)>,
+) -> (Vec<String>, Vec<(usize, Arc<BatchSlot>)>) {
     let mut streams: Vec<String> = Vec::new();
     let slots = bound
         .into_iter()
         .map(|(stream, slot)| {
-            let index = streams.iter().position(|s| *s == stream).unwrap_or_else(|| {
-                streams.push(stream);
-                streams.len() - 1
-            });
+            let index = streams
+                .iter()
+                .position(|s| *s == stream)
+                .unwrap_or_else(|| {
+                    streams.push(stream);
+                    streams.len() - 1
+                });
             (index, slot)
         })
         .collect();

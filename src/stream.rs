@@ -29,7 +29,12 @@ pub(crate) struct LiveStream {
 }
 
 impl LiveStream {
-    pub fn new(name: String, schema: SchemaRef, source: Arc<dyn Source>, max_pending_rows: usize) -> Self {
+    pub fn new(
+        name: String,
+        schema: SchemaRef,
+        source: Arc<dyn Source>,
+        max_pending_rows: usize,
+    ) -> Self {
         let inbox = Arc::new(Inbox::new(name.clone(), max_pending_rows));
         Self {
             name,
@@ -118,7 +123,9 @@ impl Inbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
         // A panic while holding this lock cannot leave the queue half-updated
         // in a way that matters more than losing the stream, so recover.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds one item now, however full the inbox is (queues: the caller
@@ -126,9 +133,13 @@ impl Inbox {
     pub fn push_now(&self, batch: RecordBatch) -> Result<()> {
         let mut state = self.lock();
         if state.closed {
-            return Err(BrookError::invalid(format!("stream '{}' is closed", self.stream)));
+            return Err(BrookError::invalid(format!(
+                "stream '{}' is closed",
+                self.stream
+            )));
         }
-        self.rows_received.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.rows_received
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         state.pending_rows += batch.num_rows();
         state.items.push_back(batch);
         Ok(())
@@ -142,8 +153,11 @@ impl Inbox {
             space_freed.as_mut().enable();
             {
                 let mut state = self.lock();
-                if state.pending_rows == 0 || state.pending_rows + batch.num_rows() <= self.max_pending_rows {
-                    self.rows_received.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                if state.pending_rows == 0
+                    || state.pending_rows + batch.num_rows() <= self.max_pending_rows
+                {
+                    self.rows_received
+                        .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     state.pending_rows += batch.num_rows();
                     state.items.push_back(batch);
                     return;

@@ -8,7 +8,10 @@ pub(crate) fn format_error(label: &str, script: &str, err: &BrookError) -> Strin
     let Some(location) = err.location() else {
         return format!("brook: {label}: {err}");
     };
-    let mut text = format!("brook: {label}:{}:{}: {err}", location.line, location.column);
+    let mut text = format!(
+        "brook: {label}:{}:{}: {err}",
+        location.line, location.column
+    );
     let line_index = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
     if let Some(line) = script.lines().nth(line_index) {
         let number = location.line.to_string();
@@ -19,7 +22,9 @@ pub(crate) fn format_error(label: &str, script: &str, err: &BrookError) -> Strin
             .take(column)
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        text.push_str(&format!("\n {number} | {line}\n {padding} | {caret_offset}^"));
+        text.push_str(&format!(
+            "\n {number} | {line}\n {padding} | {caret_offset}^"
+        ));
     }
     text
 }

@@ -50,7 +50,9 @@ pub async fn exec(args: Args) -> ExitCode {
     }
     if scripts.is_empty() {
         let _ = Args::command().print_help();
-        eprintln!("\nbrook: nothing to run: give a file (brook run FILE.sql) or SQL (brook -c \"...\")");
+        eprintln!(
+            "\nbrook: nothing to run: give a file (brook run FILE.sql) or SQL (brook -c \"...\")"
+        );
         return ExitCode::from(EXIT_USAGE);
     }
 
@@ -148,7 +150,8 @@ async fn print_query(
         };
         match output {
             Ok(output) => {
-                let written = sink.write_batch(&mut io::stdout().lock(), &mut io::stderr().lock(), &output);
+                let written =
+                    sink.write_batch(&mut io::stdout().lock(), &mut io::stderr().lock(), &output);
                 if let Err(err) = written {
                     if err.kind() != io::ErrorKind::BrokenPipe {
                         eprintln!("brook: cannot write output: {err}");

@@ -64,7 +64,12 @@ impl ConsoleSink {
 
     /// Writes one batch of a continuous query: rows to `out`, and in CSV or
     /// JSON format the header to `err`.
-    pub fn write_batch(&mut self, out: &mut dyn Write, err: &mut dyn Write, output: &BatchOutput) -> io::Result<()> {
+    pub fn write_batch(
+        &mut self,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+        output: &BatchOutput,
+    ) -> io::Result<()> {
         let empty = output.rows_in == 0;
         if empty && self.quiet {
             return Ok(());
@@ -90,7 +95,12 @@ impl ConsoleSink {
     }
 
     /// Writes a one-off result (a query over static tables, `SHOW STREAMS`).
-    pub fn write_rows(&mut self, out: &mut dyn Write, schema: &SchemaRef, batches: &[RecordBatch]) -> io::Result<()> {
+    pub fn write_rows(
+        &mut self,
+        out: &mut dyn Write,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> io::Result<()> {
         match self.format {
             OutputFormat::Table => {
                 self.write_table(out, schema, batches)?;
@@ -103,11 +113,22 @@ impl ConsoleSink {
         }
     }
 
-    fn write_table(&self, out: &mut dyn Write, schema: &SchemaRef, batches: &[RecordBatch]) -> io::Result<()> {
+    fn write_table(
+        &self,
+        out: &mut dyn Write,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> io::Result<()> {
         let total_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut table = Table::new();
         table.set_format(*format::consts::FORMAT_NO_LINESEP_WITH_TITLE);
-        table.set_titles(Row::new(schema.fields().iter().map(|f| Cell::new(f.name())).collect()));
+        table.set_titles(Row::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| Cell::new(f.name()))
+                .collect(),
+        ));
         let options = FormatOptions::default().with_null("NULL");
         let mut shown = 0;
         'batches: for batch in batches {
@@ -122,7 +143,10 @@ impl ConsoleSink {
                     break 'batches;
                 }
                 table.add_row(Row::new(
-                    formatters.iter().map(|f| Cell::new(&f.value(row).to_string())).collect(),
+                    formatters
+                        .iter()
+                        .map(|f| Cell::new(&f.value(row).to_string()))
+                        .collect(),
                 ));
                 shown += 1;
             }
@@ -134,7 +158,12 @@ impl ConsoleSink {
         Ok(())
     }
 
-    fn write_plain(&mut self, out: &mut dyn Write, schema: &SchemaRef, batches: &[RecordBatch]) -> io::Result<()> {
+    fn write_plain(
+        &mut self,
+        out: &mut dyn Write,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> io::Result<()> {
         match self.format {
             OutputFormat::Csv => {
                 let mut writer = arrow_csv::WriterBuilder::new()
@@ -188,7 +217,10 @@ fn with_batch_columns(output: &BatchOutput) -> Result<(SchemaRef, Vec<RecordBatc
     ];
     fields.extend(output.schema.fields().iter().cloned());
     let schema = Arc::new(Schema::new(fields));
-    let time = output.batch_time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let time = output
+        .batch_time
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
     let batches = output
         .batches
         .iter()

@@ -55,7 +55,12 @@ impl std::fmt::Debug for LineDecoder {
 
 impl LineDecoder {
     /// A decoder for `schema`; text format needs exactly one text column.
-    pub fn try_new(stream: &str, schema: SchemaRef, format: LineFormat, delimiter: u8) -> Result<Self> {
+    pub fn try_new(
+        stream: &str,
+        schema: SchemaRef,
+        format: LineFormat,
+        delimiter: u8,
+    ) -> Result<Self> {
         if format == LineFormat::Text
             && !(schema.fields().len() == 1 && schema.field(0).data_type() == &DataType::Utf8)
         {
@@ -64,7 +69,9 @@ impl LineDecoder {
             )));
         }
         if schema.fields().is_empty() {
-            return Err(BrookError::invalid(format!("stream '{stream}': declare at least one column")));
+            return Err(BrookError::invalid(format!(
+                "stream '{stream}': declare at least one column"
+            )));
         }
         Ok(Self {
             schema,
@@ -231,13 +238,19 @@ fn clean_csv_message(message: &str) -> String {
     let mut rest = message;
     while let Some(at) = rest.find(" line ") {
         let (before, after) = rest.split_at(at);
-        let digits = after[" line ".len()..].chars().take_while(char::is_ascii_digit).count();
+        let digits = after[" line ".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .count();
         if digits == 0 {
             cleaned.push_str(&rest[..at + " line ".len()]);
             rest = &rest[at + " line ".len()..];
             continue;
         }
-        let before = before.strip_suffix(" at").or_else(|| before.strip_suffix(" for")).unwrap_or(before);
+        let before = before
+            .strip_suffix(" at")
+            .or_else(|| before.strip_suffix(" for"))
+            .unwrap_or(before);
         cleaned.push_str(before);
         rest = &after[" line ".len() + digits..];
     }
@@ -264,7 +277,12 @@ mod tests {
         let mut decoder = LineDecoder::try_new("t", schema, LineFormat::Text, b',').unwrap();
         let decoded = decoder.decode(b"a b\r\n\nc\n", 1);
         let batch = decoded.batch.unwrap();
-        let values: Vec<_> = batch.column(0).as_string::<i32>().iter().map(|v| v.unwrap()).collect();
+        let values: Vec<_> = batch
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap())
+            .collect();
         assert_eq!(values, vec!["a b", "", "c"]);
         assert_eq!(decoded.lines, 3);
     }
@@ -293,9 +311,21 @@ mod tests {
         assert_eq!(temps.values().to_vec(), vec![1.5, 4.0]);
         let lines: Vec<u64> = decoded.bad_lines.iter().map(|b| b.line).collect();
         assert_eq!(lines, vec![2, 3, 4]);
-        assert!(decoded.bad_lines[0].message.contains("abc"), "{:?}", decoded.bad_lines[0]);
-        assert!(!decoded.bad_lines[0].message.contains("line 0"), "{:?}", decoded.bad_lines[0]);
-        assert!(decoded.bad_lines[1].message.contains("fields"), "{:?}", decoded.bad_lines[1]);
+        assert!(
+            decoded.bad_lines[0].message.contains("abc"),
+            "{:?}",
+            decoded.bad_lines[0]
+        );
+        assert!(
+            !decoded.bad_lines[0].message.contains("line 0"),
+            "{:?}",
+            decoded.bad_lines[0]
+        );
+        assert!(
+            decoded.bad_lines[1].message.contains("fields"),
+            "{:?}",
+            decoded.bad_lines[1]
+        );
         assert_eq!(decoded.bad_lines[2].message, "empty line");
     }
 

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::stream::Inbox;
 
-pub use options::{LineFormat, OnError, QueueOptions, SocketOptions};
 pub(crate) use options::Connector;
+pub use options::{LineFormat, OnError, QueueOptions, SocketOptions};
 pub use queue::QueueHandle;
 pub(crate) use queue::QueueSource;
 pub(crate) use socket::SocketSource;

@@ -99,7 +99,10 @@ impl SocketOptions {
 #[derive(Debug, Clone)]
 pub(crate) enum Connector {
     Queue(QueueOptions),
-    Socket { address: String, options: SocketOptions },
+    Socket {
+        address: String,
+        options: SocketOptions,
+    },
 }
 
 impl Connector {
@@ -108,7 +111,9 @@ impl Connector {
         let mut remaining: BTreeMap<&str, &str> = BTreeMap::new();
         for (key, value) in options {
             if remaining.insert(key, value).is_some() {
-                return Err(BrookError::invalid(format!("stream '{stream}': option '{key}' is given twice")));
+                return Err(BrookError::invalid(format!(
+                    "stream '{stream}': option '{key}' is given twice"
+                )));
             }
         }
         let connector = remaining.remove("connector").ok_or_else(|| {
@@ -119,14 +124,20 @@ impl Connector {
         let mut take = |key: &str| remaining.remove(key);
         let parsed = match connector.to_ascii_lowercase().as_str() {
             "queue" => Connector::Queue(QueueOptions {
-                one_at_a_time: take("one_at_a_time").map_or(Ok(false), |v| parse_bool(stream, "one_at_a_time", v))?,
+                one_at_a_time: take("one_at_a_time")
+                    .map_or(Ok(false), |v| parse_bool(stream, "one_at_a_time", v))?,
             }),
             "socket" => {
                 let host = take("host").unwrap_or("localhost");
-                let port = take("port")
-                    .ok_or_else(|| BrookError::invalid(format!("stream '{stream}': the socket connector needs option port")))?;
+                let port = take("port").ok_or_else(|| {
+                    BrookError::invalid(format!(
+                        "stream '{stream}': the socket connector needs option port"
+                    ))
+                })?;
                 let port: u16 = port.parse().map_err(|_| {
-                    BrookError::invalid(format!("stream '{stream}': port must be a number from 1 to 65535, got '{port}'"))
+                    BrookError::invalid(format!(
+                        "stream '{stream}': port must be a number from 1 to 65535, got '{port}'"
+                    ))
                 })?;
                 let mut options = SocketOptions::default();
                 if let Some(format) = take("format") {
@@ -186,7 +197,9 @@ impl Connector {
         if let Some((key, _)) = remaining.into_iter().next() {
             let known = match parsed {
                 Connector::Queue(_) => "connector, one_at_a_time",
-                Connector::Socket { .. } => "connector, host, port, format, reconnect, on_error, delimiter, max_pending_rows",
+                Connector::Socket { .. } => {
+                    "connector, host, port, format, reconnect, on_error, delimiter, max_pending_rows"
+                }
             };
             return Err(BrookError::invalid(format!(
                 "stream '{stream}': unknown option '{key}' for this connector (known: {known})"
@@ -211,13 +224,17 @@ mod tests {
     use super::*;
 
     fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn socket_options_default_to_localhost_text() {
         let Connector::Socket { address, options } =
-            Connector::from_options("ds", &options(&[("connector", "socket"), ("port", "9000")])).unwrap()
+            Connector::from_options("ds", &options(&[("connector", "socket"), ("port", "9000")]))
+                .unwrap()
         else {
             panic!("expected a socket")
         };
@@ -228,15 +245,23 @@ mod tests {
 
     #[test]
     fn unknown_and_bad_options_are_named() {
-        let err = Connector::from_options("ds", &options(&[("connector", "socket"), ("port", "9000"), ("colour", "red")]))
-            .unwrap_err()
-            .to_string();
+        let err = Connector::from_options(
+            "ds",
+            &options(&[("connector", "socket"), ("port", "9000"), ("colour", "red")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown option 'colour'"), "{err}");
-        let err = Connector::from_options("ds", &options(&[("connector", "socket"), ("port", "ninety")]))
+        let err = Connector::from_options(
+            "ds",
+            &options(&[("connector", "socket"), ("port", "ninety")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("port must be a number"), "{err}");
+        let err = Connector::from_options("q", &options(&[("connector", "kafka")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("port must be a number"), "{err}");
-        let err = Connector::from_options("q", &options(&[("connector", "kafka")])).unwrap_err().to_string();
         assert!(err.contains("unknown connector 'kafka'"), "{err}");
     }
 }

@@ -53,7 +53,12 @@ impl SocketSource {
         warn: WarningHandler,
     ) -> Result<Self> {
         // Validate the schema against the format now, at CREATE STREAM time.
-        LineDecoder::try_new(&stream, Arc::clone(&schema), options.format, options.delimiter)?;
+        LineDecoder::try_new(
+            &stream,
+            Arc::clone(&schema),
+            options.format,
+            options.delimiter,
+        )?;
         Ok(Self {
             stream,
             address,
@@ -139,7 +144,10 @@ impl Source for SocketSource {
 async fn connect(address: &str) -> std::io::Result<TcpStream> {
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
         Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connection timed out",
+        )),
     }
 }
 
@@ -223,14 +231,21 @@ impl SocketReader {
                         (self.warn)(&BrookError::BadRow {
                             stream: self.stream.clone(),
                             line: self.next_line,
-                            message: format!("incomplete line of {} bytes dropped: the connection was lost", buffer.len()),
+                            message: format!(
+                                "incomplete line of {} bytes dropped: the connection was lost",
+                                buffer.len()
+                            ),
                         });
-                        self.inbox.rows_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.inbox
+                            .rows_dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     return Disconnect::Lost(err);
                 }
             };
-            let Some(last_newline) = memchr::memrchr(b'\n', &buffer[scanned..]).map(|i| scanned + i) else {
+            let Some(last_newline) =
+                memchr::memrchr(b'\n', &buffer[scanned..]).map(|i| scanned + i)
+            else {
                 scanned = buffer.len();
                 continue;
             };
@@ -249,9 +264,10 @@ impl SocketReader {
         let decoded = self.decoder.decode(lines, self.next_line);
         self.next_line += decoded.lines;
         if !decoded.bad_lines.is_empty() {
-            self.inbox
-                .rows_dropped
-                .fetch_add(decoded.bad_lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.inbox.rows_dropped.fetch_add(
+                decoded.bad_lines.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         for bad in &decoded.bad_lines {
             let error = BrookError::BadRow {

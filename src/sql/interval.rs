@@ -42,9 +42,15 @@ mod tests {
         assert_eq!(parse_duration("3 seconds").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2 minutes").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            parse_duration("2 minutes").unwrap(),
+            Duration::from_secs(120)
+        );
         assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration(" 100 milliseconds ").unwrap(), Duration::from_millis(100));
+        assert_eq!(
+            parse_duration(" 100 milliseconds ").unwrap(),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -9,6 +9,6 @@ mod statement;
 mod types;
 
 pub use interval::parse_duration;
-pub use statement::{BrookStatement, CreateStream, ParsedStatement, parse_sql};
-pub(crate) use statement::normalize_ident;
 pub(crate) use statement::datafusion_sql_error;
+pub(crate) use statement::normalize_ident;
+pub use statement::{BrookStatement, CreateStream, ParsedStatement, parse_sql};

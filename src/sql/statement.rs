@@ -87,7 +87,23 @@ pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
             line: first.span.start.line,
             column: first.span.start.column,
         };
-        let statement = parse_statement(statement_tokens.to_vec(), &meaningful)?;
+        // Errors at the end of input ("found: EOF") carry no position of
+        // their own: point just past the statement's last token.
+        let end = SqlLocation {
+            line: last.span.end.line,
+            column: last.span.end.column,
+        };
+        let statement =
+            parse_statement(statement_tokens.to_vec(), &meaningful).map_err(|err| match err {
+                BrookError::Sql {
+                    message,
+                    location: None,
+                } => BrookError::Sql {
+                    message,
+                    location: Some(end),
+                },
+                other => other,
+            })?;
         parsed.push(ParsedStatement {
             statement,
             sql: text.slice(first.span.start, last.span.end).to_string(),
@@ -97,7 +113,10 @@ pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
     Ok(parsed)
 }
 
-fn parse_statement(tokens: Vec<TokenWithSpan>, meaningful: &[&TokenWithSpan]) -> Result<BrookStatement> {
+fn parse_statement(
+    tokens: Vec<TokenWithSpan>,
+    meaningful: &[&TokenWithSpan],
+) -> Result<BrookStatement> {
     let word = |i: usize| match meaningful.get(i).map(|t| &t.token) {
         Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
         _ => String::new(),
@@ -138,10 +157,7 @@ fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
                         .map_err(|e| at_span(c.name.span.start, e.to_string()))
                 })
                 .collect::<Result<_, _>>()?,
-            options: options
-                .iter()
-                .map(option_pair)
-                .collect::<Result<_, _>>()?,
+            options: options.iter().map(option_pair).collect::<Result<_, _>>()?,
         })
     };
     create().map_err(parser_error)
@@ -175,7 +191,12 @@ fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement
         let value_token = parser.peek_token();
         let value = parser.parse_expr()?;
         expect_end(&mut parser)?;
-        let value = expr_text(&value).ok_or_else(|| at(&value_token, "expected a duration such as '3 seconds'".into()))?;
+        let value = expr_text(&value).ok_or_else(|| {
+            at(
+                &value_token,
+                "expected a duration such as '3 seconds'".into(),
+            )
+        })?;
         Ok((value_token, value))
     };
     let (value_token, value) = set().map_err(parser_error)?;
@@ -223,8 +244,12 @@ fn expect_end(parser: &mut Parser) -> Result<(), ParserError> {
 fn option_pair(option: &SqlOption) -> Result<(String, String), ParserError> {
     match option {
         SqlOption::KeyValue { key, value } => {
-            let text = expr_text(value)
-                .ok_or_else(|| at_span(key.span.start, format!("option '{}' needs a value such as '9000'", key.value)))?;
+            let text = expr_text(value).ok_or_else(|| {
+                at_span(
+                    key.span.start,
+                    format!("option '{}' needs a value such as '9000'", key.value),
+                )
+            })?;
             Ok((key.value.to_ascii_lowercase(), text))
         }
         other => Err(ParserError::ParserError(format!(
@@ -277,8 +302,14 @@ fn at(token: &TokenWithSpan, message: String) -> ParserError {
     at_span(token.span.start, message)
 }
 
-fn at_span(location: datafusion::sql::sqlparser::tokenizer::Location, message: String) -> ParserError {
-    ParserError::ParserError(format!("{message} at Line: {}, Column: {}", location.line, location.column))
+fn at_span(
+    location: datafusion::sql::sqlparser::tokenizer::Location,
+    message: String,
+) -> ParserError {
+    ParserError::ParserError(format!(
+        "{message} at Line: {}, Column: {}",
+        location.line, location.column
+    ))
 }
 
 fn parser_error(err: ParserError) -> BrookError {
@@ -293,7 +324,9 @@ fn parser_error(err: ParserError) -> BrookError {
 fn split_location(message: String) -> BrookError {
     if let Some(at) = message.rfind(" at Line: ") {
         let position = &message[at + " at Line: ".len()..];
-        let mut numbers = position.split(", Column: ").map(|n| n.trim().parse::<u64>());
+        let mut numbers = position
+            .split(", Column: ")
+            .map(|n| n.trim().parse::<u64>());
         if let (Some(Ok(line)), Some(Ok(column))) = (numbers.next(), numbers.next()) {
             return BrookError::Sql {
                 message: message[..at].to_string(),
@@ -301,13 +334,19 @@ fn split_location(message: String) -> BrookError {
             };
         }
     }
-    BrookError::Sql { message, location: None }
+    BrookError::Sql {
+        message,
+        location: None,
+    }
 }
 
 /// Turns a DataFusion parse or planning error into a [`BrookError::Sql`],
 /// using the position DataFusion reports (its diagnostic span, or the
 /// parser's `at Line: .., Column: ..`), else `fallback`.
-pub(crate) fn datafusion_sql_error(err: DataFusionError, fallback: Option<SqlLocation>) -> BrookError {
+pub(crate) fn datafusion_sql_error(
+    err: DataFusionError,
+    fallback: Option<SqlLocation>,
+) -> BrookError {
     let span_location = err.diagnostic().and_then(|d| d.span).and_then(|span| {
         (span.start.line > 0).then_some(SqlLocation {
             line: span.start.line,
@@ -382,15 +421,23 @@ mod tests {
                       SELECT line FROM lines;\n";
         let parsed = parse_sql(script).unwrap();
         assert_eq!(parsed.len(), 4);
-        assert!(matches!(parsed[0].statement, BrookStatement::SetBatchInterval(d) if d == Duration::from_secs(3)));
+        assert!(
+            matches!(parsed[0].statement, BrookStatement::SetBatchInterval(d) if d == Duration::from_secs(3))
+        );
         let BrookStatement::CreateStream(create) = &parsed[1].statement else {
             panic!("expected CREATE STREAM, got {:?}", parsed[1].statement)
         };
         assert_eq!(create.name, "lines");
-        assert_eq!(create.columns, vec![Field::new("line", DataType::Utf8, true)]);
+        assert_eq!(
+            create.columns,
+            vec![Field::new("line", DataType::Utf8, true)]
+        );
         assert_eq!(
             create.options,
-            vec![("connector".into(), "queue".into()), ("one_at_a_time".into(), "true".into())]
+            vec![
+                ("connector".into(), "queue".into()),
+                ("one_at_a_time".into(), "true".into())
+            ]
         );
         assert!(matches!(parsed[2].statement, BrookStatement::DataFusion(_)));
         assert_eq!(parsed[3].sql, "SELECT line FROM lines");
@@ -410,16 +457,25 @@ mod tests {
     fn create_stream_errors_point_at_the_bad_part() {
         let err = parse_sql("CREATE STREAM s (a INTERVAL) WITH (connector = 'queue')").unwrap_err();
         assert!(err.to_string().contains("unsupported column type"), "{err}");
-        assert_eq!(err.location(), Some(SqlLocation { line: 1, column: 18 }));
+        assert_eq!(
+            err.location(),
+            Some(SqlLocation {
+                line: 1,
+                column: 18
+            })
+        );
 
-        let err = parse_sql("CREATE STREAM s (a INT) WITH (connector = 'queue') extra").unwrap_err();
+        let err =
+            parse_sql("CREATE STREAM s (a INT) WITH (connector = 'queue') extra").unwrap_err();
         assert!(err.to_string().contains("end of statement"), "{err}");
     }
 
     #[test]
     fn drop_show_and_quoted_names() {
         let parsed = parse_sql("DROP STREAM IF EXISTS \"Mixed\"; SHOW STREAMS").unwrap();
-        assert!(matches!(&parsed[0].statement, BrookStatement::DropStream { name, if_exists: true } if name == "Mixed"));
+        assert!(
+            matches!(&parsed[0].statement, BrookStatement::DropStream { name, if_exists: true } if name == "Mixed")
+        );
         assert!(matches!(parsed[1].statement, BrookStatement::ShowStreams));
     }
 
@@ -427,6 +483,12 @@ mod tests {
     fn bad_batch_interval_is_a_located_error() {
         let err = parse_sql("SET batch_interval = 'soon'").unwrap_err();
         assert!(err.to_string().contains("invalid duration 'soon'"), "{err}");
-        assert_eq!(err.location(), Some(SqlLocation { line: 1, column: 22 }));
+        assert_eq!(
+            err.location(),
+            Some(SqlLocation {
+                line: 1,
+                column: 22
+            })
+        );
     }
 }

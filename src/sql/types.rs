@@ -31,7 +31,9 @@ pub(super) fn arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
                 decimal_part(*p, "precision")?,
                 i8::try_from(*s).map_err(|_| BrookError::invalid("DECIMAL scale is too large"))?,
             ),
-            ExactNumberInfo::Precision(p) => DataType::Decimal128(decimal_part(*p, "precision")?, 0),
+            ExactNumberInfo::Precision(p) => {
+                DataType::Decimal128(decimal_part(*p, "precision")?, 0)
+            }
             ExactNumberInfo::None => DataType::Decimal128(38, 10),
         },
         other => {
@@ -45,6 +47,8 @@ pub(super) fn arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
 fn decimal_part(value: u64, what: &str) -> Result<u8> {
     match u8::try_from(value) {
         Ok(v) if (1..=38).contains(&v) => Ok(v),
-        _ => Err(BrookError::invalid(format!("DECIMAL {what} must be between 1 and 38, got {value}"))),
+        _ => Err(BrookError::invalid(format!(
+            "DECIMAL {what} must be between 1 and 38, got {value}"
+        ))),
     }
 }

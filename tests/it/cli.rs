@@ -1,0 +1,295 @@
+//! The `brook` binary, run as a user would: output, exit codes, errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{chunk_server, closed_port_address};
+
+fn brook(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start brook");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().ok();
+            panic!("brook {args:?} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Batch headers carry wall-clock times and durations: blank them out.
+fn normalize(stdout: &str) -> String {
+    stdout
+        .lines()
+        .map(|line| match line.strip_prefix("Batch ") {
+            Some(rest) => {
+                let parts: Vec<&str> = rest.split(" | ").collect();
+                let number = parts[0].split(" at ").next().unwrap_or_default();
+                format!(
+                    "Batch {number} at <time> | {} | {} | <ms>",
+                    parts[1], parts[2]
+                )
+            }
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn temp_sql(name: &str, sql: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("brook-{}-{name}", std::process::id()));
+    std::fs::write(&path, sql).unwrap();
+    path
+}
+
+#[test]
+fn wordcount_sql_prints_sparks_two_batches_and_exits_0() {
+    let output = brook(&["run", "queries/wordcount.sql"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    let expected = "\
+-------------------------------------------
+Batch 1 at <time> | 1 row in | 4 rows out | <ms>
+-------------------------------------------
++-----------+-------+
+| word      | count |
++-----------+-------+
+| Sample    | 1     |
+| Spark     | 1     |
+| Streaming | 1     |
+| ssc       | 1     |
++-----------+-------+
+
+-------------------------------------------
+Batch 2 at <time> | 1 row in | 3 rows out | <ms>
+-------------------------------------------
++-------+-------+
+| word  | count |
++-------+-------+
+| Spark | 2     |
+| API   | 1     |
+| Queue | 1     |
++-------+-------+
+";
+    assert_eq!(
+        normalize(&text(&output.stdout)).trim_end(),
+        expected.trim_end()
+    );
+    assert_eq!(text(&output.stderr), "");
+}
+
+#[test]
+fn csv_format_writes_plain_rows_with_batch_columns_to_stdout() {
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "--format",
+        "csv",
+        "-c",
+        "CREATE STREAM q (n INT) WITH (connector = 'queue', one_at_a_time = 'true'); \
+         INSERT INTO q VALUES (1), (2); INSERT INTO q VALUES (3); \
+         SELECT n * 10 AS tens FROM q",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(lines[0], vec!["batch", "batch_time", "tens"]);
+    let values: Vec<(&str, &str)> = lines[1..].iter().map(|l| (l[0], l[2])).collect();
+    assert_eq!(values, vec![("1", "10"), ("1", "20"), ("2", "30")]);
+    assert!(
+        lines[1][1].ends_with('Z') && lines[1][1].contains('T'),
+        "{stdout}"
+    );
+    assert!(
+        text(&output.stderr).contains("Batch 1 at"),
+        "headers go to stderr"
+    );
+}
+
+#[test]
+fn json_format_writes_one_object_per_row() {
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "--format",
+        "json",
+        "--quiet",
+        "-c",
+        "CREATE STREAM q (w TEXT) WITH (connector = 'queue'); INSERT INTO q VALUES ('x'); SELECT w FROM q",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.starts_with("{\"batch\":1,\"batch_time\":\""),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("\"w\":\"x\"}"), "{stdout}");
+    assert_eq!(text(&output.stderr), "");
+}
+
+#[test]
+fn max_rows_cuts_the_table_and_says_how_many_more() {
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "--max-rows",
+        "2",
+        "-c",
+        "CREATE STREAM q (n INT) WITH (connector = 'queue'); INSERT INTO q VALUES (1), (2), (3), (4), (5); \
+         SELECT n FROM q ORDER BY n",
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("| 2 |") && !stdout.contains("| 3 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("... 3 more rows"), "{stdout}");
+}
+
+#[test]
+fn a_bad_statement_names_file_line_and_column_and_exits_1() {
+    let path = temp_sql(
+        "bad.sql",
+        "CREATE STREAM q (n INT) WITH (connector = 'queue');\n\nSELECT * FORM q;\n",
+    );
+    let output = brook(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("brook: {}:3:10: ", path.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(" 3 | SELECT * FORM q;\n   |          ^"),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn a_planning_error_points_at_the_column() {
+    let output = brook(&[
+        "-c",
+        "CREATE STREAM q (n INT) WITH (connector = 'queue');\nSELECT nope FROM q",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("brook: -c:2:8: "), "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+}
+
+#[test]
+fn peer_close_ends_the_run_with_exit_0() {
+    let address = chunk_server(
+        vec![b"alpha\nbeta\n".to_vec(), b"gamma\n".to_vec()],
+        Duration::from_millis(100),
+    );
+    let port = address.rsplit_once(':').unwrap().1;
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "--quiet",
+        "-c",
+        &format!(
+            "CREATE STREAM ds (line TEXT) WITH (connector = 'socket', host = '127.0.0.1', port = '{port}'); SELECT * FROM ds"
+        ),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    for line in ["| alpha |", "| beta  |", "| gamma |"] {
+        assert!(stdout.contains(line), "{line} missing from {stdout}");
+    }
+}
+
+#[test]
+fn connection_refused_exits_1_naming_the_address() {
+    let address = closed_port_address();
+    let port = address.rsplit_once(':').unwrap().1;
+    let output = brook(&[
+        "-c",
+        &format!(
+            "CREATE STREAM ds WITH (connector = 'socket', host = '127.0.0.1', port = '{port}'); SELECT * FROM ds"
+        ),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn batches_limit_stops_a_query_on_an_open_stream() {
+    let path = temp_sql(
+        "ticks.sql",
+        "CREATE STREAM q (n INT) WITH (connector = 'queue'); SELECT COUNT(*) AS n FROM q;",
+    );
+    // An open queue never ends by itself; --batches 3 ends the run.
+    let output = brook(&[
+        "--batch-interval",
+        "30ms",
+        "--batches",
+        "3",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        stdout.matches("Batch ").count(),
+        0,
+        "closed empty queue ends at once: {stdout}"
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(brook(&["--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(brook(&[]).status.code(), Some(2));
+    assert_eq!(
+        brook(&["--batch-interval", "soon", "-c", "SELECT 1"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -1,0 +1,148 @@
+//! Helpers shared by the integration tests: line servers on 127.0.0.1,
+//! collecting a query's batches with a deadline, reading result columns.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brook::{BatchOutput, BrookError, ContinuousQuery, SqlOutput, StreamContext};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use futures::StreamExt;
+
+/// Every test's upper bound on waiting for a query.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A listener on an ephemeral 127.0.0.1 port; `serve` runs on the first
+/// client in a thread. Returns the `127.0.0.1:port` address.
+pub fn line_server(serve: impl FnOnce(TcpStream) + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let address = listener.local_addr().expect("local addr").to_string();
+    std::thread::spawn(move || {
+        listener.set_nonblocking(false).ok();
+        if let Ok((client, _)) = listener.accept() {
+            client.set_write_timeout(Some(DEADLINE)).ok();
+            serve(client);
+        }
+    });
+    address
+}
+
+/// A server that sends `chunks` with `pause` after each, then closes.
+pub fn chunk_server(chunks: Vec<Vec<u8>>, pause: Duration) -> String {
+    line_server(move |mut client| {
+        for chunk in chunks {
+            if client.write_all(&chunk).is_err() {
+                return;
+            }
+            client.flush().ok();
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
+    })
+}
+
+/// An address nothing listens on.
+pub fn closed_port_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    drop(listener);
+    address
+}
+
+/// Starts `sql` on `ctx`, which must be a continuous query.
+pub async fn start(ctx: &StreamContext, sql: &str) -> ContinuousQuery {
+    match ctx.sql(sql).await {
+        Ok(SqlOutput::Query(query)) => query,
+        Ok(other) => panic!("expected a continuous query for {sql}, got {other:?}"),
+        Err(err) => panic!("{sql}: {err}"),
+    }
+}
+
+/// All outputs of `query` until it ends; fails the test past [`DEADLINE`].
+pub async fn collect_all(query: ContinuousQuery) -> Vec<BatchOutput> {
+    tokio::time::timeout(
+        DEADLINE,
+        query.map(|o| o.expect("batch")).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("query did not end in time")
+}
+
+/// The next output of `query`, within [`DEADLINE`].
+pub async fn next_batch(query: &mut ContinuousQuery) -> Option<Result<BatchOutput, BrookError>> {
+    tokio::time::timeout(DEADLINE, query.next())
+        .await
+        .expect("no batch in time")
+}
+
+/// Rows of an output as strings, one `Vec` per row (cells formatted by Arrow).
+pub fn rows(output: &BatchOutput) -> Vec<Vec<String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in &output.batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// Sums `(word, count)` results over all batches.
+pub fn word_totals(outputs: &[BatchOutput]) -> BTreeMap<String, i64> {
+    let mut totals = BTreeMap::new();
+    for output in outputs {
+        for batch in &output.batches {
+            let words = batch.column(0).as_string::<i32>();
+            let counts = batch.column(1).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                assert!(!words.is_null(row));
+                *totals.entry(words.value(row).to_string()).or_insert(0) += counts.value(row);
+            }
+        }
+    }
+    totals
+}
+
+/// A warning handler that keeps warnings for the test to inspect.
+pub fn recording_warnings() -> (brook::WarningHandler, Arc<Mutex<Vec<String>>>) {
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&warnings);
+    let handler: brook::WarningHandler =
+        Arc::new(move |w: &BrookError| sink.lock().unwrap().push(w.to_string()));
+    (handler, warnings)
+}
+
+/// A deterministic pseudo-random sequence (xorshift), so inputs repeat exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub const WORD_COUNT_SQL: &str = "SELECT word, COUNT(*) AS count \
+     FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
+     GROUP BY word ORDER BY count DESC, word";

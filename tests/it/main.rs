@@ -1,0 +1,8 @@
+//! brook's integration tests: one test binary (DataFusion is large to link).
+
+mod cli;
+mod common;
+mod examples;
+mod queue;
+mod socket;
+mod sql_errors;

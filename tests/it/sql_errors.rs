@@ -1,0 +1,81 @@
+//! Bad SQL in library calls: located errors that leave running queries alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook::{QueueOptions, SqlLocation, StreamContext};
+use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::common::{collect_all, next_batch, rows, start};
+
+#[tokio::test]
+async fn a_bad_statement_returns_a_located_error_and_running_queries_go_on() {
+    let ctx = StreamContext::new(Duration::from_millis(40));
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+    let queue = ctx
+        .register_queue(
+            "numbers",
+            schema,
+            QueueOptions::default().with_one_at_a_time(true),
+        )
+        .unwrap();
+    let push = |n: i64| {
+        queue
+            .push(
+                RecordBatch::try_new(queue.schema(), vec![Arc::new(Int64Array::from(vec![n]))])
+                    .unwrap(),
+            )
+            .unwrap()
+    };
+    push(1);
+    let mut query = start(&ctx, "SELECT n + 100 AS m FROM numbers").await;
+    let first = next_batch(&mut query).await.unwrap().unwrap();
+    assert_eq!(rows(&first), vec![vec!["101".to_string()]]);
+
+    let err = ctx.sql("SELECT n FROM numbers WHERE").await.unwrap_err();
+    assert_eq!(err.location().map(|l| l.line), Some(1), "{err}");
+    let err = ctx
+        .sql("SELECT missing_column FROM numbers")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("missing_column"), "{err}");
+    assert_eq!(
+        err.location(),
+        Some(SqlLocation { line: 1, column: 8 }),
+        "{err}"
+    );
+    let err = ctx.sql("SELECT * FROM no_such_stream").await.unwrap_err();
+    assert!(err.to_string().contains("no_such_stream"), "{err}");
+    let err = ctx
+        .sql("CREATE STREAM s (a INT) WITH (connector = 'queue', colour = 'red')")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown option 'colour'"), "{err}");
+
+    push(2);
+    queue.close();
+    let rest = collect_all(query).await;
+    assert_eq!(
+        rest.iter().flat_map(rows).collect::<Vec<_>>(),
+        vec![vec!["102".to_string()]]
+    );
+}
+
+#[tokio::test]
+async fn reading_a_stream_outside_a_continuous_query_is_refused() {
+    let ctx = StreamContext::new(Duration::from_millis(40));
+    ctx.sql("CREATE STREAM s (a INT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    let err = ctx
+        .sql("CREATE TABLE t AS SELECT * FROM s")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("can only be read by a continuous query"),
+        "{err}"
+    );
+}
