@@ -23,6 +23,8 @@ const TICKS_IN_FLIGHT: usize = 2;
 pub(crate) struct Tick {
     /// Wall-clock time of the tick.
     pub time: DateTime<Utc>,
+    /// The tick on the monotonic clock, to measure time to result.
+    pub instant: Instant,
     /// One entry per stream the query reads, in subscription order.
     pub inputs: Vec<Result<StreamCut, StreamFailure>>,
 }
@@ -126,7 +128,7 @@ impl Batcher {
     }
 
     /// Cuts every subscribed stream once and builds each query's tick.
-    fn cut(&self, time: DateTime<Utc>) -> Vec<(mpsc::Sender<Tick>, Tick)> {
+    fn cut(&self, time: DateTime<Utc>, instant: Instant) -> Vec<(mpsc::Sender<Tick>, Tick)> {
         let mut subscriptions = lock(&self.subscriptions);
         subscriptions.retain(|s| !s.ticks.is_closed());
         let mut cuts: Vec<(*const LiveStream, Result<StreamCut, StreamFailure>)> = Vec::new();
@@ -148,7 +150,14 @@ impl Batcher {
                     cut
                 })
                 .collect();
-            deliveries.push((subscription.ticks.clone(), Tick { time, inputs }));
+            deliveries.push((
+                subscription.ticks.clone(),
+                Tick {
+                    time,
+                    instant,
+                    inputs,
+                },
+            ));
         }
         deliveries
     }
@@ -164,7 +173,7 @@ async fn run_clock(batcher: Weak<Batcher>) {
         let Some(batcher) = batcher.upgrade() else {
             return;
         };
-        let deliveries = batcher.cut(Utc::now());
+        let deliveries = batcher.cut(Utc::now(), Instant::now());
         let interval = batcher.batch_interval();
         drop(batcher);
         for (ticks, tick) in deliveries {

@@ -15,7 +15,7 @@
 //! - [`query`]: a running [`ContinuousQuery`] and its per-batch execution.
 //! - [`sink`]: console output (table, CSV, JSON).
 //! - [`cli`]: the `brook` command line.
-//! - [`error`]: [`BrookError`].
+//! - [`error`]: the error type, [`BrookError`].
 //!
 //! # Example
 //! Spark's `queueStream` word count, with two items taken one per batch:

@@ -13,7 +13,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -143,7 +143,8 @@ pub struct BatchOutput {
     pub batches: Vec<RecordBatch>,
     /// The result's schema (also when there are no rows).
     pub schema: SchemaRef,
-    /// Time from the tick to the result.
+    /// Time from the tick to the result: cutting the batch, waiting for the
+    /// query to be free, and executing the plan.
     pub elapsed: Duration,
 }
 
@@ -276,7 +277,6 @@ async fn run_query(
                 None => return,
             },
         };
-        let started = Instant::now();
         let mut inputs = Vec::with_capacity(tick.inputs.len());
         let mut all_ended = true;
         for input in tick.inputs {
@@ -302,7 +302,7 @@ async fn run_query(
             rows_in,
             batches,
             schema: Arc::clone(&schema),
-            elapsed: started.elapsed(),
+            elapsed: tick.instant.elapsed(),
         });
         let failed = output.is_err();
         if outputs.send(output).await.is_err() || failed || all_ended {

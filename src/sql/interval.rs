@@ -27,7 +27,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         _ => return Err(bad()),
     };
     let seconds = value * seconds_per_unit;
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(seconds))

@@ -1,0 +1,105 @@
+//! Per-batch cost of a continuous word count: brook's prepared plan (from
+//! the tick to the result) against parsing and planning the SQL every batch.
+//!
+//! Run: `cargo bench --bench per_batch`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brook::{QueueOptions, SqlOutput, StreamContext, line_schema};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+
+const WORD_COUNT: &str = "SELECT word, COUNT(*) AS count \
+     FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
+     GROUP BY word";
+
+/// `rows` lines of 8 words from a 1,000-word vocabulary.
+fn lines(rows: usize) -> RecordBatch {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next_word = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        format!("w{}", state % 1000)
+    };
+    let text: Vec<String> = (0..rows)
+        .map(|_| (0..8).map(|_| next_word()).collect::<Vec<_>>().join(" "))
+        .collect();
+    RecordBatch::try_new(line_schema(), vec![Arc::new(StringArray::from(text))]).expect("batch")
+}
+
+/// Sum of tick-to-result times over `iters` batches of a prepared query.
+async fn prepared_batches(batch: &RecordBatch, iters: u64) -> Duration {
+    let ctx = StreamContext::new(Duration::from_millis(1));
+    let queue = ctx
+        .register_queue(
+            "lines",
+            line_schema(),
+            QueueOptions::default().with_one_at_a_time(true),
+        )
+        .expect("queue");
+    for _ in 0..iters {
+        queue.push(batch.clone()).expect("push");
+    }
+    queue.close();
+    let SqlOutput::Query(query) = ctx.sql(WORD_COUNT).await.expect("query") else {
+        unreachable!("continuous query")
+    };
+    query
+        .map(|output| output.expect("batch").elapsed)
+        .fold(Duration::ZERO, |a, b| async move { a + b })
+        .await
+}
+
+/// Time to register the batch, parse, plan and run the SQL, `iters` times.
+async fn planned_every_batch(batch: &RecordBatch, iters: u64) -> Duration {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    let started = Instant::now();
+    for _ in 0..iters {
+        ctx.deregister_table("lines").expect("deregister");
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).expect("table");
+        ctx.register_table("lines", Arc::new(table))
+            .expect("register");
+        ctx.sql(WORD_COUNT)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+    }
+    started.elapsed()
+}
+
+fn per_batch(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut group = c.benchmark_group("per_batch");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for rows in [100, 1_000, 10_000, 100_000] {
+        let batch = lines(rows);
+        group.throughput(Throughput::Elements(rows as u64));
+        group.bench_with_input(BenchmarkId::new("prepared", rows), &batch, |b, batch| {
+            b.iter_custom(|iters| runtime.block_on(prepared_batches(batch, iters)))
+        });
+        if rows <= 10_000 {
+            group.bench_with_input(
+                BenchmarkId::new("plan_every_batch", rows),
+                &batch,
+                |b, batch| {
+                    b.iter_custom(|iters| runtime.block_on(planned_every_batch(batch, iters)))
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_batch);
+criterion_main!(benches);
