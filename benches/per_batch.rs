@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use brook::{QueueOptions, SqlOutput, StreamContext, line_schema};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use datafusion::arrow::array::StringArray;
+use datafusion::arrow::array::StringViewArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -30,7 +30,7 @@ fn lines(rows: usize) -> RecordBatch {
     let text: Vec<String> = (0..rows)
         .map(|_| (0..8).map(|_| next_word()).collect::<Vec<_>>().join(" "))
         .collect();
-    RecordBatch::try_new(line_schema(), vec![Arc::new(StringArray::from(text))]).expect("batch")
+    RecordBatch::try_new(line_schema(), vec![Arc::new(StringViewArray::from(text))]).expect("batch")
 }
 
 /// Sum of tick-to-result times over `iters` batches of a prepared query.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use brook::sink::{ConsoleSink, OutputFormat};
 use brook::{BatchOutput, QueueOptions, SqlOutput, StreamContext, line_schema};
-use datafusion::arrow::array::StringArray;
+use datafusion::arrow::array::StringViewArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 
@@ -23,7 +23,7 @@ pub async fn run(batch_interval: Duration) -> brook::Result<Vec<BatchOutput>> {
         QueueOptions::default().with_one_at_a_time(true),
     )?;
     for item in ["Spark Streaming Sample ssc", "Spark Queue Spark API"] {
-        let column = Arc::new(StringArray::from(vec![item]));
+        let column = Arc::new(StringViewArray::from(vec![item]));
         lines.push(RecordBatch::try_new(lines.schema(), vec![column])?)?;
     }
     // A closed queue's stream ends once drained, and so does the query.

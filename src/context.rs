@@ -43,9 +43,14 @@ pub enum SqlOutput {
     Query(ContinuousQuery),
 }
 
-/// The schema of a text stream: one column `line TEXT`.
+/// The schema of a text stream: one column `line TEXT` (Arrow `Utf8View`,
+/// as DataFusion maps `TEXT`).
 pub fn line_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]))
+    Arc::new(Schema::new(vec![Field::new(
+        "line",
+        DataType::Utf8View,
+        true,
+    )]))
 }
 
 /// Streams, static tables and the trigger clock; runs SQL against them.

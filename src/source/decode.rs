@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use arrow_csv::reader::{Decoder as CsvDecoder, ReaderBuilder};
-use datafusion::arrow::array::{ArrayRef, StringBuilder};
+use datafusion::arrow::array::{ArrayRef, StringBuilder, StringViewBuilder};
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -62,7 +63,11 @@ impl LineDecoder {
         delimiter: u8,
     ) -> Result<Self> {
         if format == LineFormat::Text
-            && !(schema.fields().len() == 1 && schema.field(0).data_type() == &DataType::Utf8)
+            && !(schema.fields().len() == 1
+                && matches!(
+                    schema.field(0).data_type(),
+                    DataType::Utf8View | DataType::Utf8
+                ))
         {
             return Err(BrookError::invalid(format!(
                 "stream '{stream}': format 'text' gives one TEXT column (e.g. (line TEXT)); use format = 'csv' for several columns"
@@ -83,11 +88,41 @@ impl LineDecoder {
 
     /// Decodes `chunk`, whose lines all end with `\n` except perhaps the
     /// last one at the end of input. `first_line` numbers the first line.
-    pub fn decode(&mut self, chunk: &[u8], first_line: u64) -> DecodedLines {
+    pub fn decode(&mut self, chunk: &Buffer, first_line: u64) -> DecodedLines {
         match self.format {
+            LineFormat::Text if self.schema.field(0).data_type() == &DataType::Utf8View => {
+                self.decode_text_views(chunk, first_line)
+            }
             LineFormat::Text => self.decode_text(chunk, first_line),
             LineFormat::Csv => self.decode_csv(chunk, first_line),
         }
+    }
+
+    /// Text lines as views into `chunk`: no line's bytes are copied (lines
+    /// of up to 12 bytes are stored inline in their view).
+    fn decode_text_views(&self, chunk: &Buffer, first_line: u64) -> DecodedLines {
+        let mut builder = StringViewBuilder::with_capacity(chunk.len() / 16 + 1);
+        let block = builder.append_block(chunk.clone());
+        let mut decoded = DecodedLines::default();
+        for (index, (start, end)) in line_ranges(chunk).enumerate() {
+            // Views address a block with u32 offsets; reads are far smaller.
+            let appended = u32::try_from(start)
+                .ok()
+                .zip(u32::try_from(end - start).ok())
+                .map(|(offset, len)| builder.try_append_view(block, offset, len));
+            if !matches!(appended, Some(Ok(()))) {
+                decoded.bad_lines.push(BadLine {
+                    line: first_line + index as u64,
+                    message: invalid_utf8_message(&chunk[start..end]),
+                });
+            }
+            decoded.lines += 1;
+        }
+        let column: ArrayRef = Arc::new(builder.finish());
+        if !column.is_empty() {
+            decoded.batch = RecordBatch::try_new(Arc::clone(&self.schema), vec![column]).ok();
+        }
+        decoded
     }
 
     fn decode_text(&self, chunk: &[u8], first_line: u64) -> DecodedLines {
@@ -96,9 +131,9 @@ impl LineDecoder {
         for (index, line) in lines(chunk).enumerate() {
             match std::str::from_utf8(line) {
                 Ok(text) => builder.append_value(text),
-                Err(err) => decoded.bad_lines.push(BadLine {
+                Err(_) => decoded.bad_lines.push(BadLine {
                     line: first_line + index as u64,
-                    message: format!("invalid UTF-8 at byte {}", err.valid_up_to() + 1),
+                    message: invalid_utf8_message(line),
                 }),
             }
             decoded.lines += 1;
@@ -157,10 +192,10 @@ impl LineDecoder {
                 });
                 continue;
             }
-            if let Err(err) = std::str::from_utf8(line) {
+            if std::str::from_utf8(line).is_err() {
                 decoded.bad_lines.push(BadLine {
                     line: line_number,
-                    message: format!("invalid UTF-8 at byte {}", err.valid_up_to() + 1),
+                    message: invalid_utf8_message(line),
                 });
                 continue;
             }
@@ -221,11 +256,38 @@ impl LineDecoder {
 
 /// The lines of `chunk` without their `\n` or `\r\n`.
 fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-    let empty = chunk.is_empty();
-    body.split(|b| *b == b'\n')
-        .take(if empty { 0 } else { usize::MAX })
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    line_ranges(chunk).map(move |(start, end)| &chunk[start..end])
+}
+
+/// Byte ranges of the lines of `chunk`, without their `\n` or `\r\n`; a
+/// last line without a newline counts.
+fn line_ranges(chunk: &[u8]) -> impl Iterator<Item = (usize, usize)> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', chunk)
+        .map(Some)
+        .chain(std::iter::once(None));
+    ends.filter_map(move |newline| {
+        let line_start = start;
+        let end = match newline {
+            Some(newline) => newline,
+            None if start < chunk.len() => chunk.len(),
+            None => return None,
+        };
+        start = end + 1;
+        let end = if end > line_start && chunk[end - 1] == b'\r' {
+            end - 1
+        } else {
+            end
+        };
+        Some((line_start, end))
+    })
+}
+
+fn invalid_utf8_message(line: &[u8]) -> String {
+    match std::str::from_utf8(line) {
+        Err(err) => format!("invalid UTF-8 at byte {}", err.valid_up_to() + 1),
+        Ok(_) => "line does not fit in a view".to_string(),
+    }
 }
 
 /// arrow-csv's messages count lines within its own input; brook reports the
@@ -262,50 +324,64 @@ fn clean_csv_message(message: &str) -> String {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Float64Array};
+    use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{Field, Schema};
 
     fn csv_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
-            Field::new("sensor", DataType::Utf8, true),
+            Field::new("sensor", DataType::Utf8View, true),
             Field::new("temp", DataType::Float64, true),
         ]))
     }
 
+    fn buffer(bytes: &[u8]) -> Buffer {
+        Buffer::from(bytes)
+    }
+
     #[test]
     fn text_lines_strip_crlf_and_keep_empty_lines() {
-        let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
-        let mut decoder = LineDecoder::try_new("t", schema, LineFormat::Text, b',').unwrap();
-        let decoded = decoder.decode(b"a b\r\n\nc\n", 1);
-        let batch = decoded.batch.unwrap();
-        let values: Vec<_> = batch
-            .column(0)
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.unwrap())
-            .collect();
-        assert_eq!(values, vec!["a b", "", "c"]);
-        assert_eq!(decoded.lines, 3);
+        for text_type in [DataType::Utf8View, DataType::Utf8] {
+            let schema = Arc::new(Schema::new(vec![Field::new("line", text_type, true)]));
+            let mut decoder = LineDecoder::try_new("t", schema, LineFormat::Text, b',').unwrap();
+            let decoded = decoder.decode(
+                &buffer(b"a b\r\n\na line longer than twelve bytes\nlast"),
+                1,
+            );
+            let column = cast(decoded.batch.unwrap().column(0), &DataType::Utf8).unwrap();
+            let values: Vec<_> = column
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap())
+                .collect();
+            assert_eq!(
+                values,
+                vec!["a b", "", "a line longer than twelve bytes", "last"]
+            );
+            assert_eq!(decoded.lines, 4);
+        }
     }
 
     #[test]
     fn text_invalid_utf8_is_a_bad_line_with_its_number() {
-        let schema = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
-        let mut decoder = LineDecoder::try_new("t", schema, LineFormat::Text, b',').unwrap();
-        let decoded = decoder.decode(b"ok\nbad \xff\nfine\n", 10);
-        assert_eq!(decoded.batch.unwrap().num_rows(), 2);
-        assert_eq!(
-            decoded.bad_lines,
-            vec![BadLine {
-                line: 11,
-                message: "invalid UTF-8 at byte 5".into()
-            }]
-        );
+        for text_type in [DataType::Utf8View, DataType::Utf8] {
+            let schema = Arc::new(Schema::new(vec![Field::new("line", text_type, true)]));
+            let mut decoder = LineDecoder::try_new("t", schema, LineFormat::Text, b',').unwrap();
+            let decoded = decoder.decode(&buffer(b"ok\nbad \xff\nfine\n"), 10);
+            assert_eq!(decoded.batch.unwrap().num_rows(), 2);
+            assert_eq!(
+                decoded.bad_lines,
+                vec![BadLine {
+                    line: 11,
+                    message: "invalid UTF-8 at byte 5".into()
+                }]
+            );
+        }
     }
 
     #[test]
     fn csv_bad_rows_are_skipped_and_numbered() {
         let mut decoder = LineDecoder::try_new("r", csv_schema(), LineFormat::Csv, b',').unwrap();
-        let decoded = decoder.decode(b"s1,1.5\ns2,abc\ns3,2.5,extra\n\ns4,4\n", 1);
+        let decoded = decoder.decode(&buffer(b"s1,1.5\ns2,abc\ns3,2.5,extra\n\ns4,4\n"), 1);
         let batch = decoded.batch.unwrap();
         let temps: &Float64Array = batch.column(1).as_primitive();
         assert_eq!(temps.values().to_vec(), vec![1.5, 4.0]);
@@ -332,8 +408,22 @@ mod tests {
     #[test]
     fn csv_fast_path_decodes_a_clean_chunk_and_a_final_unterminated_line() {
         let mut decoder = LineDecoder::try_new("r", csv_schema(), LineFormat::Csv, b',').unwrap();
-        let decoded = decoder.decode(b"a,1\r\nb,2\nc,3", 1);
+        let decoded = decoder.decode(&buffer(b"a,1\r\nb,2\nc,3"), 1);
         assert_eq!(decoded.batch.unwrap().num_rows(), 3);
         assert!(decoded.bad_lines.is_empty());
+    }
+
+    #[test]
+    fn line_ranges_cover_every_line_once() {
+        assert_eq!(line_ranges(b"").collect::<Vec<_>>(), vec![]);
+        assert_eq!(line_ranges(b"\n").collect::<Vec<_>>(), vec![(0, 0)]);
+        assert_eq!(
+            line_ranges(b"ab\r\ncd").collect::<Vec<_>>(),
+            vec![(0, 2), (4, 6)]
+        );
+        assert_eq!(
+            line_ranges(b"ab\n\n").collect::<Vec<_>>(),
+            vec![(0, 2), (3, 3)]
+        );
     }
 }

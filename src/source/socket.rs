@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -217,15 +218,16 @@ impl SocketReader {
             if buffer.capacity() - buffer.len() < READ_BYTES / 4 {
                 buffer.reserve(READ_BYTES);
             }
-            let read = match socket.read_buf(&mut buffer).await {
+            match socket.read_buf(&mut buffer).await {
                 Ok(0) => {
                     // A final line without a newline is still a line.
-                    if !buffer.is_empty() && !self.deliver(&buffer).await {
+                    let len = buffer.len();
+                    if len > 0 && !self.deliver(&take_lines(&mut buffer, len)).await {
                         return Disconnect::Failed;
                     }
                     return Disconnect::Closed;
                 }
-                Ok(read) => read,
+                Ok(_) => {}
                 Err(err) => {
                     if !buffer.is_empty() {
                         (self.warn)(&BrookError::BadRow {
@@ -242,25 +244,24 @@ impl SocketReader {
                     }
                     return Disconnect::Lost(err);
                 }
-            };
+            }
             let Some(last_newline) =
                 memchr::memrchr(b'\n', &buffer[scanned..]).map(|i| scanned + i)
             else {
                 scanned = buffer.len();
                 continue;
             };
-            let _ = read;
-            if !self.deliver(&buffer[..=last_newline]).await {
+            let lines = take_lines(&mut buffer, last_newline + 1);
+            if !self.deliver(&lines).await {
                 return Disconnect::Failed;
             }
-            buffer.drain(..=last_newline);
             scanned = buffer.len();
         }
     }
 
     /// Decodes complete lines and puts the rows in the inbox. Returns false
     /// when the stream has failed (`on_error = 'fail'`).
-    async fn deliver(&mut self, lines: &[u8]) -> bool {
+    async fn deliver(&mut self, lines: &Buffer) -> bool {
         let decoded = self.decoder.decode(lines, self.next_line);
         self.next_line += decoded.lines;
         if !decoded.bad_lines.is_empty() {
@@ -288,4 +289,20 @@ impl SocketReader {
         }
         true
     }
+}
+
+/// Takes the first `len` bytes of `buffer` (whole lines) as an Arrow buffer
+/// that decoded rows may point into, leaving the rest in `buffer`. A large
+/// part is handed over without copying; a small one is copied, so that a
+/// trickle of tiny reads does not pin a large allocation per read.
+fn take_lines(buffer: &mut Vec<u8>, len: usize) -> Buffer {
+    if len * 4 < buffer.capacity() {
+        let lines = Buffer::from(&buffer[..len]);
+        buffer.drain(..len);
+        return lines;
+    }
+    let mut rest = Vec::with_capacity(READ_BYTES.max(buffer.len() - len));
+    rest.extend_from_slice(&buffer[len..]);
+    buffer.truncate(len);
+    Buffer::from_vec(std::mem::replace(buffer, rest))
 }

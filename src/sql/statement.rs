@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(create.name, "lines");
         assert_eq!(
             create.columns,
-            vec![Field::new("line", DataType::Utf8, true)]
+            vec![Field::new("line", DataType::Utf8View, true)]
         );
         assert_eq!(
             create.options,

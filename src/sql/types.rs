@@ -6,7 +6,7 @@ use datafusion::sql::sqlparser::ast::{self, ExactNumberInfo};
 use crate::error::{BrookError, Result};
 
 /// The Arrow type for a SQL column type, following DataFusion's choices
-/// (`TEXT` is `Utf8`, `DOUBLE` is `Float64`, `TIMESTAMP` is nanoseconds).
+/// (`TEXT` is `Utf8View`, `DOUBLE` is `Float64`, `TIMESTAMP` is nanoseconds).
 pub(super) fn arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
     use ast::DataType as Sql;
     Ok(match sql_type {
@@ -22,7 +22,7 @@ pub(super) fn arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
         Sql::Real | Sql::Float4 => DataType::Float32,
         Sql::Float(_) | Sql::Double(_) | Sql::DoublePrecision | Sql::Float8 => DataType::Float64,
         Sql::Text | Sql::String(_) | Sql::Varchar(_) | Sql::Char(_) | Sql::CharVarying(_) => {
-            DataType::Utf8
+            DataType::Utf8View
         }
         Sql::Date => DataType::Date32,
         Sql::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Nanosecond, None),

@@ -293,3 +293,111 @@ fn usage_errors_exit_2() {
         Some(2)
     );
 }
+
+/// A server that sends one line, then keeps the connection open (for at
+/// most 20 s) without sending more.
+fn silent_after_one_line() -> String {
+    crate::common::line_server(|mut client| {
+        use std::io::Write;
+        client.write_all(b"only line\n").ok();
+        client.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let mut buffer = [0u8; 16];
+        let _ = std::io::Read::read(&mut client, &mut buffer);
+    })
+}
+
+fn socket_script(address: &str) -> String {
+    let port = address.rsplit_once(':').unwrap().1;
+    format!(
+        "CREATE STREAM ds (line TEXT) WITH (connector = 'socket', host = '127.0.0.1', port = '{port}'); SELECT * FROM ds"
+    )
+}
+
+#[test]
+fn sigterm_finishes_the_batch_in_progress_and_exits_0() {
+    let address = silent_after_one_line();
+    let child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args([
+            "--batch-interval",
+            "50ms",
+            "--quiet",
+            "-c",
+            &socket_script(&address),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start brook");
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let started = Instant::now();
+    let output = child.wait_with_output().expect("output");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    assert!(
+        text(&output.stdout).contains("| only line |"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+#[test]
+fn duration_stops_a_run_on_a_silent_stream() {
+    let address = silent_after_one_line();
+    let started = Instant::now();
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "--duration",
+        "500ms",
+        "-c",
+        &socket_script(&address),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("| only line |"), "{stdout}");
+    // Empty batches print their header only.
+    assert!(stdout.contains("| 0 rows in | 0 rows out |"), "{stdout}");
+}
+
+#[test]
+fn inserts_after_a_running_select_feed_it() {
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "--format",
+        "csv",
+        "--quiet",
+        "-c",
+        "CREATE STREAM q (n INT) WITH (connector = 'queue'); SELECT SUM(n) AS total FROM q; \
+         INSERT INTO q VALUES (1), (2); INSERT INTO q VALUES (39)",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    let total: i64 = text(&output.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.rsplit(',').next()?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(total, 42);
+}

@@ -107,7 +107,12 @@ pub fn word_totals(outputs: &[BatchOutput]) -> BTreeMap<String, i64> {
     let mut totals = BTreeMap::new();
     for output in outputs {
         for batch in &output.batches {
-            let words = batch.column(0).as_string::<i32>();
+            let words = datafusion::arrow::compute::cast(
+                batch.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .expect("words as text");
+            let words = words.as_string::<i32>();
             let counts = batch.column(1).as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
                 assert!(!words.is_null(row));

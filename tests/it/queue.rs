@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brook::{QueueOptions, SqlOutput, StreamContext, line_schema};
-use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::array::{Int64Array, StringArray, StringViewArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -113,7 +113,7 @@ async fn two_queries_on_one_stream_both_see_every_row() {
             .push(
                 RecordBatch::try_new(
                     lines.schema(),
-                    vec![Arc::new(StringArray::from(vec![text]))],
+                    vec![Arc::new(StringViewArray::from(vec![text]))],
                 )
                 .unwrap(),
             )
@@ -222,8 +222,11 @@ async fn static_queries_run_once_and_show_streams_lists_streams() {
 async fn pushing_a_batch_of_the_wrong_shape_is_refused() {
     let ctx = StreamContext::new(TICK);
     let queue = numbers_queue(&ctx, false);
-    let wrong =
-        RecordBatch::try_new(line_schema(), vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
+    let wrong = RecordBatch::try_new(
+        line_schema(),
+        vec![Arc::new(StringViewArray::from(vec!["x"]))],
+    )
+    .unwrap();
     let err = queue.push(wrong).unwrap_err().to_string();
     assert!(
         err.contains("stream 'numbers' expects columns (n Int64)"),
