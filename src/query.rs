@@ -146,6 +146,8 @@ pub struct BatchOutput {
     /// Time from the tick to the result: cutting the batch, waiting for the
     /// query to be free, and executing the plan.
     pub elapsed: Duration,
+    /// Time spent executing the plan alone.
+    pub execution: Duration,
 }
 
 impl BatchOutput {
@@ -296,6 +298,7 @@ async fn run_query(
             return;
         }
         batch_number += 1;
+        let execution_started = std::time::Instant::now();
         let output = prepared.execute(&inputs).await.map(|batches| BatchOutput {
             batch_number,
             batch_time: tick.time,
@@ -303,6 +306,7 @@ async fn run_query(
             batches,
             schema: Arc::clone(&schema),
             elapsed: tick.instant.elapsed(),
+            execution: execution_started.elapsed(),
         });
         let failed = output.is_err();
         if outputs.send(output).await.is_err() || failed || all_ended {
