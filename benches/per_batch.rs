@@ -58,7 +58,7 @@ async fn prepared_batches(
         unreachable!("continuous query")
     };
     query
-        .map(|output| output.expect("batch").elapsed)
+        .map(|output| measure(&output.expect("batch")))
         .fold(Duration::ZERO, |a, b| async move { a + b })
         .await
 }
