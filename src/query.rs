@@ -111,8 +111,8 @@ pub(crate) struct BatchSlot {
 }
 
 impl BatchSlot {
-    fn set(&self, batch: RecordBatch) {
-        *lock(&self.batches) = vec![batch];
+    fn set(&self, batches: Vec<RecordBatch>) {
+        *lock(&self.batches) = batches;
     }
 }
 
@@ -167,7 +167,7 @@ pub(crate) struct PreparedQuery {
 
 impl PreparedQuery {
     /// Runs the plan over the batches of one tick.
-    pub async fn execute(&self, inputs: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    pub async fn execute(&self, inputs: &[Vec<RecordBatch>]) -> Result<Vec<RecordBatch>> {
         for (input, slot) in &self.slots {
             slot.set(inputs[*input].clone());
         }
@@ -281,11 +281,13 @@ async fn run_query(
         };
         let mut inputs = Vec::with_capacity(tick.inputs.len());
         let mut all_ended = true;
+        let mut rows_in = 0;
         for input in tick.inputs {
             match input {
                 Ok(cut) => {
                     all_ended &= cut.ended;
-                    inputs.push(cut.batch);
+                    rows_in += cut.rows;
+                    inputs.push(cut.batches);
                 }
                 Err(failure) => {
                     let _ = outputs.send(Err(failure.into())).await;
@@ -293,7 +295,6 @@ async fn run_query(
                 }
             }
         }
-        let rows_in = inputs.iter().map(RecordBatch::num_rows).sum();
         if all_ended && rows_in == 0 {
             return;
         }

@@ -57,7 +57,7 @@ impl LiveStream {
         result
     }
 
-    /// Cuts what arrived since the last tick into one batch.
+    /// Cuts what arrived since the last tick into one micro-batch.
     pub fn cut(&self) -> Result<StreamCut> {
         let (items, ended, failure) = self.inbox.take(self.source.one_item_per_batch());
         if let Some(message) = failure {
@@ -66,23 +66,94 @@ impl LiveStream {
                 message,
             });
         }
-        let mut items = items;
-        let batch = match (items.len(), items.pop()) {
-            (1, Some(only)) => only,
-            (0, _) | (_, None) => RecordBatch::new_empty(Arc::clone(&self.schema)),
-            (_, Some(last)) => {
-                items.push(last);
-                concat_batches(&self.schema, &items)?
-            }
-        };
-        Ok(StreamCut { batch, ended })
+        let rows = items.iter().map(RecordBatch::num_rows).sum();
+        Ok(StreamCut {
+            batches: coalesce(&self.schema, items)?,
+            rows,
+            ended,
+        })
     }
 }
 
-/// What one tick took from a stream.
+/// Rows a micro-batch's record batches hold at least, where the source
+/// delivered smaller pieces (DataFusion's default batch size).
+const MIN_CHUNK_ROWS: usize = 8192;
+
+/// Joins runs of small pieces into record batches of at least
+/// [`MIN_CHUNK_ROWS`] rows; larger pieces pass through without copying.
+fn coalesce(schema: &SchemaRef, items: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let mut chunks = Vec::with_capacity(items.len());
+    let mut small: Vec<RecordBatch> = Vec::new();
+    let mut small_rows = 0;
+    let flush = |small: &mut Vec<RecordBatch>, chunks: &mut Vec<RecordBatch>| -> Result<()> {
+        match small.len() {
+            0 => {}
+            1 => chunks.append(small),
+            _ => chunks.push(concat_batches(schema, &std::mem::take(small))?),
+        }
+        Ok(())
+    };
+    for item in items {
+        if item.num_rows() >= MIN_CHUNK_ROWS {
+            flush(&mut small, &mut chunks)?;
+            small_rows = 0;
+            chunks.push(item);
+        } else if item.num_rows() > 0 {
+            small_rows += item.num_rows();
+            small.push(item);
+            if small_rows >= MIN_CHUNK_ROWS {
+                flush(&mut small, &mut chunks)?;
+                small_rows = 0;
+            }
+        }
+    }
+    flush(&mut small, &mut chunks)?;
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn coalesce_joins_small_pieces_and_passes_large_ones_through() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, true)]));
+        let piece = |rows: usize| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int32Array::from(vec![1; rows]))],
+            )
+            .unwrap()
+        };
+        let large = piece(MIN_CHUNK_ROWS + 1);
+        let items = vec![
+            piece(3),
+            piece(0),
+            piece(5),
+            large.clone(),
+            piece(MIN_CHUNK_ROWS - 1),
+            piece(2),
+            piece(4),
+        ];
+        let chunks = coalesce(&schema, items).unwrap();
+        let sizes: Vec<usize> = chunks.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, vec![8, MIN_CHUNK_ROWS + 1, MIN_CHUNK_ROWS + 1, 4]);
+        // The large piece is the same arrays, not a copy.
+        assert!(Arc::ptr_eq(chunks[1].column(0), large.column(0)));
+    }
+}
+
+/// What one tick took from a stream: one micro-batch, held as the record
+/// batches the source delivered (small pieces joined), so that a large
+/// micro-batch streams through the plan instead of being copied into one
+/// array first.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamCut {
-    pub batch: RecordBatch,
+    pub batches: Vec<RecordBatch>,
+    /// Rows in `batches`.
+    pub rows: usize,
     /// The source has ended and everything it delivered has now been cut.
     pub ended: bool,
 }
