@@ -105,9 +105,13 @@ impl StreamContext {
             .with_information_schema(true);
         // Spans let planning errors ("no field named x") point at the column.
         config.options_mut().sql_parser.collect_spans = true;
+        let session = SessionContext::new_with_config(config);
+        for function in crate::functions::all() {
+            session.register_udf(function);
+        }
         Self {
             inner: Arc::new(ContextInner {
-                session: SessionContext::new_with_config(config),
+                session,
                 streams: RwLock::new(BTreeMap::new()),
                 batcher: Batcher::new(batch_interval),
                 next_query_id: AtomicU64::new(1),

@@ -13,6 +13,7 @@
 //! - `stream`: a registered stream's inbox, where rows wait for a tick.
 //! - `batcher`: the trigger clock that cuts batches and feeds queries.
 //! - [`query`]: a running [`ContinuousQuery`] and its per-batch execution.
+//! - `functions`: SQL functions brook adds (`split`, a zero-copy word split).
 //! - [`sink`]: console output (table, CSV, JSON).
 //! - [`cli`]: the `brook` command line.
 //! - [`error`]: the error type, [`BrookError`].
@@ -53,6 +54,7 @@ pub(crate) mod batcher;
 pub mod cli;
 pub mod context;
 pub mod error;
+pub(crate) mod functions;
 pub mod query;
 pub mod sink;
 pub mod source;

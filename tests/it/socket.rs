@@ -19,7 +19,7 @@ const WORDS: [&str; 12] = [
 ];
 
 #[tokio::test]
-async fn socket_word_count_totals_are_exact_over_50k_lines_in_irregular_chunks() {
+async fn socket_word_count_totals_are_exact_over_50k_lines_in_irregular_chunks_with_both_splits() {
     let mut rng = Rng(0x5eed_1234_abcd_0042);
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
     let mut text = Vec::new();
@@ -58,7 +58,16 @@ async fn socket_word_count_totals_are_exact_over_50k_lines_in_irregular_chunks()
     let ctx = StreamContext::new(Duration::from_millis(20));
     ctx.register_socket("lines", &address, line_schema(), SocketOptions::default())
         .unwrap();
-    let outputs = collect_all(start(&ctx, crate::common::WORD_COUNT_SQL).await).await;
+    // The same count twice on one stream: with string_to_array, and with
+    // brook's zero-copy split.
+    let with_string_to_array = start(&ctx, crate::common::WORD_COUNT_SQL).await;
+    let with_split = start(
+        &ctx,
+        "SELECT word, COUNT(*) AS count FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) GROUP BY word",
+    )
+    .await;
+    let (outputs, split_outputs) =
+        tokio::join!(collect_all(with_string_to_array), collect_all(with_split));
     assert!(
         outputs.len() > 3,
         "input spread over several batches, got {}",
@@ -66,6 +75,7 @@ async fn socket_word_count_totals_are_exact_over_50k_lines_in_irregular_chunks()
     );
     assert_eq!(outputs.iter().map(|o| o.rows_in).sum::<usize>(), 50_000);
     assert_eq!(word_totals(&outputs), expected);
+    assert_eq!(word_totals(&split_outputs), expected);
 }
 
 #[tokio::test]
