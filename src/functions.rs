@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::builder::make_view;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, ByteView, ListArray, StringViewArray};
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
@@ -101,18 +100,21 @@ fn split_views<'a>(
         } else {
             (0, 0)
         };
-        let mut push = |start: usize, end: usize| {
-            views.push(make_view(&bytes[start..end], block, base + start as u32));
-        };
+        let mut push =
+            |start: usize, end: usize| views.push(view_of(bytes, start, end, block, base));
         if bytes.is_empty() {
             // As PostgreSQL's string_to_array: '' has no parts.
         } else if delimiter.is_empty() {
             push(0, bytes.len());
         } else if let [byte] = delimiter {
+            // Words are short: a plain loop beats a vectorised search that
+            // restarts after every few bytes.
             let mut start = 0;
-            for at in memchr::memchr_iter(*byte, bytes) {
-                push(start, at);
-                start = at + 1;
+            for (at, b) in bytes.iter().enumerate() {
+                if b == byte {
+                    push(start, at);
+                    start = at + 1;
+                }
             }
             push(start, bytes.len());
         } else {
@@ -143,6 +145,22 @@ fn split_views<'a>(
         Arc::new(values) as ArrayRef,
         nulls,
     )
+}
+
+/// The view of `bytes[start..end]`, where `bytes` is stored at `base` in data
+/// buffer `block` (when longer than 12 bytes): up to 12 bytes inline, else
+/// length, 4-byte prefix, buffer index and offset (Arrow's view layout).
+#[inline]
+fn view_of(bytes: &[u8], start: usize, end: usize, block: u32, base: u32) -> u128 {
+    let part = &bytes[start..end];
+    let len = part.len() as u128;
+    if part.len() <= 12 {
+        let mut inline = [0u8; 16];
+        inline[4..4 + part.len()].copy_from_slice(part);
+        return u128::from_le_bytes(inline) | len;
+    }
+    let prefix = u32::from_le_bytes([part[0], part[1], part[2], part[3]]) as u128;
+    len | prefix << 32 | (block as u128) << 64 | ((base + start as u32) as u128) << 96
 }
 
 #[cfg(test)]
@@ -200,6 +218,18 @@ mod tests {
                 .zip(text.data_buffers())
                 .all(|(a, b)| a.as_ptr() == b.as_ptr())
         );
+    }
+
+    #[test]
+    fn views_match_arrows_layout() {
+        use datafusion::arrow::array::builder::make_view;
+        let text = b"xxhello, a rather long word";
+        for (start, end) in [(2, 7), (2, 14), (2, 15), (0, text.len()), (5, 5)] {
+            assert_eq!(
+                view_of(text, start, end, 3, 100),
+                make_view(&text[start..end], 3, 100 + start as u32)
+            );
+        }
     }
 
     #[test]
