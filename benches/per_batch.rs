@@ -22,6 +22,11 @@ const WORD_COUNT: &str = "SELECT word, COUNT(*) AS count \
      FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
      GROUP BY word";
 
+/// The same count with brook's zero-copy `split`.
+const WORD_COUNT_SPLIT: &str = "SELECT word, COUNT(*) AS count \
+     FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) \
+     GROUP BY word";
+
 /// `rows` lines of 8 words from a 1,000-word vocabulary.
 fn lines(rows: usize) -> RecordBatch {
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
@@ -41,6 +46,7 @@ fn lines(rows: usize) -> RecordBatch {
 /// The batch interval leaves the query idle at each tick, so the time is
 /// the batch's own cost, not time spent waiting behind the previous batch.
 async fn prepared_batches(
+    sql: &str,
     batch: &RecordBatch,
     iters: u64,
     measure: fn(&BatchOutput) -> Duration,
@@ -58,7 +64,7 @@ async fn prepared_batches(
         queue.push(batch.clone()).expect("push");
     }
     queue.close();
-    let SqlOutput::Query(query) = ctx.sql(WORD_COUNT).await.expect("query") else {
+    let SqlOutput::Query(query) = ctx.sql(sql).await.expect("query") else {
         unreachable!("continuous query")
     };
     query
@@ -97,14 +103,27 @@ fn per_batch(c: &mut Criterion) {
         let batch = lines(rows);
         group.throughput(Throughput::Elements(rows as u64));
         group.bench_with_input(BenchmarkId::new("prepared", rows), &batch, |b, batch| {
-            b.iter_custom(|iters| runtime.block_on(prepared_batches(batch, iters, |o| o.elapsed)))
+            b.iter_custom(|iters| {
+                runtime.block_on(prepared_batches(WORD_COUNT, batch, iters, |o| o.elapsed))
+            })
         });
         group.bench_with_input(
             BenchmarkId::new("prepared_execution_only", rows),
             &batch,
             |b, batch| {
                 b.iter_custom(|iters| {
-                    runtime.block_on(prepared_batches(batch, iters, |o| o.execution))
+                    runtime.block_on(prepared_batches(WORD_COUNT, batch, iters, |o| o.execution))
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("prepared_split", rows),
+            &batch,
+            |b, batch| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(prepared_batches(WORD_COUNT_SPLIT, batch, iters, |o| {
+                        o.elapsed
+                    }))
                 })
             },
         );

@@ -32,6 +32,11 @@ const WORD_COUNT: &str = "SELECT word, COUNT(*) AS count \
      FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
      GROUP BY word";
 
+/// The same count with brook's zero-copy `split`.
+const WORD_COUNT_SPLIT: &str = "SELECT word, COUNT(*) AS count \
+     FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) \
+     GROUP BY word";
+
 struct Scenario {
     lines: usize,
     interval: Duration,
@@ -201,7 +206,12 @@ async fn run(pool: Arc<LinePool>, scenario: &Scenario) {
     executions.sort();
     let words = (scenario.lines * WORDS_PER_LINE) as f64;
     println!(
-        "lines={} interval={:?} rate={} | batches={} rows_in={} exact={}",
+        "{}\nlines={} interval={:?} rate={} | batches={} rows_in={} exact={}",
+        if scenario.sql.contains("split(") {
+            "[split]"
+        } else {
+            "[string_to_array]"
+        },
         scenario.lines,
         scenario.interval,
         scenario
@@ -276,10 +286,22 @@ fn main() {
                 sql: WORD_COUNT.to_string(),
             },
             Scenario {
+                lines: 2_000_000,
+                interval: Duration::from_secs(1),
+                rate: None,
+                sql: WORD_COUNT_SPLIT.to_string(),
+            },
+            Scenario {
                 lines: 1_000_000,
                 interval: Duration::from_millis(100),
                 rate: Some(100_000),
                 sql: WORD_COUNT.to_string(),
+            },
+            Scenario {
+                lines: 1_000_000,
+                interval: Duration::from_millis(100),
+                rate: Some(100_000),
+                sql: WORD_COUNT_SPLIT.to_string(),
             },
         ],
     };
