@@ -14,10 +14,6 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
-// The allocator the brook binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const WORD_COUNT: &str = "SELECT word, COUNT(*) AS count \
      FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
      GROUP BY word";

@@ -19,10 +19,6 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use futures::StreamExt;
 
-// The allocator the brook binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const WORDS_PER_LINE: usize = 8;
 const VOCABULARY: usize = 1_000;
 /// Distinct lines generated up front; the sender cycles through them.
