@@ -18,12 +18,18 @@ use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableOb
 
 use crate::batcher::Batcher;
 use crate::error::{BrookError, Result, SqlLocation, WarningHandler};
-use crate::query::{ContinuousQuery, PreparedQuery, QueryBindings, StreamTable, group_slots};
+use crate::query::{
+    ContinuousQuery, PlanVariant, PreparedQuery, QueryBindings, StreamTable, index_scans,
+};
 use crate::source::{
     Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
 };
 use crate::sql::{BrookStatement, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql};
 use crate::stream::{DEFAULT_MAX_PENDING_ROWS, LiveStream};
+
+/// Batches of at least this many rows run on a plan over all cores; smaller
+/// ones on one partition, where repartitioning costs more than it saves.
+const PARALLEL_BATCH_ROWS: usize = 50_000;
 
 /// What running one statement produced.
 #[derive(Debug)]
@@ -486,7 +492,16 @@ impl StreamContext {
             let batches = collect(physical, state.task_ctx()).await?;
             return Ok(SqlOutput::Rows { schema, batches });
         }
-        let (stream_names, slots) = group_slots(bound);
+        let mut stream_names = Vec::new();
+        let mut variants = vec![PlanVariant {
+            plan: physical,
+            task_ctx: state.task_ctx(),
+            min_rows: 0,
+            scans: index_scans(&mut stream_names, bound),
+        }];
+        if let Some(parallel) = self.plan_parallel(&plan, &mut stream_names).await? {
+            variants.push(parallel);
+        }
         let mut streams = Vec::with_capacity(stream_names.len());
         for name in &stream_names {
             let stream = self.stream(name).ok_or_else(|| {
@@ -497,17 +512,37 @@ impl StreamContext {
         }
         let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
         let ticks = self.inner.batcher.subscribe(id, streams);
-        let prepared = PreparedQuery {
-            plan: physical,
-            task_ctx: state.task_ctx(),
-            slots,
-        };
+        let prepared = PreparedQuery { variants };
         Ok(SqlOutput::Query(ContinuousQuery::start(
             id,
             sql.to_string(),
             prepared,
             ticks,
         )))
+    }
+
+    /// A second physical plan of `plan` over all cores, for batches of at
+    /// least [`PARALLEL_BATCH_ROWS`] rows; `None` on a single core.
+    async fn plan_parallel(
+        &self,
+        plan: &LogicalPlan,
+        stream_names: &mut Vec<String>,
+    ) -> Result<Option<PlanVariant>> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if cores < 2 {
+            return Ok(None);
+        }
+        let bindings = Arc::new(QueryBindings::default());
+        let mut state = self.inner.session.state();
+        state.config_mut().options_mut().execution.target_partitions = cores;
+        state.config_mut().set_extension(Arc::clone(&bindings));
+        let physical = state.create_physical_plan(plan).await?;
+        Ok(Some(PlanVariant {
+            plan: physical,
+            task_ctx: state.task_ctx(),
+            min_rows: PARALLEL_BATCH_ROWS,
+            scans: index_scans(stream_names, bindings.take()),
+        }))
     }
 
     /// The queue behind `INSERT INTO name`, when `name` is a stream.

@@ -70,30 +70,40 @@ impl TableProvider for StreamTable {
                     self.name, self.name
                 ))
             })?;
-        let slot = Arc::new(BatchSlot {
-            schema: Arc::clone(&self.schema),
-            batches: Mutex::new(Vec::new()),
-        });
-        bindings.bind(self.name.clone(), Arc::clone(&slot));
-        let table = StreamingTable::try_new(Arc::clone(&self.schema), vec![slot])?;
+        // One slot per partition the session plans for.
+        let slots: Vec<Arc<BatchSlot>> = (0..state.config().target_partitions().max(1))
+            .map(|_| {
+                Arc::new(BatchSlot {
+                    schema: Arc::clone(&self.schema),
+                    batches: Mutex::new(Vec::new()),
+                })
+            })
+            .collect();
+        bindings.bind(self.name.clone(), slots.clone());
+        let partitions = slots
+            .into_iter()
+            .map(|slot| slot as Arc<dyn PartitionStream>)
+            .collect();
+        let table = StreamingTable::try_new(Arc::clone(&self.schema), partitions)?;
         table.scan(state, projection, filters, limit).await
     }
 }
 
-/// Collects the stream scans made while planning one query.
+/// Collects the stream scans made while planning one query: for each scan,
+/// the stream and one slot per partition.
 #[derive(Debug, Default)]
 pub(crate) struct QueryBindings {
-    slots: Mutex<Vec<(String, Arc<BatchSlot>)>>,
+    scans: Mutex<Vec<(String, Vec<Arc<BatchSlot>>)>>,
 }
 
 impl QueryBindings {
-    fn bind(&self, stream: String, slot: Arc<BatchSlot>) {
-        lock(&self.slots).push((stream, slot));
+    fn bind(&self, stream: String, slots: Vec<Arc<BatchSlot>>) {
+        lock(&self.scans).push((stream, slots));
     }
 
-    /// The (stream name, slot) pairs bound so far.
-    pub fn take(&self) -> Vec<(String, Arc<BatchSlot>)> {
-        std::mem::take(&mut *lock(&self.slots))
+    /// The scans bound so far.
+    pub fn take(&self) -> Vec<(String, Vec<Arc<BatchSlot>>)> {
+        std::mem::take(&mut *lock(&self.scans))
     }
 }
 
@@ -157,29 +167,82 @@ impl BatchOutput {
     }
 }
 
-/// A query prepared once, executed per batch.
-pub(crate) struct PreparedQuery {
+/// Rows per piece when a micro-batch is dealt out over partitions.
+const PIECE_ROWS: usize = 8192;
+
+/// A physical plan prepared once for one degree of parallelism.
+pub(crate) struct PlanVariant {
     pub plan: Arc<dyn ExecutionPlan>,
     pub task_ctx: Arc<TaskContext>,
-    /// Each scan's slot with the index of its stream in the tick's inputs.
-    pub slots: Vec<(usize, Arc<BatchSlot>)>,
+    /// Batches with at least this many rows use this variant.
+    pub min_rows: usize,
+    /// Each scan's slots (one per partition) with the index of its stream
+    /// in the tick's inputs.
+    pub scans: Vec<(usize, Vec<Arc<BatchSlot>>)>,
+}
+
+/// A query prepared once, executed per batch. It may hold a single-partition
+/// plan for small batches and a parallel one for large batches; each batch
+/// runs on the plan its size calls for.
+pub(crate) struct PreparedQuery {
+    /// Ordered by `min_rows`, the first at 0.
+    pub variants: Vec<PlanVariant>,
 }
 
 impl PreparedQuery {
+    /// The schema of the query's results.
+    pub fn schema(&self) -> SchemaRef {
+        self.variants.first().map_or_else(
+            || Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            |v| v.plan.schema(),
+        )
+    }
+
     /// Runs the plan over the batches of one tick.
-    pub async fn execute(&self, inputs: &[Vec<RecordBatch>]) -> Result<Vec<RecordBatch>> {
-        for (input, slot) in &self.slots {
-            slot.set(inputs[*input].clone());
+    pub async fn execute(
+        &self,
+        inputs: &[Vec<RecordBatch>],
+        rows_in: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let Some(variant) = self.variants.iter().rev().find(|v| v.min_rows <= rows_in) else {
+            return Ok(Vec::new());
+        };
+        for (input, slots) in &variant.scans {
+            for (slot, share) in slots.iter().zip(deal(&inputs[*input], slots.len())) {
+                slot.set(share);
+            }
         }
         // Operators keep run state (TopK heaps, repartition channels); a
         // fresh copy of that state per run makes the cached plan reusable.
-        let plan = reset_plan_states(Arc::clone(&self.plan))?;
-        let result = collect(plan, Arc::clone(&self.task_ctx)).await;
-        for (_, slot) in &self.slots {
-            lock(&slot.batches).clear();
+        let plan = reset_plan_states(Arc::clone(&variant.plan))?;
+        let result = collect(plan, Arc::clone(&variant.task_ctx)).await;
+        for (_, slots) in &variant.scans {
+            for slot in slots {
+                lock(&slot.batches).clear();
+            }
         }
         Ok(result?)
     }
+}
+
+/// Deals `batches` out to `partitions` shares, round-robin, in pieces of at
+/// most [`PIECE_ROWS`] rows (slicing copies nothing).
+fn deal(batches: &[RecordBatch], partitions: usize) -> Vec<Vec<RecordBatch>> {
+    if partitions <= 1 {
+        return vec![batches.to_vec()];
+    }
+    let mut shares = vec![Vec::new(); partitions];
+    let mut next = 0;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = PIECE_ROWS.min(batch.num_rows() - offset);
+            shares[next % partitions].push(batch.slice(offset, len));
+            next += 1;
+            offset += len;
+        }
+    }
+    shares
 }
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
@@ -212,7 +275,7 @@ impl ContinuousQuery {
         prepared: PreparedQuery,
         ticks: mpsc::Receiver<Tick>,
     ) -> Self {
-        let schema = prepared.plan.schema();
+        let schema = prepared.schema();
         let (output_sender, outputs) = mpsc::channel(1);
         let (stop, stop_requested) = watch::channel(false);
         let task = tokio::spawn(run_query(prepared, ticks, output_sender, stop_requested));
@@ -268,7 +331,7 @@ async fn run_query(
     outputs: mpsc::Sender<Result<BatchOutput>>,
     mut stop_requested: watch::Receiver<bool>,
 ) {
-    let schema = prepared.plan.schema();
+    let schema = prepared.schema();
     let mut batch_number = 0;
     loop {
         let tick = tokio::select! {
@@ -300,15 +363,18 @@ async fn run_query(
         }
         batch_number += 1;
         let execution_started = std::time::Instant::now();
-        let output = prepared.execute(&inputs).await.map(|batches| BatchOutput {
-            batch_number,
-            batch_time: tick.time,
-            rows_in,
-            batches,
-            schema: Arc::clone(&schema),
-            elapsed: tick.instant.elapsed(),
-            execution: execution_started.elapsed(),
-        });
+        let output = prepared
+            .execute(&inputs, rows_in)
+            .await
+            .map(|batches| BatchOutput {
+                batch_number,
+                batch_time: tick.time,
+                rows_in,
+                batches,
+                schema: Arc::clone(&schema),
+                elapsed: tick.instant.elapsed(),
+                execution: execution_started.elapsed(),
+            });
         let failed = output.is_err();
         if outputs.send(output).await.is_err() || failed || all_ended {
             return;
@@ -316,14 +382,15 @@ async fn run_query(
     }
 }
 
-/// Turns the bound slots into (unique stream names, slot → stream index).
-pub(crate) fn group_slots(
-    bound: Vec<(String, Arc<BatchSlot>)>,
-) -> (Vec<String>, Vec<(usize, Arc<BatchSlot>)>) {
-    let mut streams: Vec<String> = Vec::new();
-    let slots = bound
+/// Turns the bound scans into stream indices, adding unseen streams to
+/// `streams` (the order of a tick's inputs).
+pub(crate) fn index_scans(
+    streams: &mut Vec<String>,
+    bound: Vec<(String, Vec<Arc<BatchSlot>>)>,
+) -> Vec<(usize, Vec<Arc<BatchSlot>>)> {
+    bound
         .into_iter()
-        .map(|(stream, slot)| {
+        .map(|(stream, slots)| {
             let index = streams
                 .iter()
                 .position(|s| *s == stream)
@@ -331,8 +398,48 @@ pub(crate) fn group_slots(
                     streams.push(stream);
                     streams.len() - 1
                 });
-            (index, slot)
+            (index, slots)
         })
-        .collect();
-    (streams, slots)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn deal_slices_batches_round_robin_without_losing_rows() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
+        let batch = |from: i32, rows: i32| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int32Array::from_iter_values(from..from + rows))],
+            )
+            .unwrap()
+        };
+        let input = vec![batch(0, 20_000), batch(20_000, 100)];
+        let shares = deal(&input, 2);
+        let sizes: Vec<Vec<usize>> = shares
+            .iter()
+            .map(|s| s.iter().map(RecordBatch::num_rows).collect())
+            .collect();
+        assert_eq!(sizes, vec![vec![8192, 3616], vec![8192, 100]]);
+        let mut all: Vec<i32> = shares
+            .iter()
+            .flatten()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..20_100).collect::<Vec<_>>());
+        assert_eq!(deal(&input, 1), vec![input.clone()]);
+    }
 }

@@ -242,3 +242,49 @@ async fn a_closed_empty_queue_ends_its_query_without_a_batch() {
     let outputs = collect_all(start(&ctx, "SELECT n FROM numbers").await).await;
     assert!(outputs.is_empty(), "{outputs:?}");
 }
+
+#[tokio::test]
+async fn large_batches_run_on_the_parallel_plan_with_exact_results_batch_after_batch() {
+    // Items of 120,000 rows are above the parallel threshold: the query runs
+    // its multi-partition plan, re-executed for each batch.
+    let ctx = StreamContext::new(TICK);
+    let queue = numbers_queue(&ctx, true);
+    let rows: i64 = 120_000;
+    for batch in 0..2 {
+        let values: Vec<i64> = (batch * rows..(batch + 1) * rows).collect();
+        queue.push(item(&queue, &values)).unwrap();
+    }
+    queue.close();
+    let grouped = start(
+        &ctx,
+        "SELECT n % 7 AS k, COUNT(*) AS c, SUM(n) AS s FROM numbers GROUP BY k ORDER BY k",
+    )
+    .await;
+    let top = start(&ctx, "SELECT n FROM numbers ORDER BY n DESC LIMIT 3").await;
+    let (grouped, top) = tokio::join!(collect_all(grouped), collect_all(top));
+    for (batch, output) in grouped.iter().enumerate() {
+        let from = batch as i64 * rows;
+        let expected: Vec<Vec<String>> = (0..7)
+            .map(|k| {
+                let members: Vec<i64> = (from..from + rows).filter(|n| n % 7 == k).collect();
+                vec![
+                    k.to_string(),
+                    members.len().to_string(),
+                    members.iter().sum::<i64>().to_string(),
+                ]
+            })
+            .collect();
+        assert_eq!(rows(output), expected, "batch {}", batch + 1);
+    }
+    let tops: Vec<Vec<String>> = top
+        .iter()
+        .map(|o| rows(o).into_iter().map(|r| r[0].clone()).collect())
+        .collect();
+    assert_eq!(
+        tops,
+        vec![
+            vec!["119999", "119998", "119997"],
+            vec!["239999", "239998", "239997"]
+        ]
+    );
+}
