@@ -249,9 +249,9 @@ async fn large_batches_run_on_the_parallel_plan_with_exact_results_batch_after_b
     // its multi-partition plan, re-executed for each batch.
     let ctx = StreamContext::new(TICK);
     let queue = numbers_queue(&ctx, true);
-    let rows: i64 = 120_000;
+    let per_item: i64 = 120_000;
     for batch in 0..2 {
-        let values: Vec<i64> = (batch * rows..(batch + 1) * rows).collect();
+        let values: Vec<i64> = (batch * per_item..(batch + 1) * per_item).collect();
         queue.push(item(&queue, &values)).unwrap();
     }
     queue.close();
@@ -263,10 +263,10 @@ async fn large_batches_run_on_the_parallel_plan_with_exact_results_batch_after_b
     let top = start(&ctx, "SELECT n FROM numbers ORDER BY n DESC LIMIT 3").await;
     let (grouped, top) = tokio::join!(collect_all(grouped), collect_all(top));
     for (batch, output) in grouped.iter().enumerate() {
-        let from = batch as i64 * rows;
+        let from = batch as i64 * per_item;
         let expected: Vec<Vec<String>> = (0..7)
             .map(|k| {
-                let members: Vec<i64> = (from..from + rows).filter(|n| n % 7 == k).collect();
+                let members: Vec<i64> = (from..from + per_item).filter(|n| n % 7 == k).collect();
                 vec![
                     k.to_string(),
                     members.len().to_string(),
