@@ -82,6 +82,15 @@ pub enum BrookError {
         message: String,
     },
 
+    /// One batch of a continuous query failed to execute; the query goes on.
+    #[error("batch {batch_number}: {source}")]
+    BatchFailed {
+        /// The batch's number within its query.
+        batch_number: u64,
+        /// Why it failed.
+        source: Box<BrookError>,
+    },
+
     /// DataFusion failed while planning or executing a query.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),

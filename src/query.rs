@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::batcher::Tick;
-use crate::error::Result;
+use crate::error::{BrookError, Result};
 
 /// The table DataFusion sees for a stream. It can only be scanned while
 /// planning a continuous query, which binds each scan to a [`BatchSlot`].
@@ -247,8 +247,9 @@ fn deal(batches: &[RecordBatch], partitions: usize) -> Vec<Vec<RecordBatch>> {
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
 ///
-/// It ends when every stream it reads has ended, or after an error (the last
-/// item). Dropping it stops the query; [`ContinuousQuery::stop`] stops it
+/// It ends when every stream it reads has ended, or after a stream fails
+/// (that error is the last item). A batch whose execution fails yields
+/// [`BrookError::BatchFailed`] and the query goes on with the next batch. Dropping it stops the query; [`ContinuousQuery::stop`] stops it
 /// after the batch in progress.
 pub struct ContinuousQuery {
     id: u64,
@@ -374,9 +375,14 @@ async fn run_query(
                 schema: Arc::clone(&schema),
                 elapsed: tick.instant.elapsed(),
                 execution: execution_started.elapsed(),
+            })
+            // A batch the plan cannot run (a division by zero, a failed
+            // cast) is reported with its number; the next batch runs as usual.
+            .map_err(|err| BrookError::BatchFailed {
+                batch_number,
+                source: Box::new(err),
             });
-        let failed = output.is_err();
-        if outputs.send(output).await.is_err() || failed || all_ended {
+        if outputs.send(output).await.is_err() || all_ended {
             return;
         }
     }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use super::args::{Args, Command};
 use super::report::format_error;
 use crate::context::{SqlOutput, StreamContext};
+use crate::error::BrookError;
 use crate::query::ContinuousQuery;
 use crate::sink::ConsoleSink;
 use crate::sql::parse_sql;
@@ -164,6 +165,11 @@ async fn print_query(
                 if max_batches.is_some_and(|max| output.batch_number >= max) {
                     return;
                 }
+            }
+            Err(err @ BrookError::BatchFailed { .. }) => {
+                // The query goes on; the run still ends with exit code 1.
+                eprintln!("brook: query {}: {err}", query.id());
+                failed.store(true, Ordering::SeqCst);
             }
             Err(err) => {
                 eprintln!("brook: query {}: {err}", query.id());

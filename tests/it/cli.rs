@@ -401,3 +401,26 @@ fn inserts_after_a_running_select_feed_it() {
         .sum();
     assert_eq!(total, 42);
 }
+
+#[test]
+fn a_failing_batch_is_reported_the_run_goes_on_and_exits_1() {
+    let output = brook(&[
+        "--batch-interval",
+        "40ms",
+        "--format",
+        "csv",
+        "--quiet",
+        "-c",
+        "CREATE STREAM q (n INT) WITH (connector = 'queue', one_at_a_time = 'true'); \
+         INSERT INTO q VALUES (5); INSERT INTO q VALUES (0); INSERT INTO q VALUES (2); SELECT 10 / n AS tenth FROM q",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("brook: query 1: batch 2: "), "{stderr}");
+    let values: Vec<String> = text(&output.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(values, vec!["2", "5"]);
+}

@@ -79,3 +79,36 @@ async fn reading_a_stream_outside_a_continuous_query_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_fails_to_execute_is_reported_with_its_number_and_the_query_goes_on() {
+    let ctx = StreamContext::new(Duration::from_millis(40));
+    ctx.sql("CREATE STREAM q (n INT) WITH (connector = 'queue', one_at_a_time = 'true')")
+        .await
+        .unwrap();
+    for n in [5, 0, 2] {
+        ctx.sql(&format!("INSERT INTO q VALUES ({n})"))
+            .await
+            .unwrap();
+    }
+    ctx.close_queues();
+    let mut query = start(&ctx, "SELECT 10 / n AS tenth FROM q").await;
+    let mut seen = Vec::new();
+    while let Some(output) = next_batch(&mut query).await {
+        seen.push(match output {
+            Ok(output) => format!("{}: {}", output.batch_number, rows(&output)[0][0]),
+            Err(brook::BrookError::BatchFailed {
+                batch_number,
+                source,
+            }) => {
+                assert!(
+                    source.to_string().to_lowercase().contains("divide by zero"),
+                    "{source}"
+                );
+                format!("{batch_number}: failed")
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        });
+    }
+    assert_eq!(seen, vec!["1: 2", "2: failed", "3: 5"]);
+}
