@@ -42,6 +42,8 @@ pub(crate) struct LineDecoder {
     schema: SchemaRef,
     format: LineFormat,
     delimiter: u8,
+    /// Lines longer than this are rejected.
+    max_line_bytes: usize,
     csv: Option<CsvDecoder>,
 }
 
@@ -82,7 +84,25 @@ impl LineDecoder {
             schema,
             format,
             delimiter,
+            max_line_bytes: usize::MAX,
             csv: None,
+        })
+    }
+
+    /// Rejects lines longer than `max_line_bytes` (default: no limit).
+    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
+        self.max_line_bytes = max_line_bytes;
+        self
+    }
+
+    /// The bad line for a line of `len` bytes that is too long, if it is.
+    fn too_long(&self, len: usize, line: u64) -> Option<BadLine> {
+        (len > self.max_line_bytes).then(|| BadLine {
+            line,
+            message: format!(
+                "line of {len} bytes is longer than max_line_bytes ({})",
+                self.max_line_bytes
+            ),
         })
     }
 
@@ -105,6 +125,11 @@ impl LineDecoder {
         let block = builder.append_block(chunk.clone());
         let mut decoded = DecodedLines::default();
         for (index, (start, end)) in line_ranges(chunk).enumerate() {
+            decoded.lines += 1;
+            if let Some(bad) = self.too_long(end - start, first_line + index as u64) {
+                decoded.bad_lines.push(bad);
+                continue;
+            }
             // Views address a block with u32 offsets; reads are far smaller.
             let appended = u32::try_from(start)
                 .ok()
@@ -116,7 +141,6 @@ impl LineDecoder {
                     message: invalid_utf8_message(&chunk[start..end]),
                 });
             }
-            decoded.lines += 1;
         }
         let column: ArrayRef = Arc::new(builder.finish());
         if !column.is_empty() {
@@ -129,6 +153,11 @@ impl LineDecoder {
         let mut builder = StringBuilder::with_capacity(chunk.len() / 16 + 1, chunk.len());
         let mut decoded = DecodedLines::default();
         for (index, line) in lines(chunk).enumerate() {
+            if let Some(bad) = self.too_long(line.len(), first_line + index as u64) {
+                decoded.bad_lines.push(bad);
+                decoded.lines += 1;
+                continue;
+            }
             match std::str::from_utf8(line) {
                 Ok(text) => builder.append_value(text),
                 Err(_) => decoded.bad_lines.push(BadLine {
@@ -157,7 +186,10 @@ impl LineDecoder {
     }
 
     fn decode_csv(&mut self, chunk: &[u8], first_line: u64) -> DecodedLines {
-        let line_count = lines(chunk).count() as u64;
+        let (line_count, longest) = line_ranges(chunk)
+            .fold((0u64, 0usize), |(count, longest), (start, end)| {
+                (count + 1, longest.max(end - start))
+            });
         // Fast path: the whole chunk in one go. Anything unusual (an error,
         // an empty line, a row count that does not match the line count)
         // goes line by line, so every bad line is found and numbered.
@@ -166,6 +198,7 @@ impl LineDecoder {
             || memchr::memmem::find(chunk, b"\n\r\n").is_some()
             || chunk.starts_with(b"\r\n");
         if !has_empty_line
+            && longest <= self.max_line_bytes
             && let Ok(batch) = self.decode_csv_rows(chunk)
             && batch.as_ref().map_or(0, |b| b.num_rows() as u64) == line_count
         {
@@ -185,6 +218,10 @@ impl LineDecoder {
         for (index, line) in lines(chunk).enumerate() {
             decoded.lines += 1;
             let line_number = first_line + index as u64;
+            if let Some(bad) = self.too_long(line.len(), line_number) {
+                decoded.bad_lines.push(bad);
+                continue;
+            }
             if line.is_empty() {
                 decoded.bad_lines.push(BadLine {
                     line: line_number,
@@ -411,6 +448,53 @@ mod tests {
         let decoded = decoder.decode(&buffer(b"a,1\r\nb,2\nc,3"), 1);
         assert_eq!(decoded.batch.unwrap().num_rows(), 3);
         assert!(decoded.bad_lines.is_empty());
+    }
+
+    #[test]
+    fn lines_over_max_line_bytes_are_bad_lines_in_both_formats() {
+        let text = Arc::new(Schema::new(vec![Field::new(
+            "line",
+            DataType::Utf8View,
+            true,
+        )]));
+        let mut decoder = LineDecoder::try_new("t", text, LineFormat::Text, b',')
+            .unwrap()
+            .with_max_line_bytes(5);
+        let decoded = decoder.decode(
+            &buffer(
+                b"short
+much too long
+ok
+",
+            ),
+            1,
+        );
+        assert_eq!(decoded.batch.unwrap().num_rows(), 2);
+        assert_eq!(decoded.lines, 3);
+        assert_eq!(decoded.bad_lines[0].line, 2);
+        assert!(
+            decoded.bad_lines[0]
+                .message
+                .contains("longer than max_line_bytes (5)")
+        );
+
+        let mut decoder = LineDecoder::try_new("r", csv_schema(), LineFormat::Csv, b',')
+            .unwrap()
+            .with_max_line_bytes(6);
+        let decoded = decoder.decode(
+            &buffer(
+                b"a,1
+bbbbbbbb,2
+c,3
+",
+            ),
+            1,
+        );
+        assert_eq!(decoded.batch.unwrap().num_rows(), 2);
+        assert_eq!(
+            decoded.bad_lines.iter().map(|b| b.line).collect::<Vec<_>>(),
+            vec![2]
+        );
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct SocketOptions {
     pub delimiter: u8,
     /// Rows held between ticks before the socket stops reading; default 4,000,000.
     pub max_pending_rows: usize,
+    /// Longest line accepted; the rest of a longer line is discarded and the
+    /// line reported. Default 1 MiB.
+    pub max_line_bytes: usize,
 }
 
 impl Default for SocketOptions {
@@ -65,6 +68,7 @@ impl Default for SocketOptions {
             on_error: OnError::Skip,
             delimiter: b',',
             max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
+            max_line_bytes: 1 << 20,
         }
     }
 }
@@ -85,6 +89,12 @@ impl SocketOptions {
     /// Sets [`SocketOptions::on_error`].
     pub fn with_on_error(mut self, on_error: OnError) -> Self {
         self.on_error = on_error;
+        self
+    }
+
+    /// Sets [`SocketOptions::max_line_bytes`].
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
         self
     }
 
@@ -176,6 +186,13 @@ impl Connector {
                         }
                     };
                 }
+                if let Some(bytes) = take("max_line_bytes") {
+                    options.max_line_bytes = bytes.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
+                        BrookError::invalid(format!(
+                            "stream '{stream}': max_line_bytes must be a positive number, got '{bytes}'"
+                        ))
+                    })?;
+                }
                 if let Some(rows) = take("max_pending_rows") {
                     options.max_pending_rows = rows.parse().ok().filter(|r| *r > 0).ok_or_else(|| {
                         BrookError::invalid(format!(
@@ -198,7 +215,7 @@ impl Connector {
             let known = match parsed {
                 Connector::Queue(_) => "connector, one_at_a_time",
                 Connector::Socket { .. } => {
-                    "connector, host, port, format, reconnect, on_error, delimiter, max_pending_rows"
+                    "connector, host, port, format, reconnect, on_error, delimiter, max_line_bytes, max_pending_rows"
                 }
             };
             return Err(BrookError::invalid(format!(

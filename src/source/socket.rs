@@ -129,7 +129,8 @@ impl Source for SocketSource {
                 Arc::clone(&self.schema),
                 self.options.format,
                 self.options.delimiter,
-            )?,
+            )?
+            .with_max_line_bytes(self.options.max_line_bytes),
             inbox,
             warn: self.warn.0.clone(),
             next_line: 1,
@@ -214,6 +215,8 @@ impl SocketReader {
         let mut buffer: Vec<u8> = Vec::with_capacity(READ_BYTES);
         // Bytes before this offset in `buffer` are known to hold no newline.
         let mut scanned = 0;
+        // Inside a line over max_line_bytes: drop bytes up to its newline.
+        let mut discarding = false;
         loop {
             if buffer.capacity() - buffer.len() < READ_BYTES / 4 {
                 buffer.reserve(READ_BYTES);
@@ -245,10 +248,36 @@ impl SocketReader {
                     return Disconnect::Lost(err);
                 }
             }
+            if discarding {
+                let Some(newline) = memchr::memchr(b'\n', &buffer) else {
+                    buffer.clear();
+                    continue;
+                };
+                buffer.drain(..=newline);
+                self.next_line += 1;
+                scanned = 0;
+                discarding = false;
+            }
             let Some(last_newline) =
                 memchr::memrchr(b'\n', &buffer[scanned..]).map(|i| scanned + i)
             else {
                 scanned = buffer.len();
+                if buffer.len() > self.options.max_line_bytes {
+                    let error = BrookError::BadRow {
+                        stream: self.stream.clone(),
+                        line: self.next_line,
+                        message: format!(
+                            "line longer than max_line_bytes ({}): the rest of the line is discarded",
+                            self.options.max_line_bytes
+                        ),
+                    };
+                    if !self.reject(error) {
+                        return Disconnect::Failed;
+                    }
+                    buffer.clear();
+                    scanned = 0;
+                    discarding = true;
+                }
                 continue;
             };
             let lines = take_lines(&mut buffer, last_newline + 1);
@@ -257,6 +286,21 @@ impl SocketReader {
             }
             scanned = buffer.len();
         }
+    }
+
+    /// Counts and reports a bad row. With `on_error = 'fail'` the stream
+    /// fails instead (rows of the same read are lost with it) and this
+    /// returns false.
+    fn reject(&mut self, error: BrookError) -> bool {
+        self.inbox
+            .rows_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.options.on_error == OnError::Fail {
+            self.inbox.fail(error.to_string());
+            return false;
+        }
+        (self.warn)(&error);
+        true
     }
 
     /// Decodes complete lines and puts the rows in the inbox. Returns false

@@ -236,3 +236,45 @@ async fn reconnect_reads_the_next_connection_after_the_peer_closes() {
     }
     assert_eq!(lines, vec!["one", "two", "three"]);
 }
+
+#[tokio::test]
+async fn lines_over_max_line_bytes_are_reported_and_the_next_lines_are_fine() {
+    let long_unterminated = vec![b'x'; 1500];
+    let mut complete_long = vec![b'y'; 1500];
+    complete_long.extend_from_slice(b"\nthird\n");
+    let address = chunk_server(
+        vec![
+            b"first\n".to_vec(),
+            long_unterminated.clone(),
+            long_unterminated,
+            b"xx\nsecond\n".to_vec(),
+            complete_long,
+        ],
+        Duration::from_millis(20),
+    );
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(30), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM ds WITH (connector = 'socket', host = '127.0.0.1', port = '{}', max_line_bytes = '1000')",
+        address.rsplit_once(':').unwrap().1
+    ))
+    .await
+    .unwrap();
+    let outputs = collect_all(start(&ctx, "SELECT line FROM ds").await).await;
+    let lines: Vec<String> = outputs
+        .iter()
+        .flat_map(rows)
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(lines, vec!["first", "second", "third"]);
+    let warnings = warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("stream 'ds' line 2: line longer than max_line_bytes (1000)"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with("stream 'ds' line 4: line of 1500 bytes is longer"),
+        "{warnings:#?}"
+    );
+}
