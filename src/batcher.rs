@@ -1,6 +1,6 @@
 //! The trigger clock. Every batch interval it cuts what each subscribed
-//! stream received since the last tick into one `RecordBatch` (possibly
-//! empty) and hands each running query the batches of the streams it reads.
+//! stream received since the last tick into one micro-batch (possibly empty)
+//! and hands each running query the micro-batches of the streams it reads.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! brook: declarative SQL over live streams.
 //!
 //! Register streams (a TCP socket of text or CSV lines, an in-memory queue),
-//! and brook cuts what each received into one Arrow `RecordBatch` every batch
-//! interval, then runs each continuous query's DataFusion plan, prepared
-//! once, on that batch.
+//! and brook cuts what each received into one micro-batch of Arrow record
+//! batches every batch interval, then runs each continuous query's
+//! DataFusion plan, prepared once, on that batch.
 //!
 //! # Layout
 //! - [`context`]: [`StreamContext`], the entry point: streams, the clock, `sql()`.
