@@ -499,7 +499,9 @@ impl StreamContext {
             min_rows: 0,
             scans: index_scans(&mut stream_names, bound),
         }];
-        if let Some(parallel) = self.plan_parallel(&plan, &mut stream_names).await? {
+        // The parallel plan is an optimisation: if it cannot be planned,
+        // every batch runs on the single-partition plan.
+        if let Ok(Some(parallel)) = self.plan_parallel(&plan, &mut stream_names).await {
             variants.push(parallel);
         }
         let mut streams = Vec::with_capacity(stream_names.len());
