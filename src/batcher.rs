@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -57,6 +57,9 @@ pub(crate) struct Batcher {
     subscriptions: Mutex<Vec<Subscription>>,
     /// The clock task, started by the first subscription.
     clock: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the clock to cut a batch at once, before the interval is up
+    /// (the final batch of queries that are finishing).
+    tick_now: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -87,7 +90,14 @@ impl Batcher {
             batch_interval: Mutex::new(batch_interval),
             subscriptions: Mutex::new(Vec::new()),
             clock: Mutex::new(None),
+            tick_now: Arc::new(Notify::new()),
         })
+    }
+
+    /// Notifying this cuts a batch at once instead of at the next interval.
+    /// A separate handle, so that holders do not keep the batcher alive.
+    pub fn tick_now_handle(&self) -> Arc<Notify> {
+        Arc::clone(&self.tick_now)
     }
 
     pub fn batch_interval(&self) -> Duration {
@@ -113,7 +123,10 @@ impl Batcher {
         });
         let mut clock = lock(&self.clock);
         if clock.is_none() {
-            *clock = Some(tokio::spawn(run_clock(Arc::downgrade(self))));
+            *clock = Some(tokio::spawn(run_clock(
+                Arc::downgrade(self),
+                Arc::clone(&self.tick_now),
+            )));
         }
         receiver
     }
@@ -163,13 +176,16 @@ impl Batcher {
     }
 }
 
-async fn run_clock(batcher: Weak<Batcher>) {
+async fn run_clock(batcher: Weak<Batcher>, tick_now: Arc<Notify>) {
     let Some(interval) = batcher.upgrade().map(|b| b.batch_interval()) else {
         return;
     };
     let mut next_tick = Instant::now() + interval;
     loop {
-        tokio::time::sleep_until(next_tick).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_tick) => {}
+            _ = tick_now.notified() => {}
+        }
         let Some(batcher) = batcher.upgrade() else {
             return;
         };

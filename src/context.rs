@@ -520,6 +520,7 @@ impl StreamContext {
             sql.to_string(),
             prepared,
             ticks,
+            self.inner.batcher.tick_now_handle(),
         )))
     }
 

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -30,7 +32,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, collect};
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::batcher::Tick;
@@ -256,8 +258,20 @@ pub struct ContinuousQuery {
     sql: String,
     schema: SchemaRef,
     outputs: mpsc::Receiver<Result<BatchOutput>>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
+    /// Asks the clock for a batch at once (see [`ContinuousQuery::finish`]).
+    tick_now: Arc<Notify>,
     task: JoinHandle<()>,
+}
+
+/// What a query has been asked to do about stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// Stop after the batch in progress.
+    Now,
+    /// Stop after running the first batch cut at or after this instant.
+    AfterBatchCutAt(Instant),
 }
 
 impl std::fmt::Debug for ContinuousQuery {
@@ -275,10 +289,11 @@ impl ContinuousQuery {
         sql: String,
         prepared: PreparedQuery,
         ticks: mpsc::Receiver<Tick>,
+        tick_now: Arc<Notify>,
     ) -> Self {
         let schema = prepared.schema();
         let (output_sender, outputs) = mpsc::channel(1);
-        let (stop, stop_requested) = watch::channel(false);
+        let (stop, stop_requested) = watch::channel(Stop::Running);
         let task = tokio::spawn(run_query(prepared, ticks, output_sender, stop_requested));
         Self {
             id,
@@ -286,6 +301,7 @@ impl ContinuousQuery {
             schema,
             outputs,
             stop,
+            tick_now,
             task,
         }
     }
@@ -306,9 +322,18 @@ impl ContinuousQuery {
     }
 
     /// Asks the query to stop after the batch in progress; the stream then
-    /// yields that batch's output (if any) and ends.
+    /// yields that batch's output (if any) and ends. Rows not yet cut into
+    /// a batch are left to other queries.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Now);
+    }
+
+    /// Asks the query to finish: brook cuts a batch at once (in every query
+    /// of the context), this query runs it, and its stream ends. What its
+    /// streams received so far is processed; this is a graceful shutdown.
+    pub fn finish(&self) {
+        let _ = self.stop.send(Stop::AfterBatchCutAt(Instant::now()));
+        self.tick_now.notify_one();
     }
 }
 
@@ -330,14 +355,14 @@ async fn run_query(
     prepared: PreparedQuery,
     mut ticks: mpsc::Receiver<Tick>,
     outputs: mpsc::Sender<Result<BatchOutput>>,
-    mut stop_requested: watch::Receiver<bool>,
+    mut stop_requested: watch::Receiver<Stop>,
 ) {
     let schema = prepared.schema();
     let mut batch_number = 0;
     loop {
         let tick = tokio::select! {
             biased;
-            _ = stop_requested.wait_for(|stop| *stop) => return,
+            _ = stop_requested.wait_for(|stop| *stop == Stop::Now) => return,
             tick = ticks.recv() => match tick {
                 Some(tick) => tick,
                 None => return,
@@ -382,7 +407,9 @@ async fn run_query(
                 batch_number,
                 source: Box::new(err),
             });
-        if outputs.send(output).await.is_err() || all_ended {
+        let finished =
+            matches!(*stop_requested.borrow(), Stop::AfterBatchCutAt(at) if tick.instant >= at);
+        if outputs.send(output).await.is_err() || all_ended || finished {
             return;
         }
     }

@@ -127,7 +127,7 @@ pub async fn exec(args: Args) -> ExitCode {
 }
 
 /// Prints a query's batches until it ends, `max_batches` are done, or a stop
-/// is requested (then the batch in progress is finished first).
+/// is requested (then what has arrived is run as a final batch).
 async fn print_query(
     mut query: ContinuousQuery,
     mut sink: ConsoleSink,
@@ -141,8 +141,9 @@ async fn print_query(
         let next = tokio::select! {
             next = query.next() => next,
             _ = stop.wait_for(|s| *s), if !stopping => {
+                // Run what has arrived through one final batch, then end.
                 stopping = true;
-                query.stop();
+                query.finish();
                 continue;
             }
         };
@@ -180,8 +181,8 @@ async fn print_query(
     }
 }
 
-/// Ctrl-C or SIGTERM: finish the current batches and exit 0; a second
-/// signal exits at once.
+/// Ctrl-C or SIGTERM: run what has arrived through a final batch and exit
+/// 0; a second signal exits at once.
 fn spawn_signal_handler(stop: Arc<watch::Sender<bool>>) {
     tokio::spawn(async move {
         let mut signals = 0;

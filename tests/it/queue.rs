@@ -288,3 +288,22 @@ async fn large_batches_run_on_the_parallel_plan_with_exact_results_batch_after_b
         ]
     );
 }
+
+#[tokio::test]
+async fn finish_runs_what_has_arrived_at_once_and_ends_the_query() {
+    // A 10 s interval: without finish() the first batch would come much later.
+    let ctx = StreamContext::new(Duration::from_secs(10));
+    let queue = numbers_queue(&ctx, false);
+    let query = start(&ctx, "SELECT SUM(n) AS total FROM numbers").await;
+    queue.push(item(&queue, &[1, 2])).unwrap();
+    queue.push(item(&queue, &[39])).unwrap();
+    let started = std::time::Instant::now();
+    query.finish();
+    let outputs = collect_all(query).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(batch_values(&outputs), vec![vec!["42"]]);
+}
