@@ -278,3 +278,44 @@ async fn lines_over_max_line_bytes_are_reported_and_the_next_lines_are_fine() {
         "{warnings:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_peer_reset_mid_line_reports_the_partial_line_and_ends_the_stream() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        client.write_all(b"good\npartial").await.ok();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // SO_LINGER 0: closing sends a reset instead of a clean close.
+        client.set_zero_linger().ok();
+        drop(client);
+    });
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(50), warn);
+    ctx.register_socket("ds", &address, line_schema(), SocketOptions::default())
+        .unwrap();
+    let outputs = collect_all(start(&ctx, "SELECT line FROM ds").await).await;
+    let lines: Vec<String> = outputs
+        .iter()
+        .flat_map(rows)
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(lines, vec!["good"]);
+    let warnings = warnings.lock().unwrap().clone();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("stream 'ds' line 2: incomplete line of 7 bytes dropped")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("connection to") && w.contains("lost")),
+        "{warnings:#?}"
+    );
+}
