@@ -55,6 +55,9 @@ pub struct SocketOptions {
     pub delimiter: u8,
     /// Rows held between ticks before the socket stops reading; default 4,000,000.
     pub max_pending_rows: usize,
+    /// With `reconnect`, consecutive failed reconnection attempts after which
+    /// the stream fails; default `None` (keep trying).
+    pub reconnect_attempts: Option<u32>,
     /// Longest line accepted; the rest of a longer line is discarded and the
     /// line reported. Default 1 MiB.
     pub max_line_bytes: usize,
@@ -69,6 +72,7 @@ impl Default for SocketOptions {
             delimiter: b',',
             max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
             max_line_bytes: 1 << 20,
+            reconnect_attempts: None,
         }
     }
 }
@@ -186,6 +190,13 @@ impl Connector {
                         }
                     };
                 }
+                if let Some(attempts) = take("reconnect_attempts") {
+                    options.reconnect_attempts = Some(attempts.parse().ok().filter(|a| *a > 0).ok_or_else(|| {
+                        BrookError::invalid(format!(
+                            "stream '{stream}': reconnect_attempts must be a positive number, got '{attempts}'"
+                        ))
+                    })?);
+                }
                 if let Some(bytes) = take("max_line_bytes") {
                     options.max_line_bytes = bytes.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
                         BrookError::invalid(format!(
@@ -215,7 +226,7 @@ impl Connector {
             let known = match parsed {
                 Connector::Queue(_) => "connector, one_at_a_time",
                 Connector::Socket { .. } => {
-                    "connector, host, port, format, reconnect, on_error, delimiter, max_line_bytes, max_pending_rows"
+                    "connector, host, port, format, reconnect, reconnect_attempts, on_error, delimiter, max_line_bytes, max_pending_rows"
                 }
             };
             return Err(BrookError::invalid(format!(

@@ -178,9 +178,11 @@ impl SocketReader {
     async fn run(mut self, first_connection: Option<TcpStream>) {
         let mut connection = first_connection;
         let mut backoff = FIRST_BACKOFF;
+        let mut failed_attempts: u32 = 0;
         loop {
             if let Some(socket) = connection.take() {
                 backoff = FIRST_BACKOFF;
+                failed_attempts = 0;
                 match self.read_connection(socket).await {
                     Disconnect::Failed => return,
                     Disconnect::Closed => {}
@@ -201,11 +203,25 @@ impl SocketReader {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             match connect(&self.address).await {
                 Ok(socket) => connection = Some(socket),
-                Err(source) => (self.warn)(&BrookError::Connect {
-                    stream: self.stream.clone(),
-                    address: self.address.clone(),
-                    source,
-                }),
+                Err(source) => {
+                    failed_attempts += 1;
+                    let error = BrookError::Connect {
+                        stream: self.stream.clone(),
+                        address: self.address.clone(),
+                        source,
+                    };
+                    if self
+                        .options
+                        .reconnect_attempts
+                        .is_some_and(|limit| failed_attempts >= limit)
+                    {
+                        self.inbox.fail(format!(
+                            "{error} (gave up after {failed_attempts} reconnect attempts)"
+                        ));
+                        return;
+                    }
+                    (self.warn)(&error);
+                }
             }
         }
     }

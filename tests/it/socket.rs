@@ -319,3 +319,45 @@ async fn a_peer_reset_mid_line_reports_the_partial_line_and_ends_the_stream() {
         "{warnings:#?}"
     );
 }
+
+#[tokio::test]
+async fn reconnect_attempts_bounds_the_retries_then_the_query_fails_naming_the_address() {
+    let address = closed_port_address();
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(30), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM ds WITH (connector = 'socket', host = '127.0.0.1', port = '{}', reconnect = 'true', reconnect_attempts = '2')",
+        address.rsplit_once(':').unwrap().1
+    ))
+    .await
+    .unwrap();
+    // With reconnect, a refused first connection does not fail the query's start.
+    let mut query = start(&ctx, "SELECT line FROM ds").await;
+    // Empty batches tick by while brook retries; then the stream fails.
+    let error = loop {
+        match crate::common::next_batch(&mut query).await {
+            Some(Ok(output)) => assert_eq!(output.rows_in, 0),
+            Some(Err(error)) => break error,
+            None => panic!("the query ended without the error"),
+        }
+    };
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("cannot connect to {address}")),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("gave up after 2 reconnect attempts"),
+        "{error}"
+    );
+    // The first refusal and one retry were warnings; the second retry failed the stream.
+    assert_eq!(
+        warnings.lock().unwrap().len(),
+        2,
+        "{:#?}",
+        warnings.lock().unwrap()
+    );
+}
