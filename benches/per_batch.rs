@@ -14,14 +14,8 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
-const WORD_COUNT: &str = "SELECT word, COUNT(*) AS count \
-     FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
-     GROUP BY word";
-
-/// The same count with brook's zero-copy `split`.
-const WORD_COUNT_SPLIT: &str = "SELECT word, COUNT(*) AS count \
-     FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) \
-     GROUP BY word";
+mod common;
+use common::{WORD_COUNT, WORD_COUNT_SPLIT};
 
 /// `rows` lines of 8 words from a 1,000-word vocabulary.
 fn lines(rows: usize) -> RecordBatch {

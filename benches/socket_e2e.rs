@@ -24,14 +24,8 @@ const VOCABULARY: usize = 1_000;
 /// Distinct lines generated up front; the sender cycles through them.
 const LINE_POOL: usize = 1 << 16;
 
-const WORD_COUNT: &str = "SELECT word, COUNT(*) AS count \
-     FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
-     GROUP BY word";
-
-/// The same count with brook's zero-copy `split`.
-const WORD_COUNT_SPLIT: &str = "SELECT word, COUNT(*) AS count \
-     FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) \
-     GROUP BY word";
+mod common;
+use common::{WORD_COUNT, WORD_COUNT_SPLIT};
 
 struct Scenario {
     lines: usize,
