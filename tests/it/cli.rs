@@ -212,7 +212,7 @@ fn peer_close_ends_the_run_with_exit_0() {
         vec![b"alpha\nbeta\n".to_vec(), b"gamma\n".to_vec()],
         Duration::from_millis(100),
     );
-    let port = address.rsplit_once(':').unwrap().1;
+    let port = crate::common::port_of(&address);
     let output = brook(&[
         "--batch-interval",
         "50ms",
@@ -237,7 +237,7 @@ fn peer_close_ends_the_run_with_exit_0() {
 #[test]
 fn connection_refused_exits_1_naming_the_address() {
     let address = closed_port_address();
-    let port = address.rsplit_once(':').unwrap().1;
+    let port = crate::common::port_of(&address);
     let output = brook(&[
         "-c",
         &format!(
@@ -253,12 +253,11 @@ fn connection_refused_exits_1_naming_the_address() {
 }
 
 #[test]
-fn batches_limit_stops_a_query_on_an_open_stream() {
-    let path = temp_sql(
-        "ticks.sql",
-        "CREATE STREAM q (n INT) WITH (connector = 'queue'); SELECT COUNT(*) AS n FROM q;",
-    );
-    // An open queue never ends by itself; --batches 3 ends the run.
+fn batches_limit_stops_a_query_on_a_stream_that_stays_open() {
+    // The server keeps the connection open: only --batches 3 ends the run.
+    let address = silent_after_one_line();
+    let path = temp_sql("ticks.sql", &socket_script(&address));
+    let started = Instant::now();
     let output = brook(&[
         "--batch-interval",
         "30ms",
@@ -273,11 +272,12 @@ fn batches_limit_stops_a_query_on_an_open_stream() {
         "stderr: {}",
         text(&output.stderr)
     );
+    assert!(started.elapsed() < Duration::from_secs(10));
     let stdout = text(&output.stdout);
-    assert_eq!(
-        stdout.matches("Batch ").count(),
-        0,
-        "closed empty queue ends at once: {stdout}"
+    assert_eq!(stdout.matches("\nBatch ").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("Batch 3 at") && !stdout.contains("Batch 4 at"),
+        "{stdout}"
     );
     std::fs::remove_file(path).ok();
 }
@@ -307,7 +307,7 @@ fn silent_after_one_line() -> String {
 }
 
 fn socket_script(address: &str) -> String {
-    let port = address.rsplit_once(':').unwrap().1;
+    let port = crate::common::port_of(address);
     format!(
         "CREATE STREAM ds (line TEXT) WITH (connector = 'socket', host = '127.0.0.1', port = '{port}'); SELECT * FROM ds"
     )

@@ -45,6 +45,11 @@ pub fn chunk_server(chunks: Vec<Vec<u8>>, pause: Duration) -> String {
     })
 }
 
+/// The port of a `127.0.0.1:port` address, for `CREATE STREAM ... port = '...'`.
+pub fn port_of(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(_, port)| port)
+}
+
 /// An address nothing listens on.
 pub fn closed_port_address() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

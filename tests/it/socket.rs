@@ -89,7 +89,7 @@ async fn csv_socket_skips_and_reports_malformed_rows_and_keeps_running() {
     let ctx = StreamContext::with_warning_handler(Duration::from_millis(50), warn);
     ctx.sql(&format!(
         "CREATE STREAM readings (sensor TEXT, temp DOUBLE) WITH (connector = 'socket', host = '127.0.0.1', port = '{}', format = 'csv')",
-        address.rsplit_once(':').unwrap().1
+        crate::common::port_of(&address)
     ))
     .await
     .unwrap();
@@ -256,7 +256,7 @@ async fn lines_over_max_line_bytes_are_reported_and_the_next_lines_are_fine() {
     let ctx = StreamContext::with_warning_handler(Duration::from_millis(30), warn);
     ctx.sql(&format!(
         "CREATE STREAM ds WITH (connector = 'socket', host = '127.0.0.1', port = '{}', max_line_bytes = '1000')",
-        address.rsplit_once(':').unwrap().1
+        crate::common::port_of(&address)
     ))
     .await
     .unwrap();
@@ -327,7 +327,7 @@ async fn reconnect_attempts_bounds_the_retries_then_the_query_fails_naming_the_a
     let ctx = StreamContext::with_warning_handler(Duration::from_millis(30), warn);
     ctx.sql(&format!(
         "CREATE STREAM ds WITH (connector = 'socket', host = '127.0.0.1', port = '{}', reconnect = 'true', reconnect_attempts = '2')",
-        address.rsplit_once(':').unwrap().1
+        crate::common::port_of(&address)
     ))
     .await
     .unwrap();
