@@ -2,7 +2,7 @@
 //! registered streams and DataFusion's session, and runs SQL.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,13 +19,16 @@ use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableOb
 use crate::batcher::Batcher;
 use crate::error::{BrookError, Result, SqlLocation, WarningHandler};
 use crate::query::{
-    ContinuousQuery, PlanVariant, PreparedQuery, QueryBindings, StreamTable, index_scans,
+    BoundScan, ContinuousQuery, PlanVariant, PreparedQuery, QueryBindings, QueryPlan,
+    StreamTable, index_scans,
 };
 use crate::source::{
     Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
 };
 use crate::sql::{BrookStatement, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql};
 use crate::stream::{DEFAULT_MAX_PENDING_ROWS, LiveStream};
+use crate::window::exec::WindowedQuery;
+use crate::window::{StreamMap, WindowKind};
 
 /// Batches of at least this many rows run on a plan over all cores; smaller
 /// ones on one partition, where repartitioning costs more than it saves.
@@ -69,7 +72,9 @@ pub struct StreamContext {
 
 struct ContextInner {
     session: SessionContext,
-    streams: RwLock<BTreeMap<String, Arc<LiveStream>>>,
+    streams: StreamMap,
+    /// Whether window queries use partial aggregates when they can.
+    incremental_windows: AtomicBool,
     batcher: Arc<Batcher>,
     next_query_id: AtomicU64,
     warn: WarningHandler,
@@ -115,11 +120,21 @@ impl StreamContext {
         for function in crate::functions::all() {
             session.register_udf(function);
         }
+        let streams: StreamMap = Arc::new(RwLock::new(BTreeMap::new()));
+        let batcher = Batcher::new(batch_interval);
+        for (name, function) in crate::window::table_functions(&streams, &batcher) {
+            // DataFusion looks table functions up by the name as written.
+            let capitalized = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+            for spelling in [name.to_string(), name.to_uppercase(), capitalized] {
+                session.register_udtf(&spelling, Arc::clone(&function));
+            }
+        }
         Self {
             inner: Arc::new(ContextInner {
                 session,
-                streams: RwLock::new(BTreeMap::new()),
-                batcher: Batcher::new(batch_interval),
+                streams,
+                incremental_windows: AtomicBool::new(true),
+                batcher,
                 next_query_id: AtomicU64::new(1),
                 warn,
             }),
@@ -140,6 +155,14 @@ impl StreamContext {
         }
         self.inner.batcher.set_batch_interval(batch_interval);
         Ok(())
+    }
+
+    /// Whether window and running aggregate queries started from now on
+    /// merge per-batch partial aggregates when their plan allows (the
+    /// default), or re-run the query over the window's raw batches.
+    /// Running aggregates are always incremental.
+    pub fn set_incremental_windows(&self, on: bool) {
+        self.inner.incremental_windows.store(on, Ordering::Relaxed);
     }
 
     /// DataFusion's session, for registering static tables and functions.
@@ -228,6 +251,7 @@ impl StreamContext {
             Arc::new(StreamTable {
                 name: name.to_string(),
                 schema,
+                window: None,
             }),
         )?;
         streams.insert(name.to_string(), Arc::clone(&stream));
@@ -327,6 +351,10 @@ impl StreamContext {
                     .map_err(located),
             },
             BrookStatement::ShowStreams => self.show_streams(),
+            BrookStatement::SetIncrementalWindows(on) => {
+                self.set_incremental_windows(*on);
+                Ok(SqlOutput::Done)
+            }
             BrookStatement::SetBatchInterval(interval) => self
                 .set_batch_interval(*interval)
                 .map(|()| SqlOutput::Done)
@@ -489,21 +517,46 @@ impl StreamContext {
         let bound = bindings.take();
         if bound.is_empty() || one_off {
             let schema = physical.schema();
-            let batches = collect(physical, state.task_ctx()).await?;
+            let mut batches = collect(physical, state.task_ctx()).await?;
+            if let LogicalPlan::Explain(explain) = &plan
+                && !bound.is_empty()
+            {
+                let note = self.describe_continuous(&explain.plan).await?;
+                batches.push(explain_row(&schema, "brook", &note)?);
+            }
             return Ok(SqlOutput::Rows { schema, batches });
         }
         let mut stream_names = Vec::new();
-        let mut variants = vec![PlanVariant {
-            plan: physical,
-            task_ctx: state.task_ctx(),
-            min_rows: 0,
-            scans: index_scans(&mut stream_names, bound),
-        }];
-        // The parallel plan is an optimisation: if it cannot be planned,
-        // every batch runs on the single-partition plan.
-        if let Ok(Some(parallel)) = self.plan_parallel(&plan, &mut stream_names).await {
-            variants.push(parallel);
-        }
+        let query_plan = match window_of(&bound)? {
+            None => {
+                let mut variants = vec![PlanVariant {
+                    plan: physical,
+                    task_ctx: state.task_ctx(),
+                    min_rows: 0,
+                    scans: index_scans(&mut stream_names, bound),
+                }];
+                // The parallel plan is an optimisation: if it cannot be
+                // planned, every batch runs on the single-partition plan.
+                if let Ok(Some(parallel)) = self.plan_parallel(&plan, &mut stream_names).await {
+                    variants.push(parallel);
+                }
+                QueryPlan::PerBatch(PreparedQuery { variants })
+            }
+            Some(kind) => {
+                // Window queries run on one partition: one slot per scan.
+                let scans = index_scans(&mut stream_names, bound)
+                    .into_iter()
+                    .filter_map(|(input, slots)| slots.into_iter().next().map(|s| (input, s)))
+                    .collect();
+                QueryPlan::Windowed(Box::new(WindowedQuery::prepare(
+                    kind,
+                    physical,
+                    state.task_ctx(),
+                    scans,
+                    self.inner.incremental_windows.load(Ordering::Relaxed),
+                )?))
+            }
+        };
         let mut streams = Vec::with_capacity(stream_names.len());
         for name in &stream_names {
             let stream = self.stream(name).ok_or_else(|| {
@@ -514,14 +567,61 @@ impl StreamContext {
         }
         let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
         let ticks = self.inner.batcher.subscribe(id, streams);
-        let prepared = PreparedQuery { variants };
         Ok(SqlOutput::Query(ContinuousQuery::start(
             id,
             sql.to_string(),
-            prepared,
+            query_plan,
             ticks,
             self.inner.batcher.tick_now_handle(),
         )))
+    }
+
+    /// brook's part of `EXPLAIN` for a query over streams: the trigger, the
+    /// window, whether it is incremental and what it retains.
+    async fn describe_continuous(&self, plan: &LogicalPlan) -> Result<String> {
+        let bindings = Arc::new(QueryBindings::default());
+        let mut state = self.inner.session.state();
+        state.config_mut().set_extension(Arc::clone(&bindings));
+        let physical = state.create_physical_plan(plan).await?;
+        let bound = bindings.take();
+        let mut streams: Vec<&str> = bound.iter().map(|s| s.stream.as_str()).collect();
+        streams.dedup();
+        let interval = crate::window::format_duration(self.batch_interval());
+        let head = format!(
+            "continuous query over {} (trigger interval {interval})",
+            streams.join(", ")
+        );
+        let Some(kind) = window_of(&bound)? else {
+            return Ok(format!(
+                "{head}\nper batch: the plan below runs once per micro-batch; nothing is retained between batches"
+            ));
+        };
+        let incremental_on = self.inner.incremental_windows.load(Ordering::Relaxed);
+        let split = match bound.len() {
+            1 => crate::window::incremental::split(&physical),
+            _ => Err("the query reads more than one window scan".to_string()),
+        };
+        let how = match (&kind, split) {
+            (WindowKind::Running(_), Ok(_)) => {
+                "incremental: each batch is aggregated once into partial state and merged into the running state; retains one state row per group".to_string()
+            }
+            (WindowKind::Running(_), Err(reason)) => {
+                format!("not runnable: RUNNING needs mergeable aggregates; {reason}")
+            }
+            (WindowKind::Sliding(window), Ok(_)) if incremental_on => format!(
+                "incremental: each batch is aggregated once into partial state (a pane); a window merges at most 2 merged panes; retains at most {} panes",
+                window.size_batches()
+            ),
+            (WindowKind::Sliding(window), Ok(_)) => format!(
+                "recompute (SET incremental_windows = false): the plan below runs over the window's raw batches; retains at most {} batches",
+                window.size_batches()
+            ),
+            (WindowKind::Sliding(window), Err(reason)) => format!(
+                "recompute ({reason}): the plan below runs over the window's raw batches; retains at most {} batches",
+                window.size_batches()
+            ),
+        };
+        Ok(format!("{head}\nwindow: {kind}\n{how}"))
     }
 
     /// A second physical plan of `plan` over all cores, for batches of at
@@ -649,4 +749,43 @@ impl StreamContext {
             }
         }
     }
+}
+
+/// The window every stream scan of a query reads through, if any. A query
+/// reads all its streams through the same window, or none.
+fn window_of(bound: &[BoundScan]) -> Result<Option<WindowKind>> {
+    let Some(kind) = bound.iter().find_map(|scan| scan.window.clone()) else {
+        return Ok(None);
+    };
+    for scan in bound {
+        match &scan.window {
+            Some(other) if *other == kind => {}
+            Some(other) => {
+                return Err(BrookError::invalid(format!(
+                    "a query reads all its streams through the same window; here {kind} and {other}"
+                )));
+            }
+            None => {
+                return Err(BrookError::invalid(format!(
+                    "stream '{}' is read without a window in a query with {kind}; read every stream through the same window",
+                    scan.stream
+                )));
+            }
+        }
+    }
+    Ok(Some(kind))
+}
+
+/// One more row for `EXPLAIN`'s output.
+fn explain_row(schema: &SchemaRef, plan_type: &str, plan: &str) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .zip([plan_type, plan])
+        .map(|(field, value)| {
+            let text: ArrayRef = Arc::new(StringArray::from(vec![value]));
+            cast(&text, field.data_type())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }

@@ -37,6 +37,8 @@ use tokio::task::JoinHandle;
 
 use crate::batcher::Tick;
 use crate::error::{BrookError, Result};
+use crate::window::WindowKind;
+use crate::window::exec::{Retained, WindowBounds, WindowedQuery};
 
 /// The table DataFusion sees for a stream. It can only be scanned while
 /// planning a continuous query, which binds each scan to a [`BatchSlot`].
@@ -44,6 +46,8 @@ use crate::error::{BrookError, Result};
 pub(crate) struct StreamTable {
     pub name: String,
     pub schema: SchemaRef,
+    /// Set when the stream is read through `HOP`, `TUMBLE` or `RUNNING`.
+    pub window: Option<WindowKind>,
 }
 
 #[async_trait]
@@ -74,14 +78,13 @@ impl TableProvider for StreamTable {
             })?;
         // One slot per partition the session plans for.
         let slots: Vec<Arc<BatchSlot>> = (0..state.config().target_partitions().max(1))
-            .map(|_| {
-                Arc::new(BatchSlot {
-                    schema: Arc::clone(&self.schema),
-                    batches: Mutex::new(Vec::new()),
-                })
-            })
+            .map(|_| Arc::new(BatchSlot::new(Arc::clone(&self.schema))))
             .collect();
-        bindings.bind(self.name.clone(), slots.clone());
+        bindings.bind(BoundScan {
+            stream: self.name.clone(),
+            slots: slots.clone(),
+            window: self.window.clone(),
+        });
         let partitions = slots
             .into_iter()
             .map(|slot| slot as Arc<dyn PartitionStream>)
@@ -95,16 +98,26 @@ impl TableProvider for StreamTable {
 /// the stream and one slot per partition.
 #[derive(Debug, Default)]
 pub(crate) struct QueryBindings {
-    scans: Mutex<Vec<(String, Vec<Arc<BatchSlot>>)>>,
+    scans: Mutex<Vec<BoundScan>>,
+}
+
+/// One scan of a stream made while planning.
+#[derive(Debug)]
+pub(crate) struct BoundScan {
+    pub stream: String,
+    /// One slot per partition.
+    pub slots: Vec<Arc<BatchSlot>>,
+    /// The window the scan reads through, if any.
+    pub window: Option<WindowKind>,
 }
 
 impl QueryBindings {
-    fn bind(&self, stream: String, slots: Vec<Arc<BatchSlot>>) {
-        lock(&self.scans).push((stream, slots));
+    fn bind(&self, scan: BoundScan) {
+        lock(&self.scans).push(scan);
     }
 
     /// The scans bound so far.
-    pub fn take(&self) -> Vec<(String, Vec<Arc<BatchSlot>>)> {
+    pub fn take(&self) -> Vec<BoundScan> {
         std::mem::take(&mut *lock(&self.scans))
     }
 }
@@ -123,7 +136,20 @@ pub(crate) struct BatchSlot {
 }
 
 impl BatchSlot {
-    fn set(&self, batches: Vec<RecordBatch>) {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            batches: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The schema of the batches the slot holds.
+    pub fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// What the next execution reads.
+    pub fn set(&self, batches: Vec<RecordBatch>) {
         *lock(&self.batches) = batches;
     }
 }
@@ -160,6 +186,11 @@ pub struct BatchOutput {
     pub elapsed: Duration,
     /// Time spent executing the plan alone.
     pub execution: Duration,
+    /// For a `HOP` or `TUMBLE` query, the window this result covers.
+    pub window: Option<WindowBounds>,
+    /// What a window or running aggregate query holds after this batch
+    /// (all zero for a per-batch query).
+    pub retained: Retained,
 }
 
 impl BatchOutput {
@@ -227,6 +258,23 @@ impl PreparedQuery {
     }
 }
 
+/// How a continuous query computes its results.
+pub(crate) enum QueryPlan {
+    /// One result per batch, from the batch alone.
+    PerBatch(PreparedQuery),
+    /// Results per window (or per batch, over all batches so far).
+    Windowed(Box<WindowedQuery>),
+}
+
+impl QueryPlan {
+    fn schema(&self) -> SchemaRef {
+        match self {
+            QueryPlan::PerBatch(prepared) => prepared.schema(),
+            QueryPlan::Windowed(windowed) => windowed.schema(),
+        }
+    }
+}
+
 /// Deals `batches` out to `partitions` shares, round-robin, in pieces of at
 /// most [`PIECE_ROWS`] rows (slicing copies nothing).
 fn deal(batches: &[RecordBatch], partitions: usize) -> Vec<Vec<RecordBatch>> {
@@ -287,7 +335,7 @@ impl ContinuousQuery {
     pub(crate) fn start(
         id: u64,
         sql: String,
-        prepared: PreparedQuery,
+        prepared: QueryPlan,
         ticks: mpsc::Receiver<Tick>,
         tick_now: Arc<Notify>,
     ) -> Self {
@@ -352,12 +400,12 @@ impl Stream for ContinuousQuery {
 }
 
 async fn run_query(
-    prepared: PreparedQuery,
+    mut plan: QueryPlan,
     mut ticks: mpsc::Receiver<Tick>,
     outputs: mpsc::Sender<Result<BatchOutput>>,
     mut stop_requested: watch::Receiver<Stop>,
 ) {
-    let schema = prepared.schema();
+    let schema = plan.schema();
     let mut batch_number = 0;
     loop {
         let tick = tokio::select! {
@@ -384,34 +432,84 @@ async fn run_query(
                 }
             }
         }
-        if all_ended && rows_in == 0 {
-            return;
-        }
-        batch_number += 1;
-        let execution_started = std::time::Instant::now();
-        let output = prepared
-            .execute(&inputs, rows_in)
-            .await
-            .map(|batches| BatchOutput {
-                batch_number,
-                batch_time: tick.time,
-                rows_in,
-                batches,
-                schema: Arc::clone(&schema),
-                elapsed: tick.instant.elapsed(),
-                execution: execution_started.elapsed(),
-            })
-            // A batch the plan cannot run (a division by zero, a failed
-            // cast) is reported with its number; the next batch runs as usual.
-            .map_err(|err| BrookError::BatchFailed {
-                batch_number,
-                source: Box::new(err),
-            });
         let finished =
             matches!(*stop_requested.borrow(), Stop::AfterBatchCutAt(at) if tick.instant >= at);
-        if outputs.send(output).await.is_err() || all_ended || finished {
+        let ending = all_ended || finished;
+        if !(all_ended && rows_in == 0) {
+            batch_number += 1;
+            let started = std::time::Instant::now();
+            let result = match &mut plan {
+                QueryPlan::PerBatch(prepared) => prepared
+                    .execute(&inputs, rows_in)
+                    .await
+                    .map(|batches| Some((batches, None))),
+                QueryPlan::Windowed(windowed) => windowed
+                    .on_batch(&inputs, tick.time)
+                    .await
+                    .map(|emitted| emitted.map(|e| (e.batches, e.window))),
+            };
+            let output = match result {
+                Ok(None) => None,
+                Ok(Some((batches, window))) => Some(Ok(BatchOutput {
+                    batch_number,
+                    batch_time: tick.time,
+                    rows_in,
+                    batches,
+                    schema: Arc::clone(&schema),
+                    elapsed: tick.instant.elapsed(),
+                    execution: started.elapsed(),
+                    window,
+                    retained: retained(&plan),
+                })),
+                // A batch the plan cannot run (a division by zero, a failed
+                // cast) is reported with its number; the next batch runs as
+                // usual.
+                Err(err) => Some(Err(BrookError::BatchFailed {
+                    batch_number,
+                    source: Box::new(err),
+                })),
+            };
+            if let Some(output) = output
+                && outputs.send(output).await.is_err()
+            {
+                return;
+            }
+        }
+        if ending {
+            // A window query emits the window holding its last batches.
+            if let QueryPlan::Windowed(windowed) = &mut plan {
+                let started = std::time::Instant::now();
+                let output = match windowed.flush().await {
+                    Ok(None) => None,
+                    Ok(Some(emission)) => Some(Ok(BatchOutput {
+                        batch_number,
+                        batch_time: tick.time,
+                        rows_in: 0,
+                        batches: emission.batches,
+                        schema: Arc::clone(&schema),
+                        elapsed: tick.instant.elapsed(),
+                        execution: started.elapsed(),
+                        window: emission.window,
+                        retained: windowed.retained(),
+                    })),
+                    Err(err) => Some(Err(BrookError::BatchFailed {
+                        batch_number,
+                        source: Box::new(err),
+                    })),
+                };
+                if let Some(output) = output {
+                    let _ = outputs.send(output).await;
+                }
+            }
             return;
         }
+    }
+}
+
+fn retained(plan: &QueryPlan) -> Retained {
+    match plan {
+        QueryPlan::PerBatch(_) => Retained::default(),
+        QueryPlan::Windowed(windowed) => windowed.retained(),
     }
 }
 
@@ -419,11 +517,11 @@ async fn run_query(
 /// `streams` (the order of a tick's inputs).
 pub(crate) fn index_scans(
     streams: &mut Vec<String>,
-    bound: Vec<(String, Vec<Arc<BatchSlot>>)>,
+    bound: Vec<BoundScan>,
 ) -> Vec<(usize, Vec<Arc<BatchSlot>>)> {
     bound
         .into_iter()
-        .map(|(stream, slots)| {
+        .map(|BoundScan { stream, slots, .. }| {
             let index = streams
                 .iter()
                 .position(|s| *s == stream)

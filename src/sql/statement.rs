@@ -42,6 +42,10 @@ pub enum BrookStatement {
     ShowStreams,
     /// `SET batch_interval = '3 seconds'`.
     SetBatchInterval(Duration),
+    /// `SET incremental_windows = true | false`: whether window and running
+    /// aggregates use per-batch partial aggregates (the default) or re-run
+    /// the query over every retained batch.
+    SetIncrementalWindows(bool),
     /// Any other statement, parsed by DataFusion (queries, `INSERT`,
     /// `CREATE EXTERNAL TABLE`, `SET datafusion.*`, ...).
     DataFusion(Box<DataFusionStatement>),
@@ -126,6 +130,7 @@ fn parse_statement(
         ("drop", "stream") => parse_drop_stream(tokens),
         ("show", "streams") if meaningful.len() == 2 => Ok(BrookStatement::ShowStreams),
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
+        ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
         _ => parse_datafusion(tokens).map(|s| BrookStatement::DataFusion(Box::new(s))),
     }
 }
@@ -180,26 +185,27 @@ fn parse_drop_stream(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
     drop().map_err(parser_error)
 }
 
-fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+/// `SET name = value` or `SET name TO value`: the value's text and token.
+fn parse_set_value(tokens: Vec<TokenWithSpan>, expected: &str) -> Result<(TokenWithSpan, String)> {
     let mut parser = brook_parser(tokens);
     let mut set = || -> Result<(TokenWithSpan, String), ParserError> {
         parser.expect_keyword(Keyword::SET)?;
-        parser.next_token(); // batch_interval
+        parser.next_token(); // the setting's name, checked by the caller
         if !parser.consume_token(&Token::Eq) {
             parser.expect_keyword(Keyword::TO)?;
         }
         let value_token = parser.peek_token();
         let value = parser.parse_expr()?;
         expect_end(&mut parser)?;
-        let value = expr_text(&value).ok_or_else(|| {
-            at(
-                &value_token,
-                "expected a duration such as '3 seconds'".into(),
-            )
-        })?;
+        let value = expr_text(&value)
+            .ok_or_else(|| at(&value_token, format!("expected {expected}")))?;
         Ok((value_token, value))
     };
-    let (value_token, value) = set().map_err(parser_error)?;
+    set().map_err(parser_error)
+}
+
+fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+    let (value_token, value) = parse_set_value(tokens, "a duration such as '3 seconds'")?;
     let interval = parse_duration(&value).map_err(|e| BrookError::Sql {
         message: e.to_string(),
         location: Some(location_of(&value_token)),
@@ -211,6 +217,18 @@ fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement
         });
     }
     Ok(BrookStatement::SetBatchInterval(interval))
+}
+
+fn parse_set_incremental_windows(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+    let (value_token, value) = parse_set_value(tokens, "true or false")?;
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "on" => Ok(BrookStatement::SetIncrementalWindows(true)),
+        "false" | "off" => Ok(BrookStatement::SetIncrementalWindows(false)),
+        _ => Err(BrookError::Sql {
+            message: format!("incremental_windows is true or false, not '{value}'"),
+            location: Some(location_of(&value_token)),
+        }),
+    }
 }
 
 fn parse_datafusion(tokens: Vec<TokenWithSpan>) -> Result<DataFusionStatement> {

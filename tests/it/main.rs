@@ -6,3 +6,4 @@ mod examples;
 mod queue;
 mod socket;
 mod sql_errors;
+mod window;

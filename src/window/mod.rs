@@ -1,0 +1,391 @@
+//! Windows over retained micro-batches and running aggregates.
+//!
+//! Three table functions read a stream through a window:
+//!
+//! - `HOP(stream, slide, size)`: sliding windows of `size`, one every
+//!   `slide` (argument order as in RisingWave's `HOP`);
+//! - `TUMBLE(stream, size)`: windows of `size` that do not overlap;
+//! - `RUNNING(stream [, 'complete' | 'update'])`: one ever-growing window
+//!   since the query started (Spark's `updateStateByKey`, Structured
+//!   Streaming's complete and update output modes).
+//!
+//! `HOP` and `TUMBLE` add `window_start` and `window_end` columns. Windows
+//! are made of whole micro-batches (processing time), so size and slide must
+//! be multiples of the batch interval.
+//!
+//! How a window query runs ([`exec`]): if its plan is a `GROUP BY` whose
+//! aggregates can be merged (see [`incremental`]), brook aggregates each
+//! batch once into partial state (a *pane*) and merges panes per emission;
+//! otherwise it keeps the window's raw batches and re-runs the plan over
+//! them. Either way only what the window still needs is retained.
+
+pub(crate) mod exec;
+pub(crate) mod incremental;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result as DataFusionResult};
+use datafusion::logical_expr::Expr;
+
+use crate::batcher::Batcher;
+use crate::query::StreamTable;
+use crate::sql::parse_duration;
+use crate::stream::LiveStream;
+
+/// The column a window adds for the start of its time range (inclusive).
+pub const WINDOW_START: &str = "window_start";
+/// The column a window adds for the end of its time range (exclusive).
+pub const WINDOW_END: &str = "window_end";
+
+/// What a running aggregate emits per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Every group, every batch.
+    Complete,
+    /// Only the groups that the batch changed.
+    Update,
+}
+
+/// How a scan reads its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WindowKind {
+    /// `HOP` or `TUMBLE`: windows of whole micro-batches.
+    Sliding(SlidingWindow),
+    /// `RUNNING`: everything since the query started.
+    Running(OutputMode),
+}
+
+/// A sliding (or tumbling) window in processing time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlidingWindow {
+    /// `HOP` or `TUMBLE`, as the user wrote it.
+    pub function: &'static str,
+    pub size: Duration,
+    pub slide: Duration,
+    /// The batch interval when the query was planned.
+    pub interval: Duration,
+}
+
+impl SlidingWindow {
+    /// Batches per window.
+    pub fn size_batches(&self) -> u64 {
+        batches_in(self.size, self.interval)
+    }
+
+    /// Batches per slide: a window is emitted after every this many batches.
+    pub fn slide_batches(&self) -> u64 {
+        batches_in(self.slide, self.interval)
+    }
+}
+
+fn batches_in(span: Duration, interval: Duration) -> u64 {
+    (span.as_nanos() / interval.as_nanos().max(1)) as u64
+}
+
+impl std::fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WindowKind::Sliding(w) if w.function == "TUMBLE" => write!(
+                f,
+                "TUMBLE size {} ({} batches of {})",
+                format_duration(w.size),
+                w.size_batches(),
+                format_duration(w.interval)
+            ),
+            WindowKind::Sliding(w) => write!(
+                f,
+                "HOP slide {} size {} ({} batches, emitted every {} of {})",
+                format_duration(w.slide),
+                format_duration(w.size),
+                w.size_batches(),
+                w.slide_batches(),
+                format_duration(w.interval)
+            ),
+            WindowKind::Running(OutputMode::Complete) => write!(f, "RUNNING (complete mode)"),
+            WindowKind::Running(OutputMode::Update) => write!(f, "RUNNING (update mode)"),
+        }
+    }
+}
+
+/// A duration as users write it: `2s`, `500ms`, `1.5s`, `2min`.
+pub(crate) fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if duration.as_nanos() % 1_000_000 != 0 {
+        format!("{}µs", duration.as_micros())
+    } else if millis % 60_000 == 0 && millis > 0 {
+        format!("{}min", millis / 60_000)
+    } else if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else if millis > 1000 {
+        format!("{}s", millis as f64 / 1000.0)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
+/// The type of `window_start` and `window_end`: UTC timestamps in
+/// milliseconds.
+pub fn window_time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()))
+}
+
+/// The streams by name, shared by the context and the table functions.
+pub(crate) type StreamMap = Arc<RwLock<BTreeMap<String, Arc<LiveStream>>>>;
+
+/// Which window table function.
+#[derive(Debug, Clone, Copy)]
+enum Function {
+    Hop,
+    Tumble,
+    Running,
+}
+
+impl Function {
+    fn name(self) -> &'static str {
+        match self {
+            Function::Hop => "HOP",
+            Function::Tumble => "TUMBLE",
+            Function::Running => "RUNNING",
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Function::Hop => "HOP(stream, INTERVAL 'slide', INTERVAL 'size')",
+            Function::Tumble => "TUMBLE(stream, INTERVAL 'size')",
+            Function::Running => "RUNNING(stream [, 'complete' | 'update'])",
+        }
+    }
+}
+
+/// `HOP`, `TUMBLE` or `RUNNING` as a DataFusion table function.
+#[derive(Debug)]
+pub(crate) struct WindowFunction {
+    function: Function,
+    streams: StreamMap,
+    batcher: Arc<Batcher>,
+}
+
+/// The three window table functions, under the names users call them by.
+pub(crate) fn table_functions(
+    streams: &StreamMap,
+    batcher: &Arc<Batcher>,
+) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    [
+        ("hop", Function::Hop),
+        ("tumble", Function::Tumble),
+        ("running", Function::Running),
+    ]
+    .into_iter()
+    .map(|(name, function)| {
+        let implementation: Arc<dyn TableFunctionImpl> = Arc::new(WindowFunction {
+            function,
+            streams: Arc::clone(streams),
+            batcher: Arc::clone(batcher),
+        });
+        (name, implementation)
+    })
+    .collect()
+}
+
+impl TableFunctionImpl for WindowFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DataFusionResult<Arc<dyn TableProvider>> {
+        let function = self.function;
+        let plan_error = |message: String| DataFusionError::Plan(format!("{}: {message}", function.name()));
+        let exprs = args.exprs();
+        let arity_ok = match function {
+            Function::Hop => exprs.len() == 3,
+            Function::Tumble => exprs.len() == 2,
+            Function::Running => matches!(exprs.len(), 1 | 2),
+        };
+        if !arity_ok {
+            return Err(plan_error(format!(
+                "expected {}, got {} argument{}",
+                function.usage(),
+                exprs.len(),
+                if exprs.len() == 1 { "" } else { "s" }
+            )));
+        }
+        let stream_name = match &exprs[0] {
+            Expr::Column(column) if column.relation.is_none() => column.name.clone(),
+            other => {
+                return Err(plan_error(format!(
+                    "the first argument is the stream to read, not {other}; expected {}",
+                    function.usage()
+                )));
+            }
+        };
+        let stream = self
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&stream_name)
+            .cloned();
+        let Some(stream) = stream else {
+            return Err(plan_error(format!(
+                "'{stream_name}' is not a stream; windows read streams (SHOW STREAMS lists them)"
+            )));
+        };
+        let interval = self.batcher.batch_interval();
+        let kind = match function {
+            Function::Running => {
+                let mode = match exprs.get(1) {
+                    None => OutputMode::Complete,
+                    Some(expr) => match literal_text(expr).as_deref().map(str::to_ascii_lowercase) {
+                        Some(mode) if mode == "complete" => OutputMode::Complete,
+                        Some(mode) if mode == "update" => OutputMode::Update,
+                        _ => {
+                            return Err(plan_error(format!(
+                                "the output mode is 'complete' or 'update', not {expr}"
+                            )));
+                        }
+                    },
+                };
+                WindowKind::Running(mode)
+            }
+            Function::Hop | Function::Tumble => {
+                let (slide, size) = match function {
+                    Function::Hop => (
+                        duration_arg(&exprs[1], "slide").map_err(plan_error)?,
+                        duration_arg(&exprs[2], "size").map_err(plan_error)?,
+                    ),
+                    _ => {
+                        let size = duration_arg(&exprs[1], "size").map_err(plan_error)?;
+                        (size, size)
+                    }
+                };
+                let window = SlidingWindow {
+                    function: function.name(),
+                    size,
+                    slide,
+                    interval,
+                };
+                validate(&window).map_err(plan_error)?;
+                WindowKind::Sliding(window)
+            }
+        };
+        let mut fields: Vec<Field> = stream
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if let WindowKind::Sliding(_) = kind {
+            for name in [WINDOW_START, WINDOW_END] {
+                if stream.schema.field_with_name(name).is_ok() {
+                    return Err(plan_error(format!(
+                        "stream '{stream_name}' already has a column named {name}, which the window adds"
+                    )));
+                }
+                // Nullable: incremental windows aggregate each batch before
+                // its windows are known, with the window columns still null.
+                fields.push(Field::new(name, window_time_type(), true));
+            }
+        }
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        Ok(Arc::new(StreamTable {
+            name: stream_name,
+            schema,
+            window: Some(kind),
+        }))
+    }
+}
+
+/// Checks that size and slide are positive multiples of the batch interval
+/// and that the slide does not exceed the size.
+fn validate(window: &SlidingWindow) -> Result<(), String> {
+    let interval = window.interval.as_nanos();
+    let multiple = |d: Duration| d.as_nanos() > 0 && d.as_nanos() % interval == 0;
+    let describe = if window.function == "TUMBLE" {
+        format!("size {}", format_duration(window.size))
+    } else {
+        format!(
+            "slide {} and size {}",
+            format_duration(window.slide),
+            format_duration(window.size)
+        )
+    };
+    if !multiple(window.size) || !multiple(window.slide) {
+        return Err(format!(
+            "{describe} must be positive multiples of the batch interval ({})",
+            format_duration(window.interval)
+        ));
+    }
+    if window.slide > window.size {
+        return Err(format!(
+            "{describe}: the slide must not exceed the size (the batches between windows would belong to none); use TUMBLE for windows that do not overlap"
+        ));
+    }
+    Ok(())
+}
+
+/// A string literal's text.
+fn literal_text(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(ScalarValue::Utf8(Some(text)), _)
+        | Expr::Literal(ScalarValue::Utf8View(Some(text)), _)
+        | Expr::Literal(ScalarValue::LargeUtf8(Some(text)), _) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// A window size or slide: `INTERVAL '2 seconds'` or a string like `'2s'`.
+fn duration_arg(expr: &Expr, what: &str) -> Result<Duration, String> {
+    let bad = || format!("the {what} must be an interval such as INTERVAL '2 seconds', not {expr}");
+    match expr {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(value)), _) => {
+            if value.months != 0 || value.days < 0 || value.nanoseconds < 0 {
+                return Err(bad());
+            }
+            Ok(Duration::from_secs(value.days as u64 * 86_400)
+                + Duration::from_nanos(value.nanoseconds as u64))
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(value)), _) => {
+            if value.days < 0 || value.milliseconds < 0 {
+                return Err(bad());
+            }
+            Ok(Duration::from_secs(value.days as u64 * 86_400)
+                + Duration::from_millis(value.milliseconds as u64))
+        }
+        _ => match literal_text(expr) {
+            Some(text) => parse_duration(&text).map_err(|e| e.to_string()),
+            None => Err(bad()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_users_write_them() {
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2min");
+    }
+
+    #[test]
+    fn windows_must_be_multiples_of_the_interval() {
+        let window = |slide: u64, size: u64| SlidingWindow {
+            function: "HOP",
+            size: Duration::from_millis(size),
+            slide: Duration::from_millis(slide),
+            interval: Duration::from_secs(1),
+        };
+        assert!(validate(&window(1000, 3000)).is_ok());
+        let err = validate(&window(1000, 2500)).unwrap_err();
+        assert_eq!(
+            err,
+            "slide 1s and size 2.5s must be positive multiples of the batch interval (1s)"
+        );
+        assert!(validate(&window(0, 2000)).is_err());
+        assert!(validate(&window(3000, 2000)).unwrap_err().contains("must not exceed"));
+    }
+}
