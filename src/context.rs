@@ -522,7 +522,7 @@ impl StreamContext {
                 && !bound.is_empty()
             {
                 let note = self.describe_continuous(&explain.plan).await?;
-                batches.push(explain_row(&schema, "brook", &note)?);
+                batches.insert(0, explain_row(&schema, "brook", &note)?);
             }
             return Ok(SqlOutput::Rows { schema, batches });
         }

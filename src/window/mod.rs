@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::ScalarValue;
+use datafusion::common::{Diagnostic, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DataFusionResult};
 use datafusion::logical_expr::Expr;
 
@@ -196,8 +196,17 @@ pub(crate) fn table_functions(
 impl TableFunctionImpl for WindowFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DataFusionResult<Arc<dyn TableProvider>> {
         let function = self.function;
-        let plan_error = |message: String| DataFusionError::Plan(format!("{}: {message}", function.name()));
         let exprs = args.exprs();
+        // Errors point at the stream argument (the only one with a span).
+        let span = match exprs.first() {
+            Some(Expr::Column(column)) => column.spans().first(),
+            _ => None,
+        };
+        let plan_error = |message: String| {
+            let message = format!("{}: {message}", function.name());
+            DataFusionError::Plan(message.clone())
+                .with_diagnostic(Diagnostic::new_error(message, span))
+        };
         let arity_ok = match function {
             Function::Hop => exprs.len() == 3,
             Function::Tumble => exprs.len() == 2,
@@ -311,8 +320,13 @@ fn validate(window: &SlidingWindow) -> Result<(), String> {
         )
     };
     if !multiple(window.size) || !multiple(window.slide) {
+        let must = if window.function == "TUMBLE" {
+            "must be a positive multiple"
+        } else {
+            "must be positive multiples"
+        };
         return Err(format!(
-            "{describe} must be positive multiples of the batch interval ({})",
+            "{describe} {must} of the batch interval ({})",
             format_duration(window.interval)
         ));
     }

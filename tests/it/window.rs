@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brook::{BatchOutput, QueueOptions, SqlOutput, StreamContext};
+use brook::{BatchOutput, BrookError, QueueOptions, SqlOutput, StreamContext};
 use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -193,4 +193,231 @@ async fn tumbling_windows_do_not_overlap_and_the_last_partial_window_is_emitted(
         ],
     )
     .await;
+}
+
+#[tokio::test]
+async fn queries_that_cannot_merge_partial_state_recompute_the_window() {
+    both_ways(
+        &[B1, B2, B3, B4, B5],
+        "SELECT COUNT(DISTINCT word) AS words, median(v) AS mid \
+         FROM HOP(events, INTERVAL '50 milliseconds', INTERVAL '100 milliseconds')",
+        &[&["2,1.5"], &["2,2.0"], &["2,3.5"], &["2,4.5"], &["2,6.0"]],
+    )
+    .await;
+    both_ways(
+        &[B1, B2, B3],
+        "SELECT word, v FROM HOP(events, INTERVAL '50 milliseconds', INTERVAL '100 milliseconds') \
+         ORDER BY v DESC LIMIT 2",
+        &[&["b,2", "a,1"], &["a,3", "b,2"], &["c,4", "a,3"]],
+    )
+    .await;
+}
+
+async fn explain(ctx: &StreamContext, sql: &str) -> String {
+    match ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap() {
+        SqlOutput::Rows { batches, .. } => batches
+            .iter()
+            .map(|b| {
+                datafusion::arrow::util::pretty::pretty_format_batches(&[b.clone()])
+                    .unwrap()
+                    .to_string()
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn explain_shows_the_window_and_whether_it_is_incremental() {
+    let ctx = events(&[], true, TICK);
+    let text = explain(
+        &ctx,
+        "SELECT word, COUNT(*) FROM HOP(events, INTERVAL '50 milliseconds', INTERVAL '150 milliseconds') GROUP BY word",
+    )
+    .await;
+    assert!(text.contains("window: HOP slide 50ms size 150ms (3 batches"), "{text}");
+    assert!(text.contains("incremental: each batch is aggregated once"), "{text}");
+    assert!(text.contains("retains at most 3 panes"), "{text}");
+    let text = explain(
+        &ctx,
+        "SELECT COUNT(DISTINCT word) FROM TUMBLE(events, INTERVAL '100 milliseconds')",
+    )
+    .await;
+    // COUNT(DISTINCT) plans as two aggregates.
+    assert!(text.contains("recompute (the query aggregates more than once)"), "{text}");
+    assert!(text.contains("retains at most 2 batches"), "{text}");
+    let text = explain(&ctx, "SELECT word FROM events").await;
+    assert!(text.contains("per batch: the plan below runs once per micro-batch"), "{text}");
+}
+
+#[tokio::test]
+async fn bad_window_arguments_are_located_errors() {
+    let ctx = events(&[], true, Duration::from_secs(1));
+    ctx.sql("CREATE TABLE fixed (x INT)").await.unwrap();
+    let cases = [
+        (
+            "SELECT * FROM HOP(events, INTERVAL '1 second', INTERVAL '2.5 seconds')",
+            "HOP: slide 1s and size 2.5s must be positive multiples of the batch interval (1s)",
+        ),
+        (
+            "SELECT * FROM TUMBLE(events, INTERVAL '0 seconds')",
+            "TUMBLE: size 0s must be a positive multiple of the batch interval (1s)",
+        ),
+        (
+            "SELECT * FROM HOP(events, INTERVAL '3 seconds', INTERVAL '2 seconds')",
+            "HOP: slide 3s and size 2s: the slide must not exceed the size",
+        ),
+        (
+            "SELECT * FROM TUMBLE(fixed, INTERVAL '2 seconds')",
+            "TUMBLE: 'fixed' is not a stream; windows read streams",
+        ),
+        (
+            "SELECT * FROM HOP(events, INTERVAL '2 seconds')",
+            "HOP: expected HOP(stream, INTERVAL 'slide', INTERVAL 'size'), got 2 arguments",
+        ),
+        (
+            "SELECT * FROM TUMBLE(events, 5)",
+            "TUMBLE: the size must be an interval such as INTERVAL '2 seconds', not Int64(5)",
+        ),
+        (
+            "SELECT * FROM RUNNING(events, 'append')",
+            "RUNNING: the output mode is 'complete' or 'update'",
+        ),
+        (
+            "SELECT word FROM RUNNING(events)",
+            "RUNNING needs a GROUP BY query whose aggregates merge",
+        ),
+    ];
+    for (sql, expected) in cases {
+        let err = match ctx.sql(sql).await {
+            Err(err) => err,
+            Ok(other) => panic!("{sql}: expected an error, got {other:?}"),
+        };
+        let text = err.to_string();
+        assert!(text.contains(expected), "{sql}\n  gave: {text}\n  expected: {expected}");
+        let BrookError::Sql {
+            location: Some(location),
+            ..
+        } = err
+        else {
+            panic!("{sql}: no location in {err:?}");
+        };
+        assert_eq!(location.line, 1, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn running_aggregates_in_complete_and_update_mode() {
+    let batches = [B1, B2, B3, B4];
+    for (sql, expected) in [
+        (
+            "SELECT word, COUNT(*) AS n, SUM(v) AS total, AVG(v) AS mean FROM RUNNING(events) \
+             GROUP BY word ORDER BY word",
+            vec![
+                vec!["a,1,1,1.0", "b,1,2,2.0"],
+                vec!["a,2,4,2.0", "b,1,2,2.0"],
+                vec!["a,2,4,2.0", "b,1,2,2.0", "c,1,4,4.0"],
+                vec!["a,2,4,2.0", "b,2,7,3.5", "c,1,4,4.0"],
+            ],
+        ),
+        (
+            "SELECT word, COUNT(*) AS n FROM RUNNING(events, 'update') GROUP BY word ORDER BY word",
+            vec![
+                vec!["a,1", "b,1"],
+                vec!["a,2"],
+                vec!["c,1"],
+                vec!["b,2"],
+            ],
+        ),
+    ] {
+        let ctx = events(&batches, true, TICK);
+        let outputs = collect_all(start(&ctx, sql).await).await;
+        assert_eq!(results(&outputs), expected, "{sql}");
+        // One state row per group, however many rows came in.
+        let state_rows: Vec<usize> = outputs.iter().map(|o| o.retained.rows).collect();
+        assert_eq!(state_rows, vec![2, 2, 3, 3], "{sql}");
+    }
+}
+
+/// Random batches of words and values.
+fn random_batches(rng: &mut Rng, count: usize) -> Vec<Vec<(&'static str, i64)>> {
+    const WORDS: [&str; 6] = ["ant", "bee", "cat", "dog", "eel", "fox"];
+    (0..count)
+        .map(|_| {
+            let rows = rng.below(6) as usize;
+            (0..rows)
+                .map(|_| {
+                    (
+                        WORDS[rng.below(WORDS.len() as u64) as usize],
+                        rng.below(100) as i64 - 20,
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn incremental_and_recompute_agree_on_random_input() {
+    let queries = [
+        "SELECT word, COUNT(*) AS n, SUM(v) AS s, MIN(v) AS lo, MAX(v) AS hi, AVG(v) AS mean \
+         FROM HOP(events, INTERVAL '30 milliseconds', INTERVAL '90 milliseconds') GROUP BY word ORDER BY word",
+        "SELECT COUNT(*) AS n, SUM(v) AS s FROM HOP(events, INTERVAL '60 milliseconds', INTERVAL '120 milliseconds') WHERE v > 10",
+        "SELECT word, COUNT(v) AS n FROM TUMBLE(events, INTERVAL '60 milliseconds') \
+         GROUP BY word HAVING COUNT(v) > 1 ORDER BY n DESC, word LIMIT 3",
+        "SELECT upper(word) AS w, v % 3 AS m, COUNT(*) AS n, window_end - window_start AS span \
+         FROM HOP(events, INTERVAL '30 milliseconds', INTERVAL '120 milliseconds') \
+         GROUP BY upper(word), v % 3, window_start, window_end ORDER BY w, m",
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd);
+    for round in 0..3 {
+        let batches = random_batches(&mut rng, 14);
+        let slices: Vec<&[(&str, i64)]> = batches.iter().map(Vec::as_slice).collect();
+        for sql in queries {
+            let mut results_both = Vec::new();
+            for incremental in [true, false] {
+                let ctx = events(&slices, incremental, Duration::from_millis(30));
+                let outputs = collect_all(start(&ctx, sql).await).await;
+                assert!(!outputs.is_empty());
+                results_both.push(results(&outputs));
+            }
+            assert_eq!(results_both[0], results_both[1], "round {round}: {sql}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn retention_stays_at_the_window_size_over_a_thousand_batches() {
+    let batches: Vec<Vec<(&str, i64)>> = (0..1000)
+        .map(|i| vec![("w", i as i64), ("x", 1)])
+        .collect();
+    let slices: Vec<&[(&str, i64)]> = batches.iter().map(Vec::as_slice).collect();
+    for incremental in [true, false] {
+        let ctx = events(&slices, incremental, Duration::from_millis(2));
+        let outputs = collect_all(
+            start(
+                &ctx,
+                "SELECT word, SUM(v) AS s FROM HOP(events, INTERVAL '2 milliseconds', INTERVAL '10 milliseconds') GROUP BY word ORDER BY word",
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(outputs.len(), 1000, "incremental = {incremental}");
+        // Between batches a window of 5 batches sliding by 1 holds the 4
+        // that the next window shares; 5 while a window is computed.
+        let most = outputs.iter().map(|o| o.retained.batches).max().unwrap();
+        assert_eq!(most, 4, "incremental = {incremental}");
+        let most_rows = outputs.iter().map(|o| o.retained.rows).max().unwrap();
+        // Raw: 2 rows per batch; panes: 2 groups per pane, plus at most
+        // two merged panes of 2 groups.
+        assert!(most_rows <= 14, "incremental = {incremental}: {most_rows} rows");
+        // The last window: batches 996-1000, w summing 995..=999.
+        assert_eq!(
+            rows(outputs.last().unwrap()),
+            vec![
+                vec!["w".to_string(), (995..1000).sum::<i64>().to_string()],
+                vec!["x".to_string(), "5".to_string()]
+            ]
+        );
+    }
 }
