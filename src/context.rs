@@ -19,8 +19,8 @@ use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableOb
 use crate::batcher::Batcher;
 use crate::error::{BrookError, Result, SqlLocation, WarningHandler};
 use crate::query::{
-    BoundScan, ContinuousQuery, PlanVariant, PreparedQuery, QueryBindings, QueryPlan,
-    StreamTable, index_scans,
+    BoundScan, ContinuousQuery, PlanVariant, PreparedQuery, QueryBindings, QueryPlan, StreamTable,
+    index_scans,
 };
 use crate::source::{
     Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
@@ -597,10 +597,7 @@ impl StreamContext {
             ));
         };
         let incremental_on = self.inner.incremental_windows.load(Ordering::Relaxed);
-        let split = match bound.len() {
-            1 => crate::window::incremental::split(&physical),
-            _ => Err("the query reads more than one window scan".to_string()),
-        };
+        let split = crate::window::exec::incremental_plan(&kind, bound.len(), &physical);
         let how = match (&kind, split) {
             (WindowKind::Running(_), Ok(_)) => {
                 "incremental: each batch is aggregated once into partial state and merged into the running state; retains one state row per group".to_string()

@@ -59,12 +59,12 @@ pub mod query;
 pub mod sink;
 pub mod source;
 pub mod sql;
-pub mod window;
 pub(crate) mod stream;
+pub mod window;
 
 pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, Result, SqlLocation, WarningHandler};
 pub use query::{BatchOutput, ContinuousQuery};
+pub use source::{LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions};
 pub use window::OutputMode;
 pub use window::exec::{Retained, WindowBounds};
-pub use source::{LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions};

@@ -195,12 +195,29 @@ impl ConsoleSink {
 fn batch_header(output: &BatchOutput) -> String {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let rows_out = output.rows_out();
+    let window = match &output.window {
+        None => String::new(),
+        Some(window) => {
+            let (first, last) = window.batches;
+            let batches = if first == last {
+                format!("batch {first}")
+            } else {
+                format!("batches {first}-{last}")
+            };
+            format!(
+                " | window {} - {} ({batches})",
+                window.start.format("%H:%M:%S%.3f"),
+                window.end.format("%H:%M:%S%.3f")
+            )
+        }
+    };
     format!(
         "-------------------------------------------\n\
-         Batch {} at {} | {} row{} in | {} row{} out | {:.1} ms\n\
+         Batch {} at {}{} | {} row{} in | {} row{} out | {:.1} ms\n\
          -------------------------------------------",
         output.batch_number,
         output.batch_time.format("%Y-%m-%d %H:%M:%S%.3f"),
+        window,
         output.rows_in,
         plural(output.rows_in),
         rows_out,

@@ -197,8 +197,8 @@ fn parse_set_value(tokens: Vec<TokenWithSpan>, expected: &str) -> Result<(TokenW
         let value_token = parser.peek_token();
         let value = parser.parse_expr()?;
         expect_end(&mut parser)?;
-        let value = expr_text(&value)
-            .ok_or_else(|| at(&value_token, format!("expected {expected}")))?;
+        let value =
+            expr_text(&value).ok_or_else(|| at(&value_token, format!("expected {expected}")))?;
         Ok((value_token, value))
     };
     set().map_err(parser_error)

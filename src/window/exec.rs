@@ -94,15 +94,13 @@ impl WindowedQuery {
         scans: Vec<(usize, Arc<BatchSlot>)>,
         incremental: bool,
     ) -> Result<Self> {
-        let split = match scans.as_slice() {
-            [_] => super::incremental::split(&plan),
-            _ => Err("the query reads more than one window scan".to_string()),
-        };
+        let split = incremental_plan(&kind, scans.len(), &plan);
         let engine = match (split, &kind) {
             (Ok(split), _) if incremental || matches!(kind, WindowKind::Running(_)) => {
-                let (input, scan) = scans.into_iter().next().ok_or_else(|| {
-                    BrookError::Internal("a window query without a scan".into())
-                })?;
+                let (input, scan) = scans
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| BrookError::Internal("a window query without a scan".into()))?;
                 let panes = match kind {
                     WindowKind::Sliding(_) => Panes::Sliding(TwoStacks::default()),
                     WindowKind::Running(_) => Panes::Running(None),
@@ -133,11 +131,6 @@ impl WindowedQuery {
             last_emitted: 0,
             last_time: None,
         })
-    }
-
-    /// Whether windows are merged from partial aggregates.
-    pub fn is_incremental(&self) -> bool {
-        matches!(self.engine, Engine::Incremental { .. })
     }
 
     /// The result schema.
@@ -197,7 +190,7 @@ impl WindowedQuery {
         self.add(inputs).await?;
         let size = window.size_batches() as usize;
         self.evict_to(size).await?;
-        if self.batches_seen % window.slide_batches() == 0 {
+        if self.batches_seen.is_multiple_of(window.slide_batches()) {
             let emission = self.emit(&window, time, self.batches_seen).await?;
             self.after_emit(&window).await?;
             return Ok(Some(emission));
@@ -225,8 +218,8 @@ impl WindowedQuery {
         // than the one ending now.
         self.evict_to((window.size_batches() - missing.min(window.size_batches())) as usize)
             .await?;
-        let end = last_time + chrono::Duration::from_std(window.interval * missing as u32)
-            .unwrap_or_default();
+        let end = last_time
+            + chrono::Duration::from_std(window.interval * missing as u32).unwrap_or_default();
         let emission = self.emit(&window, end, boundary).await?;
         self.last_emitted = seen;
         Ok(Some(emission))
@@ -379,8 +372,30 @@ impl WindowedQuery {
     }
 }
 
+/// The incremental form of a window query's `plan` with `scans` stream
+/// scans, or why it has none.
+pub(crate) fn incremental_plan(
+    kind: &WindowKind,
+    scans: usize,
+    plan: &Arc<dyn ExecutionPlan>,
+) -> std::result::Result<IncrementalPlan, String> {
+    match kind {
+        // A window of one batch is the batch: re-running the plan on it
+        // costs less than a partial and a final aggregate (measured in
+        // benches/window.rs).
+        WindowKind::Sliding(window) if window.size_batches() == 1 => {
+            Err("a window of one batch".to_string())
+        }
+        _ if scans != 1 => Err("the query reads more than one window scan".to_string()),
+        _ => super::incremental::split(plan),
+    }
+}
+
 /// Runs a cached plan once more.
-async fn run(plan: &Arc<dyn ExecutionPlan>, task_ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+async fn run(
+    plan: &Arc<dyn ExecutionPlan>,
+    task_ctx: &Arc<TaskContext>,
+) -> Result<Vec<RecordBatch>> {
     let plan = reset_plan_states(Arc::clone(plan))?;
     Ok(collect(plan, Arc::clone(task_ctx)).await?)
 }
@@ -470,7 +485,11 @@ fn fill_window_keys(
 }
 
 /// The rows of `state` whose group keys occur in `pane`.
-fn touched_groups(state: &RecordBatch, pane: &RecordBatch, group_columns: usize) -> Result<RecordBatch> {
+fn touched_groups(
+    state: &RecordBatch,
+    pane: &RecordBatch,
+    group_columns: usize,
+) -> Result<RecordBatch> {
     if group_columns == 0 {
         return Ok(state.clone());
     }
@@ -486,7 +505,10 @@ fn touched_groups(state: &RecordBatch, pane: &RecordBatch, group_columns: usize)
     let touched = converter.convert_columns(&pane.columns()[..group_columns])?;
     let touched: HashSet<_> = touched.iter().collect();
     let keys = converter.convert_columns(&state.columns()[..group_columns])?;
-    let mask: BooleanArray = keys.iter().map(|key| Some(touched.contains(&key))).collect();
+    let mask: BooleanArray = keys
+        .iter()
+        .map(|key| Some(touched.contains(&key)))
+        .collect();
     Ok(filter_record_batch(state, &mask)?)
 }
 

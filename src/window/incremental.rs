@@ -26,8 +26,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
@@ -37,8 +37,23 @@ use crate::query::BatchSlot;
 
 /// Aggregate functions whose partial states merge exactly.
 const MERGEABLE: &[&str] = &[
-    "count", "sum", "min", "max", "avg", "mean", "bool_and", "bool_or", "bit_and", "bit_or",
-    "bit_xor", "stddev", "stddev_pop", "stddev_samp", "var", "var_pop", "var_samp",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "mean",
+    "bool_and",
+    "bool_or",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "var",
+    "var_pop",
+    "var_samp",
 ];
 
 /// Which end of its window a column holds.
@@ -107,7 +122,9 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
             return Err(format!("{name}(DISTINCT ...) is not merged incrementally"));
         }
         if !function.order_bys().is_empty() {
-            return Err(format!("{name}(... ORDER BY ...) is not merged incrementally"));
+            return Err(format!(
+                "{name}(... ORDER BY ...) is not merged incrementally"
+            ));
         }
     }
 
@@ -132,10 +149,7 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
     for function in aggregate.aggr_expr() {
         for expr in function.expressions() {
             if !referenced(&expr, &window_columns).is_empty() {
-                return Err(format!(
-                    "{}() reads a window column",
-                    function.fun().name()
-                ));
+                return Err(format!("{}() reads a window column", function.fun().name()));
             }
         }
     }
@@ -300,7 +314,10 @@ fn trace_window_columns(
 }
 
 /// The window columns `expr` reads.
-fn referenced(expr: &Arc<dyn PhysicalExpr>, window_columns: &HashMap<String, WindowBound>) -> Vec<String> {
+fn referenced(
+    expr: &Arc<dyn PhysicalExpr>,
+    window_columns: &HashMap<String, WindowBound>,
+) -> Vec<String> {
     let mut names: Vec<String> = collect_columns(expr)
         .into_iter()
         .map(|c| c.name().to_string())

@@ -115,11 +115,11 @@ impl std::fmt::Display for WindowKind {
 /// A duration as users write it: `2s`, `500ms`, `1.5s`, `2min`.
 pub(crate) fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if duration.as_nanos() % 1_000_000 != 0 {
+    if !duration.as_nanos().is_multiple_of(1_000_000) {
         format!("{}µs", duration.as_micros())
-    } else if millis % 60_000 == 0 && millis > 0 {
+    } else if millis.is_multiple_of(60_000) && millis > 0 {
         format!("{}min", millis / 60_000)
-    } else if millis % 1000 == 0 {
+    } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else if millis > 1000 {
         format!("{}s", millis as f64 / 1000.0)
@@ -245,15 +245,17 @@ impl TableFunctionImpl for WindowFunction {
             Function::Running => {
                 let mode = match exprs.get(1) {
                     None => OutputMode::Complete,
-                    Some(expr) => match literal_text(expr).as_deref().map(str::to_ascii_lowercase) {
-                        Some(mode) if mode == "complete" => OutputMode::Complete,
-                        Some(mode) if mode == "update" => OutputMode::Update,
-                        _ => {
-                            return Err(plan_error(format!(
-                                "the output mode is 'complete' or 'update', not {expr}"
-                            )));
+                    Some(expr) => {
+                        match literal_text(expr).as_deref().map(str::to_ascii_lowercase) {
+                            Some(mode) if mode == "complete" => OutputMode::Complete,
+                            Some(mode) if mode == "update" => OutputMode::Update,
+                            _ => {
+                                return Err(plan_error(format!(
+                                    "the output mode is 'complete' or 'update', not {expr}"
+                                )));
+                            }
                         }
-                    },
+                    }
                 };
                 WindowKind::Running(mode)
             }
@@ -309,7 +311,7 @@ impl TableFunctionImpl for WindowFunction {
 /// and that the slide does not exceed the size.
 fn validate(window: &SlidingWindow) -> Result<(), String> {
     let interval = window.interval.as_nanos();
-    let multiple = |d: Duration| d.as_nanos() > 0 && d.as_nanos() % interval == 0;
+    let multiple = |d: Duration| d.as_nanos() > 0 && d.as_nanos().is_multiple_of(interval);
     let describe = if window.function == "TUMBLE" {
         format!("size {}", format_duration(window.size))
     } else {
@@ -400,6 +402,10 @@ mod tests {
             "slide 1s and size 2.5s must be positive multiples of the batch interval (1s)"
         );
         assert!(validate(&window(0, 2000)).is_err());
-        assert!(validate(&window(3000, 2000)).unwrap_err().contains("must not exceed"));
+        assert!(
+            validate(&window(3000, 2000))
+                .unwrap_err()
+                .contains("must not exceed")
+        );
     }
 }

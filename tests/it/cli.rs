@@ -428,3 +428,43 @@ fn a_failing_batch_is_reported_the_run_goes_on_and_exits_1() {
         .collect();
     assert_eq!(values, vec!["2", "5"]);
 }
+
+#[test]
+fn sliding_avg_temperature_prints_a_two_second_window_every_second() {
+    let output = brook(&[
+        "run",
+        "queries/sliding_avg_temperature.sql",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // batch,batch_time,sensor,avg_temp,readings,window_start,window_end
+    let rows: Vec<String> = text(&output.stdout)
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            format!("{} {} {} {}", cells[0], cells[2], cells[3], cells[4])
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            "1 s1 20.0 1",
+            "1 s2 18.0 1",
+            "2 s1 21.0 2",
+            "2 s2 18.25 2",
+            "3 s1 23.0 2",
+            "3 s2 18.5 1",
+            "4 s1 23.5 2",
+            "4 s2 17.0 1",
+            "5 s1 23.0 1",
+            "5 s2 16.5 2",
+        ]
+    );
+    let header = text(&output.stderr);
+    assert!(
+        header.contains("Batch 2 at ") && header.contains("(batches 1-2)"),
+        "{header}"
+    );
+}

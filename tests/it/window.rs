@@ -116,7 +116,10 @@ async fn sliding_window_of_three_batches_sliding_by_one() {
     .await;
     for (index, output) in outputs.iter().enumerate() {
         let window = output.window.as_ref().expect("window bounds");
-        assert_eq!(window.end - window.start, chrono::Duration::milliseconds(150));
+        assert_eq!(
+            window.end - window.start,
+            chrono::Duration::milliseconds(150)
+        );
         assert_eq!(window.end, output.batch_time);
         let n = index as u64 + 1;
         assert_eq!(window.batches, (n.saturating_sub(3) + 1, n));
@@ -138,7 +141,12 @@ async fn sliding_window_of_four_batches_sliding_by_two_ends_with_the_last_window
             // Batches 1-4.
             &["a,1,3,PT0.2S", "b,2,5,PT0.2S", "c,4,4,PT0.2S"],
             // Batches 3-6.
-            &["a,6,7,PT0.2S", "b,5,5,PT0.2S", "c,4,4,PT0.2S", "d,8,8,PT0.2S"],
+            &[
+                "a,6,7,PT0.2S",
+                "b,5,5,PT0.2S",
+                "c,4,4,PT0.2S",
+                "d,8,8,PT0.2S",
+            ],
             // The streams end after batch 7: the window of batches 5-8.
             &["a,6,7,PT0.2S", "b,9,9,PT0.2S", "d,8,8,PT0.2S"],
         ],
@@ -152,7 +160,10 @@ async fn sliding_window_of_four_batches_sliding_by_two_ends_with_the_last_window
     // The last window ends one batch interval after the last batch.
     let last = outputs.last().unwrap();
     let bounds = last.window.as_ref().unwrap();
-    assert_eq!(bounds.end - last.batch_time, chrono::Duration::milliseconds(50));
+    assert_eq!(
+        bounds.end - last.batch_time,
+        chrono::Duration::milliseconds(50)
+    );
 }
 
 #[tokio::test]
@@ -218,7 +229,7 @@ async fn explain(ctx: &StreamContext, sql: &str) -> String {
         SqlOutput::Rows { batches, .. } => batches
             .iter()
             .map(|b| {
-                datafusion::arrow::util::pretty::pretty_format_batches(&[b.clone()])
+                datafusion::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
                     .unwrap()
                     .to_string()
             })
@@ -235,8 +246,14 @@ async fn explain_shows_the_window_and_whether_it_is_incremental() {
         "SELECT word, COUNT(*) FROM HOP(events, INTERVAL '50 milliseconds', INTERVAL '150 milliseconds') GROUP BY word",
     )
     .await;
-    assert!(text.contains("window: HOP slide 50ms size 150ms (3 batches"), "{text}");
-    assert!(text.contains("incremental: each batch is aggregated once"), "{text}");
+    assert!(
+        text.contains("window: HOP slide 50ms size 150ms (3 batches"),
+        "{text}"
+    );
+    assert!(
+        text.contains("incremental: each batch is aggregated once"),
+        "{text}"
+    );
     assert!(text.contains("retains at most 3 panes"), "{text}");
     let text = explain(
         &ctx,
@@ -244,10 +261,16 @@ async fn explain_shows_the_window_and_whether_it_is_incremental() {
     )
     .await;
     // COUNT(DISTINCT) plans as two aggregates.
-    assert!(text.contains("recompute (the query aggregates more than once)"), "{text}");
+    assert!(
+        text.contains("recompute (the query aggregates more than once)"),
+        "{text}"
+    );
     assert!(text.contains("retains at most 2 batches"), "{text}");
     let text = explain(&ctx, "SELECT word FROM events").await;
-    assert!(text.contains("per batch: the plan below runs once per micro-batch"), "{text}");
+    assert!(
+        text.contains("per batch: the plan below runs once per micro-batch"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -294,7 +317,10 @@ async fn bad_window_arguments_are_located_errors() {
             Ok(other) => panic!("{sql}: expected an error, got {other:?}"),
         };
         let text = err.to_string();
-        assert!(text.contains(expected), "{sql}\n  gave: {text}\n  expected: {expected}");
+        assert!(
+            text.contains(expected),
+            "{sql}\n  gave: {text}\n  expected: {expected}"
+        );
         let BrookError::Sql {
             location: Some(location),
             ..
@@ -322,12 +348,7 @@ async fn running_aggregates_in_complete_and_update_mode() {
         ),
         (
             "SELECT word, COUNT(*) AS n FROM RUNNING(events, 'update') GROUP BY word ORDER BY word",
-            vec![
-                vec!["a,1", "b,1"],
-                vec!["a,2"],
-                vec!["c,1"],
-                vec!["b,2"],
-            ],
+            vec![vec!["a,1", "b,1"], vec!["a,2"], vec!["c,1"], vec!["b,2"]],
         ),
     ] {
         let ctx = events(&batches, true, TICK);
@@ -388,9 +409,8 @@ async fn incremental_and_recompute_agree_on_random_input() {
 
 #[tokio::test]
 async fn retention_stays_at_the_window_size_over_a_thousand_batches() {
-    let batches: Vec<Vec<(&str, i64)>> = (0..1000)
-        .map(|i| vec![("w", i as i64), ("x", 1)])
-        .collect();
+    let batches: Vec<Vec<(&str, i64)>> =
+        (0..1000).map(|i| vec![("w", i as i64), ("x", 1)]).collect();
     let slices: Vec<&[(&str, i64)]> = batches.iter().map(Vec::as_slice).collect();
     for incremental in [true, false] {
         let ctx = events(&slices, incremental, Duration::from_millis(2));
@@ -410,7 +430,10 @@ async fn retention_stays_at_the_window_size_over_a_thousand_batches() {
         let most_rows = outputs.iter().map(|o| o.retained.rows).max().unwrap();
         // Raw: 2 rows per batch; panes: 2 groups per pane, plus at most
         // two merged panes of 2 groups.
-        assert!(most_rows <= 14, "incremental = {incremental}: {most_rows} rows");
+        assert!(
+            most_rows <= 14,
+            "incremental = {incremental}: {most_rows} rows"
+        );
         // The last window: batches 996-1000, w summing 995..=999.
         assert_eq!(
             rows(outputs.last().unwrap()),
