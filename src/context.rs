@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array, new_null_array};
@@ -22,10 +22,14 @@ use crate::query::{
     BoundScan, ContinuousQuery, PlanVariant, PreparedQuery, QueryBindings, QueryPlan, StreamTable,
     index_scans,
 };
+use crate::running::{QueryInfo, QueryRegistry, lock};
+use crate::sink::{FileSink, FileSinkOptions};
 use crate::source::{
     Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
 };
-use crate::sql::{BrookStatement, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql};
+use crate::sql::{
+    BrookStatement, CreateSink, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql,
+};
 use crate::stream::{DEFAULT_MAX_PENDING_ROWS, LiveStream};
 use crate::window::exec::WindowedQuery;
 use crate::window::{StreamMap, WindowKind};
@@ -78,6 +82,15 @@ struct ContextInner {
     batcher: Arc<Batcher>,
     next_query_id: AtomicU64,
     warn: WarningHandler,
+    queries: QueryRegistry,
+    /// Background queries writing to sinks, by sink name.
+    sinks: Arc<Mutex<BTreeMap<String, SinkTask>>>,
+}
+
+/// A sink's running query.
+struct SinkTask {
+    query_id: u64,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for StreamContext {
@@ -137,6 +150,8 @@ impl StreamContext {
                 batcher,
                 next_query_id: AtomicU64::new(1),
                 warn,
+                queries: QueryRegistry::default(),
+                sinks: Arc::new(Mutex::new(BTreeMap::new())),
             }),
         }
     }
@@ -351,6 +366,20 @@ impl StreamContext {
                     .map_err(located),
             },
             BrookStatement::ShowStreams => self.show_streams(),
+            BrookStatement::ShowQueries => self.show_queries(),
+            BrookStatement::StopQuery(id) => self
+                .stop_query(*id)
+                .await
+                .map(|()| SqlOutput::Done)
+                .map_err(located),
+            BrookStatement::CreateSink(create) => {
+                self.create_sink(create, statement).await.map_err(located)
+            }
+            BrookStatement::DropSink { name, if_exists } => match self.drop_sink(name).await {
+                Ok(()) => Ok(SqlOutput::Done),
+                Err(_) if *if_exists => Ok(SqlOutput::Done),
+                Err(err) => Err(located(err)),
+            },
             BrookStatement::SetIncrementalWindows(on) => {
                 self.set_incremental_windows(*on);
                 Ok(SqlOutput::Done)
@@ -392,6 +421,161 @@ impl StreamContext {
             }
         }
         Ok(SqlOutput::Done)
+    }
+
+    /// The running continuous queries, by id.
+    pub fn running_queries(&self) -> Vec<QueryInfo> {
+        self.inner.queries.all().iter().map(|q| q.info()).collect()
+    }
+
+    /// Stops running query `id` after its batch in progress. A sink's query
+    /// stops its sink; this returns once the sink's files are closed.
+    pub async fn stop_query(&self, id: u64) -> Result<()> {
+        let Some(entry) = self.inner.queries.get(id) else {
+            return Err(BrookError::invalid(format!(
+                "there is no running query {id} (SHOW QUERIES lists them)"
+            )));
+        };
+        entry.stop();
+        let sink = lock(&self.inner.sinks)
+            .iter()
+            .find(|(_, sink)| sink.query_id == id)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = sink {
+            self.drop_sink(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs what every running query's streams received so far through one
+    /// last batch and ends the queries (a graceful shutdown).
+    pub fn finish_queries(&self) {
+        for entry in self.inner.queries.all() {
+            entry.finish();
+        }
+    }
+
+    /// Waits until every sink's query has ended and its files are closed.
+    pub async fn wait_for_sinks(&self) {
+        loop {
+            let next = lock(&self.inner.sinks).pop_first();
+            let Some((_, sink)) = next else {
+                return;
+            };
+            let _ = sink.task.await;
+        }
+    }
+
+    /// Names of the sinks whose queries run.
+    pub fn sink_names(&self) -> Vec<String> {
+        lock(&self.inner.sinks).keys().cloned().collect()
+    }
+
+    async fn create_sink(
+        &self,
+        create: &CreateSink,
+        statement: &ParsedStatement,
+    ) -> Result<SqlOutput> {
+        if lock(&self.inner.sinks).contains_key(&create.name) {
+            if create.if_not_exists {
+                return Ok(SqlOutput::Done);
+            }
+            return Err(BrookError::invalid(format!(
+                "sink '{}' already exists",
+                create.name
+            )));
+        }
+        let options = FileSinkOptions::from_options(&create.name, &create.options)?;
+        let query = match self
+            .execute_datafusion(&create.query, &statement.sql, statement.location)
+            .await?
+        {
+            SqlOutput::Query(query) => query,
+            _ => {
+                return Err(BrookError::invalid(format!(
+                    "sink '{}': AS needs a continuous query (a SELECT that reads a stream)",
+                    create.name
+                )));
+            }
+        };
+        // Dropping the query on an error here stops it.
+        let mut sink = FileSink::create(&create.name, options)?;
+        query.set_output(format!("sink {}", create.name));
+        let query_id = query.id();
+        let name = create.name.clone();
+        let warn = Arc::clone(&self.inner.warn);
+        let sinks = Arc::clone(&self.inner.sinks);
+        let task = tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut query = query;
+            while let Some(output) = query.next().await {
+                let written = output.and_then(|output| sink.write(&output));
+                if let Err(err) = written {
+                    warn(&BrookError::invalid(format!("sink '{name}': {err}")));
+                }
+            }
+            // Gone from the list once done, unless DROP SINK took it first.
+            let mut sinks = lock(&sinks);
+            if sinks.get(&name).is_some_and(|s| s.query_id == query_id) {
+                sinks.remove(&name);
+            }
+        });
+        lock(&self.inner.sinks).insert(create.name.clone(), SinkTask { query_id, task });
+        Ok(SqlOutput::Done)
+    }
+
+    /// Stops sink `name`'s query after its batch in progress and waits for
+    /// its last file to be written.
+    async fn drop_sink(&self, name: &str) -> Result<()> {
+        let Some(sink) = lock(&self.inner.sinks).remove(name) else {
+            return Err(BrookError::invalid(format!("sink '{name}' does not exist")));
+        };
+        if let Some(entry) = self.inner.queries.get(sink.query_id) {
+            entry.stop();
+        }
+        let _ = sink.task.await;
+        Ok(())
+    }
+
+    fn show_queries(&self) -> Result<SqlOutput> {
+        let queries = self.running_queries();
+        let text = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+        let count = |values: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(values)) };
+        let millis = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::UInt64, false),
+            Field::new("output", DataType::Utf8, false),
+            Field::new("batches", DataType::UInt64, false),
+            Field::new("rows_in", DataType::UInt64, false),
+            Field::new("rows_out", DataType::UInt64, false),
+            Field::new("last_batch_ms", DataType::Utf8, false),
+            Field::new("lag_ms", DataType::Utf8, false),
+            Field::new("retained_rows", DataType::UInt64, false),
+            Field::new("sql", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                count(queries.iter().map(|q| q.id).collect()),
+                text(queries.iter().map(|q| q.output.clone()).collect()),
+                count(queries.iter().map(|q| q.stats.batches).collect()),
+                count(queries.iter().map(|q| q.stats.rows_in).collect()),
+                count(queries.iter().map(|q| q.stats.rows_out).collect()),
+                text(queries.iter().map(|q| millis(q.stats.last_batch)).collect()),
+                text(queries.iter().map(|q| millis(q.stats.lag)).collect()),
+                count(
+                    queries
+                        .iter()
+                        .map(|q| q.stats.retained.rows as u64)
+                        .collect(),
+                ),
+                text(queries.iter().map(|q| q.sql.clone()).collect()),
+            ],
+        )?;
+        Ok(SqlOutput::Rows {
+            schema,
+            batches: vec![batch],
+        })
     }
 
     fn show_streams(&self) -> Result<SqlOutput> {
@@ -573,6 +757,7 @@ impl StreamContext {
             query_plan,
             ticks,
             self.inner.batcher.tick_now_handle(),
+            self.inner.queries.clone(),
         )))
     }
 

@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -37,6 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::batcher::Tick;
 use crate::error::{BrookError, Result};
+use crate::running::{QueryEntry, QueryRegistry, QueryStats, Stop, lock};
 use crate::window::WindowKind;
 use crate::window::exec::{Retained, WindowBounds, WindowedQuery};
 
@@ -120,12 +119,6 @@ impl QueryBindings {
     pub fn take(&self) -> Vec<BoundScan> {
         std::mem::take(&mut *lock(&self.scans))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The batch a stream scan reads on its next execution.
@@ -302,31 +295,18 @@ fn deal(batches: &[RecordBatch], partitions: usize) -> Vec<Vec<RecordBatch>> {
 /// [`BrookError::BatchFailed`] and the query goes on with the next batch. Dropping it stops the query; [`ContinuousQuery::stop`] stops it
 /// after the batch in progress.
 pub struct ContinuousQuery {
-    id: u64,
-    sql: String,
+    entry: Arc<QueryEntry>,
+    registry: QueryRegistry,
     schema: SchemaRef,
     outputs: mpsc::Receiver<Result<BatchOutput>>,
-    stop: watch::Sender<Stop>,
-    /// Asks the clock for a batch at once (see [`ContinuousQuery::finish`]).
-    tick_now: Arc<Notify>,
     task: JoinHandle<()>,
-}
-
-/// What a query has been asked to do about stopping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Running,
-    /// Stop after the batch in progress.
-    Now,
-    /// Stop after running the first batch cut at or after this instant.
-    AfterBatchCutAt(Instant),
 }
 
 impl std::fmt::Debug for ContinuousQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContinuousQuery")
-            .field("id", &self.id)
-            .field("sql", &self.sql)
+            .field("id", &self.entry.id)
+            .field("sql", &self.entry.sql)
             .finish()
     }
 }
@@ -338,30 +318,56 @@ impl ContinuousQuery {
         prepared: QueryPlan,
         ticks: mpsc::Receiver<Tick>,
         tick_now: Arc<Notify>,
+        registry: QueryRegistry,
     ) -> Self {
         let schema = prepared.schema();
         let (output_sender, outputs) = mpsc::channel(1);
         let (stop, stop_requested) = watch::channel(Stop::Running);
-        let task = tokio::spawn(run_query(prepared, ticks, output_sender, stop_requested));
-        Self {
+        let entry = Arc::new(QueryEntry {
             id,
             sql,
-            schema,
-            outputs,
+            started: Utc::now(),
+            output: std::sync::Mutex::new("console".to_string()),
+            stats: std::sync::Mutex::new(QueryStats::default()),
             stop,
             tick_now,
+        });
+        registry.insert(Arc::clone(&entry));
+        let task = tokio::spawn(run_query(
+            prepared,
+            ticks,
+            output_sender,
+            stop_requested,
+            Arc::clone(&entry),
+            registry.clone(),
+        ));
+        Self {
+            entry,
+            registry,
+            schema,
+            outputs,
             task,
         }
     }
 
     /// The query's number within its context (1, 2, ...).
     pub fn id(&self) -> u64 {
-        self.id
+        self.entry.id
     }
 
     /// The SQL text of the query.
     pub fn sql(&self) -> &str {
-        &self.sql
+        &self.entry.sql
+    }
+
+    /// The query's progress so far.
+    pub fn stats(&self) -> QueryStats {
+        lock(&self.entry.stats).clone()
+    }
+
+    /// Names where the results go, for `SHOW QUERIES` (`console` unless set).
+    pub(crate) fn set_output(&self, output: String) {
+        *lock(&self.entry.output) = output;
     }
 
     /// The schema of every result batch.
@@ -373,21 +379,21 @@ impl ContinuousQuery {
     /// yields that batch's output (if any) and ends. Rows not yet cut into
     /// a batch are left to other queries.
     pub fn stop(&self) {
-        let _ = self.stop.send(Stop::Now);
+        self.entry.stop();
     }
 
     /// Asks the query to finish: brook cuts a batch at once (in every query
     /// of the context), this query runs it, and its stream ends. What its
     /// streams received so far is processed; this is a graceful shutdown.
     pub fn finish(&self) {
-        let _ = self.stop.send(Stop::AfterBatchCutAt(Instant::now()));
-        self.tick_now.notify_one();
+        self.entry.finish();
     }
 }
 
 impl Drop for ContinuousQuery {
     fn drop(&mut self) {
         self.task.abort();
+        self.registry.remove(self.entry.id);
     }
 }
 
@@ -400,10 +406,23 @@ impl Stream for ContinuousQuery {
 }
 
 async fn run_query(
+    plan: QueryPlan,
+    ticks: mpsc::Receiver<Tick>,
+    outputs: mpsc::Sender<Result<BatchOutput>>,
+    stop_requested: watch::Receiver<Stop>,
+    entry: Arc<QueryEntry>,
+    registry: QueryRegistry,
+) {
+    run_batches(plan, ticks, outputs, stop_requested, &entry).await;
+    registry.remove(entry.id);
+}
+
+async fn run_batches(
     mut plan: QueryPlan,
     mut ticks: mpsc::Receiver<Tick>,
     outputs: mpsc::Sender<Result<BatchOutput>>,
     mut stop_requested: watch::Receiver<Stop>,
+    entry: &QueryEntry,
 ) {
     let schema = plan.schema();
     let mut batch_number = 0;
@@ -437,6 +456,7 @@ async fn run_query(
         let ending = all_ended || finished;
         if !(all_ended && rows_in == 0) {
             batch_number += 1;
+            let lag = tick.instant.elapsed();
             let started = std::time::Instant::now();
             let result = match &mut plan {
                 QueryPlan::PerBatch(prepared) => prepared
@@ -469,6 +489,18 @@ async fn run_query(
                     source: Box::new(err),
                 })),
             };
+            {
+                let mut stats = lock(&entry.stats);
+                stats.batches = batch_number;
+                stats.rows_in += rows_in as u64;
+                stats.rows_out += output
+                    .as_ref()
+                    .and_then(|o| o.as_ref().ok())
+                    .map_or(0, |o| o.rows_out() as u64);
+                stats.last_batch = started.elapsed();
+                stats.lag = lag;
+                stats.retained = retained(&plan);
+            }
             if let Some(output) = output
                 && outputs.send(output).await.is_err()
             {

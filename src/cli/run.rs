@@ -105,6 +105,17 @@ pub async fn exec(args: Args) -> ExitCode {
         }
     }
 
+    // A stop request (a signal, --duration, a closed stdout) also ends
+    // the sinks' queries, through one final batch.
+    {
+        let ctx = ctx.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            if stop.wait_for(|s| *s).await.is_ok() {
+                ctx.finish_queries();
+            }
+        });
+    }
     if failed.load(Ordering::SeqCst) {
         printers.abort_all();
     } else {
@@ -119,6 +130,9 @@ pub async fn exec(args: Args) -> ExitCode {
         }
     }
     while printers.join_next().await.is_some() {}
+    if !failed.load(Ordering::SeqCst) {
+        ctx.wait_for_sinks().await;
+    }
     if failed.load(Ordering::SeqCst) {
         ExitCode::from(EXIT_ERROR)
     } else {

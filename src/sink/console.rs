@@ -227,7 +227,9 @@ fn batch_header(output: &BatchOutput) -> String {
 }
 
 /// The result batches with `batch` and `batch_time` columns in front.
-fn with_batch_columns(output: &BatchOutput) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
+pub(crate) fn with_batch_columns(
+    output: &BatchOutput,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
     let mut fields = vec![
         Arc::new(Field::new("batch", DataType::UInt64, false)),
         Arc::new(Field::new("batch_time", DataType::Utf8, false)),

@@ -11,4 +11,4 @@ mod types;
 pub use interval::parse_duration;
 pub(crate) use statement::datafusion_sql_error;
 pub(crate) use statement::normalize_ident;
-pub use statement::{BrookStatement, CreateStream, ParsedStatement, parse_sql};
+pub use statement::{BrookStatement, CreateSink, CreateStream, ParsedStatement, parse_sql};

@@ -46,6 +46,19 @@ pub enum BrookStatement {
     /// aggregates use per-batch partial aggregates (the default) or re-run
     /// the query over every retained batch.
     SetIncrementalWindows(bool),
+    /// `SHOW QUERIES`: the running continuous queries.
+    ShowQueries,
+    /// `STOP QUERY n`: stops running query `n` after its batch in progress.
+    StopQuery(u64),
+    /// `CREATE SINK name WITH (...) AS SELECT ...`.
+    CreateSink(CreateSink),
+    /// `DROP SINK [IF EXISTS] name`: stops the sink's query.
+    DropSink {
+        /// The sink to drop.
+        name: String,
+        /// Whether a missing sink is fine.
+        if_exists: bool,
+    },
     /// Any other statement, parsed by DataFusion (queries, `INSERT`,
     /// `CREATE EXTERNAL TABLE`, `SET datafusion.*`, ...).
     DataFusion(Box<DataFusionStatement>),
@@ -62,6 +75,19 @@ pub struct CreateStream {
     pub columns: Vec<Field>,
     /// `WITH (key = 'value', ...)`: keys lower-cased, values as written.
     pub options: Vec<(String, String)>,
+}
+
+/// A parsed `CREATE SINK`.
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    /// The sink's name.
+    pub name: String,
+    /// `IF NOT EXISTS` was given.
+    pub if_not_exists: bool,
+    /// `WITH (key = 'value', ...)`: keys lower-cased, values as written.
+    pub options: Vec<(String, String)>,
+    /// The continuous query whose results the sink writes.
+    pub query: Box<DataFusionStatement>,
 }
 
 /// Splits `sql` into statements at `;` and parses each. Fails on the first
@@ -129,6 +155,10 @@ fn parse_statement(
         ("create", "stream") => parse_create_stream(tokens).map(BrookStatement::CreateStream),
         ("drop", "stream") => parse_drop_stream(tokens),
         ("show", "streams") if meaningful.len() == 2 => Ok(BrookStatement::ShowStreams),
+        ("show", "queries") if meaningful.len() == 2 => Ok(BrookStatement::ShowQueries),
+        ("stop", "query") => parse_stop_query(tokens),
+        ("create", "sink") => parse_create_sink(tokens).map(BrookStatement::CreateSink),
+        ("drop", "sink") => parse_drop_sink(tokens),
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
         ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
         _ => parse_datafusion(tokens).map(|s| BrookStatement::DataFusion(Box::new(s))),
@@ -166,6 +196,74 @@ fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
         })
     };
     create().map_err(parser_error)
+}
+
+fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<CreateSink> {
+    let mut parser = brook_parser(tokens.clone());
+    let mut create = || -> Result<(String, bool, Vec<(String, String)>, usize), ParserError> {
+        parser.expect_keyword(Keyword::CREATE)?;
+        parser.next_token(); // SINK, checked by the caller
+        let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name_token = parser.peek_token();
+        let name = parser.parse_object_name(false)?;
+        let name = object_name(&name).map_err(|m| at(&name_token, m))?;
+        let options = parser.parse_options(Keyword::WITH)?;
+        if options.is_empty() {
+            let next = parser.peek_token();
+            return parser.expected(
+                "WITH (connector = 'file', path = '...', format = 'csv')",
+                next,
+            );
+        }
+        parser.expect_keyword(Keyword::AS)?;
+        let options = options.iter().map(option_pair).collect::<Result<_, _>>()?;
+        Ok((name, if_not_exists, options, parser.index()))
+    };
+    let (name, if_not_exists, options, query_start) = create().map_err(parser_error)?;
+    let query_tokens: Vec<TokenWithSpan> = tokens.into_iter().skip(query_start).collect();
+    let query = parse_datafusion(query_tokens)?;
+    Ok(CreateSink {
+        name,
+        if_not_exists,
+        options,
+        query: Box::new(query),
+    })
+}
+
+fn parse_drop_sink(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+    let mut parser = brook_parser(tokens);
+    let mut drop = || -> Result<BrookStatement, ParserError> {
+        parser.expect_keyword(Keyword::DROP)?;
+        parser.next_token(); // SINK
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name_token = parser.peek_token();
+        let name = parser.parse_object_name(false)?;
+        expect_end(&mut parser)?;
+        Ok(BrookStatement::DropSink {
+            name: object_name(&name).map_err(|m| at(&name_token, m))?,
+            if_exists,
+        })
+    };
+    drop().map_err(parser_error)
+}
+
+fn parse_stop_query(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+    let mut parser = brook_parser(tokens);
+    let mut stop = || -> Result<BrookStatement, ParserError> {
+        parser.next_token(); // STOP
+        parser.next_token(); // QUERY
+        let id_token = parser.next_token();
+        let id = match &id_token.token {
+            Token::Number(n, _) => n.parse::<u64>().ok(),
+            _ => None,
+        };
+        let Some(id) = id else {
+            return parser.expected("a query number (SHOW QUERIES lists them)", id_token);
+        };
+        expect_end(&mut parser)?;
+        Ok(BrookStatement::StopQuery(id))
+    };
+    stop().map_err(parser_error)
 }
 
 fn parse_drop_stream(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {

@@ -1,0 +1,228 @@
+//! File sinks: each batch's result written with arrow-csv or arrow-json,
+//! with the batch number and time as the first two columns.
+//!
+//! One file per batch (the default): written under a temporary name in the
+//! same directory and renamed when complete, so a reader never sees a
+//! half-written file. Or `mode = 'append'`: every batch appended to one
+//! file, flushed after each batch.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::console::with_batch_columns;
+use crate::error::{BrookError, Result};
+use crate::query::BatchOutput;
+
+/// How a file sink encodes rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// CSV with a header line.
+    Csv,
+    /// Newline-delimited JSON, one object per row.
+    Json,
+}
+
+impl FileFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
+        }
+    }
+}
+
+/// Where a file sink's batches go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileMode {
+    /// One file per batch with rows, in the directory `path`.
+    PerBatch,
+    /// Every batch appended to the file `path`.
+    Append,
+}
+
+/// A file sink's options, from `CREATE SINK ... WITH (...)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSinkOptions {
+    /// A directory (one file per batch) or a file (append).
+    pub path: PathBuf,
+    /// CSV or JSON.
+    pub format: FileFormat,
+    /// One file per batch, or one file.
+    pub mode: FileMode,
+}
+
+impl FileSinkOptions {
+    /// Reads `connector = 'file', path = '...', format = 'csv' | 'json'`,
+    /// `mode = 'per_batch' | 'append'` (keys lower-cased).
+    pub fn from_options(sink: &str, options: &[(String, String)]) -> Result<Self> {
+        let bad = |message: String| BrookError::invalid(format!("sink '{sink}': {message}"));
+        let mut connector = None;
+        let mut path = None;
+        let mut format = FileFormat::Csv;
+        let mut mode = FileMode::PerBatch;
+        for (key, value) in options {
+            match key.as_str() {
+                "connector" => connector = Some(value.to_ascii_lowercase()),
+                "path" => path = Some(PathBuf::from(value)),
+                "format" => {
+                    format = match value.to_ascii_lowercase().as_str() {
+                        "csv" => FileFormat::Csv,
+                        "json" => FileFormat::Json,
+                        _ => return Err(bad(format!("format is 'csv' or 'json', not '{value}'"))),
+                    }
+                }
+                "mode" => {
+                    mode = match value.to_ascii_lowercase().as_str() {
+                        "per_batch" | "file_per_batch" => FileMode::PerBatch,
+                        "append" => FileMode::Append,
+                        _ => {
+                            return Err(bad(format!(
+                                "mode is 'per_batch' or 'append', not '{value}'"
+                            )));
+                        }
+                    }
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown option '{other}' (options: connector, path, format, mode)"
+                    )));
+                }
+            }
+        }
+        match connector.as_deref() {
+            Some("file") => {}
+            Some(other) => return Err(bad(format!("unknown connector '{other}' (sinks: 'file')"))),
+            None => return Err(bad("give connector = 'file'".into())),
+        }
+        let path = path.ok_or_else(|| {
+            bad("give path = 'directory/' (or a file with mode = 'append')".into())
+        })?;
+        Ok(Self { path, format, mode })
+    }
+}
+
+/// Writes a query's batches to files.
+#[derive(Debug)]
+pub struct FileSink {
+    name: String,
+    options: FileSinkOptions,
+    /// Append mode: the open file, and whether the CSV header is written.
+    appending: Option<(BufWriter<File>, bool)>,
+}
+
+impl FileSink {
+    /// Creates the directory (or the appended file's directory) and, in
+    /// append mode, opens the file.
+    pub fn create(name: &str, options: FileSinkOptions) -> Result<Self> {
+        let io_error = |what: &str, path: &Path, err: std::io::Error| {
+            BrookError::invalid(format!(
+                "sink '{name}': cannot {what} {}: {err}",
+                path.display()
+            ))
+        };
+        let appending = match options.mode {
+            FileMode::PerBatch => {
+                std::fs::create_dir_all(&options.path)
+                    .map_err(|e| io_error("create directory", &options.path, e))?;
+                None
+            }
+            FileMode::Append => {
+                if let Some(parent) = options.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| io_error("create directory", parent, e))?;
+                }
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&options.path)
+                    .map_err(|e| io_error("open", &options.path, e))?;
+                let has_content = file.metadata().map(|m| m.len() > 0).unwrap_or(false);
+                Some((BufWriter::new(file), has_content))
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            options,
+            appending,
+        })
+    }
+
+    /// Writes one batch's result; returns the file written, if any (a
+    /// result without rows writes nothing).
+    pub fn write(&mut self, output: &BatchOutput) -> Result<Option<PathBuf>> {
+        if output.rows_out() == 0 {
+            return Ok(None);
+        }
+        let (_, batches) = with_batch_columns(output)?;
+        let format = self.options.format;
+        let failed = |path: &Path, err: std::io::Error| {
+            BrookError::invalid(format!(
+                "sink '{}': batch {}: cannot write {}: {err}",
+                self.name,
+                output.batch_number,
+                path.display()
+            ))
+        };
+        match &mut self.appending {
+            Some((file, header_written)) => {
+                let header = !*header_written;
+                encode(file, format, &batches, header)
+                    .and_then(|()| file.flush())
+                    .map_err(|e| failed(&self.options.path, e))?;
+                *header_written = true;
+                Ok(Some(self.options.path.clone()))
+            }
+            None => {
+                let file_name = format!(
+                    "{}-{:06}.{}",
+                    self.name,
+                    output.batch_number,
+                    format.extension()
+                );
+                let path = self.options.path.join(&file_name);
+                let temporary = self.options.path.join(format!(".{file_name}.tmp"));
+                let written = File::create(&temporary).and_then(|file| {
+                    let mut writer = BufWriter::new(file);
+                    encode(&mut writer, format, &batches, true)?;
+                    let file = writer.into_inner().map_err(|e| e.into_error())?;
+                    file.sync_data()
+                });
+                if let Err(err) = written {
+                    let _ = std::fs::remove_file(&temporary);
+                    return Err(failed(&temporary, err));
+                }
+                std::fs::rename(&temporary, &path).map_err(|e| failed(&path, e))?;
+                Ok(Some(path))
+            }
+        }
+    }
+}
+
+fn encode(
+    out: &mut dyn Write,
+    format: FileFormat,
+    batches: &[RecordBatch],
+    header: bool,
+) -> std::io::Result<()> {
+    match format {
+        FileFormat::Csv => {
+            let mut writer = arrow_csv::WriterBuilder::new()
+                .with_header(header)
+                .build(out);
+            for batch in batches {
+                writer.write(batch).map_err(std::io::Error::other)?;
+            }
+        }
+        FileFormat::Json => {
+            let mut writer = arrow_json::LineDelimitedWriter::new(out);
+            for batch in batches {
+                writer.write(batch).map_err(std::io::Error::other)?;
+            }
+            writer.finish().map_err(std::io::Error::other)?;
+        }
+    }
+    Ok(())
+}
