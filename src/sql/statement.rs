@@ -198,9 +198,13 @@ fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
     create().map_err(parser_error)
 }
 
+/// `CREATE SINK`'s head: name, `IF NOT EXISTS`, options, and the index of
+/// the query's first token.
+type SinkHead = (String, bool, Vec<(String, String)>, usize);
+
 fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<CreateSink> {
     let mut parser = brook_parser(tokens.clone());
-    let mut create = || -> Result<(String, bool, Vec<(String, String)>, usize), ParserError> {
+    let mut create = || -> Result<SinkHead, ParserError> {
         parser.expect_keyword(Keyword::CREATE)?;
         parser.next_token(); // SINK, checked by the caller
         let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
