@@ -56,6 +56,39 @@ pub enum SqlOutput {
     Query(ContinuousQuery),
 }
 
+/// A registered stream, as `SHOW STREAMS` and `\\d NAME` show it.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// The stream's name.
+    pub name: String,
+    /// `queue` or `socket`.
+    pub connector: String,
+    /// The stream's columns.
+    pub schema: SchemaRef,
+    /// The connector's options as a user would write them.
+    pub options: String,
+    /// `idle` (no query reads it), `running` or `closed`.
+    pub state: String,
+    /// Rows received since the stream started.
+    pub rows_received: u64,
+    /// Rows dropped (malformed, too long, cut off), each reported.
+    pub rows_dropped: u64,
+    /// Rows received and not yet cut into a batch.
+    pub rows_pending: u64,
+}
+
+impl StreamInfo {
+    /// The columns as `name type, ...`.
+    pub fn columns(&self) -> String {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The schema of a text stream: one column `line TEXT` (Arrow `Utf8View`,
 /// as DataFusion maps `TEXT`).
 pub fn line_schema() -> SchemaRef {
@@ -578,7 +611,8 @@ impl StreamContext {
         })
     }
 
-    fn show_streams(&self) -> Result<SqlOutput> {
+    /// What `SHOW STREAMS` shows of each stream, by name.
+    pub fn streams(&self) -> Vec<StreamInfo> {
         let streams: Vec<Arc<LiveStream>> = self
             .inner
             .streams
@@ -587,6 +621,30 @@ impl StreamContext {
             .values()
             .cloned()
             .collect();
+        streams
+            .iter()
+            .map(|s| StreamInfo {
+                name: s.name.clone(),
+                connector: s.source.connector().to_string(),
+                schema: Arc::clone(&s.schema),
+                options: s.source.describe(),
+                state: if s.inbox.is_closed() {
+                    "closed"
+                } else if !self.inner.batcher.readers_of(&s.name).is_empty() {
+                    "running"
+                } else {
+                    "idle"
+                }
+                .to_string(),
+                rows_received: s.inbox.rows_received.load(Ordering::Relaxed),
+                rows_dropped: s.inbox.rows_dropped.load(Ordering::Relaxed),
+                rows_pending: s.inbox.pending_rows() as u64,
+            })
+            .collect()
+    }
+
+    fn show_streams(&self) -> Result<SqlOutput> {
+        let streams = self.streams();
         let text = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
         let count = |values: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(values)) };
         let schema = Arc::new(Schema::new(vec![
@@ -603,59 +661,13 @@ impl StreamContext {
             Arc::clone(&schema),
             vec![
                 text(streams.iter().map(|s| s.name.clone()).collect()),
-                text(
-                    streams
-                        .iter()
-                        .map(|s| s.source.connector().to_string())
-                        .collect(),
-                ),
-                text(
-                    streams
-                        .iter()
-                        .map(|s| {
-                            s.schema
-                                .fields()
-                                .iter()
-                                .map(|f| format!("{} {}", f.name(), f.data_type()))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        })
-                        .collect(),
-                ),
-                text(streams.iter().map(|s| s.source.describe()).collect()),
-                text(
-                    streams
-                        .iter()
-                        .map(|s| {
-                            let state = if s.inbox.is_closed() {
-                                "closed"
-                            } else if !self.inner.batcher.readers_of(&s.name).is_empty() {
-                                "running"
-                            } else {
-                                "idle"
-                            };
-                            state.to_string()
-                        })
-                        .collect(),
-                ),
-                count(
-                    streams
-                        .iter()
-                        .map(|s| s.inbox.rows_received.load(Ordering::Relaxed))
-                        .collect(),
-                ),
-                count(
-                    streams
-                        .iter()
-                        .map(|s| s.inbox.rows_dropped.load(Ordering::Relaxed))
-                        .collect(),
-                ),
-                count(
-                    streams
-                        .iter()
-                        .map(|s| s.inbox.pending_rows() as u64)
-                        .collect(),
-                ),
+                text(streams.iter().map(|s| s.connector.clone()).collect()),
+                text(streams.iter().map(StreamInfo::columns).collect()),
+                text(streams.iter().map(|s| s.options.clone()).collect()),
+                text(streams.iter().map(|s| s.state.clone()).collect()),
+                count(streams.iter().map(|s| s.rows_received).collect()),
+                count(streams.iter().map(|s| s.rows_dropped).collect()),
+                count(streams.iter().map(|s| s.rows_pending).collect()),
             ],
         )?;
         Ok(SqlOutput::Rows {

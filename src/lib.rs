@@ -56,6 +56,7 @@ pub mod context;
 pub mod error;
 pub(crate) mod functions;
 pub mod query;
+pub mod repl;
 pub(crate) mod running;
 pub mod sink;
 pub mod source;
@@ -63,7 +64,7 @@ pub mod sql;
 pub(crate) mod stream;
 pub mod window;
 
-pub use context::{SqlOutput, StreamContext, line_schema};
+pub use context::{SqlOutput, StreamContext, StreamInfo, line_schema};
 pub use error::{BrookError, Result, SqlLocation, WarningHandler};
 pub use query::{BatchOutput, ContinuousQuery};
 pub use running::{QueryInfo, QueryStats};

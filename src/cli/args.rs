@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::sink::OutputFormat;
 
 const EXAMPLES: &str = "Examples:
+  brook                                    (the interactive shell: type SQL against live streams)
   brook run queries/wordcount.sql
   brook --batch-interval 500ms run queries/socket_wordcount.sql     (feed it with: nc -lk 9000)
   brook --format csv -c \"CREATE STREAM ds WITH (connector = 'socket', port = '9000'); SELECT * FROM ds\"";
@@ -62,6 +63,10 @@ pub enum Command {
         /// The .sql file.
         file: PathBuf,
     },
+    /// The interactive shell (also what `brook` with no arguments starts):
+    /// line editing, history in ~/.brook_history (or $BROOK_HISTORY),
+    /// meta-commands (\\? lists them).
+    Repl,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

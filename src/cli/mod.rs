@@ -2,7 +2,7 @@
 //! `main.rs` only parses arguments and calls [`exec`].
 
 mod args;
-mod report;
+pub(crate) mod report;
 mod run;
 
 pub use args::{Args, Command};

@@ -8,10 +8,35 @@ pub(crate) fn format_error(label: &str, script: &str, err: &BrookError) -> Strin
     let Some(location) = err.location() else {
         return format!("brook: {label}: {err}");
     };
-    let mut text = format!(
+    let text = format!(
         "brook: {label}:{}:{}: {err}",
         location.line, location.column
     );
+    with_caret(text, script, err)
+}
+
+/// Formats `err` for the REPL, as psql does: `ERROR: what`, then the line
+/// typed with a caret under the column.
+pub(crate) fn format_repl_error(input: &str, err: &BrookError) -> String {
+    match err.location() {
+        Some(location) if input.lines().count() > 1 => with_caret(
+            format!(
+                "ERROR: line {}, column {}: {err}",
+                location.line, location.column
+            ),
+            input,
+            err,
+        ),
+        _ => with_caret(format!("ERROR: {err}"), input, err),
+    }
+}
+
+/// `text` followed, when `err` has a location in `script`, by the line and
+/// a caret under the column.
+fn with_caret(mut text: String, script: &str, err: &BrookError) -> String {
+    let Some(location) = err.location() else {
+        return text;
+    };
     let line_index = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
     if let Some(line) = script.lines().nth(line_index) {
         let number = location.line.to_string();

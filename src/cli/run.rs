@@ -17,6 +17,7 @@ use super::report::format_error;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
+use crate::repl::ReplOptions;
 use crate::sink::ConsoleSink;
 use crate::sql::parse_sql;
 
@@ -49,12 +50,20 @@ pub async fn exec(args: Args) -> ExitCode {
         };
         scripts.push((label, command.clone()));
     }
-    if scripts.is_empty() {
+    let repl_asked = matches!(args.command, Some(Command::Repl));
+    if repl_asked && !scripts.is_empty() {
         let _ = Args::command().print_help();
-        eprintln!(
-            "\nbrook: nothing to run: give a file (brook run FILE.sql) or SQL (brook -c \"...\")"
-        );
+        eprintln!("\nbrook: repl takes no -c or -f; run the file inside it with \\i FILE");
         return ExitCode::from(EXIT_USAGE);
+    }
+    if scripts.is_empty() {
+        let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
+        let options = ReplOptions {
+            format: args.format,
+            max_rows: args.max_rows,
+            history: ReplOptions::default_history(),
+        };
+        return crate::repl::run(ctx, options).await;
     }
 
     let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));

@@ -1,5 +1,6 @@
 //! The `brook` binary, run as a user would: output, exit codes, errors.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -285,7 +286,7 @@ fn batches_limit_stops_a_query_on_a_stream_that_stays_open() {
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(brook(&["--no-such-flag"]).status.code(), Some(2));
-    assert_eq!(brook(&[]).status.code(), Some(2));
+    assert_eq!(brook(&["repl", "-c", "SELECT 1"]).status.code(), Some(2));
     assert_eq!(
         brook(&["--batch-interval", "soon", "-c", "SELECT 1"])
             .status
@@ -466,5 +467,39 @@ fn sliding_avg_temperature_prints_a_two_second_window_every_second() {
     assert!(
         header.contains("Batch 2 at ") && header.contains("(batches 1-2)"),
         "{header}"
+    );
+}
+
+#[test]
+fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env(
+            "BROOK_HISTORY",
+            std::env::temp_dir().join(format!("brook-hist-{}", std::process::id())),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start brook");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT 1 + 1\n  AS two;\nSELECT nope;\n\\format csv\nSELECT 3 AS three;\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("| two |") && stdout.contains("| 2   |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("three\n3\n"), "{stdout}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("ERROR: Schema error: No field named nope."),
+        "{stderr}"
     );
 }

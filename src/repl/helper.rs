@@ -1,0 +1,222 @@
+//! Line editing help for the REPL: when a statement is complete (at `;`),
+//! and tab completion of keywords, meta-commands, and stream, table and
+//! column names.
+
+use std::sync::{Arc, RwLock};
+
+use rustyline::completion::{Completer, Pair};
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Context, Helper};
+
+/// SQL keywords offered by tab completion.
+const KEYWORDS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "HAVING",
+    "LIMIT",
+    "AS",
+    "AND",
+    "OR",
+    "NOT",
+    "NULL",
+    "IS",
+    "IN",
+    "LIKE",
+    "BETWEEN",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "DISTINCT",
+    "COUNT",
+    "SUM",
+    "MIN",
+    "MAX",
+    "AVG",
+    "JOIN",
+    "LEFT",
+    "INNER",
+    "ON",
+    "UNION",
+    "ALL",
+    "ASC",
+    "DESC",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "CREATE",
+    "STREAM",
+    "TABLE",
+    "SINK",
+    "EXTERNAL",
+    "WITH",
+    "DROP",
+    "SHOW",
+    "STREAMS",
+    "QUERIES",
+    "STOP",
+    "QUERY",
+    "SET",
+    "DESCRIBE",
+    "EXPLAIN",
+    "HOP",
+    "TUMBLE",
+    "RUNNING",
+    "INTERVAL",
+    "unnest",
+    "split",
+    "string_to_array",
+    "window_start",
+    "window_end",
+    "batch_interval",
+    "connector",
+    "incremental_windows",
+];
+
+/// Meta-commands offered by tab completion.
+const META_COMMANDS: &[&str] = &[
+    "\\?",
+    "\\q",
+    "\\d",
+    "\\timing",
+    "\\i",
+    "\\format",
+    "\\maxrows",
+    ".help",
+    ".quit",
+];
+
+/// The REPL's rustyline helper. `names` holds the stream, table and column
+/// names known after the last statement.
+pub(crate) struct ReplHelper {
+    pub names: Arc<RwLock<Vec<String>>>,
+}
+
+/// Whether `input` is ready to run: a meta-command, or SQL ending with `;`
+/// outside a string literal.
+pub(crate) fn is_complete(input: &str) -> bool {
+    let trimmed = input.trim();
+    if trimmed.is_empty() || super::meta::is_meta_command(trimmed) {
+        return true;
+    }
+    let quotes = trimmed.chars().filter(|c| *c == '\'').count();
+    quotes % 2 == 0 && trimmed.ends_with(';')
+}
+
+impl Validator for ReplHelper {
+    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
+        Ok(if is_complete(ctx.input()) {
+            ValidationResult::Valid(None)
+        } else {
+            ValidationResult::Incomplete
+        })
+    }
+}
+
+impl Completer for ReplHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\\' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let prefix = &before[start..];
+        if prefix.is_empty() {
+            return Ok((pos, Vec::new()));
+        }
+        let lower = prefix.to_lowercase();
+        // Keywords in the case the user types them.
+        let keyword_case = |k: &str| {
+            if prefix.chars().any(char::is_uppercase) {
+                k.to_uppercase()
+            } else {
+                k.to_lowercase()
+            }
+        };
+        let names = self.names.read().map(|n| n.clone()).unwrap_or_default();
+        let mut candidates: Vec<String> = if prefix.starts_with('\\') || prefix.starts_with('.') {
+            META_COMMANDS
+                .iter()
+                .filter(|m| m.starts_with(prefix))
+                .map(|m| m.to_string())
+                .collect()
+        } else {
+            names
+                .into_iter()
+                .filter(|n| n.to_lowercase().starts_with(&lower))
+                .chain(
+                    KEYWORDS
+                        .iter()
+                        .filter(|k| k.to_lowercase().starts_with(&lower))
+                        .map(|k| keyword_case(k)),
+                )
+                .collect()
+        };
+        candidates.sort();
+        candidates.dedup();
+        Ok((
+            start,
+            candidates
+                .into_iter()
+                .map(|c| Pair {
+                    display: c.clone(),
+                    replacement: c,
+                })
+                .collect(),
+        ))
+    }
+}
+
+impl Hinter for ReplHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ReplHelper {}
+
+impl Helper for ReplHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_run_at_the_semicolon() {
+        assert!(!is_complete("SELECT 1"));
+        assert!(!is_complete("SELECT ';"));
+        assert!(is_complete("SELECT 1;"));
+        assert!(is_complete("SELECT 1\nFROM t;  "));
+        assert!(is_complete("\\d"));
+        assert!(is_complete(""));
+    }
+
+    #[test]
+    fn completion_offers_names_and_keywords() {
+        let helper = ReplHelper {
+            names: Arc::new(RwLock::new(vec!["sensors".into(), "select_me".into()])),
+        };
+        let history = rustyline::history::DefaultHistory::new();
+        let ctx = Context::new(&history);
+        let (start, found) = helper.complete("SELECT * FROM sen", 17, &ctx).unwrap();
+        assert_eq!(start, 14);
+        let found: Vec<_> = found.into_iter().map(|p| p.replacement).collect();
+        assert_eq!(found, vec!["sensors"]);
+        let (_, found) = helper.complete("sel", 3, &ctx).unwrap();
+        let found: Vec<_> = found.into_iter().map(|p| p.replacement).collect();
+        assert_eq!(found, vec!["select", "select_me"]);
+        let (_, found) = helper.complete("\\ti", 3, &ctx).unwrap();
+        assert_eq!(found[0].replacement, "\\timing");
+    }
+}

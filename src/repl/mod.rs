@@ -1,0 +1,439 @@
+//! The interactive shell (`brook` with no arguments, or `brook repl`):
+//! SQL against live streams with rustyline's line editing.
+//!
+//! A statement runs when its input ends with `;`. A continuous `SELECT`
+//! runs in the foreground, printing batch after batch; Ctrl-C stops that
+//! query only. `CREATE SINK` queries run in the background while the user
+//! types. A bad statement prints its error (psql style, with a caret) and
+//! the session goes on.
+
+mod helper;
+pub(crate) mod meta;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Config, Editor};
+
+use crate::cli::report::{format_error, format_repl_error};
+use crate::context::{SqlOutput, StreamContext};
+use crate::error::BrookError;
+use crate::query::ContinuousQuery;
+use crate::sink::{ConsoleSink, OutputFormat};
+use crate::sql::{BrookStatement, ParsedStatement, parse_sql};
+use helper::{ReplHelper, is_complete};
+use meta::{HELP, HINT, MetaCommand, is_meta_command, parse_meta};
+
+/// How the REPL starts.
+#[derive(Debug, Clone)]
+pub struct ReplOptions {
+    /// Output format of results.
+    pub format: OutputFormat,
+    /// Rows shown per batch in table format.
+    pub max_rows: usize,
+    /// The history file: `BROOK_HISTORY`, else `~/.brook_history`.
+    pub history: Option<PathBuf>,
+}
+
+impl ReplOptions {
+    /// The history file users expect: `$BROOK_HISTORY`, else
+    /// `$HOME/.brook_history`.
+    pub fn default_history() -> Option<PathBuf> {
+        match std::env::var_os("BROOK_HISTORY") {
+            Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+            _ => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".brook_history")),
+        }
+    }
+}
+
+/// The REPL's state between statements.
+struct Repl {
+    ctx: StreamContext,
+    format: OutputFormat,
+    max_rows: usize,
+    timing: bool,
+    /// Names for tab completion, refreshed after each statement.
+    names: Arc<RwLock<Vec<String>>>,
+}
+
+/// Runs the REPL until `\q` or Ctrl-D; returns the exit code.
+pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
+    let names = Arc::new(RwLock::new(Vec::new()));
+    let config = Config::builder()
+        .max_history_size(10_000)
+        .map(|b| b.build());
+    let editor = config.and_then(Editor::<ReplHelper, DefaultHistory>::with_config);
+    let mut editor = match editor {
+        Ok(editor) => editor,
+        Err(err) => {
+            eprintln!("brook: cannot start the line editor: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    editor.set_helper(Some(ReplHelper {
+        names: Arc::clone(&names),
+    }));
+    if let Some(path) = &options.history {
+        // A missing history file is the normal first run.
+        let _ = editor.load_history(path);
+    }
+    let mut repl = Repl {
+        ctx,
+        format: options.format,
+        max_rows: options.max_rows,
+        timing: false,
+        names,
+    };
+    repl.refresh_names().await;
+    println!(
+        "brook {} - SQL over live streams (batch interval {}). \\? for help, \\q to quit.",
+        env!("CARGO_PKG_VERSION"),
+        crate::window::format_duration(repl.ctx.batch_interval())
+    );
+    let mut pending = String::new();
+    loop {
+        let prompt = if pending.is_empty() {
+            "brook> "
+        } else {
+            "  ...> "
+        };
+        let (returned, line) = tokio::task::spawn_blocking(move || {
+            let line = editor.readline(prompt);
+            (editor, line)
+        })
+        .await
+        .unwrap_or_else(|err| panic!("the line editor's thread failed: {err}"));
+        editor = returned;
+        let line = match line {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                // Ctrl-C at the prompt: drop what was typed.
+                pending.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(err) => {
+                eprintln!("brook: cannot read input: {err}");
+                break;
+            }
+        };
+        if !pending.is_empty() {
+            pending.push('\n');
+        }
+        pending.push_str(&line);
+        if !is_complete(&pending) {
+            continue;
+        }
+        let input = std::mem::take(&mut pending);
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            println!("{HINT}");
+            continue;
+        }
+        let _ = editor.add_history_entry(trimmed);
+        if let Some(path) = &options.history
+            && let Err(err) = editor.save_history(path)
+        {
+            eprintln!("brook: cannot write history to {}: {err}", path.display());
+        }
+        if is_meta_command(trimmed) {
+            match parse_meta(trimmed) {
+                Ok(MetaCommand::Quit) => break,
+                Ok(command) => repl.meta(command).await,
+                Err(message) => eprintln!("ERROR: {message}"),
+            }
+        } else {
+            repl.run_input(&input, None).await;
+        }
+        repl.refresh_names().await;
+    }
+    repl.ctx.close_queues();
+    ExitCode::SUCCESS
+}
+
+impl Repl {
+    /// Runs the statements of `input`; stops at the first error. `file`
+    /// names the script for errors when it came from `\i`.
+    async fn run_input(&mut self, input: &str, file: Option<&Path>) {
+        let report = |err: &BrookError| match file {
+            Some(path) => eprintln!("{}", format_error(&path.display().to_string(), input, err)),
+            None => eprintln!("{}", format_repl_error(input, err)),
+        };
+        let statements = match parse_sql(input) {
+            Ok(statements) => statements,
+            Err(err) => return report(&err),
+        };
+        for statement in &statements {
+            let started = Instant::now();
+            match self.ctx.execute(statement).await {
+                Ok(SqlOutput::Done) => {
+                    println!("{}", self.done_message(statement));
+                    self.print_timing(started);
+                }
+                Ok(SqlOutput::Rows { schema, batches }) => {
+                    let mut sink = ConsoleSink::new(self.format, self.max_rows, false);
+                    if let Err(err) = sink.write_rows(&mut io::stdout().lock(), &schema, &batches) {
+                        eprintln!("brook: cannot write output: {err}");
+                    }
+                    self.print_timing(started);
+                }
+                Ok(SqlOutput::Query(query)) => self.run_foreground(query).await,
+                Err(err) => return report(&err),
+            }
+        }
+    }
+
+    /// What a statement without rows prints, like psql's command tags.
+    fn done_message(&self, statement: &ParsedStatement) -> String {
+        match &statement.statement {
+            BrookStatement::CreateSink(create) => {
+                let id = self
+                    .ctx
+                    .running_queries()
+                    .into_iter()
+                    .find(|q| q.output == format!("sink {}", create.name))
+                    .map(|q| q.id);
+                match id {
+                    Some(id) => format!(
+                        "CREATE SINK: query {id} runs in the background (SHOW QUERIES; STOP QUERY {id})"
+                    ),
+                    None => "CREATE SINK".to_string(),
+                }
+            }
+            _ => {
+                let words: Vec<String> = statement
+                    .sql
+                    .split_whitespace()
+                    .take(3)
+                    .map(str::to_uppercase)
+                    .collect();
+                let tag_words = match words.first().map(String::as_str) {
+                    Some("CREATE") if words.get(1).is_some_and(|w| w == "EXTERNAL") => 3,
+                    Some("CREATE" | "DROP" | "STOP") => 2,
+                    _ => 1,
+                };
+                words[..tag_words.min(words.len())].join(" ")
+            }
+        }
+    }
+
+    fn print_timing(&self, started: Instant) {
+        if self.timing {
+            println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Prints a continuous query's batches until it ends or Ctrl-C.
+    async fn run_foreground(&mut self, mut query: ContinuousQuery) {
+        let id = query.id();
+        println!("Query {id} runs every batch; Ctrl-C stops it.");
+        let mut sink = ConsoleSink::new(self.format, self.max_rows, false);
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        let mut stopped = false;
+        loop {
+            tokio::select! {
+                next = query.next() => match next {
+                    None => break,
+                    Some(Ok(output)) => {
+                        let written = sink.write_batch(
+                            &mut io::stdout().lock(),
+                            &mut io::stderr().lock(),
+                            &output,
+                        );
+                        if let Err(err) = written {
+                            eprintln!("brook: cannot write output: {err}");
+                            query.stop();
+                        }
+                    }
+                    Some(Err(err @ BrookError::BatchFailed { .. })) => {
+                        eprintln!("ERROR: query {id}: {err}");
+                    }
+                    Some(Err(err)) => {
+                        eprintln!("ERROR: query {id}: {err}");
+                        break;
+                    }
+                },
+                _ = &mut interrupted, if !stopped => {
+                    stopped = true;
+                    query.stop();
+                }
+            }
+        }
+        let batches = query.stats().batches;
+        let plural = if batches == 1 { "" } else { "es" };
+        if stopped {
+            println!("Query {id} stopped after {batches} batch{plural}.");
+        } else {
+            println!("Query {id} ended after {batches} batch{plural}: its streams ended.");
+        }
+        let _ = io::stdout().flush();
+    }
+
+    async fn meta(&mut self, command: MetaCommand) {
+        match command {
+            MetaCommand::Help => println!("{HELP}"),
+            MetaCommand::Quit => {}
+            MetaCommand::Timing(on) => {
+                self.timing = on.unwrap_or(!self.timing);
+                println!("Timing is {}.", if self.timing { "on" } else { "off" });
+            }
+            MetaCommand::Format(None) => println!("Output format is {:?}.", self.format),
+            MetaCommand::Format(Some(format)) => {
+                self.format = format;
+                println!("Output format is {format:?}.");
+            }
+            MetaCommand::MaxRows(None) => println!("Showing at most {} rows.", self.max_rows),
+            MetaCommand::MaxRows(Some(rows)) => {
+                self.max_rows = rows;
+                println!("Showing at most {rows} rows.");
+            }
+            MetaCommand::Include(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => Box::pin(self.run_input(&text, Some(&path))).await,
+                Err(err) => eprintln!("ERROR: cannot read {}: {err}", path.display()),
+            },
+            MetaCommand::Describe(None) => self.describe_all().await,
+            MetaCommand::Describe(Some(name)) => self.describe(&name).await,
+        }
+    }
+
+    fn print_rows(&self, title: &str, schema: &Arc<Schema>, batches: &[RecordBatch]) {
+        println!("{title}");
+        let mut sink = ConsoleSink::new(self.format, usize::MAX, false);
+        if let Err(err) = sink.write_rows(&mut io::stdout().lock(), schema, batches) {
+            eprintln!("brook: cannot write output: {err}");
+        }
+    }
+
+    /// `\d`: streams, tables and running queries.
+    async fn describe_all(&self) {
+        for (title, sql) in [
+            ("Streams", "SHOW STREAMS"),
+            ("Running queries", "SHOW QUERIES"),
+        ] {
+            if let Ok(SqlOutput::Rows { schema, batches }) = self.ctx.sql(sql).await {
+                self.print_rows(title, &schema, &batches);
+            }
+        }
+        let tables = self.tables().await;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("columns", DataType::Utf8, false),
+        ]));
+        let column = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+        if let Ok(batch) = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                column(tables.iter().map(|(n, _)| n.clone()).collect()),
+                column(tables.iter().map(|(_, c)| c.clone()).collect()),
+            ],
+        ) {
+            self.print_rows("Tables", &schema, &[batch]);
+        }
+    }
+
+    /// `\d NAME`: one stream's or table's columns, options and counts.
+    async fn describe(&self, name: &str) {
+        let column_rows = |schema: &Schema| -> (Arc<Schema>, Vec<RecordBatch>) {
+            let out = Arc::new(Schema::new(vec![
+                Field::new("column", DataType::Utf8, false),
+                Field::new("type", DataType::Utf8, false),
+            ]));
+            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            let types: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().to_string())
+                .collect();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&out),
+                vec![
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(StringArray::from(types)),
+                ],
+            );
+            (out, batch.into_iter().collect())
+        };
+        if let Some(stream) = self.ctx.streams().into_iter().find(|s| s.name == name) {
+            let (schema, batches) = column_rows(&stream.schema);
+            self.print_rows(
+                &format!("Stream \"{}\" ({})", stream.name, stream.connector),
+                &schema,
+                &batches,
+            );
+            println!("options: {}", stream.options);
+            println!(
+                "state: {} | rows received: {} | rows dropped: {} | rows pending: {}",
+                stream.state, stream.rows_received, stream.rows_dropped, stream.rows_pending
+            );
+            return;
+        }
+        match self.ctx.session().table_provider(name).await {
+            Ok(table) => {
+                let (schema, batches) = column_rows(&table.schema());
+                self.print_rows(&format!("Table \"{name}\""), &schema, &batches);
+            }
+            Err(_) => eprintln!("ERROR: no stream or table named '{name}' (\\d lists them)"),
+        }
+    }
+
+    /// Static tables of the default schema, with their columns.
+    async fn tables(&self) -> Vec<(String, String)> {
+        let streams = self.ctx.stream_names();
+        let session = self.ctx.session();
+        let Some(schema) = session
+            .catalog(&session.state().config().options().catalog.default_catalog)
+            .and_then(|c| c.schema(&session.state().config().options().catalog.default_schema))
+        else {
+            return Vec::new();
+        };
+        let mut tables = Vec::new();
+        let mut names = schema.table_names();
+        names.sort();
+        for name in names {
+            if streams.contains(&name) {
+                continue;
+            }
+            if let Ok(Some(table)) = schema.table(&name).await {
+                let columns = table
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tables.push((name, columns));
+            }
+        }
+        tables
+    }
+
+    /// Stream, table and column names for tab completion.
+    async fn refresh_names(&self) {
+        let mut names = Vec::new();
+        for stream in self.ctx.streams() {
+            names.push(stream.name.clone());
+            names.extend(stream.schema.fields().iter().map(|f| f.name().clone()));
+        }
+        for (table, _) in self.tables().await {
+            if let Ok(provider) = self.ctx.session().table_provider(table.as_str()).await {
+                names.extend(provider.schema().fields().iter().map(|f| f.name().clone()));
+            }
+            names.push(table);
+        }
+        names.sort();
+        names.dedup();
+        if let Ok(mut shared) = self.names.write() {
+            *shared = names;
+        }
+    }
+}
