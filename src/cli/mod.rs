@@ -4,6 +4,7 @@
 mod args;
 pub(crate) mod report;
 mod run;
+mod status;
 
 pub use args::{Args, Command};
 pub use run::exec;

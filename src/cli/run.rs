@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use super::args::{Args, Command};
 use super::report::format_error;
+use super::status::StatusLine;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
@@ -72,6 +73,7 @@ pub async fn exec(args: Args) -> ExitCode {
     spawn_signal_handler(Arc::clone(&stop_sender));
     let failed = Arc::new(AtomicBool::new(false));
     let mut printers = JoinSet::new();
+    let status = StatusLine::start(&ctx, args.quiet);
 
     'scripts: for (label, text) in &scripts {
         let statements = match parse_sql(text) {
@@ -99,6 +101,7 @@ pub async fn exec(args: Args) -> ExitCode {
                     printers.spawn(print_query(
                         query,
                         sink,
+                        status.clone(),
                         args.batches,
                         stop.clone(),
                         Arc::clone(&failed),
@@ -139,6 +142,7 @@ pub async fn exec(args: Args) -> ExitCode {
         }
     }
     while printers.join_next().await.is_some() {}
+    status.around(|| ());
     if !failed.load(Ordering::SeqCst) {
         ctx.wait_for_sinks().await;
     }
@@ -154,6 +158,7 @@ pub async fn exec(args: Args) -> ExitCode {
 async fn print_query(
     mut query: ContinuousQuery,
     mut sink: ConsoleSink,
+    status: StatusLine,
     max_batches: Option<u64>,
     mut stop: watch::Receiver<bool>,
     failed: Arc<AtomicBool>,
@@ -175,8 +180,9 @@ async fn print_query(
         };
         match output {
             Ok(output) => {
-                let written =
-                    sink.write_batch(&mut io::stdout().lock(), &mut io::stderr().lock(), &output);
+                let written = status.around(|| {
+                    sink.write_batch(&mut io::stdout().lock(), &mut io::stderr().lock(), &output)
+                });
                 if let Err(err) = written {
                     if err.kind() != io::ErrorKind::BrokenPipe {
                         eprintln!("brook: cannot write output: {err}");

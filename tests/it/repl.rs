@@ -129,3 +129,35 @@ fn the_repl_runs_queries_survives_ctrl_c_and_errors_and_keeps_history() {
     assert!(history.contains("SELECT line FROM lines;"), "{history}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_long_run_on_a_terminal_shows_a_live_status_line() {
+    let address = line_server(|mut client| {
+        for i in 0..3000 {
+            if client.write_all(format!("tick {i}\n").as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brook"));
+    command
+        .args([
+            "--batch-interval",
+            "300ms",
+            "--duration",
+            "3s",
+            "-c",
+            &format!(
+                "CREATE STREAM lines WITH (connector = 'socket', host = '127.0.0.1', port = '{}'); \
+                 SELECT COUNT(*) AS n FROM lines",
+                port_of(&address)
+            ),
+        ])
+        .env("TERM", "xterm");
+    let mut run = Session::spawn(command).expect("start brook in a pty");
+    run.set_expect_timeout(Some(Duration::from_secs(30)));
+    run.expect("brook: 1 query | ").unwrap();
+    run.expect("rows/s in | lag").unwrap();
+    run.expect(expectrl::Eof).unwrap();
+}
