@@ -503,3 +503,69 @@ fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
         "{stderr}"
     );
 }
+
+#[test]
+fn version_and_help_say_what_brook_is() {
+    let version = brook(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        text(&version.stdout),
+        format!("brook {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = brook(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = text(&help.stdout);
+    for expected in [
+        "Examples:",
+        "brook run queries/wordcount.sql",
+        "repl",
+        "--batch-interval",
+    ] {
+        assert!(help.contains(expected), "{expected} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn each_c_string_is_a_script_and_errors_name_which() {
+    let output = brook(&["-c", "SELECT 1 AS one", "-c", "SELECT\n  nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stdout),
+        "+-----+\n| one |\n+-----+\n| 1   |\n+-----+\n"
+    );
+    assert_eq!(
+        text(&output.stderr),
+        "brook: -c#2:2:3: Schema error: No field named nope.\n 2 |   nope\n   |   ^\n"
+    );
+}
+
+#[test]
+fn a_sink_in_a_script_writes_its_files_before_brook_exits() {
+    let dir = std::env::temp_dir().join(format!("brook-cli-sink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "-c",
+        &format!(
+            "CREATE STREAM q (n INT) WITH (connector = 'queue', one_at_a_time = 'true'); \
+             CREATE SINK tens WITH (connector = 'file', path = '{}', format = 'json') AS SELECT n * 10 AS tens FROM q; \
+             INSERT INTO q VALUES (1), (2); INSERT INTO q VALUES (3);",
+            dir.display()
+        ),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, vec!["tens-000001.json", "tens-000002.json"]);
+    let second = std::fs::read_to_string(dir.join("tens-000002.json")).unwrap();
+    assert!(
+        second.starts_with("{\"batch\":2,\"batch_time\":\""),
+        "{second}"
+    );
+    assert!(second.ends_with(",\"tens\":30}\n"), "{second}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
