@@ -50,10 +50,14 @@ async fn prepared_batches(
             QueueOptions::default().with_one_at_a_time(true),
         )
         .expect("queue");
-    for _ in 0..iters {
-        queue.push(batch.clone()).expect("push");
-    }
-    queue.close();
+    // Pushed from a task that waits when the queue is full (its bound).
+    let batch = batch.clone();
+    tokio::spawn(async move {
+        for _ in 0..iters {
+            queue.push_wait(batch.clone()).await.expect("push");
+        }
+        queue.close();
+    });
     let SqlOutput::Query(query) = ctx.sql(sql).await.expect("query") else {
         unreachable!("continuous query")
     };

@@ -55,12 +55,17 @@ async fn slides(window: u64, incremental: bool, iters: u64, batches: &[RecordBat
             QueueOptions::default().with_one_at_a_time(true),
         )
         .expect("queue");
-    for i in 0..window + iters {
-        queue
-            .push(batches[i as usize % batches.len()].clone())
-            .expect("push");
-    }
-    queue.close();
+    // Pushed from a task that waits when the queue is full (its bound).
+    let batches = batches.to_vec();
+    tokio::spawn(async move {
+        for i in 0..window + iters {
+            queue
+                .push_wait(batches[i as usize % batches.len()].clone())
+                .await
+                .expect("push");
+        }
+        queue.close();
+    });
     let sql = format!(
         "SELECT word, COUNT(*) AS n FROM HOP(words, INTERVAL '1 millisecond', INTERVAL '{window} milliseconds') GROUP BY word"
     );

@@ -26,11 +26,12 @@ use crate::running::{QueryInfo, QueryRegistry, lock};
 use crate::sink::{FileSink, FileSinkOptions};
 use crate::source::{
     Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
+    StreamLimits,
 };
 use crate::sql::{
     BrookStatement, CreateSink, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql,
 };
-use crate::stream::{DEFAULT_MAX_PENDING_ROWS, LiveStream};
+use crate::stream::LiveStream;
 use crate::window::exec::WindowedQuery;
 use crate::window::{StreamMap, WindowKind};
 
@@ -75,6 +76,10 @@ pub struct StreamInfo {
     pub rows_dropped: u64,
     /// Rows received and not yet cut into a batch.
     pub rows_pending: u64,
+    /// The most rows waiting for a batch at any time.
+    pub peak_pending_rows: u64,
+    /// The most bytes of Arrow memory waiting for a batch at any time.
+    pub peak_pending_bytes: u64,
 }
 
 impl StreamInfo {
@@ -231,11 +236,12 @@ impl StreamContext {
                 "stream '{name}': declare at least one column"
             )));
         }
+        let limits = options.limits;
         let stream = self.register_stream(
             name,
             Arc::clone(&schema),
             Arc::new(QueueSource { options }),
-            DEFAULT_MAX_PENDING_ROWS,
+            limits,
         )?;
         Ok(QueueHandle {
             stream: name.to_string(),
@@ -254,7 +260,7 @@ impl StreamContext {
         schema: SchemaRef,
         options: SocketOptions,
     ) -> Result<()> {
-        let max_pending_rows = options.max_pending_rows;
+        let limits = options.limits;
         let source = SocketSource::try_new(
             name.to_string(),
             address.to_string(),
@@ -262,7 +268,7 @@ impl StreamContext {
             Arc::clone(&schema),
             Arc::clone(&self.inner.warn),
         )?;
-        self.register_stream(name, schema, Arc::new(source), max_pending_rows)?;
+        self.register_stream(name, schema, Arc::new(source), limits)?;
         Ok(())
     }
 
@@ -271,7 +277,7 @@ impl StreamContext {
         name: &str,
         schema: SchemaRef,
         source: Arc<dyn Source>,
-        max_pending_rows: usize,
+        limits: StreamLimits,
     ) -> Result<Arc<LiveStream>> {
         let mut streams = self
             .inner
@@ -292,7 +298,7 @@ impl StreamContext {
             name.to_string(),
             Arc::clone(&schema),
             source,
-            max_pending_rows,
+            limits,
         ));
         self.inner.session.register_table(
             name,
@@ -639,6 +645,8 @@ impl StreamContext {
                 rows_received: s.inbox.rows_received.load(Ordering::Relaxed),
                 rows_dropped: s.inbox.rows_dropped.load(Ordering::Relaxed),
                 rows_pending: s.inbox.pending_rows() as u64,
+                peak_pending_rows: s.inbox.peak_pending_rows.load(Ordering::Relaxed),
+                peak_pending_bytes: s.inbox.peak_pending_bytes.load(Ordering::Relaxed),
             })
             .collect()
     }

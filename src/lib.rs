@@ -68,6 +68,6 @@ pub use context::{SqlOutput, StreamContext, StreamInfo, line_schema};
 pub use error::{BrookError, Result, SqlLocation, WarningHandler};
 pub use query::{BatchOutput, ContinuousQuery};
 pub use running::{QueryInfo, QueryStats};
-pub use source::{LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions};
+pub use source::{LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions, StreamLimits};
 pub use window::OutputMode;
 pub use window::exec::{Retained, WindowBounds};

@@ -179,6 +179,10 @@ pub struct BatchOutput {
     pub elapsed: Duration,
     /// Time spent executing the plan alone.
     pub execution: Duration,
+    /// How late the batch started: from its tick until the query began
+    /// executing it (cutting, and waiting for the query's previous batch).
+    /// Near zero while the query keeps up with the batch interval.
+    pub lag: Duration,
     /// For a `HOP` or `TUMBLE` query, the window this result covers.
     pub window: Option<WindowBounds>,
     /// What a window or running aggregate query holds after this batch
@@ -478,6 +482,7 @@ async fn run_batches(
                     schema: Arc::clone(&schema),
                     elapsed: tick.instant.elapsed(),
                     execution: started.elapsed(),
+                    lag,
                     window,
                     retained: retained(&plan),
                 })),
@@ -521,6 +526,7 @@ async fn run_batches(
                         schema: Arc::clone(&schema),
                         elapsed: tick.instant.elapsed(),
                         execution: started.elapsed(),
+                        lag: Duration::ZERO,
                         window: emission.window,
                         retained: windowed.retained(),
                     })),

@@ -11,11 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::Notify;
 
 use crate::error::{BrookError, Result};
-use crate::source::Source;
-
-/// Rows a source may hold in its inbox before it waits for the next tick
-/// (socket sources stop reading; TCP flow control slows the sender).
-pub(crate) const DEFAULT_MAX_PENDING_ROWS: usize = 4_000_000;
+use crate::source::{Source, StreamLimits};
 
 /// A stream registered in a [`crate::StreamContext`].
 #[derive(Debug)]
@@ -33,9 +29,9 @@ impl LiveStream {
         name: String,
         schema: SchemaRef,
         source: Arc<dyn Source>,
-        max_pending_rows: usize,
+        limits: StreamLimits,
     ) -> Self {
-        let inbox = Arc::new(Inbox::new(name.clone(), max_pending_rows));
+        let inbox = Arc::new(Inbox::new(name.clone(), limits));
         Self {
             name,
             schema,
@@ -158,36 +154,62 @@ pub(crate) struct StreamCut {
     pub ended: bool,
 }
 
-/// Where a source leaves decoded rows until the next tick. Bounded: a
-/// source that runs ahead waits in [`Inbox::push`].
+/// Where a source leaves decoded rows until the next tick. Bounded by rows
+/// and bytes: a socket that runs ahead waits in [`Inbox::push`]; a queue's
+/// push is refused ([`Inbox::push_now`]).
 #[derive(Debug)]
 pub(crate) struct Inbox {
     stream: String,
     state: std::sync::Mutex<InboxState>,
     /// Woken after each cut, so a source waiting for space can go on.
     space_freed: Notify,
-    max_pending_rows: usize,
+    limits: StreamLimits,
     pub rows_received: AtomicU64,
     pub rows_dropped: AtomicU64,
+    /// The most rows and bytes the inbox has held at once.
+    pub peak_pending_rows: AtomicU64,
+    pub peak_pending_bytes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct InboxState {
     items: VecDeque<RecordBatch>,
     pending_rows: usize,
+    pending_bytes: usize,
     closed: bool,
     failure: Option<String>,
 }
 
+impl InboxState {
+    /// Whether an item of `rows` and `bytes` fits under `limits`. An empty
+    /// inbox takes any item, so one item larger than the bound still passes.
+    fn has_room(&self, limits: &StreamLimits, rows: usize, bytes: usize) -> bool {
+        self.items.is_empty()
+            || (self.pending_rows + rows <= limits.max_pending_rows
+                && self.pending_bytes + bytes <= limits.max_pending_bytes)
+    }
+}
+
+/// Arrow memory a batch holds (shared buffers counted in full).
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch.get_array_memory_size()
+}
+
 impl Inbox {
-    fn new(stream: String, max_pending_rows: usize) -> Self {
+    fn new(stream: String, limits: StreamLimits) -> Self {
         Self {
             stream,
             state: Default::default(),
             space_freed: Notify::new(),
-            max_pending_rows: max_pending_rows.max(1),
+            limits: StreamLimits {
+                max_pending_rows: limits.max_pending_rows.max(1),
+                max_pending_bytes: limits.max_pending_bytes.max(1),
+                max_batch_rows: limits.max_batch_rows.filter(|rows| *rows > 0),
+            },
             rows_received: AtomicU64::new(0),
             rows_dropped: AtomicU64::new(0),
+            peak_pending_rows: AtomicU64::new(0),
+            peak_pending_bytes: AtomicU64::new(0),
         }
     }
 
@@ -199,39 +221,73 @@ impl Inbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds one item now, however full the inbox is (queues: the caller
-    /// decided to push it). Fails if the inbox was closed.
-    pub fn push_now(&self, batch: RecordBatch) -> Result<()> {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(BrookError::invalid(format!(
-                "stream '{}' is closed",
-                self.stream
-            )));
-        }
+    fn add(&self, state: &mut InboxState, batch: RecordBatch, bytes: usize) {
         self.rows_received
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         state.pending_rows += batch.num_rows();
+        state.pending_bytes += bytes;
+        self.peak_pending_rows
+            .fetch_max(state.pending_rows as u64, Ordering::Relaxed);
+        self.peak_pending_bytes
+            .fetch_max(state.pending_bytes as u64, Ordering::Relaxed);
         state.items.push_back(batch);
+    }
+
+    fn closed_error(&self) -> BrookError {
+        BrookError::invalid(format!("stream '{}' is closed", self.stream))
+    }
+
+    /// Adds `batch` if the inbox has room; a full inbox is an error that
+    /// says so (a queue's `push`, `INSERT INTO`). Fails if closed.
+    pub fn push_now(&self, batch: RecordBatch) -> Result<()> {
+        let bytes = batch_bytes(&batch);
+        let mut state = self.lock();
+        if state.closed {
+            return Err(self.closed_error());
+        }
+        if !state.has_room(&self.limits, batch.num_rows(), bytes) {
+            return Err(BrookError::invalid(format!(
+                "stream '{}' is full: {} rows ({} bytes) wait for the next batch (max_pending_rows = {}, max_pending_bytes = {}); push again once a query has taken them",
+                self.stream,
+                state.pending_rows,
+                state.pending_bytes,
+                self.limits.max_pending_rows,
+                self.limits.max_pending_bytes
+            )));
+        }
+        self.add(&mut state, batch, bytes);
         Ok(())
     }
 
-    /// Adds rows, first waiting for a tick to make room if the inbox is full.
-    pub async fn push(&self, batch: RecordBatch) {
+    /// Adds `batch`, first waiting for a tick to make room if the inbox is
+    /// full (backpressure). A batch of more rows than the inbox may hold
+    /// goes in as slices (copying nothing). Fails only if the inbox is
+    /// closed.
+    pub async fn push(&self, batch: RecordBatch) -> Result<()> {
+        let most = self.limits.max_pending_rows;
+        let mut offset = 0;
+        while batch.num_rows() - offset > most {
+            self.push_fitting(batch.slice(offset, most)).await?;
+            offset += most;
+        }
+        self.push_fitting(batch.slice(offset, batch.num_rows() - offset))
+            .await
+    }
+
+    async fn push_fitting(&self, batch: RecordBatch) -> Result<()> {
+        let bytes = batch_bytes(&batch);
         loop {
             let space_freed = self.space_freed.notified();
             tokio::pin!(space_freed);
             space_freed.as_mut().enable();
             {
                 let mut state = self.lock();
-                if state.pending_rows == 0
-                    || state.pending_rows + batch.num_rows() <= self.max_pending_rows
-                {
-                    self.rows_received
-                        .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    state.pending_rows += batch.num_rows();
-                    state.items.push_back(batch);
-                    return;
+                if state.closed {
+                    return Err(self.closed_error());
+                }
+                if state.has_room(&self.limits, batch.num_rows(), bytes) {
+                    self.add(&mut state, batch, bytes);
+                    return Ok(());
                 }
             }
             space_freed.await;
@@ -241,6 +297,8 @@ impl Inbox {
     /// Marks the end of the source: once drained, the stream has ended.
     pub fn close(&self) {
         self.lock().closed = true;
+        // Pushers waiting for room learn that the stream is closed.
+        self.space_freed.notify_waiters();
     }
 
     /// Records that the source failed; the next cut reports it to queries.
@@ -268,12 +326,31 @@ impl Inbox {
         {
             return (Vec::new(), true, Some(failure));
         }
-        let items: Vec<RecordBatch> = if one_item {
-            state.items.pop_front().into_iter().collect()
-        } else {
-            state.items.drain(..).collect()
-        };
-        state.pending_rows -= items.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let mut items = Vec::new();
+        let mut rows = 0;
+        let cap = self.limits.max_batch_rows.unwrap_or(usize::MAX);
+        while rows < cap {
+            let Some(item) = state.items.pop_front() else {
+                break;
+            };
+            let item = if rows + item.num_rows() > cap {
+                // Slicing copies nothing; the rest waits for the next tick.
+                let keep = cap - rows;
+                state
+                    .items
+                    .push_front(item.slice(keep, item.num_rows() - keep));
+                item.slice(0, keep)
+            } else {
+                item
+            };
+            rows += item.num_rows();
+            items.push(item);
+            if one_item {
+                break;
+            }
+        }
+        state.pending_rows -= rows;
+        state.pending_bytes = state.items.iter().map(batch_bytes).sum();
         let ended = state.closed && state.items.is_empty() && state.failure.is_none();
         drop(state);
         self.space_freed.notify_waiters();

@@ -191,6 +191,9 @@ impl ConsoleSink {
     }
 }
 
+/// Lag below this is noise (cutting the batch, handing it over) and not shown.
+const LAG_SHOWN_FROM: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The header printed above each batch.
 fn batch_header(output: &BatchOutput) -> String {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
@@ -211,9 +214,15 @@ fn batch_header(output: &BatchOutput) -> String {
             )
         }
     };
+    // A query behind the clock says by how much.
+    let lag = if output.lag >= LAG_SHOWN_FROM {
+        format!(" | lag {:.0} ms", output.lag.as_secs_f64() * 1000.0)
+    } else {
+        String::new()
+    };
     format!(
         "-------------------------------------------\n\
-         Batch {} at {}{} | {} row{} in | {} row{} out | {:.1} ms\n\
+         Batch {} at {}{} | {} row{} in | {} row{} out | {:.1} ms{lag}\n\
          -------------------------------------------",
         output.batch_number,
         output.batch_time.format("%Y-%m-%d %H:%M:%S%.3f"),

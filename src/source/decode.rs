@@ -181,6 +181,7 @@ impl LineDecoder {
                 .with_header(false)
                 .with_delimiter(delimiter)
                 .with_batch_size(CSV_BATCH_ROWS)
+                .with_null_regex(null_spellings())
                 .build_decoder()
         })
     }
@@ -240,12 +241,16 @@ impl LineDecoder {
                 Ok(Some(row)) if row.num_rows() == 1 => good_rows.push(row),
                 Ok(other) => {
                     self.csv = None;
+                    let found = other.map_or(0, |b| b.num_rows());
+                    let quotes = line.iter().filter(|b| **b == b'"').count();
+                    let message = if found == 0 && quotes % 2 == 1 {
+                        "unterminated quoted field: a CSV record is one line, so a quoted field cannot hold a newline".to_string()
+                    } else {
+                        format!("expected one CSV record, found {found}")
+                    };
                     decoded.bad_lines.push(BadLine {
                         line: line_number,
-                        message: format!(
-                            "expected one CSV record, found {}",
-                            other.map_or(0, |b| b.num_rows())
-                        ),
+                        message,
                     });
                 }
                 Err(err) => {
@@ -355,6 +360,16 @@ fn clean_csv_message(message: &str) -> String {
     }
     cleaned.push_str(rest);
     cleaned
+}
+
+/// What CSV writers use for NULL: an empty field, `NULL`, `null`, and `\N`
+/// (PostgreSQL's COPY, MySQL's dumps).
+fn null_spellings() -> regex::Regex {
+    static NULLS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        #[allow(clippy::expect_used)]
+        regex::Regex::new(r"^(|NULL|null|\\N)$").expect("a fixed, valid pattern")
+    });
+    NULLS.clone()
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::stream::Inbox;
 
 pub(crate) use options::Connector;
-pub use options::{LineFormat, OnError, QueueOptions, SocketOptions};
+pub use options::{LineFormat, OnError, QueueOptions, SocketOptions, StreamLimits};
 pub use queue::QueueHandle;
 pub(crate) use queue::QueueSource;
 pub(crate) use socket::SocketSource;

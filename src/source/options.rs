@@ -3,7 +3,58 @@
 use std::collections::BTreeMap;
 
 use crate::error::{BrookError, Result};
-use crate::stream::DEFAULT_MAX_PENDING_ROWS;
+
+/// The bounds between a stream's source and its queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Rows held between ticks before the source waits (a socket stops
+    /// reading; a queue refuses pushes); default 4,000,000.
+    pub max_pending_rows: usize,
+    /// Bytes of Arrow memory held between ticks before the source waits;
+    /// default 256 MiB.
+    pub max_pending_bytes: usize,
+    /// Rows one batch takes at most; the rest waits for the next tick.
+    /// Default: no cap.
+    pub max_batch_rows: Option<usize>,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_pending_rows: 4_000_000,
+            max_pending_bytes: 256 << 20,
+            max_batch_rows: None,
+        }
+    }
+}
+
+impl StreamLimits {
+    /// Reads `max_pending_rows`, `max_pending_bytes` and `max_batch_rows`
+    /// from `options`, removing them.
+    fn take_from(stream: &str, options: &mut BTreeMap<&str, &str>) -> Result<Self> {
+        let mut limits = Self::default();
+        let mut positive = |key: &str| -> Result<Option<usize>> {
+            options
+                .remove(key)
+                .map(|value| {
+                    value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        BrookError::invalid(format!(
+                            "stream '{stream}': {key} must be a positive number, got '{value}'"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        if let Some(rows) = positive("max_pending_rows")? {
+            limits.max_pending_rows = rows;
+        }
+        if let Some(bytes) = positive("max_pending_bytes")? {
+            limits.max_pending_bytes = bytes;
+        }
+        limits.max_batch_rows = positive("max_batch_rows")?;
+        Ok(limits)
+    }
+}
 
 /// Options of a queue stream (Spark's `queueStream`).
 #[derive(Debug, Clone, Default)]
@@ -11,12 +62,20 @@ pub struct QueueOptions {
     /// Take one pushed item per batch interval (`true`) or everything queued
     /// at each tick (`false`, the default).
     pub one_at_a_time: bool,
+    /// How much may wait for the next tick, and how much one batch takes.
+    pub limits: StreamLimits,
 }
 
 impl QueueOptions {
     /// Sets [`QueueOptions::one_at_a_time`].
     pub fn with_one_at_a_time(mut self, one_at_a_time: bool) -> Self {
         self.one_at_a_time = one_at_a_time;
+        self
+    }
+
+    /// Sets [`QueueOptions::limits`].
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.limits = limits;
         self
     }
 }
@@ -53,8 +112,9 @@ pub struct SocketOptions {
     pub on_error: OnError,
     /// CSV field delimiter; default `,`.
     pub delimiter: u8,
-    /// Rows held between ticks before the socket stops reading; default 4,000,000.
-    pub max_pending_rows: usize,
+    /// How much may wait for the next tick (then the socket stops reading
+    /// and TCP flow control slows the sender), and how much one batch takes.
+    pub limits: StreamLimits,
     /// With `reconnect`, consecutive failed reconnection attempts after which
     /// the stream fails; default `None` (keep trying).
     pub reconnect_attempts: Option<u32>,
@@ -70,7 +130,7 @@ impl Default for SocketOptions {
             reconnect: false,
             on_error: OnError::Skip,
             delimiter: b',',
-            max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
+            limits: StreamLimits::default(),
             max_line_bytes: 1 << 20,
             reconnect_attempts: None,
         }
@@ -102,9 +162,9 @@ impl SocketOptions {
         self
     }
 
-    /// Sets [`SocketOptions::max_pending_rows`].
-    pub fn with_max_pending_rows(mut self, rows: usize) -> Self {
-        self.max_pending_rows = rows;
+    /// Sets [`SocketOptions::limits`].
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.limits = limits;
         self
     }
 }
@@ -135,11 +195,13 @@ impl Connector {
                 "stream '{stream}': missing option connector; use WITH (connector = 'queue') or WITH (connector = 'socket', port = '9000')"
             ))
         })?;
+        let limits = StreamLimits::take_from(stream, &mut remaining)?;
         let mut take = |key: &str| remaining.remove(key);
         let parsed = match connector.to_ascii_lowercase().as_str() {
             "queue" => Connector::Queue(QueueOptions {
                 one_at_a_time: take("one_at_a_time")
                     .map_or(Ok(false), |v| parse_bool(stream, "one_at_a_time", v))?,
+                limits,
             }),
             "socket" => {
                 let host = take("host").unwrap_or("localhost");
@@ -153,7 +215,10 @@ impl Connector {
                         "stream '{stream}': port must be a number from 1 to 65535, got '{port}'"
                     ))
                 })?;
-                let mut options = SocketOptions::default();
+                let mut options = SocketOptions {
+                    limits,
+                    ..SocketOptions::default()
+                };
                 if let Some(format) = take("format") {
                     options.format = match format.to_ascii_lowercase().as_str() {
                         "text" => LineFormat::Text,
@@ -204,13 +269,6 @@ impl Connector {
                         ))
                     })?;
                 }
-                if let Some(rows) = take("max_pending_rows") {
-                    options.max_pending_rows = rows.parse().ok().filter(|r| *r > 0).ok_or_else(|| {
-                        BrookError::invalid(format!(
-                            "stream '{stream}': max_pending_rows must be a positive number, got '{rows}'"
-                        ))
-                    })?;
-                }
                 Connector::Socket {
                     address: format!("{host}:{port}"),
                     options,
@@ -224,9 +282,11 @@ impl Connector {
         };
         if let Some((key, _)) = remaining.into_iter().next() {
             let known = match parsed {
-                Connector::Queue(_) => "connector, one_at_a_time",
+                Connector::Queue(_) => {
+                    "connector, one_at_a_time, max_pending_rows, max_pending_bytes, max_batch_rows"
+                }
                 Connector::Socket { .. } => {
-                    "connector, host, port, format, reconnect, reconnect_attempts, on_error, delimiter, max_line_bytes, max_pending_rows"
+                    "connector, host, port, format, reconnect, reconnect_attempts, on_error, delimiter, max_line_bytes, max_pending_rows, max_pending_bytes, max_batch_rows"
                 }
             };
             return Err(BrookError::invalid(format!(

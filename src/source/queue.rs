@@ -59,6 +59,20 @@ impl QueueHandle {
     /// Queues one item. Items wait until a query reads the stream; with
     /// `one_at_a_time` each item is one batch.
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
+        let batch = self.conform(batch)?;
+        self.inbox.push_now(batch)
+    }
+
+    /// Like [`QueueHandle::push`], but when the queue is full
+    /// (`max_pending_rows` / `max_pending_bytes`) waits until a batch has
+    /// taken enough of it (backpressure for a fast producer).
+    pub async fn push_wait(&self, batch: RecordBatch) -> Result<()> {
+        let batch = self.conform(batch)?;
+        self.inbox.push(batch).await
+    }
+
+    /// `batch` with the stream's schema, or an error naming both.
+    fn conform(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let fields = self.schema.fields();
         let given = batch.schema();
         let types_match = given.fields().len() == fields.len()
@@ -75,8 +89,10 @@ impl QueueHandle {
                 describe_fields(&given)
             )));
         }
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())?;
-        self.inbox.push_now(batch)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            batch.columns().to_vec(),
+        )?)
     }
 
     /// Closes the queue: once the items already queued have been taken, the

@@ -344,8 +344,11 @@ impl SocketReader {
             }
             (self.warn)(&error);
         }
-        if let Some(batch) = decoded.batch {
-            self.inbox.push(batch).await;
+        if let Some(batch) = decoded.batch
+            && self.inbox.push(batch).await.is_err()
+        {
+            // The stream was closed (dropped): stop reading.
+            return false;
         }
         true
     }

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod examples;
 mod queue;
+mod reliability;
 mod repl;
 mod sink;
 mod socket;
