@@ -117,6 +117,8 @@ struct ContextInner {
     streams: StreamMap,
     /// Whether window queries use partial aggregates when they can.
     incremental_windows: AtomicBool,
+    /// Whether a query stops after a batch it cannot execute.
+    stop_on_query_error: AtomicBool,
     batcher: Arc<Batcher>,
     next_query_id: AtomicU64,
     warn: WarningHandler,
@@ -185,6 +187,7 @@ impl StreamContext {
                 session,
                 streams,
                 incremental_windows: AtomicBool::new(true),
+                stop_on_query_error: AtomicBool::new(false),
                 batcher,
                 next_query_id: AtomicU64::new(1),
                 warn,
@@ -216,6 +219,15 @@ impl StreamContext {
     /// Running aggregates are always incremental.
     pub fn set_incremental_windows(&self, on: bool) {
         self.inner.incremental_windows.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether queries started from now on stop after a batch they cannot
+    /// execute (`true`), or report it and go on with the next batch
+    /// (`false`, the default). `SET on_query_error = 'stop' | 'continue'`.
+    pub fn set_stop_on_query_error(&self, stop: bool) {
+        self.inner
+            .stop_on_query_error
+            .store(stop, Ordering::Relaxed);
     }
 
     /// DataFusion's session, for registering static tables and functions.
@@ -419,6 +431,10 @@ impl StreamContext {
                 Err(_) if *if_exists => Ok(SqlOutput::Done),
                 Err(err) => Err(located(err)),
             },
+            BrookStatement::SetStopOnQueryError(stop) => {
+                self.set_stop_on_query_error(*stop);
+                Ok(SqlOutput::Done)
+            }
             BrookStatement::SetIncrementalWindows(on) => {
                 self.set_incremental_windows(*on);
                 Ok(SqlOutput::Done)
@@ -778,6 +794,7 @@ impl StreamContext {
             ticks,
             self.inner.batcher.tick_now_handle(),
             self.inner.queries.clone(),
+            self.inner.stop_on_query_error.load(Ordering::Relaxed),
         )))
     }
 

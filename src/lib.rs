@@ -50,6 +50,10 @@
 //! # }
 //! ```
 
+// Nothing derived from user input or the network may panic: library code
+// returns errors instead (tests may unwrap).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub(crate) mod batcher;
 pub mod cli;
 pub mod context;

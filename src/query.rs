@@ -323,6 +323,7 @@ impl ContinuousQuery {
         ticks: mpsc::Receiver<Tick>,
         tick_now: Arc<Notify>,
         registry: QueryRegistry,
+        stop_on_error: bool,
     ) -> Self {
         let schema = prepared.schema();
         let (output_sender, outputs) = mpsc::channel(1);
@@ -344,6 +345,7 @@ impl ContinuousQuery {
             stop_requested,
             Arc::clone(&entry),
             registry.clone(),
+            stop_on_error,
         ));
         Self {
             entry,
@@ -416,8 +418,9 @@ async fn run_query(
     stop_requested: watch::Receiver<Stop>,
     entry: Arc<QueryEntry>,
     registry: QueryRegistry,
+    stop_on_error: bool,
 ) {
-    run_batches(plan, ticks, outputs, stop_requested, &entry).await;
+    run_batches(plan, ticks, outputs, stop_requested, &entry, stop_on_error).await;
     registry.remove(entry.id);
 }
 
@@ -427,6 +430,7 @@ async fn run_batches(
     outputs: mpsc::Sender<Result<BatchOutput>>,
     mut stop_requested: watch::Receiver<Stop>,
     entry: &QueryEntry,
+    stop_on_error: bool,
 ) {
     let schema = plan.schema();
     let mut batch_number = 0;
@@ -506,9 +510,13 @@ async fn run_batches(
                 stats.lag = lag;
                 stats.retained = retained(&plan);
             }
+            let failed = matches!(output, Some(Err(_)));
             if let Some(output) = output
                 && outputs.send(output).await.is_err()
             {
+                return;
+            }
+            if failed && stop_on_error {
                 return;
             }
         }

@@ -106,12 +106,15 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
         } else {
             "  ...> "
         };
-        let (returned, line) = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             let line = editor.readline(prompt);
             (editor, line)
         })
-        .await
-        .unwrap_or_else(|err| panic!("the line editor's thread failed: {err}"));
+        .await;
+        let Ok((returned, line)) = read else {
+            eprintln!("brook: the line editor stopped unexpectedly");
+            break;
+        };
         editor = returned;
         let line = match line {
             Ok(line) => line,

@@ -46,6 +46,9 @@ pub enum BrookStatement {
     /// aggregates use per-batch partial aggregates (the default) or re-run
     /// the query over every retained batch.
     SetIncrementalWindows(bool),
+    /// `SET on_query_error = 'continue' | 'stop'`: whether a query goes on
+    /// after a batch it cannot execute (the default) or stops.
+    SetStopOnQueryError(bool),
     /// `SHOW QUERIES`: the running continuous queries.
     ShowQueries,
     /// `STOP QUERY n`: stops running query `n` after its batch in progress.
@@ -161,6 +164,7 @@ fn parse_statement(
         ("drop", "sink") => parse_drop_sink(tokens),
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
         ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
+        ("set", "on_query_error") => parse_set_on_query_error(tokens),
         _ => parse_datafusion(tokens).map(|s| BrookStatement::DataFusion(Box::new(s))),
     }
 }
@@ -319,6 +323,18 @@ fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement
         });
     }
     Ok(BrookStatement::SetBatchInterval(interval))
+}
+
+fn parse_set_on_query_error(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+    let (value_token, value) = parse_set_value(tokens, "'continue' or 'stop'")?;
+    match value.to_ascii_lowercase().as_str() {
+        "continue" => Ok(BrookStatement::SetStopOnQueryError(false)),
+        "stop" => Ok(BrookStatement::SetStopOnQueryError(true)),
+        _ => Err(BrookError::Sql {
+            message: format!("on_query_error is 'continue' or 'stop', not '{value}'"),
+            location: Some(location_of(&value_token)),
+        }),
+    }
 }
 
 fn parse_set_incremental_windows(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {

@@ -112,3 +112,40 @@ async fn a_batch_that_fails_to_execute_is_reported_with_its_number_and_the_query
     }
     assert_eq!(seen, vec!["1: 2", "2: failed", "3: 5"]);
 }
+
+#[tokio::test]
+async fn on_query_error_stop_ends_the_query_at_the_failing_batch_and_spares_others() {
+    let ctx = StreamContext::new(Duration::from_millis(40));
+    ctx.sql("CREATE STREAM q (n INT) WITH (connector = 'queue', one_at_a_time = 'true')")
+        .await
+        .unwrap();
+    for n in [5, 0, 2] {
+        ctx.sql(&format!("INSERT INTO q VALUES ({n})"))
+            .await
+            .unwrap();
+    }
+    ctx.close_queues();
+    let other = start(&ctx, "SELECT n FROM q").await;
+    ctx.sql("SET on_query_error = 'stop'").await.unwrap();
+    let mut query = start(&ctx, "SELECT 10 / n AS tenth FROM q").await;
+    let mut seen = Vec::new();
+    while let Some(output) = next_batch(&mut query).await {
+        seen.push(match output {
+            Ok(output) => format!("{}: {}", output.batch_number, rows(&output)[0][0]),
+            Err(err) => format!("error: {err}"),
+        });
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], "1: 2");
+    assert!(seen[1].starts_with("error: batch 2: "), "{seen:?}");
+    // The query that started before (and reads the same stream) goes on.
+    let values: Vec<String> = crate::common::collect_all(other)
+        .await
+        .iter()
+        .flat_map(rows)
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(values, vec!["5", "0", "2"]);
+    let err = ctx.sql("SET on_query_error = 'panic'").await.unwrap_err();
+    assert!(err.to_string().contains("'continue' or 'stop'"), "{err}");
+}
