@@ -59,6 +59,8 @@ pub mod cli;
 pub mod context;
 pub mod error;
 pub(crate) mod functions;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod query;
 pub mod repl;
 pub(crate) mod running;

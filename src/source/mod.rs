@@ -2,7 +2,7 @@
 //! [`Source`]; a source decodes what it receives into Arrow and leaves it in
 //! the stream's [`Inbox`] for the next tick.
 
-mod decode;
+pub(crate) mod decode;
 mod options;
 mod queue;
 mod socket;

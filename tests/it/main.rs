@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod examples;
+mod fuzz_regressions;
 mod queue;
 mod reliability;
 mod repl;
