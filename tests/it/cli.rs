@@ -472,6 +472,10 @@ fn sliding_avg_temperature_prints_a_two_second_window_every_second() {
 
 #[test]
 fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
+    let script = temp_sql(
+        "include.sql",
+        "SELECT 40 + 2 AS answer;\nSELECT bad_column;\n",
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env(
@@ -487,7 +491,13 @@ fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"SELECT 1 + 1\n  AS two;\nSELECT nope;\n\\format csv\nSELECT 3 AS three;\n")
+        .write_all(
+            format!(
+                "SELECT 1 + 1\n  AS two;\nSELECT nope;\n\\format csv\nSELECT 3 AS three;\n\\i {}\n\\maxrows x\n",
+                script.display()
+            )
+            .as_bytes(),
+        )
         .unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0));
