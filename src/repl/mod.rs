@@ -159,8 +159,28 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
         }
         repl.refresh_names().await;
     }
+    // Background queries run what their streams have received through a
+    // last batch, and their sinks finish their files, before brook exits.
+    let sinks = repl.ctx.sink_names();
+    if !sinks.is_empty() {
+        println!(
+            "Finishing {} ({})...",
+            plural(sinks.len(), "sink"),
+            sinks.join(", ")
+        );
+    }
     repl.ctx.close_queues();
+    repl.ctx.finish_queries();
+    repl.ctx.wait_for_sinks().await;
     ExitCode::SUCCESS
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 impl Repl {

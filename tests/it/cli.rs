@@ -579,3 +579,94 @@ fn a_sink_in_a_script_writes_its_files_before_brook_exits() {
     assert!(second.ends_with(",\"tens\":30}\n"), "{second}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_runs_a_sinks_last_batch_and_leaves_only_complete_files() {
+    let address = silent_after_one_line();
+    let dir = std::env::temp_dir().join(format!("brook-sigterm-sink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = crate::common::port_of(&address);
+    let child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args([
+            "--batch-interval",
+            "5s",
+            "-c",
+            &format!(
+                "CREATE STREAM ds (line TEXT) WITH (connector = 'socket', host = '127.0.0.1', port = '{port}'); \
+                 CREATE SINK lines WITH (connector = 'file', path = '{}') AS SELECT line FROM ds",
+                dir.display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start brook");
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("output");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, vec!["lines-000001.csv"]);
+    let content = std::fs::read_to_string(dir.join("lines-000001.csv")).unwrap();
+    assert!(
+        content.starts_with("batch,batch_time,line\n1,"),
+        "{content}"
+    );
+    assert!(content.ends_with(",only line\n"), "{content}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn quitting_the_repl_finishes_its_sinks() {
+    let dir = std::env::temp_dir().join(format!("brook-repl-quit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(["--batch-interval", "10s"])
+        .env("BROOK_HISTORY", dir.with_extension("history"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start brook");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!(
+                "CREATE STREAM q (word TEXT) WITH (connector = 'queue');\n\
+                 CREATE SINK words WITH (connector = 'file', path = '{}') AS SELECT word FROM q;\n\
+                 INSERT INTO q VALUES ('last'), ('words');\n\\q\n",
+                dir.display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    // The 10 s tick never came: quitting cut the batch at once.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("Finishing 1 sink (words)..."));
+    let content = std::fs::read_to_string(dir.join("words-000001.csv")).unwrap();
+    let words: Vec<&str> = content
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert_eq!(words, vec!["last", "words"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("history"));
+}

@@ -47,6 +47,9 @@ fn the_repl_runs_queries_survives_ctrl_c_and_errors_and_keeps_history() {
         port_of(&address)
     ))
     .unwrap();
+    // Wait for the statement's own output before the prompt: while a line
+    // is typed, rustyline redraws it with the prompt in front.
+    repl.expect("CREATE STREAM\r\n").unwrap();
     repl.expect("brook> ").unwrap();
 
     // A continuous query prints batch after batch until Ctrl-C...
@@ -74,6 +77,7 @@ fn the_repl_runs_queries_survives_ctrl_c_and_errors_and_keeps_history() {
     let out = dir.join("out");
     repl.send_line("CREATE STREAM q (word TEXT) WITH (connector = 'queue');")
         .unwrap();
+    repl.expect("CREATE STREAM\r\n").unwrap();
     repl.expect("brook> ").unwrap();
     repl.send_line(format!(
         "CREATE SINK counts WITH (connector = 'file', path = '{}') AS SELECT word, COUNT(*) AS n FROM q GROUP BY word;",
@@ -84,7 +88,7 @@ fn the_repl_runs_queries_survives_ctrl_c_and_errors_and_keeps_history() {
     repl.expect("brook> ").unwrap();
     repl.send_line("INSERT INTO q VALUES ('a'), ('b'), ('a');")
         .unwrap();
-    repl.expect("INSERT").unwrap();
+    repl.expect("INSERT\r\n").unwrap();
     repl.expect("brook> ").unwrap();
     // Wait until the batch with the rows has been written.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -100,7 +104,7 @@ fn the_repl_runs_queries_survives_ctrl_c_and_errors_and_keeps_history() {
     repl.expect("sink counts").unwrap();
     repl.expect("brook> ").unwrap();
     repl.send_line("STOP QUERY 2;").unwrap();
-    repl.expect("STOP QUERY").unwrap();
+    repl.expect("STOP QUERY\r\n").unwrap();
     repl.expect("brook> ").unwrap();
 
     repl.send_line("\\q").unwrap();
