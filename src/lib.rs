@@ -13,8 +13,12 @@
 //! - `stream`: a registered stream's inbox, where rows wait for a tick.
 //! - `batcher`: the trigger clock that cuts batches and feeds queries.
 //! - [`query`]: a running [`ContinuousQuery`] and its per-batch execution.
+//! - [`window`]: `HOP`, `TUMBLE` and `RUNNING`: the table functions, the
+//!   split of a plan into partial / merge / final aggregates, the window state.
+//! - `running`: the running queries of a context (`SHOW QUERIES`, `STOP QUERY`).
 //! - `functions`: SQL functions brook adds (`split`, a zero-copy word split).
-//! - [`sink`]: console output (table, CSV, JSON).
+//! - [`sink`]: console output (table, CSV, JSON) and file sinks (`CREATE SINK`).
+//! - [`repl`]: the interactive shell.
 //! - [`cli`]: the `brook` command line.
 //! - [`error`]: the error type, [`BrookError`].
 //!

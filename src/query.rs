@@ -3,9 +3,9 @@
 //! [`BatchOutput`]s; stopped when dropped.
 //!
 //! How per-batch execution works: each stream is registered in DataFusion as
-//! a [`StreamTable`]. Planning a query happens once, on a copy of the session
-//! state that carries [`QueryBindings`]; every scan of a stream then gets its
-//! own [`BatchSlot`] (a one-partition `StreamingTable` whose partition reads
+//! a `StreamTable`. Planning a query happens once, on a copy of the session
+//! state that carries `QueryBindings`; every scan of a stream then gets its
+//! own `BatchSlot` (a one-partition `StreamingTable` whose partition reads
 //! the slot). At each tick brook puts the new batch into the slots, resets
 //! the physical plan's run state, and executes it: no parsing, no logical or
 //! physical planning per batch.

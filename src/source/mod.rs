@@ -1,6 +1,6 @@
 //! Sources: where a stream's rows come from. One file per kind, all behind
-//! [`Source`]; a source decodes what it receives into Arrow and leaves it in
-//! the stream's [`Inbox`] for the next tick.
+//! `Source`; a source decodes what it receives into Arrow and leaves it in
+//! the stream's `Inbox` for the next tick.
 
 pub(crate) mod decode;
 mod options;

@@ -13,8 +13,8 @@
 //! are made of whole micro-batches (processing time), so size and slide must
 //! be multiples of the batch interval.
 //!
-//! How a window query runs ([`exec`]): if its plan is a `GROUP BY` whose
-//! aggregates can be merged (see [`incremental`]), brook aggregates each
+//! How a window query runs (`exec`): if its plan is a `GROUP BY` whose
+//! aggregates can be merged (see `incremental`), brook aggregates each
 //! batch once into partial state (a *pane*) and merges panes per emission;
 //! otherwise it keeps the window's raw batches and re-runs the plan over
 //! them. Either way only what the window still needs is retained.
