@@ -444,3 +444,52 @@ async fn retention_stays_at_the_window_size_over_a_thousand_batches() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_join_of_two_windows_recomputes_over_both_and_mixing_windows_is_refused() {
+    let ctx = StreamContext::new(TICK);
+    for name in ["left_s", "right_s"] {
+        ctx.sql(&format!(
+            "CREATE STREAM {name} (k TEXT) WITH (connector = 'queue', one_at_a_time = 'true')"
+        ))
+        .await
+        .unwrap();
+    }
+    for (left, right) in [("a", "a"), ("b", "a"), ("a", "c")] {
+        ctx.sql(&format!("INSERT INTO left_s VALUES ('{left}')"))
+            .await
+            .unwrap();
+        ctx.sql(&format!("INSERT INTO right_s VALUES ('{right}')"))
+            .await
+            .unwrap();
+    }
+    ctx.close_queues();
+    let outputs = collect_all(
+        start(
+            &ctx,
+            "SELECT l.k, COUNT(*) AS pairs \
+             FROM HOP(left_s, INTERVAL '50 milliseconds', INTERVAL '100 milliseconds') AS l \
+             JOIN HOP(right_s, INTERVAL '50 milliseconds', INTERVAL '100 milliseconds') AS r ON l.k = r.k \
+             GROUP BY l.k ORDER BY l.k",
+        )
+        .await,
+    )
+    .await;
+    // Windows: batches 1 (a|a), 1-2 (a,b|a,a), 2-3 (b,a|a,c).
+    assert_eq!(
+        results(&outputs),
+        vec![vec!["a,1"], vec!["a,2"], vec!["a,1"]]
+    );
+    let err = ctx
+        .sql(
+            "SELECT * FROM HOP(left_s, INTERVAL '50 milliseconds', INTERVAL '100 milliseconds') \
+             JOIN right_s ON true",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("stream 'right_s' is read without a window"),
+        "{err}"
+    );
+}
