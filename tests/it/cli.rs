@@ -297,6 +297,27 @@ fn usage_errors_exit_2() {
 
 /// A server that sends one line, then keeps the connection open (for at
 /// most 20 s) without sending more.
+/// Runs brook with `args`, sends SIGTERM after a second, and returns its
+/// output and how long it took to exit after the signal.
+fn sigterm_after_a_second(args: &[&str]) -> (Output, Duration) {
+    let child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start brook");
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let signalled = Instant::now();
+    let output = child.wait_with_output().expect("output");
+    (output, signalled.elapsed())
+}
+
 fn silent_after_one_line() -> String {
     crate::common::line_server(|mut client| {
         use std::io::Write;
@@ -319,31 +340,16 @@ fn sigterm_runs_what_has_arrived_as_a_final_batch_and_exits_0() {
     let address = silent_after_one_line();
     // The line arrives long before the first 5 s tick; SIGTERM at 1 s must
     // still run it through a final batch, at once.
-    let child = Command::new(env!("CARGO_BIN_EXE_brook"))
-        .args([
-            "--batch-interval",
-            "5s",
-            "--quiet",
-            "-c",
-            &socket_script(&address),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start brook");
-    std::thread::sleep(Duration::from_millis(1000));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let signalled = Instant::now();
-    let output = child.wait_with_output().expect("output");
+    let (output, after_signal) = sigterm_after_a_second(&[
+        "--batch-interval",
+        "5s",
+        "--quiet",
+        "-c",
+        &socket_script(&address),
+    ]);
     assert!(
-        signalled.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        signalled.elapsed()
+        after_signal < Duration::from_secs(3),
+        "took {after_signal:?}"
     );
     assert_eq!(
         output.status.code(),
@@ -586,29 +592,16 @@ fn sigterm_runs_a_sinks_last_batch_and_leaves_only_complete_files() {
     let dir = std::env::temp_dir().join(format!("brook-sigterm-sink-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let port = crate::common::port_of(&address);
-    let child = Command::new(env!("CARGO_BIN_EXE_brook"))
-        .args([
-            "--batch-interval",
-            "5s",
-            "-c",
-            &format!(
-                "CREATE STREAM ds (line TEXT) WITH (connector = 'socket', host = '127.0.0.1', port = '{port}'); \
+    let (output, _) = sigterm_after_a_second(&[
+        "--batch-interval",
+        "5s",
+        "-c",
+        &format!(
+            "CREATE STREAM ds (line TEXT) WITH (connector = 'socket', host = '127.0.0.1', port = '{port}'); \
                  CREATE SINK lines WITH (connector = 'file', path = '{}') AS SELECT line FROM ds",
-                dir.display()
-            ),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start brook");
-    std::thread::sleep(Duration::from_millis(1000));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let output = child.wait_with_output().expect("output");
+            dir.display()
+        ),
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()

@@ -80,8 +80,9 @@ async fn reading_a_stream_outside_a_continuous_query_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn a_batch_that_fails_to_execute_is_reported_with_its_number_and_the_query_goes_on() {
+/// A context whose closed queue stream `q (n INT)` holds 5, 0 and 2, one
+/// per batch: `10 / n` fails on the second batch.
+async fn queue_of_5_0_2() -> StreamContext {
     let ctx = StreamContext::new(Duration::from_millis(40));
     ctx.sql("CREATE STREAM q (n INT) WITH (connector = 'queue', one_at_a_time = 'true')")
         .await
@@ -92,6 +93,12 @@ async fn a_batch_that_fails_to_execute_is_reported_with_its_number_and_the_query
             .unwrap();
     }
     ctx.close_queues();
+    ctx
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_to_execute_is_reported_with_its_number_and_the_query_goes_on() {
+    let ctx = queue_of_5_0_2().await;
     let mut query = start(&ctx, "SELECT 10 / n AS tenth FROM q").await;
     let mut seen = Vec::new();
     while let Some(output) = next_batch(&mut query).await {
@@ -115,16 +122,7 @@ async fn a_batch_that_fails_to_execute_is_reported_with_its_number_and_the_query
 
 #[tokio::test]
 async fn on_query_error_stop_ends_the_query_at_the_failing_batch_and_spares_others() {
-    let ctx = StreamContext::new(Duration::from_millis(40));
-    ctx.sql("CREATE STREAM q (n INT) WITH (connector = 'queue', one_at_a_time = 'true')")
-        .await
-        .unwrap();
-    for n in [5, 0, 2] {
-        ctx.sql(&format!("INSERT INTO q VALUES ({n})"))
-            .await
-            .unwrap();
-    }
-    ctx.close_queues();
+    let ctx = queue_of_5_0_2().await;
     let other = start(&ctx, "SELECT n FROM q").await;
     ctx.sql("SET on_query_error = 'stop'").await.unwrap();
     let mut query = start(&ctx, "SELECT 10 / n AS tenth FROM q").await;
