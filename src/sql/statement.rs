@@ -156,12 +156,15 @@ fn parse_statement(
     };
     match (word(0).as_str(), word(1).as_str()) {
         ("create", "stream") => parse_create_stream(tokens).map(BrookStatement::CreateStream),
-        ("drop", "stream") => parse_drop_stream(tokens),
+        ("drop", "stream") => parse_drop(tokens)
+            .map(|(name, if_exists)| BrookStatement::DropStream { name, if_exists }),
         ("show", "streams") if meaningful.len() == 2 => Ok(BrookStatement::ShowStreams),
         ("show", "queries") if meaningful.len() == 2 => Ok(BrookStatement::ShowQueries),
         ("stop", "query") => parse_stop_query(tokens),
         ("create", "sink") => parse_create_sink(tokens).map(BrookStatement::CreateSink),
-        ("drop", "sink") => parse_drop_sink(tokens),
+        ("drop", "sink") => {
+            parse_drop(tokens).map(|(name, if_exists)| BrookStatement::DropSink { name, if_exists })
+        }
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
         ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
         ("set", "on_query_error") => parse_set_on_query_error(tokens),
@@ -238,23 +241,6 @@ fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<CreateSink> {
     })
 }
 
-fn parse_drop_sink(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
-    let mut parser = brook_parser(tokens);
-    let mut drop = || -> Result<BrookStatement, ParserError> {
-        parser.expect_keyword(Keyword::DROP)?;
-        parser.next_token(); // SINK
-        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-        let name_token = parser.peek_token();
-        let name = parser.parse_object_name(false)?;
-        expect_end(&mut parser)?;
-        Ok(BrookStatement::DropSink {
-            name: object_name(&name).map_err(|m| at(&name_token, m))?,
-            if_exists,
-        })
-    };
-    drop().map_err(parser_error)
-}
-
 fn parse_stop_query(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
     let mut parser = brook_parser(tokens);
     let mut stop = || -> Result<BrookStatement, ParserError> {
@@ -274,19 +260,20 @@ fn parse_stop_query(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
     stop().map_err(parser_error)
 }
 
-fn parse_drop_stream(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
+/// `DROP <STREAM | SINK> [IF EXISTS] name`: the name and `IF EXISTS`.
+fn parse_drop(tokens: Vec<TokenWithSpan>) -> Result<(String, bool)> {
     let mut parser = brook_parser(tokens);
-    let mut drop = || -> Result<BrookStatement, ParserError> {
+    let mut drop = || -> Result<(String, bool), ParserError> {
         parser.expect_keyword(Keyword::DROP)?;
-        parser.next_token(); // STREAM
+        parser.next_token(); // STREAM or SINK, checked by the caller
         let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name_token = parser.peek_token();
         let name = parser.parse_object_name(false)?;
         expect_end(&mut parser)?;
-        Ok(BrookStatement::DropStream {
-            name: object_name(&name).map_err(|m| at(&name_token, m))?,
+        Ok((
+            object_name(&name).map_err(|m| at(&name_token, m))?,
             if_exists,
-        })
+        ))
     };
     drop().map_err(parser_error)
 }
