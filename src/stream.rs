@@ -139,6 +139,52 @@ mod tests {
         // The large piece is the same arrays, not a copy.
         assert!(Arc::ptr_eq(chunks[1].column(0), large.column(0)));
     }
+
+    #[test]
+    fn max_batch_rows_cuts_items_in_order_and_bytes_return_to_zero() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, true)]));
+        let item = |values: Vec<i32>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int32Array::from(values))],
+            )
+            .unwrap()
+        };
+        let inbox = Inbox::new(
+            "t".into(),
+            StreamLimits {
+                max_pending_rows: 8,
+                max_pending_bytes: usize::MAX,
+                max_batch_rows: Some(4),
+            },
+        );
+        inbox.push_now(item(vec![1, 2, 3])).unwrap();
+        inbox.push_now(item(vec![4, 5, 6, 7, 8])).unwrap();
+        assert!(
+            inbox.push_now(item(vec![9])).is_err(),
+            "over max_pending_rows"
+        );
+        let values = |items: &[RecordBatch]| -> Vec<i32> {
+            items
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int32Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .collect()
+        };
+        let (first, ended, _) = inbox.take(false);
+        assert_eq!((values(&first), ended), (vec![1, 2, 3, 4], false));
+        assert_eq!(inbox.pending_rows(), 4);
+        inbox.close();
+        let (second, ended, _) = inbox.take(false);
+        assert_eq!((values(&second), ended), (vec![5, 6, 7, 8], true));
+        assert_eq!(inbox.lock().pending_bytes, 0);
+    }
 }
 
 /// What one tick took from a stream: one micro-batch, held as the record
@@ -334,13 +380,15 @@ impl Inbox {
                 break;
             };
             let item = if rows + item.num_rows() > cap {
-                // Slicing copies nothing; the rest waits for the next tick.
+                // Slicing copies nothing; the rest waits for the next tick
+                // and still holds the item's buffers.
                 let keep = cap - rows;
                 state
                     .items
                     .push_front(item.slice(keep, item.num_rows() - keep));
                 item.slice(0, keep)
             } else {
+                state.pending_bytes = state.pending_bytes.saturating_sub(batch_bytes(&item));
                 item
             };
             rows += item.num_rows();
@@ -350,7 +398,9 @@ impl Inbox {
             }
         }
         state.pending_rows -= rows;
-        state.pending_bytes = state.items.iter().map(batch_bytes).sum();
+        if state.items.is_empty() {
+            state.pending_bytes = 0;
+        }
         let ended = state.closed && state.items.is_empty() && state.failure.is_none();
         drop(state);
         self.space_freed.notify_waiters();
