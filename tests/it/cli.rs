@@ -295,8 +295,26 @@ fn usage_errors_exit_2() {
     );
 }
 
-/// A server that sends one line, then keeps the connection open (for at
-/// most 20 s) without sending more.
+/// The REPL (`brook` with `args`) reading `input` from a pipe.
+fn repl_piped(args: &[&str], history: &std::path::Path, input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("BROOK_HISTORY", history)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start brook");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write input");
+    child.wait_with_output().expect("output")
+}
+
 /// Runs brook with `args`, sends SIGTERM after a second, and returns its
 /// output and how long it took to exit after the signal.
 fn sigterm_after_a_second(args: &[&str]) -> (Output, Duration) {
@@ -318,6 +336,8 @@ fn sigterm_after_a_second(args: &[&str]) -> (Output, Duration) {
     (output, signalled.elapsed())
 }
 
+/// A server that sends one line, then keeps the connection open (for at
+/// most 20 s) without sending more.
 fn silent_after_one_line() -> String {
     crate::common::line_server(|mut client| {
         use std::io::Write;
@@ -482,30 +502,15 @@ fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
         "include.sql",
         "SELECT 40 + 2 AS answer;\nSELECT bad_column;\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env(
-            "BROOK_HISTORY",
-            std::env::temp_dir().join(format!("brook-hist-{}", std::process::id())),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start brook");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            format!(
-                "SELECT 1 + 1\n  AS two;\nSELECT nope;\n\\format csv\nSELECT 3 AS three;\n\\i {}\n\\maxrows x\n",
-                script.display()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let history = std::env::temp_dir().join(format!("brook-hist-{}", std::process::id()));
+    let output = repl_piped(
+        &[],
+        &history,
+        &format!(
+            "SELECT 1 + 1\n  AS two;\nSELECT nope;\n\\format csv\nSELECT 3 AS three;\n\\i {}\n\\maxrows x\n",
+            script.display()
+        ),
+    );
     assert_eq!(output.status.code(), Some(0));
     let stdout = text(&output.stdout);
     assert!(
@@ -621,30 +626,17 @@ fn sigterm_runs_a_sinks_last_batch_and_leaves_only_complete_files() {
 fn quitting_the_repl_finishes_its_sinks() {
     let dir = std::env::temp_dir().join(format!("brook-repl-quit-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
-        .args(["--batch-interval", "10s"])
-        .env("BROOK_HISTORY", dir.with_extension("history"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start brook");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            format!(
-                "CREATE STREAM q (word TEXT) WITH (connector = 'queue');\n\
-                 CREATE SINK words WITH (connector = 'file', path = '{}') AS SELECT word FROM q;\n\
-                 INSERT INTO q VALUES ('last'), ('words');\n\\q\n",
-                dir.display()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
     let started = Instant::now();
-    let output = child.wait_with_output().unwrap();
+    let output = repl_piped(
+        &["--batch-interval", "10s"],
+        &dir.with_extension("history"),
+        &format!(
+            "CREATE STREAM q (word TEXT) WITH (connector = 'queue');\n\
+             CREATE SINK words WITH (connector = 'file', path = '{}') AS SELECT word FROM q;\n\
+             INSERT INTO q VALUES ('last'), ('words');\n\\q\n",
+            dir.display()
+        ),
+    );
     // The 10 s tick never came: quitting cut the batch at once.
     assert!(
         started.elapsed() < Duration::from_secs(8),
