@@ -10,6 +10,7 @@ use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array, new_null_arra
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -169,7 +170,12 @@ impl StreamContext {
             .with_information_schema(true);
         // Spans let planning errors ("no field named x") point at the column.
         config.options_mut().sql_parser.collect_spans = true;
-        let session = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::functions::SplitUnnestRule))
+            .build();
+        let session = SessionContext::new_with_state(state);
         for function in crate::functions::all() {
             session.register_udf(function);
         }

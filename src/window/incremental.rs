@@ -293,7 +293,11 @@ fn trace_window_columns(
         }
     } else if !matches!(
         plan.name(),
-        "CoalesceBatchesExec" | "RepartitionExec" | "CooperativeExec" | "UnnestExec"
+        "CoalesceBatchesExec"
+            | "RepartitionExec"
+            | "CooperativeExec"
+            | "UnnestExec"
+            | "SplitUnnestExec"
     ) {
         return Err(format!(
             "{} below the aggregate is not merged incrementally",

@@ -9,5 +9,6 @@ mod reliability;
 mod repl;
 mod sink;
 mod socket;
+mod split;
 mod sql_errors;
 mod window;
