@@ -174,6 +174,7 @@ impl StreamContext {
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(crate::functions::SplitUnnestRule))
+            .with_physical_optimizer_rule(Arc::new(crate::aggregate::TextGroupByRule))
             .build();
         let session = SessionContext::new_with_state(state);
         for function in crate::functions::all() {

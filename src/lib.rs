@@ -16,7 +16,9 @@
 //! - [`window`]: `HOP`, `TUMBLE` and `RUNNING`: the table functions, the
 //!   split of a plan into partial / merge / final aggregates, the window state.
 //! - `running`: the running queries of a context (`SHOW QUERIES`, `STOP QUERY`).
-//! - `functions`: SQL functions brook adds (`split`, a zero-copy word split).
+//! - `functions`: SQL functions brook adds (`split`, a zero-copy word split),
+//!   and the fused operator for `unnest(split(...))`.
+//! - `aggregate`: `GROUP BY` one text column, tuned for running every batch.
 //! - [`sink`]: console output (table, CSV, JSON) and file sinks (`CREATE SINK`).
 //! - [`repl`]: the interactive shell.
 //! - [`cli`]: the `brook` command line.
@@ -58,6 +60,7 @@
 // returns errors instead (tests may unwrap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub(crate) mod aggregate;
 pub(crate) mod batcher;
 pub mod cli;
 pub mod context;

@@ -148,86 +148,71 @@ pub(crate) fn push_parts(
     } else {
         (0, 0)
     };
-    views.reserve(bytes.len() / 2 + 1);
-    for_each_part(bytes, delimiter, |start, end| {
-        views.push(view_of(bytes, start, end, block, base));
-    });
-}
-
-/// Calls `part(start, end)` for each part of `bytes` between occurrences of
-/// `delimiter`, in order.
-#[inline]
-fn for_each_part(bytes: &[u8], delimiter: &[u8], mut part: impl FnMut(usize, usize)) {
     match delimiter {
         _ if bytes.is_empty() => {}
-        [] => part(0, bytes.len()),
-        [byte] => for_each_byte_part(bytes, *byte, part),
+        [] => views.push(view_of(bytes, 0, bytes.len(), block, base)),
+        [byte] => push_byte_parts(bytes, *byte, block, base, views),
         _ => {
             let mut start = 0;
             for at in memchr::memmem::find_iter(bytes, delimiter) {
-                part(start, at);
+                views.push(view_of(bytes, start, at, block, base));
                 start = at + delimiter.len();
             }
-            part(start, bytes.len());
+            views.push(view_of(bytes, start, bytes.len(), block, base));
         }
     }
 }
 
-/// [`for_each_part`] for a one-byte delimiter, eight bytes at a time. Words
-/// are short, so this beats a vectorised search that restarts after every
-/// few bytes; the bit trick finds every delimiter byte of a chunk at once.
+/// [`push_parts`] for a one-byte delimiter, eight bytes at a time. Words are
+/// short, so this beats a vectorised search that restarts after every few
+/// bytes; the bit trick finds every delimiter byte of a chunk at once.
 #[inline]
-fn for_each_byte_part(bytes: &[u8], byte: u8, mut part: impl FnMut(usize, usize)) {
+fn push_byte_parts(bytes: &[u8], byte: u8, block: u32, base: u32, views: &mut Vec<u128>) {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let pattern = u64::from_ne_bytes([byte; 8]);
     let (chunks, rest) = bytes.as_chunks::<8>();
+    // The last bytes, padded with a byte that is not the delimiter.
+    let mut tail = [!byte; 8];
+    for (slot, b) in tail.iter_mut().zip(rest) {
+        *slot = *b;
+    }
+    views.reserve(bytes.len() / 2 + 1);
     let mut start = 0;
-    for (index, chunk) in chunks.iter().enumerate() {
+    for (index, chunk) in chunks.iter().chain(std::iter::once(&tail)).enumerate() {
         let zeroed = u64::from_le_bytes(*chunk) ^ pattern;
         // The high bit of each byte that was `byte` (now zero), exactly:
         // no carry crosses a byte, so there are no false hits.
         let mut hits = !(((zeroed & LOW7) + LOW7) | zeroed | LOW7);
         while hits != 0 {
             let at = index * 8 + (hits.trailing_zeros() / 8) as usize;
-            part(start, at);
+            views.push(view_of(bytes, start, at, block, base));
             start = at + 1;
             hits &= hits - 1;
         }
     }
-    let base = chunks.len() * 8;
-    for (offset, b) in rest.iter().enumerate() {
-        if *b == byte {
-            part(start, base + offset);
-            start = base + offset + 1;
-        }
-    }
-    part(start, bytes.len());
+    views.push(view_of(bytes, start, bytes.len(), block, base));
 }
 
 /// The view of `bytes[start..end]`, where `bytes` is stored at `base` in data
 /// buffer `block` (when longer than 12 bytes): up to 12 bytes inline, else
 /// length, 4-byte prefix, buffer index and offset (Arrow's view layout).
-#[inline]
+#[inline(always)]
 fn view_of(bytes: &[u8], start: usize, end: usize, block: u32, base: u32) -> u128 {
     let len = end - start;
     if len <= 12 {
-        let mut inline = [0u8; 16];
-        match bytes.get(start..start + 12) {
-            // A fixed-size copy, then the bytes past the part masked off.
-            Some(window) => {
-                inline[4..].copy_from_slice(window);
-                let kept = if len == 12 {
-                    u128::MAX
-                } else {
-                    (1u128 << (32 + 8 * len)) - 1
-                };
-                return (u128::from_le_bytes(inline) & kept) | len as u128;
-            }
-            None => {
-                inline[4..4 + len].copy_from_slice(&bytes[start..end]);
-                return u128::from_le_bytes(inline) | len as u128;
-            }
-        }
+        // Fixed-size loads of 12 bytes around the part, then shifts and a
+        // mask: no variable-length copy per word.
+        let payload = if let Some(window) = bytes.get(start..start + 12) {
+            load_12(window) & ((1u128 << (8 * len)) - 1)
+        } else if let Some(window) = end.checked_sub(12).and_then(|from| bytes.get(from..end)) {
+            load_12(window) >> (8 * (12 - len))
+        } else {
+            // The whole string is shorter than 12 bytes.
+            let mut inline = [0u8; 16];
+            inline[..len].copy_from_slice(&bytes[start..end]);
+            u128::from_le_bytes(inline)
+        };
+        return payload << 32 | len as u128;
     }
     let prefix = u32::from_le_bytes([
         bytes[start],
@@ -236,6 +221,14 @@ fn view_of(bytes: &[u8], start: usize, end: usize, block: u32, base: u32) -> u12
         bytes[start + 3],
     ]) as u128;
     len as u128 | prefix << 32 | (block as u128) << 64 | ((base + start as u32) as u128) << 96
+}
+
+/// 12 bytes as the low 96 bits of a little-endian integer.
+#[inline(always)]
+fn load_12(window: &[u8]) -> u128 {
+    let mut word = [0u8; 16];
+    word[..12].copy_from_slice(&window[..12]);
+    u128::from_le_bytes(word)
 }
 
 #[cfg(test)]
@@ -317,6 +310,16 @@ mod tests {
                 make_view(&text[start..end], 3, 100 + start as u32)
             );
         }
+        // A string shorter than 12 bytes: every part of it.
+        let short = b"ab cde f";
+        for start in 0..=short.len() {
+            for end in start..=short.len() {
+                assert_eq!(
+                    view_of(short, start, end, 0, 0),
+                    make_view(&short[start..end], 0, 0)
+                );
+            }
+        }
     }
 
     #[test]
@@ -352,27 +355,32 @@ mod tests {
         // and bytes that differ from ' ' only in the high bit (0xA0).
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let alphabet = ["a", " ", "  ", "\u{a0}", "é", "bcdefgh", "x"];
-        for length in 0..40 {
-            for _ in 0..50 {
-                let text: String = (0..length)
+        let lines: Vec<String> = (0..40)
+            .flat_map(|length| std::iter::repeat_n(length, 50))
+            .map(|length| {
+                (0..length)
                     .map(|_| {
                         state ^= state << 13;
                         state ^= state >> 7;
                         state ^= state << 17;
                         alphabet[(state % alphabet.len() as u64) as usize]
                     })
-                    .collect();
-                let mut found = Vec::new();
-                for_each_part(text.as_bytes(), b" ", |start, end| {
-                    found.push(&text[start..end]);
-                });
-                let expected: Vec<&str> = if text.is_empty() {
-                    Vec::new()
-                } else {
-                    text.split(' ').collect()
-                };
-                assert_eq!(found, expected, "splitting {text:?}");
-            }
+                    .collect()
+            })
+            .collect();
+        let text = StringViewArray::from_iter_values(&lines);
+        for (row, line) in lines.iter().enumerate() {
+            let mut views = Vec::new();
+            push_parts(&text, row, b" ", &mut views);
+            // SAFETY: views made by push_parts over `text`.
+            let parts = unsafe { parts_array(views, &text, None) };
+            let found: Vec<&str> = parts.iter().map(|p| p.unwrap_or("NULL")).collect();
+            let expected: Vec<&str> = if line.is_empty() {
+                Vec::new()
+            } else {
+                line.split(' ').collect()
+            };
+            assert_eq!(found, expected, "splitting {line:?}");
         }
     }
 }

@@ -387,7 +387,10 @@ pub(crate) fn incremental_plan(
             Err("a window of one batch".to_string())
         }
         _ if scans != 1 => Err("the query reads more than one window scan".to_string()),
-        _ => super::incremental::split(plan),
+        _ => {
+            let plan = crate::aggregate::restore_aggregates(plan).map_err(|e| e.to_string())?;
+            super::incremental::split(&plan)
+        }
     }
 }
 

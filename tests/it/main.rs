@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod examples;
 mod fuzz_regressions;
+mod group_by;
 mod queue;
 mod reliability;
 mod repl;

@@ -1,0 +1,175 @@
+//! `GROUP BY` one text column runs on brook's `TextGroupByExec`. Its
+//! results must be exactly DataFusion's, which brook still uses for every
+//! other grouping (here: the same query grouped by one more, constant
+//! column).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook::{QueueOptions, SqlOutput, StreamContext};
+use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringViewArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use crate::common::{Rng, collect_all, rows, start};
+
+const TICK: Duration = Duration::from_millis(20);
+
+/// Keys of every kind: NULL, empty, short, exactly 12 bytes (the longest
+/// inline view), 13 bytes, long, multi-byte.
+const KEYS: [Option<&str>; 9] = [
+    None,
+    Some(""),
+    Some("a"),
+    Some("word"),
+    Some("exactly12byt"),
+    Some("thirteen-byte"),
+    Some("a much longer key than twelve bytes"),
+    Some("ünïcödé"),
+    Some("a much longer key than twelve bytes, too"),
+];
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8View, true),
+        Field::new("z", DataType::Int64, false),
+        Field::new("v", DataType::Int64, true),
+        Field::new("f", DataType::Float64, true),
+    ]))
+}
+
+fn item(rng: &mut Rng, rows: usize) -> RecordBatch {
+    let keys: Vec<Option<&str>> = (0..rows)
+        .map(|_| KEYS[rng.below(KEYS.len() as u64) as usize])
+        .collect();
+    let values: Vec<Option<i64>> = (0..rows)
+        .map(|_| (rng.below(5) != 0).then(|| rng.below(1_000) as i64 - 500))
+        .collect();
+    let floats: Vec<Option<f64>> = (0..rows)
+        .map(|_| (rng.below(7) != 0).then(|| rng.below(10_000) as f64 / 7.0))
+        .collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringViewArray::from(keys)),
+            Arc::new(Int64Array::from(vec![0; rows])),
+            Arc::new(Int64Array::from(values)),
+            Arc::new(Float64Array::from(floats)),
+        ],
+    )
+    .unwrap()
+}
+
+/// Runs `queries` together over two micro-batches: three items of 700 rows
+/// at once (several record batches in one run), then one of 50.
+async fn run(queries: &[String]) -> Vec<Vec<Vec<Vec<String>>>> {
+    let ctx = StreamContext::new(TICK);
+    let queue = ctx
+        .register_queue(
+            "t",
+            schema(),
+            QueueOptions::default().with_one_at_a_time(false),
+        )
+        .unwrap();
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    for _ in 0..3 {
+        queue.push(item(&mut rng, 700)).unwrap();
+    }
+    let mut running = Vec::new();
+    for sql in queries {
+        running.push(start(&ctx, sql).await);
+    }
+    // The first batch holds the three items; wait for it, then the last.
+    tokio::time::sleep(TICK * 5).await;
+    queue.push(item(&mut rng, 50)).unwrap();
+    queue.close();
+    let outputs = futures::future::join_all(running.into_iter().map(collect_all)).await;
+    outputs
+        .iter()
+        .map(|batches| {
+            batches
+                .iter()
+                .filter(|output| output.rows_in > 0)
+                .map(|output| {
+                    let mut rows = rows(output);
+                    rows.sort();
+                    rows
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn physical_plan(sql: &str) -> String {
+    let ctx = StreamContext::new(TICK);
+    ctx.register_queue("t", schema(), QueueOptions::default())
+        .unwrap();
+    let SqlOutput::Rows { batches, .. } = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap() else {
+        panic!("EXPLAIN gives rows")
+    };
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn text_group_by_gives_exactly_datafusions_results() {
+    let pairs = [
+        (
+            "k, COUNT(*) AS n, COUNT(v) AS nv, SUM(v) AS s, MIN(v) AS lo, MAX(v) AS hi, AVG(f) AS mean, MIN(k) AS first",
+            "k",
+            "",
+        ),
+        ("k, COUNT(*) AS n", "k", "HAVING COUNT(*) > 230"),
+        ("upper(k) AS u, SUM(v) AS s, MAX(f) AS m", "upper(k)", ""),
+        (
+            "k, stddev(f) AS sd, bool_and(v > 0) AS all_positive",
+            "k",
+            "",
+        ),
+        ("k, COUNT(DISTINCT v) AS distinct_values", "k", ""),
+    ];
+    let mut queries = Vec::new();
+    for (select, key, having) in pairs {
+        queries.push(format!("SELECT {select} FROM t GROUP BY {key} {having}"));
+        queries.push(format!("SELECT {select} FROM t GROUP BY {key}, z {having}"));
+    }
+    let results = run(&queries).await;
+    for (pair, sql) in results.chunks(2).zip(queries.chunks(2)) {
+        assert_eq!(pair[0].len(), 2, "{}: one result per micro-batch", sql[0]);
+        assert!(!pair[0][0].is_empty(), "{}", sql[0]);
+        assert_eq!(pair[0], pair[1], "{} against {}", sql[0], sql[1]);
+    }
+    // Every key, NULL included, is a group of the first batch (2,100 rows).
+    assert_eq!(results[0][0].len(), KEYS.len());
+    let counted: usize = results[0][0]
+        .iter()
+        .map(|row| row[1].parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counted, 2_100);
+}
+
+#[tokio::test]
+async fn explain_shows_which_aggregates_brook_runs() {
+    let fast = physical_plan("SELECT k, COUNT(*), SUM(v) FROM t GROUP BY k").await;
+    assert!(
+        fast.contains("TextGroupByExec: gby=[k@0], aggr=[count(Int64(1)), sum(t.v)]"),
+        "{fast}"
+    );
+    // COUNT(DISTINCT) is two aggregates: by (k, v), then a plain count by k.
+    let distinct = physical_plan("SELECT k, COUNT(DISTINCT v) FROM t GROUP BY k").await;
+    assert!(
+        distinct.contains("TextGroupByExec: gby=[k@0], aggr=[count(alias1)]")
+            && distinct.contains("AggregateExec: mode=Single, gby=[k@0 as k, v@1 as alias1]"),
+        "{distinct}"
+    );
+    for sql in [
+        "SELECT k, SUM(v) FILTER (WHERE v > 0) FROM t GROUP BY k",
+        "SELECT v, COUNT(*) FROM t GROUP BY v",
+        "SELECT k, z, COUNT(*) FROM t GROUP BY k, z",
+        "SELECT k, array_agg(v ORDER BY v) FROM t GROUP BY k",
+    ] {
+        let plan = physical_plan(sql).await;
+        assert!(plan.contains("AggregateExec"), "{sql}: {plan}");
+        assert!(!plan.contains("TextGroupByExec"), "{sql}: {plan}");
+    }
+}
