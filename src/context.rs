@@ -170,12 +170,13 @@ impl StreamContext {
             .with_information_schema(true);
         // Spans let planning errors ("no field named x") point at the column.
         config.options_mut().sql_parser.collect_spans = true;
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(crate::functions::SplitUnnestRule))
-            .with_physical_optimizer_rule(Arc::new(crate::aggregate::TextGroupByRule))
-            .build();
+            .with_default_features();
+        for rule in crate::exec::optimizer_rules() {
+            state = state.with_physical_optimizer_rule(rule);
+        }
+        let state = state.build();
         let session = SessionContext::new_with_state(state);
         for function in crate::functions::all() {
             session.register_udf(function);

@@ -16,9 +16,9 @@
 //! - [`window`]: `HOP`, `TUMBLE` and `RUNNING`: the table functions, the
 //!   split of a plan into partial / merge / final aggregates, the window state.
 //! - `running`: the running queries of a context (`SHOW QUERIES`, `STOP QUERY`).
-//! - `functions`: SQL functions brook adds (`split`, a zero-copy word split),
-//!   and the fused operator for `unnest(split(...))`.
-//! - `aggregate`: `GROUP BY` one text column, tuned for running every batch.
+//! - `functions`: SQL functions brook adds (`split`, a zero-copy word split).
+//! - `exec`: brook's physical operators for common per-batch shapes
+//!   (`unnest(split(...))`, `GROUP BY` one text column) and their rules.
 //! - [`sink`]: console output (table, CSV, JSON) and file sinks (`CREATE SINK`).
 //! - [`repl`]: the interactive shell.
 //! - [`cli`]: the `brook` command line.
@@ -60,11 +60,11 @@
 // returns errors instead (tests may unwrap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub(crate) mod aggregate;
 pub(crate) mod batcher;
 pub mod cli;
 pub mod context;
 pub mod error;
+pub(crate) mod exec;
 pub(crate) mod functions;
 #[doc(hidden)]
 pub mod fuzzing;

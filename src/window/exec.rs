@@ -388,7 +388,7 @@ pub(crate) fn incremental_plan(
         }
         _ if scans != 1 => Err("the query reads more than one window scan".to_string()),
         _ => {
-            let plan = crate::aggregate::restore_aggregates(plan).map_err(|e| e.to_string())?;
+            let plan = crate::exec::restore_aggregates(plan).map_err(|e| e.to_string())?;
             super::incremental::split(&plan)
         }
     }

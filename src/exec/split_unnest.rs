@@ -35,7 +35,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::split::{Split, parts_array, push_parts};
+use crate::functions::{Split, parts_array, push_parts};
 
 /// Rewrites `UnnestExec(ProjectionExec[.., split(text, 'd'), ..])` into
 /// [`SplitUnnestExec`] over the projection with `text` in place of the
@@ -159,6 +159,19 @@ pub(crate) struct SplitUnnestExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
+impl SplitUnnestExec {
+    /// The same operator with the output `schema` and `properties` of a
+    /// projection that renamed its columns.
+    pub(crate) fn renamed(&self, schema: SchemaRef, properties: Arc<PlanProperties>) -> Self {
+        Self {
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+            ..self.clone()
+        }
+    }
+}
+
 impl DisplayAs for SplitUnnestExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let function = match self.null_handling {
@@ -167,9 +180,10 @@ impl DisplayAs for SplitUnnestExec {
         };
         write!(
             f,
-            "SplitUnnestExec: {function}(split({}, '{}'))",
+            "SplitUnnestExec: {function}(split({}, '{}')) as {}",
             self.text,
-            String::from_utf8_lossy(&self.delimiter).replace('\'', "''")
+            String::from_utf8_lossy(&self.delimiter).replace('\'', "''"),
+            self.schema.field(self.column).name()
         )?;
         if self.null_handling == NullHandling::Preserve {
             write!(f, " preserving NULLs")?;

@@ -35,6 +35,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::EmitTo;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -82,8 +83,7 @@ pub(crate) fn restore_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dy
             let Some(exec) = node.downcast_ref::<TextGroupByExec>() else {
                 return Ok(Transformed::no(node));
             };
-            let original = rebuilt(&exec.original, Arc::clone(&exec.input))?;
-            Ok(Transformed::yes(original))
+            Ok(Transformed::yes(exec.restored(Arc::clone(&exec.input))?))
         })
         .map(|transformed| transformed.data)
 }
@@ -115,6 +115,28 @@ pub(crate) struct TextGroupByExec {
 }
 
 impl TextGroupByExec {
+    /// The same operator with the output `schema` and `properties` of a
+    /// projection that renamed its columns.
+    pub(crate) fn renamed(&self, schema: SchemaRef, properties: Arc<PlanProperties>) -> Self {
+        Self {
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The `AggregateExec` this replaced, over `input`, and the renaming
+    /// this absorbed, if any.
+    fn restored(&self, input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let original = rebuilt(&self.original, input)?;
+        if original.schema() == self.schema {
+            Ok(original)
+        } else {
+            super::renaming(original, &self.schema)
+        }
+    }
+
     /// The replacement for `node`, if it is an aggregate that qualifies.
     fn replacing(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Self>> {
         let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
@@ -153,11 +175,29 @@ impl TextGroupByExec {
 
 impl DisplayAs for TextGroupByExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
+        // Each computed column, named as it comes out.
+        let named = |what: String, column: usize| match self.schema.fields().get(column) {
+            Some(field) if field.name() != &what => format!("{what} as {}", field.name()),
+            _ => what,
+        };
+        let aggregates: Vec<String> = self
+            .aggregates
+            .iter()
+            .enumerate()
+            .map(|(index, a)| named(a.name().to_string(), index + 1))
+            .collect();
+        let group = match self.group.downcast_ref::<Column>() {
+            Some(column)
+                if Some(column.name())
+                    == self.schema.fields().first().map(|f| f.name().as_str()) =>
+            {
+                self.group.to_string()
+            }
+            _ => named(self.group.to_string(), 0),
+        };
         write!(
             f,
-            "TextGroupByExec: gby=[{}], aggr=[{}]",
-            self.group,
+            "TextGroupByExec: gby=[{group}], aggr=[{}]",
             aggregates.join(", ")
         )
     }
@@ -190,14 +230,20 @@ impl ExecutionPlan for TextGroupByExec {
         let (Some(input), true) = (children.pop(), children.is_empty()) else {
             return internal_err!("TextGroupByExec has exactly one child");
         };
-        // Re-derive everything from the aggregate over the new input.
-        let original = rebuilt(&self.original, input)?;
-        match Self::replacing(&original)? {
-            Some(exec) => Ok(Arc::new(Self {
+        // Re-derive everything from the aggregate over the new input (and
+        // keep a renaming this absorbed as a projection).
+        let aggregate = rebuilt(&self.original, input)?;
+        let replaced: Arc<dyn ExecutionPlan> = match Self::replacing(&aggregate)? {
+            Some(exec) => Arc::new(Self {
                 groups_last_run: Arc::clone(&self.groups_last_run),
                 ..exec
-            })),
-            None => Ok(original),
+            }),
+            None => aggregate,
+        };
+        if replaced.schema() == self.schema {
+            Ok(replaced)
+        } else {
+            super::renaming(replaced, &self.schema)
         }
     }
 

@@ -1,11 +1,11 @@
+//! SQL functions brook adds to DataFusion.
+//!
 //! `split(text, delimiter)`: the parts of `text` between occurrences of
 //! `delimiter`, as a list. Like `string_to_array(text, delimiter)`, but the
 //! parts are views into `text`'s own buffers, so splitting copies no string
-//! bytes. `unnest(split(line, ' '))` is brook's fast word split (see
-//! [`super::split_unnest`]).
-//!
-//! The splitting itself ([`push_parts`]) is shared by the function and the
-//! fused `unnest(split(...))` operator.
+//! bytes. `unnest(split(line, ' '))` is brook's fast word split: it runs as
+//! one operator (`crate::exec::split_unnest`), which shares the splitting
+//! itself, [`push_parts`].
 
 use std::sync::Arc;
 
@@ -14,8 +14,13 @@ use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+
+/// The functions brook registers in every [`crate::StreamContext`].
+pub(crate) fn all() -> Vec<ScalarUDF> {
+    vec![ScalarUDF::from(Split::new())]
+}
 
 /// `split(text, delimiter) -> list of text`, zero-copy.
 #[derive(Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,111 @@
+//! brook's own physical operators, and the optimizer rules that put them in
+//! DataFusion's plans. Each replaces a common shape of a per-batch plan
+//! with one operator that does the same work with less set-up and copying;
+//! everything else stays DataFusion's. Each runs the same rows through and
+//! gives the same results (the tests compare them with DataFusion's).
+//!
+//! - [`split_unnest`]: `unnest(split(text, 'd'))` in one operator.
+//! - [`text_group_by`]: `GROUP BY` one text column.
+//! - [`AbsorbRenamesRule`]: a projection that only renames the columns of
+//!   one of these operators becomes part of it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Result;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+
+pub(crate) mod split_unnest;
+pub(crate) mod text_group_by;
+
+pub(crate) use text_group_by::restore_aggregates;
+
+use split_unnest::SplitUnnestExec;
+use text_group_by::TextGroupByExec;
+
+/// The rules, in the order they must run (after DataFusion's own).
+pub(crate) fn optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    vec![
+        Arc::new(split_unnest::SplitUnnestRule),
+        Arc::new(text_group_by::TextGroupByRule),
+        Arc::new(AbsorbRenamesRule),
+    ]
+}
+
+/// Folds a projection that only renames its input's columns, in place,
+/// into the brook operator below it: one operator less to set up and run
+/// per batch.
+#[derive(Debug, Default)]
+pub(crate) struct AbsorbRenamesRule;
+
+impl PhysicalOptimizerRule for AbsorbRenamesRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if !renames_only(projection) {
+                return Ok(Transformed::no(node));
+            }
+            let input = projection.input();
+            let properties = Arc::clone(projection.properties());
+            let absorbed: Arc<dyn ExecutionPlan> =
+                if let Some(split) = input.downcast_ref::<SplitUnnestExec>() {
+                    Arc::new(split.renamed(projection.schema(), properties))
+                } else if let Some(group_by) = input.downcast_ref::<TextGroupByExec>() {
+                    Arc::new(group_by.renamed(projection.schema(), properties))
+                } else {
+                    return Ok(Transformed::no(node));
+                };
+            Ok(Transformed::yes(absorbed))
+        })
+        .map(|transformed| transformed.data)
+    }
+
+    fn name(&self) -> &str {
+        "brook_absorb_renames"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Whether `projection` outputs exactly its input's columns, in order,
+/// under (possibly) new names.
+fn renames_only(projection: &ProjectionExec) -> bool {
+    projection.expr().len() == projection.input().schema().fields().len()
+        && projection.expr().iter().enumerate().all(|(index, item)| {
+            item.expr
+                .downcast_ref::<Column>()
+                .is_some_and(|column| column.index() == index)
+        })
+}
+
+/// A projection of `input`'s columns, in order, named as in `schema`.
+fn renaming(input: Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> Result<Arc<dyn ExecutionPlan>> {
+    let input_schema = input.schema();
+    let exprs: Vec<ProjectionExpr> = schema
+        .fields()
+        .iter()
+        .zip(input_schema.fields())
+        .enumerate()
+        .map(|(index, (output, field))| {
+            ProjectionExpr::new(
+                Arc::new(Column::new(field.name(), index)),
+                output.name().clone(),
+            )
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+}
