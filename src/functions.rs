@@ -208,7 +208,7 @@ fn view_of(bytes: &[u8], start: usize, end: usize, block: u32, base: u32) -> u12
         // Fixed-size loads of 12 bytes around the part, then shifts and a
         // mask: no variable-length copy per word.
         let payload = if let Some(window) = bytes.get(start..start + 12) {
-            load_12(window) & ((1u128 << (8 * len)) - 1)
+            load_12(window) & INLINE_MASKS[len]
         } else if let Some(window) = end.checked_sub(12).and_then(|from| bytes.get(from..end)) {
             load_12(window) >> (8 * (12 - len))
         } else {
@@ -227,6 +227,29 @@ fn view_of(bytes: &[u8], start: usize, end: usize, block: u32, base: u32) -> u12
     ]) as u128;
     len as u128 | prefix << 32 | (block as u128) << 64 | ((base + start as u32) as u128) << 96
 }
+
+/// For each length up to 12, the mask of that many low bytes.
+const INLINE_MASKS: [u128; 13] = {
+    let mut masks = [0u128; 13];
+    let mut len = 1;
+    while len <= 12 {
+        masks[len] = (1u128 << (8 * len)) - 1;
+        len += 1;
+    }
+    masks
+};
+
+/// For each length up to 12, the mask of an inline view of a string of
+/// that length: the length field and the string's bytes, not what follows.
+pub(crate) const INLINE_VIEW_MASKS: [u128; 13] = {
+    let mut masks = [u128::MAX; 13];
+    let mut len = 0;
+    while len < 12 {
+        masks[len] = (1u128 << (32 + 8 * len)) - 1;
+        len += 1;
+    }
+    masks
+};
 
 /// 12 bytes as the low 96 bits of a little-endian integer.
 #[inline(always)]

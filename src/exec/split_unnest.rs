@@ -305,21 +305,27 @@ impl Splitter {
     fn unnest(&self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
         let text = batch.column(self.column).as_string_view();
         let repeat_others = batch.num_columns() > 1;
+        let has_nulls = text.null_count() > 0;
+        // Room for a whole output batch (and a last row past it), so the
+        // views are never copied to grow.
+        let capacity = self.batch_size.min(text.len() * 8) + 64;
         let mut out = Vec::new();
-        let mut views: Vec<u128> = Vec::with_capacity(self.batch_size.min(text.len() * 8));
+        let mut views: Vec<u128> = Vec::with_capacity(capacity);
         // Input row of each output row, when other columns repeat.
         let mut rows: Vec<u32> = Vec::new();
         // Output rows that are NULL (outer unnest of a NULL or empty string).
         let mut null_rows: Vec<usize> = Vec::new();
-        for row in 0..text.len() {
+        for (row, view) in text.views().iter().enumerate() {
             let before = views.len();
-            let empty = text.is_null(row) || text.value(row).is_empty();
+            let null = has_nulls && text.is_null(row);
+            // The length is the view's low 32 bits.
+            let empty = null || *view as u32 == 0;
             if !empty {
                 push_parts(text, row, &self.delimiter, &mut views);
             }
             let null_row = match self.null_handling {
                 NullHandling::Drop => false,
-                NullHandling::Preserve => text.is_null(row),
+                NullHandling::Preserve => null,
                 NullHandling::PreserveAndExpandEmpty => empty,
             };
             if null_row {
@@ -331,6 +337,7 @@ impl Splitter {
             }
             if views.len() >= self.batch_size {
                 out.push(self.output(batch, text, &mut views, &mut rows, &mut null_rows)?);
+                views.reserve(capacity);
             }
         }
         if !views.is_empty() {

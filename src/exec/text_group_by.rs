@@ -46,6 +46,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::functions::INLINE_VIEW_MASKS;
+
 /// Replaces each qualifying `AggregateExec` with a [`TextGroupByExec`].
 #[derive(Debug, Default)]
 pub(crate) struct TextGroupByRule;
@@ -361,20 +363,10 @@ impl TextGroups {
     fn intern(&mut self, keys: &StringViewArray, group_of_row: &mut Vec<usize>) -> Result<()> {
         group_of_row.clear();
         group_of_row.reserve(keys.len());
+        let has_nulls = keys.null_count() > 0;
         for (row, view) in keys.views().iter().enumerate() {
-            let group = if keys.is_null(row) {
-                match self.null_group {
-                    Some(group) => group,
-                    None => {
-                        // Not in the table: its zero view is also the
-                        // empty string's key.
-                        let group = self.views.len() as u32;
-                        self.views.push(0);
-                        self.hashes.push(0);
-                        self.null_group = Some(group);
-                        group
-                    }
-                }
+            let group = if has_nulls && keys.is_null(row) {
+                self.null_group()
             } else if (*view as u32) <= 12 {
                 self.intern_inline(*view)
             } else {
@@ -385,16 +377,24 @@ impl TextGroups {
         Ok(())
     }
 
+    /// The group of NULL. It is not in the table: its zero view is also
+    /// the empty string's key.
+    fn null_group(&mut self) -> u32 {
+        if let Some(group) = self.null_group {
+            return group;
+        }
+        let group = self.views.len() as u32;
+        self.views.push(0);
+        self.hashes.push(0);
+        self.null_group = Some(group);
+        group
+    }
+
     /// The group of an inline view: its length and bytes are the key.
     #[inline]
     fn intern_inline(&mut self, view: u128) -> u32 {
-        let len = view as u32;
         // Only the string's own bytes count, whatever follows them.
-        let key = if len == 12 {
-            view
-        } else {
-            view & ((1u128 << (32 + 8 * len)) - 1)
-        };
+        let key = view & INLINE_VIEW_MASKS[(view as u32) as usize];
         let hash = self.hasher.hash_one(key);
         let views = &self.views;
         if let Some(group) = self.table.find(hash, |&g| views[g as usize] == key) {
