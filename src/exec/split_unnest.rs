@@ -1,4 +1,5 @@
-//! `unnest(split(text, 'd'))` as one operator.
+//! `unnest(split(text, 'd'))` (or `unnest(string_to_array(text, 'd'))`) as
+//! one operator.
 //!
 //! DataFusion plans the word split as a projection that builds a list per
 //! row (`split`), then an `UnnestExec` that takes the lists apart again:
@@ -35,11 +36,14 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use datafusion::functions_nested::string::StringToArray;
+
 use crate::functions::{Split, parts_array, push_parts};
 
 /// Rewrites `UnnestExec(ProjectionExec[.., split(text, 'd'), ..])` into
 /// [`SplitUnnestExec`] over the projection with `text` in place of the
-/// split. Any other unnest (of structs, of several lists, recursive, of a
+/// split; the same for `string_to_array(text, 'd')` of a text column (its
+/// parts are text views too). Any other unnest (of structs, of several lists, recursive, of a
 /// split with a non-constant delimiter) is left to DataFusion.
 #[derive(Debug, Default)]
 pub(crate) struct SplitUnnestRule;
@@ -94,7 +98,10 @@ fn fuse(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>
     let Some(call) = item.expr.downcast_ref::<ScalarFunctionExpr>() else {
         return Ok(None);
     };
-    let (true, [text, delimiter]) = (call.fun().inner().is::<Split>(), call.args()) else {
+    // DataFusion's string_to_array(text, delimiter) splits the same way
+    // (views in, views out) when the delimiter is not NULL.
+    let splits = call.fun().inner().is::<Split>() || call.fun().inner().is::<StringToArray>();
+    let (true, [text, delimiter]) = (splits, call.args()) else {
         return Ok(None);
     };
     let Some(delimiter) =
@@ -131,6 +138,7 @@ fn fuse(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>
     Ok(Some(Arc::new(SplitUnnestExec {
         input,
         column,
+        function: call.fun().name().to_string(),
         text: Arc::clone(text),
         delimiter,
         null_handling: unnest.options().null_handling,
@@ -150,7 +158,8 @@ pub(crate) struct SplitUnnestExec {
     input: Arc<dyn ExecutionPlan>,
     /// The input column split and replaced by its parts.
     column: usize,
-    /// What the column holds, for display.
+    /// The split function and what the column holds, for display.
+    function: String,
     text: Arc<dyn PhysicalExpr>,
     delimiter: Vec<u8>,
     null_handling: NullHandling,
@@ -174,13 +183,14 @@ impl SplitUnnestExec {
 
 impl DisplayAs for SplitUnnestExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let function = match self.null_handling {
+        let unnest = match self.null_handling {
             NullHandling::Drop => "unnest",
             _ => "unnest_outer",
         };
         write!(
             f,
-            "SplitUnnestExec: {function}(split({}, '{}')) as {}",
+            "SplitUnnestExec: {unnest}({}({}, '{}')) as {}",
+            self.function,
             self.text,
             String::from_utf8_lossy(&self.delimiter).replace('\'', "''"),
             self.schema.field(self.column).name()

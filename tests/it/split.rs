@@ -128,6 +128,13 @@ async fn the_fused_split_gives_exactly_the_rows_of_datafusions_unnest() {
                     "SELECT {columns}{function}(split(line, sep)) AS part FROM t"
                 ));
             }
+            // DataFusion's own function, fused too.
+            queries.push(format!(
+                "SELECT id, {function}(string_to_array(line, '{literal}')) AS part FROM t"
+            ));
+            queries.push(format!(
+                "SELECT id, {function}(string_to_array(line, sep)) AS part FROM t"
+            ));
         }
         let results = run(delimiter, &queries).await;
         for (pair, sql) in results.chunks(2).zip(queries.chunks(2)) {
@@ -138,7 +145,7 @@ async fn the_fused_split_gives_exactly_the_rows_of_datafusions_unnest() {
         // And the rows themselves, for the edge cases: each line's parts in
         // order; a NULL or empty line has none (`unnest`) or one NULL row
         // (`unnest_outer`).
-        for (query, outer) in [(0, false), (4, true)] {
+        for (query, outer) in [(0, false), (6, true)] {
             let mut expected = Vec::new();
             for (id, line) in EDGES.iter().enumerate() {
                 match line {
@@ -174,10 +181,18 @@ async fn explain_shows_where_the_split_is_fused() {
         outer.contains("SplitUnnestExec: unnest_outer(split(upper(line@"),
         "{outer}"
     );
-    // A delimiter that is a column, and string_to_array, stay DataFusion's.
+    let builtin = explain("SELECT unnest(string_to_array(line, ' ')) AS w FROM t").await;
+    assert!(
+        builtin.contains("SplitUnnestExec: unnest(string_to_array(line@"),
+        "{builtin}"
+    );
+    // A delimiter that is a column or NULL, or a list of anything else than
+    // a split, stays DataFusion's.
     for sql in [
         "SELECT unnest(split(line, sep)) AS w FROM t",
-        "SELECT unnest(string_to_array(line, ' ')) AS w FROM t",
+        "SELECT unnest(string_to_array(line, NULL)) AS w FROM t",
+        "SELECT unnest(string_to_array(line, ' ', 'x')) AS w FROM t",
+        "SELECT unnest(make_array(line, sep)) AS w FROM t",
     ] {
         let plan = explain(sql).await;
         assert!(plan.contains("UnnestExec"), "{plan}");
