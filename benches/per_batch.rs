@@ -8,29 +8,13 @@ use std::time::{Duration, Instant};
 
 use brook::{BatchOutput, QueueOptions, SqlOutput, StreamContext, line_schema};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use datafusion::arrow::array::StringViewArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
 mod common;
-use common::{WORD_COUNT, WORD_COUNT_SPLIT};
-
-/// `rows` lines of 8 words from a 1,000-word vocabulary.
-fn lines(rows: usize) -> RecordBatch {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next_word = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        format!("w{}", state % 1000)
-    };
-    let text: Vec<String> = (0..rows)
-        .map(|_| (0..8).map(|_| next_word()).collect::<Vec<_>>().join(" "))
-        .collect();
-    RecordBatch::try_new(line_schema(), vec![Arc::new(StringViewArray::from(text))]).expect("batch")
-}
+use common::{WORD_COUNT, WORD_COUNT_SPLIT, word_lines};
 
 /// Sum of tick-to-result times over `iters` batches of a prepared query.
 /// The batch interval leaves the query idle at each tick, so the time is
@@ -94,7 +78,7 @@ fn per_batch(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
     for rows in [100, 1_000, 10_000, 100_000] {
-        let batch = lines(rows);
+        let batch = word_lines(rows);
         group.throughput(Throughput::Elements(rows as u64));
         group.bench_with_input(BenchmarkId::new("prepared", rows), &batch, |b, batch| {
             b.iter_custom(|iters| {

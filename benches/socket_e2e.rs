@@ -4,7 +4,7 @@
 //! Reports lines/s and words/s, per-batch latency (tick to result) p50/p99,
 //! and peak RSS, and checks the word totals are exact.
 //!
-//! Run: `cargo bench --bench socket_e2e` (both scenarios), or one scenario:
+//! Run: `cargo bench --bench socket_e2e` (every scenario), or one scenario:
 //! `cargo bench --bench socket_e2e -- --lines 2000000 --interval 1s [--rate 100000] [--sql "..."]`
 
 use std::collections::HashMap;
@@ -292,6 +292,22 @@ fn main() {
                 interval: Duration::from_millis(100),
                 rate: Some(100_000),
                 sql: WORD_COUNT_SPLIT.to_string(),
+            },
+            // Sustained: far more than one batch holds, sent as fast as
+            // brook takes it (the stream's bound, 4M pending rows, is what
+            // one 1-second batch can hold). Last, as their batches are
+            // large and peak RSS only grows.
+            Scenario {
+                lines: 20_000_000,
+                interval: Duration::from_secs(1),
+                rate: None,
+                sql: WORD_COUNT.to_string(),
+            },
+            Scenario {
+                lines: 20_000_000,
+                interval: Duration::from_millis(100),
+                rate: None,
+                sql: WORD_COUNT.to_string(),
             },
         ],
     };
