@@ -15,8 +15,10 @@
 //! Groups come out in the order they were first seen, as DataFusion's do.
 //! Only plain aggregates qualify: one grouping expression of type text, no
 //! grouping sets, no `DISTINCT`, `FILTER` or `ORDER BY` inside an aggregate,
-//! no limit pushed into the aggregate, unsorted input, and a single phase
-//! (`mode=Single`). Everything else stays DataFusion's.
+//! no limit pushed into the aggregate, unsorted input; a single phase
+//! (`mode=Single`) or the first of two (`mode=Partial`, per partition of the
+//! plan for large batches, whose final phase stays DataFusion's). Everything
+//! else stays DataFusion's.
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -109,6 +111,10 @@ pub(crate) struct TextGroupByExec {
     input: Arc<dyn ExecutionPlan>,
     group: Arc<dyn PhysicalExpr>,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// The first phase of a two-phase aggregate (the plan for large batches
+    /// over all cores): outputs each group's intermediate state, which
+    /// DataFusion's final phase merges, instead of the final values.
+    partial: bool,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -151,8 +157,12 @@ impl TextGroupByExec {
         let plain = |a: &Arc<AggregateFunctionExpr>| {
             a.groups_accumulator_supported() && !a.is_distinct() && a.order_bys().is_empty()
         };
-        if !matches!(aggregate.mode(), AggregateMode::Single)
-            || group_by.has_grouping_set()
+        let partial = match aggregate.mode() {
+            AggregateMode::Single => false,
+            AggregateMode::Partial => true,
+            _ => return Ok(None),
+        };
+        if group_by.has_grouping_set()
             || group.data_type(&aggregate.input_schema())? != DataType::Utf8View
             || !aggregate.aggr_expr().iter().all(plain)
             || aggregate.filter_expr().iter().any(Option::is_some)
@@ -167,6 +177,7 @@ impl TextGroupByExec {
             input: Arc::clone(aggregate.input()),
             group: Arc::clone(group),
             aggregates: aggregate.aggr_expr().to_vec(),
+            partial,
             schema: aggregate.schema(),
             properties: Arc::clone(aggregate.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -186,7 +197,11 @@ impl DisplayAs for TextGroupByExec {
             .aggregates
             .iter()
             .enumerate()
-            .map(|(index, a)| named(a.name().to_string(), index + 1))
+            .map(|(index, a)| match self.partial {
+                // The columns are intermediate states, not one per aggregate.
+                true => a.name().to_string(),
+                false => named(a.name().to_string(), index + 1),
+            })
             .collect();
         let group = match self.group.downcast_ref::<Column>() {
             Some(column)
@@ -197,9 +212,10 @@ impl DisplayAs for TextGroupByExec {
             }
             _ => named(self.group.to_string(), 0),
         };
+        let mode = if self.partial { "mode=Partial, " } else { "" };
         write!(
             f,
-            "TextGroupByExec: gby=[{group}], aggr=[{}]",
+            "TextGroupByExec: {mode}gby=[{group}], aggr=[{}]",
             aggregates.join(", ")
         )
     }
@@ -273,6 +289,7 @@ impl ExecutionPlan for TextGroupByExec {
         let group = Arc::clone(&self.group);
         let aggregates = self.aggregates.clone();
         let schema = Arc::clone(&self.schema);
+        let partial = self.partial;
         let groups_last_run = Arc::clone(&self.groups_last_run);
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let run = async move {
@@ -306,7 +323,11 @@ impl ExecutionPlan for TextGroupByExec {
             groups_last_run.store(groups.len(), Ordering::Relaxed);
             let mut columns: Vec<ArrayRef> = vec![Arc::new(groups.into_array())];
             for mut accumulator in accumulators {
-                columns.push(accumulator.evaluate(EmitTo::All)?);
+                if partial {
+                    columns.extend(accumulator.state(EmitTo::All)?);
+                } else {
+                    columns.push(accumulator.evaluate(EmitTo::All)?);
+                }
             }
             let output = RecordBatch::try_new(schema, columns)?;
             metrics.record_output(output.num_rows());

@@ -59,8 +59,10 @@ fn item(rng: &mut Rng, rows: usize) -> RecordBatch {
     .unwrap()
 }
 
-/// Runs `queries` together over two micro-batches: three items of 700 rows
-/// at once (several record batches in one run), then one of 50.
+/// Runs `queries` together over three micro-batches: three items of 700
+/// rows at once (several record batches in one run), one of 50, and one of
+/// 60,000 (large enough for the plan over all cores, where brook runs the
+/// first phase of a two-phase aggregate).
 async fn run(queries: &[String]) -> Vec<Vec<Vec<Vec<String>>>> {
     let ctx = StreamContext::new(TICK);
     let queue = ctx
@@ -78,9 +80,11 @@ async fn run(queries: &[String]) -> Vec<Vec<Vec<Vec<String>>>> {
     for sql in queries {
         running.push(start(&ctx, sql).await);
     }
-    // The first batch holds the three items; wait for it, then the last.
+    // The first batch holds the three items; wait for it, then the others.
     tokio::time::sleep(TICK * 5).await;
     queue.push(item(&mut rng, 50)).unwrap();
+    tokio::time::sleep(TICK * 5).await;
+    queue.push(item(&mut rng, 60_000)).unwrap();
     queue.close();
     let outputs = futures::future::join_all(running.into_iter().map(collect_all)).await;
     outputs
@@ -103,12 +107,7 @@ async fn physical_plan(sql: &str) -> String {
     let ctx = StreamContext::new(TICK);
     ctx.register_queue("t", schema(), QueueOptions::default())
         .unwrap();
-    let SqlOutput::Rows { batches, .. } = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap() else {
-        panic!("EXPLAIN gives rows")
-    };
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string()
+    physical_plan_of(&ctx, sql).await
 }
 
 #[tokio::test]
@@ -135,7 +134,7 @@ async fn text_group_by_gives_exactly_datafusions_results() {
     }
     let results = run(&queries).await;
     for (pair, sql) in results.chunks(2).zip(queries.chunks(2)) {
-        assert_eq!(pair[0].len(), 2, "{}: one result per micro-batch", sql[0]);
+        assert_eq!(pair[0].len(), 3, "{}: one result per micro-batch", sql[0]);
         assert!(!pair[0][0].is_empty(), "{}", sql[0]);
         assert_eq!(pair[0], pair[1], "{} against {}", sql[0], sql[1]);
     }
@@ -146,6 +145,53 @@ async fn text_group_by_gives_exactly_datafusions_results() {
         .map(|row| row[1].parse::<usize>().unwrap())
         .sum();
     assert_eq!(counted, 2_100);
+}
+
+#[tokio::test]
+async fn the_first_phase_of_a_two_phase_aggregate_gives_datafusions_results() {
+    let ctx = StreamContext::new(TICK);
+    let mut rng = Rng(0x0fed_cba9_8765_4321);
+    ctx.session()
+        .register_batch("s", item(&mut rng, 20_000))
+        .unwrap();
+    ctx.sql("SET datafusion.execution.target_partitions = 2")
+        .await
+        .unwrap();
+    let select = "k, COUNT(*) AS n, SUM(v) AS s, AVG(f) AS mean, MIN(v) AS lo, stddev(f) AS sd";
+    let mut results = Vec::new();
+    for group_by in ["k", "k, z"] {
+        let sql = format!("SELECT {select} FROM s GROUP BY {group_by}");
+        let plan = physical_plan_of(&ctx, &sql).await;
+        assert_eq!(
+            plan.contains("TextGroupByExec: mode=Partial, gby=[k@0]"),
+            group_by == "k",
+            "{plan}"
+        );
+        let SqlOutput::Rows { batches, .. } = ctx.sql(&sql).await.unwrap() else {
+            panic!("a query over a table gives rows")
+        };
+        let mut rows: Vec<String> =
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string()
+                .lines()
+                .filter(|line| line.starts_with("| "))
+                .map(str::to_string)
+                .collect();
+        rows.sort();
+        results.push(rows);
+    }
+    assert_eq!(results[0].len(), KEYS.len() + 1, "the header and every key");
+    assert_eq!(results[0], results[1]);
+}
+
+async fn physical_plan_of(ctx: &StreamContext, sql: &str) -> String {
+    let SqlOutput::Rows { batches, .. } = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap() else {
+        panic!("EXPLAIN gives rows")
+    };
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
