@@ -125,6 +125,12 @@ fn start_sender(
     (address, handle)
 }
 
+/// Resets the process's peak RSS (VmHWM) to its current RSS, so each
+/// scenario reports its own peak (Linux: `5` to `/proc/self/clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -154,6 +160,7 @@ async fn run(pool: Arc<LinePool>, scenario: &Scenario) {
                 .or_default() += *n as i64;
         }
     }
+    reset_peak_rss();
     let (address, sender) = start_sender(Arc::clone(&pool), scenario.lines, scenario.rate);
     let ctx = StreamContext::new(scenario.interval);
     ctx.register_socket("lines", &address, line_schema(), SocketOptions::default())
@@ -231,7 +238,7 @@ async fn run(pool: Arc<LinePool>, scenario: &Scenario) {
         percentile(&executions, 0.5).as_secs_f64() * 1e3,
         executions.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
-    println!("  peak RSS so far: {:.0} MiB", peak_rss_mib());
+    println!("  peak RSS (this scenario): {:.0} MiB", peak_rss_mib());
     // A custom --sql need not be a word count; only then are totals skipped.
     assert!(
         exact || scenario.sql != WORD_COUNT,
@@ -295,8 +302,7 @@ fn main() {
             },
             // Sustained: far more than one batch holds, sent as fast as
             // brook takes it (the stream's bound, 4M pending rows, is what
-            // one 1-second batch can hold). Last, as their batches are
-            // large and peak RSS only grows.
+            // one 1-second batch can hold).
             Scenario {
                 lines: 20_000_000,
                 interval: Duration::from_secs(1),
