@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use brook::{BatchOutput, QueueOptions, SqlOutput, StreamContext, line_schema};
+use brook::{BatchOutput, StreamContext};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
@@ -14,7 +14,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
 mod common;
-use common::{WORD_COUNT, WORD_COUNT_SPLIT, word_lines};
+use common::{WORD_COUNT, WORD_COUNT_SPLIT, query_over_batches, word_lines};
 
 /// Sum of tick-to-result times over `iters` batches of a prepared query.
 /// The batch interval leaves the query idle at each tick, so the time is
@@ -27,24 +27,7 @@ async fn prepared_batches(
 ) -> Duration {
     let interval = Duration::from_millis(1 + batch.num_rows() as u64 / 2_000);
     let ctx = StreamContext::new(interval);
-    let queue = ctx
-        .register_queue(
-            "lines",
-            line_schema(),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .expect("queue");
-    // Pushed from a task that waits when the queue is full (its bound).
-    let batch = batch.clone();
-    tokio::spawn(async move {
-        for _ in 0..iters {
-            queue.push_wait(batch.clone()).await.expect("push");
-        }
-        queue.close();
-    });
-    let SqlOutput::Query(query) = ctx.sql(sql).await.expect("query") else {
-        unreachable!("continuous query")
-    };
+    let query = query_over_batches(&ctx, sql, batch, iters).await;
     query
         .map(|output| measure(&output.expect("batch")))
         .fold(Duration::ZERO, |a, b| async move { a + b })

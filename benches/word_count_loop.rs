@@ -12,11 +12,11 @@
 
 use std::time::Duration;
 
-use brook::{QueueOptions, SqlOutput, StreamContext, line_schema};
+use brook::StreamContext;
 use futures::StreamExt;
 
 mod common;
-use common::{WORD_COUNT, word_lines};
+use common::{WORD_COUNT, query_over_batches, word_lines};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -38,22 +38,7 @@ fn main() {
     runtime.block_on(async move {
         let batch = word_lines(rows);
         let ctx = StreamContext::new(interval);
-        let queue = ctx
-            .register_queue(
-                "lines",
-                line_schema(),
-                QueueOptions::default().with_one_at_a_time(true),
-            )
-            .expect("queue");
-        tokio::spawn(async move {
-            for _ in 0..batches {
-                queue.push_wait(batch.clone()).await.expect("push");
-            }
-            queue.close();
-        });
-        let SqlOutput::Query(query) = ctx.sql(&sql).await.expect("query") else {
-            panic!("not a continuous query")
-        };
+        let query = query_over_batches(&ctx, &sql, &batch, batches).await;
         let (count, execution, elapsed) = query
             .fold(
                 (0u32, Duration::ZERO, Duration::ZERO),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use brook::line_schema;
+use brook::{ContinuousQuery, QueueOptions, SqlOutput, StreamContext, line_schema};
 use datafusion::arrow::array::StringViewArray;
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -31,4 +31,33 @@ pub fn word_lines(rows: usize) -> RecordBatch {
         .map(|_| (0..8).map(|_| next_word()).collect::<Vec<_>>().join(" "))
         .collect();
     RecordBatch::try_new(line_schema(), vec![Arc::new(StringViewArray::from(text))]).expect("batch")
+}
+
+/// Starts `sql` over a queue stream `lines` that gets `batch` as `batches`
+/// items, one per tick: pushed from a task that waits when the queue is
+/// full (its bound). Must run inside a tokio runtime.
+pub async fn query_over_batches(
+    ctx: &StreamContext,
+    sql: &str,
+    batch: &RecordBatch,
+    batches: u64,
+) -> ContinuousQuery {
+    let queue = ctx
+        .register_queue(
+            "lines",
+            line_schema(),
+            QueueOptions::default().with_one_at_a_time(true),
+        )
+        .expect("queue");
+    let batch = batch.clone();
+    tokio::spawn(async move {
+        for _ in 0..batches {
+            queue.push_wait(batch.clone()).await.expect("push");
+        }
+        queue.close();
+    });
+    let SqlOutput::Query(query) = ctx.sql(sql).await.expect("query") else {
+        panic!("not a continuous query: {sql}")
+    };
+    query
 }

@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Result, internal_err};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -50,26 +50,25 @@ impl PhysicalOptimizerRule for AbsorbRenamesRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
+        replace_each(plan, |node| {
             let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
-                return Ok(Transformed::no(node));
+                return Ok(None);
             };
             if !renames_only(projection) {
-                return Ok(Transformed::no(node));
+                return Ok(None);
             }
             let input = projection.input();
             let properties = Arc::clone(projection.properties());
-            let absorbed: Arc<dyn ExecutionPlan> =
+            Ok(
                 if let Some(split) = input.downcast_ref::<SplitUnnestExec>() {
-                    Arc::new(split.renamed(projection.schema(), properties))
-                } else if let Some(group_by) = input.downcast_ref::<TextGroupByExec>() {
-                    Arc::new(group_by.renamed(projection.schema(), properties))
+                    Some(Arc::new(split.renamed(projection.schema(), properties)))
                 } else {
-                    return Ok(Transformed::no(node));
-                };
-            Ok(Transformed::yes(absorbed))
+                    input.downcast_ref::<TextGroupByExec>().map(|group_by| {
+                        Arc::new(group_by.renamed(projection.schema(), properties)) as _
+                    })
+                },
+            )
         })
-        .map(|transformed| transformed.data)
     }
 
     fn name(&self) -> &str {
@@ -78,6 +77,32 @@ impl PhysicalOptimizerRule for AbsorbRenamesRule {
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+/// `plan` with each node for which `replacement` gives a new node replaced
+/// by it, children first.
+fn replace_each(
+    plan: Arc<dyn ExecutionPlan>,
+    replacement: impl Fn(&Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        Ok(match replacement(&node)? {
+            Some(new) => Transformed::yes(new),
+            None => Transformed::no(node),
+        })
+    })
+    .map(|transformed| transformed.data)
+}
+
+/// The one child of a brook operator, from `replace_children`' arguments.
+fn only_child(
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+    operator: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    match (children.pop(), children.is_empty()) {
+        (Some(child), true) => Ok(child),
+        _ => internal_err!("{operator} has exactly one child"),
     }
 }
 

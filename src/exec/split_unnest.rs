@@ -18,8 +18,8 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{NullHandling, Result, ScalarValue, internal_err};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{NullHandling, Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
@@ -54,13 +54,7 @@ impl PhysicalOptimizerRule for SplitUnnestRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            Ok(match fuse(&node)? {
-                Some(fused) => Transformed::yes(fused),
-                None => Transformed::no(node),
-            })
-        })
-        .map(|transformed| transformed.data)
+        super::replace_each(plan, fuse)
     }
 
     fn name(&self) -> &str {
@@ -224,11 +218,9 @@ impl ExecutionPlan for SplitUnnestExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (Some(input), true) = (children.pop(), children.is_empty()) else {
-            return internal_err!("SplitUnnestExec has exactly one child");
-        };
+        let input = super::only_child(children, "SplitUnnestExec")?;
         // Nothing is known of the order or partitioning of the new rows
         // beyond the number of partitions.
         let properties = PlanProperties::new(
@@ -247,11 +239,9 @@ impl ExecutionPlan for SplitUnnestExec {
 
     fn with_new_children_and_same_properties(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (Some(input), true) = (children.pop(), children.is_empty()) else {
-            return internal_err!("SplitUnnestExec has exactly one child");
-        };
+        let input = super::only_child(children, "SplitUnnestExec")?;
         Ok(Arc::new(Self {
             input,
             metrics: ExecutionPlanMetricsSet::new(),

@@ -31,8 +31,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, internal_err, resources_err};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, resources_err};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::EmitTo;
 use datafusion::physical_expr::PhysicalExpr;
@@ -60,13 +60,9 @@ impl PhysicalOptimizerRule for TextGroupByRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            Ok(match TextGroupByExec::replacing(&node)? {
-                Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
-                None => Transformed::no(node),
-            })
+        super::replace_each(plan, |node| {
+            Ok(TextGroupByExec::replacing(node)?.map(|exec| Arc::new(exec) as _))
         })
-        .map(|transformed| transformed.data)
     }
 
     fn name(&self) -> &str {
@@ -82,14 +78,11 @@ impl PhysicalOptimizerRule for TextGroupByRule {
 /// `AggregateExec` it replaced, for code that takes aggregates apart
 /// (incremental windows split them into partial and final phases).
 pub(crate) fn restore_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    Arc::clone(plan)
-        .transform_up(|node| {
-            let Some(exec) = node.downcast_ref::<TextGroupByExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            Ok(Transformed::yes(exec.restored(Arc::clone(&exec.input))?))
-        })
-        .map(|transformed| transformed.data)
+    super::replace_each(Arc::clone(plan), |node| {
+        node.downcast_ref::<TextGroupByExec>()
+            .map(|exec| exec.restored(Arc::clone(&exec.input)))
+            .transpose()
+    })
 }
 
 /// `plan` over a new `input`, its properties derived again.
@@ -111,6 +104,8 @@ pub(crate) struct TextGroupByExec {
     input: Arc<dyn ExecutionPlan>,
     group: Arc<dyn PhysicalExpr>,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Each aggregate's argument expressions.
+    arguments: Arc<Vec<Vec<Arc<dyn PhysicalExpr>>>>,
     /// The first phase of a two-phase aggregate (the plan for large batches
     /// over all cores): outputs each group's intermediate state, which
     /// DataFusion's final phase merges, instead of the final values.
@@ -177,6 +172,13 @@ impl TextGroupByExec {
             input: Arc::clone(aggregate.input()),
             group: Arc::clone(group),
             aggregates: aggregate.aggr_expr().to_vec(),
+            arguments: Arc::new(
+                aggregate
+                    .aggr_expr()
+                    .iter()
+                    .map(|a| a.expressions())
+                    .collect(),
+            ),
             partial,
             schema: aggregate.schema(),
             properties: Arc::clone(aggregate.properties()),
@@ -243,11 +245,9 @@ impl ExecutionPlan for TextGroupByExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (Some(input), true) = (children.pop(), children.is_empty()) else {
-            return internal_err!("TextGroupByExec has exactly one child");
-        };
+        let input = super::only_child(children, "TextGroupByExec")?;
         // Re-derive everything from the aggregate over the new input (and
         // keep a renaming this absorbed as a projection).
         let aggregate = rebuilt(&self.original, input)?;
@@ -267,11 +267,9 @@ impl ExecutionPlan for TextGroupByExec {
 
     fn with_new_children_and_same_properties(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (Some(input), true) = (children.pop(), children.is_empty()) else {
-            return internal_err!("TextGroupByExec has exactly one child");
-        };
+        let input = super::only_child(children, "TextGroupByExec")?;
         // A fresh run of the same plan: new metrics, the same size hint.
         Ok(Arc::new(Self {
             input,
@@ -288,6 +286,7 @@ impl ExecutionPlan for TextGroupByExec {
         let mut input = self.input.execute(partition, context)?;
         let group = Arc::clone(&self.group);
         let aggregates = self.aggregates.clone();
+        let arguments = Arc::clone(&self.arguments);
         let schema = Arc::clone(&self.schema);
         let partial = self.partial;
         let groups_last_run = Arc::clone(&self.groups_last_run);
@@ -298,8 +297,6 @@ impl ExecutionPlan for TextGroupByExec {
                 .iter()
                 .map(|a| a.create_groups_accumulator())
                 .collect::<Result<Vec<_>>>()?;
-            let arguments: Vec<Vec<Arc<dyn PhysicalExpr>>> =
-                aggregates.iter().map(|a| a.expressions()).collect();
             let mut group_of_row = Vec::new();
             while let Some(batch) = input.next().await {
                 let batch = batch?;
@@ -307,7 +304,7 @@ impl ExecutionPlan for TextGroupByExec {
                 let rows = batch.num_rows();
                 let keys = group.evaluate(&batch)?.into_array(rows)?;
                 groups.intern(keys.as_string_view(), &mut group_of_row)?;
-                for (accumulator, arguments) in accumulators.iter_mut().zip(&arguments) {
+                for (accumulator, arguments) in accumulators.iter_mut().zip(arguments.iter()) {
                     let values = arguments
                         .iter()
                         .map(|argument| argument.evaluate(&batch)?.into_array(rows))
