@@ -67,6 +67,18 @@ pub async fn start(ctx: &StreamContext, sql: &str) -> ContinuousQuery {
     }
 }
 
+/// The text of `EXPLAIN sql` on `ctx`, as a table.
+pub async fn explain(ctx: &StreamContext, sql: &str) -> String {
+    match ctx.sql(&format!("EXPLAIN {sql}")).await {
+        Ok(SqlOutput::Rows { batches, .. }) => {
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("format")
+                .to_string()
+        }
+        other => panic!("EXPLAIN {sql}: {other:?}"),
+    }
+}
+
 /// All outputs of `query` until it ends; fails the test past [`DEADLINE`].
 pub async fn collect_all(query: ContinuousQuery) -> Vec<BatchOutput> {
     tokio::time::timeout(

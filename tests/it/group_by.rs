@@ -10,7 +10,7 @@ use brook::{QueueOptions, SqlOutput, StreamContext};
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringViewArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use crate::common::{Rng, collect_all, rows, start};
+use crate::common::{Rng, collect_all, explain, rows, start};
 
 const TICK: Duration = Duration::from_millis(20);
 
@@ -107,7 +107,7 @@ async fn physical_plan(sql: &str) -> String {
     let ctx = StreamContext::new(TICK);
     ctx.register_queue("t", schema(), QueueOptions::default())
         .unwrap();
-    physical_plan_of(&ctx, sql).await
+    explain(&ctx, sql).await
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn the_first_phase_of_a_two_phase_aggregate_gives_datafusions_results() {
     let mut results = Vec::new();
     for group_by in ["k", "k, z"] {
         let sql = format!("SELECT {select} FROM s GROUP BY {group_by}");
-        let plan = physical_plan_of(&ctx, &sql).await;
+        let plan = explain(&ctx, &sql).await;
         assert_eq!(
             plan.contains("TextGroupByExec: mode=Partial, gby=[k@0]"),
             group_by == "k",
@@ -183,15 +183,6 @@ async fn the_first_phase_of_a_two_phase_aggregate_gives_datafusions_results() {
     }
     assert_eq!(results[0].len(), KEYS.len() + 1, "the header and every key");
     assert_eq!(results[0], results[1]);
-}
-
-async fn physical_plan_of(ctx: &StreamContext, sql: &str) -> String {
-    let SqlOutput::Rows { batches, .. } = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap() else {
-        panic!("EXPLAIN gives rows")
-    };
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brook::{QueueOptions, SqlOutput, StreamContext};
+use brook::{QueueOptions, StreamContext};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringViewArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
@@ -105,12 +105,7 @@ async fn explain(sql: &str) -> String {
     ctx.sql("CREATE STREAM t (id BIGINT, line TEXT, sep TEXT) WITH (connector = 'queue')")
         .await
         .unwrap();
-    let SqlOutput::Rows { batches, .. } = ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap() else {
-        panic!("EXPLAIN gives rows")
-    };
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string()
+    crate::common::explain(&ctx, sql).await
 }
 
 #[tokio::test]

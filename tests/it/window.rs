@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brook::{BatchOutput, BrookError, QueueOptions, SqlOutput, StreamContext};
+use brook::{BatchOutput, BrookError, QueueOptions, StreamContext};
 use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::common::{Rng, collect_all, rows, start};
+use crate::common::{Rng, collect_all, explain, rows, start};
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -222,20 +222,6 @@ async fn queries_that_cannot_merge_partial_state_recompute_the_window() {
         &[&["b,2", "a,1"], &["a,3", "b,2"], &["c,4", "a,3"]],
     )
     .await;
-}
-
-async fn explain(ctx: &StreamContext, sql: &str) -> String {
-    match ctx.sql(&format!("EXPLAIN {sql}")).await.unwrap() {
-        SqlOutput::Rows { batches, .. } => batches
-            .iter()
-            .map(|b| {
-                datafusion::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
-                    .unwrap()
-                    .to_string()
-            })
-            .collect(),
-        other => panic!("{other:?}"),
-    }
 }
 
 #[tokio::test]
