@@ -1,7 +1,16 @@
 //! The trigger clock. Every batch interval it cuts what each subscribed
 //! stream received since the last tick into one micro-batch (possibly empty)
 //! and hands each running query the micro-batches of the streams it reads.
+//!
+//! Queries that share a stream (directly or through other queries) form a
+//! group that ticks together. The clock never waits for a group: it hands
+//! a group's ticks to a delivery task, which waits while a query of the
+//! group is behind, and skips the group at later ticks until that delivery
+//! is done. So a query that falls behind holds back the streams it reads
+//! (whose rows wait in their bounded inboxes), while every other group
+//! keeps its pace.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -12,10 +21,12 @@ use tokio::time::Instant;
 
 use crate::error::BrookError;
 use crate::stream::{LiveStream, StreamCut};
+use crate::sync::lock;
 
-/// Ticks a query may have waiting before the clock waits for it: one being
-/// executed and one queued. A query slower than the interval delays the
-/// clock (and so the sources) instead of piling up batches in memory.
+/// Ticks a query may have waiting before its group's delivery waits for
+/// it: one being executed and one queued. A query slower than the interval
+/// delays its own streams (and so their sources) instead of piling up
+/// batches in memory.
 const TICKS_IN_FLIGHT: usize = 2;
 
 /// One tick as seen by one query.
@@ -49,7 +60,13 @@ struct Subscription {
     query_id: u64,
     streams: Vec<Arc<LiveStream>>,
     ticks: mpsc::Sender<Tick>,
+    /// Set while a delivery task still has to hand this query a tick; its
+    /// group is not cut again until then.
+    delivering: Arc<AtomicBool>,
 }
+
+/// One group's ticks, to be handed over in order by a delivery task.
+type Delivery = Vec<(mpsc::Sender<Tick>, Tick, Arc<AtomicBool>)>;
 
 /// The clock shared by all queries of a context.
 pub(crate) struct Batcher {
@@ -76,12 +93,6 @@ impl Drop for Batcher {
             clock.abort();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Batcher {
@@ -120,6 +131,7 @@ impl Batcher {
             query_id,
             streams,
             ticks: sender,
+            delivering: Arc::new(AtomicBool::new(false)),
         });
         let mut clock = lock(&self.clock);
         if clock.is_none() {
@@ -140,40 +152,91 @@ impl Batcher {
             .collect()
     }
 
-    /// Cuts every subscribed stream once and builds each query's tick.
-    fn cut(&self, time: DateTime<Utc>, instant: Instant) -> Vec<(mpsc::Sender<Tick>, Tick)> {
+    /// Cuts, once each, the streams of every group whose previous delivery
+    /// is done, and builds each such group's ticks.
+    fn cut(&self, time: DateTime<Utc>, instant: Instant) -> Vec<Delivery> {
         let mut subscriptions = lock(&self.subscriptions);
         subscriptions.retain(|s| !s.ticks.is_closed());
+        let groups = groups(&subscriptions);
         let mut cuts: Vec<(*const LiveStream, Result<StreamCut, StreamFailure>)> = Vec::new();
-        let mut deliveries = Vec::with_capacity(subscriptions.len());
-        for subscription in subscriptions.iter() {
-            let inputs = subscription
-                .streams
+        let mut deliveries = Vec::new();
+        for members in groups {
+            if members
                 .iter()
-                .map(|stream| {
-                    let key = Arc::as_ptr(stream);
-                    if let Some((_, cut)) = cuts.iter().find(|(k, _)| *k == key) {
-                        return cut.clone();
-                    }
-                    let cut = stream.cut().map_err(|err| StreamFailure {
-                        stream: stream.name.clone(),
-                        message: err.to_string(),
-                    });
-                    cuts.push((key, cut.clone()));
-                    cut
-                })
-                .collect();
-            deliveries.push((
-                subscription.ticks.clone(),
-                Tick {
-                    time,
-                    instant,
-                    inputs,
-                },
-            ));
+                .any(|&i| subscriptions[i].delivering.load(Ordering::Acquire))
+            {
+                continue;
+            }
+            let mut delivery = Vec::with_capacity(members.len());
+            for i in members {
+                let subscription = &subscriptions[i];
+                let inputs = subscription
+                    .streams
+                    .iter()
+                    .map(|stream| {
+                        let key = Arc::as_ptr(stream);
+                        if let Some((_, cut)) = cuts.iter().find(|(k, _)| *k == key) {
+                            return cut.clone();
+                        }
+                        let cut = stream.cut().map_err(|err| StreamFailure {
+                            stream: stream.name.clone(),
+                            message: err.to_string(),
+                        });
+                        cuts.push((key, cut.clone()));
+                        cut
+                    })
+                    .collect();
+                subscription.delivering.store(true, Ordering::Release);
+                delivery.push((
+                    subscription.ticks.clone(),
+                    Tick {
+                        time,
+                        instant,
+                        inputs,
+                    },
+                    Arc::clone(&subscription.delivering),
+                ));
+            }
+            deliveries.push(delivery);
         }
         deliveries
     }
+}
+
+/// The subscriptions grouped by shared streams (the connected components of
+/// the query–stream graph), each group as indices in subscription order.
+fn groups(subscriptions: &[Subscription]) -> Vec<Vec<usize>> {
+    let shares_stream = |a: &Subscription, b: &Subscription| {
+        a.streams
+            .iter()
+            .any(|x| b.streams.iter().any(|y| Arc::ptr_eq(x, y)))
+    };
+    let mut group_of: Vec<Option<usize>> = vec![None; subscriptions.len()];
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for start in 0..subscriptions.len() {
+        if group_of[start].is_some() {
+            continue;
+        }
+        let id = groups.len();
+        let mut members = vec![start];
+        group_of[start] = Some(id);
+        let mut next = 0;
+        while next < members.len() {
+            let current = members[next];
+            next += 1;
+            for other in 0..subscriptions.len() {
+                if group_of[other].is_none()
+                    && shares_stream(&subscriptions[current], &subscriptions[other])
+                {
+                    group_of[other] = Some(id);
+                    members.push(other);
+                }
+            }
+        }
+        members.sort_unstable();
+        groups.push(members);
+    }
+    groups
 }
 
 async fn run_clock(batcher: Weak<Batcher>, tick_now: Arc<Notify>) {
@@ -192,9 +255,15 @@ async fn run_clock(batcher: Weak<Batcher>, tick_now: Arc<Notify>) {
         let deliveries = batcher.cut(Utc::now(), Instant::now());
         let interval = batcher.batch_interval();
         drop(batcher);
-        for (ticks, tick) in deliveries {
-            // Waits while the query is behind: backpressure, not buffering.
-            let _ = ticks.send(tick).await;
+        for delivery in deliveries {
+            tokio::spawn(async move {
+                for (ticks, tick, delivering) in delivery {
+                    // Waits while the query is behind: backpressure on its
+                    // group's streams, not buffering.
+                    let _ = ticks.send(tick).await;
+                    delivering.store(false, Ordering::Release);
+                }
+            });
         }
         next_tick = (next_tick + interval).max(Instant::now());
     }

@@ -1,6 +1,8 @@
-//! brook's error type: one enum for the library, telling the user's mistakes
-//! (bad SQL, bad options, bad input rows) apart from faults of external systems
-//! (a refused connection) and internal ones.
+//! brook's error type: one enum for the library whose [`ErrorKind`] tells
+//! the user's mistakes (bad SQL, bad options, bad input rows) apart from
+//! failures outside brook (a peer, the file system) and internal faults (a
+//! bug). Causes are kept as [`std::error::Error::source`]; a location is set
+//! only on SQL errors.
 
 use std::io;
 
@@ -99,9 +101,55 @@ pub enum BrookError {
     #[error(transparent)]
     Arrow(#[from] ArrowError),
 
+    /// A queue stream refused an item because it holds as much as its
+    /// bounds allow; push again once a query has taken some.
+    #[error("{message}")]
+    StreamFull {
+        /// The stream that is full.
+        stream: String,
+        /// How full it is and which bound it reached.
+        message: String,
+    },
+
+    /// A file or directory could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What brook was doing, naming the path.
+        context: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+
+    /// A sink could not write a batch.
+    #[error("sink '{sink}': {source}")]
+    SinkFailed {
+        /// The sink's name.
+        sink: String,
+        /// Why the write failed.
+        source: Box<BrookError>,
+    },
+
+    /// A statement ran longer than its timeout and was cancelled.
+    #[error("canceling statement due to statement timeout ({0:?})")]
+    Timeout(std::time::Duration),
+
     /// A bug in brook: an invariant did not hold.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Whose fault an error is, which decides what the user can do about it
+/// (and the `brook` command's exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The user's to fix: SQL, options, input data, a query that fails on
+    /// its data (a division by zero).
+    User,
+    /// A failure outside brook: a peer, the network, the file system.
+    External,
+    /// A bug in brook.
+    Internal,
 }
 
 impl BrookError {
@@ -118,14 +166,96 @@ impl BrookError {
         }
     }
 
+    /// Whose fault the error is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BrookError::Sql { .. }
+            | BrookError::Invalid(_)
+            | BrookError::BadRow { .. }
+            | BrookError::Timeout(_) => ErrorKind::User,
+            BrookError::Connect { .. }
+            | BrookError::SourceIo { .. }
+            | BrookError::StreamFailed { .. }
+            | BrookError::StreamFull { .. }
+            | BrookError::Io { .. } => ErrorKind::External,
+            BrookError::BatchFailed { source, .. } | BrookError::SinkFailed { source, .. } => {
+                source.kind()
+            }
+            BrookError::DataFusion(err) => datafusion_kind(err),
+            BrookError::Arrow(err) => arrow_kind(err),
+            BrookError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     /// True when the error is the user's to fix (SQL, options, input data)
     /// rather than an external or internal fault.
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
-            BrookError::Sql { .. } | BrookError::Invalid(_) | BrookError::BadRow { .. }
-        )
+        self.kind() == ErrorKind::User
     }
+
+    /// An [`BrookError::Io`] saying what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        BrookError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Whose fault a DataFusion error is: planning and execution errors come
+/// from the query and its data; I/O and object stores are outside; the rest
+/// are bugs (in DataFusion or in brook's use of it).
+fn datafusion_kind(err: &DataFusionError) -> ErrorKind {
+    match err {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            datafusion_kind(inner)
+        }
+        DataFusionError::Shared(inner) => datafusion_kind(inner),
+        DataFusionError::ArrowError(inner, _) => arrow_kind(inner),
+        DataFusionError::External(inner) => match inner.downcast_ref::<BrookError>() {
+            Some(brook) => brook.kind(),
+            None => match inner.downcast_ref::<io::Error>() {
+                Some(_) => ErrorKind::External,
+                None => ErrorKind::User,
+            },
+        },
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => ErrorKind::External,
+        DataFusionError::Internal(_) => ErrorKind::Internal,
+        DataFusionError::Collection(errors) => {
+            errors.first().map_or(ErrorKind::Internal, datafusion_kind)
+        }
+        _ => ErrorKind::User,
+    }
+}
+
+/// Whose fault an Arrow error is: I/O is outside; the rest comes from data
+/// or types the user gave (a failed cast, a division by zero).
+fn arrow_kind(err: &ArrowError) -> ErrorKind {
+    match err {
+        ArrowError::IoError(..) => ErrorKind::External,
+        ArrowError::ExternalError(inner) => match inner.downcast_ref::<BrookError>() {
+            Some(brook) => brook.kind(),
+            None => ErrorKind::User,
+        },
+        _ => ErrorKind::User,
+    }
+}
+
+/// `err` and its causes, each once, joined by `": "` (like anyhow's
+/// alternate display): what the command line prints.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let part = next.to_string();
+        // Messages that already include their cause are not repeated.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// Receives problems that do not stop a query: skipped rows, lost

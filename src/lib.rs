@@ -6,23 +6,29 @@
 //! DataFusion plan, prepared once, on that batch.
 //!
 //! # Layout
-//! - [`context`]: [`StreamContext`], the entry point: streams, the clock, `sql()`.
+//! Dependencies run one way, from the bottom up:
+//!
+//! - [`error`]: [`BrookError`] and whose fault it is ([`ErrorKind`]).
 //! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
 //!   parsed with sqlparser; everything else goes to DataFusion.
-//! - [`source`]: queue and socket sources, and decoding lines into Arrow.
-//! - `stream`: a registered stream's inbox, where rows wait for a tick.
+//! - [`source`]: queue and socket sources, decoding lines into Arrow, and
+//!   each stream's bounded inbox.
+//! - `stream`: a registered stream: its source, inbox and counters.
 //! - `batcher`: the trigger clock that cuts batches and feeds queries.
-//! - [`query`]: a running [`ContinuousQuery`] and its per-batch execution.
-//! - [`window`]: `HOP`, `TUMBLE` and `RUNNING`: the table functions, the
-//!   split of a plan into partial / merge / final aggregates, the window state.
-//! - `running`: the running queries of a context (`SHOW QUERIES`, `STOP QUERY`).
-//! - `functions`: SQL functions brook adds (`split`, a zero-copy word split).
-//! - `exec`: brook's physical operators for common per-batch shapes
-//!   (`unnest(split(...))`, `GROUP BY` one text column) and their rules.
-//! - [`sink`]: console output (table, CSV, JSON) and file sinks (`CREATE SINK`).
-//! - [`repl`]: the interactive shell.
-//! - [`cli`]: the `brook` command line.
-//! - [`error`]: the error type, [`BrookError`].
+//! - `catalog`: what DataFusion sees: the table of each stream and the batch
+//!   slots its scans read, the window table functions (`HOP`, `TUMBLE`,
+//!   `RUNNING`), the system tables (`brook.queries`, `brook.streams`).
+//! - [`query`]: a running [`ContinuousQuery`]: its output, the
+//!   `BatchEngine` trait every way of running a query implements, the
+//!   driver, the registry of running queries.
+//! - `engine`: the engines: per batch, sliding windows (recompute or
+//!   incremental), running aggregates; with `exec`, brook's physical
+//!   operators and rules, and `functions`, the SQL functions brook adds.
+//! - `planner`: decides whether a statement is continuous, picks its
+//!   engine, plans it once, and explains it.
+//! - [`sink`]: console output and file sinks (`CREATE SINK`).
+//! - [`context`]: [`StreamContext`], the entry point: streams, `sql()`.
+//! - [`cli`]: the `brook` command line and the interactive shell.
 //!
 //! # Example
 //! Spark's `queueStream` word count, with two items taken one per batch:
@@ -61,26 +67,27 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub(crate) mod batcher;
+pub(crate) mod catalog;
 pub mod cli;
 pub mod context;
+pub(crate) mod engine;
 pub mod error;
 pub(crate) mod exec;
 pub(crate) mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod planner;
 pub mod query;
 pub mod repl;
-pub(crate) mod running;
 pub mod sink;
 pub mod source;
 pub mod sql;
 pub(crate) mod stream;
-pub mod window;
+pub(crate) mod sync;
 
-pub use context::{SqlOutput, StreamContext, StreamInfo, line_schema};
-pub use error::{BrookError, Result, SqlLocation, WarningHandler};
-pub use query::{BatchOutput, ContinuousQuery};
-pub use running::{QueryInfo, QueryStats};
+pub use catalog::windows::OutputMode;
+pub use context::{SqlOutput, StreamContext, line_schema};
+pub use error::{BrookError, ErrorKind, Result, SqlLocation, WarningHandler, error_chain};
+pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions, StreamLimits};
-pub use window::OutputMode;
-pub use window::exec::{Retained, WindowBounds};
+pub use stream::StreamInfo;

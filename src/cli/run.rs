@@ -143,8 +143,12 @@ pub async fn exec(args: Args) -> ExitCode {
     }
     while printers.join_next().await.is_some() {}
     status.around(|| ());
-    if !failed.load(Ordering::SeqCst) {
-        ctx.wait_for_sinks().await;
+    // A sink that failed to write a batch fails the run.
+    if !failed.load(Ordering::SeqCst)
+        && let Err(err) = ctx.wait_for_sinks().await
+    {
+        eprintln!("brook: {}", brook_error_text(&err));
+        failed.store(true, Ordering::SeqCst);
     }
     if failed.load(Ordering::SeqCst) {
         ExitCode::from(EXIT_ERROR)
@@ -246,4 +250,9 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// An error and its causes, as the command line prints them.
+fn brook_error_text(err: &crate::BrookError) -> String {
+    crate::error::error_chain(err)
 }

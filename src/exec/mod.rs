@@ -24,18 +24,32 @@ use datafusion::physical_plan::projection::ProjectionExec;
 pub(crate) mod split_unnest;
 pub(crate) mod text_group_by;
 
-pub(crate) use text_group_by::restore_aggregates;
-
 use split_unnest::SplitUnnestExec;
 use text_group_by::TextGroupByExec;
 
-/// The rules, in the order they must run (after DataFusion's own).
-pub(crate) fn optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    vec![
-        Arc::new(split_unnest::SplitUnnestRule),
-        Arc::new(text_group_by::TextGroupByRule),
-        Arc::new(AbsorbRenamesRule),
-    ]
+/// What a plan is for, which decides the operators brook may put in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlanShape {
+    /// Executed as it is, once per batch or window.
+    Executed,
+    /// Taken apart at its aggregate into partial and final phases
+    /// (incremental windows, running aggregates): its aggregates stay
+    /// DataFusion's, whose phases brook can build.
+    Split,
+}
+
+/// DataFusion's physical optimizer rules followed by brook's for `shape`,
+/// in the order they must run.
+pub(crate) fn optimizer_rules(
+    shape: PlanShape,
+) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    rules.push(Arc::new(split_unnest::SplitUnnestRule));
+    if shape == PlanShape::Executed {
+        rules.push(Arc::new(text_group_by::TextGroupByRule));
+    }
+    rules.push(Arc::new(AbsorbRenamesRule));
+    rules
 }
 
 /// Folds a projection that only renames its input's columns, in place,

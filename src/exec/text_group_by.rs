@@ -74,17 +74,6 @@ impl PhysicalOptimizerRule for TextGroupByRule {
     }
 }
 
-/// `plan` with every [`TextGroupByExec`] turned back into the
-/// `AggregateExec` it replaced, for code that takes aggregates apart
-/// (incremental windows split them into partial and final phases).
-pub(crate) fn restore_aggregates(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    super::replace_each(Arc::clone(plan), |node| {
-        node.downcast_ref::<TextGroupByExec>()
-            .map(|exec| exec.restored(Arc::clone(&exec.input)))
-            .transpose()
-    })
-}
-
 /// `plan` over a new `input`, its properties derived again.
 fn rebuilt(
     plan: &Arc<dyn ExecutionPlan>,
@@ -99,7 +88,7 @@ fn rebuilt(
 /// A hash aggregate grouping by one text column; see the [module](self).
 #[derive(Debug, Clone)]
 pub(crate) struct TextGroupByExec {
-    /// The aggregate this replaces (for display and [`restore_aggregates`]).
+    /// The aggregate this replaces (for display, and rebuilt over new children).
     original: Arc<dyn ExecutionPlan>,
     input: Arc<dyn ExecutionPlan>,
     group: Arc<dyn PhysicalExpr>,
@@ -126,17 +115,6 @@ impl TextGroupByExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             ..self.clone()
-        }
-    }
-
-    /// The `AggregateExec` this replaced, over `input`, and the renaming
-    /// this absorbed, if any.
-    fn restored(&self, input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        let original = rebuilt(&self.original, input)?;
-        if original.schema() == self.schema {
-            Ok(original)
-        } else {
-            super::renaming(original, &self.schema)
         }
     }
 

@@ -97,7 +97,7 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     println!(
         "brook {} - SQL over live streams (batch interval {}). \\? for help, \\q to quit.",
         env!("CARGO_PKG_VERSION"),
-        crate::window::format_duration(repl.ctx.batch_interval())
+        crate::catalog::windows::format_duration(repl.ctx.batch_interval())
     );
     let mut pending = String::new();
     loop {
@@ -171,8 +171,13 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     }
     repl.ctx.close_queues();
     repl.ctx.finish_queries();
-    repl.ctx.wait_for_sinks().await;
-    ExitCode::SUCCESS
+    match repl.ctx.wait_for_sinks().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("brook: {}", crate::error::error_chain(&err));
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn plural(count: usize, noun: &str) -> String {

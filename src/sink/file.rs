@@ -15,6 +15,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::console::with_batch_columns;
 use crate::error::{BrookError, Result};
 use crate::query::BatchOutput;
+use crate::source::OptionSpec;
+use crate::source::config::OptionReader;
 
 /// How a file sink encodes rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,50 +61,64 @@ impl FileSinkOptions {
     /// `mode = 'per_batch' | 'append'` (keys lower-cased).
     pub fn from_options(sink: &str, options: &[(String, String)]) -> Result<Self> {
         let bad = |message: String| BrookError::invalid(format!("sink '{sink}': {message}"));
-        let mut connector = None;
-        let mut path = None;
-        let mut format = FileFormat::Csv;
-        let mut mode = FileMode::PerBatch;
-        for (key, value) in options {
-            match key.as_str() {
-                "connector" => connector = Some(value.to_ascii_lowercase()),
-                "path" => path = Some(PathBuf::from(value)),
-                "format" => {
-                    format = match value.to_ascii_lowercase().as_str() {
-                        "csv" => FileFormat::Csv,
-                        "json" => FileFormat::Json,
-                        _ => return Err(bad(format!("format is 'csv' or 'json', not '{value}'"))),
-                    }
-                }
-                "mode" => {
-                    mode = match value.to_ascii_lowercase().as_str() {
-                        "per_batch" | "file_per_batch" => FileMode::PerBatch,
-                        "append" => FileMode::Append,
-                        _ => {
-                            return Err(bad(format!(
-                                "mode is 'per_batch' or 'append', not '{value}'"
-                            )));
-                        }
-                    }
-                }
-                other => {
-                    return Err(bad(format!(
-                        "unknown option '{other}' (options: connector, path, format, mode)"
-                    )));
-                }
-            }
-        }
-        match connector.as_deref() {
+        let options = OptionReader::new(format!("sink '{sink}'"), options, FILE_SINK_OPTIONS)?;
+        match options
+            .text("connector")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("file") => {}
             Some(other) => return Err(bad(format!("unknown connector '{other}' (sinks: 'file')"))),
             None => return Err(bad("give connector = 'file'".into())),
         }
-        let path = path.ok_or_else(|| {
+        let path = options.text("path").map(PathBuf::from).ok_or_else(|| {
             bad("give path = 'directory/' (or a file with mode = 'append')".into())
         })?;
+        let format = match options
+            .text("format")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("csv") => FileFormat::Csv,
+            Some("json") => FileFormat::Json,
+            Some(other) => return Err(bad(format!("format is 'csv' or 'json', not '{other}'"))),
+        };
+        let mode = match options.text("mode").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("per_batch" | "file_per_batch") => FileMode::PerBatch,
+            Some("append") => FileMode::Append,
+            Some(other) => {
+                return Err(bad(format!(
+                    "mode is 'per_batch' or 'append', not '{other}'"
+                )));
+            }
+        };
         Ok(Self { path, format, mode })
     }
 }
+
+/// The options of a file sink.
+pub const FILE_SINK_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "connector",
+        default: None,
+        help: "'file'",
+    },
+    OptionSpec {
+        key: "path",
+        default: None,
+        help: "a directory (one file per batch) or, with mode = 'append', a file (required)",
+    },
+    OptionSpec {
+        key: "format",
+        default: Some("csv"),
+        help: "'csv' or 'json' (newline-delimited)",
+    },
+    OptionSpec {
+        key: "mode",
+        default: Some("per_batch"),
+        help: "'per_batch' (one file per batch) or 'append' (one file)",
+    },
+];
 
 /// Writes a query's batches to files.
 #[derive(Debug)]
@@ -118,10 +134,10 @@ impl FileSink {
     /// append mode, opens the file.
     pub fn create(name: &str, options: FileSinkOptions) -> Result<Self> {
         let io_error = |what: &str, path: &Path, err: std::io::Error| {
-            BrookError::invalid(format!(
-                "sink '{name}': cannot {what} {}: {err}",
-                path.display()
-            ))
+            BrookError::io(
+                format!("sink '{name}': cannot {what} {}", path.display()),
+                err,
+            )
         };
         let appending = match options.mode {
             FileMode::PerBatch => {
@@ -159,12 +175,14 @@ impl FileSink {
         let (_, batches) = with_batch_columns(output)?;
         let format = self.options.format;
         let failed = |path: &Path, err: std::io::Error| {
-            BrookError::invalid(format!(
-                "sink '{}': batch {}: cannot write {}: {err}",
-                self.name,
-                output.batch_number,
-                path.display()
-            ))
+            BrookError::io(
+                format!(
+                    "batch {}: cannot write {}",
+                    output.batch_number,
+                    path.display()
+                ),
+                err,
+            )
         };
         match &mut self.appending {
             Some((file, header_written)) => {

@@ -2,9 +2,12 @@
 //! `Source`; a source decodes what it receives into Arrow and leaves it in
 //! the stream's `Inbox` for the next tick.
 
+pub(crate) mod config;
 pub(crate) mod decode;
+mod inbox;
 mod options;
 mod queue;
+mod queue_insert;
 mod socket;
 
 use std::fmt::Debug;
@@ -13,12 +16,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::stream::Inbox;
 
+pub use config::OptionSpec;
+pub(crate) use inbox::Inbox;
 pub(crate) use options::Connector;
-pub use options::{LineFormat, OnError, QueueOptions, SocketOptions, StreamLimits};
+pub use options::{
+    LineFormat, OnError, QUEUE_OPTIONS, QueueOptions, SOCKET_OPTIONS, SocketOptions, StreamLimits,
+};
 pub use queue::QueueHandle;
 pub(crate) use queue::QueueSource;
+pub(crate) use queue_insert::conform_insert;
 pub(crate) use socket::SocketSource;
 
 /// A kind of source behind a stream.

@@ -1,7 +1,6 @@
 //! Connector options, from Rust builders or from `CREATE STREAM ... WITH (...)`.
 
-use std::collections::BTreeMap;
-
+use super::config::{self, OptionReader, OptionSpec};
 use crate::error::{BrookError, Result};
 
 /// The bounds between a stream's source and its queries.
@@ -29,32 +28,118 @@ impl Default for StreamLimits {
 }
 
 impl StreamLimits {
-    /// Reads `max_pending_rows`, `max_pending_bytes` and `max_batch_rows`
-    /// from `options`, removing them.
-    fn take_from(stream: &str, options: &mut BTreeMap<&str, &str>) -> Result<Self> {
-        let mut limits = Self::default();
-        let mut positive = |key: &str| -> Result<Option<usize>> {
-            options
-                .remove(key)
-                .map(|value| {
-                    value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        BrookError::invalid(format!(
-                            "stream '{stream}': {key} must be a positive number, got '{value}'"
-                        ))
-                    })
-                })
-                .transpose()
-        };
-        if let Some(rows) = positive("max_pending_rows")? {
-            limits.max_pending_rows = rows;
+    /// Reads `max_pending_rows`, `max_pending_bytes` and `max_batch_rows`.
+    fn read(options: &OptionReader) -> Result<Self> {
+        let defaults = Self::default();
+        Ok(Self {
+            max_pending_rows: options
+                .positive("max_pending_rows")?
+                .unwrap_or(defaults.max_pending_rows),
+            max_pending_bytes: options
+                .positive("max_pending_bytes")?
+                .unwrap_or(defaults.max_pending_bytes),
+            max_batch_rows: options.positive("max_batch_rows")?,
+        })
+    }
+
+    /// The limits' values, by option key.
+    fn value_of(&self, key: &str) -> Option<String> {
+        match key {
+            "max_pending_rows" => Some(self.max_pending_rows.to_string()),
+            "max_pending_bytes" => Some(self.max_pending_bytes.to_string()),
+            "max_batch_rows" => self.max_batch_rows.map(|rows| rows.to_string()),
+            _ => None,
         }
-        if let Some(bytes) = positive("max_pending_bytes")? {
-            limits.max_pending_bytes = bytes;
-        }
-        limits.max_batch_rows = positive("max_batch_rows")?;
-        Ok(limits)
     }
 }
+
+/// The bounds every stream takes.
+const LIMIT_OPTIONS: [OptionSpec; 3] = [
+    OptionSpec {
+        key: "max_pending_rows",
+        default: Some("4000000"),
+        help: "rows waiting for the next batch before the source waits",
+    },
+    OptionSpec {
+        key: "max_pending_bytes",
+        default: Some("268435456"),
+        help: "bytes of Arrow memory waiting for the next batch before the source waits",
+    },
+    OptionSpec {
+        key: "max_batch_rows",
+        default: None,
+        help: "rows one batch takes at most; the rest waits for the next tick",
+    },
+];
+
+/// The options of a queue stream.
+pub const QUEUE_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "connector",
+        default: None,
+        help: "'queue'",
+    },
+    OptionSpec {
+        key: "one_at_a_time",
+        default: Some("false"),
+        help: "each batch takes one item ('true') or every item queued at the tick",
+    },
+    LIMIT_OPTIONS[0],
+    LIMIT_OPTIONS[1],
+    LIMIT_OPTIONS[2],
+];
+
+/// The options of a socket stream.
+pub const SOCKET_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "connector",
+        default: None,
+        help: "'socket'",
+    },
+    OptionSpec {
+        key: "host",
+        default: Some("localhost"),
+        help: "server to connect to",
+    },
+    OptionSpec {
+        key: "port",
+        default: None,
+        help: "its port (required)",
+    },
+    OptionSpec {
+        key: "format",
+        default: Some("text"),
+        help: "'text' (one column per line) or 'csv'",
+    },
+    OptionSpec {
+        key: "reconnect",
+        default: Some("false"),
+        help: "reconnect with backoff when the connection is refused or closes",
+    },
+    OptionSpec {
+        key: "reconnect_attempts",
+        default: None,
+        help: "failed reconnection attempts in a row after which the stream fails",
+    },
+    OptionSpec {
+        key: "on_error",
+        default: Some("skip"),
+        help: "'skip' a malformed row (counted, reported) or 'fail' the stream",
+    },
+    OptionSpec {
+        key: "delimiter",
+        default: Some(","),
+        help: "CSV field delimiter",
+    },
+    OptionSpec {
+        key: "max_line_bytes",
+        default: Some("1048576"),
+        help: "longest line accepted",
+    },
+    LIMIT_OPTIONS[0],
+    LIMIT_OPTIONS[1],
+    LIMIT_OPTIONS[2],
+];
 
 /// Options of a queue stream (Spark's `queueStream`).
 #[derive(Debug, Clone, Default)]
@@ -179,131 +264,120 @@ pub(crate) enum Connector {
     },
 }
 
+const FORMATS: &[(&str, LineFormat)] = &[("text", LineFormat::Text), ("csv", LineFormat::Csv)];
+const ON_ERROR: &[(&str, OnError)] = &[("skip", OnError::Skip), ("fail", OnError::Fail)];
+
 impl Connector {
     /// Reads `WITH (...)` options; every key must be known to the connector.
     pub fn from_options(stream: &str, options: &[(String, String)]) -> Result<Self> {
-        let mut remaining: BTreeMap<&str, &str> = BTreeMap::new();
-        for (key, value) in options {
-            if remaining.insert(key, value).is_some() {
-                return Err(BrookError::invalid(format!(
-                    "stream '{stream}': option '{key}' is given twice"
-                )));
+        let connector = options
+            .iter()
+            .find(|(key, _)| key == "connector")
+            .map(|(_, value)| value.to_ascii_lowercase())
+            .ok_or_else(|| {
+                BrookError::invalid(format!(
+                    "stream '{stream}': missing option connector; use WITH (connector = 'queue') or WITH (connector = 'socket', port = '9000')"
+                ))
+            })?;
+        let owner = format!("stream '{stream}'");
+        match connector.as_str() {
+            "queue" => {
+                let options = OptionReader::new(owner, options, QUEUE_OPTIONS)?;
+                Ok(Connector::Queue(QueueOptions {
+                    one_at_a_time: options.bool("one_at_a_time")?.unwrap_or(false),
+                    limits: StreamLimits::read(&options)?,
+                }))
             }
-        }
-        let connector = remaining.remove("connector").ok_or_else(|| {
-            BrookError::invalid(format!(
-                "stream '{stream}': missing option connector; use WITH (connector = 'queue') or WITH (connector = 'socket', port = '9000')"
-            ))
-        })?;
-        let limits = StreamLimits::take_from(stream, &mut remaining)?;
-        let mut take = |key: &str| remaining.remove(key);
-        let parsed = match connector.to_ascii_lowercase().as_str() {
-            "queue" => Connector::Queue(QueueOptions {
-                one_at_a_time: take("one_at_a_time")
-                    .map_or(Ok(false), |v| parse_bool(stream, "one_at_a_time", v))?,
-                limits,
-            }),
             "socket" => {
-                let host = take("host").unwrap_or("localhost");
-                let port = take("port").ok_or_else(|| {
+                let options = OptionReader::new(owner, options, SOCKET_OPTIONS)?;
+                let host = options.text("host").unwrap_or("localhost");
+                let port = options.text("port").ok_or_else(|| {
                     BrookError::invalid(format!(
                         "stream '{stream}': the socket connector needs option port"
                     ))
                 })?;
                 let port: u16 = port.parse().map_err(|_| {
-                    BrookError::invalid(format!(
-                        "stream '{stream}': port must be a number from 1 to 65535, got '{port}'"
-                    ))
+                    options.bad(
+                        "port",
+                        format_args!("must be a number from 1 to 65535, got '{port}'"),
+                    )
                 })?;
-                let mut options = SocketOptions {
-                    limits,
-                    ..SocketOptions::default()
-                };
-                if let Some(format) = take("format") {
-                    options.format = match format.to_ascii_lowercase().as_str() {
-                        "text" => LineFormat::Text,
-                        "csv" => LineFormat::Csv,
-                        other => {
-                            return Err(BrookError::invalid(format!(
-                                "stream '{stream}': format must be 'text' or 'csv', got '{other}'"
-                            )));
-                        }
-                    };
-                }
-                if let Some(reconnect) = take("reconnect") {
-                    options.reconnect = parse_bool(stream, "reconnect", reconnect)?;
-                }
-                if let Some(on_error) = take("on_error") {
-                    options.on_error = match on_error.to_ascii_lowercase().as_str() {
-                        "skip" => OnError::Skip,
-                        "fail" => OnError::Fail,
-                        other => {
-                            return Err(BrookError::invalid(format!(
-                                "stream '{stream}': on_error must be 'skip' or 'fail', got '{other}'"
-                            )));
-                        }
-                    };
-                }
-                if let Some(delimiter) = take("delimiter") {
-                    options.delimiter = match delimiter.as_bytes() {
+                let defaults = SocketOptions::default();
+                let delimiter = match options.text("delimiter") {
+                    None => defaults.delimiter,
+                    Some("\\t") => b'\t',
+                    Some(text) => match text.as_bytes() {
                         [byte] if byte.is_ascii() => *byte,
-                        _ if delimiter == "\\t" => b'\t',
                         _ => {
-                            return Err(BrookError::invalid(format!(
-                                "stream '{stream}': delimiter must be one ASCII character, got '{delimiter}'"
-                            )));
+                            return Err(options.bad(
+                                "delimiter",
+                                format_args!("must be one ASCII character, got '{text}'"),
+                            ));
                         }
-                    };
-                }
-                if let Some(attempts) = take("reconnect_attempts") {
-                    options.reconnect_attempts = Some(attempts.parse().ok().filter(|a| *a > 0).ok_or_else(|| {
-                        BrookError::invalid(format!(
-                            "stream '{stream}': reconnect_attempts must be a positive number, got '{attempts}'"
-                        ))
-                    })?);
-                }
-                if let Some(bytes) = take("max_line_bytes") {
-                    options.max_line_bytes = bytes.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
-                        BrookError::invalid(format!(
-                            "stream '{stream}': max_line_bytes must be a positive number, got '{bytes}'"
-                        ))
-                    })?;
-                }
-                Connector::Socket {
+                    },
+                };
+                Ok(Connector::Socket {
                     address: format!("{host}:{port}"),
-                    options,
-                }
+                    options: SocketOptions {
+                        format: options
+                            .choice("format", FORMATS)?
+                            .unwrap_or(defaults.format),
+                        reconnect: options.bool("reconnect")?.unwrap_or(defaults.reconnect),
+                        on_error: options
+                            .choice("on_error", ON_ERROR)?
+                            .unwrap_or(defaults.on_error),
+                        delimiter,
+                        limits: StreamLimits::read(&options)?,
+                        reconnect_attempts: options.positive("reconnect_attempts")?,
+                        max_line_bytes: options
+                            .positive("max_line_bytes")?
+                            .unwrap_or(defaults.max_line_bytes),
+                    },
+                })
             }
-            other => {
-                return Err(BrookError::invalid(format!(
-                    "stream '{stream}': unknown connector '{other}'; brook has 'queue' and 'socket'"
-                )));
-            }
-        };
-        if let Some((key, _)) = remaining.into_iter().next() {
-            let known = match parsed {
-                Connector::Queue(_) => {
-                    "connector, one_at_a_time, max_pending_rows, max_pending_bytes, max_batch_rows"
-                }
-                Connector::Socket { .. } => {
-                    "connector, host, port, format, reconnect, reconnect_attempts, on_error, delimiter, max_line_bytes, max_pending_rows, max_pending_bytes, max_batch_rows"
-                }
-            };
-            return Err(BrookError::invalid(format!(
-                "stream '{stream}': unknown option '{key}' for this connector (known: {known})"
-            )));
+            other => Err(BrookError::invalid(format!(
+                "stream '{stream}': unknown connector '{other}'; brook has 'queue' and 'socket'"
+            ))),
         }
-        Ok(parsed)
     }
 }
 
-fn parse_bool(stream: &str, key: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "on" | "yes" | "1" => Ok(true),
-        "false" | "off" | "no" | "0" => Ok(false),
-        _ => Err(BrookError::invalid(format!(
-            "stream '{stream}': option {key} must be 'true' or 'false', got '{value}'"
-        ))),
+/// The name under which `value` is written.
+fn choice_name<T: PartialEq>(choices: &[(&str, T)], value: T) -> Option<String> {
+    choices
+        .iter()
+        .find(|(_, choice)| *choice == value)
+        .map(|(name, _)| name.to_string())
+}
+
+impl QueueOptions {
+    /// The options as `SHOW STREAMS` shows them.
+    pub(crate) fn describe(&self) -> String {
+        config::describe(QUEUE_OPTIONS, |key| match key {
+            "one_at_a_time" => Some(self.one_at_a_time.to_string()),
+            other => self.limits.value_of(other),
+        })
+    }
+}
+
+impl SocketOptions {
+    /// The options as `SHOW STREAMS` shows them, for a socket to `address`.
+    pub(crate) fn describe(&self, address: &str) -> String {
+        let (host, port) = address.rsplit_once(':').unwrap_or((address, ""));
+        config::describe(SOCKET_OPTIONS, |key| match key {
+            "host" => Some(host.to_string()),
+            "port" => Some(port.to_string()),
+            "format" => choice_name(FORMATS, self.format),
+            "reconnect" => Some(self.reconnect.to_string()),
+            "reconnect_attempts" => self.reconnect_attempts.map(|n| n.to_string()),
+            "on_error" => choice_name(ON_ERROR, self.on_error),
+            "delimiter" => Some(match self.delimiter {
+                b'\t' => "\\t".to_string(),
+                byte => char::from(byte).to_string(),
+            }),
+            "max_line_bytes" => Some(self.max_line_bytes.to_string()),
+            other => self.limits.value_of(other),
+        })
     }
 }
 

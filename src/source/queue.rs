@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::Inbox;
 use super::{QueueOptions, Source};
 use crate::error::{BrookError, Result};
-use crate::stream::Inbox;
 
 #[derive(Debug)]
 pub(crate) struct QueueSource {
@@ -23,7 +23,7 @@ impl Source for QueueSource {
     }
 
     fn describe(&self) -> String {
-        format!("one_at_a_time = '{}'", self.options.one_at_a_time)
+        self.options.describe()
     }
 
     fn one_item_per_batch(&self) -> bool {
@@ -85,8 +85,8 @@ impl QueueHandle {
             return Err(BrookError::invalid(format!(
                 "stream '{}' expects columns ({}), got ({})",
                 self.stream,
-                describe_fields(&self.schema),
-                describe_fields(&given)
+                crate::sql::column_list(&self.schema),
+                crate::sql::column_list(&given)
             )));
         }
         Ok(RecordBatch::try_new(
@@ -105,13 +105,4 @@ impl QueueHandle {
     pub fn is_closed(&self) -> bool {
         self.inbox.is_closed()
     }
-}
-
-fn describe_fields(schema: &SchemaRef) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name(), f.data_type()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -13,10 +13,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use super::Inbox;
 use super::decode::LineDecoder;
-use super::{LineFormat, OnError, SocketOptions, Source};
+use super::{OnError, SocketOptions, Source};
 use crate::error::{BrookError, Result, WarningHandler};
-use crate::stream::Inbox;
 
 /// Bytes asked for per read; lines are decoded a read at a time.
 const READ_BYTES: usize = 256 * 1024;
@@ -86,19 +86,7 @@ impl Source for SocketSource {
     }
 
     fn describe(&self) -> String {
-        let (host, port) = self.address.rsplit_once(':').unwrap_or((&self.address, ""));
-        format!(
-            "host = '{host}', port = '{port}', format = '{}', reconnect = '{}', on_error = '{}'",
-            match self.options.format {
-                LineFormat::Text => "text",
-                LineFormat::Csv => "csv",
-            },
-            self.options.reconnect,
-            match self.options.on_error {
-                OnError::Skip => "skip",
-                OnError::Fail => "fail",
-            }
-        )
+        self.options.describe(&self.address)
     }
 
     async fn start(&self, inbox: Arc<Inbox>) -> Result<()> {

@@ -12,3 +12,4 @@ pub use interval::parse_duration;
 pub(crate) use statement::datafusion_sql_error;
 pub(crate) use statement::normalize_ident;
 pub use statement::{BrookStatement, CreateSink, CreateStream, ParsedStatement, parse_sql};
+pub use types::column_list;

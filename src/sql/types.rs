@@ -1,6 +1,6 @@
 //! Column types of `CREATE STREAM`: SQL type names mapped to Arrow types.
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::sql::sqlparser::ast::{self, ExactNumberInfo};
 
 use crate::error::{BrookError, Result};
@@ -51,4 +51,15 @@ fn decimal_part(value: u64, what: &str) -> Result<u8> {
             "DECIMAL {what} must be between 1 and 38, got {value}"
         ))),
     }
+}
+
+/// A schema's columns as `name type, ...`, the way brook lists them in
+/// messages and `SHOW STREAMS`.
+pub fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -98,10 +98,15 @@ pub async fn next_batch(query: &mut ContinuousQuery) -> Option<Result<BatchOutpu
 
 /// Rows of an output as strings, one `Vec` per row (cells formatted by Arrow).
 pub fn rows(output: &BatchOutput) -> Vec<Vec<String>> {
+    table_rows(&output.batches)
+}
+
+/// Rows of record batches as strings, one `Vec` per row (NULL as `NULL`).
+pub fn table_rows(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<Vec<String>> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
-    for batch in &output.batches {
+    for batch in batches {
         let formatters: Vec<_> = batch
             .columns()
             .iter()

@@ -88,6 +88,7 @@ async fn a_file_sink_writes_one_complete_csv_file_per_batch() {
     assert_eq!(ctx.sink_names(), vec!["counts"]);
     tokio::time::timeout(DEADLINE, ctx.wait_for_sinks())
         .await
+        .unwrap()
         .unwrap();
     let files = files_in(&dir);
     let names: Vec<String> = files
@@ -207,6 +208,7 @@ async fn an_append_sink_writes_json_lines_to_one_file() {
     ctx.close_queues();
     tokio::time::timeout(DEADLINE, ctx.wait_for_sinks())
         .await
+        .unwrap()
         .unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     let rows: Vec<String> = text

@@ -1,15 +1,20 @@
-//! The running queries of a context: what `SHOW QUERIES` lists, and the
-//! handle `STOP QUERY n` uses.
+//! The running queries of a context: what `SHOW QUERIES` and `brook.queries`
+//! list, and the handle `STOP QUERY n` uses.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::window::exec::Retained;
+use super::Retained;
+use crate::error::Result;
+use crate::sync::lock;
 
 /// What a query has been asked to do about stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,8 +119,57 @@ impl QueryRegistry {
     }
 }
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The columns of `brook.queries` (and `SHOW QUERIES`).
+pub(crate) fn queries_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new("output", DataType::Utf8, false),
+        Field::new("batches", DataType::UInt64, false),
+        Field::new("rows_in", DataType::UInt64, false),
+        Field::new("rows_out", DataType::UInt64, false),
+        Field::new("last_batch_ms", DataType::Float64, false),
+        Field::new("lag_ms", DataType::Float64, false),
+        Field::new("retained_rows", DataType::UInt64, false),
+        Field::new("retained_bytes", DataType::UInt64, false),
+        Field::new("sql", DataType::Utf8, false),
+    ]))
+}
+
+/// The rows of `brook.queries`, one per running query.
+pub(crate) fn queries_rows(queries: &[QueryInfo]) -> Result<RecordBatch> {
+    let text = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+    let count = |values: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(values)) };
+    // Milliseconds to a tenth, as users read them.
+    let millis = |values: Vec<Duration>| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            values
+                .into_iter()
+                .map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
+        ))
+    };
+    Ok(RecordBatch::try_new(
+        queries_schema(),
+        vec![
+            count(queries.iter().map(|q| q.id).collect()),
+            text(queries.iter().map(|q| q.output.clone()).collect()),
+            count(queries.iter().map(|q| q.stats.batches).collect()),
+            count(queries.iter().map(|q| q.stats.rows_in).collect()),
+            count(queries.iter().map(|q| q.stats.rows_out).collect()),
+            millis(queries.iter().map(|q| q.stats.last_batch).collect()),
+            millis(queries.iter().map(|q| q.stats.lag).collect()),
+            count(
+                queries
+                    .iter()
+                    .map(|q| q.stats.retained.rows as u64)
+                    .collect(),
+            ),
+            count(
+                queries
+                    .iter()
+                    .map(|q| q.stats.retained.bytes as u64)
+                    .collect(),
+            ),
+            text(queries.iter().map(|q| q.sql.clone()).collect()),
+        ],
+    )?)
 }

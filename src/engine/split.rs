@@ -21,19 +21,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::streaming::StreamingTableExec;
+use datafusion::physical_plan::unnest::UnnestExec;
 
-use super::{WINDOW_END, WINDOW_START};
-use crate::query::BatchSlot;
+use crate::catalog::stream_table::BatchSlot;
+use crate::catalog::windows::{WINDOW_END, WINDOW_START};
+use crate::exec::split_unnest::SplitUnnestExec;
 
 /// Aggregate functions whose partial states merge exactly.
 const MERGEABLE: &[&str] = &[
@@ -174,7 +177,7 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
     );
     let state_schema = partial.schema();
     let final_group_by = aggregate.group_expr().as_final();
-    let (reduce_input, reduce_scan) = slot_scan(&state_schema).map_err(map)?;
+    let (reduce_input, reduce_scan) = BatchSlot::with_scan(&state_schema).map_err(map)?;
     let reduce: Arc<dyn ExecutionPlan> = Arc::new(
         AggregateExec::try_new(
             AggregateMode::PartialReduce,
@@ -186,7 +189,7 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
         )
         .map_err(map)?,
     );
-    let (finish_input, finish_scan) = slot_scan(&state_schema).map_err(map)?;
+    let (finish_input, finish_scan) = BatchSlot::with_scan(&state_schema).map_err(map)?;
     let final_aggregate: Arc<dyn ExecutionPlan> = Arc::new(
         AggregateExec::try_new(
             AggregateMode::Final,
@@ -246,6 +249,14 @@ fn trace_window_columns(
     plan: &Arc<dyn ExecutionPlan>,
 ) -> Result<HashMap<String, WindowBound>, String> {
     let children = plan.children();
+    // A LIMIT (an operator's fetch) counts rows across the whole window,
+    // not per batch: it cannot sit below a per-batch partial aggregate.
+    if plan.fetch().is_some() {
+        return Err(format!(
+            "a LIMIT ({}) below the aggregate is not merged incrementally",
+            plan.name()
+        ));
+    }
     if plan.is::<StreamingTableExec>() {
         let mut columns = HashMap::new();
         for field in plan.schema().fields() {
@@ -291,14 +302,11 @@ fn trace_window_columns(
         if !used.is_empty() {
             return Err(format!("WHERE reads {}", used.join(", ")));
         }
-    } else if !matches!(
-        plan.name(),
-        "CoalesceBatchesExec"
-            | "RepartitionExec"
-            | "CooperativeExec"
-            | "UnnestExec"
-            | "SplitUnnestExec"
-    ) {
+    } else if !(plan.is::<RepartitionExec>()
+        || plan.is::<CooperativeExec>()
+        || plan.is::<UnnestExec>()
+        || plan.is::<SplitUnnestExec>())
+    {
         return Err(format!(
             "{} below the aggregate is not merged incrementally",
             plan.name()
@@ -330,22 +338,6 @@ fn referenced(
     names.sort();
     names.dedup();
     names
-}
-
-/// A scan of a fresh slot with `schema`.
-fn slot_scan(
-    schema: &SchemaRef,
-) -> datafusion::error::Result<(Arc<BatchSlot>, Arc<dyn ExecutionPlan>)> {
-    let slot = Arc::new(BatchSlot::new(Arc::clone(schema)));
-    let scan = StreamingTableExec::try_new(
-        Arc::clone(schema),
-        vec![Arc::clone(&slot) as Arc<dyn PartitionStream>],
-        None,
-        Vec::new(),
-        false,
-        None,
-    )?;
-    Ok((slot, Arc::new(scan)))
 }
 
 /// `plan` with the node `target` replaced by `replacement`.

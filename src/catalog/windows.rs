@@ -1,4 +1,5 @@
-//! Windows over retained micro-batches and running aggregates.
+//! The window table functions: how a query names the window it reads a
+//! stream through.
 //!
 //! Three table functions read a stream through a window:
 //!
@@ -13,17 +14,10 @@
 //! are made of whole micro-batches (processing time), so size and slide must
 //! be multiples of the batch interval.
 //!
-//! How a window query runs (`exec`): if its plan is a `GROUP BY` whose
-//! aggregates can be merged (see `incremental`), brook aggregates each
-//! batch once into partial state (a *pane*) and merges panes per emission;
-//! otherwise it keeps the window's raw batches and re-runs the plan over
-//! them. Either way only what the window still needs is retained.
+//! How a window query runs is the business of the engines
+//! ([`crate::engine`]); this module only names the window a scan reads.
 
-pub(crate) mod exec;
-pub(crate) mod incremental;
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -32,10 +26,10 @@ use datafusion::common::{Diagnostic, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DataFusionResult};
 use datafusion::logical_expr::Expr;
 
+use super::StreamMap;
+use super::stream_table::StreamTable;
 use crate::batcher::Batcher;
-use crate::query::StreamTable;
 use crate::sql::parse_duration;
-use crate::stream::LiveStream;
 
 /// The column a window adds for the start of its time range (inclusive).
 pub const WINDOW_START: &str = "window_start";
@@ -134,9 +128,6 @@ pub fn window_time_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()))
 }
 
-/// The streams by name, shared by the context and the table functions.
-pub(crate) type StreamMap = Arc<RwLock<BTreeMap<String, Arc<LiveStream>>>>;
-
 /// Which window table function.
 #[derive(Debug, Clone, Copy)]
 enum Function {
@@ -229,12 +220,7 @@ impl TableFunctionImpl for WindowFunction {
                 )));
             }
         };
-        let stream = self
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&stream_name)
-            .cloned();
+        let stream = crate::sync::read(&self.streams).get(&stream_name).cloned();
         let Some(stream) = stream else {
             return Err(plan_error(format!(
                 "'{stream_name}' is not a stream; windows read streams (SHOW STREAMS lists them)"
@@ -307,6 +293,10 @@ impl TableFunctionImpl for WindowFunction {
     }
 }
 
+/// The longest window: its bounds, as timestamps, stay far inside what
+/// chrono and Arrow's millisecond timestamps can hold.
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 /// Checks that size and slide are positive multiples of the batch interval
 /// and that the slide does not exceed the size.
 fn validate(window: &SlidingWindow) -> Result<(), String> {
@@ -330,6 +320,12 @@ fn validate(window: &SlidingWindow) -> Result<(), String> {
         return Err(format!(
             "{describe} {must} of the batch interval ({})",
             format_duration(window.interval)
+        ));
+    }
+    if window.size > MAX_WINDOW {
+        return Err(format!(
+            "{describe}: a window may span at most {} days",
+            MAX_WINDOW.as_secs() / 86_400
         ));
     }
     if window.slide > window.size {
@@ -402,6 +398,8 @@ mod tests {
             "slide 1s and size 2.5s must be positive multiples of the batch interval (1s)"
         );
         assert!(validate(&window(0, 2000)).is_err());
+        let err = validate(&window(1000, 100_000_000 * 86_400_000)).unwrap_err();
+        assert!(err.contains("at most 36600 days"), "{err}");
         assert!(
             validate(&window(3000, 2000))
                 .unwrap_err()

@@ -1,0 +1,164 @@
+//! The table DataFusion sees for a stream, and how planning a continuous
+//! query binds each of its scans to a [`BatchSlot`] that the query fills
+//! with the batch of each tick.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+
+use super::windows::WindowKind;
+use crate::sync::lock;
+
+/// The table DataFusion sees for a stream. It can only be scanned while
+/// planning a continuous query, which binds each scan to a [`BatchSlot`].
+#[derive(Debug)]
+pub(crate) struct StreamTable {
+    pub name: String,
+    pub schema: SchemaRef,
+    /// Set when the stream is read through `HOP`, `TUMBLE` or `RUNNING`.
+    pub window: Option<WindowKind>,
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let bindings = state
+            .config()
+            .get_extension::<QueryBindings>()
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "stream '{}' can only be read by a continuous query (SELECT ... FROM {})",
+                    self.name, self.name
+                ))
+            })?;
+        // One slot per partition the session plans for.
+        let slots: Vec<Arc<BatchSlot>> = (0..state.config().target_partitions().max(1))
+            .map(|_| Arc::new(BatchSlot::new(Arc::clone(&self.schema))))
+            .collect();
+        bindings.bind(BoundScan {
+            stream: self.name.clone(),
+            slots: slots.clone(),
+        });
+        let partitions = slots
+            .into_iter()
+            .map(|slot| slot as Arc<dyn PartitionStream>)
+            .collect();
+        let table = StreamingTable::try_new(Arc::clone(&self.schema), partitions)?;
+        // A window's LIMIT applies to the window, not to each batch: a
+        // windowed scan never takes a limit, so an operator above it does.
+        let limit = if self.window.is_some() { None } else { limit };
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// Collects the stream scans made while planning one query: for each scan,
+/// the stream and one slot per partition.
+#[derive(Debug, Default)]
+pub(crate) struct QueryBindings {
+    scans: Mutex<Vec<BoundScan>>,
+}
+
+/// One scan of a stream made while planning.
+#[derive(Debug)]
+pub(crate) struct BoundScan {
+    pub stream: String,
+    /// One slot per partition.
+    pub slots: Vec<Arc<BatchSlot>>,
+}
+
+impl QueryBindings {
+    fn bind(&self, scan: BoundScan) {
+        lock(&self.scans).push(scan);
+    }
+
+    /// The scans bound so far.
+    pub fn take(&self) -> Vec<BoundScan> {
+        std::mem::take(&mut *lock(&self.scans))
+    }
+}
+
+/// The batches a scan reads on its next execution.
+#[derive(Debug)]
+pub(crate) struct BatchSlot {
+    schema: SchemaRef,
+    batches: Mutex<Vec<RecordBatch>>,
+}
+
+impl BatchSlot {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            batches: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A fresh slot with `schema` and a one-partition scan that reads it.
+    pub fn with_scan(
+        schema: &SchemaRef,
+    ) -> datafusion::error::Result<(Arc<BatchSlot>, Arc<dyn ExecutionPlan>)> {
+        let slot = Arc::new(BatchSlot::new(Arc::clone(schema)));
+        let scan = StreamingTableExec::try_new(
+            Arc::clone(schema),
+            vec![Arc::clone(&slot) as Arc<dyn PartitionStream>],
+            None,
+            Vec::new(),
+            false,
+            None,
+        )?;
+        Ok((slot, Arc::new(scan)))
+    }
+
+    /// The schema of the batches the slot holds.
+    pub fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// What the next execution reads.
+    pub fn set(&self, batches: Vec<RecordBatch>) {
+        *lock(&self.batches) = batches;
+    }
+
+    /// Empties the slot, so that it holds no batch between executions.
+    pub fn clear(&self) {
+        lock(&self.batches).clear();
+    }
+}
+
+impl PartitionStream for BatchSlot {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = lock(&self.batches).clone();
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        ))
+    }
+}

@@ -1,0 +1,504 @@
+//! The user's entry point: [`StreamContext`] holds the batch interval, the
+//! registered streams and DataFusion's session, and runs SQL: it registers
+//! streams and dispatches statements; planning belongs to
+//! [`crate::planner`], running queries to [`crate::query`], sinks to
+//! [`crate::sink`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DataFusionStatement;
+use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableObject};
+
+use crate::batcher::Batcher;
+use crate::catalog::StreamMap;
+use crate::catalog::stream_table::StreamTable;
+use crate::catalog::system::{self, SystemTable};
+use crate::error::{BrookError, Result, SqlLocation, WarningHandler};
+use crate::exec::PlanShape;
+use crate::planner::{self, Planner};
+use crate::query::ContinuousQuery;
+use crate::query::driver::DriverSettings;
+use crate::query::registry::{QueryInfo, QueryRegistry, queries_rows, queries_schema};
+use crate::sink::FileSink;
+use crate::sink::FileSinkOptions;
+use crate::sink::lifecycle::SinkRegistry;
+use crate::source::{
+    Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
+    StreamLimits, conform_insert,
+};
+use crate::sql::{
+    BrookStatement, CreateSink, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql,
+};
+use crate::stream::{LiveStream, StreamInfo};
+use crate::sync::{read, write};
+
+mod insert;
+mod sinks;
+mod streams;
+
+/// What running one statement produced.
+#[derive(Debug)]
+pub enum SqlOutput {
+    /// The statement was carried out and has nothing to show
+    /// (`CREATE STREAM`, `INSERT`, `SET`, ...).
+    Done,
+    /// A one-off result: a query over static tables only, `SHOW STREAMS`,
+    /// `EXPLAIN`, ...
+    Rows {
+        /// The result's schema.
+        schema: SchemaRef,
+        /// The result's rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// A continuous query over one or more streams, now running.
+    Query(ContinuousQuery),
+}
+
+/// The schema of a text stream: one column `line TEXT` (Arrow `Utf8View`,
+/// as DataFusion maps `TEXT`).
+pub fn line_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "line",
+        DataType::Utf8View,
+        true,
+    )]))
+}
+
+/// Streams, static tables and the trigger clock; runs SQL against them.
+///
+/// Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct StreamContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    session: SessionContext,
+    streams: StreamMap,
+    /// Whether window queries use partial aggregates when they can.
+    incremental_windows: AtomicBool,
+    /// Whether a query stops after a batch it cannot execute.
+    stop_on_query_error: AtomicBool,
+    batcher: Arc<Batcher>,
+    next_query_id: AtomicU64,
+    warn: WarningHandler,
+    queries: QueryRegistry,
+    sinks: SinkRegistry,
+}
+
+impl std::fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext")
+            .field("batch_interval", &self.batch_interval())
+            .field("streams", &self.stream_names())
+            .finish()
+    }
+}
+
+impl Default for StreamContext {
+    /// A context with a batch interval of one second.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(1))
+    }
+}
+
+impl StreamContext {
+    /// A context whose clock cuts a batch every `batch_interval`. Problems
+    /// that do not stop a query (skipped rows, lost connections) are printed
+    /// to stderr; see [`StreamContext::with_warning_handler`].
+    pub fn new(batch_interval: Duration) -> Self {
+        Self::with_warning_handler(
+            batch_interval,
+            Arc::new(|warning: &BrookError| eprintln!("brook: warning: {warning}")),
+        )
+    }
+
+    /// Like [`StreamContext::new`], sending warnings to `warn`.
+    pub fn with_warning_handler(batch_interval: Duration, warn: WarningHandler) -> Self {
+        // One partition: micro-batches are small, and repartitioning them
+        // costs more than it saves (see BUILD.md's measurements).
+        let mut config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_information_schema(true);
+        // Spans let planning errors ("no field named x") point at the column.
+        config.options_mut().sql_parser.collect_spans = true;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rules(crate::exec::optimizer_rules(PlanShape::Executed))
+            .build();
+        let session = SessionContext::new_with_state(state);
+        for function in crate::functions::all() {
+            session.register_udf(function);
+        }
+        let streams: StreamMap = Arc::new(RwLock::new(BTreeMap::new()));
+        let batcher = Batcher::new(batch_interval);
+        for (name, function) in crate::catalog::windows::table_functions(&streams, &batcher) {
+            // DataFusion looks table functions up by the name as written.
+            let capitalized = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+            for spelling in [name.to_string(), name.to_uppercase(), capitalized] {
+                session.register_udtf(&spelling, Arc::clone(&function));
+            }
+        }
+        let queries = QueryRegistry::default();
+        let context = Self {
+            inner: Arc::new(ContextInner {
+                session,
+                streams,
+                incremental_windows: AtomicBool::new(true),
+                stop_on_query_error: AtomicBool::new(false),
+                batcher,
+                next_query_id: AtomicU64::new(1),
+                warn,
+                queries,
+                sinks: SinkRegistry::default(),
+            }),
+        };
+        context.register_system_tables();
+        context
+    }
+
+    /// The interval at which batches are cut.
+    pub fn batch_interval(&self) -> Duration {
+        self.inner.batcher.batch_interval()
+    }
+
+    /// Changes the batch interval; running queries see it from the next tick.
+    pub fn set_batch_interval(&self, batch_interval: Duration) -> Result<()> {
+        if batch_interval.is_zero() {
+            return Err(BrookError::invalid(
+                "batch_interval must be greater than zero",
+            ));
+        }
+        self.inner.batcher.set_batch_interval(batch_interval);
+        Ok(())
+    }
+
+    /// Whether window and running aggregate queries started from now on
+    /// merge per-batch partial aggregates when their plan allows (the
+    /// default), or re-run the query over the window's raw batches.
+    /// Running aggregates are always incremental.
+    pub fn set_incremental_windows(&self, on: bool) {
+        self.inner.incremental_windows.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether queries started from now on stop after a batch they cannot
+    /// execute (`true`), or report it and go on with the next batch
+    /// (`false`, the default). `SET on_query_error = 'stop' | 'continue'`.
+    pub fn set_stop_on_query_error(&self, stop: bool) {
+        self.inner
+            .stop_on_query_error
+            .store(stop, Ordering::Relaxed);
+    }
+
+    /// DataFusion's session, for registering static tables and functions.
+    pub fn session(&self) -> &SessionContext {
+        &self.inner.session
+    }
+
+    /// Runs one SQL statement (a trailing `;` is fine). Errors name the line
+    /// and column in `sql`.
+    pub async fn sql(&self, sql: &str) -> Result<SqlOutput> {
+        let mut statements = parse_sql(sql)?;
+        match (statements.pop(), statements.is_empty()) {
+            (Some(statement), true) => self.execute(&statement).await,
+            (None, _) => Err(BrookError::Sql {
+                message: "no statement to run".into(),
+                location: None,
+            }),
+            (Some(_), false) => Err(BrookError::Sql {
+                message: "sql() runs one statement; split the script with brook::sql::parse_sql and execute each".into(),
+                location: None,
+            }),
+        }
+    }
+
+    /// Runs one statement parsed by [`crate::sql::parse_sql`].
+    pub async fn execute(&self, statement: &ParsedStatement) -> Result<SqlOutput> {
+        // A request the statement made that cannot be carried out is the
+        // statement's error, located at it; failures outside the user's
+        // SQL (a full queue, the file system) keep their own kind.
+        let located = |err: BrookError| match err {
+            BrookError::Invalid(message) => BrookError::Sql {
+                message,
+                location: Some(statement.location),
+            },
+            other => other,
+        };
+        let done = |result: Result<()>| result.map(|()| SqlOutput::Done).map_err(located);
+        match &statement.statement {
+            BrookStatement::CreateStream(create) => done(self.create_stream(create)),
+            BrookStatement::DropStream { name, if_exists } => match self.stream(name) {
+                None if *if_exists => Ok(SqlOutput::Done),
+                _ => done(self.deregister_stream(name)),
+            },
+            BrookStatement::ShowStreams => self.show("streams").await,
+            BrookStatement::ShowQueries => self.show("queries").await,
+            BrookStatement::StopQuery(id) => done(self.stop_query(*id).await),
+            BrookStatement::CreateSink(create) => done(self.create_sink(create, statement).await),
+            BrookStatement::DropSink { name, if_exists } => match self.drop_sink(name).await {
+                Err(_) if *if_exists && !self.inner.sinks.contains(name) => Ok(SqlOutput::Done),
+                result => done(result),
+            },
+            BrookStatement::SetStopOnQueryError(stop) => {
+                self.set_stop_on_query_error(*stop);
+                Ok(SqlOutput::Done)
+            }
+            BrookStatement::SetIncrementalWindows(on) => {
+                self.set_incremental_windows(*on);
+                Ok(SqlOutput::Done)
+            }
+            BrookStatement::SetBatchInterval(interval) => done(self.set_batch_interval(*interval)),
+            BrookStatement::DataFusion(df_statement) => self
+                .execute_datafusion(df_statement, &statement.sql, statement.location)
+                .await
+                .map_err(located),
+        }
+    }
+
+    /// `SHOW STREAMS` / `SHOW QUERIES`: the system table's rows.
+    async fn show(&self, table: &str) -> Result<SqlOutput> {
+        let frame = self
+            .inner
+            .session
+            .table(format!("{}.{table}", system::SYSTEM_SCHEMA))
+            .await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(SqlOutput::Rows { schema, batches })
+    }
+
+    fn planner(&self) -> Planner<'_> {
+        Planner {
+            session: &self.inner.session,
+            batch_interval: self.batch_interval(),
+            incremental_windows: self.inner.incremental_windows.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn execute_datafusion(
+        &self,
+        statement: &DataFusionStatement,
+        sql: &str,
+        location: SqlLocation,
+    ) -> Result<SqlOutput> {
+        if let DataFusionStatement::Statement(inner) = statement
+            && let SqlStatement::Insert(insert) = inner.as_ref()
+            && let Some(queue) = self.insert_target(insert)
+        {
+            return self.insert_into_queue(insert, &queue, location).await;
+        }
+        let state = self.inner.session.state();
+        let plan = state
+            .statement_to_plan(statement.clone())
+            .await
+            .map_err(|e| datafusion_sql_error(e, Some(location)))?;
+        planner::check_readable(&plan)?;
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
+            let frame = self.inner.session.execute_logical_plan(plan).await?;
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await?;
+            return Ok(if batches.iter().all(|b| b.num_rows() == 0) {
+                SqlOutput::Done
+            } else {
+                SqlOutput::Rows { schema, batches }
+            });
+        }
+        let planner = self.planner();
+        if let LogicalPlan::Explain(explain) = &plan {
+            if let Some(continuous) = planner
+                .plan_continuous(&explain.plan)
+                .await
+                .map_err(|e| datafusion_sql_error_in(e, location))?
+            {
+                let (schema, batches) = planner::explain_rows(&continuous)?;
+                return Ok(SqlOutput::Rows { schema, batches });
+            }
+        } else if let LogicalPlan::Analyze(analyze) = &plan
+            && planner.plan_continuous(&analyze.input).await?.is_some()
+        {
+            return Err(BrookError::invalid(
+                "EXPLAIN ANALYZE runs a statement to its end, and a continuous query has none; use EXPLAIN",
+            ));
+        } else if let Some(continuous) = planner
+            .plan_continuous(&plan)
+            .await
+            .map_err(|e| datafusion_sql_error_in(e, location))?
+        {
+            return self.start(continuous, sql).await.map(SqlOutput::Query);
+        }
+        let physical = state
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| datafusion_sql_error(e, Some(location)))?;
+        let schema = physical.schema();
+        let batches = collect(physical, state.task_ctx()).await?;
+        Ok(SqlOutput::Rows { schema, batches })
+    }
+
+    /// Starts a planned continuous query: its streams' sources, its ticks.
+    async fn start(&self, plan: planner::ContinuousPlan, sql: &str) -> Result<ContinuousQuery> {
+        let mut streams = Vec::with_capacity(plan.streams.len());
+        for name in &plan.streams {
+            let stream = self.stream(name).ok_or_else(|| {
+                BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
+            })?;
+            stream.ensure_started().await?;
+            streams.push(stream);
+        }
+        let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
+        let ticks = self.inner.batcher.subscribe(id, streams);
+        Ok(ContinuousQuery::start(
+            plan.engine,
+            ticks,
+            DriverSettings {
+                id,
+                sql: sql.to_string(),
+                tick_now: self.inner.batcher.tick_now_handle(),
+                registry: self.inner.queries.clone(),
+                stop_on_error: self.inner.stop_on_query_error.load(Ordering::Relaxed),
+            },
+        ))
+    }
+}
+
+/// A planning error with the statement's location, when it is SQL's.
+fn datafusion_sql_error_in(err: BrookError, location: SqlLocation) -> BrookError {
+    match err {
+        BrookError::DataFusion(err) => datafusion_sql_error(err, Some(location)),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::engine::MicroBatch;
+    use datafusion::arrow::array::StringViewArray;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    async fn plan(ctx: &StreamContext, sql: &str) -> planner::ContinuousPlan {
+        let statement = parse_sql(sql).unwrap().pop().unwrap();
+        let BrookStatement::DataFusion(statement) = statement.statement else {
+            panic!("a query")
+        };
+        let logical = ctx
+            .inner
+            .session
+            .state()
+            .statement_to_plan(*statement)
+            .await
+            .unwrap();
+        ctx.planner()
+            .plan_continuous(&logical)
+            .await
+            .unwrap()
+            .expect("continuous")
+    }
+
+    fn words(number: u64, words: &[&str]) -> MicroBatch {
+        let batch = RecordBatch::try_new(
+            line_schema(),
+            vec![Arc::new(StringViewArray::from(words.to_vec()))],
+        )
+        .unwrap();
+        MicroBatch {
+            number,
+            time: chrono::DateTime::from_timestamp_millis(1_000_000 + number as i64 * 100).unwrap(),
+            inputs: vec![vec![batch]],
+            rows: words.len(),
+        }
+    }
+
+    /// The emission's rows, sorted, as text.
+    fn shown(emission: Option<crate::query::engine::Emission>) -> Vec<String> {
+        let Some(emission) = emission else {
+            return Vec::new();
+        };
+        let text = pretty_format_batches(&emission.batches)
+            .unwrap()
+            .to_string();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+
+    #[tokio::test]
+    async fn engines_restored_from_a_snapshot_go_on_as_if_never_stopped() {
+        let input: Vec<Vec<&str>> = vec![
+            vec!["a", "b", "a"],
+            vec!["c"],
+            vec!["a", "c", "d"],
+            vec![],
+            vec!["b", "b"],
+            vec!["a"],
+        ];
+        for (sql, incremental) in [
+            (
+                "SELECT line, COUNT(*) AS n FROM RUNNING(lines) GROUP BY line",
+                true,
+            ),
+            (
+                "SELECT line, COUNT(*) AS n FROM RUNNING(lines, 'update') GROUP BY line",
+                true,
+            ),
+            (
+                "SELECT line, COUNT(*) AS n, window_end FROM HOP(lines, INTERVAL '100 milliseconds', INTERVAL '300 milliseconds') GROUP BY line, window_end",
+                true,
+            ),
+            (
+                "SELECT line, COUNT(*) AS n, window_end FROM HOP(lines, INTERVAL '200 milliseconds', INTERVAL '400 milliseconds') GROUP BY line, window_end",
+                false,
+            ),
+            (
+                "SELECT COUNT(DISTINCT line) AS n FROM TUMBLE(lines, INTERVAL '300 milliseconds')",
+                true,
+            ),
+            ("SELECT line FROM lines", true),
+        ] {
+            let ctx = StreamContext::new(Duration::from_millis(100));
+            ctx.set_incremental_windows(incremental);
+            ctx.register_queue("lines", line_schema(), QueueOptions::default())
+                .unwrap();
+            let mut uninterrupted = plan(&ctx, sql).await.engine;
+            let mut stopped = plan(&ctx, sql).await.engine;
+            for (number, batch) in input[..3].iter().enumerate() {
+                let batch = words(number as u64 + 1, batch);
+                uninterrupted.on_batch(&batch).await.unwrap();
+                stopped.on_batch(&batch).await.unwrap();
+            }
+            let mut restored = plan(&ctx, sql).await.engine;
+            restored.restore(stopped.snapshot().unwrap()).await.unwrap();
+            let held = |engine: &dyn crate::query::engine::BatchEngine| {
+                let retained = engine.retained();
+                (retained.batches, retained.rows)
+            };
+            assert_eq!(
+                held(restored.as_ref()),
+                held(uninterrupted.as_ref()),
+                "{sql}"
+            );
+            for (number, batch) in input.iter().enumerate().skip(3) {
+                let batch = words(number as u64 + 1, batch);
+                let expected = shown(uninterrupted.on_batch(&batch).await.unwrap());
+                let got = shown(restored.on_batch(&batch).await.unwrap());
+                assert_eq!(got, expected, "{sql}: batch {}", number + 1);
+            }
+            assert_eq!(
+                shown(restored.on_end().await.unwrap()),
+                shown(uninterrupted.on_end().await.unwrap()),
+                "{sql}: at the end"
+            );
+        }
+    }
+}

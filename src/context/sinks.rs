@@ -1,0 +1,93 @@
+//! Running queries and sinks: `SHOW QUERIES`' source, `STOP QUERY`,
+//! `CREATE SINK`, `DROP SINK`, and a graceful finish.
+
+use super::*;
+
+impl StreamContext {
+    /// The running continuous queries, by id.
+    pub fn running_queries(&self) -> Vec<QueryInfo> {
+        self.inner.queries.all().iter().map(|q| q.info()).collect()
+    }
+
+    /// Stops running query `id` after its batch in progress. A sink's query
+    /// stops its sink; this returns once the sink's files are closed.
+    pub async fn stop_query(&self, id: u64) -> Result<()> {
+        let Some(entry) = self.inner.queries.get(id) else {
+            return Err(BrookError::invalid(format!(
+                "there is no running query {id} (SHOW QUERIES lists them)"
+            )));
+        };
+        entry.stop();
+        if let Some(name) = self.inner.sinks.of_query(id) {
+            self.inner.sinks.remove_and_wait(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs what every running query's streams received so far through one
+    /// last batch and ends the queries (a graceful shutdown).
+    pub fn finish_queries(&self) {
+        for entry in self.inner.queries.all() {
+            entry.finish();
+        }
+    }
+
+    /// Waits until every sink's query has ended and its files are closed.
+    /// Fails if a sink failed to write a batch (the first such failure).
+    pub async fn wait_for_sinks(&self) -> Result<()> {
+        self.inner.sinks.wait_all().await
+    }
+
+    /// Names of the sinks whose queries run.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.inner.sinks.names()
+    }
+
+    pub(super) async fn create_sink(
+        &self,
+        create: &CreateSink,
+        statement: &ParsedStatement,
+    ) -> Result<()> {
+        if self.inner.sinks.contains(&create.name) {
+            if create.if_not_exists {
+                return Ok(());
+            }
+            return Err(BrookError::invalid(format!(
+                "sink '{}' already exists",
+                create.name
+            )));
+        }
+        let options = FileSinkOptions::from_options(&create.name, &create.options)?;
+        let query = match self
+            .execute_datafusion(&create.query, &statement.sql, statement.location)
+            .await?
+        {
+            SqlOutput::Query(query) => query,
+            _ => {
+                return Err(BrookError::invalid(format!(
+                    "sink '{}': AS needs a continuous query (a SELECT that reads a stream)",
+                    create.name
+                )));
+            }
+        };
+        // Dropping the query on an error here stops it.
+        let sink = FileSink::create(&create.name, options)?;
+        self.inner
+            .sinks
+            .start(&create.name, query, sink, Arc::clone(&self.inner.warn));
+        Ok(())
+    }
+
+    /// Stops sink `name`'s query after its batch in progress and waits for
+    /// its last file to be written.
+    pub(super) async fn drop_sink(&self, name: &str) -> Result<()> {
+        let Some(query_id) = self.inner.sinks.query_of(name) else {
+            return Err(BrookError::invalid(format!("sink '{name}' does not exist")));
+        };
+        if let Some(entry) = self.inner.queries.get(query_id) {
+            entry.stop();
+        }
+        self.inner.sinks.remove_and_wait(name).await?;
+        Ok(())
+    }
+}

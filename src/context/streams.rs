@@ -1,0 +1,226 @@
+//! Registering, listing and removing streams; `brook.streams`.
+
+use super::*;
+
+impl StreamContext {
+    /// `brook.queries` and `brook.streams`. Their row builders hold the
+    /// registries, not the context, so that no cycle keeps it alive.
+    pub(super) fn register_system_tables(&self) {
+        let queries = self.inner.queries.clone();
+        let query_rows: system::RowSource = Arc::new(move || {
+            let infos: Vec<QueryInfo> = queries.all().iter().map(|q| q.info()).collect();
+            queries_rows(&infos)
+        });
+        let streams = Arc::clone(&self.inner.streams);
+        let batcher = Arc::clone(&self.inner.batcher);
+        let stream_rows: system::RowSource =
+            Arc::new(move || system::streams_rows(&stream_infos(&streams, &batcher)));
+        for (name, table) in [
+            ("queries", SystemTable::new(queries_schema(), query_rows)),
+            (
+                "streams",
+                SystemTable::new(system::streams_schema(), stream_rows),
+            ),
+        ] {
+            if let Err(err) = system::register(&self.inner.session, name, table) {
+                (self.inner.warn)(&BrookError::Internal(format!(
+                    "cannot register brook.{name}: {err}"
+                )));
+            }
+        }
+    }
+
+    /// Registers a queue stream (Spark's `queueStream`) and returns the
+    /// handle that feeds it.
+    pub fn register_queue(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: QueueOptions,
+    ) -> Result<QueueHandle> {
+        let limits = options.limits;
+        let stream = self.register_stream(
+            name,
+            Arc::clone(&schema),
+            Arc::new(QueueSource { options }),
+            limits,
+        )?;
+        Ok(QueueHandle {
+            stream: name.to_string(),
+            schema,
+            inbox: Arc::clone(&stream.inbox),
+        })
+    }
+
+    /// Registers a socket stream (Spark's `socketTextStream`): brook connects
+    /// to `address` (`host:port`) when the first query reads the stream.
+    /// For text lines use [`line_schema`].
+    pub fn register_socket(
+        &self,
+        name: &str,
+        address: &str,
+        schema: SchemaRef,
+        options: SocketOptions,
+    ) -> Result<()> {
+        check_columns(name, &schema)?;
+        let limits = options.limits;
+        let source = SocketSource::try_new(
+            name.to_string(),
+            address.to_string(),
+            options,
+            Arc::clone(&schema),
+            Arc::clone(&self.inner.warn),
+        )?;
+        self.register_stream(name, schema, Arc::new(source), limits)?;
+        Ok(())
+    }
+
+    pub(super) fn register_stream(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        source: Arc<dyn Source>,
+        limits: StreamLimits,
+    ) -> Result<Arc<LiveStream>> {
+        check_columns(name, &schema)?;
+        let mut streams = write(&self.inner.streams);
+        if streams.contains_key(name) {
+            return Err(BrookError::invalid(format!(
+                "stream '{name}' already exists"
+            )));
+        }
+        if self.inner.session.table_exist(name)? {
+            return Err(BrookError::invalid(format!(
+                "a table named '{name}' already exists"
+            )));
+        }
+        let stream = Arc::new(LiveStream::new(
+            name.to_string(),
+            Arc::clone(&schema),
+            source,
+            limits,
+        ));
+        self.inner.session.register_table(
+            name,
+            Arc::new(StreamTable {
+                name: name.to_string(),
+                schema,
+                window: None,
+            }),
+        )?;
+        streams.insert(name.to_string(), Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    pub(super) fn stream(&self, name: &str) -> Option<Arc<LiveStream>> {
+        read(&self.inner.streams).get(name).cloned()
+    }
+
+    /// Names of the registered streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        read(&self.inner.streams).keys().cloned().collect()
+    }
+
+    /// The handle of queue stream `name`, if there is one.
+    pub fn queue(&self, name: &str) -> Option<QueueHandle> {
+        let stream = self.stream(name)?;
+        (stream.source.connector() == "queue").then(|| QueueHandle {
+            stream: stream.name.clone(),
+            schema: Arc::clone(&stream.schema),
+            inbox: Arc::clone(&stream.inbox),
+        })
+    }
+
+    /// Removes stream `name`. Fails while a query reads it.
+    pub fn deregister_stream(&self, name: &str) -> Result<()> {
+        let readers = self.inner.batcher.readers_of(name);
+        if !readers.is_empty() {
+            let ids: Vec<String> = readers.iter().map(u64::to_string).collect();
+            return Err(BrookError::invalid(format!(
+                "stream '{name}' is read by running query {}; stop it first",
+                ids.join(", ")
+            )));
+        }
+        match write(&self.inner.streams).remove(name) {
+            Some(_) => {
+                self.inner.session.deregister_table(name)?;
+                Ok(())
+            }
+            None => Err(BrookError::invalid(format!(
+                "stream '{name}' does not exist"
+            ))),
+        }
+    }
+
+    /// What `SHOW STREAMS` shows of each stream, by name.
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        stream_infos(&self.inner.streams, &self.inner.batcher)
+    }
+
+    pub(super) fn create_stream(&self, create: &CreateStream) -> Result<()> {
+        if create.if_not_exists && self.stream(&create.name).is_some() {
+            return Ok(());
+        }
+        let connector = Connector::from_options(&create.name, &create.options)?;
+        let schema = Arc::new(Schema::new(create.columns.clone()));
+        match connector {
+            Connector::Queue(options) => {
+                if create.columns.is_empty() {
+                    return Err(BrookError::invalid(format!(
+                        "stream '{}': a queue stream needs a column list, e.g. CREATE STREAM {} (line TEXT) WITH (connector = 'queue')",
+                        create.name, create.name
+                    )));
+                }
+                self.register_queue(&create.name, schema, options)?;
+            }
+            Connector::Socket { address, options } => {
+                let schema = if create.columns.is_empty() {
+                    line_schema()
+                } else {
+                    schema
+                };
+                self.register_socket(&create.name, &address, schema, options)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every queue stream (what `brook run` does at the end of a file).
+    pub fn close_queues(&self) {
+        for name in self.stream_names() {
+            if let Some(queue) = self.queue(&name) {
+                queue.close();
+            }
+        }
+    }
+}
+
+/// Refuses a schema without columns or with a column name twice.
+pub(super) fn check_columns(stream: &str, schema: &Schema) -> Result<()> {
+    if schema.fields().is_empty() {
+        return Err(BrookError::invalid(format!(
+            "stream '{stream}': declare at least one column"
+        )));
+    }
+    for (index, field) in schema.fields().iter().enumerate() {
+        if schema.fields()[..index]
+            .iter()
+            .any(|f| f.name() == field.name())
+        {
+            return Err(BrookError::invalid(format!(
+                "stream '{stream}': column '{}' is declared twice",
+                field.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every stream's [`StreamInfo`], by name.
+pub(super) fn stream_infos(streams: &StreamMap, batcher: &Batcher) -> Vec<StreamInfo> {
+    let streams: Vec<Arc<LiveStream>> = read(streams).values().cloned().collect();
+    streams
+        .iter()
+        .map(|s| s.info(!batcher.readers_of(&s.name).is_empty()))
+        .collect()
+}

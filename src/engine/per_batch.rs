@@ -1,0 +1,140 @@
+//! The per-batch engine: one result per micro-batch, computed from that
+//! batch alone; nothing is retained between batches.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::catalog::stream_table::BatchSlot;
+use crate::error::Result;
+use crate::query::engine::{BatchEngine, Emission, MicroBatch};
+
+/// Rows per piece when a micro-batch is dealt out over partitions.
+const PIECE_ROWS: usize = 8192;
+
+/// A physical plan prepared once for one degree of parallelism.
+pub(crate) struct PlanVariant {
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub task_ctx: Arc<TaskContext>,
+    /// Batches with at least this many rows use this variant.
+    pub min_rows: usize,
+    /// Each scan's slots (one per partition) with the index of its stream
+    /// in the batch's inputs.
+    pub scans: Vec<(usize, Vec<Arc<BatchSlot>>)>,
+}
+
+/// A query prepared once, executed per batch. It may hold a single-partition
+/// plan for small batches and a parallel one for large batches; each batch
+/// runs on the plan its size calls for.
+pub(crate) struct PerBatchEngine {
+    /// Ordered by `min_rows`, the first at 0.
+    variants: Vec<PlanVariant>,
+    schema: SchemaRef,
+}
+
+impl PerBatchEngine {
+    /// An engine over `first` (for every batch size) and, optionally, a
+    /// parallel variant for large batches.
+    pub fn new(first: PlanVariant, parallel: Option<PlanVariant>) -> Self {
+        let schema = first.plan.schema();
+        let mut variants = vec![first];
+        variants.extend(parallel);
+        Self { variants, schema }
+    }
+}
+
+#[async_trait]
+impl BatchEngine for PerBatchEngine {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
+        let Some(variant) = self
+            .variants
+            .iter()
+            .rev()
+            .find(|v| v.min_rows <= batch.rows)
+        else {
+            return Ok(None);
+        };
+        for (input, slots) in &variant.scans {
+            for (slot, share) in slots.iter().zip(deal(&batch.inputs[*input], slots.len())) {
+                slot.set(share);
+            }
+        }
+        let result = super::run(&variant.plan, &variant.task_ctx).await;
+        for (_, slots) in &variant.scans {
+            slots.iter().for_each(|slot| slot.clear());
+        }
+        Ok(Some(Emission {
+            batches: result?,
+            window: None,
+        }))
+    }
+}
+
+/// Deals `batches` out to `partitions` shares, round-robin, in pieces of at
+/// most [`PIECE_ROWS`] rows (slicing copies nothing).
+fn deal(batches: &[RecordBatch], partitions: usize) -> Vec<Vec<RecordBatch>> {
+    if partitions <= 1 {
+        return vec![batches.to_vec()];
+    }
+    let mut shares = vec![Vec::new(); partitions];
+    let mut next = 0;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = PIECE_ROWS.min(batch.num_rows() - offset);
+            shares[next % partitions].push(batch.slice(offset, len));
+            next += 1;
+            offset += len;
+        }
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn deal_slices_batches_round_robin_without_losing_rows() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
+        let batch = |from: i32, rows: i32| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int32Array::from_iter_values(from..from + rows))],
+            )
+            .unwrap()
+        };
+        let input = vec![batch(0, 20_000), batch(20_000, 100)];
+        let shares = deal(&input, 2);
+        let sizes: Vec<Vec<usize>> = shares
+            .iter()
+            .map(|s| s.iter().map(RecordBatch::num_rows).collect())
+            .collect();
+        assert_eq!(sizes, vec![vec![8192, 3616], vec![8192, 100]]);
+        let mut all: Vec<i32> = shares
+            .iter()
+            .flatten()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..20_100).collect::<Vec<_>>());
+        assert_eq!(deal(&input, 1), vec![input.clone()]);
+    }
+}

@@ -1,0 +1,388 @@
+//! Planning a statement: whether it is continuous (decided from the streams
+//! its logical plan reads, before any optimizer runs), which engine runs it,
+//! its physical plan (built once, with the operators that engine can use),
+//! and brook's part of `EXPLAIN`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::SessionState;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::prelude::SessionContext;
+
+use crate::catalog::stream_table::{BoundScan, QueryBindings, StreamTable};
+use crate::catalog::windows::{WindowKind, format_duration};
+use crate::engine::incremental::IncrementalStore;
+use crate::engine::per_batch::{PerBatchEngine, PlanVariant};
+use crate::engine::recompute::RecomputeStore;
+use crate::engine::running::RunningEngine;
+use crate::engine::sliding::SlidingEngine;
+use crate::engine::split;
+use crate::error::{BrookError, Result};
+use crate::exec::PlanShape;
+use crate::query::engine::BatchEngine;
+
+/// Batches of at least this many rows run on a plan over all cores; smaller
+/// ones on one partition, where repartitioning costs more than it saves.
+const PARALLEL_BATCH_ROWS: usize = 50_000;
+
+/// What the planner needs of the context.
+pub(crate) struct Planner<'a> {
+    pub session: &'a SessionContext,
+    pub batch_interval: Duration,
+    /// Whether windows may merge partial aggregates (`SET incremental_windows`).
+    pub incremental_windows: bool,
+}
+
+/// A continuous query, planned and ready to start.
+pub(crate) struct ContinuousPlan {
+    /// The streams it reads, in the order of a batch's inputs.
+    pub streams: Vec<String>,
+    pub engine: Box<dyn BatchEngine>,
+    /// brook's part of `EXPLAIN`: the trigger, the engine and what it keeps.
+    pub description: String,
+    /// The physical plan the engine runs (for `EXPLAIN`).
+    pub physical: Arc<dyn ExecutionPlan>,
+    /// The optimized logical plan (for `EXPLAIN`).
+    pub logical: LogicalPlan,
+}
+
+/// A stream scan found in a logical plan.
+struct StreamRead {
+    stream: String,
+    window: Option<WindowKind>,
+}
+
+/// The streams `plan` reads (with the window of each read), in the order
+/// they appear, through subqueries and views. Optimizers have not run, so
+/// a scan that a later rule removes (`WHERE 1 = 0`) still counts: whether a
+/// statement is continuous depends on what it reads, not on what survives.
+fn stream_reads(plan: &LogicalPlan) -> Result<Vec<StreamRead>> {
+    let mut reads = Vec::new();
+    collect_reads(plan, &mut reads)?;
+    Ok(reads)
+}
+
+fn collect_reads(plan: &LogicalPlan, reads: &mut Vec<StreamRead>) -> Result<()> {
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+        {
+            if let Some(table) = provider.downcast_ref::<StreamTable>() {
+                reads.push(StreamRead {
+                    stream: table.name.clone(),
+                    window: table.window.clone(),
+                });
+            } else if let Some(view) = provider.get_logical_plan() {
+                collect_reads(&view, reads)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(())
+}
+
+/// Refuses a statement that reads `stream` but is not a query: its
+/// results would have nowhere to go batch after batch.
+pub(crate) fn check_readable(plan: &LogicalPlan) -> Result<()> {
+    let what = match plan {
+        LogicalPlan::Copy(_) => "COPY",
+        LogicalPlan::Dml(_) => "INSERT INTO a table",
+        LogicalPlan::Ddl(datafusion::logical_expr::DdlStatement::CreateMemoryTable(_)) => {
+            "CREATE TABLE AS"
+        }
+        _ => return Ok(()),
+    };
+    if let Some(read) = stream_reads(plan)?.first() {
+        return Err(BrookError::invalid(format!(
+            "stream '{}' can only be read by a continuous query: {what} would run once per batch and keep only the last; to write a stream's results, use CREATE SINK name WITH (connector = 'file', path = '...') AS SELECT ...",
+            read.stream
+        )));
+    }
+    Ok(())
+}
+
+impl Planner<'_> {
+    /// Plans `plan` as a continuous query if it reads a stream; `None` when
+    /// it reads none (it then runs once).
+    pub async fn plan_continuous(&self, plan: &LogicalPlan) -> Result<Option<ContinuousPlan>> {
+        let reads = stream_reads(plan)?;
+        if reads.is_empty() {
+            return Ok(None);
+        }
+        let mut streams: Vec<String> = Vec::new();
+        for read in &reads {
+            if !streams.contains(&read.stream) {
+                streams.push(read.stream.clone());
+            }
+        }
+        let window = window_of(&reads)?;
+        let shape = match &window {
+            Some(WindowKind::Running(_)) => PlanShape::Split,
+            Some(WindowKind::Sliding(w)) if self.incremental_windows && w.size_batches() > 1 => {
+                PlanShape::Split
+            }
+            _ => PlanShape::Executed,
+        };
+        let planned = self.physical_plan(plan, shape, 1).await?;
+        let scans = index_scans(&streams, planned.bound);
+        let head = format!(
+            "continuous query over {} (trigger interval {})",
+            streams.join(", "),
+            format_duration(self.batch_interval)
+        );
+        let physical = Arc::clone(&planned.physical);
+        let (engine, how): (Box<dyn BatchEngine>, String) = match window {
+            None => {
+                let first = PlanVariant {
+                    plan: Arc::clone(&planned.physical),
+                    task_ctx: planned.state.task_ctx(),
+                    min_rows: 0,
+                    scans,
+                };
+                // The parallel plan is an optimisation: if it cannot be
+                // planned, every batch runs on the single-partition plan.
+                let parallel = self.parallel_variant(plan, &streams).await.ok().flatten();
+                (
+                    Box::new(PerBatchEngine::new(first, parallel)),
+                    "per batch: the plan below runs once per micro-batch; nothing is retained between batches".to_string(),
+                )
+            }
+            Some(kind) => {
+                // Window queries run on one partition: one slot per scan.
+                let scans: Vec<_> = scans
+                    .into_iter()
+                    .filter_map(|(input, slots)| slots.into_iter().next().map(|s| (input, s)))
+                    .collect();
+                let task_ctx = planned.state.task_ctx();
+                let split = match (shape, scans.as_slice()) {
+                    (PlanShape::Executed, _) => None,
+                    (PlanShape::Split, [_]) => Some(split::split(&planned.physical)),
+                    (PlanShape::Split, []) => {
+                        Some(Err("the query reads no rows of its stream".to_string()))
+                    }
+                    (PlanShape::Split, _) => {
+                        Some(Err("the query reads more than one window scan".to_string()))
+                    }
+                };
+                let how = format!("window: {kind}\n");
+                match (kind, split) {
+                    (WindowKind::Running(mode), Some(Ok(split))) => {
+                        let (input, slot) = scans.into_iter().next().ok_or_else(|| {
+                            BrookError::Internal("a split plan without its scan".into())
+                        })?;
+                        (
+                            Box::new(RunningEngine::new(mode, split, task_ctx, input, slot)),
+                            how + "incremental: each batch is aggregated once into partial state and merged into the running state; retains one state row per group",
+                        )
+                    }
+                    // A RUNNING query whose plan reads nothing of its stream
+                    // (`WHERE false`) gives the same result every batch.
+                    (WindowKind::Running(_), _) if scans.is_empty() => {
+                        let first = PlanVariant {
+                            plan: Arc::clone(&planned.physical),
+                            task_ctx,
+                            min_rows: 0,
+                            scans: Vec::new(),
+                        };
+                        (
+                            Box::new(PerBatchEngine::new(first, None)),
+                            how + "constant: the plan reads no rows of its stream; it runs once per micro-batch",
+                        )
+                    }
+                    (WindowKind::Running(_), Some(Err(reason))) => {
+                        return Err(BrookError::invalid(format!(
+                            "RUNNING needs a GROUP BY query whose aggregates merge (COUNT, SUM, MIN, MAX, AVG, ...) over row-by-row operators; here {reason}"
+                        )));
+                    }
+                    (WindowKind::Running(_), None) => {
+                        return Err(BrookError::Internal(
+                            "RUNNING planned without a split".into(),
+                        ));
+                    }
+                    (WindowKind::Sliding(window), Some(Ok(split))) => {
+                        let (input, slot) = scans.into_iter().next().ok_or_else(|| {
+                            BrookError::Internal("a split plan without its scan".into())
+                        })?;
+                        let retains = window.size_batches();
+                        (
+                            Box::new(SlidingEngine::new(
+                                window,
+                                IncrementalStore::new(split, task_ctx, input, slot),
+                            )),
+                            how + &format!(
+                                "incremental: each batch is aggregated once into partial state (a pane); a window merges at most 2 merged panes; retains at most {retains} panes"
+                            ),
+                        )
+                    }
+                    (WindowKind::Sliding(window), split) => {
+                        let reason = match split {
+                            Some(Err(reason)) => reason,
+                            _ if window.size_batches() == 1 => "a window of one batch".to_string(),
+                            _ => "SET incremental_windows = false".to_string(),
+                        };
+                        let retains = window.size_batches();
+                        (
+                            Box::new(SlidingEngine::new(
+                                window,
+                                RecomputeStore::new(
+                                    Arc::clone(&planned.physical),
+                                    task_ctx,
+                                    scans,
+                                    streams.len(),
+                                ),
+                            )),
+                            how + &format!(
+                                "recompute ({reason}): the plan below runs over the window's raw batches; retains at most {retains} batches"
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        Ok(Some(ContinuousPlan {
+            streams,
+            engine,
+            description: format!("{head}\n{how}"),
+            physical,
+            logical: planned.logical,
+        }))
+    }
+
+    /// A session state for planning a query of `shape` over `partitions`,
+    /// which records the query's stream scans in `bindings`.
+    fn state(
+        &self,
+        shape: PlanShape,
+        partitions: usize,
+        bindings: &Arc<QueryBindings>,
+    ) -> SessionState {
+        let mut state = SessionStateBuilder::new_from_existing(self.session.state())
+            .with_physical_optimizer_rules(crate::exec::optimizer_rules(shape))
+            .build();
+        state.config_mut().options_mut().execution.target_partitions = partitions;
+        state.config_mut().set_extension(Arc::clone(bindings));
+        state
+    }
+
+    /// Optimizes and physically plans `plan` once.
+    async fn physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        shape: PlanShape,
+        partitions: usize,
+    ) -> Result<Planned> {
+        let bindings = Arc::new(QueryBindings::default());
+        let state = self.state(shape, partitions, &bindings);
+        let logical = state.optimize(plan)?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&logical, &state)
+            .await?;
+        Ok(Planned {
+            bound: bindings.take(),
+            physical,
+            logical,
+            state,
+        })
+    }
+
+    /// A second physical plan of `plan` over all cores, for batches of at
+    /// least [`PARALLEL_BATCH_ROWS`] rows; `None` on a single core.
+    async fn parallel_variant(
+        &self,
+        plan: &LogicalPlan,
+        streams: &[String],
+    ) -> Result<Option<PlanVariant>> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if cores < 2 {
+            return Ok(None);
+        }
+        let planned = self.physical_plan(plan, PlanShape::Executed, cores).await?;
+        Ok(Some(PlanVariant {
+            plan: planned.physical,
+            task_ctx: planned.state.task_ctx(),
+            min_rows: PARALLEL_BATCH_ROWS,
+            scans: index_scans(streams, planned.bound),
+        }))
+    }
+}
+
+/// One physical planning of a query.
+struct Planned {
+    bound: Vec<BoundScan>,
+    physical: Arc<dyn ExecutionPlan>,
+    logical: LogicalPlan,
+    state: SessionState,
+}
+
+/// Each bound scan's slots with the index of its stream in `streams`.
+fn index_scans(
+    streams: &[String],
+    bound: Vec<BoundScan>,
+) -> Vec<(usize, Vec<Arc<crate::catalog::stream_table::BatchSlot>>)> {
+    bound
+        .into_iter()
+        .filter_map(|BoundScan { stream, slots }| {
+            streams
+                .iter()
+                .position(|s| *s == stream)
+                .map(|index| (index, slots))
+        })
+        .collect()
+}
+
+/// The window every stream read of a query goes through, if any. A query
+/// reads all its streams through the same window, or none.
+fn window_of(reads: &[StreamRead]) -> Result<Option<WindowKind>> {
+    let Some(kind) = reads.iter().find_map(|read| read.window.clone()) else {
+        return Ok(None);
+    };
+    for read in reads {
+        match &read.window {
+            Some(other) if *other == kind => {}
+            Some(other) => {
+                return Err(BrookError::invalid(format!(
+                    "a query reads all its streams through the same window; here {kind} and {other}"
+                )));
+            }
+            None => {
+                return Err(BrookError::invalid(format!(
+                    "stream '{}' is read without a window in a query with {kind}; read every stream through the same window",
+                    read.stream
+                )));
+            }
+        }
+    }
+    Ok(Some(kind))
+}
+
+/// `EXPLAIN`'s rows for a continuous query: brook's part, then the
+/// optimized logical plan and the physical plan the engine runs.
+pub(crate) fn explain_rows(plan: &ContinuousPlan) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]));
+    let logical = plan.logical.display_indent().to_string();
+    let physical = displayable(plan.physical.as_ref()).indent(true).to_string();
+    let types: ArrayRef = Arc::new(StringArray::from(vec![
+        "brook",
+        "logical_plan",
+        "physical_plan",
+    ]));
+    let texts: ArrayRef = Arc::new(StringArray::from(vec![
+        plan.description.as_str(),
+        logical.as_str(),
+        physical.as_str(),
+    ]));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![types, texts])?;
+    Ok((schema, vec![batch]))
+}

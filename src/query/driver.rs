@@ -1,0 +1,320 @@
+//! The driver of a continuous query: it receives the query's ticks, feeds
+//! each micro-batch to the query's engine, and sends the results out as an
+//! async stream of [`BatchOutput`]s. Dropping the stream stops the query.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::Utc;
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::Stream;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::BatchOutput;
+use super::engine::{BatchEngine, Emission, MicroBatch};
+use super::registry::{QueryEntry, QueryRegistry, QueryStats, Stop};
+use crate::batcher::Tick;
+use crate::error::{BrookError, Result};
+use crate::sync::lock;
+
+/// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
+///
+/// It ends when every stream it reads has ended, or after a stream fails
+/// (that error is the last item). A batch whose execution fails yields
+/// [`BrookError::BatchFailed`] and the query goes on with the next batch.
+/// Dropping it stops the query; [`ContinuousQuery::stop`] stops it after the
+/// batch in progress.
+pub struct ContinuousQuery {
+    entry: Arc<QueryEntry>,
+    registry: QueryRegistry,
+    schema: SchemaRef,
+    outputs: mpsc::Receiver<Result<BatchOutput>>,
+    /// The driver task; taken once it has ended, so that a panic in it is
+    /// reported as the stream's last item instead of a silent end.
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ContinuousQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContinuousQuery")
+            .field("id", &self.entry.id)
+            .field("sql", &self.entry.sql)
+            .finish()
+    }
+}
+
+/// What the driver needs besides the engine and its ticks.
+pub(crate) struct DriverSettings {
+    pub id: u64,
+    pub sql: String,
+    /// Asks the clock for a batch at once (a graceful finish).
+    pub tick_now: Arc<Notify>,
+    pub registry: QueryRegistry,
+    /// Stop after a batch the engine cannot run.
+    pub stop_on_error: bool,
+}
+
+impl ContinuousQuery {
+    pub(crate) fn start(
+        engine: Box<dyn BatchEngine>,
+        ticks: mpsc::Receiver<Tick>,
+        settings: DriverSettings,
+    ) -> Self {
+        let schema = engine.schema();
+        let (output_sender, outputs) = mpsc::channel(1);
+        let (stop, stop_requested) = watch::channel(Stop::Running);
+        let entry = Arc::new(QueryEntry {
+            id: settings.id,
+            sql: settings.sql,
+            started: Utc::now(),
+            output: std::sync::Mutex::new("console".to_string()),
+            stats: std::sync::Mutex::new(QueryStats::default()),
+            stop,
+            tick_now: settings.tick_now,
+        });
+        let registry = settings.registry;
+        registry.insert(Arc::clone(&entry));
+        let driver = Driver {
+            engine,
+            schema: Arc::clone(&schema),
+            outputs: output_sender,
+            entry: Arc::clone(&entry),
+            stop_on_error: settings.stop_on_error,
+            batch_number: 0,
+        };
+        let task = tokio::spawn({
+            let registry = registry.clone();
+            async move {
+                let id = driver.entry.id;
+                driver.run(ticks, stop_requested).await;
+                registry.remove(id);
+            }
+        });
+        Self {
+            entry,
+            registry,
+            schema,
+            outputs,
+            task: Some(task),
+        }
+    }
+
+    /// The query's number within its context (1, 2, ...).
+    pub fn id(&self) -> u64 {
+        self.entry.id
+    }
+
+    /// The SQL text of the query.
+    pub fn sql(&self) -> &str {
+        &self.entry.sql
+    }
+
+    /// The query's progress so far.
+    pub fn stats(&self) -> QueryStats {
+        lock(&self.entry.stats).clone()
+    }
+
+    /// Names where the results go, for `SHOW QUERIES` (`console` unless set).
+    pub(crate) fn set_output(&self, output: String) {
+        *lock(&self.entry.output) = output;
+    }
+
+    /// The schema of every result batch.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Asks the query to stop after the batch in progress; the stream then
+    /// yields that batch's output (if any) and ends. Rows not yet cut into
+    /// a batch are left to other queries.
+    pub fn stop(&self) {
+        self.entry.stop();
+    }
+
+    /// Asks the query to finish: brook cuts a batch at once, this query runs
+    /// it, and its stream ends. What its streams received so far is
+    /// processed; this is a graceful shutdown.
+    pub fn finish(&self) {
+        self.entry.finish();
+    }
+}
+
+impl Drop for ContinuousQuery {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        self.registry.remove(self.entry.id);
+    }
+}
+
+impl Stream for ContinuousQuery {
+    type Item = Result<BatchOutput>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.outputs.poll_recv(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        // The driver has dropped its sender: it ended, or it panicked.
+        let Some(task) = self.task.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let ended = std::task::ready!(Pin::new(task).poll(cx));
+        self.task = None;
+        Poll::Ready(match ended {
+            Err(err) if err.is_panic() => {
+                let payload = err.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                Some(Err(BrookError::Internal(format!(
+                    "query {} stopped: {message}",
+                    self.entry.id
+                ))))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The task behind a [`ContinuousQuery`].
+struct Driver {
+    engine: Box<dyn BatchEngine>,
+    schema: SchemaRef,
+    outputs: mpsc::Sender<Result<BatchOutput>>,
+    /// The registry's record of this query: stats and stop requests.
+    entry: Arc<QueryEntry>,
+    stop_on_error: bool,
+    batch_number: u64,
+}
+
+impl Driver {
+    async fn run(mut self, mut ticks: mpsc::Receiver<Tick>, mut stop: watch::Receiver<Stop>) {
+        loop {
+            let tick = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop == Stop::Now) => return,
+                tick = ticks.recv() => match tick {
+                    Some(tick) => tick,
+                    None => return,
+                },
+            };
+            let mut inputs = Vec::with_capacity(tick.inputs.len());
+            let mut all_ended = true;
+            let mut rows = 0;
+            for input in tick.inputs {
+                match input {
+                    Ok(cut) => {
+                        all_ended &= cut.ended;
+                        rows += cut.rows;
+                        inputs.push(cut.batches);
+                    }
+                    Err(failure) => {
+                        let _ = self.outputs.send(Err(failure.into())).await;
+                        return;
+                    }
+                }
+            }
+            let finished =
+                matches!(*stop.borrow(), Stop::AfterBatchCutAt(at) if tick.instant >= at);
+            if !(all_ended && rows == 0) {
+                self.batch_number += 1;
+                let batch = MicroBatch {
+                    number: self.batch_number,
+                    time: tick.time,
+                    inputs,
+                    rows,
+                };
+                let lag = tick.instant.elapsed();
+                let started = std::time::Instant::now();
+                let result = self.engine.on_batch(&batch).await;
+                let output = self.output(result, &batch, tick.instant, started, lag);
+                self.record(&batch, output.as_ref(), started.elapsed(), lag);
+                let failed = matches!(output, Some(Err(_)));
+                if let Some(output) = output
+                    && self.outputs.send(output).await.is_err()
+                {
+                    return;
+                }
+                if failed && self.stop_on_error {
+                    return;
+                }
+            }
+            if all_ended || finished {
+                let started = std::time::Instant::now();
+                let result = self.engine.on_end().await;
+                let last = MicroBatch {
+                    number: self.batch_number,
+                    time: tick.time,
+                    inputs: Vec::new(),
+                    rows: 0,
+                };
+                if let Some(output) =
+                    self.output(result, &last, tick.instant, started, Duration::ZERO)
+                {
+                    let _ = self.outputs.send(output).await;
+                }
+                return;
+            }
+        }
+    }
+
+    /// The output for an engine's result on `batch`, if it emitted one.
+    fn output(
+        &self,
+        result: Result<Option<Emission>>,
+        batch: &MicroBatch,
+        tick: tokio::time::Instant,
+        started: std::time::Instant,
+        lag: Duration,
+    ) -> Option<Result<BatchOutput>> {
+        match result {
+            Ok(None) => None,
+            Ok(Some(emission)) => Some(Ok(BatchOutput {
+                batch_number: batch.number,
+                batch_time: batch.time,
+                rows_in: batch.rows,
+                batches: emission.batches,
+                schema: Arc::clone(&self.schema),
+                elapsed: tick.elapsed(),
+                execution: started.elapsed(),
+                lag,
+                window: emission.window,
+                retained: self.engine.retained(),
+            })),
+            // A batch the plan cannot run (a division by zero, a failed
+            // cast) is reported with its number; the next batch runs as
+            // usual.
+            Err(err) => Some(Err(BrookError::BatchFailed {
+                batch_number: batch.number,
+                source: Box::new(err),
+            })),
+        }
+    }
+
+    /// Updates the query's stats after `batch`.
+    fn record(
+        &self,
+        batch: &MicroBatch,
+        output: Option<&Result<BatchOutput>>,
+        execution: Duration,
+        lag: Duration,
+    ) {
+        let mut stats = lock(&self.entry.stats);
+        stats.batches = batch.number;
+        stats.rows_in += batch.rows as u64;
+        stats.rows_out += output
+            .and_then(|o| o.as_ref().ok())
+            .map_or(0, |o| o.rows_out() as u64);
+        stats.last_batch = execution;
+        stats.lag = lag;
+        stats.retained = self.engine.retained();
+    }
+}

@@ -1,0 +1,84 @@
+//! Running continuous queries: what a batch's result looks like
+//! ([`BatchOutput`]), the trait every way of running a query implements
+//! ([`BatchEngine`](engine::BatchEngine)), the driver that feeds an engine
+//! its batches ([`ContinuousQuery`]), and the registry of running queries.
+
+pub(crate) mod driver;
+pub(crate) mod engine;
+pub(crate) mod registry;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+pub use driver::ContinuousQuery;
+pub use registry::{QueryInfo, QueryStats};
+
+/// The result of one batch of a continuous query.
+#[derive(Debug, Clone)]
+pub struct BatchOutput {
+    /// 1-based number of the batch within this query.
+    pub batch_number: u64,
+    /// Wall-clock time of the tick that cut the batch.
+    pub batch_time: DateTime<Utc>,
+    /// Rows the batch held, over all streams the query reads.
+    pub rows_in: usize,
+    /// The query's result for this batch.
+    pub batches: Vec<RecordBatch>,
+    /// The result's schema (also when there are no rows).
+    pub schema: SchemaRef,
+    /// Time from the tick to the result: cutting the batch, waiting for the
+    /// query to be free, and executing the plan.
+    pub elapsed: Duration,
+    /// Time spent executing the plan alone.
+    pub execution: Duration,
+    /// How late the batch started: from its tick until the query began
+    /// executing it (cutting, and waiting for the query's previous batch).
+    /// Near zero while the query keeps up with the batch interval.
+    pub lag: Duration,
+    /// For a `HOP` or `TUMBLE` query, the window this result covers.
+    pub window: Option<WindowBounds>,
+    /// What a window or running aggregate query holds after this batch
+    /// (all zero for a per-batch query).
+    pub retained: Retained,
+}
+
+impl BatchOutput {
+    /// Rows in the result.
+    pub fn rows_out(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// What a query holds between batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Micro-batches the query still needs (raw, or as partial aggregates).
+    pub batches: usize,
+    /// Rows held: raw rows, or rows of partial aggregate state (one per
+    /// group per pane).
+    pub rows: usize,
+    /// Memory held by those rows, in bytes.
+    pub bytes: usize,
+}
+
+impl Retained {
+    /// Counts `batch` as held.
+    pub(crate) fn add(&mut self, batch: &RecordBatch) {
+        self.rows += batch.num_rows();
+        self.bytes += batch.get_array_memory_size();
+    }
+}
+
+/// The window a result covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowBounds {
+    /// `window_start`: the start of the window's time range.
+    pub start: DateTime<Utc>,
+    /// `window_end`: the end of the window's time range.
+    pub end: DateTime<Utc>,
+    /// The first and last batch (numbers within the query) in the window.
+    pub batches: (u64, u64),
+}

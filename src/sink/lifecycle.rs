@@ -1,0 +1,137 @@
+//! The background queries of `CREATE SINK`: each runs in a task that writes
+//! every batch to its sink, until its streams end, `DROP SINK` or
+//! `STOP QUERY`. A write that fails is reported; after
+//! [`MAX_CONSECUTIVE_FAILURES`] failed batches in a row the sink stops, and
+//! every failure is remembered so that `brook run` exits non-zero.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::FileSink;
+use crate::error::{BrookError, Result, WarningHandler};
+use crate::query::ContinuousQuery;
+use crate::sync::lock;
+
+/// Failed batches in a row after which a sink stops its query.
+pub const MAX_CONSECUTIVE_FAILURES: usize = 3;
+
+/// The running sinks of a context, by name.
+#[derive(Clone, Default)]
+pub(crate) struct SinkRegistry {
+    running: Arc<Mutex<BTreeMap<String, SinkTask>>>,
+    /// The first failure of each sink that failed, in order.
+    failures: Arc<Mutex<Vec<BrookError>>>,
+}
+
+/// A sink's running query.
+struct SinkTask {
+    query_id: u64,
+    task: JoinHandle<()>,
+}
+
+impl SinkRegistry {
+    pub fn contains(&self, name: &str) -> bool {
+        lock(&self.running).contains_key(name)
+    }
+
+    /// Names of the sinks whose queries run.
+    pub fn names(&self) -> Vec<String> {
+        lock(&self.running).keys().cloned().collect()
+    }
+
+    /// The sink whose query is `query_id`.
+    pub fn of_query(&self, query_id: u64) -> Option<String> {
+        lock(&self.running)
+            .iter()
+            .find(|(_, sink)| sink.query_id == query_id)
+            .map(|(name, _)| name.clone())
+    }
+
+    /// Runs `query` in the background, writing each batch to `sink`.
+    pub fn start(
+        &self,
+        name: &str,
+        query: ContinuousQuery,
+        mut sink: FileSink,
+        warn: WarningHandler,
+    ) {
+        query.set_output(format!("sink {name}"));
+        let query_id = query.id();
+        let running = Arc::clone(&self.running);
+        let failures = Arc::clone(&self.failures);
+        let sink_name = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut query = query;
+            let mut failed_in_a_row = 0;
+            let mut first_failure = None;
+            while let Some(output) = query.next().await {
+                let Err(err) = output.and_then(|output| sink.write(&output)) else {
+                    failed_in_a_row = 0;
+                    continue;
+                };
+                let err = BrookError::SinkFailed {
+                    sink: sink_name.clone(),
+                    source: Box::new(err),
+                };
+                warn(&err);
+                failed_in_a_row += 1;
+                let stopping = failed_in_a_row >= MAX_CONSECUTIVE_FAILURES;
+                first_failure.get_or_insert(err);
+                if stopping {
+                    warn(&BrookError::invalid(format!(
+                        "sink '{sink_name}': stopped after {MAX_CONSECUTIVE_FAILURES} failed batches in a row"
+                    )));
+                    break;
+                }
+            }
+            if let Some(failure) = first_failure {
+                lock(&failures).push(failure);
+            }
+            // Gone from the list once done, unless DROP SINK took it first.
+            let mut running = lock(&running);
+            if running
+                .get(&sink_name)
+                .is_some_and(|s| s.query_id == query_id)
+            {
+                running.remove(&sink_name);
+            }
+        });
+        lock(&self.running).insert(name.to_string(), SinkTask { query_id, task });
+    }
+
+    /// Takes sink `name` out of the registry and waits for its task, which
+    /// the caller has asked to stop.
+    pub async fn remove_and_wait(&self, name: &str) -> Result<u64> {
+        let Some(sink) = lock(&self.running).remove(name) else {
+            return Err(BrookError::invalid(format!("sink '{name}' does not exist")));
+        };
+        let _ = sink.task.await;
+        Ok(sink.query_id)
+    }
+
+    /// The query of sink `name`.
+    pub fn query_of(&self, name: &str) -> Option<u64> {
+        lock(&self.running).get(name).map(|sink| sink.query_id)
+    }
+
+    /// Waits until every sink's query has ended and its files are closed;
+    /// fails with the first failure of a sink, if any failed.
+    pub async fn wait_all(&self) -> Result<()> {
+        loop {
+            let next = lock(&self.running).pop_first();
+            let Some((_, sink)) = next else {
+                break;
+            };
+            let _ = sink.task.await;
+        }
+        let mut failures = lock(&self.failures);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.remove(0))
+        }
+    }
+}
