@@ -51,13 +51,8 @@ fn line_pool() -> LinePool {
         total += 1.0 / (i as f64 + 1.0);
         cumulative.push(total);
     }
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut uniform = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = common::Rng::new(0x2545_f491_4f6c_dd1d_u64);
+    let mut uniform = || rng.uniform();
     let mut lines = Vec::with_capacity(LINE_POOL);
     let mut counts = Vec::with_capacity(LINE_POOL);
     for _ in 0..LINE_POOL {

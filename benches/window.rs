@@ -11,6 +11,8 @@
 //!
 //! Run: `cargo bench --bench window`
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +27,9 @@ const ROWS: usize = 10_000;
 
 /// `ROWS` words from a 1,000-word vocabulary.
 fn words(schema: &Arc<Schema>, seed: u64) -> RecordBatch {
-    let mut state = seed | 1;
+    let mut rng = common::Rng::new(seed | 1);
     let words: Vec<String> = (0..ROWS)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            format!("w{}", state % 1000)
-        })
+        .map(|_| format!("w{}", rng.next() % 1000))
         .collect();
     RecordBatch::try_new(
         Arc::clone(schema),

@@ -18,15 +18,34 @@ pub const WORD_COUNT_SPLIT: &str = "SELECT word, COUNT(*) AS count \
      FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) \
      GROUP BY word";
 
+/// The benches' one pseudo-random sequence (xorshift): inputs repeat
+/// exactly from run to run.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A sequence from `seed` (which must not be zero).
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The next value as a float in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// `rows` lines of 8 words from a 1,000-word vocabulary (`w0` .. `w999`).
 pub fn word_lines(rows: usize) -> RecordBatch {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next_word = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        format!("w{}", state % 1000)
-    };
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15_u64);
+    let mut next_word = || format!("w{}", rng.next() % 1000);
     let text: Vec<String> = (0..rows)
         .map(|_| (0..8).map(|_| next_word()).collect::<Vec<_>>().join(" "))
         .collect();

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod errors;
 mod examples;
 mod fuzz_regressions;
 mod group_by;
