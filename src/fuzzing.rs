@@ -1,13 +1,14 @@
-//! Entry points for the `cargo fuzz` targets in `fuzz/` (not a stable API).
-//! Each runs brook's code on arbitrary input and panics only when one of
-//! brook's own promises is broken, so the fuzzer reports exactly that.
+//! Entry points for the `cargo fuzz` targets in `fuzz/` and for the benches
+//! (not a stable API). Each fuzz entry runs brook's code on arbitrary input
+//! and panics only when one of brook's own promises is broken, so the fuzzer
+//! reports exactly that.
 
 use std::sync::Arc;
 
 use datafusion::arrow::buffer::Buffer;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use crate::error::BrookError;
+use crate::error::{BrookError, Result};
 use crate::source::LineFormat;
 use crate::source::decode::LineDecoder;
 use crate::sql::parse_sql;
@@ -123,4 +124,23 @@ pub fn decode_lines(input: &[u8], csv: bool, cut: u8, max_line_bytes: usize) {
         lines_in_input,
         "{rows} rows and {bad} bad lines from {lines_in_input} lines"
     );
+}
+
+/// Decodes `chunks` (each a run of whole lines, as the socket hands them
+/// over) with the socket's decoder for `schema` and `format`, and returns
+/// the rows decoded and the lines reported bad. For `benches/csv_decode.rs`.
+pub fn decode_chunks(
+    schema: SchemaRef,
+    format: LineFormat,
+    chunks: &[Buffer],
+) -> Result<(usize, usize)> {
+    let mut decoder = LineDecoder::try_new("bench", schema, format, b',')?;
+    let (mut rows, mut bad, mut next_line) = (0, 0, 1);
+    for chunk in chunks {
+        let decoded = decoder.decode(chunk, next_line);
+        next_line += decoded.lines;
+        rows += decoded.batch.as_ref().map_or(0, |b| b.num_rows());
+        bad += decoded.bad_lines.len();
+    }
+    Ok((rows, bad))
 }
