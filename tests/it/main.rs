@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod decode;
 mod examples;
 mod fuzz_regressions;
 mod group_by;
