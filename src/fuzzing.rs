@@ -61,13 +61,17 @@ pub fn decode_reads(
     reads: &[&[u8]],
 ) -> Result<Transcript> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let decoder = LineDecoder::try_new("fuzz", schema, format, b',')?.with_max_line_bytes(max_line_bytes);
+    let decoder =
+        LineDecoder::try_new("fuzz", schema, format, b',')?.with_max_line_bytes(max_line_bytes);
     let mut lines = LineSplitter::new(decoder, 64 * 1024);
     let mut transcript = Transcript::default();
     let mut record = |decoded: DecodedLines| -> Result<()> {
-        transcript
-            .reports
-            .extend(decoded.bad_lines.into_iter().map(|bad| (bad.line, bad.message)));
+        transcript.reports.extend(
+            decoded
+                .bad_lines
+                .into_iter()
+                .map(|bad| (bad.line, bad.message)),
+        );
         let Some(batch) = decoded.batch else {
             return Ok(());
         };
@@ -78,7 +82,10 @@ pub fn decode_reads(
             .map(|column| ArrayFormatter::try_new(column.as_ref(), &options))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
             transcript.rows.push(cells.join("|"));
         }
         Ok(())
@@ -116,10 +123,11 @@ pub fn decode_lines(input: &[u8], csv: bool, cut: u8, max_line_bytes: usize) {
         LineFormat::Text
     };
     let max_line_bytes = max_line_bytes.max(1);
-    let decode = |reads: &[&[u8]]| match decode_reads(Arc::clone(&schema), format, max_line_bytes, reads) {
-        Ok(transcript) => transcript,
-        Err(err) => panic!("decoding failed: {err}"),
-    };
+    let decode =
+        |reads: &[&[u8]]| match decode_reads(Arc::clone(&schema), format, max_line_bytes, reads) {
+            Ok(transcript) => transcript,
+            Err(err) => panic!("decoding failed: {err}"),
+        };
     let whole = decode(&[input]);
     // Reads of 1 to 16 bytes, their lengths from a xorshift seeded by `cut`.
     let mut state = u64::from(cut).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -135,14 +143,24 @@ pub fn decode_lines(input: &[u8], csv: bool, cut: u8, max_line_bytes: usize) {
         rest = after;
     }
     let cut_up = decode(&reads);
-    assert_eq!(cut_up, whole, "cut into reads of {:?} bytes", reads.iter().map(|r| r.len()).collect::<Vec<_>>());
+    assert_eq!(
+        cut_up,
+        whole,
+        "cut into reads of {:?} bytes",
+        reads.iter().map(|r| r.len()).collect::<Vec<_>>()
+    );
 
     let mut last_reported = 0;
     for (line, _) in &whole.reports {
-        assert!(*line > last_reported, "line {line} reported twice or out of order");
+        assert!(
+            *line > last_reported,
+            "line {line} reported twice or out of order"
+        );
         last_reported = *line;
     }
-    let text = input.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(input);
+    let text = input
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(input);
     let lines_in_input = text.iter().filter(|b| **b == b'\n').count()
         + usize::from(!text.is_empty() && !text.ends_with(b"\n"));
     assert!(

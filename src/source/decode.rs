@@ -405,7 +405,14 @@ impl LineDecoder {
             } else {
                 let row_start = fields.len();
                 let split = if has_quote && memchr::memchr(b'"', line).is_some() {
-                    split_quoted(chunk, start, end, self.delimiter, &mut fields, &mut unescaped)
+                    split_quoted(
+                        chunk,
+                        start,
+                        end,
+                        self.delimiter,
+                        &mut fields,
+                        &mut unescaped,
+                    )
                 } else {
                     split_plain(line, start, self.delimiter, &mut fields);
                     Ok(())
@@ -574,8 +581,8 @@ fn split_quoted(
                 ));
             }
         } else {
-            let field_end = memchr::memchr(delimiter, &chunk[position..end])
-                .map_or(end, |at| position + at);
+            let field_end =
+                memchr::memchr(delimiter, &chunk[position..end]).map_or(end, |at| position + at);
             if memchr::memchr(b'"', &chunk[position..field_end]).is_some() {
                 return Err(format!(
                     "field {field}: a quote inside an unquoted field (quote the whole field and double the quotes inside it)"

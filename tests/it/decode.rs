@@ -54,14 +54,8 @@ async fn regression_crlf_cut_after_its_cr_keeps_a_line_of_exactly_max_line_bytes
     for (columns, options) in [("", ""), ("(s TEXT)", ", format = 'csv'")] {
         let options = format!("{options}, max_line_bytes = '10'");
         let writes = vec![b"0123456789\r".to_vec(), b"\nnext\n".to_vec()];
-        let (rows, warnings) = through_socket(
-            columns,
-            &options,
-            "*",
-            writes,
-            Duration::from_millis(300),
-        )
-        .await;
+        let (rows, warnings) =
+            through_socket(columns, &options, "*", writes, Duration::from_millis(300)).await;
         assert_eq!(rows, vec!["0123456789", "next"], "{columns}");
         assert!(warnings.is_empty(), "{columns}: {warnings:#?}");
     }
@@ -118,7 +112,10 @@ async fn regression_cr_before_a_crlf_is_a_bad_csv_line_whatever_precedes_it() {
             warnings.len(),
             "{bytes:?} cut at {cuts:?}: {warnings:#?}"
         );
-        assert_eq!(warnings.len(), bytes.iter().filter(|b| **b == b'\n').count() - 1);
+        assert_eq!(
+            warnings.len(),
+            bytes.iter().filter(|b| **b == b'\n').count() - 1
+        );
     }
 }
 
@@ -166,8 +163,18 @@ async fn regression_a_byte_order_mark_split_across_reads_is_dropped_at_the_start
 /// line has one value to judge, the other columns fine.
 #[tokio::test]
 async fn csv_values_each_column_type_accepts_exactly_the_documented_spellings() {
-    const COLUMNS: &str = "(i INT, f DOUBLE, r REAL, d DECIMAL(6, 2), day DATE, at TIMESTAMP, ok BOOLEAN, t TEXT)";
-    const GOOD: [&str; 8] = ["1", "1.5", "2.5", "1.25", "2024-01-02", "2024-01-02 10:00:00", "true", "x"];
+    const COLUMNS: &str =
+        "(i INT, f DOUBLE, r REAL, d DECIMAL(6, 2), day DATE, at TIMESTAMP, ok BOOLEAN, t TEXT)";
+    const GOOD: [&str; 8] = [
+        "1",
+        "1.5",
+        "2.5",
+        "1.25",
+        "2024-01-02",
+        "2024-01-02 10:00:00",
+        "true",
+        "x",
+    ];
     // (column index, value, accepted as) — None: refused.
     let cases: &[(usize, &str, Option<&str>)] = &[
         (0, "+2", Some("2")),
@@ -219,7 +226,14 @@ async fn csv_values_each_column_type_accepts_exactly_the_documented_spellings() 
         match accepted {
             Some(shown) => {
                 let mut shown_row = [
-                    "1", "1.5", "2.5", "1.25", "2024-01-02", "2024-01-02T10:00:00", "true", "x",
+                    "1",
+                    "1.5",
+                    "2.5",
+                    "1.25",
+                    "2024-01-02",
+                    "2024-01-02T10:00:00",
+                    "true",
+                    "x",
                 ]
                 .map(str::to_string);
                 shown_row[*column] = shown.to_string();
@@ -366,7 +380,13 @@ fn csv_schema() -> SchemaRef {
 fn random_line(rng: &mut Rng) -> Vec<u8> {
     let mut line: Vec<u8> = match rng.below(14) {
         0 => b"a,1.5,2024-01-02".to_vec(),
-        1 => format!("s{},{},2026-11-{:02}", rng.below(100), rng.below(1000), rng.below(31) + 1).into_bytes(),
+        1 => format!(
+            "s{},{},2026-11-{:02}",
+            rng.below(100),
+            rng.below(1000),
+            rng.below(31) + 1
+        )
+        .into_bytes(),
         2 => b"\"q,uoted\",2,".to_vec(),
         3 => b"\"say \"\"hi\"\"\",3,NULL".to_vec(),
         4 => b"\"unterminated,4,".to_vec(),
@@ -388,13 +408,21 @@ fn random_line(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// What decoding `reads` gives, as a socket stream of `schema`.
-fn decode(schema: &SchemaRef, format: LineFormat, max_line_bytes: usize, reads: &[&[u8]]) -> Transcript {
+fn decode(
+    schema: &SchemaRef,
+    format: LineFormat,
+    max_line_bytes: usize,
+    reads: &[&[u8]],
+) -> Transcript {
     decode_reads(Arc::clone(schema), format, max_line_bytes, reads).unwrap()
 }
 
 #[test]
 fn decoding_gives_the_same_rows_and_reports_for_every_way_of_cutting_the_bytes() {
-    let formats = [(text_schema(), LineFormat::Text), (csv_schema(), LineFormat::Csv)];
+    let formats = [
+        (text_schema(), LineFormat::Text),
+        (csv_schema(), LineFormat::Csv),
+    ];
     let mut compared = 0;
     for seed in 1..=150u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -424,7 +452,10 @@ fn decoding_gives_the_same_rows_and_reports_for_every_way_of_cutting_the_bytes()
                 for cut in 1..input.len() {
                     let (head, tail) = input.split_at(cut);
                     let cut_up = decode(schema, *format, max_line_bytes, &[head, tail]);
-                    assert_eq!(cut_up, whole, "seed {seed}, {format:?}, cut at {cut}: {input:?}");
+                    assert_eq!(
+                        cut_up, whole,
+                        "seed {seed}, {format:?}, cut at {cut}: {input:?}"
+                    );
                     compared += 1;
                 }
                 // Many reads, cut at random positions (1-byte reads too).
@@ -462,7 +493,13 @@ fn the_property_test_inputs_hold_every_kind_of_line_and_both_outcomes() {
         let whole = decode(&csv_schema(), LineFormat::Csv, 16, &[&input]);
         rows += whole.rows.len();
         for (_, message) in whole.reports {
-            reports.insert(message.split(['\'', ':']).next().unwrap_or_default().to_string());
+            reports.insert(
+                message
+                    .split(['\'', ':'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
     }
     assert!(rows > 100, "{rows} rows");

@@ -16,8 +16,8 @@ use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type,
     Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
 };
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
@@ -226,7 +226,10 @@ fn build_primitive<T: ArrowPrimitiveType>(
     builder.finish()
 }
 
-fn build_boolean(field: &Field, input: &mut ColumnInput<'_>) -> datafusion::arrow::array::BooleanArray {
+fn build_boolean(
+    field: &Field,
+    input: &mut ColumnInput<'_>,
+) -> datafusion::arrow::array::BooleanArray {
     let mut builder = BooleanBuilder::with_capacity(input.rows());
     for row in 0..input.rows() {
         let value = input.value(row);
@@ -493,8 +496,7 @@ fn digits(bytes: &[u8]) -> Option<u32> {
 /// units of `unit_nanos` nanoseconds since the epoch; digits of a fraction
 /// the unit cannot keep must be zeros.
 pub(super) fn parse_timestamp(value: &[u8], unit_nanos: i128) -> Result<i64, &'static str> {
-    const NOT_A_TIMESTAMP: &str =
-        "is not a TIMESTAMP (YYYY-MM-DD HH:MM:SS[.fraction][Z|+HH:MM])";
+    const NOT_A_TIMESTAMP: &str = "is not a TIMESTAMP (YYYY-MM-DD HH:MM:SS[.fraction][Z|+HH:MM])";
     let day = value.get(..10).and_then(date).ok_or(NOT_A_TIMESTAMP)?;
     let mut nanos = i128::from(day) * NANOS_PER_DAY;
     let mut rest = &value[10..];
@@ -502,13 +504,19 @@ pub(super) fn parse_timestamp(value: &[u8], unit_nanos: i128) -> Result<i64, &'s
         let [h1, h2, b':', m1, m2, after_minutes @ ..] = time else {
             return Err(NOT_A_TIMESTAMP);
         };
-        let hours = digits(&[*h1, *h2]).filter(|h| *h < 24).ok_or(NOT_A_TIMESTAMP)?;
-        let minutes = digits(&[*m1, *m2]).filter(|m| *m < 60).ok_or(NOT_A_TIMESTAMP)?;
+        let hours = digits(&[*h1, *h2])
+            .filter(|h| *h < 24)
+            .ok_or(NOT_A_TIMESTAMP)?;
+        let minutes = digits(&[*m1, *m2])
+            .filter(|m| *m < 60)
+            .ok_or(NOT_A_TIMESTAMP)?;
         let mut seconds = 0;
         rest = after_minutes;
         if let [b':', s1, s2, after_seconds @ ..] = rest {
             // 60 (a leap second) is refused: the types have no leap seconds.
-            seconds = digits(&[*s1, *s2]).filter(|s| *s < 60).ok_or(NOT_A_TIMESTAMP)?;
+            seconds = digits(&[*s1, *s2])
+                .filter(|s| *s < 60)
+                .ok_or(NOT_A_TIMESTAMP)?;
             rest = after_seconds;
             if let [b'.', fraction @ ..] = rest {
                 let length = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -534,8 +542,12 @@ pub(super) fn parse_timestamp(value: &[u8], unit_nanos: i128) -> Result<i64, &'s
         [] => {}
         [b'Z' | b'z'] => {}
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hours = digits(&[*h1, *h2]).filter(|h| *h < 24).ok_or(NOT_A_TIMESTAMP)?;
-            let minutes = digits(&[*m1, *m2]).filter(|m| *m < 60).ok_or(NOT_A_TIMESTAMP)?;
+            let hours = digits(&[*h1, *h2])
+                .filter(|h| *h < 24)
+                .ok_or(NOT_A_TIMESTAMP)?;
+            let minutes = digits(&[*m1, *m2])
+                .filter(|m| *m < 60)
+                .ok_or(NOT_A_TIMESTAMP)?;
             let offset = (i128::from(hours) * 3600 + i128::from(minutes) * 60) * NANOS_PER_SECOND;
             // Local time minus its offset is UTC.
             nanos += if *sign == b'+' { -offset } else { offset };
@@ -545,8 +557,7 @@ pub(super) fn parse_timestamp(value: &[u8], unit_nanos: i128) -> Result<i64, &'s
     if nanos % unit_nanos != 0 {
         return Err("has more fractional digits than the column's TIMESTAMP unit keeps");
     }
-    i64::try_from(nanos / unit_nanos)
-        .map_err(|_| "is out of range for the column's TIMESTAMP type")
+    i64::try_from(nanos / unit_nanos).map_err(|_| "is out of range for the column's TIMESTAMP type")
 }
 
 #[cfg(test)]
@@ -558,7 +569,17 @@ mod tests {
         assert_eq!(parse_integer::<i32>(b"+2"), Ok(2));
         assert_eq!(parse_integer::<i32>(b"-17"), Ok(-17));
         assert_eq!(parse_integer::<i64>(b"007"), Ok(7));
-        for bad in [&b" 1"[..], b"1 ", b"1.0", b"1e3", b"0x10", b"1_000", b"+", b"", b"--1"] {
+        for bad in [
+            &b" 1"[..],
+            b"1 ",
+            b"1.0",
+            b"1e3",
+            b"0x10",
+            b"1_000",
+            b"+",
+            b"",
+            b"--1",
+        ] {
             assert!(parse_integer::<i32>(bad).is_err(), "{bad:?}");
         }
         assert!(parse_integer::<i8>(b"128").is_err());
@@ -579,7 +600,16 @@ mod tests {
         assert_eq!(parse_float::<f64>(b"inf"), Ok(f64::INFINITY));
         assert!(parse_float::<f64>(b"NaN").is_ok_and(f64::is_nan));
         assert!(parse_float::<f64>(b"1e-310").is_ok_and(|v| v > 0.0));
-        for bad in [&b"1e999"[..], b"-1e999", b"1e-999", b" 1.5", b"1.5 ", b"1,5", b"0x1p3", b""] {
+        for bad in [
+            &b"1e999"[..],
+            b"-1e999",
+            b"1e-999",
+            b" 1.5",
+            b"1.5 ",
+            b"1,5",
+            b"0x1p3",
+            b"",
+        ] {
             assert!(parse_float::<f64>(bad).is_err(), "{bad:?}");
         }
         assert!(parse_float::<f32>(b"1e39").is_err());
@@ -623,10 +653,7 @@ mod tests {
         ] {
             assert!(parse_date(bad).is_err(), "{bad:?}");
         }
-        assert!(
-            parse_date(b"2024-01-02T10:00:00")
-                .is_err_and(|why| why.contains("no time part"))
-        );
+        assert!(parse_date(b"2024-01-02T10:00:00").is_err_and(|why| why.contains("no time part")));
     }
 
     #[test]
@@ -634,8 +661,14 @@ mod tests {
         let base = 19_724i64 * 86_400 * 1_000_000_000;
         let hour = 3_600 * 1_000_000_000i64;
         assert_eq!(parse_timestamp(b"2024-01-02", 1), Ok(base));
-        assert_eq!(parse_timestamp(b"2024-01-02 10:00", 1), Ok(base + 10 * hour));
-        assert_eq!(parse_timestamp(b"2024-01-02T10:00:00Z", 1), Ok(base + 10 * hour));
+        assert_eq!(
+            parse_timestamp(b"2024-01-02 10:00", 1),
+            Ok(base + 10 * hour)
+        );
+        assert_eq!(
+            parse_timestamp(b"2024-01-02T10:00:00Z", 1),
+            Ok(base + 10 * hour)
+        );
         assert_eq!(
             parse_timestamp(b"2024-01-02T10:00:00.5", 1),
             Ok(base + 10 * hour + 500_000_000)
@@ -644,9 +677,18 @@ mod tests {
             parse_timestamp(b"2024-01-02T10:00:00.123456789", 1),
             Ok(base + 10 * hour + 123_456_789)
         );
-        assert_eq!(parse_timestamp(b"2024-01-02T10:00:00+05:00", 1), Ok(base + 5 * hour));
-        assert_eq!(parse_timestamp(b"2024-01-02T10:00:00-01:30", 1), Ok(base + 11 * hour + hour / 2));
-        assert_eq!(parse_timestamp(b"2024-01-02T10:00:00.250", 1_000_000), Ok((base + 10 * hour) / 1_000_000 + 250));
+        assert_eq!(
+            parse_timestamp(b"2024-01-02T10:00:00+05:00", 1),
+            Ok(base + 5 * hour)
+        );
+        assert_eq!(
+            parse_timestamp(b"2024-01-02T10:00:00-01:30", 1),
+            Ok(base + 11 * hour + hour / 2)
+        );
+        assert_eq!(
+            parse_timestamp(b"2024-01-02T10:00:00.250", 1_000_000),
+            Ok((base + 10 * hour) / 1_000_000 + 250)
+        );
         assert!(parse_timestamp(b"2024-01-02T10:00:00.2501", 1_000_000).is_err());
         for bad in [
             &b"2024-01-02T23:59:60"[..],
