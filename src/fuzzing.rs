@@ -47,7 +47,9 @@ pub fn parse_script(sql: &str) {
 /// order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Transcript {
+    /// The rows, in order, each as its cells joined by `|`.
     pub rows: Vec<String>,
+    /// The bad lines reported, in order: line number and message.
     pub reports: Vec<(u64, String)>,
 }
 

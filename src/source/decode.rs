@@ -778,6 +778,45 @@ c,3
     }
 
     #[test]
+    fn regression_a_long_line_cut_off_with_its_connection_keeps_its_number() {
+        for lost in [false, true] {
+            let text = Arc::new(Schema::new(vec![Field::new(
+                "line",
+                DataType::Utf8View,
+                true,
+            )]));
+            let decoder = LineDecoder::try_new("t", text, LineFormat::Text, b',')
+                .unwrap()
+                .with_max_line_bytes(4);
+            let mut lines = LineSplitter::new(decoder, 1024);
+            lines.read_buffer().extend_from_slice(b"ok\nmuch too long");
+            let first = lines.decode_read();
+            assert_eq!(first.batch.unwrap().num_rows(), 1);
+            assert_eq!(
+                first.bad_lines,
+                vec![BadLine {
+                    line: 2,
+                    message: "line longer than max_line_bytes (4): skipped".into()
+                }]
+            );
+            if lost {
+                assert_eq!(lines.decode_loss(), None);
+            } else {
+                let closed = lines.decode_close();
+                assert!(closed.batch.is_none() && closed.bad_lines.is_empty());
+            }
+            // The next connection's first line is line 3, not 2 again.
+            lines.read_buffer().extend_from_slice(b"\xff\n");
+            let next = lines.decode_read();
+            assert_eq!(
+                next.bad_lines.iter().map(|b| b.line).collect::<Vec<_>>(),
+                vec![3],
+                "lost: {lost}"
+            );
+        }
+    }
+
+    #[test]
     fn line_ranges_cover_every_line_once() {
         assert_eq!(line_ranges(b"").collect::<Vec<_>>(), vec![]);
         assert_eq!(line_ranges(b"\n").collect::<Vec<_>>(), vec![(0, 0)]);

@@ -419,8 +419,10 @@ fn decode(
 
 #[test]
 fn decoding_gives_the_same_rows_and_reports_for_every_way_of_cutting_the_bytes() {
+    let text_copied = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
     let formats = [
         (text_schema(), LineFormat::Text),
+        (text_copied, LineFormat::Text),
         (csv_schema(), LineFormat::Csv),
     ];
     let mut compared = 0;
