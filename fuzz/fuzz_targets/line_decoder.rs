@@ -1,5 +1,6 @@
-//! The socket line decoder (text and CSV) on arbitrary bytes, cut into
-//! chunks of whole lines at varying places.
+//! The socket's line splitting and decoding (text and CSV) on arbitrary
+//! bytes, in one read and cut into reads at arbitrary byte positions: the
+//! rows and reports must be the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,21 +1,25 @@
-//! Decoding newline-terminated input into Arrow: one text column per line, or
-//! one CSV record per line through arrow-csv. Bad lines are set aside with
-//! their line numbers; good lines around them are kept, in order.
+//! Decoding a stream's bytes into Arrow: cutting them into lines
+//! ([`LineSplitter`]), then one text column per line or one CSV record per
+//! line ([`LineDecoder`]). Every line is decoded on its own bytes alone, so
+//! the rows and the bad lines reported are the same however the bytes were
+//! cut into reads. Bad lines are set aside with their line numbers; good
+//! lines around them are decoded in bulk and kept, in order.
+
+mod values;
 
 use std::sync::Arc;
 
-use arrow_csv::reader::{Decoder as CsvDecoder, ReaderBuilder};
-use datafusion::arrow::array::{ArrayRef, StringBuilder, StringViewBuilder};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, StringBuilder, StringViewBuilder};
 use datafusion::arrow::buffer::Buffer;
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::LineFormat;
 use crate::error::{BrookError, Result};
 
-/// Rows per arrow-csv batch on the fast path.
-const CSV_BATCH_ROWS: usize = 8192;
+/// A UTF-8 byte-order mark, which some writers put at the start of a file.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
 
 /// A line that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +41,171 @@ pub(crate) struct DecodedLines {
     pub lines: u64,
 }
 
+/// The message for a line over `max_line_bytes`. One wording whether the
+/// line was caught whole or while it was still arriving, so that the report
+/// does not depend on how the line was cut into reads.
+fn too_long_message(max_line_bytes: usize) -> String {
+    format!("line longer than max_line_bytes ({max_line_bytes}): skipped")
+}
+
+/// Cuts a stream's bytes, as they arrive in reads of any size, into
+/// complete lines for a [`LineDecoder`], and numbers them over all the
+/// connections of the stream.
+///
+/// A line ends at `\n` (a `\r` before it belongs to the line end). A line
+/// over `max_line_bytes` is reported as soon as that is certain and its
+/// bytes are dropped as they arrive, so a runaway line cannot grow memory.
+/// A byte-order mark at the start of a connection is dropped.
+#[derive(Debug)]
+pub(crate) struct LineSplitter {
+    decoder: LineDecoder,
+    /// Bytes read and not yet decoded: the start of a line.
+    buffer: Vec<u8>,
+    /// Bytes before this offset in `buffer` are known to hold no newline.
+    scanned: usize,
+    /// Inside a line over max_line_bytes, already reported: drop bytes up
+    /// to its newline.
+    discarding: bool,
+    /// No byte of the current connection has been decoded yet, so a
+    /// byte-order mark may still be arriving.
+    at_connection_start: bool,
+    /// Number of the next line to arrive, counted over all connections.
+    next_line: u64,
+    /// Bytes asked for per read.
+    read_bytes: usize,
+}
+
+impl LineSplitter {
+    /// Splits for `decoder`, reading `read_bytes` at a time.
+    pub fn new(decoder: LineDecoder, read_bytes: usize) -> Self {
+        Self {
+            decoder,
+            buffer: Vec::with_capacity(read_bytes),
+            scanned: 0,
+            discarding: false,
+            at_connection_start: true,
+            next_line: 1,
+            read_bytes,
+        }
+    }
+
+    /// The buffer the next read appends to, with room for a read.
+    pub fn read_buffer(&mut self) -> &mut Vec<u8> {
+        if self.buffer.capacity() - self.buffer.len() < self.read_bytes / 4 {
+            self.buffer.reserve(self.read_bytes);
+        }
+        &mut self.buffer
+    }
+
+    /// Decodes the complete lines the reads so far have brought, and
+    /// reports a line that has grown too long.
+    pub fn decode_read(&mut self) -> DecodedLines {
+        if self.at_connection_start {
+            if self.buffer.len() < BYTE_ORDER_MARK.len()
+                && BYTE_ORDER_MARK.starts_with(&self.buffer)
+            {
+                return DecodedLines::default();
+            }
+            if self.buffer.starts_with(BYTE_ORDER_MARK) {
+                self.buffer.drain(..BYTE_ORDER_MARK.len());
+            }
+            self.at_connection_start = false;
+        }
+        if self.discarding {
+            let Some(newline) = memchr::memchr(b'\n', &self.buffer) else {
+                self.buffer.clear();
+                return DecodedLines::default();
+            };
+            self.buffer.drain(..=newline);
+            self.next_line += 1;
+            self.scanned = 0;
+            self.discarding = false;
+        }
+        let mut decoded = DecodedLines::default();
+        if let Some(last_newline) =
+            memchr::memrchr(b'\n', &self.buffer[self.scanned..]).map(|i| self.scanned + i)
+        {
+            let lines = take_lines(&mut self.buffer, last_newline + 1, self.read_bytes);
+            decoded = self.decoder.decode(&lines, self.next_line);
+            self.next_line += decoded.lines;
+        }
+        self.scanned = self.buffer.len();
+        // A `\r` at the end may be the start of a `\r\n` line end, which is
+        // not part of the line's length.
+        let known_length = self.buffer.len() - usize::from(self.buffer.ends_with(b"\r"));
+        if known_length > self.decoder.max_line_bytes {
+            decoded.bad_lines.push(BadLine {
+                line: self.next_line,
+                message: too_long_message(self.decoder.max_line_bytes),
+            });
+            self.buffer.clear();
+            self.scanned = 0;
+            self.discarding = true;
+        }
+        decoded
+    }
+
+    /// The connection was closed by the peer: a last line without a
+    /// newline is still a line.
+    pub fn decode_close(&mut self) -> DecodedLines {
+        let mut decoded = DecodedLines::default();
+        if self.discarding {
+            self.next_line += 1;
+        } else if !self.buffer.is_empty() {
+            let len = self.buffer.len();
+            let lines = take_lines(&mut self.buffer, len, self.read_bytes);
+            decoded = self.decoder.decode(&lines, self.next_line);
+            self.next_line += decoded.lines;
+        }
+        self.start_connection();
+        decoded
+    }
+
+    /// The connection was lost: an incomplete line is dropped, reported,
+    /// and keeps its number, so the next connection's lines do not reuse
+    /// it.
+    pub fn decode_loss(&mut self) -> Option<BadLine> {
+        let mut dropped = None;
+        if self.discarding {
+            self.next_line += 1;
+        } else if !self.buffer.is_empty() {
+            dropped = Some(BadLine {
+                line: self.next_line,
+                message: format!(
+                    "incomplete line of {} bytes dropped: the connection was lost",
+                    self.buffer.len()
+                ),
+            });
+            self.next_line += 1;
+        }
+        self.start_connection();
+        dropped
+    }
+
+    fn start_connection(&mut self) {
+        self.buffer.clear();
+        self.scanned = 0;
+        self.discarding = false;
+        self.at_connection_start = true;
+    }
+}
+
+/// Takes the first `len` bytes of `buffer` (whole lines) as an Arrow buffer
+/// that decoded rows may point into, leaving the rest in `buffer`. A large
+/// part is handed over without copying; a small one is copied, so that a
+/// trickle of tiny reads does not pin a large allocation per read.
+fn take_lines(buffer: &mut Vec<u8>, len: usize, read_bytes: usize) -> Buffer {
+    if len * 4 < buffer.capacity() {
+        let lines = Buffer::from(&buffer[..len]);
+        buffer.drain(..len);
+        return lines;
+    }
+    let mut rest = Vec::with_capacity(read_bytes.max(buffer.len() - len));
+    rest.extend_from_slice(&buffer[len..]);
+    buffer.truncate(len);
+    Buffer::from_vec(std::mem::replace(buffer, rest))
+}
+
 /// Turns chunks of complete lines into record batches of a stream's schema.
 pub(crate) struct LineDecoder {
     schema: SchemaRef,
@@ -44,7 +213,9 @@ pub(crate) struct LineDecoder {
     delimiter: u8,
     /// Lines longer than this are rejected.
     max_line_bytes: usize,
-    csv: Option<CsvDecoder>,
+    /// Where each CSV field of the chunk being decoded lies, `columns` per
+    /// good row; kept between chunks to reuse its allocation.
+    fields: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for LineDecoder {
@@ -57,7 +228,8 @@ impl std::fmt::Debug for LineDecoder {
 }
 
 impl LineDecoder {
-    /// A decoder for `schema`; text format needs exactly one text column.
+    /// A decoder for `schema`; text format needs exactly one text column,
+    /// CSV columns of types it can read.
     pub fn try_new(
         stream: &str,
         schema: SchemaRef,
@@ -80,12 +252,27 @@ impl LineDecoder {
                 "stream '{stream}': declare at least one column"
             )));
         }
+        if format == LineFormat::Csv {
+            if matches!(delimiter, b'"' | b'\n' | b'\r') {
+                return Err(BrookError::invalid(format!(
+                    "stream '{stream}': the CSV delimiter cannot be a quote or a line end"
+                )));
+            }
+            for field in schema.fields() {
+                if let Some(why) = values::unsupported(field.data_type()) {
+                    return Err(BrookError::invalid(format!(
+                        "stream '{stream}': column '{}': format 'csv' cannot read {why}",
+                        field.name()
+                    )));
+                }
+            }
+        }
         Ok(Self {
             schema,
             format,
             delimiter,
             max_line_bytes: usize::MAX,
-            csv: None,
+            fields: Vec::new(),
         })
     }
 
@@ -99,10 +286,7 @@ impl LineDecoder {
     fn too_long(&self, len: usize, line: u64) -> Option<BadLine> {
         (len > self.max_line_bytes).then(|| BadLine {
             line,
-            message: format!(
-                "line of {len} bytes is longer than max_line_bytes ({})",
-                self.max_line_bytes
-            ),
+            message: too_long_message(self.max_line_bytes),
         })
     }
 
@@ -122,7 +306,8 @@ impl LineDecoder {
     /// of up to 12 bytes are stored inline in their view).
     fn decode_text_views(&self, chunk: &Buffer, first_line: u64) -> DecodedLines {
         let mut builder = StringViewBuilder::with_capacity(chunk.len() / 16 + 1);
-        let block = builder.append_block(chunk.clone());
+        // Views address a block with u32 offsets; a larger chunk is copied.
+        let block = (chunk.len() < u32::MAX as usize).then(|| builder.append_block(chunk.clone()));
         let mut decoded = DecodedLines::default();
         for (index, (start, end)) in line_ranges(chunk).enumerate() {
             decoded.lines += 1;
@@ -130,12 +315,18 @@ impl LineDecoder {
                 decoded.bad_lines.push(bad);
                 continue;
             }
-            // Views address a block with u32 offsets; reads are far smaller.
-            let appended = u32::try_from(start)
-                .ok()
-                .zip(u32::try_from(end - start).ok())
-                .map(|(offset, len)| builder.try_append_view(block, offset, len));
-            if !matches!(appended, Some(Ok(()))) {
+            let appended = match block {
+                Some(block) => u32::try_from(start)
+                    .ok()
+                    .zip(u32::try_from(end - start).ok())
+                    .is_some_and(|(offset, len)| {
+                        builder.try_append_view(block, offset, len).is_ok()
+                    }),
+                None => std::str::from_utf8(&chunk[start..end])
+                    .map(|text| builder.append_value(text))
+                    .is_ok(),
+            };
+            if !appended {
                 decoded.bad_lines.push(BadLine {
                     line: first_line + index as u64,
                     message: invalid_utf8_message(&chunk[start..end]),
@@ -153,9 +344,9 @@ impl LineDecoder {
         let mut builder = StringBuilder::with_capacity(chunk.len() / 16 + 1, chunk.len());
         let mut decoded = DecodedLines::default();
         for (index, line) in lines(chunk).enumerate() {
+            decoded.lines += 1;
             if let Some(bad) = self.too_long(line.len(), first_line + index as u64) {
                 decoded.bad_lines.push(bad);
-                decoded.lines += 1;
                 continue;
             }
             match std::str::from_utf8(line) {
@@ -165,7 +356,6 @@ impl LineDecoder {
                     message: invalid_utf8_message(line),
                 }),
             }
-            decoded.lines += 1;
         }
         let column: ArrayRef = Arc::new(builder.finish());
         if !column.is_empty() {
@@ -174,125 +364,239 @@ impl LineDecoder {
         decoded
     }
 
-    fn csv_decoder(&mut self) -> &mut CsvDecoder {
-        let (schema, delimiter) = (Arc::clone(&self.schema), self.delimiter);
-        self.csv.get_or_insert_with(|| {
-            ReaderBuilder::new(schema)
-                .with_header(false)
-                .with_delimiter(delimiter)
-                .with_batch_size(CSV_BATCH_ROWS)
-                .with_null_regex(null_spellings())
-                .build_decoder()
-        })
-    }
-
-    fn decode_csv(&mut self, chunk: &[u8], first_line: u64) -> DecodedLines {
-        let (line_count, longest) = line_ranges(chunk)
-            .fold((0u64, 0usize), |(count, longest), (start, end)| {
-                (count + 1, longest.max(end - start))
-            });
-        // Fast path: the whole chunk in one go. Anything unusual (an error,
-        // an empty line, a row count that does not match the line count)
-        // goes line by line, so every bad line is found and numbered.
-        let has_empty_line = chunk.first() == Some(&b'\n')
-            || memchr::memmem::find(chunk, b"\n\n").is_some()
-            || memchr::memmem::find(chunk, b"\n\r\n").is_some()
-            || chunk.starts_with(b"\r\n");
-        if !has_empty_line
-            && longest <= self.max_line_bytes
-            && let Ok(batch) = self.decode_csv_rows(chunk)
-            && batch.as_ref().map_or(0, |b| b.num_rows() as u64) == line_count
-        {
-            return DecodedLines {
-                batch,
-                bad_lines: Vec::new(),
-                lines: line_count,
-            };
-        }
-        self.csv = None;
-        self.decode_csv_line_by_line(chunk, first_line)
-    }
-
-    fn decode_csv_line_by_line(&mut self, chunk: &[u8], first_line: u64) -> DecodedLines {
+    /// Splits every line into its fields (setting bad lines aside), then
+    /// parses each column over all good rows at once, then drops the rows
+    /// a value was refused in. No line is decoded twice and no line's
+    /// result depends on its neighbours.
+    fn decode_csv(&mut self, chunk: &Buffer, first_line: u64) -> DecodedLines {
+        let columns = self.schema.fields().len();
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
+        let mut unescaped = Vec::new();
+        let mut row_lines = Vec::new();
         let mut decoded = DecodedLines::default();
-        let mut good_rows = Vec::new();
-        for (index, line) in lines(chunk).enumerate() {
+        // One check per chunk: most chunks have no quote, and no `\r` but
+        // the ones of `\r\n` line ends.
+        let has_quote = memchr::memchr(b'"', chunk).is_some();
+        let has_carriage_return = memchr::memchr(b'\r', chunk).is_some();
+        // Bytes before this offset are valid UTF-8; checked a run at a time.
+        let mut valid_until = 0;
+        for (index, (start, end)) in line_ranges(chunk).enumerate() {
             decoded.lines += 1;
             let line_number = first_line + index as u64;
-            if let Some(bad) = self.too_long(line.len(), line_number) {
-                decoded.bad_lines.push(bad);
-                continue;
+            let line = &chunk[start..end];
+            if end > valid_until {
+                valid_until = match std::str::from_utf8(&chunk[start..]) {
+                    Ok(_) => chunk.len(),
+                    Err(err) => start + err.valid_up_to(),
+                };
             }
-            if line.is_empty() {
-                decoded.bad_lines.push(BadLine {
-                    line: line_number,
-                    message: "empty line".into(),
-                });
-                continue;
-            }
-            if std::str::from_utf8(line).is_err() {
-                decoded.bad_lines.push(BadLine {
-                    line: line_number,
-                    message: invalid_utf8_message(line),
-                });
-                continue;
-            }
-            match self.decode_csv_rows(line) {
-                Ok(Some(row)) if row.num_rows() == 1 => good_rows.push(row),
-                Ok(other) => {
-                    self.csv = None;
-                    let found = other.map_or(0, |b| b.num_rows());
-                    let quotes = line.iter().filter(|b| **b == b'"').count();
-                    let message = if found == 0 && quotes % 2 == 1 {
-                        "unterminated quoted field: a CSV record is one line, so a quoted field cannot hold a newline".to_string()
-                    } else {
-                        format!("expected one CSV record, found {found}")
-                    };
-                    decoded.bad_lines.push(BadLine {
-                        line: line_number,
-                        message,
-                    });
+            let problem = if line.len() > self.max_line_bytes {
+                Some(too_long_message(self.max_line_bytes))
+            } else if line.is_empty() {
+                Some("empty line".to_string())
+            } else if end > valid_until {
+                Some(invalid_utf8_message(line))
+            } else if has_carriage_return && memchr::memchr(b'\r', line).is_some() {
+                Some(
+                    "a carriage return inside a CSV record (a CSV line ends with \\n or \\r\\n)"
+                        .to_string(),
+                )
+            } else {
+                let row_start = fields.len();
+                let split = if has_quote && memchr::memchr(b'"', line).is_some() {
+                    split_quoted(
+                        chunk,
+                        start,
+                        end,
+                        self.delimiter,
+                        &mut fields,
+                        &mut unescaped,
+                    )
+                } else {
+                    split_plain(line, start, self.delimiter, &mut fields);
+                    Ok(())
+                };
+                let found = fields.len() - row_start;
+                match split {
+                    Err(message) => {
+                        fields.truncate(row_start);
+                        Some(message)
+                    }
+                    Ok(()) if found != columns => {
+                        fields.truncate(row_start);
+                        Some(format!(
+                            "incorrect number of fields: expected {columns} got {found}"
+                        ))
+                    }
+                    Ok(()) => None,
                 }
-                Err(err) => {
-                    self.csv = None;
-                    decoded.bad_lines.push(BadLine {
-                        line: line_number,
-                        message: clean_csv_message(&err.to_string()),
-                    });
-                }
+            };
+            match problem {
+                Some(message) => decoded.bad_lines.push(BadLine {
+                    line: line_number,
+                    message,
+                }),
+                None => row_lines.push(line_number),
             }
         }
-        decoded.batch = match good_rows.len() {
-            0 => None,
-            _ => concat_batches(&self.schema, &good_rows).ok(),
-        };
+        if !row_lines.is_empty() {
+            let (batch, refused) = self.build_rows(chunk, &unescaped, &fields, row_lines.len());
+            decoded.batch = batch;
+            if !refused.is_empty() {
+                decoded
+                    .bad_lines
+                    .extend(refused.into_iter().map(|(row, message)| BadLine {
+                        line: row_lines[row],
+                        message,
+                    }));
+                decoded.bad_lines.sort_by_key(|bad| bad.line);
+            }
+        }
+        self.fields = fields;
         decoded
     }
 
-    /// Runs arrow-csv over `bytes` (complete records) and returns all rows.
-    fn decode_csv_rows(&mut self, bytes: &[u8]) -> Result<Option<RecordBatch>> {
-        let terminated;
-        let mut input = bytes;
-        if !bytes.ends_with(b"\n") {
-            terminated = [bytes, b"\n"].concat();
-            input = &terminated;
+    /// The batch of `rows` rows from their fields, without the rows a
+    /// value was refused in, and those rows with why.
+    fn build_rows(
+        &self,
+        chunk: &Buffer,
+        unescaped: &[u8],
+        fields: &[(usize, usize)],
+        rows: usize,
+    ) -> (Option<RecordBatch>, Vec<(usize, String)>) {
+        let columns = self.schema.fields().len();
+        let mut refused: Vec<Option<String>> = vec![None; rows];
+        let arrays: Vec<ArrayRef> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(column, field)| {
+                values::build_column(
+                    field,
+                    values::ColumnInput {
+                        chunk,
+                        unescaped,
+                        fields,
+                        columns,
+                        column,
+                        refused: &mut refused,
+                    },
+                    chunk,
+                )
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let batch =
+            match RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options) {
+                Ok(batch) => batch,
+                Err(err) => {
+                    // Not expected for the types `values` builds; reported
+                    // on every row rather than lost silently.
+                    let message = format!("internal error building the rows: {err}");
+                    return (None, (0..rows).map(|row| (row, message.clone())).collect());
+                }
+            };
+        if refused.iter().all(Option::is_none) {
+            return (Some(batch), Vec::new());
         }
-        let schema = Arc::clone(&self.schema);
-        let decoder = self.csv_decoder();
-        let mut batches = Vec::new();
-        while !input.is_empty() {
-            let consumed = decoder.decode(input)?;
-            input = &input[consumed..];
-            if decoder.capacity() == 0 || consumed == 0 {
-                batches.extend(decoder.flush()?);
+        let keep: BooleanArray = refused.iter().map(|r| Some(r.is_none())).collect();
+        let kept = filter_record_batch(&batch, &keep)
+            .ok()
+            .filter(|b| b.num_rows() > 0);
+        let refused = refused
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, why)| why.map(|why| (row, why)))
+            .collect();
+        (kept, refused)
+    }
+}
+
+/// Splits a line without quotes at every delimiter. `start` is the line's
+/// offset in the chunk.
+fn split_plain(line: &[u8], start: usize, delimiter: u8, fields: &mut Vec<(usize, usize)>) {
+    let mut field_start = start;
+    for at in memchr::memchr_iter(delimiter, line) {
+        fields.push((field_start, start + at));
+        field_start = start + at + 1;
+    }
+    fields.push((field_start, start + line.len()));
+}
+
+/// Splits the line `chunk[start..end]`, which holds a quote. A quoted field
+/// starts with `"` right after a delimiter (or at the line's start), ends
+/// with `"` right before a delimiter (or at the line's end), and writes a
+/// quote inside as `""`; such a field is unescaped into `unescaped`, its
+/// range then counted from `chunk.len()`. Any other quote is an error.
+fn split_quoted(
+    chunk: &[u8],
+    start: usize,
+    end: usize,
+    delimiter: u8,
+    fields: &mut Vec<(usize, usize)>,
+    unescaped: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
+    let mut position = start;
+    let mut field = 1;
+    loop {
+        if position < end && chunk[position] == b'"' {
+            let content_start = position + 1;
+            let mut search = content_start;
+            let mut escaped = false;
+            let close = loop {
+                let Some(quote) = memchr::memchr(b'"', &chunk[search..end]).map(|q| search + q)
+                else {
+                    return Err("unterminated quoted field: a CSV record is one line, so a quoted field cannot hold a newline".to_string());
+                };
+                if quote + 1 < end && chunk[quote + 1] == b'"' {
+                    escaped = true;
+                    search = quote + 2;
+                    continue;
+                }
+                break quote;
+            };
+            if escaped {
+                let from = chunk.len() + unescaped.len();
+                let mut rest = &chunk[content_start..close];
+                while let Some(quote) = memchr::memchr(b'"', rest) {
+                    // `quote` is the first of a `""` pair: keep one.
+                    unescaped.extend_from_slice(&rest[..=quote]);
+                    rest = &rest[quote + 2..];
+                }
+                unescaped.extend_from_slice(rest);
+                fields.push((from, chunk.len() + unescaped.len()));
+            } else {
+                fields.push((content_start, close));
             }
+            position = close + 1;
+            if position == end {
+                return Ok(());
+            }
+            if chunk[position] != delimiter {
+                return Err(format!(
+                    "field {field}: characters after its closing quote (a quoted field ends at the quote)"
+                ));
+            }
+        } else {
+            let field_end =
+                memchr::memchr(delimiter, &chunk[position..end]).map_or(end, |at| position + at);
+            if memchr::memchr(b'"', &chunk[position..field_end]).is_some() {
+                return Err(format!(
+                    "field {field}: a quote inside an unquoted field (quote the whole field and double the quotes inside it)"
+                ));
+            }
+            fields.push((position, field_end));
+            if field_end == end {
+                return Ok(());
+            }
+            position = field_end;
         }
-        batches.extend(decoder.flush()?);
-        Ok(match batches.len() {
-            0 => None,
-            1 => batches.pop(),
-            _ => Some(concat_batches(&schema, &batches)?),
-        })
+        // `position` is at a delimiter: the next field starts after it.
+        position += 1;
+        field += 1;
     }
 }
 
@@ -302,7 +606,8 @@ fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Byte ranges of the lines of `chunk`, without their `\n` or `\r\n`; a
-/// last line without a newline counts.
+/// last line without a newline counts (a `\r` ending it is dropped too: the
+/// stream ended in the middle of a `\r\n`).
 fn line_ranges(chunk: &[u8]) -> impl Iterator<Item = (usize, usize)> {
     let mut start = 0;
     let ends = memchr::memchr_iter(b'\n', chunk)
@@ -330,46 +635,6 @@ fn invalid_utf8_message(line: &[u8]) -> String {
         Err(err) => format!("invalid UTF-8 at byte {}", err.valid_up_to() + 1),
         Ok(_) => "line does not fit in a view".to_string(),
     }
-}
-
-/// arrow-csv's messages count lines within its own input; brook reports the
-/// stream's line number instead, so drop theirs.
-fn clean_csv_message(message: &str) -> String {
-    let message = message
-        .trim_start_matches("Csv error: ")
-        .trim_start_matches("Parser error: ");
-    let mut cleaned = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find(" line ") {
-        let (before, after) = rest.split_at(at);
-        let digits = after[" line ".len()..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .count();
-        if digits == 0 {
-            cleaned.push_str(&rest[..at + " line ".len()]);
-            rest = &rest[at + " line ".len()..];
-            continue;
-        }
-        let before = before
-            .strip_suffix(" at")
-            .or_else(|| before.strip_suffix(" for"))
-            .unwrap_or(before);
-        cleaned.push_str(before);
-        rest = &after[" line ".len() + digits..];
-    }
-    cleaned.push_str(rest);
-    cleaned
-}
-
-/// What CSV writers use for NULL: an empty field, `NULL`, `null`, and `\N`
-/// (PostgreSQL's COPY, MySQL's dumps).
-fn null_spellings() -> regex::Regex {
-    static NULLS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        #[allow(clippy::expect_used)]
-        regex::Regex::new(r"^(|NULL|null|\\N)$").expect("a fixed, valid pattern")
-    });
-    NULLS.clone()
 }
 
 #[cfg(test)]
@@ -510,6 +775,45 @@ c,3
             decoded.bad_lines.iter().map(|b| b.line).collect::<Vec<_>>(),
             vec![2]
         );
+    }
+
+    #[test]
+    fn regression_a_long_line_cut_off_with_its_connection_keeps_its_number() {
+        for lost in [false, true] {
+            let text = Arc::new(Schema::new(vec![Field::new(
+                "line",
+                DataType::Utf8View,
+                true,
+            )]));
+            let decoder = LineDecoder::try_new("t", text, LineFormat::Text, b',')
+                .unwrap()
+                .with_max_line_bytes(4);
+            let mut lines = LineSplitter::new(decoder, 1024);
+            lines.read_buffer().extend_from_slice(b"ok\nmuch too long");
+            let first = lines.decode_read();
+            assert_eq!(first.batch.unwrap().num_rows(), 1);
+            assert_eq!(
+                first.bad_lines,
+                vec![BadLine {
+                    line: 2,
+                    message: "line longer than max_line_bytes (4): skipped".into()
+                }]
+            );
+            if lost {
+                assert_eq!(lines.decode_loss(), None);
+            } else {
+                let closed = lines.decode_close();
+                assert!(closed.batch.is_none() && closed.bad_lines.is_empty());
+            }
+            // The next connection's first line is line 3, not 2 again.
+            lines.read_buffer().extend_from_slice(b"\xff\n");
+            let next = lines.decode_read();
+            assert_eq!(
+                next.bad_lines.iter().map(|b| b.line).collect::<Vec<_>>(),
+                vec![3],
+                "lost: {lost}"
+            );
+        }
     }
 
     #[test]

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::Inbox;
-use super::decode::LineDecoder;
+use super::decode::{DecodedLines, LineDecoder, LineSplitter};
 use super::{OnError, SocketOptions, Source};
 use crate::error::{BrookError, Result, WarningHandler};
 
@@ -112,16 +111,18 @@ impl Source for SocketSource {
             stream: self.stream.clone(),
             address: self.address.clone(),
             options: self.options.clone(),
-            decoder: LineDecoder::try_new(
-                &self.stream,
-                Arc::clone(&self.schema),
-                self.options.format,
-                self.options.delimiter,
-            )?
-            .with_max_line_bytes(self.options.max_line_bytes),
+            lines: LineSplitter::new(
+                LineDecoder::try_new(
+                    &self.stream,
+                    Arc::clone(&self.schema),
+                    self.options.format,
+                    self.options.delimiter,
+                )?
+                .with_max_line_bytes(self.options.max_line_bytes),
+                READ_BYTES,
+            ),
             inbox,
             warn: self.warn.0.clone(),
-            next_line: 1,
         };
         let task = tokio::spawn(reader.run(first_connection));
         if let Ok(mut slot) = self.reader.lock() {
@@ -155,11 +156,11 @@ struct SocketReader {
     stream: String,
     address: String,
     options: SocketOptions,
-    decoder: LineDecoder,
+    /// Cuts reads into lines and decodes them; numbers lines over all
+    /// connections.
+    lines: LineSplitter,
     inbox: Arc<Inbox>,
     warn: WarningHandler,
-    /// Number of the next line to arrive, counted over all connections.
-    next_line: u64,
 }
 
 impl SocketReader {
@@ -216,34 +217,22 @@ impl SocketReader {
 
     /// Reads one connection until it closes or fails.
     async fn read_connection(&mut self, mut socket: TcpStream) -> Disconnect {
-        let mut buffer: Vec<u8> = Vec::with_capacity(READ_BYTES);
-        // Bytes before this offset in `buffer` are known to hold no newline.
-        let mut scanned = 0;
-        // Inside a line over max_line_bytes: drop bytes up to its newline.
-        let mut discarding = false;
         loop {
-            if buffer.capacity() - buffer.len() < READ_BYTES / 4 {
-                buffer.reserve(READ_BYTES);
-            }
-            match socket.read_buf(&mut buffer).await {
+            let decoded = match socket.read_buf(self.lines.read_buffer()).await {
                 Ok(0) => {
-                    // A final line without a newline is still a line.
-                    let len = buffer.len();
-                    if len > 0 && !self.deliver(&take_lines(&mut buffer, len)).await {
+                    let decoded = self.lines.decode_close();
+                    if !self.deliver(decoded).await {
                         return Disconnect::Failed;
                     }
                     return Disconnect::Closed;
                 }
-                Ok(_) => {}
+                Ok(_) => self.lines.decode_read(),
                 Err(err) => {
-                    if !buffer.is_empty() {
+                    if let Some(dropped) = self.lines.decode_loss() {
                         (self.warn)(&BrookError::BadRow {
                             stream: self.stream.clone(),
-                            line: self.next_line,
-                            message: format!(
-                                "incomplete line of {} bytes dropped: the connection was lost",
-                                buffer.len()
-                            ),
+                            line: dropped.line,
+                            message: dropped.message,
                         });
                         self.inbox
                             .rows_dropped
@@ -251,67 +240,16 @@ impl SocketReader {
                     }
                     return Disconnect::Lost(err);
                 }
-            }
-            if discarding {
-                let Some(newline) = memchr::memchr(b'\n', &buffer) else {
-                    buffer.clear();
-                    continue;
-                };
-                buffer.drain(..=newline);
-                self.next_line += 1;
-                scanned = 0;
-                discarding = false;
-            }
-            let Some(last_newline) =
-                memchr::memrchr(b'\n', &buffer[scanned..]).map(|i| scanned + i)
-            else {
-                scanned = buffer.len();
-                if buffer.len() > self.options.max_line_bytes {
-                    let error = BrookError::BadRow {
-                        stream: self.stream.clone(),
-                        line: self.next_line,
-                        message: format!(
-                            "line longer than max_line_bytes ({}): the rest of the line is discarded",
-                            self.options.max_line_bytes
-                        ),
-                    };
-                    if !self.reject(error) {
-                        return Disconnect::Failed;
-                    }
-                    buffer.clear();
-                    scanned = 0;
-                    discarding = true;
-                }
-                continue;
             };
-            let lines = take_lines(&mut buffer, last_newline + 1);
-            if !self.deliver(&lines).await {
+            if !self.deliver(decoded).await {
                 return Disconnect::Failed;
             }
-            scanned = buffer.len();
         }
     }
 
-    /// Counts and reports a bad row. With `on_error = 'fail'` the stream
-    /// fails instead (rows of the same read are lost with it) and this
-    /// returns false.
-    fn reject(&mut self, error: BrookError) -> bool {
-        self.inbox
-            .rows_dropped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.options.on_error == OnError::Fail {
-            self.inbox.fail(error.to_string());
-            return false;
-        }
-        (self.warn)(&error);
-        true
-    }
-
-    /// Decodes complete lines and puts the rows in the inbox. Returns false
+    /// Reports the bad lines and puts the rows in the inbox. Returns false
     /// when the stream has failed (`on_error = 'fail'`).
-    async fn deliver(&mut self, lines: &Buffer) -> bool {
-        let decoded = self.decoder.decode(lines, self.next_line);
-        self.next_line += decoded.lines;
+    async fn deliver(&mut self, decoded: DecodedLines) -> bool {
         if !decoded.bad_lines.is_empty() {
             self.inbox.rows_dropped.fetch_add(
                 decoded.bad_lines.len() as u64,
@@ -340,20 +278,4 @@ impl SocketReader {
         }
         true
     }
-}
-
-/// Takes the first `len` bytes of `buffer` (whole lines) as an Arrow buffer
-/// that decoded rows may point into, leaving the rest in `buffer`. A large
-/// part is handed over without copying; a small one is copied, so that a
-/// trickle of tiny reads does not pin a large allocation per read.
-fn take_lines(buffer: &mut Vec<u8>, len: usize) -> Buffer {
-    if len * 4 < buffer.capacity() {
-        let lines = Buffer::from(&buffer[..len]);
-        buffer.drain(..len);
-        return lines;
-    }
-    let mut rest = Vec::with_capacity(READ_BYTES.max(buffer.len() - len));
-    rest.extend_from_slice(&buffer[len..]);
-    buffer.truncate(len);
-    Buffer::from_vec(std::mem::replace(buffer, rest))
 }

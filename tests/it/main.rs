@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod decode;
 mod errors;
 mod examples;
 mod fuzz_regressions;

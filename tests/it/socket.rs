@@ -274,7 +274,7 @@ async fn lines_over_max_line_bytes_are_reported_and_the_next_lines_are_fine() {
         "{warnings:#?}"
     );
     assert!(
-        warnings[1].starts_with("stream 'ds' line 4: line of 1500 bytes is longer"),
+        warnings[1].starts_with("stream 'ds' line 4: line longer than max_line_bytes (1000)"),
         "{warnings:#?}"
     );
 }
