@@ -20,8 +20,8 @@
 //! - `exec`: brook's physical operators for common per-batch shapes
 //!   (`unnest(split(...))`, `GROUP BY` one text column) and their rules.
 //! - [`sink`]: console output (table, CSV, JSON) and file sinks (`CREATE SINK`).
-//! - [`repl`]: the interactive shell.
-//! - [`cli`]: the `brook` command line.
+//! - [`cli`]: the `brook` command line and, under it, the interactive shell
+//!   (`cli::repl`).
 //! - [`error`]: the error type, [`BrookError`].
 //!
 //! # Example
@@ -69,7 +69,6 @@ pub(crate) mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod query;
-pub mod repl;
 pub(crate) mod running;
 pub mod sink;
 pub mod source;

@@ -1,7 +1,9 @@
-//! The `brook` command line: arguments, running scripts, printing results.
+//! The `brook` command line: arguments, running scripts, printing results,
+//! and the interactive shell ([`repl`]).
 //! `main.rs` only parses arguments and calls [`exec`].
 
 mod args;
+pub mod repl;
 pub(crate) mod report;
 mod run;
 mod status;

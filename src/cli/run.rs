@@ -18,7 +18,7 @@ use super::status::StatusLine;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
-use crate::repl::ReplOptions;
+use super::repl::ReplOptions;
 use crate::sink::ConsoleSink;
 use crate::sql::parse_sql;
 
@@ -64,7 +64,7 @@ pub async fn exec(args: Args) -> ExitCode {
             max_rows: args.max_rows,
             history: ReplOptions::default_history(),
         };
-        return crate::repl::run(ctx, options).await;
+        return super::repl::run(ctx, options).await;
     }
 
     let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
