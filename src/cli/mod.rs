@@ -6,7 +6,11 @@ mod args;
 pub mod repl;
 pub(crate) mod report;
 mod run;
+mod script;
+mod session;
 mod status;
 
 pub use args::{Args, Command};
 pub use run::exec;
+pub use script::MAX_SCRIPT_BYTES;
+pub use session::MAX_EXPRESSION_DEPTH;
