@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::args::{Args, Command};
+use super::repl::ReplOptions;
 use super::report::format_error;
 use super::script::read_script;
 use super::session::Session;
@@ -20,7 +21,6 @@ use super::status::StatusLine;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
-use super::repl::ReplOptions;
 use crate::sink::ConsoleSink;
 use crate::sql::parse_sql;
 

@@ -91,7 +91,10 @@ fn statement_timeout_value(statement: &ParsedStatement) -> Option<String> {
     else {
         return None;
     };
-    if !variable.to_string().eq_ignore_ascii_case("statement_timeout") {
+    if !variable
+        .to_string()
+        .eq_ignore_ascii_case("statement_timeout")
+    {
         return None;
     }
     let text = match values.as_slice() {
@@ -178,7 +181,9 @@ mod tests {
     fn chain(terms: usize) -> String {
         format!(
             "SELECT {} AS v",
-            std::iter::repeat_n("1", terms).collect::<Vec<_>>().join(" + ")
+            std::iter::repeat_n("1", terms)
+                .collect::<Vec<_>>()
+                .join(" + ")
         )
     }
 
@@ -191,7 +196,10 @@ mod tests {
         assert!(err.to_string().contains("more than 1000"), "{err}");
         let wide = format!(
             "SELECT 1 IN ({})",
-            (0..5000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            (0..5000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         assert!(check_expression_depth(&parse_sql(&wide).unwrap()[0]).is_ok());
         let explained = parse_sql(&format!("EXPLAIN {}", chain(2000))).unwrap();

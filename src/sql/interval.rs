@@ -102,12 +102,23 @@ mod tests {
             Duration::from_secs(90)
         );
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        assert_eq!(parse_duration("1 day").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(
+            parse_duration("1 day").unwrap(),
+            Duration::from_secs(86_400)
+        );
     }
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "fast", "3 parsecs", "-1s", "1e400s", "1 month", "2 years"] {
+        for bad in [
+            "",
+            "fast",
+            "3 parsecs",
+            "-1s",
+            "1e400s",
+            "1 month",
+            "2 years",
+        ] {
             let err = parse_duration(bad).unwrap_err().to_string();
             assert!(err.contains("invalid duration"), "{bad}: {err}");
         }
@@ -136,10 +147,7 @@ mod tests {
     fn a_zero_timeout_means_none() {
         assert_eq!(parse_timeout("0").unwrap(), None);
         assert_eq!(parse_timeout("0ms").unwrap(), None);
-        assert_eq!(
-            parse_timeout("5s").unwrap(),
-            Some(Duration::from_secs(5))
-        );
+        assert_eq!(parse_timeout("5s").unwrap(), Some(Duration::from_secs(5)));
         assert!(parse_timeout("-1s").is_err());
     }
 }

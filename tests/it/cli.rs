@@ -921,7 +921,10 @@ fn regression_help_lists_the_meta_commands_once_accepted_but_unlisted() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     for spelling in ["\\dt", ".tables", ".timer", "\\pset", "statement_timeout"] {
-        assert!(stdout.contains(spelling), "{spelling} missing from:\n{stdout}");
+        assert!(
+            stdout.contains(spelling),
+            "{spelling} missing from:\n{stdout}"
+        );
     }
     // `.tables` is `\d`.
     assert!(stdout.contains("Streams\n"), "{stdout}");
