@@ -506,7 +506,7 @@ fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
     let output = repl_piped(
         &[],
         &history,
-        &format!(
+        format!(
             "SELECT 1 + 1\n  AS two;\nSELECT nope;\n\\format csv\nSELECT 3 AS three;\n\\i {}\n\\maxrows x\n",
             script.display()
         ),
@@ -630,7 +630,7 @@ fn quitting_the_repl_finishes_its_sinks() {
     let output = repl_piped(
         &["--batch-interval", "10s"],
         &dir.with_extension("history"),
-        &format!(
+        format!(
             "CREATE STREAM q (word TEXT) WITH (connector = 'queue');\n\
              CREATE SINK words WITH (connector = 'file', path = '{}') AS SELECT word FROM q;\n\
              INSERT INTO q VALUES ('last'), ('words');\n\\q\n",
