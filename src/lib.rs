@@ -28,7 +28,8 @@
 //!   engine, plans it once, and explains it.
 //! - [`sink`]: console output and file sinks (`CREATE SINK`).
 //! - [`context`]: [`StreamContext`], the entry point: streams, `sql()`.
-//! - [`cli`]: the `brook` command line and the interactive shell.
+//! - [`cli`]: the `brook` command line and, under it, the interactive shell
+//!   (`cli::repl`).
 //!
 //! # Example
 //! Spark's `queueStream` word count, with two items taken one per batch:
@@ -78,7 +79,6 @@ pub(crate) mod functions;
 pub mod fuzzing;
 pub(crate) mod planner;
 pub mod query;
-pub mod repl;
 pub mod sink;
 pub mod source;
 pub mod sql;

@@ -1,10 +1,16 @@
-//! The `brook` command line: arguments, running scripts, printing results.
+//! The `brook` command line: arguments, running scripts, printing results,
+//! and the interactive shell ([`repl`]).
 //! `main.rs` only parses arguments and calls [`exec`].
 
 mod args;
+pub mod repl;
 pub(crate) mod report;
 mod run;
+mod script;
+mod session;
 mod status;
 
 pub use args::{Args, Command};
 pub use run::exec;
+pub use script::MAX_SCRIPT_BYTES;
+pub use session::MAX_EXPRESSION_DEPTH;

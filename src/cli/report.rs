@@ -42,16 +42,42 @@ fn with_caret(mut text: String, script: &str, err: &BrookError) -> String {
         let number = location.line.to_string();
         let padding = " ".repeat(number.len());
         let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(0);
-        let caret_offset: String = line
+        let (shown, column) = around_column(line, column);
+        let caret_offset: String = shown
             .chars()
             .take(column)
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         text.push_str(&format!(
-            "\n {number} | {line}\n {padding} | {caret_offset}^"
+            "\n {number} | {shown}\n {padding} | {caret_offset}^"
         ));
     }
     text
+}
+
+/// Characters of a long line shown on each side of the caret.
+const CONTEXT_CHARS: usize = 60;
+
+/// `line`, cut to the part around `column` (0-based, in characters) when
+/// it is long (a generated statement can be one line of megabytes), with
+/// `...` where it was cut, and the caret's column in what is shown.
+fn around_column(line: &str, column: usize) -> (String, usize) {
+    let length = line.chars().count();
+    if length <= 2 * CONTEXT_CHARS {
+        return (line.to_string(), column);
+    }
+    let start = column.saturating_sub(CONTEXT_CHARS);
+    let end = (column + CONTEXT_CHARS).min(length);
+    let mut shown: String = line.chars().skip(start).take(end - start).collect();
+    let mut column = column - start;
+    if start > 0 {
+        shown.insert_str(0, "...");
+        column += 3;
+    }
+    if end < length {
+        shown.push_str("...");
+    }
+    (shown, column)
 }
 
 #[cfg(test)]
@@ -68,5 +94,18 @@ mod tests {
         assert!(lines[0].starts_with("brook: bad.sql:2:10: "), "{text}");
         assert_eq!(lines[1], " 2 | SELECT * FORM t;");
         assert_eq!(lines[2], "   |          ^");
+    }
+
+    #[test]
+    fn regression_a_long_line_is_shown_cut_around_the_caret() {
+        let script = format!("SELECT {}1 AS v t;", "1 + ".repeat(10_000));
+        let err = parse_sql(&script).unwrap_err();
+        let text = format_error("-c", &script, &err);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with(" 1 | ... 1 + 1 + "), "{}", lines[1]);
+        assert!(lines[1].ends_with("1 AS v t;"), "{}", lines[1]);
+        assert!(lines[1].chars().count() < 140, "{}", lines[1]);
+        let caret = lines[2].find('^').unwrap();
+        assert_eq!(&lines[1][caret..caret + 1], "t", "{text}");
     }
 }

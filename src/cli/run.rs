@@ -13,12 +13,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::args::{Args, Command};
+use super::repl::ReplOptions;
 use super::report::format_error;
+use super::script::read_script;
+use super::session::Session;
 use super::status::StatusLine;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
-use crate::repl::ReplOptions;
 use crate::sink::ConsoleSink;
 use crate::sql::parse_sql;
 
@@ -35,10 +37,10 @@ pub async fn exec(args: Args) -> ExitCode {
         files.insert(0, file.clone());
     }
     for file in &files {
-        match std::fs::read_to_string(file) {
+        match read_script(file) {
             Ok(text) => scripts.push((file.display().to_string(), text)),
-            Err(err) => {
-                eprintln!("brook: cannot read {}: {err}", file.display());
+            Err(message) => {
+                eprintln!("brook: {message}");
                 return ExitCode::from(EXIT_ERROR);
             }
         }
@@ -64,10 +66,11 @@ pub async fn exec(args: Args) -> ExitCode {
             max_rows: args.max_rows,
             history: ReplOptions::default_history(),
         };
-        return crate::repl::run(ctx, options).await;
+        return super::repl::run(ctx, options).await;
     }
 
     let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
+    let mut session = Session::new(ctx.clone());
     let (stop_sender, stop) = watch::channel(false);
     let stop_sender = Arc::new(stop_sender);
     spawn_signal_handler(Arc::clone(&stop_sender));
@@ -85,7 +88,15 @@ pub async fn exec(args: Args) -> ExitCode {
             }
         };
         for statement in &statements {
-            match ctx.execute(statement).await {
+            // A signal (or a closed stdout) also cancels a one-off
+            // statement in progress, such as a query that never ends.
+            let mut stop_requested = stop.clone();
+            let stopped = async move {
+                if stop_requested.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            match session.execute(statement, stopped).await {
                 Ok(SqlOutput::Done) => {}
                 Ok(SqlOutput::Rows { schema, batches }) => {
                     let mut sink = ConsoleSink::new(args.format, args.max_rows, args.quiet);

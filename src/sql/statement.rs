@@ -303,12 +303,6 @@ fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement
         message: e.to_string(),
         location: Some(location_of(&value_token)),
     })?;
-    if interval.is_zero() {
-        return Err(BrookError::Sql {
-            message: "batch_interval must be greater than zero".into(),
-            location: Some(location_of(&value_token)),
-        });
-    }
     Ok(BrookStatement::SetBatchInterval(interval))
 }
 

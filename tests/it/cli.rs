@@ -296,7 +296,7 @@ fn usage_errors_exit_2() {
 }
 
 /// The REPL (`brook` with `args`) reading `input` from a pipe.
-fn repl_piped(args: &[&str], history: &std::path::Path, input: &str) -> Output {
+fn repl_piped(args: &[&str], history: &std::path::Path, input: impl AsRef<[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -310,7 +310,7 @@ fn repl_piped(args: &[&str], history: &std::path::Path, input: &str) -> Output {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(input.as_bytes())
+        .write_all(input.as_ref())
         .expect("write input");
     child.wait_with_output().expect("output")
 }
@@ -506,7 +506,7 @@ fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
     let output = repl_piped(
         &[],
         &history,
-        &format!(
+        format!(
             "SELECT 1 + 1\n  AS two;\nSELECT nope;\n\\format csv\nSELECT 3 AS three;\n\\i {}\n\\maxrows x\n",
             script.display()
         ),
@@ -630,7 +630,7 @@ fn quitting_the_repl_finishes_its_sinks() {
     let output = repl_piped(
         &["--batch-interval", "10s"],
         &dir.with_extension("history"),
-        &format!(
+        format!(
             "CREATE STREAM q (word TEXT) WITH (connector = 'queue');\n\
              CREATE SINK words WITH (connector = 'file', path = '{}') AS SELECT word FROM q;\n\
              INSERT INTO q VALUES ('last'), ('words');\n\\q\n",
@@ -654,4 +654,279 @@ fn quitting_the_repl_finishes_its_sinks() {
     assert_eq!(words, vec!["last", "words"]);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("history"));
+}
+
+/// `brook -c` with a chain of `terms` copies of `term` joined by `op`.
+fn chain(term: &str, op: &str, terms: usize) -> String {
+    vec![term; terms].join(op)
+}
+
+/// Asserts that brook exited with code 1 (not a signal) and refused the
+/// expression for its depth.
+fn assert_refused_as_too_deep(output: &Output) {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("an expression nests more than 1000 operators deep"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn regression_a_4000_term_sum_is_an_error_not_a_stack_overflow() {
+    let sql = format!("SELECT {} AS v;", chain("1", "+", 4000));
+    assert_refused_as_too_deep(&brook(&["-c", &sql]));
+}
+
+#[test]
+fn regression_5000_or_terms_are_an_error_not_a_stack_overflow() {
+    let sql = format!("SELECT {} AS v;", chain("true", " OR ", 5000));
+    assert_refused_as_too_deep(&brook(&["-c", &sql]));
+}
+
+#[test]
+fn regression_a_20000_term_filter_on_a_stream_is_an_error_not_a_stack_overflow() {
+    // Too long for one argument (128 KiB): a file.
+    let path = temp_sql(
+        "deep_filter.sql",
+        &format!(
+            "CREATE STREAM q (x INT) WITH (connector = 'queue');\n\
+             INSERT INTO q VALUES (0), (1);\n\
+             SELECT x FROM q WHERE {};\n",
+            chain("x = 0", " OR ", 20_000)
+        ),
+    );
+    let output = brook(&["--batch-interval", "50ms", "run", path.to_str().unwrap()]);
+    assert_refused_as_too_deep(&output);
+    assert!(
+        text(&output.stderr).starts_with(&format!("brook: {}:3:1: ", path.display())),
+        "{}",
+        text(&output.stderr)
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn expressions_at_the_depth_limit_run_one_off_and_on_a_stream() {
+    // 1000 levels overflow the 8 MiB main thread of a debug build: brook
+    // plans on a thread with a larger stack.
+    let sum = format!("SELECT {} AS v", chain("1", "+", 1000));
+    let output = brook(&["--format", "csv", "-c", &sum]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "v\n1000\n");
+
+    // Terms that no rewrite folds into an IN list, evaluated every batch.
+    let filter = (0..990)
+        .map(|i| format!("x * 2 = {}", i * 2 + 6))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let output = brook(&[
+        "--batch-interval",
+        "50ms",
+        "--format",
+        "csv",
+        "--quiet",
+        "-c",
+        &format!(
+            "CREATE STREAM q (x INT) WITH (connector = 'queue');\n\
+             INSERT INTO q VALUES (1), (3), (5), (2000);\n\
+             SELECT x FROM q WHERE {filter}"
+        ),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let rows: Vec<String> = text(&output.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(rows, vec!["3", "5"]);
+}
+
+#[test]
+fn regression_a_zero_interval_is_refused_by_the_flag_and_by_set_alike() {
+    let flag = brook(&["--batch-interval", "0ms", "-c", "SELECT 1"]);
+    assert_eq!(flag.status.code(), Some(2));
+    assert!(
+        text(&flag.stderr).contains("invalid duration '0ms': it must be greater than zero"),
+        "{}",
+        text(&flag.stderr)
+    );
+    let set = brook(&["-c", "SET batch_interval = '0ms'"]);
+    assert_eq!(set.status.code(), Some(1));
+    assert_eq!(
+        text(&set.stderr),
+        "brook: -c:1:22: invalid duration '0ms': it must be greater than zero\n \
+         1 | SET batch_interval = '0ms'\n   |                      ^\n"
+    );
+    let months = brook(&["-c", "SET batch_interval = '1 month'"]);
+    assert_eq!(months.status.code(), Some(1));
+    assert!(
+        text(&months.stderr).contains("months and years have no fixed length"),
+        "{}",
+        text(&months.stderr)
+    );
+    // The spellings in use keep working, in both places.
+    let output = brook(&[
+        "--batch-interval",
+        "1.5s",
+        "--format",
+        "csv",
+        "-c",
+        "SET batch_interval = '2 minutes'; SET batch_interval = '500ms'; SELECT 1 AS one",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "one\n1\n");
+}
+
+/// A one-off query that never ends.
+const ENDLESS_QUERY: &str =
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT COUNT(*) FROM r";
+
+#[test]
+fn statement_timeout_cancels_a_one_off_statement_and_the_run_exits_1() {
+    let started = Instant::now();
+    let output = brook(&[
+        "-c",
+        &format!(
+            "SET statement_timeout = '300ms';\nSELECT 1 AS quick;\n{ENDLESS_QUERY};\nSELECT 2 AS never;"
+        ),
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stdout),
+        "+-------+\n| quick |\n+-------+\n| 1     |\n+-------+\n"
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "brook: -c:3:1: canceling statement due to statement timeout \
+             (300ms; SET statement_timeout = 0 turns it off)\n"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn statement_timeout_zero_is_no_timeout_and_a_bad_value_is_an_error() {
+    let output = brook(&[
+        "--format",
+        "csv",
+        "-c",
+        "SET statement_timeout = '1ms'; SET statement_timeout TO 0; \
+         SELECT COUNT(*) AS n FROM generate_series(1, 300000)",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "n\n300000\n");
+    let bad = brook(&["-c", "SET statement_timeout = 'soon'"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).starts_with(
+            "brook: -c:1:1: statement_timeout: invalid duration 'soon': expected a number and a unit"
+        ),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn regression_run_dev_zero_is_refused_instead_of_read_without_limit() {
+    let started = Instant::now();
+    let output = brook(&["run", "/dev/zero"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "brook: cannot read /dev/zero: not a regular file (scripts are read from files only)\n"
+    );
+    // A regular file past the documented 16 MiB (sparse: no disk used).
+    let path = std::env::temp_dir().join(format!("brook-{}-huge.sql", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(brook::cli::MAX_SCRIPT_BYTES + 1)
+        .unwrap();
+    let output = brook(&["-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "brook: cannot read {}: larger than 16 MiB, the most a script may hold\n",
+            path.display()
+        )
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn regression_include_dev_zero_is_refused_and_the_repl_goes_on() {
+    let history = std::env::temp_dir().join(format!("brook-hist-zero-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        "\\i /dev/zero\nSELECT 7 AS seven;\n",
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        text(&output.stderr),
+        "ERROR: cannot read /dev/zero: not a regular file (scripts are read from files only)\n"
+    );
+    assert!(text(&output.stdout).contains("seven\n7\n"));
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn regression_invalid_utf8_in_piped_input_is_reported_and_the_session_goes_on() {
+    let history = std::env::temp_dir().join(format!("brook-hist-utf8-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        b"SELECT 1 AS one;\n\xff\xfe;\nSELECT 3\n\xff AS x\nAS three;\nSELECT 4 AS four;\n",
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        text(&output.stderr),
+        "ERROR: input line 2 is not valid UTF-8; it is skipped\n\
+         ERROR: input line 4 is not valid UTF-8; it and the statement it belongs to are skipped\n"
+    );
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("one\n1\n"), "{stdout}");
+    assert!(!stdout.contains("three"), "{stdout}");
+    assert!(stdout.contains("four\n4\n"), "{stdout}");
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn regression_an_apostrophe_in_a_comment_does_not_keep_the_statement_open() {
+    let history = std::env::temp_dir().join(format!("brook-hist-comment-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        "SELECT 1 AS one; -- don't\nSELECT 2 AS two;\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("one\n1\n"), "{stdout}");
+    assert!(stdout.contains("two\n2\n"), "{stdout}");
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn regression_help_lists_the_meta_commands_once_accepted_but_unlisted() {
+    let history = std::env::temp_dir().join(format!("brook-hist-help-{}", std::process::id()));
+    let output = repl_piped(&[], &history, "\\?\n.tables\n");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    for spelling in ["\\dt", ".tables", ".timer", "\\pset", "statement_timeout"] {
+        assert!(
+            stdout.contains(spelling),
+            "{spelling} missing from:\n{stdout}"
+        );
+    }
+    // `.tables` is `\d`.
+    assert!(stdout.contains("Streams\n"), "{stdout}");
+    std::fs::remove_file(history).ok();
 }

@@ -165,3 +165,26 @@ fn a_long_run_on_a_terminal_shows_a_live_status_line() {
     run.expect("rows/s in | lag").unwrap();
     run.expect(expectrl::Eof).unwrap();
 }
+
+#[test]
+fn regression_ctrl_c_cancels_a_one_off_query_that_never_ends_and_the_repl_goes_on() {
+    let history = std::env::temp_dir().join(format!("brook-repl-cancel-{}", std::process::id()));
+    let mut repl = spawn_repl(&history);
+    repl.expect("brook> ").unwrap();
+    repl.send_line(
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT COUNT(*) FROM r;",
+    )
+    .unwrap();
+    // Let it run, then interrupt it: before, Ctrl-C ended the session.
+    std::thread::sleep(Duration::from_millis(500));
+    repl.send(ControlCode::EndOfText).unwrap();
+    repl.expect("ERROR: canceling statement due to user request")
+        .unwrap();
+    repl.expect("brook> ").unwrap();
+    repl.send_line("SELECT 40 + 2 AS answer;").unwrap();
+    repl.expect("| 42     |").unwrap();
+    repl.expect("brook> ").unwrap();
+    repl.send_line("\\q").unwrap();
+    repl.expect(expectrl::Eof).unwrap();
+    let _ = std::fs::remove_file(history);
+}

@@ -10,6 +10,9 @@ use rustyline::hint::Hinter;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Helper};
 
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
 /// SQL keywords offered by tab completion.
 const KEYWORDS: &[&str] = &[
     "SELECT",
@@ -80,39 +83,41 @@ const KEYWORDS: &[&str] = &[
     "incremental_windows",
 ];
 
-/// Meta-commands offered by tab completion.
-const META_COMMANDS: &[&str] = &[
-    "\\?",
-    "\\q",
-    "\\d",
-    "\\timing",
-    "\\i",
-    "\\format",
-    "\\maxrows",
-    ".help",
-    ".quit",
-];
-
-/// The REPL's rustyline helper. `names` holds the stream, table and column
-/// names known after the last statement.
+/// The REPL's rustyline helper.
 pub(crate) struct ReplHelper {
+    /// The stream, table and column names known after the last statement.
     pub names: Arc<RwLock<Vec<String>>>,
+    /// Whether Enter keeps an incomplete statement open for more lines.
+    /// Off for piped input, so that rustyline returns each line as read
+    /// and the REPL can number lines (and skip one that is not UTF-8).
+    pub multiline: bool,
 }
 
-/// Whether `input` is ready to run: a meta-command, or SQL ending with `;`
-/// outside a string literal.
+/// Whether `input` is ready to run: a meta-command, or SQL whose last
+/// token, ignoring whitespace and comments, is `;`. sqlparser's tokenizer
+/// decides what is a string, a quoted name or a comment, as when the
+/// statement is parsed (so `-- don't` is a comment, not an open quote).
 pub(crate) fn is_complete(input: &str) -> bool {
     let trimmed = input.trim();
     if trimmed.is_empty() || super::meta::is_meta_command(trimmed) {
         return true;
     }
-    let quotes = trimmed.chars().filter(|c| *c == '\'').count();
-    quotes % 2 == 0 && trimmed.ends_with(';')
+    match Tokenizer::new(&GenericDialect {}, input).tokenize() {
+        Ok(tokens) => tokens
+            .iter()
+            .rev()
+            .find(|token| !matches!(token, Token::Whitespace(_)))
+            .is_some_and(|token| *token == Token::SemiColon),
+        // A string, quoted name or comment still open at the end of the
+        // input: the user is typing it. Any other error is reported once
+        // the statement runs, so it must not keep the statement open.
+        Err(err) => !(err.message.contains("EOF") || err.message.starts_with("Unterminated")),
+    }
 }
 
 impl Validator for ReplHelper {
     fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        Ok(if is_complete(ctx.input()) {
+        Ok(if !self.multiline || is_complete(ctx.input()) {
             ValidationResult::Valid(None)
         } else {
             ValidationResult::Incomplete
@@ -148,10 +153,8 @@ impl Completer for ReplHelper {
         };
         let names = self.names.read().map(|n| n.clone()).unwrap_or_default();
         let mut candidates: Vec<String> = if prefix.starts_with('\\') || prefix.starts_with('.') {
-            META_COMMANDS
-                .iter()
-                .filter(|m| m.starts_with(prefix))
-                .map(|m| m.to_string())
+            super::meta::completions(prefix)
+                .map(str::to_string)
                 .collect()
         } else {
             names
@@ -203,9 +206,21 @@ mod tests {
     }
 
     #[test]
+    fn regression_an_apostrophe_in_a_comment_does_not_keep_the_statement_open() {
+        assert!(is_complete("SELECT 1; -- don't"));
+        assert!(is_complete("SELECT 1 -- don't\n;"));
+        assert!(is_complete("SELECT 1 /* it's */;"));
+        assert!(!is_complete("SELECT 1 -- the end;"));
+        assert!(!is_complete("SELECT 1 /* open;"));
+        assert!(!is_complete("SELECT \"a;"));
+        assert!(is_complete("SELECT 'it''s';"));
+    }
+
+    #[test]
     fn completion_offers_names_and_keywords() {
         let helper = ReplHelper {
             names: Arc::new(RwLock::new(vec!["sensors".into(), "select_me".into()])),
+            multiline: true,
         };
         let history = rustyline::history::DefaultHistory::new();
         let ctx = Context::new(&history);
@@ -218,5 +233,8 @@ mod tests {
         assert_eq!(found, vec!["select", "select_me"]);
         let (_, found) = helper.complete("\\ti", 3, &ctx).unwrap();
         assert_eq!(found[0].replacement, "\\timing");
+        let (_, found) = helper.complete(".t", 2, &ctx).unwrap();
+        let found: Vec<_> = found.into_iter().map(|p| p.replacement).collect();
+        assert_eq!(found, vec![".tables", ".timer"]);
     }
 }

@@ -3,14 +3,15 @@
 //!
 //! A statement runs when its input ends with `;`. A continuous `SELECT`
 //! runs in the foreground, printing batch after batch; Ctrl-C stops that
-//! query only. `CREATE SINK` queries run in the background while the user
-//! types. A bad statement prints its error (psql style, with a caret) and
-//! the session goes on.
+//! query only, and cancels any other statement in progress. `CREATE SINK`
+//! queries run in the background while the user types. A bad statement,
+//! or a line of input that is not UTF-8, prints its error (psql style,
+//! with a caret) and the session goes on.
 
 mod helper;
 pub(crate) mod meta;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -24,14 +25,16 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config, Editor};
 
-use crate::cli::report::{format_error, format_repl_error};
+use super::report::{format_error, format_repl_error};
+use super::script::read_script;
+use super::session::Session;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
 use crate::sink::{ConsoleSink, OutputFormat};
 use crate::sql::{BrookStatement, ParsedStatement, parse_sql};
 use helper::{ReplHelper, is_complete};
-use meta::{HELP, HINT, MetaCommand, is_meta_command, parse_meta};
+use meta::{HINT, MetaCommand, is_meta_command, parse_meta};
 
 /// How the REPL starts.
 #[derive(Debug, Clone)]
@@ -58,6 +61,8 @@ impl ReplOptions {
 /// The REPL's state between statements.
 struct Repl {
     ctx: StreamContext,
+    /// Runs statements, with `SET statement_timeout` and Ctrl-C.
+    session: Session,
     format: OutputFormat,
     max_rows: usize,
     timing: bool,
@@ -65,7 +70,8 @@ struct Repl {
     names: Arc<RwLock<Vec<String>>>,
 }
 
-/// Runs the REPL until `\q` or Ctrl-D; returns the exit code.
+/// Runs the REPL until `\q` or Ctrl-D (or the end of piped input);
+/// returns the exit code: 0, or 1 when the input could not be read.
 pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     let names = Arc::new(RwLock::new(Vec::new()));
     let config = Config::builder()
@@ -81,12 +87,14 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     };
     editor.set_helper(Some(ReplHelper {
         names: Arc::clone(&names),
+        multiline: io::stdin().is_terminal(),
     }));
     if let Some(path) = &options.history {
         // A missing history file is the normal first run.
         let _ = editor.load_history(path);
     }
     let mut repl = Repl {
+        session: Session::new(ctx.clone()),
         ctx,
         format: options.format,
         max_rows: options.max_rows,
@@ -100,6 +108,12 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
         crate::catalog::windows::format_duration(repl.ctx.batch_interval())
     );
     let mut pending = String::new();
+    // Lines read so far, to name a line that cannot be read.
+    let mut lines_read: u64 = 0;
+    // Set when a line of the statement being typed was unreadable: the
+    // statement is skipped rather than run without that line.
+    let mut skip_statement = false;
+    let mut exit_code = ExitCode::SUCCESS;
     loop {
         let prompt = if pending.is_empty() {
             "brook> "
@@ -117,15 +131,35 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
         };
         editor = returned;
         let line = match line {
-            Ok(line) => line,
+            Ok(line) => {
+                lines_read += 1 + line.matches('\n').count() as u64;
+                line
+            }
             Err(ReadlineError::Interrupted) => {
                 // Ctrl-C at the prompt: drop what was typed.
                 pending.clear();
+                skip_statement = false;
                 continue;
             }
             Err(ReadlineError::Eof) => break,
+            Err(ReadlineError::Io(err)) if err.kind() == io::ErrorKind::InvalidData => {
+                // The reader consumed the bad line: report it and go on.
+                lines_read += 1;
+                skip_statement = !pending.trim().is_empty();
+                let skipped = if skip_statement {
+                    "it and the statement it belongs to are skipped"
+                } else {
+                    "it is skipped"
+                };
+                eprintln!("ERROR: input line {lines_read} is not valid UTF-8; {skipped}");
+                if !skip_statement {
+                    pending.clear();
+                }
+                continue;
+            }
             Err(err) => {
                 eprintln!("brook: cannot read input: {err}");
+                exit_code = ExitCode::from(1);
                 break;
             }
         };
@@ -137,6 +171,9 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
             continue;
         }
         let input = std::mem::take(&mut pending);
+        if std::mem::take(&mut skip_statement) {
+            continue;
+        }
         let trimmed = input.trim();
         if trimmed.is_empty() {
             println!("{HINT}");
@@ -172,7 +209,7 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     repl.ctx.close_queues();
     repl.ctx.finish_queries();
     match repl.ctx.wait_for_sinks().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => exit_code,
         Err(err) => {
             eprintln!("brook: {}", crate::error::error_chain(&err));
             ExitCode::from(1)
@@ -202,7 +239,14 @@ impl Repl {
         };
         for statement in &statements {
             let started = Instant::now();
-            match self.ctx.execute(statement).await {
+            // Ctrl-C cancels the statement (a one-off query that never
+            // ends, say); a continuous query has its own Ctrl-C below.
+            let interrupted = async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            match self.session.execute(statement, interrupted).await {
                 Ok(SqlOutput::Done) => {
                     println!("{}", self.done_message(statement));
                     self.print_timing(started);
@@ -309,7 +353,7 @@ impl Repl {
 
     async fn meta(&mut self, command: MetaCommand) {
         match command {
-            MetaCommand::Help => println!("{HELP}"),
+            MetaCommand::Help => println!("{}", meta::help()),
             MetaCommand::Quit => {}
             MetaCommand::Timing(on) => {
                 self.timing = on.unwrap_or(!self.timing);
@@ -325,9 +369,9 @@ impl Repl {
                 self.max_rows = rows;
                 println!("Showing at most {rows} rows.");
             }
-            MetaCommand::Include(path) => match std::fs::read_to_string(&path) {
+            MetaCommand::Include(path) => match read_script(&path) {
                 Ok(text) => Box::pin(self.run_input(&text, Some(&path))).await,
-                Err(err) => eprintln!("ERROR: cannot read {}: {err}", path.display()),
+                Err(message) => eprintln!("ERROR: {message}"),
             },
             MetaCommand::Describe(None) => self.describe_all().await,
             MetaCommand::Describe(Some(name)) => self.describe(&name).await,
