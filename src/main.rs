@@ -32,7 +32,13 @@ fn main() -> ExitCode {
     let statements = std::thread::Builder::new()
         .name("brook".to_string())
         .stack_size(STATEMENT_STACK_BYTES)
-        .spawn(move || runtime.block_on(brook::cli::exec(args)));
+        .spawn(move || {
+            let code = runtime.block_on(brook::cli::exec(args));
+            // Tasks still running (a query a second Ctrl-C interrupted, a
+            // blocked read of stdin) must not hold the exit up.
+            runtime.shutdown_background();
+            code
+        });
     match statements.map(|thread| thread.join()) {
         Ok(Ok(code)) => code,
         // The panic message is already on stderr.

@@ -1,12 +1,50 @@
 //! Errors as the user sees them: `brook: <where>: <what>`, and for SQL the
 //! line with a caret under the column, as psql does.
 
-use crate::error::BrookError;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{BrookError, ErrorKind, error_chain};
+
+/// Set once an internal error or a panic has been reported: the run then
+/// exits with the internal-error code, whatever else happened.
+static INTERNAL_ERROR_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// `err` and its causes as the user reads them. An internal error says it
+/// is a bug and asks for a report, and marks the run as failed by one.
+pub(crate) fn describe(err: &BrookError) -> String {
+    let text = error_chain(err);
+    if err.kind() == ErrorKind::Internal {
+        INTERNAL_ERROR_SEEN.store(true, Ordering::SeqCst);
+        format!("{text} (this is a bug in brook; please report it with this message)")
+    } else {
+        text
+    }
+}
+
+/// Whether an internal error or a panic has been reported.
+pub(crate) fn internal_error_seen() -> bool {
+    INTERNAL_ERROR_SEEN.load(Ordering::SeqCst)
+}
+
+/// Makes a panic anywhere (a query's task included) count as an internal
+/// error, so that the run can never end with exit code 0 after one.
+pub(crate) fn watch_for_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            INTERNAL_ERROR_SEEN.store(true, Ordering::SeqCst);
+            eprintln!("brook: internal error: a bug in brook; please report it with what follows");
+            previous(info);
+        }));
+    });
+}
 
 /// Formats `err`, raised by a statement of `script` (named `label`).
 pub(crate) fn format_error(label: &str, script: &str, err: &BrookError) -> String {
     let Some(location) = err.location() else {
-        return format!("brook: {label}: {err}");
+        return format!("brook: {label}: {}", describe(err));
     };
     let text = format!(
         "brook: {label}:{}:{}: {err}",
@@ -27,7 +65,7 @@ pub(crate) fn format_repl_error(input: &str, err: &BrookError) -> String {
             input,
             err,
         ),
-        _ => with_caret(format!("ERROR: {err}"), input, err),
+        _ => with_caret(format!("ERROR: {}", describe(err)), input, err),
     }
 }
 

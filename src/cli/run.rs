@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::args::{Args, Command};
 use super::repl::ReplOptions;
-use super::report::format_error;
+use super::report::{self, format_error};
 use super::script::read_script;
 use super::session::Session;
 use super::status::StatusLine;
@@ -29,8 +29,33 @@ const EXIT_ERROR: u8 = 1;
 /// Exit code for a usage error.
 const EXIT_USAGE: u8 = 2;
 
-/// Runs what the arguments ask for and returns the process's exit code.
+/// Exit code after an internal error (a bug in brook): sysexits' EX_SOFTWARE.
+const EXIT_INTERNAL: u8 = 70;
+/// Exit code after a second Ctrl-C or SIGTERM: 128 + SIGINT, as shells do.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs what the arguments ask for and returns the process's exit code:
+/// 0, [`EXIT_ERROR`] for an error in a statement, its input or a system it
+/// talks to, [`EXIT_USAGE`], or [`EXIT_INTERNAL`] once an internal error
+/// (a bug, a panic) was reported. A second signal ends the run at once.
 pub async fn exec(args: Args) -> ExitCode {
+    report::watch_for_panics();
+    let interrupted = Arc::new(Notify::new());
+    let code = tokio::select! {
+        code = exec_args(args, Arc::clone(&interrupted)) => code,
+        _ = interrupted.notified() => {
+            let _ = io::stderr().write_all(b"brook: interrupted\n");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+    };
+    if report::internal_error_seen() {
+        ExitCode::from(EXIT_INTERNAL)
+    } else {
+        code
+    }
+}
+
+async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
     let mut scripts = Vec::new();
     let mut files = args.files.clone();
     if let Some(Command::Run { file }) = &args.command {
@@ -73,7 +98,7 @@ pub async fn exec(args: Args) -> ExitCode {
     let mut session = Session::new(ctx.clone());
     let (stop_sender, stop) = watch::channel(false);
     let stop_sender = Arc::new(stop_sender);
-    spawn_signal_handler(Arc::clone(&stop_sender));
+    spawn_signal_handler(Arc::clone(&stop_sender), interrupted);
     let failed = Arc::new(AtomicBool::new(false));
     let mut printers = JoinSet::new();
     let status = StatusLine::start(&ctx, args.quiet);
@@ -158,7 +183,7 @@ pub async fn exec(args: Args) -> ExitCode {
     if !failed.load(Ordering::SeqCst)
         && let Err(err) = ctx.wait_for_sinks().await
     {
-        eprintln!("brook: {}", brook_error_text(&err));
+        eprintln!("brook: {}", report::describe(&err));
         failed.store(true, Ordering::SeqCst);
     }
     if failed.load(Ordering::SeqCst) {
@@ -213,11 +238,11 @@ async fn print_query(
             }
             Err(err @ BrookError::BatchFailed { .. }) => {
                 // The query goes on; the run still ends with exit code 1.
-                eprintln!("brook: query {}: {err}", query.id());
+                eprintln!("brook: query {}: {}", query.id(), report::describe(&err));
                 failed.store(true, Ordering::SeqCst);
             }
             Err(err) => {
-                eprintln!("brook: query {}: {err}", query.id());
+                eprintln!("brook: query {}: {}", query.id(), report::describe(&err));
                 failed.store(true, Ordering::SeqCst);
                 return;
             }
@@ -226,16 +251,16 @@ async fn print_query(
 }
 
 /// Ctrl-C or SIGTERM: run what has arrived through a final batch and exit
-/// 0; a second signal exits at once.
-fn spawn_signal_handler(stop: Arc<watch::Sender<bool>>) {
+/// 0; a second signal ends the run at once (through `interrupted`).
+fn spawn_signal_handler(stop: Arc<watch::Sender<bool>>, interrupted: Arc<Notify>) {
     tokio::spawn(async move {
         let mut signals = 0;
         loop {
             wait_for_signal().await;
             signals += 1;
             if signals > 1 {
-                let _ = io::stderr().write_all(b"brook: interrupted\n");
-                std::process::exit(130);
+                interrupted.notify_one();
+                return;
             }
             let _ = stop.send(true);
         }
@@ -261,9 +286,4 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// An error and its causes, as the command line prints them.
-fn brook_error_text(err: &crate::BrookError) -> String {
-    crate::error::error_chain(err)
 }

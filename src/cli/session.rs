@@ -10,10 +10,10 @@ use std::time::Duration;
 use datafusion::sql::parser::{CopyToSource, Statement as DataFusionStatement};
 use datafusion::sql::sqlparser::ast::{Expr, Set, Statement, Value, Visit, Visitor};
 
+use crate::catalog::windows::format_duration;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::{BrookError, Result};
 use crate::sql::{BrookStatement, ParsedStatement, parse_timeout};
-use crate::catalog::windows::format_duration;
 
 /// How deeply expressions may nest: `a OR b OR c ...` nests one level per
 /// operator. DataFusion plans expressions recursively (a debug build uses

@@ -50,7 +50,47 @@ async fn errors_say_whose_fault_they_are_and_keep_their_causes() {
     let cause = err.source().expect("the I/O error is kept");
     assert!(cause.downcast_ref::<std::io::Error>().is_some());
     let chain = error_chain(&err);
-    assert!(chain.contains("sink 'out': cannot create directory"), "{chain}");
+    assert!(
+        chain.contains("sink 'out': cannot create directory"),
+        "{chain}"
+    );
     let _ = std::fs::remove_file(&file);
     assert!(ctx.sink_names().is_empty());
+}
+
+#[tokio::test]
+async fn regression_a_panic_in_a_query_ends_it_with_an_internal_error_not_silently() {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use futures::StreamExt;
+    use std::sync::Arc;
+
+    let ctx = StreamContext::new(Duration::from_millis(30));
+    // A function that panics stands for a bug anywhere below a query.
+    ctx.session().register_udf(create_udf(
+        "explode",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(
+            |_: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> { panic!("boom") },
+        ),
+    ));
+    ctx.sql("CREATE STREAM q (a BIGINT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    let mut query = crate::common::start(&ctx, "SELECT explode(a) AS b FROM q").await;
+    ctx.sql("INSERT INTO q VALUES (1)").await.unwrap();
+    let last = tokio::time::timeout(crate::common::DEADLINE, async {
+        let mut last = None;
+        while let Some(output) = query.next().await {
+            last = Some(output);
+        }
+        last
+    })
+    .await
+    .expect("the query ends");
+    let err = last.expect("an item").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(err.to_string().contains("boom"), "{err}");
 }

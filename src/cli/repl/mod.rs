@@ -328,10 +328,10 @@ impl Repl {
                         }
                     }
                     Some(Err(err @ BrookError::BatchFailed { .. })) => {
-                        eprintln!("ERROR: query {id}: {err}");
+                        eprintln!("ERROR: query {id}: {}", crate::cli::report::describe(&err));
                     }
                     Some(Err(err)) => {
-                        eprintln!("ERROR: query {id}: {err}");
+                        eprintln!("ERROR: query {id}: {}", crate::cli::report::describe(&err));
                         break;
                     }
                 },
