@@ -66,7 +66,13 @@ struct Subscription {
 }
 
 /// One group's ticks, to be handed over in order by a delivery task.
-type Delivery = Vec<(mpsc::Sender<Tick>, Tick, Arc<AtomicBool>)>;
+struct Delivery {
+    ticks: Vec<(mpsc::Sender<Tick>, Tick, Arc<AtomicBool>)>,
+    /// Set when the group's streams had all ended at the cut: once the
+    /// ticks are handed over, the clock looks again (their last rows may
+    /// still be waiting if a query had no room).
+    recheck: bool,
+}
 
 /// The clock shared by all queries of a context.
 pub(crate) struct Batcher {
@@ -77,6 +83,9 @@ pub(crate) struct Batcher {
     /// Wakes the clock to cut a batch at once, before the interval is up
     /// (the final batch of queries that are finishing).
     tick_now: Arc<Notify>,
+    /// Wakes the clock when a stream's source ends: a group whose streams
+    /// have all ended gets its last batch at once, not at the next tick.
+    input_ended: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -102,6 +111,7 @@ impl Batcher {
             subscriptions: Mutex::new(Vec::new()),
             clock: Mutex::new(None),
             tick_now: Arc::new(Notify::new()),
+            input_ended: Arc::new(Notify::new()),
         })
     }
 
@@ -127,6 +137,9 @@ impl Batcher {
         streams: Vec<Arc<LiveStream>>,
     ) -> mpsc::Receiver<Tick> {
         let (sender, receiver) = mpsc::channel(TICKS_IN_FLIGHT);
+        for stream in &streams {
+            stream.inbox.notify_on_close(Arc::clone(&self.input_ended));
+        }
         lock(&self.subscriptions).push(Subscription {
             query_id,
             streams,
@@ -138,6 +151,7 @@ impl Batcher {
             *clock = Some(tokio::spawn(run_clock(
                 Arc::downgrade(self),
                 Arc::clone(&self.tick_now),
+                Arc::clone(&self.input_ended),
             )));
         }
         receiver
@@ -153,8 +167,9 @@ impl Batcher {
     }
 
     /// Cuts, once each, the streams of every group whose previous delivery
-    /// is done, and builds each such group's ticks.
-    fn cut(&self, time: DateTime<Utc>, instant: Instant) -> Vec<Delivery> {
+    /// is done (with `only_ended`, only of groups whose every stream's next
+    /// cut is its last), and builds each such group's ticks.
+    fn cut(&self, time: DateTime<Utc>, instant: Instant, only_ended: bool) -> Vec<Delivery> {
         let mut subscriptions = lock(&self.subscriptions);
         subscriptions.retain(|s| !s.ticks.is_closed());
         let groups = groups(&subscriptions);
@@ -167,6 +182,22 @@ impl Batcher {
             {
                 continue;
             }
+            if only_ended
+                && !members.iter().all(|&i| {
+                    subscriptions[i]
+                        .streams
+                        .iter()
+                        .all(|stream| stream.next_cut_is_last())
+                })
+            {
+                continue;
+            }
+            let recheck = members.iter().all(|&i| {
+                subscriptions[i]
+                    .streams
+                    .iter()
+                    .all(|stream| stream.inbox.is_closed())
+            });
             let mut delivery = Vec::with_capacity(members.len());
             for i in members {
                 let subscription = &subscriptions[i];
@@ -197,7 +228,10 @@ impl Batcher {
                     Arc::clone(&subscription.delivering),
                 ));
             }
-            deliveries.push(delivery);
+            deliveries.push(Delivery {
+                ticks: delivery,
+                recheck,
+            });
         }
         deliveries
     }
@@ -239,32 +273,64 @@ fn groups(subscriptions: &[Subscription]) -> Vec<Vec<usize>> {
     groups
 }
 
-async fn run_clock(batcher: Weak<Batcher>, tick_now: Arc<Notify>) {
+/// Hands a group's ticks over: at once where the queries have room (the
+/// usual case, no task needed), else from a task that waits while a query
+/// is behind, which is backpressure on the group's streams, not buffering.
+fn deliver(delivery: Delivery, input_ended: &Arc<Notify>) {
+    let mut ticks = delivery.ticks.into_iter();
+    while let Some((sender, tick, delivering)) = ticks.next() {
+        match sender.try_send(tick) {
+            // A closed channel is a query that ended.
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                delivering.store(false, Ordering::Release);
+            }
+            Err(mpsc::error::TrySendError::Full(tick)) => {
+                let rest: Vec<_> = std::iter::once((sender, tick, delivering))
+                    .chain(ticks)
+                    .collect();
+                let input_ended = Arc::clone(input_ended);
+                let recheck = delivery.recheck;
+                tokio::spawn(async move {
+                    for (sender, tick, delivering) in rest {
+                        let _ = sender.send(tick).await;
+                        delivering.store(false, Ordering::Release);
+                    }
+                    if recheck {
+                        input_ended.notify_one();
+                    }
+                });
+                return;
+            }
+        }
+    }
+    if delivery.recheck {
+        input_ended.notify_one();
+    }
+}
+
+async fn run_clock(batcher: Weak<Batcher>, tick_now: Arc<Notify>, input_ended: Arc<Notify>) {
     let Some(interval) = batcher.upgrade().map(|b| b.batch_interval()) else {
         return;
     };
     let mut next_tick = Instant::now() + interval;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next_tick) => {}
-            _ = tick_now.notified() => {}
-        }
+        // A tick, or only the groups whose input has ended.
+        let only_ended = tokio::select! {
+            _ = tokio::time::sleep_until(next_tick) => false,
+            _ = tick_now.notified() => false,
+            _ = input_ended.notified() => true,
+        };
         let Some(batcher) = batcher.upgrade() else {
             return;
         };
-        let deliveries = batcher.cut(Utc::now(), Instant::now());
+        let deliveries = batcher.cut(Utc::now(), Instant::now(), only_ended);
         let interval = batcher.batch_interval();
         drop(batcher);
         for delivery in deliveries {
-            tokio::spawn(async move {
-                for (ticks, tick, delivering) in delivery {
-                    // Waits while the query is behind: backpressure on its
-                    // group's streams, not buffering.
-                    let _ = ticks.send(tick).await;
-                    delivering.store(false, Ordering::Release);
-                }
-            });
+            deliver(delivery, &input_ended);
         }
-        next_tick = (next_tick + interval).max(Instant::now());
+        if !only_ended {
+            next_tick = (next_tick + interval).max(Instant::now());
+        }
     }
 }

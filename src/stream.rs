@@ -109,6 +109,15 @@ impl LiveStream {
         }
     }
 
+    /// Whether the stream's source has ended and nothing is left that is
+    /// owed its own tick: the next cut takes what is left and ends the
+    /// stream. A queue taking one item per batch keeps one item per tick
+    /// to its end.
+    pub fn next_cut_is_last(&self) -> bool {
+        self.inbox.is_closed()
+            && (!self.source.one_item_per_batch() || self.inbox.pending_items() == 0)
+    }
+
     /// Cuts what arrived since the last tick into one micro-batch.
     pub fn cut(&self) -> Result<StreamCut> {
         let (items, ended, failure) = self.inbox.take(self.source.one_item_per_batch());

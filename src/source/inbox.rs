@@ -25,6 +25,9 @@ pub(crate) struct Inbox {
     /// The most rows and bytes the inbox has held at once.
     pub peak_pending_rows: AtomicU64,
     pub peak_pending_bytes: AtomicU64,
+    /// Told when the source ends (closes or fails), so that the clock can
+    /// cut the last batch at once instead of at the next tick.
+    on_close: std::sync::Mutex<Vec<std::sync::Arc<Notify>>>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +69,21 @@ impl Inbox {
             rows_dropped: AtomicU64::new(0),
             peak_pending_rows: AtomicU64::new(0),
             peak_pending_bytes: AtomicU64::new(0),
+            on_close: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notifies `ended` when the source ends; at once if it already has.
+    pub fn notify_on_close(&self, ended: std::sync::Arc<Notify>) {
+        if self.is_closed() {
+            ended.notify_one();
+        }
+        crate::sync::lock(&self.on_close).push(ended);
+    }
+
+    fn closed_now(&self) {
+        for ended in crate::sync::lock(&self.on_close).iter() {
+            ended.notify_one();
         }
     }
 
@@ -154,13 +172,17 @@ impl Inbox {
         self.lock().closed = true;
         // Pushers waiting for room learn that the stream is closed.
         self.space_freed.notify_waiters();
+        self.closed_now();
     }
 
     /// Records that the source failed; the next cut reports it to queries.
     pub fn fail(&self, message: String) {
-        let mut state = self.lock();
-        state.failure.get_or_insert(message);
-        state.closed = true;
+        {
+            let mut state = self.lock();
+            state.failure.get_or_insert(message);
+            state.closed = true;
+        }
+        self.closed_now();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -169,6 +191,11 @@ impl Inbox {
 
     pub fn pending_rows(&self) -> usize {
         self.lock().pending_rows
+    }
+
+    /// Items (pushes, decoded reads) waiting for a batch.
+    pub fn pending_items(&self) -> usize {
+        self.lock().items.len()
     }
 
     /// Takes the first item (`one_item`) or all items; says whether the

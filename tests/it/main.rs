@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod decode;
+mod end_of_input;
 mod errors;
 mod examples;
 mod fuzz_regressions;
