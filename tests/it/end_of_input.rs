@@ -74,9 +74,10 @@ async fn a_queue_taking_one_item_per_batch_keeps_one_per_tick_to_its_end() {
         values,
         vec![vec!["1".to_string()], vec!["2".into()], vec!["3".into()]]
     );
-    // Still one interval apart: the end of input does not hurry them.
+    // Still a tick apart: the end of input does not hurry them (a late
+    // tick on a loaded machine brings the next one closer, hence a quarter).
     for pair in outputs.windows(2) {
         let gap = (pair[1].batch_time - pair[0].batch_time).to_std().unwrap();
-        assert!(gap >= interval * 3 / 4, "items {gap:?} apart");
+        assert!(gap >= interval / 4, "items {gap:?} apart");
     }
 }

@@ -83,11 +83,12 @@ async fn a_slow_query_delays_only_the_streams_it_reads() {
     assert_eq!(fast_counts, items as i64);
 
     // The fast query kept (nearly) one batch per interval while the slow one
-    // fell behind; a loaded 2-core machine may miss a few ticks.
+    // fell behind; a loaded 2-core machine may miss a few ticks. (Before,
+    // the fast query got one batch per slow batch: about 30 % of nominal.)
     let fed_for = Duration::from_millis(25) * items as u32;
     let nominal = (fed_for.as_millis() / interval.as_millis()) as usize;
     assert!(
-        fast.len() * 10 >= nominal * 6,
+        fast.len() * 2 >= nominal,
         "fast query ran {} batches in {fed_for:?} (nominal {nominal}); slow one {}",
         fast.len(),
         slow.len()
