@@ -29,7 +29,8 @@ use datafusion::logical_expr::Expr;
 use super::StreamMap;
 use super::stream_table::StreamTable;
 use crate::batcher::Batcher;
-use crate::sql::parse_duration;
+use crate::sql::{interval_duration, parse_duration};
+use datafusion::arrow::datatypes::IntervalMonthDayNano;
 
 /// The column a window adds for the start of its time range (inclusive).
 pub const WINDOW_START: &str = "window_start";
@@ -293,10 +294,6 @@ impl TableFunctionImpl for WindowFunction {
     }
 }
 
-/// The longest window: its bounds, as timestamps, stay far inside what
-/// chrono and Arrow's millisecond timestamps can hold.
-pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(100 * 366 * 86_400);
-
 /// Checks that size and slide are positive multiples of the batch interval
 /// and that the slide does not exceed the size.
 fn validate(window: &SlidingWindow) -> Result<(), String> {
@@ -322,12 +319,6 @@ fn validate(window: &SlidingWindow) -> Result<(), String> {
             format_duration(window.interval)
         ));
     }
-    if window.size > MAX_WINDOW {
-        return Err(format!(
-            "{describe}: a window may span at most {} days",
-            MAX_WINDOW.as_secs() / 86_400
-        ));
-    }
     if window.slide > window.size {
         return Err(format!(
             "{describe}: the slide must not exceed the size (the batches between windows would belong to none); use TUMBLE for windows that do not overlap"
@@ -350,25 +341,35 @@ fn literal_text(expr: &Expr) -> Option<String> {
 fn duration_arg(expr: &Expr, what: &str) -> Result<Duration, String> {
     let bad = || format!("the {what} must be an interval such as INTERVAL '2 seconds', not {expr}");
     match expr {
+        // The same rules as every other duration (sql::interval).
         Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(value)), _) => {
-            if value.months != 0 || value.days < 0 || value.nanoseconds < 0 {
-                return Err(bad());
-            }
-            Ok(Duration::from_secs(value.days as u64 * 86_400)
-                + Duration::from_nanos(value.nanoseconds as u64))
+            interval_duration(*value, &interval_text(*value)).map_err(|e| e.to_string())
         }
         Expr::Literal(ScalarValue::IntervalDayTime(Some(value)), _) => {
-            if value.days < 0 || value.milliseconds < 0 {
-                return Err(bad());
-            }
-            Ok(Duration::from_secs(value.days as u64 * 86_400)
-                + Duration::from_millis(value.milliseconds as u64))
+            let value =
+                IntervalMonthDayNano::new(0, value.days, i64::from(value.milliseconds) * 1_000_000);
+            interval_duration(value, &interval_text(value)).map_err(|e| e.to_string())
         }
         _ => match literal_text(expr) {
             Some(text) => parse_duration(&text).map_err(|e| e.to_string()),
             None => Err(bad()),
         },
     }
+}
+
+/// An interval as a user would write it inside `INTERVAL '...'`.
+fn interval_text(value: IntervalMonthDayNano) -> String {
+    let mut parts = Vec::new();
+    if value.months != 0 {
+        parts.push(format!("{} months", value.months));
+    }
+    if value.days != 0 {
+        parts.push(format!("{} days", value.days));
+    }
+    if value.nanoseconds != 0 || parts.is_empty() {
+        parts.push(format!("{} nanoseconds", value.nanoseconds));
+    }
+    parts.join(" ")
 }
 
 #[cfg(test)]
@@ -398,8 +399,6 @@ mod tests {
             "slide 1s and size 2.5s must be positive multiples of the batch interval (1s)"
         );
         assert!(validate(&window(0, 2000)).is_err());
-        let err = validate(&window(1000, 100_000_000 * 86_400_000)).unwrap_err();
-        assert!(err.contains("at most 36600 days"), "{err}");
         assert!(
             validate(&window(3000, 2000))
                 .unwrap_err()

@@ -50,7 +50,13 @@ pub fn interval_duration(interval: IntervalMonthDayNano, text: &str) -> Result<D
     let nanos = u128::try_from(nanos).map_err(|_| invalid(text, "it must not be negative"))?;
     let seconds = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
     if seconds > MAX_SECONDS {
-        return Err(invalid(text, "it is too long"));
+        return Err(invalid(
+            text,
+            &format!(
+                "it is longer than {} days, the longest duration brook accepts",
+                MAX_SECONDS / 86_400
+            ),
+        ));
     }
     // Below 10^9, so it fits.
     let subsec_nanos = u32::try_from(nanos % 1_000_000_000).unwrap_or(0);
