@@ -44,13 +44,53 @@ impl StreamContext {
                     .unwrap_or_default()
             })
             .collect();
-        let rows = match self.evaluate(source, location).await {
-            Ok(rows) => rows,
-            Err(err) => return Err(self.name_failing_column(source, &named, stream, err).await),
+        let batch = match self.evaluate(source, location).await {
+            Ok(rows) => conform_insert(&stream.name, &stream.schema, &named, &rows)?,
+            // DataFusion gives each column of a VALUES list one type over all
+            // rows, and refuses `(true), ('false')`; the stream's columns say
+            // what each value must be, so each row is read on its own.
+            Err(err) => match self.rows_one_by_one(source, &named, stream, location).await {
+                Some(batch) => batch?,
+                None => return Err(self.name_failing_column(source, &named, stream, err).await),
+            },
         };
-        let batch = conform_insert(&stream.name, &stream.schema, &named, &rows)?;
         queue.push(batch)?;
         Ok(SqlOutput::Done)
+    }
+
+    /// The rows of a `VALUES` list, each evaluated and conformed alone, as
+    /// one batch; `None` when the source is not a list of several rows.
+    async fn rows_one_by_one(
+        &self,
+        source: &datafusion::sql::sqlparser::ast::Query,
+        named: &[String],
+        stream: &LiveStream,
+        location: SqlLocation,
+    ) -> Option<Result<RecordBatch>> {
+        use datafusion::sql::sqlparser::ast::{SetExpr, Values};
+        let SetExpr::Values(values) = source.body.as_ref() else {
+            return None;
+        };
+        if values.rows.len() < 2 {
+            return None;
+        }
+        let mut batches = Vec::with_capacity(values.rows.len());
+        for row in &values.rows {
+            let mut alone = source.clone();
+            *alone.body = SetExpr::Values(Values {
+                rows: vec![row.clone()],
+                ..values.clone()
+            });
+            let conformed = match self.evaluate(&alone, location).await {
+                Ok(rows) => conform_insert(&stream.name, &stream.schema, named, &rows),
+                Err(err) => Err(self.name_failing_column(&alone, named, stream, err).await),
+            };
+            match conformed {
+                Ok(batch) => batches.push(batch),
+                Err(err) => return Some(Err(err)),
+            }
+        }
+        Some(concat_batches(&stream.schema, &batches).map_err(BrookError::from))
     }
 
     /// The rows of a query over static tables (an INSERT's source).

@@ -72,7 +72,16 @@ fn strict_cast(values: &ArrayRef, to: &DataType) -> std::result::Result<ArrayRef
         safe: false,
         ..Default::default()
     };
-    let cast = cast_with_options(values, to, &options).map_err(|e| e.to_string())?;
+    let cast = if is_decimal(values.data_type()) && to.is_floating() {
+        // Through the decimal's text: the nearest float to the number as
+        // written (arrow's direct cast divides in floating point and can
+        // land a unit off).
+        let text =
+            cast_with_options(values, &DataType::Utf8, &options).map_err(|e| e.to_string())?;
+        cast_with_options(&text, to, &options).map_err(|e| e.to_string())?
+    } else {
+        cast_with_options(values, to, &options).map_err(|e| e.to_string())?
+    };
     if loses_information(values.data_type(), to) {
         // Casting back must give the value that was given: 1.7 into a
         // BIGINT would come back as 1, a timestamp into a DATE without
@@ -101,6 +110,13 @@ fn loses_information(from: &DataType, to: &DataType) -> bool {
     (inexact_source && exact_target)
         || (matches!(from, DataType::Timestamp(..))
             && matches!(to, DataType::Date32 | DataType::Date64))
+}
+
+fn is_decimal(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Decimal128(..) | DataType::Decimal256(..)
+    )
 }
 
 fn display_value(values: &ArrayRef, row: usize) -> String {

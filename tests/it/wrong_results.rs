@@ -122,6 +122,12 @@ async fn regression_insert_of_a_value_that_does_not_fit_is_an_error_and_queues_n
         .await
         .unwrap_err();
     assert!(err.to_string().contains("column d"), "{err}");
+    // A value of the wrong type in a later row is still named.
+    let err = ctx
+        .sql("INSERT INTO t VALUES (1, DATE '2024-01-01'), ('x', '2024-01-02')")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("column id"), "{err}");
     // What fits goes in whole, and only that reaches the query.
     ctx.sql("INSERT INTO t VALUES (9223372036854775807, DATE '2024-01-02'), ('42', TIMESTAMP '2024-01-03 00:00:00')")
         .await
@@ -135,6 +141,31 @@ async fn regression_insert_of_a_value_that_does_not_fit_is_an_error_and_queues_n
             vec!["42".to_string()]
         ]
     );
+}
+
+#[tokio::test]
+async fn regression_numbers_inserted_into_a_double_column_are_the_nearest_double() {
+    let ctx = StreamContext::new(Duration::from_millis(50));
+    ctx.sql("CREATE STREAM t (v DOUBLE) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    let query = start(&ctx, "SELECT v FROM t").await;
+    ctx.sql("INSERT INTO t VALUES (1e30), (0.1), (20.5), (-123456789.123456789)")
+        .await
+        .unwrap();
+    ctx.close_queues();
+    let values: Vec<String> = collect_all(query)
+        .await
+        .iter()
+        .flat_map(rows)
+        .map(|row| row[0].clone())
+        .collect();
+    // Rust's own parse is the nearest double to the text.
+    let expected: Vec<String> = ["1e30", "0.1", "20.5", "-123456789.123456789"]
+        .iter()
+        .map(|text| format!("{:?}", text.parse::<f64>().unwrap()))
+        .collect();
+    assert_eq!(values, expected);
 }
 
 #[tokio::test]
