@@ -44,14 +44,15 @@ pub(crate) struct Tick {
 #[derive(Debug, Clone)]
 pub(crate) struct StreamFailure {
     pub stream: String,
-    pub message: String,
+    /// The failure, shared by every query that reads the stream.
+    pub cause: Arc<BrookError>,
 }
 
 impl From<StreamFailure> for BrookError {
     fn from(failure: StreamFailure) -> Self {
         BrookError::StreamFailed {
             stream: failure.stream,
-            message: failure.message,
+            source: failure.cause,
         }
     }
 }
@@ -211,7 +212,11 @@ impl Batcher {
                         }
                         let cut = stream.cut().map_err(|err| StreamFailure {
                             stream: stream.name.clone(),
-                            message: err.to_string(),
+                            cause: match err {
+                                // The inbox's own failure, not wrapped twice.
+                                BrookError::StreamFailed { source, .. } => source,
+                                other => Arc::new(other),
+                            },
                         });
                         cuts.push((key, cut.clone()));
                         cut

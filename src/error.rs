@@ -75,13 +75,14 @@ pub enum BrookError {
     },
 
     /// A stream a query reads has failed (a bad row with `on_error = 'fail'`,
-    /// a lost connection); the message names the stream and the cause.
-    #[error("{message}")]
+    /// a lost connection); the cause names the stream.
+    #[error("{source}")]
     StreamFailed {
         /// The stream that failed.
         stream: String,
-        /// What happened, as first reported.
-        message: String,
+        /// What happened, as first reported; shared by every query that
+        /// reads the stream.
+        source: std::sync::Arc<BrookError>,
     },
 
     /// One batch of a continuous query failed to execute; the query goes on.
@@ -175,12 +176,12 @@ impl BrookError {
             | BrookError::Timeout(_) => ErrorKind::User,
             BrookError::Connect { .. }
             | BrookError::SourceIo { .. }
-            | BrookError::StreamFailed { .. }
             | BrookError::StreamFull { .. }
             | BrookError::Io { .. } => ErrorKind::External,
             BrookError::BatchFailed { source, .. } | BrookError::SinkFailed { source, .. } => {
                 source.kind()
             }
+            BrookError::StreamFailed { source, .. } => source.kind(),
             BrookError::DataFusion(err) => datafusion_kind(err),
             BrookError::Arrow(err) => arrow_kind(err),
             BrookError::Internal(_) => ErrorKind::Internal,

@@ -121,10 +121,10 @@ impl LiveStream {
     /// Cuts what arrived since the last tick into one micro-batch.
     pub fn cut(&self) -> Result<StreamCut> {
         let (items, ended, failure) = self.inbox.take(self.source.one_item_per_batch());
-        if let Some(message) = failure {
+        if let Some(source) = failure {
             return Err(BrookError::StreamFailed {
                 stream: self.name.clone(),
-                message,
+                source,
             });
         }
         let rows = items.iter().map(RecordBatch::num_rows).sum();

@@ -2,6 +2,7 @@
 //! bounded by rows and bytes, with the stream's counters.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -36,7 +37,7 @@ struct InboxState {
     pending_rows: usize,
     pending_bytes: usize,
     closed: bool,
-    failure: Option<String>,
+    failure: Option<Arc<BrookError>>,
 }
 
 impl InboxState {
@@ -176,10 +177,10 @@ impl Inbox {
     }
 
     /// Records that the source failed; the next cut reports it to queries.
-    pub fn fail(&self, message: String) {
+    pub fn fail(&self, error: BrookError) {
         {
             let mut state = self.lock();
-            state.failure.get_or_insert(message);
+            state.failure.get_or_insert_with(|| Arc::new(error));
             state.closed = true;
         }
         self.closed_now();
@@ -200,7 +201,7 @@ impl Inbox {
 
     /// Takes the first item (`one_item`) or all items; says whether the
     /// stream has ended with this take.
-    pub(crate) fn take(&self, one_item: bool) -> (Vec<RecordBatch>, bool, Option<String>) {
+    pub(crate) fn take(&self, one_item: bool) -> (Vec<RecordBatch>, bool, Option<Arc<BrookError>>) {
         let mut state = self.lock();
         // Rows that arrived before the failure are still delivered first.
         if state.items.is_empty()

@@ -194,22 +194,29 @@ impl SocketReader {
                 Ok(socket) => connection = Some(socket),
                 Err(source) => {
                     failed_attempts += 1;
-                    let error = BrookError::Connect {
-                        stream: self.stream.clone(),
-                        address: self.address.clone(),
-                        source,
-                    };
                     if self
                         .options
                         .reconnect_attempts
                         .is_some_and(|limit| failed_attempts >= limit)
                     {
-                        self.inbox.fail(format!(
-                            "{error} (gave up after {failed_attempts} reconnect attempts)"
-                        ));
+                        let source = std::io::Error::new(
+                            source.kind(),
+                            format!(
+                                "{source} (gave up after {failed_attempts} reconnect attempts)"
+                            ),
+                        );
+                        self.inbox.fail(BrookError::Connect {
+                            stream: self.stream.clone(),
+                            address: self.address.clone(),
+                            source,
+                        });
                         return;
                     }
-                    (self.warn)(&error);
+                    (self.warn)(&BrookError::Connect {
+                        stream: self.stream.clone(),
+                        address: self.address.clone(),
+                        source,
+                    });
                 }
             }
         }
@@ -265,7 +272,7 @@ impl SocketReader {
             if self.options.on_error == OnError::Fail {
                 // Rows before the bad one in this chunk are lost with the
                 // stream; the query stops on the error.
-                self.inbox.fail(error.to_string());
+                self.inbox.fail(error);
                 return false;
             }
             (self.warn)(&error);

@@ -172,6 +172,18 @@ async fn on_error_fail_stops_the_query_with_the_bad_row() {
         "{error:?}"
     );
     assert!(error.to_string().contains("stream 'kv' line 2"), "{error}");
+    // The bad row is kept as the cause, and says whose fault it is.
+    let cause = std::error::Error::source(&error).expect("a cause");
+    assert!(
+        matches!(
+            cause
+                .downcast_ref::<std::sync::Arc<BrookError>>()
+                .map(|c| c.as_ref()),
+            Some(BrookError::BadRow { line: 2, .. })
+        ),
+        "{cause:?}"
+    );
+    assert_eq!(error.kind(), brook::ErrorKind::User);
     assert!(crate::common::next_batch(&mut query).await.is_none());
 }
 
