@@ -89,5 +89,7 @@ pub use catalog::windows::OutputMode;
 pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, ErrorKind, Result, SqlLocation, WarningHandler, error_chain};
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
-pub use source::{LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions, StreamLimits};
+pub use source::{
+    FilesOptions, LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions, StreamLimits,
+};
 pub use stream::StreamInfo;

@@ -33,8 +33,8 @@ use crate::sink::FileSink;
 use crate::sink::FileSinkOptions;
 use crate::sink::lifecycle::SinkRegistry;
 use crate::source::{
-    Connector, QueueHandle, QueueOptions, QueueSource, SocketOptions, SocketSource, Source,
-    StreamLimits, conform_insert,
+    Connector, FilesOptions, FilesSource, QueueHandle, QueueOptions, QueueSource, SocketOptions,
+    SocketSource, Source, StreamLimits, conform_insert,
 };
 use crate::sql::{
     BrookStatement, CreateSink, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql,

@@ -75,6 +75,27 @@ impl StreamContext {
         Ok(())
     }
 
+    /// Registers a directory stream (Spark's `textFileStream`): each file
+    /// that appears in `options.path` is read once, in full. brook starts
+    /// watching when the first query reads the stream.
+    pub fn register_files(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: FilesOptions,
+    ) -> Result<()> {
+        check_columns(name, &schema)?;
+        let limits = options.limits;
+        let source = FilesSource::try_new(
+            name.to_string(),
+            options,
+            Arc::clone(&schema),
+            Arc::clone(&self.inner.warn),
+        )?;
+        self.register_stream(name, schema, Arc::new(source), limits)?;
+        Ok(())
+    }
+
     pub(super) fn register_stream(
         &self,
         name: &str,
@@ -180,6 +201,14 @@ impl StreamContext {
                     schema
                 };
                 self.register_socket(&create.name, &address, schema, options)?;
+            }
+            Connector::Files(options) => {
+                let schema = if create.columns.is_empty() {
+                    line_schema()
+                } else {
+                    schema
+                };
+                self.register_files(&create.name, schema, options)?;
             }
         }
         Ok(())

@@ -89,6 +89,13 @@ impl LineSplitter {
         }
     }
 
+    /// Numbers the next line `line` (a file whose header line was skipped
+    /// starts at 2).
+    pub fn starting_at_line(mut self, line: u64) -> Self {
+        self.next_line = line;
+        self
+    }
+
     /// The buffer the next read appends to, with room for a read.
     pub fn read_buffer(&mut self) -> &mut Vec<u8> {
         if self.buffer.capacity() - self.buffer.len() < self.read_bytes / 4 {

@@ -4,6 +4,7 @@
 
 pub(crate) mod config;
 pub(crate) mod decode;
+mod files;
 mod inbox;
 mod options;
 mod queue;
@@ -18,10 +19,12 @@ use async_trait::async_trait;
 use crate::error::Result;
 
 pub use config::OptionSpec;
+pub(crate) use files::FilesSource;
 pub(crate) use inbox::Inbox;
 pub(crate) use options::Connector;
 pub use options::{
-    LineFormat, OnError, QUEUE_OPTIONS, QueueOptions, SOCKET_OPTIONS, SocketOptions, StreamLimits,
+    FILES_OPTIONS, FilesOptions, LineFormat, OnError, QUEUE_OPTIONS, QueueOptions, SOCKET_OPTIONS,
+    SocketOptions, StreamLimits,
 };
 pub use queue::QueueHandle;
 pub(crate) use queue::QueueSource;

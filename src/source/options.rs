@@ -254,6 +254,135 @@ impl SocketOptions {
     }
 }
 
+/// Options of a directory stream (Spark's `textFileStream`).
+#[derive(Debug, Clone)]
+pub struct FilesOptions {
+    /// The directory watched.
+    pub path: std::path::PathBuf,
+    /// Line format; default [`LineFormat::Text`].
+    pub format: LineFormat,
+    /// File names taken: `*` and `?` wildcards; default `*`. Names that start
+    /// with `.` or `_` (files being written, by convention) never match.
+    pub pattern: String,
+    /// Take the files already there when the stream starts (`true`, the
+    /// default) or only those that appear after.
+    pub start_existing: bool,
+    /// Each CSV file starts with a header line, which is skipped; default
+    /// `false`.
+    pub header: bool,
+    /// A file is taken once its size and modification time have not
+    /// changed for this long; default 1 second. A file renamed in whole is
+    /// complete at once but still waits this long.
+    pub settle: std::time::Duration,
+    /// What to do with malformed rows; default [`OnError::Skip`].
+    pub on_error: OnError,
+    /// CSV field delimiter; default `,`.
+    pub delimiter: u8,
+    /// Longest line accepted; default 1 MiB.
+    pub max_line_bytes: usize,
+    /// How much may wait for the next tick, and how much one batch takes.
+    pub limits: StreamLimits,
+}
+
+impl FilesOptions {
+    /// Options for the directory `path`, with the defaults.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        let socket = SocketOptions::default();
+        Self {
+            path: path.into(),
+            format: LineFormat::Text,
+            pattern: "*".to_string(),
+            start_existing: true,
+            header: false,
+            settle: std::time::Duration::from_secs(1),
+            on_error: OnError::Skip,
+            delimiter: socket.delimiter,
+            max_line_bytes: socket.max_line_bytes,
+            limits: StreamLimits::default(),
+        }
+    }
+
+    /// The options as `SHOW STREAMS` shows them.
+    pub(crate) fn describe(&self) -> String {
+        config::describe(FILES_OPTIONS, |key| match key {
+            "path" => Some(self.path.display().to_string()),
+            "format" => choice_name(FORMATS, self.format),
+            "pattern" => Some(self.pattern.clone()),
+            "start" => Some(
+                if self.start_existing {
+                    "existing"
+                } else {
+                    "new"
+                }
+                .to_string(),
+            ),
+            "header" => Some(self.header.to_string()),
+            "settle" => Some(format!("{}ms", self.settle.as_millis())),
+            "on_error" => choice_name(ON_ERROR, self.on_error),
+            "delimiter" => Some(char::from(self.delimiter).to_string()),
+            "max_line_bytes" => Some(self.max_line_bytes.to_string()),
+            other => self.limits.value_of(other),
+        })
+    }
+}
+
+/// The options of a directory stream.
+pub const FILES_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "connector",
+        default: None,
+        help: "'files'",
+    },
+    OptionSpec {
+        key: "path",
+        default: None,
+        help: "the directory watched (required)",
+    },
+    OptionSpec {
+        key: "format",
+        default: Some("text"),
+        help: "'text' (one column per line) or 'csv'",
+    },
+    OptionSpec {
+        key: "pattern",
+        default: Some("*"),
+        help: "file names taken (* and ? wildcards); names starting with . or _ never are",
+    },
+    OptionSpec {
+        key: "start",
+        default: Some("existing"),
+        help: "'existing': the files already there too; 'new': only files that appear later",
+    },
+    OptionSpec {
+        key: "header",
+        default: Some("false"),
+        help: "each CSV file starts with a header line, skipped",
+    },
+    OptionSpec {
+        key: "settle",
+        default: Some("1s"),
+        help: "a file is taken once unchanged (size, modification time) for this long",
+    },
+    OptionSpec {
+        key: "on_error",
+        default: Some("skip"),
+        help: "'skip' a malformed row (counted, reported with file and line) or 'fail' the stream",
+    },
+    OptionSpec {
+        key: "delimiter",
+        default: Some(","),
+        help: "CSV field delimiter",
+    },
+    OptionSpec {
+        key: "max_line_bytes",
+        default: Some("1048576"),
+        help: "longest line accepted",
+    },
+    LIMIT_OPTIONS[0],
+    LIMIT_OPTIONS[1],
+    LIMIT_OPTIONS[2],
+];
+
 /// A connector and its options, as given in `CREATE STREAM ... WITH (...)`.
 #[derive(Debug, Clone)]
 pub(crate) enum Connector {
@@ -262,6 +391,7 @@ pub(crate) enum Connector {
         address: String,
         options: SocketOptions,
     },
+    Files(FilesOptions),
 }
 
 const FORMATS: &[(&str, LineFormat)] = &[("text", LineFormat::Text), ("csv", LineFormat::Csv)];
@@ -335,8 +465,50 @@ impl Connector {
                     },
                 })
             }
+            "files" => {
+                let options = OptionReader::new(owner, options, FILES_OPTIONS)?;
+                let path = options.text("path").ok_or_else(|| {
+                    BrookError::invalid(format!(
+                        "stream '{stream}': the files connector needs option path (a directory)"
+                    ))
+                })?;
+                let mut files = FilesOptions::new(path);
+                files.format = options.choice("format", FORMATS)?.unwrap_or(files.format);
+                if let Some(pattern) = options.text("pattern") {
+                    files.pattern = pattern.to_string();
+                }
+                files.start_existing = options
+                    .choice("start", &[("existing", true), ("new", false)])?
+                    .unwrap_or(true);
+                files.header = options.bool("header")?.unwrap_or(false);
+                if let Some(settle) = options.text("settle") {
+                    files.settle = crate::sql::parse_timeout(settle)
+                        .map_err(|e| options.bad("settle", e))?
+                        .unwrap_or_default();
+                }
+                files.on_error = options
+                    .choice("on_error", ON_ERROR)?
+                    .unwrap_or(files.on_error);
+                if let Some(text) = options.text("delimiter") {
+                    files.delimiter = match text.as_bytes() {
+                        [byte] if byte.is_ascii() => *byte,
+                        _ if text == "\\t" => b'\t',
+                        _ => {
+                            return Err(options.bad(
+                                "delimiter",
+                                format_args!("must be one ASCII character, got '{text}'"),
+                            ));
+                        }
+                    };
+                }
+                files.max_line_bytes = options
+                    .positive("max_line_bytes")?
+                    .unwrap_or(files.max_line_bytes);
+                files.limits = StreamLimits::read(&options)?;
+                Ok(Connector::Files(files))
+            }
             other => Err(BrookError::invalid(format!(
-                "stream '{stream}': unknown connector '{other}'; brook has 'queue' and 'socket'"
+                "stream '{stream}': unknown connector '{other}'; brook has 'queue', 'socket' and 'files'"
             ))),
         }
     }

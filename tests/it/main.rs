@@ -6,6 +6,7 @@ mod decode;
 mod end_of_input;
 mod errors;
 mod examples;
+mod files;
 mod fuzz_regressions;
 mod group_by;
 mod queue;
