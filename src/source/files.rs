@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::decode::{DecodedLines, LineDecoder, LineSplitter};
-use super::{FilesOptions, Inbox, LineFormat, OnError, Source};
+use super::{FilesOptions, Inbox, LineFormat, Source};
 use crate::error::{BrookError, Result, WarningHandler};
 
 /// Bytes read from a file at a time: files larger than the stream's bounds
@@ -296,28 +296,11 @@ impl Watcher {
 
     /// Reports a file's bad lines, naming the file, and queues its rows.
     async fn deliver(&self, file: &str, decoded: DecodedLines) -> bool {
-        if !decoded.bad_lines.is_empty() {
-            self.inbox.rows_dropped.fetch_add(
-                decoded.bad_lines.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
-        for bad in decoded.bad_lines {
-            let error = BrookError::BadRow {
-                stream: self.stream.clone(),
-                line: bad.line,
-                message: format!("file '{file}': {}", bad.message),
-            };
-            if self.options.on_error == OnError::Fail {
-                self.inbox.fail(error);
-                return false;
-            }
-            (self.warn)(&error);
-        }
-        match decoded.batch {
-            Some(batch) => self.inbox.push(batch).await.is_ok(),
-            None => true,
-        }
+        self.inbox
+            .deliver(decoded, self.options.on_error, &self.warn, |bad| {
+                format!("file '{file}': {}", bad.message)
+            })
+            .await
     }
 }
 

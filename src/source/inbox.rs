@@ -199,6 +199,40 @@ impl Inbox {
         self.lock().items.len()
     }
 
+    /// Reports decoded lines' bad rows (each as a warning, or failing the
+    /// stream under `on_error = 'fail'`) and queues their good rows, waiting
+    /// for room. `describe` gives a bad line's message (a directory source
+    /// adds the file's name). Returns false when the stream has failed or
+    /// was closed: the source stops reading.
+    pub(crate) async fn deliver(
+        &self,
+        decoded: super::decode::DecodedLines,
+        on_error: super::OnError,
+        warn: &crate::error::WarningHandler,
+        describe: impl Fn(&super::decode::BadLine) -> String,
+    ) -> bool {
+        self.rows_dropped
+            .fetch_add(decoded.bad_lines.len() as u64, Ordering::Relaxed);
+        for bad in &decoded.bad_lines {
+            let error = BrookError::BadRow {
+                stream: self.stream.clone(),
+                line: bad.line,
+                message: describe(bad),
+            };
+            if on_error == super::OnError::Fail {
+                // Rows before the bad one in this chunk are lost with the
+                // stream; the queries stop on the error.
+                self.fail(error);
+                return false;
+            }
+            warn(&error);
+        }
+        match decoded.batch {
+            Some(batch) => self.push(batch).await.is_ok(),
+            None => true,
+        }
+    }
+
     /// Takes the first item (`one_item`) or all items; says whether the
     /// stream has ended with this take.
     pub(crate) fn take(&self, one_item: bool) -> (Vec<RecordBatch>, bool, Option<Arc<BrookError>>) {

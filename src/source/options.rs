@@ -433,19 +433,7 @@ impl Connector {
                     )
                 })?;
                 let defaults = SocketOptions::default();
-                let delimiter = match options.text("delimiter") {
-                    None => defaults.delimiter,
-                    Some("\\t") => b'\t',
-                    Some(text) => match text.as_bytes() {
-                        [byte] if byte.is_ascii() => *byte,
-                        _ => {
-                            return Err(options.bad(
-                                "delimiter",
-                                format_args!("must be one ASCII character, got '{text}'"),
-                            ));
-                        }
-                    },
-                };
+                let delimiter = read_delimiter(&options)?.unwrap_or(defaults.delimiter);
                 Ok(Connector::Socket {
                     address: format!("{host}:{port}"),
                     options: SocketOptions {
@@ -489,18 +477,7 @@ impl Connector {
                 files.on_error = options
                     .choice("on_error", ON_ERROR)?
                     .unwrap_or(files.on_error);
-                if let Some(text) = options.text("delimiter") {
-                    files.delimiter = match text.as_bytes() {
-                        [byte] if byte.is_ascii() => *byte,
-                        _ if text == "\\t" => b'\t',
-                        _ => {
-                            return Err(options.bad(
-                                "delimiter",
-                                format_args!("must be one ASCII character, got '{text}'"),
-                            ));
-                        }
-                    };
-                }
+                files.delimiter = read_delimiter(&options)?.unwrap_or(files.delimiter);
                 files.max_line_bytes = options
                     .positive("max_line_bytes")?
                     .unwrap_or(files.max_line_bytes);
@@ -512,6 +489,21 @@ impl Connector {
             ))),
         }
     }
+}
+
+/// The CSV field delimiter: one ASCII character, or `\t` for a tab.
+fn read_delimiter(options: &OptionReader) -> Result<Option<u8>> {
+    options
+        .text("delimiter")
+        .map(|text| match text.as_bytes() {
+            b"\\t" => Ok(b'\t'),
+            [byte] if byte.is_ascii() => Ok(*byte),
+            _ => Err(options.bad(
+                "delimiter",
+                format_args!("must be one ASCII character, got '{text}'"),
+            )),
+        })
+        .transpose()
 }
 
 /// The name under which `value` is written.

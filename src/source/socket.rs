@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::Inbox;
 use super::decode::{DecodedLines, LineDecoder, LineSplitter};
-use super::{OnError, SocketOptions, Source};
+use super::{SocketOptions, Source};
 use crate::error::{BrookError, Result, WarningHandler};
 
 /// Bytes asked for per read; lines are decoded a read at a time.
@@ -255,34 +255,12 @@ impl SocketReader {
     }
 
     /// Reports the bad lines and puts the rows in the inbox. Returns false
-    /// when the stream has failed (`on_error = 'fail'`).
+    /// when the stream has failed (`on_error = 'fail'`) or was dropped.
     async fn deliver(&mut self, decoded: DecodedLines) -> bool {
-        if !decoded.bad_lines.is_empty() {
-            self.inbox.rows_dropped.fetch_add(
-                decoded.bad_lines.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
-        for bad in &decoded.bad_lines {
-            let error = BrookError::BadRow {
-                stream: self.stream.clone(),
-                line: bad.line,
-                message: bad.message.clone(),
-            };
-            if self.options.on_error == OnError::Fail {
-                // Rows before the bad one in this chunk are lost with the
-                // stream; the query stops on the error.
-                self.inbox.fail(error);
-                return false;
-            }
-            (self.warn)(&error);
-        }
-        if let Some(batch) = decoded.batch
-            && self.inbox.push(batch).await.is_err()
-        {
-            // The stream was closed (dropped): stop reading.
-            return false;
-        }
-        true
+        self.inbox
+            .deliver(decoded, self.options.on_error, &self.warn, |bad| {
+                bad.message.clone()
+            })
+            .await
     }
 }
