@@ -58,3 +58,20 @@ async fn socket_print_example_prints_every_line_once_in_order() {
         "two bursts a pause apart make two batches: {outputs:?}"
     );
 }
+
+#[test]
+fn every_example_in_queries_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("queries/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            let statements = brook::sql::parse_sql(&text)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            assert!(!statements.is_empty(), "{}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "only {checked} examples");
+}
