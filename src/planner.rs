@@ -40,6 +40,20 @@ pub(crate) struct Planner<'a> {
     pub incremental_windows: bool,
 }
 
+/// What a continuous plan is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// To be started.
+    Run,
+    /// To be shown by `EXPLAIN`.
+    Explain,
+}
+
+/// Whether `plan` reads a stream, without planning it.
+pub(crate) fn reads_streams(plan: &LogicalPlan) -> Result<bool> {
+    Ok(!stream_reads(plan)?.is_empty())
+}
+
 /// A continuous query, planned and ready to start.
 pub(crate) struct ContinuousPlan {
     /// The streams it reads, in the order of a batch's inputs.
@@ -112,7 +126,11 @@ pub(crate) fn check_readable(plan: &LogicalPlan) -> Result<()> {
 impl Planner<'_> {
     /// Plans `plan` as a continuous query if it reads a stream; `None` when
     /// it reads none (it then runs once).
-    pub async fn plan_continuous(&self, plan: &LogicalPlan) -> Result<Option<ContinuousPlan>> {
+    pub async fn plan_continuous(
+        &self,
+        plan: &LogicalPlan,
+        purpose: Purpose,
+    ) -> Result<Option<ContinuousPlan>> {
         let reads = stream_reads(plan)?;
         if reads.is_empty() {
             return Ok(None);
@@ -149,7 +167,12 @@ impl Planner<'_> {
                 };
                 // The parallel plan is an optimisation: if it cannot be
                 // planned, every batch runs on the single-partition plan.
-                let parallel = self.parallel_variant(plan, &streams).await.ok().flatten();
+                let parallel = match purpose {
+                    Purpose::Run => self.parallel_variant(plan, &streams).await.ok().flatten(),
+                    // EXPLAIN shows the plan small batches run; the
+                    // all-cores variant would be planned for nothing.
+                    Purpose::Explain => None,
+                };
                 (
                     Box::new(PerBatchEngine::new(first, parallel)),
                     "per batch: the plan below runs once per micro-batch; nothing is retained between batches".to_string(),

@@ -317,7 +317,7 @@ impl StreamContext {
         let planner = self.planner();
         if let LogicalPlan::Explain(explain) = &plan {
             if let Some(continuous) = planner
-                .plan_continuous(&explain.plan)
+                .plan_continuous(&explain.plan, planner::Purpose::Explain)
                 .await
                 .map_err(|e| datafusion_sql_error_in(e, location))?
             {
@@ -325,13 +325,13 @@ impl StreamContext {
                 return Ok(SqlOutput::Rows { schema, batches });
             }
         } else if let LogicalPlan::Analyze(analyze) = &plan
-            && planner.plan_continuous(&analyze.input).await?.is_some()
+            && planner::reads_streams(&analyze.input)?
         {
             return Err(BrookError::invalid(
                 "EXPLAIN ANALYZE runs a statement to its end, and a continuous query has none; use EXPLAIN",
             ));
         } else if let Some(continuous) = planner
-            .plan_continuous(&plan)
+            .plan_continuous(&plan, planner::Purpose::Run)
             .await
             .map_err(|e| datafusion_sql_error_in(e, location))?
         {
@@ -400,7 +400,7 @@ mod tests {
             .await
             .unwrap();
         ctx.planner()
-            .plan_continuous(&logical)
+            .plan_continuous(&logical, planner::Purpose::Run)
             .await
             .unwrap()
             .expect("continuous")

@@ -62,7 +62,6 @@ impl StreamContext {
         schema: SchemaRef,
         options: SocketOptions,
     ) -> Result<()> {
-        check_columns(name, &schema)?;
         let limits = options.limits;
         let source = SocketSource::try_new(
             name.to_string(),
@@ -84,7 +83,6 @@ impl StreamContext {
         schema: SchemaRef,
         options: FilesOptions,
     ) -> Result<()> {
-        check_columns(name, &schema)?;
         let limits = options.limits;
         let source = FilesSource::try_new(
             name.to_string(),

@@ -211,8 +211,10 @@ impl Inbox {
         warn: &crate::error::WarningHandler,
         describe: impl Fn(&super::decode::BadLine) -> String,
     ) -> bool {
-        self.rows_dropped
-            .fetch_add(decoded.bad_lines.len() as u64, Ordering::Relaxed);
+        if !decoded.bad_lines.is_empty() {
+            self.rows_dropped
+                .fetch_add(decoded.bad_lines.len() as u64, Ordering::Relaxed);
+        }
         for bad in &decoded.bad_lines {
             let error = BrookError::BadRow {
                 stream: self.stream.clone(),

@@ -72,6 +72,20 @@ const LIMIT_OPTIONS: [OptionSpec; 3] = [
     },
 ];
 
+/// How every stream of lines (socket, files) cuts and splits them.
+const LINE_OPTIONS: [OptionSpec; 2] = [
+    OptionSpec {
+        key: "delimiter",
+        default: Some(","),
+        help: "CSV field delimiter",
+    },
+    OptionSpec {
+        key: "max_line_bytes",
+        default: Some("1048576"),
+        help: "longest line accepted",
+    },
+];
+
 /// The options of a queue stream.
 pub const QUEUE_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -126,16 +140,8 @@ pub const SOCKET_OPTIONS: &[OptionSpec] = &[
         default: Some("skip"),
         help: "'skip' a malformed row (counted, reported) or 'fail' the stream",
     },
-    OptionSpec {
-        key: "delimiter",
-        default: Some(","),
-        help: "CSV field delimiter",
-    },
-    OptionSpec {
-        key: "max_line_bytes",
-        default: Some("1048576"),
-        help: "longest line accepted",
-    },
+    LINE_OPTIONS[0],
+    LINE_OPTIONS[1],
     LIMIT_OPTIONS[0],
     LIMIT_OPTIONS[1],
     LIMIT_OPTIONS[2],
@@ -368,16 +374,8 @@ pub const FILES_OPTIONS: &[OptionSpec] = &[
         default: Some("skip"),
         help: "'skip' a malformed row (counted, reported with file and line) or 'fail' the stream",
     },
-    OptionSpec {
-        key: "delimiter",
-        default: Some(","),
-        help: "CSV field delimiter",
-    },
-    OptionSpec {
-        key: "max_line_bytes",
-        default: Some("1048576"),
-        help: "longest line accepted",
-    },
+    LINE_OPTIONS[0],
+    LINE_OPTIONS[1],
     LIMIT_OPTIONS[0],
     LIMIT_OPTIONS[1],
     LIMIT_OPTIONS[2],

@@ -194,6 +194,12 @@ async fn regression_copy_and_insert_into_a_table_from_a_stream_are_refused() {
         assert!(err.location().is_some(), "{sql}");
     }
     assert!(!file.exists());
+    // EXPLAIN ANALYZE would run a continuous query to an end it never has.
+    let err = ctx
+        .sql("EXPLAIN ANALYZE SELECT id FROM t")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("use EXPLAIN"), "{err}");
     // A view over a stream is fine: queries read through it.
     ctx.sql("CREATE VIEW v AS SELECT id * 2 AS twice FROM t")
         .await
