@@ -130,6 +130,16 @@ pub enum BrookError {
         source: Box<BrookError>,
     },
 
+    /// A server brook writes to (PostgreSQL) refused or failed a request,
+    /// or could not be reached.
+    #[error("{context}: {message}")]
+    External {
+        /// What brook was doing, and where (never a password).
+        context: String,
+        /// What the server or the network said.
+        message: String,
+    },
+
     /// A statement ran longer than its timeout and was cancelled.
     #[error("canceling statement due to statement timeout ({0:?})")]
     Timeout(std::time::Duration),
@@ -177,7 +187,8 @@ impl BrookError {
             BrookError::Connect { .. }
             | BrookError::SourceIo { .. }
             | BrookError::StreamFull { .. }
-            | BrookError::Io { .. } => ErrorKind::External,
+            | BrookError::Io { .. }
+            | BrookError::External { .. } => ErrorKind::External,
             BrookError::BatchFailed { source, .. } | BrookError::SinkFailed { source, .. } => {
                 source.kind()
             }

@@ -29,9 +29,9 @@ use crate::planner::{self, Planner};
 use crate::query::ContinuousQuery;
 use crate::query::driver::DriverSettings;
 use crate::query::registry::{QueryInfo, QueryRegistry, queries_rows, queries_schema};
-use crate::sink::FileSink;
-use crate::sink::FileSinkOptions;
 use crate::sink::lifecycle::SinkRegistry;
+use crate::sink::postgres::redact_secrets;
+use crate::sink::{BatchSink, FileSink, PostgresSink, SinkOptions};
 use crate::source::{
     Connector, FilesOptions, FilesSource, QueueHandle, QueueOptions, QueueSource, SocketOptions,
     SocketSource, Source, StreamLimits, conform_insert,

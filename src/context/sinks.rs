@@ -57,9 +57,11 @@ impl StreamContext {
                 create.name
             )));
         }
-        let options = FileSinkOptions::from_options(&create.name, &create.options)?;
+        let options = SinkOptions::from_options(&create.name, &create.options)?;
+        // SHOW QUERIES shows the statement, without passwords.
+        let shown_sql = redact_secrets(&statement.sql);
         let query = match self
-            .execute_datafusion(&create.query, &statement.sql, statement.location)
+            .execute_datafusion(&create.query, &shown_sql, statement.location)
             .await?
         {
             SqlOutput::Query(query) => query,
@@ -71,7 +73,18 @@ impl StreamContext {
             }
         };
         // Dropping the query on an error here stops it.
-        let sink = FileSink::create(&create.name, options)?;
+        let sink: Box<dyn BatchSink> = match options {
+            SinkOptions::File(options) => Box::new(FileSink::create(&create.name, options)?),
+            SinkOptions::Postgres(options) => Box::new(
+                PostgresSink::connect(
+                    &create.name,
+                    *options,
+                    &query.schema(),
+                    Arc::clone(&self.inner.warn),
+                )
+                .await?,
+            ),
+        };
         self.inner
             .sinks
             .start(&create.name, query, sink, Arc::clone(&self.inner.warn));

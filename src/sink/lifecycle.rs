@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::FileSink;
+use super::BatchSink;
 use crate::error::{BrookError, Result, WarningHandler};
 use crate::query::ContinuousQuery;
 use crate::sync::lock;
@@ -55,7 +55,7 @@ impl SinkRegistry {
         &self,
         name: &str,
         query: ContinuousQuery,
-        mut sink: FileSink,
+        mut sink: Box<dyn BatchSink>,
         warn: WarningHandler,
     ) {
         query.set_output(format!("sink {name}"));
@@ -68,7 +68,11 @@ impl SinkRegistry {
             let mut failed_in_a_row = 0;
             let mut first_failure = None;
             while let Some(output) = query.next().await {
-                let Err(err) = output.and_then(|output| sink.write(&output)) else {
+                let written = match output {
+                    Ok(output) => sink.write(&output).await,
+                    Err(err) => Err(err),
+                };
+                let Err(err) = written else {
                     failed_in_a_row = 0;
                     continue;
                 };
@@ -78,8 +82,13 @@ impl SinkRegistry {
                 };
                 warn(&err);
                 failed_in_a_row += 1;
-                let stopping = failed_in_a_row >= MAX_CONSECUTIVE_FAILURES;
+                let gave_up = sink.gave_up();
+                let stopping = gave_up || failed_in_a_row >= MAX_CONSECUTIVE_FAILURES;
                 first_failure.get_or_insert(err);
+                if gave_up {
+                    warn(&BrookError::invalid(format!("sink '{sink_name}': stopped")));
+                    break;
+                }
                 if stopping {
                     warn(&BrookError::invalid(format!(
                         "sink '{sink_name}': stopped after {MAX_CONSECUTIVE_FAILURES} failed batches in a row"

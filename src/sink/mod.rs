@@ -1,12 +1,86 @@
 //! Sinks: where query results go. The console (a table drawn with
 //! prettytable-rs, or plain CSV / JSON lines for pipes) for a query run in
-//! the foreground; files for `CREATE SINK`, whose background queries
-//! `lifecycle` runs.
+//! the foreground; files and PostgreSQL tables for `CREATE SINK`, whose
+//! background queries `lifecycle` runs.
 
 mod console;
 mod file;
 pub(crate) mod lifecycle;
+pub mod postgres;
+
+use async_trait::async_trait;
+
+use crate::error::{BrookError, Result};
+use crate::query::BatchOutput;
 
 pub use console::{ConsoleSink, OutputFormat};
 pub use file::{FILE_SINK_OPTIONS, FileFormat, FileMode, FileSink, FileSinkOptions};
 pub use lifecycle::MAX_CONSECUTIVE_FAILURES;
+pub use postgres::{POSTGRES_SINK_OPTIONS, PostgresSink, PostgresSinkOptions, UpsertMode};
+
+/// What a sink did with one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkWrite {
+    /// The batch's rows were written (and committed, where the sink has
+    /// transactions).
+    Written,
+    /// The batch had no rows; nothing was written.
+    Empty,
+    /// The sink had already written this batch (a replay); nothing was
+    /// written again.
+    Skipped,
+}
+
+/// Where a background query's batches go.
+#[async_trait]
+pub trait BatchSink: Send {
+    /// Writes one batch's result: whole, or (where the sink can promise it)
+    /// not at all.
+    async fn write(&mut self, output: &BatchOutput) -> Result<SinkWrite>;
+
+    /// True once the sink cannot go on (for example, its server stayed
+    /// unreachable through every retry): its query stops at once.
+    fn gave_up(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl BatchSink for FileSink {
+    async fn write(&mut self, output: &BatchOutput) -> Result<SinkWrite> {
+        Ok(match FileSink::write(self, output)? {
+            Some(_) => SinkWrite::Written,
+            None => SinkWrite::Empty,
+        })
+    }
+}
+
+/// A sink's options, by connector, from `CREATE SINK ... WITH (...)`.
+#[derive(Debug, Clone)]
+pub enum SinkOptions {
+    /// `connector = 'file'`.
+    File(FileSinkOptions),
+    /// `connector = 'postgres'`.
+    Postgres(Box<PostgresSinkOptions>),
+}
+
+impl SinkOptions {
+    /// Reads the options of sink `sink`, choosing by `connector`.
+    pub fn from_options(sink: &str, options: &[(String, String)]) -> Result<Self> {
+        let connector = options
+            .iter()
+            .find(|(key, _)| key == "connector")
+            .map(|(_, value)| value.to_ascii_lowercase());
+        match connector.as_deref() {
+            Some("file") => FileSinkOptions::from_options(sink, options).map(SinkOptions::File),
+            Some("postgres" | "postgresql") => PostgresSinkOptions::from_options(sink, options)
+                .map(|options| SinkOptions::Postgres(Box::new(options))),
+            Some(other) => Err(BrookError::invalid(format!(
+                "sink '{sink}': unknown connector '{other}' (sinks: 'file', 'postgres')"
+            ))),
+            None => Err(BrookError::invalid(format!(
+                "sink '{sink}': give connector = 'file' or connector = 'postgres'"
+            ))),
+        }
+    }
+}

@@ -9,6 +9,9 @@ mod examples;
 mod files;
 mod fuzz_regressions;
 mod group_by;
+#[path = "../support/pg_server.rs"]
+mod pg_server;
+mod postgres;
 mod queue;
 mod reliability;
 mod repl;

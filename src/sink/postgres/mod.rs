@@ -1,0 +1,629 @@
+//! The PostgreSQL sink: each batch's rows written to a table in one
+//! transaction that also records `(sink, batch)` in a progress table, so a
+//! batch is written whole or not at all, and a batch written before (a
+//! retry after a lost connection whose commit had gone through, a replay)
+//! is skipped rather than written twice.
+//!
+//! `append` sends the rows with binary `COPY ... FROM STDIN`, encoded
+//! straight from the Arrow arrays (`copy`). `upsert` copies them into a
+//! temporary table and moves them with `INSERT ... ON CONFLICT (key) DO
+//! UPDATE` (the last row of a key in a batch wins). A lost connection is
+//! reported and the batch retried with backoff until `reconnect_attempts`
+//! is spent; then the sink stops with an error.
+
+mod copy;
+mod options;
+mod types;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use datafusion::arrow::datatypes::Schema;
+use futures::SinkExt;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use self::copy::{CopyColumn, HEADER, TRAILER, stage};
+use self::options::quote_identifier;
+pub use self::options::{
+    DEFAULT_PROGRESS_TABLE, DEFAULT_RECONNECT_ATTEMPTS, POSTGRES_SINK_OPTIONS, PostgresSinkOptions,
+    UpsertMode, redact_secrets,
+};
+use self::types::{created_type, encoding_for};
+use super::{BatchSink, SinkWrite};
+use crate::error::{BrookError, Result, WarningHandler};
+use crate::query::BatchOutput;
+
+/// COPY data is sent in pieces of about this many bytes.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+/// The first wait before a retry; doubled each time up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The temporary table an upsert copies a batch into.
+const STAGE_TABLE: &str = "pg_temp.brook_stage";
+
+/// Writes a query's batches to a PostgreSQL table.
+pub struct PostgresSink {
+    name: String,
+    options: PostgresSinkOptions,
+    /// The query's columns and the table columns they fill.
+    columns: Vec<CopyColumn>,
+    sql: Statements,
+    connection: Option<Connection>,
+    warn: WarningHandler,
+    gave_up: bool,
+    last_written: Option<u64>,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The statements a sink runs, built once from the table and columns.
+#[derive(Debug)]
+struct Statements {
+    /// `COPY table|stage (columns) FROM STDIN (FORMAT binary)`.
+    copy: String,
+    /// Upsert only: creates the session's staging table.
+    create_stage: Option<String>,
+    /// Upsert only: moves the staged rows into the table.
+    upsert: Option<String>,
+    /// Records `(sink, batch, rows)`; affects no row if already recorded.
+    record_progress: String,
+}
+
+struct Connection {
+    client: Client,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A table column, as `pg_attribute` describes it.
+struct TableColumn {
+    name: String,
+    type_oid: u32,
+    type_name: String,
+    not_null: bool,
+    has_default: bool,
+}
+
+impl PostgresSink {
+    /// Connects, creates the progress table (and with `create_table` the
+    /// table) if missing, and checks that the table can take the query's
+    /// columns (`schema`): each must name a table column of a type it fits,
+    /// and every other column must be nullable or have a default. Nothing
+    /// is written to the table here. The sink starts afresh: batches
+    /// recorded by an earlier run of a sink of this name are forgotten.
+    pub async fn connect(
+        name: &str,
+        options: PostgresSinkOptions,
+        schema: &Schema,
+        warn: WarningHandler,
+    ) -> Result<Self> {
+        let server = options.server();
+        let context = |what: &str| format!("sink '{name}': {what} {server}");
+        let connection = open(&options)
+            .await
+            .map_err(|err| external(context("cannot connect to"), &err))?;
+        let client = &connection.client;
+        let progress = options.progress_table.quoted.clone();
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {progress} (\
+                 sink text NOT NULL, batch bigint NOT NULL, rows bigint NOT NULL, \
+                 written_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, batch))"
+            ))
+            .await
+            .or_else(|err| match err.code() {
+                // Another sink created it at the same moment.
+                Some(code) if *code == SqlState::UNIQUE_VIOLATION => Ok(()),
+                _ => Err(err),
+            })
+            .map_err(|err| {
+                external(
+                    format!(
+                        "sink '{name}': cannot create the progress table {}",
+                        options.progress_table.display
+                    ),
+                    &err,
+                )
+            })?;
+
+        let mut table = table_columns(client, &options)
+            .await
+            .map_err(|err| external(context("cannot read the table's columns from"), &err))?;
+        if table.is_none() && options.create_table {
+            create_table(client, name, &options, schema).await?;
+            table = table_columns(client, &options)
+                .await
+                .map_err(|err| external(context("cannot read the table's columns from"), &err))?;
+        }
+        let Some(table) = table else {
+            return Err(BrookError::invalid(format!(
+                "sink '{name}': table {} does not exist in {} (create it, or give create_table = 'true')",
+                options.table.display,
+                options.server()
+            )));
+        };
+        let columns = match_columns(name, &options, schema, &table)?;
+        let sql = statements(&options, &columns);
+        let sink = Self {
+            name: name.to_string(),
+            options,
+            columns,
+            sql,
+            connection: None,
+            warn,
+            gave_up: false,
+            last_written: None,
+        };
+        sink.prepare_session(&connection.client)
+            .await
+            .map_err(|err| match (&sink.options.mode, err.as_db_error()) {
+                (UpsertMode::Upsert, Some(db)) => BrookError::invalid(format!(
+                    "sink '{name}': upsert needs a primary key or unique index on ({}) in table {}: {}",
+                    sink.options.key.join(", "),
+                    sink.options.table.display,
+                    db.message()
+                )),
+                _ => external(format!("sink '{name}': cannot prepare its statements"), &err),
+            })?;
+        connection
+            .client
+            .execute(
+                &format!("DELETE FROM {progress} WHERE sink = $1"),
+                &[&sink.name],
+            )
+            .await
+            .map_err(|err| external(context("cannot reset its progress in"), &err))?;
+        Ok(Self {
+            connection: Some(connection),
+            ..sink
+        })
+    }
+
+    /// The last batch this sink wrote and committed, if any.
+    pub fn last_written(&self) -> Option<u64> {
+        self.last_written
+    }
+
+    /// The session's staging table (upsert), and a check that every
+    /// statement is valid against the table.
+    async fn prepare_session(
+        &self,
+        client: &Client,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        if let Some(create_stage) = &self.sql.create_stage {
+            client.batch_execute(create_stage).await?;
+        }
+        if let Some(upsert) = &self.sql.upsert {
+            // Planning (not parsing) checks for a unique index on the key.
+            client.batch_execute(&format!("EXPLAIN {upsert}")).await?;
+        }
+        client.prepare(&self.sql.record_progress).await?;
+        Ok(())
+    }
+
+    /// Writes `copy_data` as batch `batch` in one transaction, unless the
+    /// progress table says it was written.
+    async fn write_once(
+        &mut self,
+        batch: u64,
+        rows: usize,
+        copy_data: &[Bytes],
+    ) -> std::result::Result<SinkWrite, tokio_postgres::Error> {
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => {
+                let connection = open(&self.options).await?;
+                self.prepare_session(&connection.client).await?;
+                connection
+            }
+        };
+        let client = &connection.client;
+        let result = async {
+            client.batch_execute("BEGIN").await?;
+            let recorded = client
+                .execute(
+                    &self.sql.record_progress,
+                    &[&self.name, &(batch as i64), &(rows as i64)],
+                )
+                .await?;
+            if recorded == 0 {
+                client.batch_execute("ROLLBACK").await?;
+                return Ok(SinkWrite::Skipped);
+            }
+            let copy = client.copy_in::<_, Bytes>(&self.sql.copy).await?;
+            futures::pin_mut!(copy);
+            for piece in copy_data {
+                copy.feed(piece.clone()).await?;
+            }
+            copy.as_mut().finish().await?;
+            if let Some(upsert) = &self.sql.upsert {
+                client.execute(upsert, &[]).await?;
+            }
+            client.batch_execute("COMMIT").await?;
+            Ok(SinkWrite::Written)
+        }
+        .await;
+        if result.is_err() && !client.is_closed() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        if !client.is_closed() {
+            self.connection = Some(connection);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl BatchSink for PostgresSink {
+    async fn write(&mut self, output: &BatchOutput) -> Result<SinkWrite> {
+        let rows = output.rows_out();
+        if rows == 0 {
+            return Ok(SinkWrite::Empty);
+        }
+        let batch = output.batch_number;
+        let copy_data = encode_batch(&self.columns, output)
+            .map_err(|err| BrookError::invalid(format!("batch {batch}: {err}")))?;
+        let mut attempt = 0;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            attempt += 1;
+            let err = match self.write_once(batch, rows, &copy_data).await {
+                Ok(written) => {
+                    if attempt > 1 {
+                        (self.warn)(&BrookError::External {
+                            context: format!("sink '{}'", self.name),
+                            message: format!(
+                                "reconnected to {}; batch {batch} {}",
+                                self.options.server(),
+                                match written {
+                                    SinkWrite::Skipped =>
+                                        "had been written before the connection was lost (not written again)",
+                                    _ => "written",
+                                }
+                            ),
+                        });
+                    }
+                    if written == SinkWrite::Written || written == SinkWrite::Skipped {
+                        self.last_written = Some(batch);
+                    }
+                    return Ok(written);
+                }
+                Err(err) => err,
+            };
+            if !is_retryable(&err) {
+                return Err(external(
+                    format!(
+                        "batch {batch}: {} refused the write to table {}",
+                        self.options.server(),
+                        self.options.table.display
+                    ),
+                    &err,
+                ));
+            }
+            self.connection = None;
+            let limit = self.options.reconnect_attempts;
+            if attempt >= limit {
+                self.gave_up = true;
+                return Err(external(
+                    format!(
+                        "batch {batch}: gave up after {limit} attempts to reach {}",
+                        self.options.server()
+                    ),
+                    &err,
+                ));
+            }
+            (self.warn)(&external(
+                format!(
+                    "sink '{}': batch {batch}: lost connection to {} (retrying in {} ms, attempt {} of {limit})",
+                    self.name,
+                    self.options.server(),
+                    backoff.as_millis(),
+                    attempt + 1
+                ),
+                &err,
+            ));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+}
+
+/// Opens a connection and runs it in the background.
+async fn open(
+    options: &PostgresSinkOptions,
+) -> std::result::Result<Connection, tokio_postgres::Error> {
+    let (client, connection) = options.config.connect(NoTls).await?;
+    let task = tokio::spawn(async move {
+        // Its end (or error) shows in the client's next request.
+        let _ = connection.await;
+    });
+    Ok(Connection { client, task })
+}
+
+/// A lost or refused connection, a server shutting down, a transaction
+/// the server chose to abort: worth trying again. Anything else (a
+/// constraint violated, a value too long) is the batch's or the table's.
+fn is_retryable(err: &tokio_postgres::Error) -> bool {
+    let Some(code) = err.code() else {
+        // No SQLSTATE: the network or the connection, not the statement.
+        return true;
+    };
+    let code = code.code();
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+        )
+}
+
+/// An error from the server (or the connection), with brook's context.
+fn external(context: String, err: &tokio_postgres::Error) -> BrookError {
+    let message = match err.as_db_error() {
+        Some(db) => {
+            let mut message = format!("{}: {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                message.push_str(&format!(" (DETAIL: {detail})"));
+            }
+            message
+        }
+        None => crate::error::error_chain(err),
+    };
+    BrookError::External { context, message }
+}
+
+/// The table's columns in order, or `None` if it does not exist.
+async fn table_columns(
+    client: &Client,
+    options: &PostgresSinkOptions,
+) -> std::result::Result<Option<Vec<TableColumn>>, tokio_postgres::Error> {
+    let table = &options.table.quoted;
+    let exists: Option<u32> = client
+        .query_one("SELECT to_regclass($1)::oid", &[table])
+        .await?
+        .get(0);
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid, format_type(a.atttypid, a.atttypmod), \
+             a.attnotnull, a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' \
+             FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+             AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[table],
+        )
+        .await?;
+    Ok(Some(
+        rows.iter()
+            .map(|row| TableColumn {
+                name: row.get(0),
+                type_oid: row.get(1),
+                type_name: row.get(2),
+                not_null: row.get(3),
+                has_default: row.get(4),
+            })
+            .collect(),
+    ))
+}
+
+/// `CREATE TABLE IF NOT EXISTS` with the query's columns; an upsert's key
+/// is the primary key.
+async fn create_table(
+    client: &Client,
+    name: &str,
+    options: &PostgresSinkOptions,
+    schema: &Schema,
+) -> Result<()> {
+    let mut definitions = Vec::with_capacity(schema.fields().len() + 1);
+    for field in schema.fields() {
+        let Some(pg_type) = created_type(field.data_type()) else {
+            return Err(BrookError::invalid(format!(
+                "sink '{name}': column '{}' is {}, which brook cannot write to PostgreSQL",
+                field.name(),
+                field.data_type()
+            )));
+        };
+        definitions.push(format!("{} {pg_type}", quote_identifier(field.name())));
+    }
+    if options.mode == UpsertMode::Upsert {
+        check_key(name, options, schema)?;
+        definitions.push(format!("PRIMARY KEY ({})", quoted_list(&options.key)));
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            options.table.quoted,
+            definitions.join(", ")
+        ))
+        .await
+        .map_err(|err| {
+            external(
+                format!(
+                    "sink '{name}': cannot create table {} in {}",
+                    options.table.display,
+                    options.server()
+                ),
+                &err,
+            )
+        })
+}
+
+fn check_key(name: &str, options: &PostgresSinkOptions, schema: &Schema) -> Result<()> {
+    for key in &options.key {
+        if schema.field_with_name(key).is_err() {
+            return Err(BrookError::invalid(format!(
+                "sink '{name}': key column '{key}' is not a column of the query (its columns: {})",
+                column_names(schema)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn column_names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each query column with the table column it fills; refuses a column the
+/// table lacks or whose type it cannot take, and a required table column
+/// the query does not give.
+fn match_columns(
+    name: &str,
+    options: &PostgresSinkOptions,
+    schema: &Schema,
+    table: &[TableColumn],
+) -> Result<Vec<CopyColumn>> {
+    let refuse = |message: String| {
+        BrookError::invalid(format!(
+            "sink '{name}': table {} does not fit the query: {message}",
+            options.table.display
+        ))
+    };
+    if options.mode == UpsertMode::Upsert {
+        check_key(name, options, schema)?;
+    }
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (index, field) in schema.fields().iter().enumerate() {
+        let Some(column) = table.iter().find(|c| &c.name == field.name()) else {
+            let names: Vec<&str> = table.iter().map(|c| c.name.as_str()).collect();
+            return Err(refuse(format!(
+                "it has no column '{}' (the query's column of type {}; its columns: {})",
+                field.name(),
+                field.data_type(),
+                names.join(", ")
+            )));
+        };
+        let Some(encoding) = encoding_for(field.data_type(), column.type_oid) else {
+            return Err(refuse(format!(
+                "column '{}' is {}, which cannot hold the query's {} values{}",
+                column.name,
+                column.type_name,
+                field.data_type(),
+                created_type(field.data_type())
+                    .map(|t| format!(" (a {t} column can)"))
+                    .unwrap_or_default()
+            )));
+        };
+        columns.push(CopyColumn {
+            index,
+            name: field.name().clone(),
+            encoding,
+            type_name: column.type_name.clone(),
+        });
+    }
+    if let Some(required) = table
+        .iter()
+        .find(|c| c.not_null && !c.has_default && schema.field_with_name(&c.name).is_err())
+    {
+        return Err(refuse(format!(
+            "column '{}' is NOT NULL without a default, and the query has no such column",
+            required.name
+        )));
+    }
+    Ok(columns)
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote_identifier(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn statements(options: &PostgresSinkOptions, columns: &[CopyColumn]) -> Statements {
+    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let column_list = quoted_list(&names);
+    let table = &options.table.quoted;
+    let record_progress = format!(
+        "INSERT INTO {} (sink, batch, rows) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        options.progress_table.quoted
+    );
+    match options.mode {
+        UpsertMode::Append => Statements {
+            copy: format!("COPY {table} ({column_list}) FROM STDIN (FORMAT binary)"),
+            create_stage: None,
+            upsert: None,
+            record_progress,
+        },
+        UpsertMode::Upsert => {
+            let keys = quoted_list(&options.key);
+            let updates: Vec<String> = names
+                .iter()
+                .filter(|n| !options.key.contains(n))
+                .map(|n| format!("{0} = EXCLUDED.{0}", quote_identifier(n)))
+                .collect();
+            let action = if updates.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!("UPDATE SET {}", updates.join(", "))
+            };
+            Statements {
+                copy: format!("COPY {STAGE_TABLE} ({column_list}) FROM STDIN (FORMAT binary)"),
+                create_stage: Some(format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS brook_stage ON COMMIT DELETE ROWS AS \
+                     SELECT {column_list} FROM {table} WITH NO DATA; \
+                     ALTER TABLE {STAGE_TABLE} ADD COLUMN IF NOT EXISTS brook_row bigint GENERATED ALWAYS AS IDENTITY"
+                )),
+                // The last row of a key in the batch wins.
+                upsert: Some(format!(
+                    "INSERT INTO {table} ({column_list}) \
+                     SELECT DISTINCT ON ({keys}) {column_list} FROM {STAGE_TABLE} \
+                     ORDER BY {keys}, brook_row DESC \
+                     ON CONFLICT ({keys}) DO {action}"
+                )),
+                record_progress,
+            }
+        }
+    }
+}
+
+/// The batch's rows as binary COPY data, in pieces of about
+/// [`COPY_CHUNK_BYTES`].
+fn encode_batch(columns: &[CopyColumn], output: &BatchOutput) -> Result<Vec<Bytes>> {
+    let mut pieces = Vec::new();
+    let mut buffer = BytesMut::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
+    buffer.extend_from_slice(HEADER);
+    for batch in &output.batches {
+        let staged = stage(batch, columns)?;
+        // Rows at a time, so that a piece stays near its size.
+        const ROWS: usize = 4096;
+        let mut start = 0;
+        while start < staged.rows() {
+            let end = (start + ROWS).min(staged.rows());
+            staged.encode(start, end, &mut buffer)?;
+            start = end;
+            if buffer.len() >= COPY_CHUNK_BYTES {
+                pieces.push(buffer.split().freeze());
+            }
+        }
+    }
+    buffer.extend_from_slice(TRAILER);
+    pieces.push(buffer.freeze());
+    Ok(pieces)
+}

@@ -1,0 +1,432 @@
+//! The PostgreSQL sink's options, and keeping its password out of sight.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+
+use crate::error::{BrookError, Result};
+use crate::source::OptionSpec;
+use crate::source::config::OptionReader;
+
+/// How rows reach the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertMode {
+    /// Every row is inserted (binary `COPY ... FROM STDIN`).
+    Append,
+    /// A row whose key is in the table replaces that row's other columns
+    /// (`INSERT ... ON CONFLICT (key) DO UPDATE`).
+    Upsert,
+}
+
+/// A PostgreSQL sink's options, from `CREATE SINK ... WITH (...)`.
+#[derive(Clone)]
+pub struct PostgresSinkOptions {
+    /// Where to connect, parsed from `url`; holds the password, so it is
+    /// never printed (see [`PostgresSinkOptions::server`]).
+    pub(crate) config: tokio_postgres::Config,
+    /// The table, as a quoted SQL name (`"public"."word_counts"`).
+    pub(crate) table: QualifiedName,
+    /// Append or upsert.
+    pub mode: UpsertMode,
+    /// The key columns of an upsert, as the query names them.
+    pub key: Vec<String>,
+    /// Create the table from the query's columns when it does not exist.
+    pub create_table: bool,
+    /// Connection attempts for one batch before the sink gives up.
+    pub reconnect_attempts: u32,
+    /// The table recording which batches each sink has written.
+    pub(crate) progress_table: QualifiedName,
+}
+
+impl std::fmt::Debug for PostgresSinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSinkOptions")
+            .field("server", &self.server())
+            .field("table", &self.table.display)
+            .field("mode", &self.mode)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A table's name: as the user wrote it, and quoted for SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QualifiedName {
+    /// As written, folded to lower case as PostgreSQL folds unquoted names.
+    pub display: String,
+    /// Quoted for SQL text.
+    pub quoted: String,
+}
+
+impl QualifiedName {
+    /// Parses `name` or `schema.name`: unquoted SQL identifiers.
+    fn parse(text: &str) -> Option<Self> {
+        let identifier = |part: &str| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        let parts: Vec<&str> = text.split('.').collect();
+        if parts.len() > 2 || !parts.iter().all(|part| identifier(part)) || text.len() > 127 {
+            return None;
+        }
+        let display = text.to_ascii_lowercase();
+        let quoted = display
+            .split('.')
+            .map(quote_identifier)
+            .collect::<Vec<_>>()
+            .join(".");
+        Some(Self { display, quoted })
+    }
+}
+
+/// `name` as a quoted SQL identifier.
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How long a connection attempt may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl PostgresSinkOptions {
+    /// Reads `connector = 'postgres', url, table, mode, key, create_table,
+    /// reconnect_attempts, progress_table` (keys lower-cased).
+    pub fn from_options(sink: &str, options: &[(String, String)]) -> Result<Self> {
+        let owner = format!("sink '{sink}'");
+        let options = OptionReader::new(owner.clone(), options, POSTGRES_SINK_OPTIONS)?;
+        let bad = |message: String| BrookError::invalid(format!("{owner}: {message}"));
+        let url = options.text("url").ok_or_else(|| {
+            bad("give url = 'postgres://user:password@host:port/database'".into())
+        })?;
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|err| {
+            // The parser's messages name an option, never a value.
+            bad(format!(
+                "url is not a PostgreSQL connection URL (postgres://user:password@host:port/database): {}",
+                crate::error::error_chain(&err)
+            ))
+        })?;
+        if config.get_hosts().is_empty() {
+            return Err(bad(
+                "url names no host (postgres://user@127.0.0.1:5432/database)".into(),
+            ));
+        }
+        if config.get_user().is_none() {
+            return Err(bad(
+                "url names no user (postgres://user@host:port/database)".into(),
+            ));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name(format!("brook sink {sink}"));
+        let table_name = |key: &str, default: Option<&str>| -> Result<QualifiedName> {
+            let text = options
+                .text(key)
+                .or(default)
+                .ok_or_else(|| bad(format!("give {key} = 'name' (or 'schema.name')")))?;
+            QualifiedName::parse(text).ok_or_else(|| {
+                options.bad(
+                    key,
+                    format_args!(
+                        "must be a table name such as word_counts or analytics.word_counts, got '{text}'"
+                    ),
+                )
+            })
+        };
+        let table = table_name("table", None)?;
+        let progress_table = table_name("progress_table", Some(DEFAULT_PROGRESS_TABLE))?;
+        let mode = options
+            .choice(
+                "mode",
+                &[
+                    ("append", UpsertMode::Append),
+                    ("upsert", UpsertMode::Upsert),
+                ],
+            )?
+            .unwrap_or(UpsertMode::Append);
+        let key: Vec<String> = options
+            .text("key")
+            .map(|text| {
+                text.split(',')
+                    .map(|column| column.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if key.iter().any(String::is_empty) {
+            return Err(options.bad("key", "must be column names separated by commas"));
+        }
+        match mode {
+            UpsertMode::Upsert if key.is_empty() => {
+                return Err(bad(
+                    "mode = 'upsert' needs key = 'column' (or 'column1, column2')".into(),
+                ));
+            }
+            UpsertMode::Append if !key.is_empty() => {
+                return Err(bad(
+                    "key applies to mode = 'upsert'; mode = 'append' inserts every row".into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(Self {
+            config,
+            table,
+            mode,
+            key,
+            create_table: options.bool("create_table")?.unwrap_or(false),
+            reconnect_attempts: options
+                .positive("reconnect_attempts")?
+                .unwrap_or(DEFAULT_RECONNECT_ATTEMPTS),
+            progress_table,
+        })
+    }
+
+    /// The server and database, for messages: never the password.
+    pub fn server(&self) -> String {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(index, host)| {
+                let port = self
+                    .config
+                    .get_ports()
+                    .get(index)
+                    .or(self.config.get_ports().first())
+                    .copied()
+                    .unwrap_or(5432);
+                match host {
+                    Host::Tcp(name) => format!("{name}:{port}"),
+                    #[cfg(unix)]
+                    Host::Unix(path) => format!("{}:{port}", path.display()),
+                }
+            })
+            .collect();
+        let user = self.config.get_user().unwrap_or("?");
+        let database = self.config.get_dbname().unwrap_or(user);
+        format!(
+            "PostgreSQL at {} (database {database}, user {user})",
+            hosts.join(",")
+        )
+    }
+
+    /// The table, as the user named it (lower-cased).
+    pub fn table(&self) -> &str {
+        &self.table.display
+    }
+}
+
+/// The table where sinks record the batches they wrote.
+pub const DEFAULT_PROGRESS_TABLE: &str = "brook_sink_progress";
+/// Connection attempts for one batch before a sink gives up.
+pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 10;
+
+/// The options of a PostgreSQL sink.
+pub const POSTGRES_SINK_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "connector",
+        default: None,
+        help: "'postgres'",
+    },
+    OptionSpec {
+        key: "url",
+        default: None,
+        help: "postgres://user:password@host:port/database (required; the password is never shown)",
+    },
+    OptionSpec {
+        key: "table",
+        default: None,
+        help: "the table written to: name or schema.name (required)",
+    },
+    OptionSpec {
+        key: "mode",
+        default: Some("append"),
+        help: "'append' (binary COPY) or 'upsert' (INSERT ... ON CONFLICT (key) DO UPDATE)",
+    },
+    OptionSpec {
+        key: "key",
+        default: None,
+        help: "upsert's key column(s), comma-separated; the table needs a unique index on them",
+    },
+    OptionSpec {
+        key: "create_table",
+        default: Some("false"),
+        help: "create the table from the query's columns if it does not exist (key = primary key)",
+    },
+    OptionSpec {
+        key: "reconnect_attempts",
+        default: Some("10"),
+        help: "tries per batch while the server is unreachable (backoff 100 ms doubling to 5 s) before the sink stops",
+    },
+    OptionSpec {
+        key: "progress_table",
+        default: Some(DEFAULT_PROGRESS_TABLE),
+        help: "where each written (sink, batch) is recorded in the batch's own transaction",
+    },
+];
+
+/// `sql` with the passwords of connection URLs (`postgres://user:secret@`)
+/// and `password=...` settings replaced by `***`: what SHOW QUERIES and
+/// messages show of a `CREATE SINK`.
+pub fn redact_secrets(sql: &str) -> String {
+    redact_password_settings(&redact_url_passwords(sql))
+}
+
+/// Ends of a value inside SQL text or a URL.
+fn ends_value(c: char) -> bool {
+    c.is_whitespace() || c == '\'' || c == '"'
+}
+
+/// `scheme://user:secret@host` becomes `scheme://user:***@host`.
+fn redact_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The authority: up to the path, the end of the quoted value, a space.
+        let authority_len = after
+            .find(|c: char| c == '/' || ends_value(c))
+            .unwrap_or(after.len());
+        let authority = &after[..authority_len];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &after[authority_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `password=secret` (a connection string's setting) becomes `password=***`.
+fn redact_password_settings(text: &str) -> String {
+    const KEY: &str = "password";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find(KEY) {
+        let (before, after) = rest.split_at(at + KEY.len());
+        out.push_str(before);
+        let spaced = after.trim_start();
+        let Some(value) = spaced.strip_prefix('=') else {
+            rest = after;
+            continue;
+        };
+        let value = value.trim_start();
+        out.push_str(&after[..after.len() - value.len()]);
+        let value_len = match value.strip_prefix('\'') {
+            // A quoted value ('...'), quotes kept.
+            Some(quoted) => {
+                out.push('\'');
+                1 + quoted.find('\'').unwrap_or(quoted.len())
+            }
+            None => value.find(ends_value).unwrap_or(value.len()),
+        };
+        out.push_str("***");
+        rest = &value[value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls_and_settings() {
+        let sql = "CREATE SINK s WITH (connector='postgres', url='postgres://bob:s3cr%40t@127.0.0.1:5432/db') AS SELECT 1";
+        let shown = redact_secrets(sql);
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(
+            shown.contains("postgres://bob:***@127.0.0.1:5432/db"),
+            "{shown}"
+        );
+        let shown = redact_secrets("url = 'host=h user=u password=hunter2 dbname=d'");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(
+            redact_secrets("host=h password='two words' user=u"),
+            "host=h password='***' user=u"
+        );
+        assert_eq!(redact_secrets("no secrets here"), "no secrets here");
+        assert_eq!(redact_secrets("a://b@c d://e:f"), "a://b@c d://e:f");
+    }
+
+    #[test]
+    fn options_name_what_is_wrong_and_never_the_password() {
+        let err = PostgresSinkOptions::from_options(
+            "s",
+            &options(&[
+                ("connector", "postgres"),
+                ("url", "postgres://u:topsecret@127.0.0.1:notaport/db"),
+                ("table", "t"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("url is not a PostgreSQL connection URL"),
+            "{err}"
+        );
+        assert!(!err.contains("topsecret"), "{err}");
+
+        let err = PostgresSinkOptions::from_options(
+            "s",
+            &options(&[
+                ("connector", "postgres"),
+                ("url", "postgres://u@127.0.0.1/db"),
+                ("table", "t"),
+                ("mode", "upsert"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs key"), "{err}");
+
+        let err = PostgresSinkOptions::from_options(
+            "s",
+            &options(&[
+                ("connector", "postgres"),
+                ("url", "postgres://u@127.0.0.1/db"),
+                ("table", "drop table x; --"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must be a table name"), "{err}");
+
+        let ok = PostgresSinkOptions::from_options(
+            "s",
+            &options(&[
+                ("connector", "postgres"),
+                ("url", "postgres://u:pw@127.0.0.1:6543/db"),
+                ("table", "Analytics.Word_Counts"),
+                ("mode", "upsert"),
+                ("key", "word, day"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.table.quoted, "\"analytics\".\"word_counts\"");
+        assert_eq!(ok.key, ["word", "day"]);
+        assert_eq!(
+            ok.server(),
+            "PostgreSQL at 127.0.0.1:6543 (database db, user u)"
+        );
+        assert!(!format!("{ok:?}").contains("pw"));
+    }
+}
