@@ -582,3 +582,121 @@ async fn show_queries_and_brook_queries_never_show_the_password() {
     ctx.close_queues();
     wait_for_sinks(&ctx).await.unwrap();
 }
+
+/// Runs the `brook` binary with `args`; bounded at 60 s.
+async fn brook_binary(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start brook");
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > DEADLINE {
+                child.kill().ok();
+                panic!("brook {args:?} did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("output")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn brook_run_writes_a_script_s_sink_to_postgres_and_never_prints_the_password() {
+    let pg = PgServer::start().await;
+    let script = format!(
+        "CREATE STREAM readings (sensor TEXT, temp DOUBLE) WITH (connector = 'queue', one_at_a_time = 'true'); \
+         CREATE SINK averages WITH (connector = 'postgres', url = '{}', table = 'sensor_averages', \
+           mode = 'upsert', key = 'sensor', create_table = 'true') \
+         AS SELECT sensor, AVG(temp) AS avg_temp, COUNT(*) AS readings FROM RUNNING(readings, 'update') GROUP BY sensor; \
+         SHOW QUERIES; \
+         INSERT INTO readings VALUES ('s1', 20.0), ('s2', 10.0); \
+         INSERT INTO readings VALUES ('s1', 22.0); \
+         INSERT INTO readings VALUES ('s3', -1.5), ('s1', 24.0);",
+        pg.url()
+    );
+    let output = brook_binary(vec![
+        "--batch-interval".into(),
+        "50ms".into(),
+        "-c".into(),
+        script,
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("postgres://postgres:***@127.0.0.1"), "{stdout}");
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+    assert_eq!(
+        pg.rows("SELECT sensor, avg_temp, readings FROM sensor_averages ORDER BY sensor")
+            .await,
+        [["s1", "22", "3"], ["s2", "10", "1"], ["s3", "-1.5", "1"]]
+    );
+
+    // A wrong password: exit 1, the server's reason, no password.
+    let output = brook_binary(vec![
+        "-c".into(),
+        format!(
+            "CREATE STREAM q (n INT) WITH (connector = 'queue'); \
+             CREATE SINK s WITH (connector = 'postgres', url = 'postgres://postgres:not-{PASSWORD}@127.0.0.1:{}/postgres', \
+             table = 't', create_table = 'true') AS SELECT n FROM q",
+            pg.port()
+        ),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    assert_eq!(
+        pg.rows("SELECT COUNT(*) FROM pg_tables WHERE tablename = 't'").await,
+        [["0"]]
+    );
+}
+
+#[tokio::test]
+async fn the_repl_history_keeps_no_password() {
+    let dir = std::env::temp_dir().join(format!("brook-pg-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let history = dir.join("history");
+    let port = crate::common::port_of(&crate::common::closed_port_address()).to_string();
+    let statement = format!(
+        "CREATE STREAM q (n INT) WITH (connector = 'queue');\n\
+         CREATE SINK s WITH (connector = 'postgres', url = 'postgres://me:{PASSWORD}@127.0.0.1:{port}/db', \
+         table = 't') AS SELECT n FROM q;\n"
+    );
+    let history_path = history.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+            .env("BROOK_HISTORY", &history_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start brook");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(statement.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    let saved = std::fs::read_to_string(&history).unwrap();
+    assert!(saved.contains("postgres://me:***@127.0.0.1"), "{saved}");
+    assert!(!saved.contains(PASSWORD), "{saved}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -179,7 +179,8 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
             println!("{HINT}");
             continue;
         }
-        let _ = editor.add_history_entry(trimmed);
+        // The history file keeps no passwords (connection URLs show `***`).
+        let _ = editor.add_history_entry(crate::sink::postgres::redact_secrets(trimmed));
         if let Some(path) = &options.history
             && let Err(err) = editor.save_history(path)
         {

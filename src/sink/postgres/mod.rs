@@ -195,6 +195,12 @@ impl PostgresSink {
         })
     }
 
+    /// The binary COPY data this sink sends for `output`, in the pieces it
+    /// sends them: what a write costs on brook's side.
+    pub fn copy_data(&self, output: &BatchOutput) -> Result<Vec<Bytes>> {
+        encode_batch(&self.columns, output)
+    }
+
     /// The last batch this sink wrote and committed, if any.
     pub fn last_written(&self) -> Option<u64> {
         self.last_written
