@@ -90,6 +90,7 @@ pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, ErrorKind, Result, SqlLocation, WarningHandler, error_chain};
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{
-    FilesOptions, LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions, StreamLimits,
+    FilesFormat, FilesOptions, LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions,
+    StreamLimits,
 };
 pub use stream::StreamInfo;
