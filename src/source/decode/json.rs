@@ -133,13 +133,16 @@ impl JsonLines {
         ranges: &[(usize, usize)],
         max_line_bytes: usize,
     ) -> Option<RecordBatch> {
-        let mut decoder = self.decoder(ranges.len()).ok()?;
+        // Room for one object more than there are lines: the decoder stops
+        // reading at its batch size, and a line of two objects must be seen.
+        let mut decoder = self.decoder(ranges.len() + 1).ok()?;
         for (index, &(start, end)) in ranges.iter().enumerate() {
             if end - start > max_line_bytes {
                 return None;
             }
-            decoder.decode(&chunk[start..end]).ok()?;
-            if decoder.has_partial_record() || decoder.len() != index + 1 {
+            let consumed = decoder.decode(&chunk[start..end]).ok()?;
+            if consumed != end - start || decoder.has_partial_record() || decoder.len() != index + 1
+            {
                 return None;
             }
         }
@@ -158,7 +161,8 @@ impl JsonLines {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Err("empty line".to_string());
         }
-        let mut decoder = self.decoder(2).map_err(json_message)?;
+        // Room for two objects, so that a second one on the line is seen.
+        let mut decoder = self.decoder(3).map_err(json_message)?;
         let consumed = decoder.decode(line).map_err(json_message)?;
         if decoder.has_partial_record() {
             return Err("the JSON object does not end on its line".to_string());
@@ -369,6 +373,20 @@ mod tests {
         let ns: Vec<String> = rows(&decoded).into_iter().map(|r| r[2].clone()).collect();
         assert_eq!(ns, vec!["1", "4"]);
         assert_eq!(decoded.lines, 7);
+    }
+
+    #[test]
+    fn regression_two_objects_on_the_last_line_of_a_chunk_are_a_bad_line() {
+        // The whole-chunk decoder stopped at its batch size (one row per
+        // line) in the middle of the last line and took its first object.
+        let json = JsonLines::try_new("j", schema()).unwrap();
+        let decoded = json.decode(b"{\"n\": 26}\n{\"n\": 1} {\"n\": 2}\n", 1, usize::MAX);
+        assert_eq!(rows(&decoded), vec![vec!["NULL", "NULL", "26", "NULL"]]);
+        assert_eq!(decoded.bad_lines[0].line, 2);
+        assert_eq!(
+            decoded.bad_lines[0].message,
+            "more than one JSON value on the line"
+        );
     }
 
     #[test]
