@@ -1,6 +1,7 @@
 //! brook: declarative SQL over live streams.
 //!
-//! Register streams (a TCP socket of text or CSV lines, an in-memory queue),
+//! Register streams (a TCP socket of text, CSV or JSON lines, a directory
+//! of text, CSV, JSON or Parquet files, an in-memory queue),
 //! and brook cuts what each received into one micro-batch of Arrow record
 //! batches every batch interval, then runs each continuous query's
 //! DataFusion plan, prepared once, on that batch.
@@ -11,8 +12,9 @@
 //! - [`error`]: [`BrookError`] and whose fault it is ([`ErrorKind`]).
 //! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
 //!   parsed with sqlparser; everything else goes to DataFusion.
-//! - [`source`]: queue and socket sources, decoding lines into Arrow, and
-//!   each stream's bounded inbox.
+//! - [`source`]: queue, socket and directory sources, decoding lines (text,
+//!   CSV, JSON) and reading Parquet files into Arrow, and each stream's
+//!   bounded inbox.
 //! - `stream`: a registered stream: its source, inbox and counters.
 //! - `batcher`: the trigger clock that cuts batches and feeds queries.
 //! - `catalog`: what DataFusion sees: the table of each stream and the batch
@@ -26,7 +28,8 @@
 //!   operators and rules, and `functions`, the SQL functions brook adds.
 //! - `planner`: decides whether a statement is continuous, picks its
 //!   engine, plans it once, and explains it.
-//! - [`sink`]: console output and file sinks (`CREATE SINK`).
+//! - [`sink`]: console output and file sinks of CSV, JSON or Parquet
+//!   (`CREATE SINK`).
 //! - [`context`]: [`StreamContext`], the entry point: streams, `sql()`.
 //! - [`cli`]: the `brook` command line and, under it, the interactive shell
 //!   (`cli::repl`).
@@ -90,6 +93,7 @@ pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, ErrorKind, Result, SqlLocation, WarningHandler, error_chain};
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{
-    FilesOptions, LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions, StreamLimits,
+    FilesFormat, FilesOptions, LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions,
+    StreamLimits,
 };
 pub use stream::StreamInfo;

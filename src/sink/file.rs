@@ -1,16 +1,19 @@
-//! File sinks: each batch's result written with arrow-csv or arrow-json,
-//! with the batch number and time as the first two columns.
+//! File sinks: each batch's result written with arrow-csv, arrow-json or
+//! Parquet's `ArrowWriter`, with the batch number and time as the first two
+//! columns.
 //!
 //! One file per batch (the default): written under a temporary name in the
-//! same directory and renamed when complete, so a reader never sees a
-//! half-written file. Or `mode = 'append'`: every batch appended to one
-//! file, flushed after each batch.
+//! same directory, synced and renamed when complete, so a reader never sees
+//! a half-written file. Or `mode = 'append'` (CSV and JSON): every batch
+//! appended to one file, flushed after each batch.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
 
 use super::console::with_batch_columns;
 use crate::error::{BrookError, Result};
@@ -25,6 +28,8 @@ pub enum FileFormat {
     Csv,
     /// Newline-delimited JSON, one object per row.
     Json,
+    /// Parquet, one file per batch (a Parquet file cannot be appended to).
+    Parquet,
 }
 
 impl FileFormat {
@@ -32,6 +37,7 @@ impl FileFormat {
         match self {
             FileFormat::Csv => "csv",
             FileFormat::Json => "json",
+            FileFormat::Parquet => "parquet",
         }
     }
 }
@@ -50,14 +56,14 @@ pub enum FileMode {
 pub struct FileSinkOptions {
     /// A directory (one file per batch) or a file (append).
     pub path: PathBuf,
-    /// CSV or JSON.
+    /// CSV, JSON or Parquet.
     pub format: FileFormat,
     /// One file per batch, or one file.
     pub mode: FileMode,
 }
 
 impl FileSinkOptions {
-    /// Reads `connector = 'file', path = '...', format = 'csv' | 'json'`,
+    /// Reads `connector = 'file', path = '...', format = 'csv' | 'json' | 'parquet'`,
     /// `mode = 'per_batch' | 'append'` (keys lower-cased).
     pub fn from_options(sink: &str, options: &[(String, String)]) -> Result<Self> {
         let bad = |message: String| BrookError::invalid(format!("sink '{sink}': {message}"));
@@ -81,7 +87,12 @@ impl FileSinkOptions {
         {
             None | Some("csv") => FileFormat::Csv,
             Some("json") => FileFormat::Json,
-            Some(other) => return Err(bad(format!("format is 'csv' or 'json', not '{other}'"))),
+            Some("parquet") => FileFormat::Parquet,
+            Some(other) => {
+                return Err(bad(format!(
+                    "format is 'csv', 'json' or 'parquet', not '{other}'"
+                )));
+            }
         };
         let mode = match options.text("mode").map(str::to_ascii_lowercase).as_deref() {
             None | Some("per_batch" | "file_per_batch") => FileMode::PerBatch,
@@ -92,6 +103,12 @@ impl FileSinkOptions {
                 )));
             }
         };
+        if format == FileFormat::Parquet && mode == FileMode::Append {
+            return Err(bad(
+                "format 'parquet' writes one file per batch: a Parquet file ends with its footer and cannot be appended to; leave out mode = 'append' (path is then a directory)"
+                    .into(),
+            ));
+        }
         Ok(Self { path, format, mode })
     }
 }
@@ -111,7 +128,7 @@ pub const FILE_SINK_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
         default: Some("csv"),
-        help: "'csv' or 'json' (newline-delimited)",
+        help: "'csv', 'json' (newline-delimited) or 'parquet' (per_batch only)",
     },
     OptionSpec {
         key: "mode",
@@ -172,7 +189,7 @@ impl FileSink {
         if output.rows_out() == 0 {
             return Ok(None);
         }
-        let (_, batches) = with_batch_columns(output)?;
+        let (schema, batches) = with_batch_columns(output)?;
         let format = self.options.format;
         let failed = |path: &Path, err: std::io::Error| {
             BrookError::io(
@@ -203,9 +220,14 @@ impl FileSink {
                 let path = self.options.path.join(&file_name);
                 let temporary = self.options.path.join(format!(".{file_name}.tmp"));
                 let written = File::create(&temporary).and_then(|file| {
-                    let mut writer = BufWriter::new(file);
-                    encode(&mut writer, format, &batches, true)?;
-                    let file = writer.into_inner().map_err(|e| e.into_error())?;
+                    let file = match format {
+                        FileFormat::Parquet => write_parquet(file, &schema, &batches)?,
+                        FileFormat::Csv | FileFormat::Json => {
+                            let mut writer = BufWriter::new(file);
+                            encode(&mut writer, format, &batches, true)?;
+                            writer.into_inner().map_err(|e| e.into_error())?
+                        }
+                    };
                     file.sync_data()
                 });
                 if let Err(err) = written {
@@ -217,6 +239,22 @@ impl FileSink {
             }
         }
     }
+}
+
+/// Writes `batches` as one Parquet file (default writer properties) and
+/// returns the file, complete with its footer.
+fn write_parquet(file: File, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<File> {
+    let mut writer =
+        ArrowWriter::try_new(BufWriter::new(file), std::sync::Arc::clone(schema), None)
+            .map_err(std::io::Error::other)?;
+    for batch in batches {
+        writer.write(batch).map_err(std::io::Error::other)?;
+    }
+    writer
+        .into_inner()
+        .map_err(std::io::Error::other)?
+        .into_inner()
+        .map_err(|e| e.into_error())
 }
 
 fn encode(
@@ -240,6 +278,13 @@ fn encode(
                 writer.write(batch).map_err(std::io::Error::other)?;
             }
             writer.finish().map_err(std::io::Error::other)?;
+        }
+        // Written whole by `write_parquet`; an appended sink is never
+        // Parquet (refused when the sink is created).
+        FileFormat::Parquet => {
+            return Err(std::io::Error::other(
+                "a Parquet file cannot be appended to",
+            ));
         }
     }
     Ok(())

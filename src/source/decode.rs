@@ -1,10 +1,11 @@
 //! Decoding a stream's bytes into Arrow: cutting them into lines
-//! ([`LineSplitter`]), then one text column per line or one CSV record per
-//! line ([`LineDecoder`]). Every line is decoded on its own bytes alone, so
+//! ([`LineSplitter`]), then one text column per line, one CSV record or one
+//! JSON object per line ([`LineDecoder`]). Every line is decoded on its own bytes alone, so
 //! the rows and the bad lines reported are the same however the bytes were
 //! cut into reads. Bad lines are set aside with their line numbers; good
 //! lines around them are decoded in bulk and kept, in order.
 
+mod json;
 mod values;
 
 use std::sync::Arc;
@@ -223,6 +224,8 @@ pub(crate) struct LineDecoder {
     /// Where each CSV field of the chunk being decoded lies, `columns` per
     /// good row; kept between chunks to reuse its allocation.
     fields: Vec<(usize, usize)>,
+    /// The JSON decoder, for format JSON.
+    json: Option<json::JsonLines>,
 }
 
 impl std::fmt::Debug for LineDecoder {
@@ -274,12 +277,17 @@ impl LineDecoder {
                 }
             }
         }
+        let json = match format {
+            LineFormat::Json => Some(json::JsonLines::try_new(stream, Arc::clone(&schema))?),
+            LineFormat::Text | LineFormat::Csv => None,
+        };
         Ok(Self {
             schema,
             format,
             delimiter,
             max_line_bytes: usize::MAX,
             fields: Vec::new(),
+            json,
         })
     }
 
@@ -306,6 +314,11 @@ impl LineDecoder {
             }
             LineFormat::Text => self.decode_text(chunk, first_line),
             LineFormat::Csv => self.decode_csv(chunk, first_line),
+            LineFormat::Json => match &self.json {
+                Some(json) => json.decode(chunk, first_line, self.max_line_bytes),
+                // try_new builds it for format JSON.
+                None => DecodedLines::default(),
+            },
         }
     }
 
@@ -506,20 +519,29 @@ impl LineDecoder {
                     return (None, (0..rows).map(|row| (row, message.clone())).collect());
                 }
             };
-        if refused.iter().all(Option::is_none) {
-            return (Some(batch), Vec::new());
-        }
-        let keep: BooleanArray = refused.iter().map(|r| Some(r.is_none())).collect();
-        let kept = filter_record_batch(&batch, &keep)
-            .ok()
-            .filter(|b| b.num_rows() > 0);
-        let refused = refused
-            .into_iter()
-            .enumerate()
-            .filter_map(|(row, why)| why.map(|why| (row, why)))
-            .collect();
-        (kept, refused)
+        without_refused(batch, refused)
     }
+}
+
+/// `batch` without the rows refused (each with why), and those rows' indexes
+/// with why. A batch left without rows is none.
+fn without_refused(
+    batch: RecordBatch,
+    refused: Vec<Option<String>>,
+) -> (Option<RecordBatch>, Vec<(usize, String)>) {
+    if refused.iter().all(Option::is_none) {
+        return (Some(batch).filter(|b| b.num_rows() > 0), Vec::new());
+    }
+    let keep: BooleanArray = refused.iter().map(|r| Some(r.is_none())).collect();
+    let kept = filter_record_batch(&batch, &keep)
+        .ok()
+        .filter(|b| b.num_rows() > 0);
+    let refused = refused
+        .into_iter()
+        .enumerate()
+        .filter_map(|(row, why)| why.map(|why| (row, why)))
+        .collect();
+    (kept, refused)
 }
 
 /// Splits a line without quotes at every delimiter. `start` is the line's

@@ -3,11 +3,13 @@
 //! the files appeared (name order among files found at the same look). A
 //! file is taken once it is complete: unchanged in size and modification
 //! time for the stream's settle time. Names starting with `.` or `_` are
-//! files being written, by convention, and are never taken.
+//! files being written, by convention, and are never taken. Files of lines
+//! (text, CSV, JSON) are decoded as a socket's lines are; Parquet files are
+//! read a row group piece at a time off the async runtime.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,12 +20,16 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::decode::{DecodedLines, LineDecoder, LineSplitter};
-use super::{FilesOptions, Inbox, LineFormat, Source};
+use super::parquet::ParquetPieces;
+use super::{FilesFormat, FilesOptions, Inbox, LineFormat, Source};
 use crate::error::{BrookError, Result, WarningHandler};
 
 /// Bytes read from a file at a time: files larger than the stream's bounds
 /// go through in pieces.
 const READ_BYTES: usize = 256 * 1024;
+/// Rows read from a Parquet file at a time (fewer if the stream's
+/// `max_pending_rows` is smaller), so a large file goes through in pieces.
+const PARQUET_PIECE_ROWS: usize = 32 * 1024;
 /// How often the directory is listed.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -34,6 +40,38 @@ pub(crate) struct FilesSource {
     warn: WarningHandler,
     /// The watching task; aborted when the stream is dropped.
     watcher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The files taken so far, shared with the watching task: what a
+    /// checkpoint keeps so that a restart reads no file twice.
+    taken: Arc<std::sync::Mutex<TakenFiles>>,
+}
+
+/// The files a directory stream has taken, in the order taken. A file is
+/// taken once, before it is read: a file that could not be read is not
+/// taken again.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TakenFiles {
+    in_order: Vec<OsString>,
+    names: HashSet<OsString>,
+}
+
+impl TakenFiles {
+    fn contains(&self, name: &OsString) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Records `name` as taken; false if it already was.
+    fn insert(&mut self, name: OsString) -> bool {
+        if !self.names.insert(name.clone()) {
+            return false;
+        }
+        self.in_order.push(name);
+        true
+    }
+
+    /// The names of the files taken, in the order they were taken.
+    pub fn in_order(&self) -> &[OsString] {
+        &self.in_order
+    }
 }
 
 impl std::fmt::Debug for FilesSource {
@@ -53,19 +91,32 @@ impl FilesSource {
         warn: WarningHandler,
     ) -> Result<Self> {
         // The schema must suit the format: checked at CREATE STREAM.
-        LineDecoder::try_new(
-            &stream,
-            Arc::clone(&schema),
-            options.format,
-            options.delimiter,
-        )?;
+        match options.format {
+            FilesFormat::Lines(format) => {
+                LineDecoder::try_new(&stream, Arc::clone(&schema), format, options.delimiter)?;
+            }
+            // Each file's columns are checked when it is read.
+            FilesFormat::Parquet if schema.fields().is_empty() => {
+                return Err(BrookError::invalid(format!(
+                    "stream '{stream}': declare the columns to read from the Parquet files"
+                )));
+            }
+            FilesFormat::Parquet => {}
+        }
         Ok(Self {
             stream,
             options,
             schema,
             warn,
             watcher: Default::default(),
+            taken: Default::default(),
         })
+    }
+
+    /// The files taken so far, in the order taken.
+    #[expect(dead_code, reason = "for checkpoints, which will save the files taken")]
+    pub fn taken_files(&self) -> Vec<OsString> {
+        crate::sync::lock(&self.taken).in_order().to_vec()
     }
 }
 
@@ -106,18 +157,19 @@ impl Source for FilesSource {
                 path.display()
             )));
         }
-        let mut watcher = Watcher {
+        let watcher = Watcher {
             stream: self.stream.clone(),
             options: self.options.clone(),
             schema: Arc::clone(&self.schema),
             warn: Arc::clone(&self.warn),
             inbox,
-            taken: HashSet::new(),
+            taken: Arc::clone(&self.taken),
             pending: HashMap::new(),
+            files_in_batch: 0,
         };
         if !self.options.start_existing {
             for (name, _) in watcher.list().await {
-                watcher.taken.insert(name);
+                crate::sync::lock(&watcher.taken).insert(name);
             }
         }
         *crate::sync::lock(&self.watcher) = Some(tokio::spawn(watcher.run()));
@@ -141,9 +193,12 @@ struct Watcher {
     schema: SchemaRef,
     warn: WarningHandler,
     inbox: Arc<Inbox>,
-    /// Names of the files already read (kept so that a file is read once).
-    taken: HashSet<OsString>,
+    /// The files already taken (kept so that a file is read once).
+    taken: Arc<std::sync::Mutex<TakenFiles>>,
     pending: HashMap<OsString, Pending>,
+    /// Files read since the inbox was last empty: with
+    /// `max_files_per_batch`, how many the coming batch holds.
+    files_in_batch: usize,
 }
 
 impl Watcher {
@@ -152,7 +207,7 @@ impl Watcher {
             let now = Instant::now();
             let mut ready: Vec<(Instant, OsString)> = Vec::new();
             for (name, metadata) in self.list().await {
-                if self.taken.contains(&name) {
+                if crate::sync::lock(&self.taken).contains(&name) {
                     continue;
                 }
                 let (len, modified) = (metadata.len(), metadata.modified().ok());
@@ -173,9 +228,14 @@ impl Watcher {
             ready.sort();
             for (_, name) in ready {
                 self.pending.remove(&name);
-                self.taken.insert(name.clone());
+                self.wait_for_room_in_batch().await;
+                crate::sync::lock(&self.taken).insert(name.clone());
                 let path = self.options.path.join(&name);
-                if !self.read_file(&path).await {
+                let went_on = match self.options.format {
+                    FilesFormat::Lines(format) => self.read_lines(&path, format).await,
+                    FilesFormat::Parquet => self.read_parquet(path).await,
+                };
+                if !went_on {
                     return;
                 }
             }
@@ -220,23 +280,102 @@ impl Watcher {
         files
     }
 
-    /// Reads one file in pieces into the inbox. Returns false when the
-    /// stream has failed or was dropped.
-    async fn read_file(&self, path: &Path) -> bool {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let cannot_read = |err: std::io::Error| {
-            BrookError::io(
-                format!(
-                    "stream '{}': cannot read file {}",
-                    self.stream,
-                    path.display()
-                ),
-                err,
-            )
+    /// With `max_files_per_batch`, waits before the next file until a cut
+    /// has taken the files read so far if the coming batch is full.
+    async fn wait_for_room_in_batch(&mut self) {
+        let Some(most) = self.options.max_files_per_batch else {
+            return;
         };
+        // Rows are queued before a read ends, so an empty inbox means every
+        // file read so far is in a batch already.
+        if self.inbox.pending_items() == 0 {
+            self.files_in_batch = 0;
+        }
+        if self.files_in_batch >= most {
+            self.inbox.drained().await;
+            self.files_in_batch = 0;
+        }
+        self.files_in_batch += 1;
+    }
+
+    /// The error for a file that cannot be read.
+    fn cannot_read(&self, path: &Path, err: std::io::Error) -> BrookError {
+        BrookError::io(
+            format!(
+                "stream '{}': cannot read file {}",
+                self.stream,
+                path.display()
+            ),
+            err,
+        )
+    }
+
+    /// Reads one Parquet file in pieces into the inbox, off the async
+    /// runtime. A file that cannot be read is reported and skipped. Returns
+    /// false when the stream has failed or was dropped.
+    async fn read_parquet(&self, path: PathBuf) -> bool {
+        let name = file_name(&path);
+        let schema = Arc::clone(&self.schema);
+        let piece_rows = PARQUET_PIECE_ROWS.min(self.options.limits.max_pending_rows.max(1));
+        let opened = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || ParquetPieces::open(&path, schema, piece_rows))
+                .await
+        };
+        let mut pieces = match opened {
+            Ok(Ok(pieces)) => pieces,
+            Ok(Err(why)) => {
+                (self.warn)(&self.cannot_read(&path, std::io::Error::other(why)));
+                return true;
+            }
+            Err(panicked) => {
+                (self.warn)(&self.cannot_read(
+                    &path,
+                    std::io::Error::other(format!("the Parquet reader failed: {panicked}")),
+                ));
+                return true;
+            }
+        };
+        loop {
+            // The reader moves to a blocking thread for each piece and back.
+            let read = tokio::task::spawn_blocking(move || {
+                let piece = pieces.next_piece();
+                (pieces, piece)
+            })
+            .await;
+            let piece = match read {
+                Ok((rest, piece)) => {
+                    pieces = rest;
+                    piece
+                }
+                Err(panicked) => {
+                    (self.warn)(&self.cannot_read(
+                        &path,
+                        std::io::Error::other(format!("the Parquet reader failed: {panicked}")),
+                    ));
+                    return true;
+                }
+            };
+            match piece {
+                None => return true,
+                Some(Ok(decoded)) => {
+                    if !self.deliver(&name, decoded).await {
+                        return false;
+                    }
+                }
+                Some(Err(why)) => {
+                    (self.warn)(&self.cannot_read(&path, std::io::Error::other(why)));
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Reads one file of lines in pieces into the inbox. Returns false when
+    /// the stream has failed or was dropped.
+    async fn read_lines(&self, path: &Path, format: LineFormat) -> bool {
+        let name = file_name(path);
+        let cannot_read = |err: std::io::Error| self.cannot_read(path, err);
         let mut file = match tokio::fs::File::open(path).await {
             Ok(file) => file,
             Err(err) => {
@@ -247,7 +386,7 @@ impl Watcher {
         let decoder = match LineDecoder::try_new(
             &self.stream,
             Arc::clone(&self.schema),
-            self.options.format,
+            format,
             self.options.delimiter,
         ) {
             Ok(decoder) => decoder.with_max_line_bytes(self.options.max_line_bytes),
@@ -256,7 +395,7 @@ impl Watcher {
                 return false;
             }
         };
-        let skip_header = self.options.header && self.options.format == LineFormat::Csv;
+        let skip_header = self.options.header && format == LineFormat::Csv;
         let mut lines = LineSplitter::new(decoder, READ_BYTES);
         let mut header_left = skip_header;
         if skip_header {
@@ -304,6 +443,13 @@ impl Watcher {
     }
 }
 
+/// The name of the file at `path`, for reports.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Whether `name` matches `pattern`, whose `*` stands for any run of
 /// characters and `?` for one.
 fn matches(pattern: &str, name: &str) -> bool {
@@ -332,7 +478,17 @@ fn matches(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{TakenFiles, matches};
+
+    #[test]
+    fn files_taken_are_listed_once_in_the_order_taken() {
+        let mut taken = TakenFiles::default();
+        for name in ["b.csv", "a.csv", "b.csv", "c.csv"] {
+            taken.insert(name.into());
+        }
+        assert!(taken.contains(&"a.csv".into()));
+        assert_eq!(taken.in_order(), ["b.csv", "a.csv", "c.csv"]);
+    }
 
     #[test]
     fn wildcards_match_as_shells_do() {

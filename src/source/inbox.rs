@@ -235,6 +235,27 @@ impl Inbox {
         }
     }
 
+    /// Waits until every row pushed so far has been taken by a cut (or the
+    /// stream has closed). A directory source with `max_files_per_batch`
+    /// waits here after its quota of files, so that the next file starts a
+    /// new batch: the wait ends on the cut itself, not on a guess of time.
+    pub async fn drained(&self) {
+        loop {
+            // Every take wakes `space_freed`; enabled before looking, so a
+            // take between the look and the wait is not missed.
+            let taken = self.space_freed.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.items.is_empty() || state.closed {
+                    return;
+                }
+            }
+            taken.await;
+        }
+    }
+
     /// Takes the first item (`one_item`) or all items; says whether the
     /// stream has ended with this take.
     pub(crate) fn take(&self, one_item: bool) -> (Vec<RecordBatch>, bool, Option<Arc<BrookError>>) {

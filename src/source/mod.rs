@@ -7,6 +7,7 @@ pub(crate) mod decode;
 mod files;
 mod inbox;
 mod options;
+mod parquet;
 mod queue;
 mod queue_insert;
 mod socket;
@@ -23,8 +24,8 @@ pub(crate) use files::FilesSource;
 pub(crate) use inbox::Inbox;
 pub(crate) use options::Connector;
 pub use options::{
-    FILES_OPTIONS, FilesOptions, LineFormat, OnError, QUEUE_OPTIONS, QueueOptions, SOCKET_OPTIONS,
-    SocketOptions, StreamLimits,
+    FILES_OPTIONS, FilesFormat, FilesOptions, LineFormat, OnError, QUEUE_OPTIONS, QueueOptions,
+    SOCKET_OPTIONS, SocketOptions, StreamLimits,
 };
 pub use queue::QueueHandle;
 pub(crate) use queue::QueueSource;

@@ -123,7 +123,7 @@ pub const SOCKET_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
         default: Some("text"),
-        help: "'text' (one column per line) or 'csv'",
+        help: "'text' (one column per line), 'csv' or 'json' (one object per line)",
     },
     OptionSpec {
         key: "reconnect",
@@ -179,6 +179,35 @@ pub enum LineFormat {
     Text,
     /// Each line is one CSV record in the stream's schema.
     Csv,
+    /// Each line is one JSON object; its fields are matched to the
+    /// stream's columns by name, a missing field is NULL.
+    Json,
+}
+
+/// How a directory source's files become rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilesFormat {
+    /// Lines of text, CSV or JSON, decoded as a socket's are.
+    Lines(LineFormat),
+    /// Parquet files: columns matched by name to the stream's columns.
+    Parquet,
+}
+
+impl Default for FilesFormat {
+    /// Lines of text, one column per line.
+    fn default() -> Self {
+        FilesFormat::Lines(LineFormat::Text)
+    }
+}
+
+impl FilesFormat {
+    /// The line format, unless the files are Parquet.
+    pub fn line_format(self) -> Option<LineFormat> {
+        match self {
+            FilesFormat::Lines(format) => Some(format),
+            FilesFormat::Parquet => None,
+        }
+    }
 }
 
 /// What to do with a row that cannot be decoded.
@@ -265,8 +294,8 @@ impl SocketOptions {
 pub struct FilesOptions {
     /// The directory watched.
     pub path: std::path::PathBuf,
-    /// Line format; default [`LineFormat::Text`].
-    pub format: LineFormat,
+    /// File format; default lines of text (`FilesFormat::Lines(LineFormat::Text)`).
+    pub format: FilesFormat,
     /// File names taken: `*` and `?` wildcards; default `*`. Names that start
     /// with `.` or `_` (files being written, by convention) never match.
     pub pattern: String,
@@ -288,6 +317,9 @@ pub struct FilesOptions {
     pub max_line_bytes: usize,
     /// How much may wait for the next tick, and how much one batch takes.
     pub limits: StreamLimits,
+    /// Files one batch takes at most; the rest wait, in order, for later
+    /// batches. Default `None`: every file ready at the tick.
+    pub max_files_per_batch: Option<usize>,
 }
 
 impl FilesOptions {
@@ -296,7 +328,7 @@ impl FilesOptions {
         let socket = SocketOptions::default();
         Self {
             path: path.into(),
-            format: LineFormat::Text,
+            format: FilesFormat::default(),
             pattern: "*".to_string(),
             start_existing: true,
             header: false,
@@ -305,14 +337,28 @@ impl FilesOptions {
             delimiter: socket.delimiter,
             max_line_bytes: socket.max_line_bytes,
             limits: StreamLimits::default(),
+            max_files_per_batch: None,
         }
+    }
+
+    /// Sets [`FilesOptions::format`].
+    pub fn with_format(mut self, format: FilesFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets [`FilesOptions::max_files_per_batch`].
+    pub fn with_max_files_per_batch(mut self, files: usize) -> Self {
+        self.max_files_per_batch = Some(files);
+        self
     }
 
     /// The options as `SHOW STREAMS` shows them.
     pub(crate) fn describe(&self) -> String {
         config::describe(FILES_OPTIONS, |key| match key {
             "path" => Some(self.path.display().to_string()),
-            "format" => choice_name(FORMATS, self.format),
+            "format" => choice_name(FILES_FORMATS, self.format),
+            "max_files_per_batch" => self.max_files_per_batch.map(|n| n.to_string()),
             "pattern" => Some(self.pattern.clone()),
             "start" => Some(
                 if self.start_existing {
@@ -347,7 +393,7 @@ pub const FILES_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
         default: Some("text"),
-        help: "'text' (one column per line) or 'csv'",
+        help: "'text' (one column per line), 'csv', 'json' (one object per line) or 'parquet'",
     },
     OptionSpec {
         key: "pattern",
@@ -368,6 +414,11 @@ pub const FILES_OPTIONS: &[OptionSpec] = &[
         key: "settle",
         default: Some("1s"),
         help: "a file is taken once unchanged (size, modification time) for this long",
+    },
+    OptionSpec {
+        key: "max_files_per_batch",
+        default: None,
+        help: "files one batch takes at most; the rest wait, in order, for later batches (default: no cap)",
     },
     OptionSpec {
         key: "on_error",
@@ -392,7 +443,17 @@ pub(crate) enum Connector {
     Files(FilesOptions),
 }
 
-const FORMATS: &[(&str, LineFormat)] = &[("text", LineFormat::Text), ("csv", LineFormat::Csv)];
+const FORMATS: &[(&str, LineFormat)] = &[
+    ("text", LineFormat::Text),
+    ("csv", LineFormat::Csv),
+    ("json", LineFormat::Json),
+];
+const FILES_FORMATS: &[(&str, FilesFormat)] = &[
+    ("text", FilesFormat::Lines(LineFormat::Text)),
+    ("csv", FilesFormat::Lines(LineFormat::Csv)),
+    ("json", FilesFormat::Lines(LineFormat::Json)),
+    ("parquet", FilesFormat::Parquet),
+];
 const ON_ERROR: &[(&str, OnError)] = &[("skip", OnError::Skip), ("fail", OnError::Fail)];
 
 impl Connector {
@@ -459,7 +520,9 @@ impl Connector {
                     ))
                 })?;
                 let mut files = FilesOptions::new(path);
-                files.format = options.choice("format", FORMATS)?.unwrap_or(files.format);
+                files.format = options
+                    .choice("format", FILES_FORMATS)?
+                    .unwrap_or(files.format);
                 if let Some(pattern) = options.text("pattern") {
                     files.pattern = pattern.to_string();
                 }
@@ -480,6 +543,7 @@ impl Connector {
                     .positive("max_line_bytes")?
                     .unwrap_or(files.max_line_bytes);
                 files.limits = StreamLimits::read(&options)?;
+                files.max_files_per_batch = options.positive("max_files_per_batch")?;
                 Ok(Connector::Files(files))
             }
             other => Err(BrookError::invalid(format!(

@@ -517,3 +517,83 @@ fn the_property_test_inputs_hold_every_kind_of_line_and_both_outcomes() {
         assert!(reports.contains(kind), "no '{kind}' in {reports:#?}");
     }
 }
+
+fn json_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("s", DataType::Utf8View, true),
+        Field::new("n", DataType::Int8, true),
+        Field::new("day", DataType::Date32, true),
+    ]))
+}
+
+/// A random JSON line: good objects, values that do not fit (300 in a
+/// TINYINT, a fraction, a bad date), malformed JSON, two objects on a line,
+/// an object split over two lines, empty lines, invalid UTF-8.
+fn random_json_line(rng: &mut Rng) -> Vec<u8> {
+    let mut line: Vec<u8> = match rng.below(13) {
+        0 => br#"{"s": "a", "n": 1, "day": "2024-01-02"}"#.to_vec(),
+        1 => format!(
+            r#"{{"n": {}, "s": "s{}"}}"#,
+            rng.below(256) as i64 - 128,
+            rng.below(9)
+        )
+        .into_bytes(),
+        2 => br#"{"n": 300}"#.to_vec(),
+        3 => br#"{"n": 2.5}"#.to_vec(),
+        4 => br#"{"day": "2024-02-30"}"#.to_vec(),
+        5 => br#"{"s": "#.to_vec(),
+        6 => br#"{"n": 1} {"n": 2}"#.to_vec(),
+        7 => br#""n": 3}"#.to_vec(),
+        8 => Vec::new(),
+        9 => b"{\"s\": \"\xff\"}".to_vec(),
+        10 => br#"{"s": {"nested": [1, 2]}}"#.to_vec(),
+        11 => br#"{"other": [1, {"x": null}], "s": "\u00e9\"q\""}"#.to_vec(),
+        _ => br#"[1, 2]"#.to_vec(),
+    };
+    if rng.below(6) == 0 {
+        line.push(b'\r');
+    }
+    line.extend_from_slice(if rng.below(3) == 0 { b"\r\n" } else { b"\n" });
+    line
+}
+
+#[test]
+fn json_decoding_gives_the_same_rows_and_reports_for_every_way_of_cutting_the_bytes() {
+    let schema = json_schema();
+    let mut compared = 0;
+    let (mut rows, mut reports) = (0, 0);
+    for seed in 1..=100u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut input = Vec::new();
+        for _ in 0..rng.below(12) + 1 {
+            input.extend(random_json_line(&mut rng));
+        }
+        for max_line_bytes in [24, 1 << 20] {
+            let whole = decode(&schema, LineFormat::Json, max_line_bytes, &[&input]);
+            let lines = input.iter().filter(|b| **b == b'\n').count();
+            assert_eq!(
+                whole.rows.len() + whole.reports.len(),
+                lines,
+                "seed {seed}: every line is one row or one report: {whole:#?}"
+            );
+            rows += whole.rows.len();
+            reports += whole.reports.len();
+            for cut in 1..input.len() {
+                let (head, tail) = input.split_at(cut);
+                let cut_up = decode(&schema, LineFormat::Json, max_line_bytes, &[head, tail]);
+                assert_eq!(
+                    cut_up,
+                    whole,
+                    "seed {seed}, cut at {cut}: {:?}",
+                    String::from_utf8_lossy(&input)
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 5_000, "{compared} cuttings compared");
+    assert!(
+        rows > 100 && reports > 100,
+        "{rows} rows, {reports} reports"
+    );
+}

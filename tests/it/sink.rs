@@ -249,7 +249,11 @@ async fn bad_sinks_are_clear_errors() {
         ),
         (
             "CREATE SINK s WITH (connector = 'file', path = '/tmp/x', format = 'xml') AS SELECT n FROM nums",
-            "format is 'csv' or 'json', not 'xml'",
+            "format is 'csv', 'json' or 'parquet', not 'xml'",
+        ),
+        (
+            "CREATE SINK s WITH (connector = 'file', path = '/tmp/brook-never.parquet', format = 'parquet', mode = 'append') AS SELECT n FROM nums",
+            "sink 's': format 'parquet' writes one file per batch: a Parquet file ends with its footer and cannot be appended to",
         ),
         (
             "CREATE SINK s WITH (connector = 'file', path = '/tmp/brook-never') AS SELECT 1",
@@ -266,4 +270,103 @@ async fn bad_sinks_are_clear_errors() {
         );
     }
     assert!(ctx.sql("DROP SINK IF EXISTS nope").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_sink_files_read_back_by_the_files_source_and_by_datafusion_equal_the_query_output()
+{
+    let dir = temp_dir("parquet");
+    let ctx = StreamContext::new(Duration::from_millis(30));
+    ctx.sql("CREATE STREAM nums (n BIGINT, label TEXT) WITH (connector = 'queue', one_at_a_time = 'true')")
+        .await
+        .unwrap();
+    ctx.sql("INSERT INTO nums VALUES (1, 'one'), (2, NULL), (3, 'three')")
+        .await
+        .unwrap();
+    ctx.sql("INSERT INTO nums VALUES (-4, 'minus four')")
+        .await
+        .unwrap();
+    ctx.sql("INSERT INTO nums VALUES (5, 'five'), (6, 'six')")
+        .await
+        .unwrap();
+    let query = "SELECT n, n * 2.5 AS x, upper(label) AS loud, n % 2 = 0 AS even FROM nums";
+    ctx.sql(&format!(
+        "CREATE SINK halves WITH (connector = 'file', path = '{}', format = 'parquet') AS {query}",
+        dir.display()
+    ))
+    .await
+    .unwrap();
+    ctx.close_queues();
+    tokio::time::timeout(DEADLINE, ctx.wait_for_sinks())
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<String> = files_in(&dir)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "halves-000001.parquet",
+            "halves-000002.parquet",
+            "halves-000003.parquet"
+        ]
+    );
+    // The query's output, batch by batch, as the sink saw it.
+    let expected: Vec<Vec<String>> = [
+        ["1", "1", "2.5", "ONE", "false"],
+        ["1", "2", "5.0", "NULL", "true"],
+        ["1", "3", "7.5", "THREE", "false"],
+        ["2", "-4", "-10.0", "MINUS FOUR", "true"],
+        ["3", "5", "12.5", "FIVE", "false"],
+        ["3", "6", "15.0", "SIX", "true"],
+    ]
+    .iter()
+    .map(|row| row.iter().map(|cell| cell.to_string()).collect())
+    .collect();
+
+    // (a) Read back by a directory stream.
+    let reader = StreamContext::new(Duration::from_millis(30));
+    reader
+        .sql(&format!(
+            "CREATE STREAM back (batch BIGINT, n BIGINT, x DOUBLE, loud TEXT, even BOOLEAN) \
+             WITH (connector = 'files', path = '{}', format = 'parquet', settle = '0ms')",
+            dir.display()
+        ))
+        .await
+        .unwrap();
+    let mut back = crate::common::start(&reader, "SELECT batch, n, x, loud, even FROM back").await;
+    let mut streamed = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while streamed.len() < expected.len() {
+        let output = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut back))
+            .await
+            .expect("rows in time")
+            .unwrap()
+            .unwrap();
+        streamed.extend(crate::common::rows(&output));
+    }
+    assert_eq!(streamed, expected);
+    drop(back);
+
+    // (b) Read back by DataFusion as a table.
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE halves_table STORED AS PARQUET LOCATION '{}/'",
+        dir.display()
+    ))
+    .await
+    .unwrap();
+    let table = rows_of(
+        &ctx,
+        "SELECT batch, n, x, loud, even FROM halves_table ORDER BY batch, n",
+    )
+    .await;
+    assert_eq!(crate::common::table_rows(&table), expected);
+    let times = rows_of(&ctx, "SELECT DISTINCT length(batch_time) FROM halves_table").await;
+    assert_eq!(
+        crate::common::table_rows(&times),
+        vec![vec!["24".to_string()]]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
