@@ -631,7 +631,10 @@ async fn brook_run_writes_a_script_s_sink_to_postgres_and_never_prints_the_passw
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("postgres://postgres:***@127.0.0.1"), "{stdout}");
+    assert!(
+        stdout.contains("postgres://postgres:***@127.0.0.1"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
     assert_eq!(
         pg.rows("SELECT sensor, avg_temp, readings FROM sensor_averages ORDER BY sensor")
@@ -652,10 +655,14 @@ async fn brook_run_writes_a_script_s_sink_to_postgres_and_never_prints_the_passw
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(PASSWORD), "{stderr}");
     assert_eq!(
-        pg.rows("SELECT COUNT(*) FROM pg_tables WHERE tablename = 't'").await,
+        pg.rows("SELECT COUNT(*) FROM pg_tables WHERE tablename = 't'")
+            .await,
         [["0"]]
     );
 }
@@ -693,7 +700,10 @@ async fn the_repl_history_keeps_no_password() {
     .await
     .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(PASSWORD), "{stderr}");
     let saved = std::fs::read_to_string(&history).unwrap();
     assert!(saved.contains("postgres://me:***@127.0.0.1"), "{saved}");

@@ -241,7 +241,7 @@ async fn bad_sinks_are_clear_errors() {
     for (sql, expected) in [
         (
             "CREATE SINK s WITH (connector = 'kafka', path = 'x') AS SELECT n FROM nums",
-            "sink 's': unknown connector 'kafka' (sinks: 'file')",
+            "sink 's': unknown connector 'kafka' (sinks: 'file', 'postgres')",
         ),
         (
             "CREATE SINK s WITH (connector = 'file') AS SELECT n FROM nums",
