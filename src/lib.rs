@@ -93,7 +93,7 @@ pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, ErrorKind, Result, SqlLocation, WarningHandler, error_chain};
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{
-    FilesFormat, FilesOptions, LineFormat, OnError, QueueHandle, QueueOptions, SocketOptions,
-    StreamLimits,
+    FilesFormat, FilesOptions, KafkaOptions, LineFormat, OnError, QueueHandle, QueueOptions,
+    SocketOptions, StartOffset, StreamLimits,
 };
 pub use stream::StreamInfo;

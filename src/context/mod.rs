@@ -33,8 +33,8 @@ use crate::sink::lifecycle::SinkRegistry;
 use crate::sink::postgres::redact_secrets;
 use crate::sink::{BatchSink, FileSink, PostgresSink, SinkOptions};
 use crate::source::{
-    Connector, FilesOptions, FilesSource, QueueHandle, QueueOptions, QueueSource, SocketOptions,
-    SocketSource, Source, StreamLimits, conform_insert,
+    Connector, FilesOptions, FilesSource, KafkaOptions, KafkaSource, QueueHandle, QueueOptions,
+    QueueSource, SocketOptions, SocketSource, Source, StreamLimits, conform_insert,
 };
 use crate::sql::{
     BrookStatement, CreateSink, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql,

@@ -94,6 +94,24 @@ impl StreamContext {
         Ok(())
     }
 
+    /// Registers stream `name` reading a Kafka topic.
+    pub fn register_kafka(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: KafkaOptions,
+    ) -> Result<()> {
+        let limits = options.limits;
+        let source = KafkaSource::try_new(
+            name.to_string(),
+            options,
+            Arc::clone(&schema),
+            Arc::clone(&self.inner.warn),
+        )?;
+        self.register_stream(name, schema, Arc::new(source), limits)?;
+        Ok(())
+    }
+
     pub(super) fn register_stream(
         &self,
         name: &str,
@@ -207,6 +225,14 @@ impl StreamContext {
                     schema
                 };
                 self.register_files(&create.name, schema, options)?;
+            }
+            Connector::Kafka(options) => {
+                let schema = if create.columns.is_empty() {
+                    line_schema()
+                } else {
+                    schema
+                };
+                self.register_kafka(&create.name, schema, *options)?;
             }
         }
         Ok(())

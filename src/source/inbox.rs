@@ -38,6 +38,10 @@ struct InboxState {
     pending_bytes: usize,
     closed: bool,
     failure: Option<Arc<BrookError>>,
+    /// Items added so far, and items a cut took whole: a source that can
+    /// replay (Kafka) commits what the items up to `taken` held.
+    pushed: u64,
+    taken: u64,
 }
 
 impl InboxState {
@@ -102,6 +106,7 @@ impl Inbox {
         self.peak_pending_bytes
             .fetch_max(state.pending_bytes as u64, Ordering::Relaxed);
         state.items.push_back(batch);
+        state.pushed += 1;
     }
 
     fn closed_error(&self) -> BrookError {
@@ -235,6 +240,21 @@ impl Inbox {
         }
     }
 
+    /// Items added so far (a batch pushed in slices counts each slice).
+    pub fn items_pushed(&self) -> u64 {
+        self.lock().pushed
+    }
+
+    /// Items taken whole by cuts so far; in the order they were added.
+    pub fn items_taken(&self) -> u64 {
+        self.lock().taken
+    }
+
+    /// Waits for the next cut (or for room freed by it).
+    pub async fn next_take(&self) {
+        self.space_freed.notified().await;
+    }
+
     /// Waits until every row pushed so far has been taken by a cut (or the
     /// stream has closed). A directory source with `max_files_per_batch`
     /// waits here after its quota of files, so that the next file starts a
@@ -283,6 +303,7 @@ impl Inbox {
                 item.slice(0, keep)
             } else {
                 state.pending_bytes = state.pending_bytes.saturating_sub(batch_bytes(&item));
+                state.taken += 1;
                 item
             };
             rows += item.num_rows();

@@ -6,6 +6,7 @@ pub(crate) mod config;
 pub(crate) mod decode;
 mod files;
 mod inbox;
+mod kafka;
 mod options;
 mod parquet;
 mod queue;
@@ -22,6 +23,8 @@ use crate::error::Result;
 pub use config::OptionSpec;
 pub(crate) use files::FilesSource;
 pub(crate) use inbox::Inbox;
+pub(crate) use kafka::KafkaSource;
+pub use kafka::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
 pub(crate) use options::Connector;
 pub use options::{
     FILES_OPTIONS, FilesFormat, FilesOptions, LineFormat, OnError, QUEUE_OPTIONS, QueueOptions,

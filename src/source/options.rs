@@ -29,7 +29,7 @@ impl Default for StreamLimits {
 
 impl StreamLimits {
     /// Reads `max_pending_rows`, `max_pending_bytes` and `max_batch_rows`.
-    fn read(options: &OptionReader) -> Result<Self> {
+    pub(super) fn read(options: &OptionReader) -> Result<Self> {
         let defaults = Self::default();
         Ok(Self {
             max_pending_rows: options
@@ -54,7 +54,7 @@ impl StreamLimits {
 }
 
 /// The bounds every stream takes.
-const LIMIT_OPTIONS: [OptionSpec; 3] = [
+pub(super) const LIMIT_OPTIONS: [OptionSpec; 3] = [
     OptionSpec {
         key: "max_pending_rows",
         default: Some("4000000"),
@@ -73,7 +73,7 @@ const LIMIT_OPTIONS: [OptionSpec; 3] = [
 ];
 
 /// How every stream of lines (socket, files) cuts and splits them.
-const LINE_OPTIONS: [OptionSpec; 2] = [
+pub(super) const LINE_OPTIONS: [OptionSpec; 2] = [
     OptionSpec {
         key: "delimiter",
         default: Some(","),
@@ -441,6 +441,7 @@ pub(crate) enum Connector {
         options: SocketOptions,
     },
     Files(FilesOptions),
+    Kafka(Box<super::kafka::KafkaOptions>),
 }
 
 const FORMATS: &[(&str, LineFormat)] = &[
@@ -512,6 +513,9 @@ impl Connector {
                     },
                 })
             }
+            "kafka" => Ok(Connector::Kafka(Box::new(
+                super::kafka::KafkaOptions::read(stream, options)?,
+            ))),
             "files" => {
                 let options = OptionReader::new(owner, options, FILES_OPTIONS)?;
                 let path = options.text("path").ok_or_else(|| {
@@ -547,14 +551,14 @@ impl Connector {
                 Ok(Connector::Files(files))
             }
             other => Err(BrookError::invalid(format!(
-                "stream '{stream}': unknown connector '{other}'; brook has 'queue', 'socket' and 'files'"
+                "stream '{stream}': unknown connector '{other}'; brook has 'queue', 'socket', 'files' and 'kafka'"
             ))),
         }
     }
 }
 
 /// The CSV field delimiter: one ASCII character, or `\t` for a tab.
-fn read_delimiter(options: &OptionReader) -> Result<Option<u8>> {
+pub(super) fn read_delimiter(options: &OptionReader) -> Result<Option<u8>> {
     options
         .text("delimiter")
         .map(|text| match text.as_bytes() {

@@ -9,6 +9,9 @@ mod examples;
 mod files;
 mod fuzz_regressions;
 mod group_by;
+mod kafka;
+#[path = "../support/kafka_broker.rs"]
+mod kafka_broker;
 #[path = "../support/pg_server.rs"]
 mod pg_server;
 mod postgres;

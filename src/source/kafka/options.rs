@@ -1,0 +1,155 @@
+//! A Kafka stream's options: where, what, how to decode, where to start, and
+//! librdkafka properties passed through with the `kafka.` prefix.
+
+use super::super::config::{OptionReader, OptionSpec};
+use super::super::options::{LIMIT_OPTIONS, LINE_OPTIONS, read_delimiter};
+use super::super::{LineFormat, OnError, StreamLimits};
+use crate::error::{BrookError, Result};
+
+/// Where a consumer starts in partitions it has not read before in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// The first message still in the partition.
+    Earliest,
+    /// Only messages produced after the stream starts.
+    Latest,
+    /// The group's committed offset; the earliest message where none is.
+    Committed,
+}
+
+/// A Kafka stream's options, from `CREATE STREAM ... WITH (connector = 'kafka', ...)`.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// The topic read.
+    pub topic: String,
+    /// Text, CSV or JSON (one row per line of each message).
+    pub format: LineFormat,
+    /// The consumer group; default `brook-STREAM`.
+    pub group_id: Option<String>,
+    /// Where to start.
+    pub start_offset: StartOffset,
+    /// A malformed message: skipped (counted, reported) or fail the stream.
+    pub on_error: OnError,
+    /// CSV field delimiter.
+    pub delimiter: u8,
+    /// Longest line accepted.
+    pub max_line_bytes: usize,
+    /// The stream's bounds.
+    pub limits: StreamLimits,
+    /// librdkafka properties given as `'kafka.name' = 'value'`.
+    pub properties: Vec<(String, String)>,
+}
+
+/// The prefix of librdkafka properties passed through.
+pub const PROPERTY_PREFIX: &str = "kafka.";
+
+/// The options of a Kafka stream (and any `kafka.*` librdkafka property).
+pub const KAFKA_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "connector",
+        default: None,
+        help: "'kafka'",
+    },
+    OptionSpec {
+        key: "bootstrap_servers",
+        default: None,
+        help: "host:port of one or more brokers, comma-separated (required)",
+    },
+    OptionSpec {
+        key: "topic",
+        default: None,
+        help: "the topic read (required)",
+    },
+    OptionSpec {
+        key: "format",
+        default: Some("text"),
+        help: "'text', 'csv' or 'json': each line of a message's value is a row",
+    },
+    OptionSpec {
+        key: "group_id",
+        default: Some("brook-STREAM"),
+        help: "the consumer group: processes with the same group split the partitions",
+    },
+    OptionSpec {
+        key: "start_offset",
+        default: Some("committed"),
+        help: "'earliest', 'latest', or 'committed' (the group's offsets; earliest where none)",
+    },
+    OptionSpec {
+        key: "on_error",
+        default: Some("skip"),
+        help: "'skip' a malformed message (counted, reported with partition and offset) or 'fail' the stream",
+    },
+    LINE_OPTIONS[0],
+    LINE_OPTIONS[1],
+    LIMIT_OPTIONS[0],
+    LIMIT_OPTIONS[1],
+    LIMIT_OPTIONS[2],
+];
+
+const FORMATS: &[(&str, LineFormat)] = &[
+    ("text", LineFormat::Text),
+    ("csv", LineFormat::Csv),
+    ("json", LineFormat::Json),
+];
+
+impl KafkaOptions {
+    /// Reads the options of stream `stream`; `kafka.*` keys go to librdkafka.
+    pub(crate) fn read(stream: &str, options: &[(String, String)]) -> Result<Self> {
+        let (properties, own): (Vec<_>, Vec<_>) = options
+            .iter()
+            .cloned()
+            .partition(|(key, _)| key.starts_with(PROPERTY_PREFIX));
+        let options = OptionReader::new(format!("stream '{stream}'"), &own, KAFKA_OPTIONS)?;
+        let required = |key: &str, example: &str| {
+            options.text(key).map(str::to_string).ok_or_else(|| {
+                BrookError::invalid(format!(
+                    "stream '{stream}': the kafka connector needs option {key} (e.g. {key} = '{example}')"
+                ))
+            })
+        };
+        let bootstrap_servers = required("bootstrap_servers", "127.0.0.1:9092")?;
+        let topic = required("topic", "events")?;
+        let properties = properties
+            .into_iter()
+            .map(|(key, value)| (key[PROPERTY_PREFIX.len()..].to_string(), value))
+            .collect();
+        Ok(Self {
+            bootstrap_servers,
+            topic,
+            format: options
+                .choice("format", FORMATS)?
+                .unwrap_or(LineFormat::Text),
+            group_id: options.text("group_id").map(str::to_string),
+            start_offset: options
+                .choice(
+                    "start_offset",
+                    &[
+                        ("earliest", StartOffset::Earliest),
+                        ("latest", StartOffset::Latest),
+                        ("committed", StartOffset::Committed),
+                    ],
+                )?
+                .unwrap_or(StartOffset::Committed),
+            on_error: options
+                .choice(
+                    "on_error",
+                    &[("skip", OnError::Skip), ("fail", OnError::Fail)],
+                )?
+                .unwrap_or(OnError::Skip),
+            delimiter: read_delimiter(&options)?.unwrap_or(b','),
+            max_line_bytes: options.positive("max_line_bytes")?.unwrap_or(1 << 20),
+            limits: StreamLimits::read(&options)?,
+            properties,
+        })
+    }
+
+    /// The consumer group of stream `stream`.
+    pub fn group_of(&self, stream: &str) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("brook-{stream}"))
+    }
+}
