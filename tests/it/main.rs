@@ -20,5 +20,6 @@ mod sink;
 mod socket;
 mod split;
 mod sql_errors;
+mod ui;
 mod window;
 mod wrong_results;
