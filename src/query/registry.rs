@@ -117,6 +117,14 @@ impl LatestResult {
             total_rows: batches.iter().map(RecordBatch::num_rows).sum(),
         }
     }
+
+    /// Memory the kept rows hold alive: the whole buffers they slice.
+    pub fn memory_bytes(&self) -> usize {
+        self.rows
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
 }
 
 /// How a query ended.
@@ -143,6 +151,11 @@ pub(crate) struct EndedQuery {
 
 /// Ended queries the registry remembers, the most recent.
 pub(crate) const ENDED_QUERIES: usize = 20;
+
+/// Memory an ended query's latest result may keep alive. Its rows are
+/// slices, which hold the whole result's buffers: an ended query kept for
+/// the dashboard must not pin a large last result for good.
+const ENDED_LATEST_BYTES: usize = 1 << 20;
 
 impl QueryEntry {
     /// Stop after the batch in progress.
@@ -193,7 +206,9 @@ impl QueryRegistry {
             info: entry.info(),
             end,
             ended_at: Utc::now(),
-            latest: lock(&entry.latest).take(),
+            latest: lock(&entry.latest)
+                .take()
+                .filter(|latest| latest.memory_bytes() <= ENDED_LATEST_BYTES),
         };
         let mut all = lock(&self.ended);
         if all.len() >= ENDED_QUERIES {
@@ -280,4 +295,37 @@ pub(crate) fn queries_rows(queries: &[QueryInfo]) -> Result<RecordBatch> {
             text(queries.iter().map(|q| q.sql.clone()).collect()),
         ],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_rows_slice_across_batches_and_count_the_whole_result() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::UInt64, false)]));
+        let batch = |values: Vec<u64>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(UInt64Array::from(values)) as ArrayRef],
+            )
+            .unwrap()
+        };
+        let batches = [
+            batch(vec![1, 2]),
+            batch(vec![]),
+            batch(vec![3, 4, 5]),
+            batch(vec![6]),
+        ];
+        let latest = LatestResult::first_rows(7, Arc::clone(&schema), &batches, 4);
+        let kept: Vec<usize> = latest.rows.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(kept, vec![2, 2]);
+        assert_eq!(latest.total_rows, 6);
+        assert_eq!(latest.batch_number, 7);
+        assert!(
+            LatestResult::first_rows(1, schema, &batches, 0)
+                .rows
+                .is_empty()
+        );
+    }
 }
