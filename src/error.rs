@@ -276,3 +276,57 @@ pub type WarningHandler = std::sync::Arc<dyn Fn(&BrookError) + Send + Sync>;
 
 /// Shorthand for results in brook.
 pub type Result<T, E = BrookError> = std::result::Result<T, E>;
+
+/// Warnings kept for the dashboard: at most this many, the newest.
+pub(crate) const RECENT_WARNINGS: usize = 100;
+
+/// One warning as the dashboard lists it.
+#[derive(Debug, Clone)]
+pub struct Warning {
+    /// When it was reported.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Whose fault it is.
+    pub kind: ErrorKind,
+    /// The warning and its causes ([`error_chain`]), as reported; the
+    /// dashboard masks passwords before showing it.
+    pub message: String,
+}
+
+/// A bounded ring of the most recent warnings of a context, fed by its
+/// [`WarningHandler`] and by failed batches: what the dashboard's "recent
+/// warnings" shows. Pushing is one short lock and the message's text,
+/// which the handler formats anyway.
+#[derive(Debug, Default)]
+pub(crate) struct RecentWarnings {
+    state: std::sync::Mutex<RecentState>,
+}
+
+#[derive(Debug, Default)]
+struct RecentState {
+    warnings: std::collections::VecDeque<Warning>,
+    /// Warnings ever pushed, kept and evicted ones alike.
+    total: u64,
+}
+
+impl RecentWarnings {
+    /// Records `warning`, evicting the oldest past [`RECENT_WARNINGS`].
+    pub fn push(&self, warning: &BrookError) {
+        let entry = Warning {
+            time: chrono::Utc::now(),
+            kind: warning.kind(),
+            message: error_chain(warning),
+        };
+        let mut state = crate::sync::lock(&self.state);
+        if state.warnings.len() >= RECENT_WARNINGS {
+            state.warnings.pop_front();
+        }
+        state.warnings.push_back(entry);
+        state.total += 1;
+    }
+
+    /// The kept warnings, oldest first, and how many were ever pushed.
+    pub fn snapshot(&self) -> (Vec<Warning>, u64) {
+        let state = crate::sync::lock(&self.state);
+        (state.warnings.iter().cloned().collect(), state.total)
+    }
+}

@@ -31,6 +31,8 @@
 //! - [`sink`]: console output and file sinks of CSV, JSON or Parquet
 //!   (`CREATE SINK`).
 //! - [`context`]: [`StreamContext`], the entry point: streams, `sql()`.
+//! - [`ui`]: the dashboard: a live page, JSON under `/api/`, Prometheus
+//!   metrics, served over HTTP for a context.
 //! - [`cli`]: the `brook` command line and, under it, the interactive shell
 //!   (`cli::repl`).
 //!
@@ -87,10 +89,11 @@ pub mod source;
 pub mod sql;
 pub(crate) mod stream;
 pub(crate) mod sync;
+pub mod ui;
 
 pub use catalog::windows::OutputMode;
 pub use context::{SqlOutput, StreamContext, line_schema};
-pub use error::{BrookError, ErrorKind, Result, SqlLocation, WarningHandler, error_chain};
+pub use error::{BrookError, ErrorKind, Result, SqlLocation, Warning, WarningHandler, error_chain};
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{
     FilesFormat, FilesOptions, KafkaOptions, LineFormat, OnError, QueueHandle, QueueOptions,

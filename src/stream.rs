@@ -23,8 +23,11 @@ pub struct StreamInfo {
     pub schema: SchemaRef,
     /// The connector's options as a user would write them.
     pub options: String,
-    /// `idle` (no query reads it), `running` or `closed`.
+    /// `idle` (no query reads it), `running`, `closed` (its source ended)
+    /// or `failed` (see `failure`).
     pub state: String,
+    /// Why the stream failed, when it did.
+    pub failure: Option<String>,
     /// Rows received since the stream started.
     pub rows_received: u64,
     /// Rows dropped (malformed, too long, cut off), each reported.
@@ -35,6 +38,8 @@ pub struct StreamInfo {
     pub peak_pending_rows: u64,
     /// The most bytes of Arrow memory waiting for a batch at any time.
     pub peak_pending_bytes: u64,
+    /// The bounds on what waits for a batch.
+    pub limits: StreamLimits,
 }
 
 impl StreamInfo {
@@ -88,12 +93,15 @@ impl LiveStream {
     /// running query reads it.
     pub fn info(&self, read: bool) -> StreamInfo {
         let inbox = &self.inbox;
+        let failure = inbox.failure().map(|err| crate::error::error_chain(&*err));
         StreamInfo {
             name: self.name.clone(),
             connector: self.source.connector().to_string(),
             schema: Arc::clone(&self.schema),
             options: self.source.describe(),
-            state: if inbox.is_closed() {
+            state: if failure.is_some() {
+                "failed"
+            } else if inbox.is_closed() {
                 "closed"
             } else if read {
                 "running"
@@ -101,11 +109,13 @@ impl LiveStream {
                 "idle"
             }
             .to_string(),
+            failure,
             rows_received: inbox.rows_received.load(Ordering::Relaxed),
             rows_dropped: inbox.rows_dropped.load(Ordering::Relaxed),
             rows_pending: inbox.pending_rows() as u64,
             peak_pending_rows: inbox.peak_pending_rows.load(Ordering::Relaxed),
             peak_pending_bytes: inbox.peak_pending_bytes.load(Ordering::Relaxed),
+            limits: inbox.limits(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Command-line arguments, parsed once by clap.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ const EXAMPLES: &str = "Examples:
   brook                                    (the interactive shell: type SQL against live streams)
   brook run queries/wordcount.sql
   brook --batch-interval 500ms run queries/socket_wordcount.sql     (feed it with: nc -lk 9000)
+  brook run queries/socket_wordcount.sql --ui    (and open http://127.0.0.1:4040/)
   brook --format csv -c \"CREATE STREAM ds WITH (connector = 'socket', port = '9000'); SELECT * FROM ds\"";
 
 /// SQL over live streams: micro-batches on DataFusion.
@@ -52,6 +54,18 @@ pub struct Args {
     /// Stop after this long, e.g. 30s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
     pub duration: Option<Duration>,
+
+    /// Serve the dashboard (a live page, /api/..., /metrics) on ADDR while
+    /// brook runs; 127.0.0.1:4040 when no ADDR is given. Put it after the
+    /// file (`brook run FILE --ui`) or write `--ui=ADDR`.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = crate::ui::DEFAULT_ADDR,
+        global = true
+    )]
+    pub ui: Option<SocketAddr>,
 }
 
 /// Subcommands.

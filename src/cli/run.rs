@@ -86,6 +86,11 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
     }
     if scripts.is_empty() {
         let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
+        // Served for as long as the shell runs.
+        let _dashboard = match serve_dashboard(&ctx, args.ui).await {
+            Ok(dashboard) => dashboard,
+            Err(code) => return code,
+        };
         let options = ReplOptions {
             format: args.format,
             max_rows: args.max_rows,
@@ -95,6 +100,11 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
     }
 
     let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
+    // Served until the run ends: brook does not stay up for the page.
+    let _dashboard = match serve_dashboard(&ctx, args.ui).await {
+        Ok(dashboard) => dashboard,
+        Err(code) => return code,
+    };
     let mut session = Session::new(ctx.clone());
     let (stop_sender, stop) = watch::channel(false);
     let stop_sender = Arc::new(stop_sender);
@@ -190,6 +200,29 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         ExitCode::from(EXIT_ERROR)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Serves the dashboard on `addr` when one was asked for, printing its
+/// URL. An address brook cannot listen on ends the run before anything
+/// else runs ([`EXIT_ERROR`]): a user who asked for the dashboard would
+/// rather know than miss it.
+async fn serve_dashboard(
+    ctx: &StreamContext,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<crate::ui::UiHandle>, ExitCode> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    match crate::ui::serve(ctx, addr).await {
+        Ok(dashboard) => {
+            eprintln!("brook: dashboard at {}", dashboard.url());
+            Ok(Some(dashboard))
+        }
+        Err(err) => {
+            eprintln!("brook: {}", report::describe(&err));
+            Err(ExitCode::from(EXIT_ERROR))
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::batcher::Batcher;
 use crate::catalog::StreamMap;
 use crate::catalog::stream_table::StreamTable;
 use crate::catalog::system::{self, SystemTable};
-use crate::error::{BrookError, Result, SqlLocation, WarningHandler};
+use crate::error::{BrookError, RecentWarnings, Result, SqlLocation, WarningHandler};
 use crate::exec::PlanShape;
 use crate::planner::{self, Planner};
 use crate::query::ContinuousQuery;
@@ -91,7 +91,11 @@ struct ContextInner {
     stop_on_query_error: AtomicBool,
     batcher: Arc<Batcher>,
     next_query_id: AtomicU64,
+    /// The user's handler, behind one that also records each warning in
+    /// `recent_warnings`.
     warn: WarningHandler,
+    /// The latest warnings and failed batches, for the dashboard.
+    recent_warnings: Arc<RecentWarnings>,
     queries: QueryRegistry,
     sinks: SinkRegistry,
 }
@@ -125,6 +129,14 @@ impl StreamContext {
 
     /// Like [`StreamContext::new`], sending warnings to `warn`.
     pub fn with_warning_handler(batch_interval: Duration, warn: WarningHandler) -> Self {
+        let recent_warnings = Arc::new(RecentWarnings::default());
+        let warn: WarningHandler = {
+            let recent_warnings = Arc::clone(&recent_warnings);
+            Arc::new(move |warning: &BrookError| {
+                recent_warnings.push(warning);
+                warn(warning);
+            })
+        };
         // One partition: micro-batches are small, and repartitioning them
         // costs more than it saves (see BUILD.md's measurements).
         let mut config = SessionConfig::new()
@@ -160,6 +172,7 @@ impl StreamContext {
                 batcher,
                 next_query_id: AtomicU64::new(1),
                 warn,
+                recent_warnings,
                 queries,
                 sinks: SinkRegistry::default(),
             }),
@@ -204,6 +217,17 @@ impl StreamContext {
     /// DataFusion's session, for registering static tables and functions.
     pub fn session(&self) -> &SessionContext {
         &self.inner.session
+    }
+
+    /// The registry of running and recently ended queries (the dashboard
+    /// reads it).
+    pub(crate) fn query_registry(&self) -> &QueryRegistry {
+        &self.inner.queries
+    }
+
+    /// The most recent warnings (the dashboard shows them).
+    pub(crate) fn recent_warnings(&self) -> &RecentWarnings {
+        &self.inner.recent_warnings
     }
 
     /// Runs one SQL statement (a trailing `;` is fine). Errors name the line
@@ -367,6 +391,7 @@ impl StreamContext {
                 tick_now: self.inner.batcher.tick_now_handle(),
                 registry: self.inner.queries.clone(),
                 stop_on_error: self.inner.stop_on_query_error.load(Ordering::Relaxed),
+                warnings: Arc::clone(&self.inner.recent_warnings),
             },
         ))
     }

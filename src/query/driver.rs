@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 
 use super::BatchOutput;
 use super::engine::{BatchEngine, Emission, MicroBatch};
-use super::registry::{QueryEntry, QueryRegistry, QueryStats, Stop};
+use super::registry::{LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, Stop};
 use crate::batcher::Tick;
-use crate::error::{BrookError, Result};
+use crate::error::{BrookError, RecentWarnings, Result, error_chain};
 use crate::sync::lock;
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
@@ -56,6 +56,9 @@ pub(crate) struct DriverSettings {
     pub registry: QueryRegistry,
     /// Stop after a batch the engine cannot run.
     pub stop_on_error: bool,
+    /// Where failed batches and failed streams are recorded for the
+    /// dashboard (the query's consumer reports them too).
+    pub warnings: Arc<RecentWarnings>,
 }
 
 impl ContinuousQuery {
@@ -75,6 +78,7 @@ impl ContinuousQuery {
             stats: std::sync::Mutex::new(QueryStats::default()),
             stop,
             tick_now: settings.tick_now,
+            latest: std::sync::Mutex::new(None),
         });
         let registry = settings.registry;
         registry.insert(Arc::clone(&entry));
@@ -85,13 +89,15 @@ impl ContinuousQuery {
             entry: Arc::clone(&entry),
             stop_on_error: settings.stop_on_error,
             batch_number: 0,
+            registry: registry.clone(),
+            warnings: settings.warnings,
         };
         let task = tokio::spawn({
             let registry = registry.clone();
             async move {
                 let id = driver.entry.id;
-                driver.run(ticks, stop_requested).await;
-                registry.remove(id);
+                let end = driver.run(ticks, stop_requested).await;
+                registry.retire(id, end);
             }
         });
         Self {
@@ -148,7 +154,8 @@ impl Drop for ContinuousQuery {
         if let Some(task) = &self.task {
             task.abort();
         }
-        self.registry.remove(self.entry.id);
+        // A no-op when the driver already said how the query ended.
+        self.registry.retire(self.entry.id, QueryEnd::Stopped);
     }
 }
 
@@ -193,17 +200,25 @@ struct Driver {
     entry: Arc<QueryEntry>,
     stop_on_error: bool,
     batch_number: u64,
+    /// Says whether to keep the latest result's first rows.
+    registry: QueryRegistry,
+    warnings: Arc<RecentWarnings>,
 }
 
 impl Driver {
-    async fn run(mut self, mut ticks: mpsc::Receiver<Tick>, mut stop: watch::Receiver<Stop>) {
+    /// Runs the query until it ends, and says how it ended.
+    async fn run(
+        mut self,
+        mut ticks: mpsc::Receiver<Tick>,
+        mut stop: watch::Receiver<Stop>,
+    ) -> QueryEnd {
         loop {
             let tick = tokio::select! {
                 biased;
-                _ = stop.wait_for(|stop| *stop == Stop::Now) => return,
+                _ = stop.wait_for(|stop| *stop == Stop::Now) => return QueryEnd::Stopped,
                 tick = ticks.recv() => match tick {
                     Some(tick) => tick,
-                    None => return,
+                    None => return QueryEnd::Stopped,
                 },
             };
             let mut inputs = Vec::with_capacity(tick.inputs.len());
@@ -217,8 +232,11 @@ impl Driver {
                         inputs.push(cut.batches);
                     }
                     Err(failure) => {
-                        let _ = self.outputs.send(Err(failure.into())).await;
-                        return;
+                        let error = BrookError::from(failure);
+                        self.warnings.push(&error);
+                        let end = QueryEnd::Failed(error_chain(&error));
+                        let _ = self.outputs.send(Err(error)).await;
+                        return end;
                     }
                 }
             }
@@ -237,14 +255,22 @@ impl Driver {
                 let result = self.engine.on_batch(&batch).await;
                 let output = self.output(result, &batch, tick.instant, started, lag);
                 self.record(&batch, output.as_ref(), started.elapsed(), lag);
-                let failed = matches!(output, Some(Err(_)));
+                let failure = match &output {
+                    Some(Err(err)) => {
+                        self.warnings.push(err);
+                        Some(error_chain(err))
+                    }
+                    _ => None,
+                };
                 if let Some(output) = output
                     && self.outputs.send(output).await.is_err()
                 {
-                    return;
+                    return QueryEnd::Stopped;
                 }
-                if failed && self.stop_on_error {
-                    return;
+                if let Some(failure) = failure
+                    && self.stop_on_error
+                {
+                    return QueryEnd::Failed(failure);
                 }
             }
             if all_ended || finished {
@@ -259,9 +285,14 @@ impl Driver {
                 if let Some(output) =
                     self.output(result, &last, tick.instant, started, Duration::ZERO)
                 {
+                    self.keep_latest(output.as_ref().ok());
                     let _ = self.outputs.send(output).await;
                 }
-                return;
+                return if all_ended {
+                    QueryEnd::Finished
+                } else {
+                    QueryEnd::Stopped
+                };
             }
         }
     }
@@ -316,5 +347,25 @@ impl Driver {
         stats.last_batch = execution;
         stats.lag = lag;
         stats.retained = self.engine.retained();
+        drop(stats);
+        self.keep_latest(output.and_then(|o| o.as_ref().ok()));
+    }
+
+    /// Keeps the first rows of `output` as the latest result, when a
+    /// dashboard asks for them: O(columns), whatever the result's size.
+    fn keep_latest(&self, output: Option<&BatchOutput>) {
+        let limit = self.registry.latest_rows();
+        if limit == 0 {
+            return;
+        }
+        if let Some(output) = output {
+            let latest = LatestResult::first_rows(
+                output.batch_number,
+                Arc::clone(&output.schema),
+                &output.batches,
+                limit,
+            );
+            *lock(&self.entry.latest) = Some(latest);
+        }
     }
 }

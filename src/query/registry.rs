@@ -1,7 +1,8 @@
 //! The running queries of a context: what `SHOW QUERIES` and `brook.queries`
 //! list, and the handle `STOP QUERY n` uses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,7 +71,91 @@ pub(crate) struct QueryEntry {
     pub stop: watch::Sender<Stop>,
     /// Asks the clock for a batch at once.
     pub tick_now: Arc<Notify>,
+    /// The first rows of the latest result, kept only while the registry's
+    /// `latest_rows` asks for them (a dashboard is served).
+    pub latest: Mutex<Option<LatestResult>>,
 }
+
+/// The first rows of a query's latest result, as the dashboard shows them.
+#[derive(Debug, Clone)]
+pub(crate) struct LatestResult {
+    /// The batch that produced it.
+    pub batch_number: u64,
+    /// The result's schema.
+    pub schema: SchemaRef,
+    /// Its first rows: zero-copy slices of the result's batches.
+    pub rows: Vec<RecordBatch>,
+    /// Rows in the whole result.
+    pub total_rows: usize,
+}
+
+impl LatestResult {
+    /// The first `limit` rows of `batches`. Slicing shares the arrays, so
+    /// this costs a few reference counts per column, whatever the size.
+    pub fn first_rows(
+        batch_number: u64,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+        limit: usize,
+    ) -> Self {
+        let mut rows = Vec::new();
+        let mut kept = 0;
+        for batch in batches {
+            if kept >= limit {
+                break;
+            }
+            let take = batch.num_rows().min(limit - kept);
+            if take > 0 {
+                rows.push(batch.slice(0, take));
+                kept += take;
+            }
+        }
+        Self {
+            batch_number,
+            schema,
+            rows,
+            total_rows: batches.iter().map(RecordBatch::num_rows).sum(),
+        }
+    }
+
+    /// Memory the kept rows hold alive: the whole buffers they slice.
+    pub fn memory_bytes(&self) -> usize {
+        self.rows
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+}
+
+/// How a query ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum QueryEnd {
+    /// Every stream it reads ended and it ran what they delivered.
+    Finished,
+    /// Stopped by `STOP QUERY`, a graceful finish, or its output dropped.
+    Stopped,
+    /// A stream it reads failed, or a batch failed with
+    /// `on_query_error = 'stop'`; the error as reported.
+    Failed(String),
+}
+
+/// A query that has ended, as the dashboard still shows it for a while.
+#[derive(Debug, Clone)]
+pub(crate) struct EndedQuery {
+    /// Its last state while it ran.
+    pub info: QueryInfo,
+    pub end: QueryEnd,
+    pub ended_at: DateTime<Utc>,
+    pub latest: Option<LatestResult>,
+}
+
+/// Ended queries the registry remembers, the most recent.
+pub(crate) const ENDED_QUERIES: usize = 20;
+
+/// Memory an ended query's latest result may keep alive. Its rows are
+/// slices, which hold the whole result's buffers: an ended query kept for
+/// the dashboard must not pin a large last result for good.
+const ENDED_LATEST_BYTES: usize = 1 << 20;
 
 impl QueryEntry {
     /// Stop after the batch in progress.
@@ -95,10 +180,15 @@ impl QueryEntry {
     }
 }
 
-/// The running queries of a context, by id.
+/// The running queries of a context, by id, and the last few that ended.
 #[derive(Clone, Default)]
 pub(crate) struct QueryRegistry {
     entries: Arc<Mutex<BTreeMap<u64, Arc<QueryEntry>>>>,
+    /// The most recent [`ENDED_QUERIES`] ended queries, oldest first.
+    ended: Arc<Mutex<VecDeque<EndedQuery>>>,
+    /// Rows of each query's latest result to keep (0: none). A served
+    /// dashboard sets it; without one the drivers keep nothing.
+    latest_rows: Arc<AtomicUsize>,
 }
 
 impl QueryRegistry {
@@ -106,8 +196,41 @@ impl QueryRegistry {
         lock(&self.entries).insert(entry.id, entry);
     }
 
-    pub fn remove(&self, id: u64) {
-        lock(&self.entries).remove(&id);
+    /// Removes running query `id` and remembers how it ended; a second
+    /// call for the same query does nothing (the first says how it ended).
+    pub fn retire(&self, id: u64, end: QueryEnd) {
+        let Some(entry) = lock(&self.entries).remove(&id) else {
+            return;
+        };
+        let ended = EndedQuery {
+            info: entry.info(),
+            end,
+            ended_at: Utc::now(),
+            latest: lock(&entry.latest)
+                .take()
+                .filter(|latest| latest.memory_bytes() <= ENDED_LATEST_BYTES),
+        };
+        let mut all = lock(&self.ended);
+        if all.len() >= ENDED_QUERIES {
+            all.pop_front();
+        }
+        all.push_back(ended);
+    }
+
+    /// The queries that ended, oldest first.
+    pub fn ended(&self) -> Vec<EndedQuery> {
+        lock(&self.ended).iter().cloned().collect()
+    }
+
+    /// Rows of each latest result to keep (0: none).
+    pub fn latest_rows(&self) -> usize {
+        self.latest_rows.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the first `rows` rows of each query's latest result from the
+    /// next batch on.
+    pub fn keep_latest_rows(&self, rows: usize) {
+        self.latest_rows.store(rows, Ordering::Relaxed);
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<QueryEntry>> {
@@ -172,4 +295,37 @@ pub(crate) fn queries_rows(queries: &[QueryInfo]) -> Result<RecordBatch> {
             text(queries.iter().map(|q| q.sql.clone()).collect()),
         ],
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_rows_slice_across_batches_and_count_the_whole_result() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::UInt64, false)]));
+        let batch = |values: Vec<u64>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(UInt64Array::from(values)) as ArrayRef],
+            )
+            .unwrap()
+        };
+        let batches = [
+            batch(vec![1, 2]),
+            batch(vec![]),
+            batch(vec![3, 4, 5]),
+            batch(vec![6]),
+        ];
+        let latest = LatestResult::first_rows(7, Arc::clone(&schema), &batches, 4);
+        let kept: Vec<usize> = latest.rows.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(kept, vec![2, 2]);
+        assert_eq!(latest.total_rows, 6);
+        assert_eq!(latest.batch_number, 7);
+        assert!(
+            LatestResult::first_rows(1, schema, &batches, 0)
+                .rows
+                .is_empty()
+        );
+    }
 }

@@ -195,6 +195,16 @@ impl Inbox {
         self.lock().closed
     }
 
+    /// The bounds the inbox holds its source to.
+    pub fn limits(&self) -> StreamLimits {
+        self.limits
+    }
+
+    /// Why the source failed, if it did.
+    pub fn failure(&self) -> Option<Arc<BrookError>> {
+        self.lock().failure.clone()
+    }
+
     pub fn pending_rows(&self) -> usize {
         self.lock().pending_rows
     }

@@ -23,5 +23,6 @@ mod sink;
 mod socket;
 mod split;
 mod sql_errors;
+mod ui;
 mod window;
 mod wrong_results;
