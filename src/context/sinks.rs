@@ -75,6 +75,11 @@ impl StreamContext {
         // Dropping the query on an error here stops it.
         let sink: Box<dyn BatchSink> = match options {
             SinkOptions::File(options) => Box::new(FileSink::create(&create.name, options)?),
+            SinkOptions::Kafka(options) => Box::new(crate::sink::KafkaSink::create(
+                &create.name,
+                options,
+                &query.schema(),
+            )?),
             SinkOptions::Postgres(options) => Box::new(
                 PostgresSink::connect(
                     &create.name,

@@ -5,6 +5,7 @@
 
 mod console;
 mod file;
+mod kafka;
 pub(crate) mod lifecycle;
 pub mod postgres;
 
@@ -15,6 +16,7 @@ use crate::query::BatchOutput;
 
 pub use console::{ConsoleSink, OutputFormat};
 pub use file::{FILE_SINK_OPTIONS, FileFormat, FileMode, FileSink, FileSinkOptions};
+pub use kafka::{KAFKA_SINK_OPTIONS, KafkaFormat, KafkaSink, KafkaSinkOptions};
 pub use lifecycle::MAX_CONSECUTIVE_FAILURES;
 pub use postgres::{POSTGRES_SINK_OPTIONS, PostgresSink, PostgresSinkOptions, UpsertMode};
 
@@ -62,6 +64,8 @@ pub enum SinkOptions {
     File(FileSinkOptions),
     /// `connector = 'postgres'`.
     Postgres(Box<PostgresSinkOptions>),
+    /// `connector = 'kafka'`.
+    Kafka(KafkaSinkOptions),
 }
 
 impl SinkOptions {
@@ -75,11 +79,12 @@ impl SinkOptions {
             Some("file") => FileSinkOptions::from_options(sink, options).map(SinkOptions::File),
             Some("postgres" | "postgresql") => PostgresSinkOptions::from_options(sink, options)
                 .map(|options| SinkOptions::Postgres(Box::new(options))),
+            Some("kafka") => KafkaSinkOptions::from_options(sink, options).map(SinkOptions::Kafka),
             Some(other) => Err(BrookError::invalid(format!(
-                "sink '{sink}': unknown connector '{other}' (sinks: 'file', 'postgres')"
+                "sink '{sink}': unknown connector '{other}' (sinks: 'file', 'postgres', 'kafka')"
             ))),
             None => Err(BrookError::invalid(format!(
-                "sink '{sink}': give connector = 'file' or connector = 'postgres'"
+                "sink '{sink}': give connector = 'file', 'postgres' or 'kafka'"
             ))),
         }
     }

@@ -651,9 +651,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("port must be a number"), "{err}");
+        let err = Connector::from_options("q", &options(&[("connector", "kinesis")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown connector 'kinesis'"), "{err}");
         let err = Connector::from_options("q", &options(&[("connector", "kafka")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown connector 'kafka'"), "{err}");
+        assert!(err.contains("needs option bootstrap_servers"), "{err}");
     }
 }

@@ -285,3 +285,66 @@ async fn a_missing_topic_or_broker_is_a_clear_error() {
         .to_string();
     assert!(err.contains("needs option bootstrap_servers"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sinks_rows_land_in_a_topic_as_keyed_json_messages() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("counts", 1);
+    let ctx = StreamContext::new(Duration::from_millis(50));
+    ctx.sql("CREATE STREAM lines (line TEXT) WITH (connector = 'queue', one_at_a_time = 'true')")
+        .await
+        .unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK counts WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'counts', \
+         key = 'word') AS SELECT word, COUNT(*) AS n FROM \
+         (SELECT unnest(split(line, ' ')) AS word FROM lines) GROUP BY word ORDER BY word",
+        broker.address()
+    ))
+    .await
+    .unwrap();
+    ctx.sql("INSERT INTO lines VALUES ('a b a')").await.unwrap();
+    ctx.sql("INSERT INTO lines VALUES ('c, \"quoted\"')")
+        .await
+        .unwrap();
+    ctx.close_queues();
+    tokio::time::timeout(DEADLINE, ctx.wait_for_sinks())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset("counts", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while messages.len() < 4 {
+        assert!(Instant::now() < deadline, "messages so far: {messages:?}");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            use rdkafka::Message;
+            let message = message.unwrap();
+            messages.push((
+                String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+            ));
+        }
+    }
+    assert_eq!(
+        messages,
+        [
+            ("a".to_string(), r#"{"word":"a","n":2}"#.to_string()),
+            ("b".to_string(), r#"{"word":"b","n":1}"#.to_string()),
+            (
+                "\"quoted\"".to_string(),
+                r#"{"word":"\"quoted\"","n":1}"#.to_string()
+            ),
+            ("c,".to_string(), r#"{"word":"c,","n":1}"#.to_string()),
+        ]
+    );
+}

@@ -240,8 +240,8 @@ async fn bad_sinks_are_clear_errors() {
         .unwrap();
     for (sql, expected) in [
         (
-            "CREATE SINK s WITH (connector = 'kafka', path = 'x') AS SELECT n FROM nums",
-            "sink 's': unknown connector 'kafka' (sinks: 'file', 'postgres')",
+            "CREATE SINK s WITH (connector = 'kinesis', path = 'x') AS SELECT n FROM nums",
+            "sink 's': unknown connector 'kinesis' (sinks: 'file', 'postgres', 'kafka')",
         ),
         (
             "CREATE SINK s WITH (connector = 'file') AS SELECT n FROM nums",

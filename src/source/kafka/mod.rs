@@ -179,7 +179,33 @@ impl ConsumerContext for StartContext {
     }
 }
 
-type KafkaConsumer = StreamConsumer<StartContext>;
+/// The consumer; closed on a thread of its own when the stream is dropped,
+/// because librdkafka's close waits for the group to answer the leave
+/// (seconds, or longer on a broker that does not answer), and that wait
+/// must not hold up the runtime.
+struct KafkaConsumer(Option<StreamConsumer<StartContext>>);
+
+impl std::ops::Deref for KafkaConsumer {
+    type Target = StreamConsumer<StartContext>;
+
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            Some(consumer) => consumer,
+            // Taken only in drop.
+            None => unreachable!("the consumer is taken only when dropped"),
+        }
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("brook-kafka-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
 
 #[async_trait]
 impl Source for KafkaSource {
@@ -208,7 +234,7 @@ impl Source for KafkaSource {
     }
 
     async fn start(&self, inbox: Arc<Inbox>) -> Result<()> {
-        let consumer = Arc::new(self.consumer()?);
+        let consumer = Arc::new(KafkaConsumer(Some(self.consumer()?)));
         let stream = self.stream.clone();
         let topic = self.options.topic.clone();
         let servers = self.options.bootstrap_servers.clone();
@@ -273,7 +299,7 @@ impl Source for KafkaSource {
 }
 
 impl KafkaSource {
-    fn consumer(&self) -> Result<KafkaConsumer> {
+    fn consumer(&self) -> Result<StreamConsumer<StartContext>> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.options.bootstrap_servers)
