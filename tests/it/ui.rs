@@ -965,13 +965,17 @@ async fn a_browser_shows_a_socket_word_count_live() {
     .await;
     let reader = drain(query);
 
-    let temp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "chromium-{}-{}",
+    // A short path under /tmp, not the target directory: Chromium puts its
+    // singleton socket under TMPDIR, and a Unix socket path over 107 bytes
+    // makes it abort (SIGTRAP) at start; a clone in a deep directory hit it.
+    let temp = std::env::temp_dir().join(format!(
+        "brook-cr-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
+            % 1_000_000
     ));
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-dashboard.png");
     let url = format!("http://{addr}/");
