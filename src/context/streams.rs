@@ -211,28 +211,13 @@ impl StreamContext {
                 self.register_queue(&create.name, schema, options)?;
             }
             Connector::Socket { address, options } => {
-                let schema = if create.columns.is_empty() {
-                    line_schema()
-                } else {
-                    schema
-                };
-                self.register_socket(&create.name, &address, schema, options)?;
+                self.register_socket(&create.name, &address, lines_or(schema), options)?;
             }
             Connector::Files(options) => {
-                let schema = if create.columns.is_empty() {
-                    line_schema()
-                } else {
-                    schema
-                };
-                self.register_files(&create.name, schema, options)?;
+                self.register_files(&create.name, lines_or(schema), options)?;
             }
             Connector::Kafka(options) => {
-                let schema = if create.columns.is_empty() {
-                    line_schema()
-                } else {
-                    schema
-                };
-                self.register_kafka(&create.name, schema, *options)?;
+                self.register_kafka(&create.name, lines_or(schema), *options)?;
             }
         }
         Ok(())
@@ -245,6 +230,16 @@ impl StreamContext {
                 queue.close();
             }
         }
+    }
+}
+
+/// The declared columns, or one `line` TEXT column when none are declared
+/// (sources of lines: socket, files, Kafka).
+fn lines_or(declared: SchemaRef) -> SchemaRef {
+    if declared.fields().is_empty() {
+        line_schema()
+    } else {
+        declared
     }
 }
 
