@@ -78,6 +78,7 @@ pub mod cli;
 pub mod context;
 pub(crate) mod engine;
 pub mod error;
+pub mod event_time;
 pub(crate) mod exec;
 pub(crate) mod functions;
 #[doc(hidden)]
@@ -94,6 +95,7 @@ pub mod ui;
 pub use catalog::windows::OutputMode;
 pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, ErrorKind, Result, SqlLocation, Warning, WarningHandler, error_chain};
+pub use event_time::EventTime;
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{
     FilesFormat, FilesOptions, KafkaOptions, LineFormat, OnError, QueueHandle, QueueOptions,

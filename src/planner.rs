@@ -17,16 +17,22 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 
 use crate::catalog::stream_table::{BoundScan, QueryBindings, StreamTable};
-use crate::catalog::windows::{WindowKind, format_duration};
+use crate::catalog::windows::{EventShape, EventWindow, WindowKind, format_duration};
+use crate::engine::event_window::{
+    EventClock, EventHopEngine, IncrementalPanes, LATENESS_COLUMN, LateRoute, RowPanes, late_schema,
+};
 use crate::engine::incremental::IncrementalStore;
 use crate::engine::per_batch::{PerBatchEngine, PlanVariant};
 use crate::engine::recompute::RecomputeStore;
 use crate::engine::running::RunningEngine;
+use crate::engine::session::SessionEngine;
 use crate::engine::sliding::SlidingEngine;
 use crate::engine::split;
 use crate::error::{BrookError, Result};
+use crate::event_time::watermark::WatermarkClock;
 use crate::exec::PlanShape;
 use crate::query::engine::BatchEngine;
+use crate::sql::{EmitMode, StreamClauses};
 
 /// Batches of at least this many rows run on a plan over all cores; smaller
 /// ones on one partition, where repartitioning costs more than it saves.
@@ -38,6 +44,10 @@ pub(crate) struct Planner<'a> {
     pub batch_interval: Duration,
     /// Whether windows may merge partial aggregates (`SET incremental_windows`).
     pub incremental_windows: bool,
+    /// The registered streams (for their event-time declarations).
+    pub streams: &'a crate::catalog::StreamMap,
+    /// `EMIT ON ...` and `LATE DATA TO ...` given with the statement.
+    pub clauses: &'a StreamClauses,
 }
 
 /// What a continuous plan is for.
@@ -65,6 +75,8 @@ pub(crate) struct ContinuousPlan {
     pub physical: Arc<dyn ExecutionPlan>,
     /// The optimized logical plan (for `EXPLAIN`).
     pub logical: LogicalPlan,
+    /// Where late rows go (`LATE DATA TO`), once the stream exists.
+    pub late_route: Option<LateRoute>,
 }
 
 /// A stream scan found in a logical plan.
@@ -142,8 +154,14 @@ impl Planner<'_> {
             }
         }
         let window = window_of(&reads)?;
+        if !self.clauses.is_empty() && !matches!(window, Some(WindowKind::Event(_))) {
+            return Err(BrookError::invalid(
+                "EMIT ON ... and LATE DATA TO ... apply to event-time windows: TUMBLE(stream, time_column, size), HOP(stream, time_column, slide, size) or SESSION(stream, time_column, gap)",
+            ));
+        }
         let shape = match &window {
             Some(WindowKind::Running(_)) => PlanShape::Split,
+            Some(WindowKind::Event(_)) if self.incremental_windows => PlanShape::Split,
             Some(WindowKind::Sliding(w)) if self.incremental_windows && w.size_batches() > 1 => {
                 PlanShape::Split
             }
@@ -157,7 +175,24 @@ impl Planner<'_> {
             format_duration(self.batch_interval)
         );
         let physical = Arc::clone(&planned.physical);
+        let mut late_route = None;
         let (engine, how): (Box<dyn BatchEngine>, String) = match window {
+            Some(WindowKind::Event(window)) => {
+                let scans: Vec<_> = scans
+                    .into_iter()
+                    .filter_map(|(input, slots)| slots.into_iter().next().map(|s| (input, s)))
+                    .collect();
+                let (engine, how, route) = self.event_engine(
+                    window,
+                    &streams,
+                    &planned.physical,
+                    &planned.state,
+                    shape,
+                    scans,
+                )?;
+                late_route = route;
+                (engine, how)
+            }
             None => {
                 let first = PlanVariant {
                     plan: Arc::clone(&planned.physical),
@@ -245,6 +280,11 @@ impl Planner<'_> {
                             ),
                         )
                     }
+                    (WindowKind::Event(_), _) => {
+                        return Err(BrookError::Internal(
+                            "an event-time window reached the batch-window planner".into(),
+                        ));
+                    }
                     (WindowKind::Sliding(window), split) => {
                         let reason = match split {
                             Some(Err(reason)) => reason,
@@ -276,7 +316,133 @@ impl Planner<'_> {
             description: format!("{head}\n{how}"),
             physical,
             logical: planned.logical,
+            late_route,
         }))
+    }
+
+    /// The engine of an event-time window query, what `EXPLAIN` says of it,
+    /// and where its late rows go.
+    fn event_engine(
+        &self,
+        window: EventWindow,
+        streams: &[String],
+        physical: &Arc<dyn ExecutionPlan>,
+        state: &SessionState,
+        shape: PlanShape,
+        scans: Vec<(usize, Arc<crate::catalog::stream_table::BatchSlot>)>,
+    ) -> Result<(Box<dyn BatchEngine>, String, Option<LateRoute>)> {
+        let mut inputs = Vec::with_capacity(streams.len());
+        let mut declared = Vec::new();
+        let mut source_schema = None;
+        for name in streams {
+            let stream = crate::sync::read(self.streams)
+                .get(name)
+                .cloned()
+                .ok_or_else(|| {
+                    BrookError::Internal(format!(
+                        "stream '{name}' was planned but is not registered"
+                    ))
+                })?;
+            let Some(event_time) = stream.event_time() else {
+                return Err(BrookError::invalid(format!(
+                    "stream '{name}' declares no event time, and an event-time window reads every stream of its query"
+                )));
+            };
+            let column = event_time.column_index(name, &stream.schema)?;
+            declared.push(format!("{name}: {}", event_time.describe()));
+            inputs.push((event_time, column));
+            source_schema = Some(Arc::clone(&stream.schema));
+        }
+        let late_route = match (&self.clauses.late_data_to, source_schema) {
+            (None, _) => None,
+            (Some(target), Some(schema)) if streams.len() == 1 => Some(LateRoute {
+                stream: target.clone(),
+                schema: late_schema(&schema),
+                inbox: Arc::new(std::sync::OnceLock::new()),
+            }),
+            (Some(_), _) => {
+                return Err(BrookError::invalid(
+                    "LATE DATA TO applies to a query that reads one stream",
+                ));
+            }
+        };
+        let emit = self.clauses.emit.unwrap_or_default();
+        let events = EventClock::new(
+            window.clone(),
+            emit,
+            WatermarkClock::new(inputs),
+            late_route.clone(),
+        );
+        let task_ctx = state.task_ctx();
+        let split = match (shape, scans.as_slice()) {
+            (PlanShape::Executed, _) => Err("SET incremental_windows = false".to_string()),
+            (PlanShape::Split, [_]) => split::split(physical),
+            (PlanShape::Split, []) => Err("the query reads no rows of its stream".to_string()),
+            (PlanShape::Split, _) => Err("the query reads more than one window scan".to_string()),
+        };
+        let (engine, store): (Box<dyn BatchEngine>, String) = match (window.shape, split) {
+            (EventShape::Session { .. }, Ok(split)) => {
+                let (_, slot) = scans
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| BrookError::Internal("a split plan without its scan".into()))?;
+                let engine = SessionEngine::new(events, split, task_ctx, slot)
+                    .map_err(BrookError::invalid)?;
+                (
+                    Box::new(engine),
+                    "incremental: each row enters as a session [ts, ts + gap) of partial state; a group's overlapping sessions merge after every batch; retains one state row per open session".to_string(),
+                )
+            }
+            (EventShape::Session { .. }, Err(reason)) => {
+                return Err(BrookError::invalid(format!(
+                    "SESSION needs a GROUP BY window_start, window_end query whose aggregates merge (COUNT, SUM, MIN, MAX, AVG, ...) over row-by-row operators; here {reason}"
+                )));
+            }
+            (EventShape::Hop { .. }, Ok(split)) => {
+                let (_, slot) = scans
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| BrookError::Internal("a split plan without its scan".into()))?;
+                (
+                    Box::new(EventHopEngine::new(
+                        events,
+                        IncrementalPanes::new(split, task_ctx, slot),
+                    )?),
+                    "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes; a pane is freed once the watermark passes the last window holding it".to_string(),
+                )
+            }
+            (EventShape::Hop { .. }, Err(reason)) => (
+                Box::new(EventHopEngine::new(
+                    events,
+                    RowPanes::new(Arc::clone(physical), task_ctx, scans),
+                )?),
+                format!(
+                    "recompute ({reason}): rows are kept per pane and the plan below runs over a window's rows when it is emitted; a pane is freed once the watermark passes the last window holding it"
+                ),
+            ),
+        };
+        let emit_text = match emit {
+            EmitMode::OnWindowClose => {
+                "emit: on window close (each window's final result once, in the batch after which the watermark reaches window_end)"
+            }
+            EmitMode::OnUpdate => {
+                "emit: on update (every batch, the current result of each window the batch changed; a window is dropped once the watermark reaches window_end)"
+            }
+        };
+        let late_text = match &late_route {
+            Some(route) => format!(
+                "late rows (every window of the row already closed): counted and sent to stream '{}' with {LATENESS_COLUMN}",
+                route.stream
+            ),
+            None => "late rows (every window of the row already closed): counted and skipped"
+                .to_string(),
+        };
+        let how = format!(
+            "window: {}\n{emit_text}\nwatermark: {}\n{late_text}\n{store}",
+            WindowKind::Event(window),
+            declared.join("; ")
+        );
+        Ok((engine, how, late_route))
     }
 
     /// A session state for planning a query of `shape` over `partitions`,

@@ -58,6 +58,9 @@ pub(crate) struct LiveStream {
     pub inbox: Arc<Inbox>,
     /// Set once the source has been started by the first query that reads it.
     pub started: AtomicBool,
+    /// The stream's event-time column and watermark, when declared; set
+    /// once, before a query reads the stream.
+    pub event_time: std::sync::OnceLock<crate::event_time::EventTime>,
 }
 
 impl LiveStream {
@@ -74,7 +77,13 @@ impl LiveStream {
             source,
             inbox,
             started: AtomicBool::new(false),
+            event_time: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The stream's event-time declaration, if any.
+    pub fn event_time(&self) -> Option<crate::event_time::EventTime> {
+        self.event_time.get().cloned()
     }
 
     /// Starts the source if no query has started it yet.
@@ -98,7 +107,12 @@ impl LiveStream {
             name: self.name.clone(),
             connector: self.source.connector().to_string(),
             schema: Arc::clone(&self.schema),
-            options: self.source.describe(),
+            options: match self.event_time.get() {
+                Some(event_time) => {
+                    format!("{}, {}", self.source.describe(), event_time.describe())
+                }
+                None => self.source.describe(),
+            },
             state: if failure.is_some() {
                 "failed"
             } else if inbox.is_closed() {

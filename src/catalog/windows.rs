@@ -53,6 +53,39 @@ pub(crate) enum WindowKind {
     Sliding(SlidingWindow),
     /// `RUNNING`: everything since the query started.
     Running(OutputMode),
+    /// `TUMBLE`, `HOP` or `SESSION` on an event-time column.
+    Event(EventWindow),
+}
+
+/// The shape of an event-time window, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventShape {
+    /// Windows of `size` starting every `slide` (`TUMBLE`: slide = size),
+    /// aligned to the epoch.
+    Hop { slide: i64, size: i64 },
+    /// Per group, rows closer than `gap` to each other.
+    Session { gap: i64 },
+}
+
+/// A window on a stream's event-time column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventWindow {
+    /// `TUMBLE`, `HOP` or `SESSION`, as the user wrote it.
+    pub function: &'static str,
+    pub shape: EventShape,
+}
+
+impl EventWindow {
+    /// The largest window end of the windows holding event time `time`:
+    /// a row is late once the watermark has reached it.
+    pub fn last_end(&self, time: i64) -> i64 {
+        match self.shape {
+            EventShape::Hop { slide, size } => {
+                (time.div_euclid(slide) * slide).saturating_add(size)
+            }
+            EventShape::Session { gap } => time.saturating_add(gap),
+        }
+    }
 }
 
 /// A sliding (or tumbling) window in processing time.
@@ -101,6 +134,20 @@ impl std::fmt::Display for WindowKind {
                 w.slide_batches(),
                 format_duration(w.interval)
             ),
+            WindowKind::Event(w) => {
+                let ms = |v: i64| format_duration(Duration::from_millis(v.max(0) as u64));
+                match w.shape {
+                    EventShape::Hop { slide, size } if w.function == "TUMBLE" && slide == size => {
+                        write!(f, "TUMBLE size {} in event time", ms(size))
+                    }
+                    EventShape::Hop { slide, size } => {
+                        write!(f, "HOP slide {} size {} in event time", ms(slide), ms(size))
+                    }
+                    EventShape::Session { gap } => {
+                        write!(f, "SESSION gap {} in event time", ms(gap))
+                    }
+                }
+            }
             WindowKind::Running(OutputMode::Complete) => write!(f, "RUNNING (complete mode)"),
             WindowKind::Running(OutputMode::Update) => write!(f, "RUNNING (update mode)"),
         }
@@ -112,6 +159,8 @@ pub(crate) fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
     if !duration.as_nanos().is_multiple_of(1_000_000) {
         format!("{}µs", duration.as_micros())
+    } else if millis.is_multiple_of(3_600_000) && millis > 0 {
+        format!("{}h", millis / 3_600_000)
     } else if millis.is_multiple_of(60_000) && millis > 0 {
         format!("{}min", millis / 60_000)
     } else if millis.is_multiple_of(1000) {
@@ -135,6 +184,7 @@ enum Function {
     Hop,
     Tumble,
     Running,
+    Session,
 }
 
 impl Function {
@@ -143,14 +193,16 @@ impl Function {
             Function::Hop => "HOP",
             Function::Tumble => "TUMBLE",
             Function::Running => "RUNNING",
+            Function::Session => "SESSION",
         }
     }
 
     fn usage(self) -> &'static str {
         match self {
-            Function::Hop => "HOP(stream, INTERVAL 'slide', INTERVAL 'size')",
-            Function::Tumble => "TUMBLE(stream, INTERVAL 'size')",
+            Function::Hop => "HOP(stream, [time_column,] INTERVAL 'slide', INTERVAL 'size')",
+            Function::Tumble => "TUMBLE(stream, [time_column,] INTERVAL 'size')",
             Function::Running => "RUNNING(stream [, 'complete' | 'update'])",
+            Function::Session => "SESSION(stream, time_column, INTERVAL 'gap')",
         }
     }
 }
@@ -172,6 +224,7 @@ pub(crate) fn table_functions(
         ("hop", Function::Hop),
         ("tumble", Function::Tumble),
         ("running", Function::Running),
+        ("session", Function::Session),
     ]
     .into_iter()
     .map(|(name, function)| {
@@ -199,10 +252,17 @@ impl TableFunctionImpl for WindowFunction {
             DataFusionError::Plan(message.clone())
                 .with_diagnostic(Diagnostic::new_error(message, span))
         };
-        let arity_ok = match function {
-            Function::Hop => exprs.len() == 3,
-            Function::Tumble => exprs.len() == 2,
-            Function::Running => matches!(exprs.len(), 1 | 2),
+        // The event-time forms name a column second.
+        let time_column = match exprs.get(1) {
+            Some(Expr::Column(column)) if column.relation.is_none() => Some(column.name.clone()),
+            _ => None,
+        };
+        let arity_ok = match (function, &time_column) {
+            (Function::Hop, None) => exprs.len() == 3,
+            (Function::Hop, Some(_)) => exprs.len() == 4,
+            (Function::Tumble, None) => exprs.len() == 2,
+            (Function::Tumble, Some(_)) | (Function::Session, _) => exprs.len() == 3,
+            (Function::Running, _) => matches!(exprs.len(), 1 | 2),
         };
         if !arity_ok {
             return Err(plan_error(format!(
@@ -228,8 +288,62 @@ impl TableFunctionImpl for WindowFunction {
             )));
         };
         let interval = self.batcher.batch_interval();
-        let kind = match function {
-            Function::Running => {
+        let kind = match (function, time_column) {
+            (Function::Session, None) => {
+                return Err(plan_error(format!(
+                    "the second argument is the stream's event-time column; expected {}",
+                    function.usage()
+                )));
+            }
+            (Function::Hop | Function::Tumble | Function::Session, Some(column)) => {
+                let declared = stream.event_time();
+                if declared.filter(|e| e.column == column).is_none() {
+                    let why = match stream.event_time() {
+                        Some(e) => format!("its event-time column is '{}'", e.column),
+                        None => format!(
+                            "it declares no event time (CREATE STREAM {stream_name} (..., {column} TIMESTAMP, WATERMARK FOR {column} AS {column} - INTERVAL '5' SECOND) ...)"
+                        ),
+                    };
+                    return Err(plan_error(format!(
+                        "'{column}' is not an event-time column of stream '{stream_name}': {why}"
+                    )));
+                };
+                let millis = |expr: &Expr, what: &str| -> Result<i64, String> {
+                    let duration = duration_arg(expr, what)?;
+                    let whole = duration.as_nanos().is_multiple_of(1_000_000);
+                    match i64::try_from(duration.as_millis()) {
+                        Ok(ms) if whole && ms > 0 => Ok(ms),
+                        _ => Err(format!(
+                            "the {what} must be a whole number of milliseconds, not {}",
+                            format_duration(duration)
+                        )),
+                    }
+                };
+                let shape = match function {
+                    Function::Hop => {
+                        let slide = millis(&exprs[2], "slide").map_err(plan_error)?;
+                        let size = millis(&exprs[3], "size").map_err(plan_error)?;
+                        if slide > size {
+                            return Err(plan_error(
+                                "the slide must not exceed the size (rows between windows would belong to none); use TUMBLE for windows that do not overlap".into(),
+                            ));
+                        }
+                        EventShape::Hop { slide, size }
+                    }
+                    Function::Tumble => {
+                        let size = millis(&exprs[2], "size").map_err(plan_error)?;
+                        EventShape::Hop { slide: size, size }
+                    }
+                    _ => EventShape::Session {
+                        gap: millis(&exprs[2], "gap").map_err(plan_error)?,
+                    },
+                };
+                WindowKind::Event(EventWindow {
+                    function: function.name(),
+                    shape,
+                })
+            }
+            (Function::Running, _) => {
                 let mode = match exprs.get(1) {
                     None => OutputMode::Complete,
                     Some(expr) => {
@@ -246,7 +360,7 @@ impl TableFunctionImpl for WindowFunction {
                 };
                 WindowKind::Running(mode)
             }
-            Function::Hop | Function::Tumble => {
+            (Function::Hop | Function::Tumble, None) => {
                 let (slide, size) = match function {
                     Function::Hop => (
                         duration_arg(&exprs[1], "slide").map_err(plan_error)?,
@@ -273,7 +387,7 @@ impl TableFunctionImpl for WindowFunction {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        if let WindowKind::Sliding(_) = kind {
+        if let WindowKind::Sliding(_) | WindowKind::Event(_) = kind {
             for name in [WINDOW_START, WINDOW_END] {
                 if stream.schema.field_with_name(name).is_ok() {
                     return Err(plan_error(format!(

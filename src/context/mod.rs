@@ -33,11 +33,12 @@ use crate::sink::lifecycle::SinkRegistry;
 use crate::sink::postgres::redact_secrets;
 use crate::sink::{BatchSink, FileSink, PostgresSink, SinkOptions};
 use crate::source::{
-    Connector, FilesOptions, FilesSource, KafkaOptions, KafkaSource, QueueHandle, QueueOptions,
-    QueueSource, SocketOptions, SocketSource, Source, StreamLimits, conform_insert,
+    Connector, FilesOptions, FilesSource, Inbox, KafkaOptions, KafkaSource, QueueHandle,
+    QueueOptions, QueueSource, SocketOptions, SocketSource, Source, StreamLimits, conform_insert,
 };
 use crate::sql::{
-    BrookStatement, CreateSink, CreateStream, ParsedStatement, datafusion_sql_error, parse_sql,
+    BrookStatement, CreateSink, CreateStream, ParsedStatement, StreamClauses, datafusion_sql_error,
+    parse_sql,
 };
 use crate::stream::{LiveStream, StreamInfo};
 use crate::sync::{read, write};
@@ -284,7 +285,12 @@ impl StreamContext {
             }
             BrookStatement::SetBatchInterval(interval) => done(self.set_batch_interval(*interval)),
             BrookStatement::DataFusion(df_statement) => self
-                .execute_datafusion(df_statement, &statement.sql, statement.location)
+                .execute_datafusion(
+                    df_statement,
+                    &statement.clauses,
+                    &statement.sql,
+                    statement.location,
+                )
                 .await
                 .map_err(located),
         }
@@ -302,17 +308,20 @@ impl StreamContext {
         Ok(SqlOutput::Rows { schema, batches })
     }
 
-    fn planner(&self) -> Planner<'_> {
+    fn planner<'a>(&'a self, clauses: &'a StreamClauses) -> Planner<'a> {
         Planner {
             session: &self.inner.session,
             batch_interval: self.batch_interval(),
             incremental_windows: self.inner.incremental_windows.load(Ordering::Relaxed),
+            streams: &self.inner.streams,
+            clauses,
         }
     }
 
     async fn execute_datafusion(
         &self,
         statement: &DataFusionStatement,
+        clauses: &StreamClauses,
         sql: &str,
         location: SqlLocation,
     ) -> Result<SqlOutput> {
@@ -338,7 +347,7 @@ impl StreamContext {
                 SqlOutput::Rows { schema, batches }
             });
         }
-        let planner = self.planner();
+        let planner = self.planner(clauses);
         if let LogicalPlan::Explain(explain) = &plan {
             if let Some(continuous) = planner
                 .plan_continuous(&explain.plan, planner::Purpose::Explain)
@@ -380,6 +389,11 @@ impl StreamContext {
             stream.ensure_started().await?;
             streams.push(stream);
         }
+        if let Some(route) = &plan.late_route {
+            let inbox = self.late_stream(route)?;
+            // A fresh route: set once, here.
+            let _ = route.inbox.set(inbox);
+        }
         let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
         let ticks = self.inner.batcher.subscribe(id, streams);
         Ok(ContinuousQuery::start(
@@ -394,6 +408,38 @@ impl StreamContext {
                 warnings: Arc::clone(&self.inner.recent_warnings),
             },
         ))
+    }
+}
+
+impl StreamContext {
+    /// The inbox of the stream late rows go to: an existing queue stream
+    /// with the late rows' columns, or a new one.
+    fn late_stream(&self, route: &crate::engine::event_window::LateRoute) -> Result<Arc<Inbox>> {
+        if let Some(stream) = self.stream(&route.stream) {
+            if stream.source.connector() != "queue" {
+                return Err(BrookError::invalid(format!(
+                    "LATE DATA TO '{}': the stream exists and is not a queue stream",
+                    route.stream
+                )));
+            }
+            let expected = crate::sql::column_list(&route.schema);
+            if crate::sql::column_list(&stream.schema) != expected {
+                return Err(BrookError::invalid(format!(
+                    "LATE DATA TO '{}': the stream's columns are ({}), late rows have ({expected})",
+                    route.stream,
+                    crate::sql::column_list(&stream.schema)
+                )));
+            }
+            return Ok(Arc::clone(&stream.inbox));
+        }
+        self.register_queue(
+            &route.stream,
+            Arc::clone(&route.schema),
+            QueueOptions::default(),
+        )?;
+        self.stream(&route.stream)
+            .map(|stream| Arc::clone(&stream.inbox))
+            .ok_or_else(|| BrookError::Internal("the late-rows stream vanished".into()))
     }
 }
 
@@ -424,7 +470,7 @@ mod tests {
             .statement_to_plan(*statement)
             .await
             .unwrap();
-        ctx.planner()
+        ctx.planner(&StreamClauses::default())
             .plan_continuous(&logical, planner::Purpose::Run)
             .await
             .unwrap()
@@ -442,6 +488,7 @@ mod tests {
             time: chrono::DateTime::from_timestamp_millis(1_000_000 + number as i64 * 100).unwrap(),
             inputs: vec![vec![batch]],
             rows: words.len(),
+            ended: vec![false],
         }
     }
 

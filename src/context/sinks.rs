@@ -61,7 +61,12 @@ impl StreamContext {
         // SHOW QUERIES shows the statement, without passwords.
         let shown_sql = redact_secrets(&statement.sql);
         let query = match self
-            .execute_datafusion(&create.query, &shown_sql, statement.location)
+            .execute_datafusion(
+                &create.query,
+                &create.clauses,
+                &shown_sql,
+                statement.location,
+            )
             .await?
         {
             SqlOutput::Query(query) => query,

@@ -1,6 +1,7 @@
 //! Registering, listing and removing streams; `brook.streams`.
 
 use super::*;
+use crate::event_time::EventTime;
 
 impl StreamContext {
     /// `brook.queries` and `brook.streams`. Their row builders hold the
@@ -198,8 +199,38 @@ impl StreamContext {
         if create.if_not_exists && self.stream(&create.name).is_some() {
             return Ok(());
         }
-        let connector = Connector::from_options(&create.name, &create.options)?;
-        let schema = Arc::new(Schema::new(create.columns.clone()));
+        let mut options = create.options.clone();
+        let mut columns = create.columns.clone();
+        let event_time = match &create.watermark {
+            Some((column, delay)) => {
+                let event_time = EventTime::new(column.clone(), *delay)
+                    .take_options(&create.name, &mut options)?;
+                // A row without an event time is a bad row, reported where
+                // it is read.
+                if let Some(field) = columns.iter_mut().find(|f| f.name() == column) {
+                    *field = field.clone().with_nullable(false);
+                }
+                Some(event_time)
+            }
+            None => {
+                if let Some((key, _)) = options.iter().find(|(key, _)| {
+                    crate::event_time::EVENT_TIME_OPTIONS
+                        .iter()
+                        .any(|o| o.key == key)
+                }) {
+                    return Err(BrookError::invalid(format!(
+                        "stream '{}': option '{key}' needs an event-time column: declare WATERMARK FOR column AS column - INTERVAL '5' SECOND",
+                        create.name
+                    )));
+                }
+                None
+            }
+        };
+        if let Some(event_time) = &event_time {
+            event_time.column_index(&create.name, &Schema::new(columns.clone()))?;
+        }
+        let connector = Connector::from_options(&create.name, &options)?;
+        let schema = Arc::new(Schema::new(columns));
         match connector {
             Connector::Queue(options) => {
                 if create.columns.is_empty() {
@@ -220,7 +251,30 @@ impl StreamContext {
                 self.register_kafka(&create.name, lines_or(schema), *options)?;
             }
         }
+        if let Some(event_time) = event_time {
+            self.set_event_time(&create.name, event_time)?;
+        }
         Ok(())
+    }
+
+    /// Declares stream `name`'s event-time column and watermark (what
+    /// `WATERMARK FOR ...` in `CREATE STREAM` does), before a query reads
+    /// it. Declare the column NOT NULL in the stream's schema so that a row
+    /// without an event time is a bad row where it is read; one that gets
+    /// through is counted as late.
+    pub fn set_event_time(&self, name: &str, event_time: EventTime) -> Result<()> {
+        let stream = self
+            .stream(name)
+            .ok_or_else(|| BrookError::invalid(format!("stream '{name}' does not exist")))?;
+        event_time.column_index(name, &stream.schema)?;
+        if !self.inner.batcher.readers_of(name).is_empty() {
+            return Err(BrookError::invalid(format!(
+                "stream '{name}' is read by a running query; declare its event time before"
+            )));
+        }
+        stream.event_time.set(event_time).map_err(|_| {
+            BrookError::invalid(format!("stream '{name}' already declares its event time"))
+        })
     }
 
     /// Closes every queue stream (what `brook run` does at the end of a file).

@@ -100,7 +100,7 @@ impl WindowStore for IncrementalStore {
 }
 
 /// A merged pane with its window-bound group keys set to this window's.
-fn fill_window_keys(
+pub(super) fn fill_window_keys(
     state: &RecordBatch,
     keys: &[(usize, WindowBound)],
     start: i64,

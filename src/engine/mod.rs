@@ -7,14 +7,19 @@
 //!   - [`recompute`]: the window's raw batches, the plan re-run over them;
 //!   - [`incremental`]: one pane of partial aggregate state per batch
 //!     (see [`split`]), merged per window with [`two_stacks`];
-//! - [`running`]: `RUNNING`, one state row per group since the start.
+//! - [`running`]: `RUNNING`, one state row per group since the start;
+//! - [`event_window`]: `TUMBLE` / `HOP` on an event-time column, closed by
+//!   the watermark, over panes of partial state or of rows;
+//! - [`session`]: `SESSION` windows per group in event time.
 //!
 //! The planner ([`crate::planner`]) chooses the engine.
 
+pub(crate) mod event_window;
 pub(crate) mod incremental;
 pub(crate) mod per_batch;
 pub(crate) mod recompute;
 pub(crate) mod running;
+pub(crate) mod session;
 pub(crate) mod sliding;
 pub(crate) mod split;
 pub(crate) mod state;

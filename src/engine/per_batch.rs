@@ -74,6 +74,7 @@ impl BatchEngine for PerBatchEngine {
         Ok(Some(Emission {
             batches: result?,
             window: None,
+            event: None,
         }))
     }
 }

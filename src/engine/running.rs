@@ -89,6 +89,7 @@ impl BatchEngine for RunningEngine {
         Ok(Some(Emission {
             batches,
             window: None,
+            event: None,
         }))
     }
 

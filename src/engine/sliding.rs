@@ -83,6 +83,7 @@ impl<S: WindowStore> SlidingEngine<S> {
         Ok(Emission {
             batches,
             window: Some(bounds),
+            event: None,
         })
     }
 }

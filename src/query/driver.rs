@@ -191,6 +191,12 @@ impl Stream for ContinuousQuery {
     }
 }
 
+/// A watermark in milliseconds as a time; the end of time (every stream
+/// ended) and anything past chrono's range as its largest time.
+fn watermark_time(millis: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
+}
+
 /// The task behind a [`ContinuousQuery`].
 struct Driver {
     engine: Box<dyn BatchEngine>,
@@ -222,12 +228,14 @@ impl Driver {
                 },
             };
             let mut inputs = Vec::with_capacity(tick.inputs.len());
+            let mut ended = Vec::with_capacity(tick.inputs.len());
             let mut all_ended = true;
             let mut rows = 0;
             for input in tick.inputs {
                 match input {
                     Ok(cut) => {
                         all_ended &= cut.ended;
+                        ended.push(cut.ended);
                         rows += cut.rows;
                         inputs.push(cut.batches);
                     }
@@ -249,6 +257,7 @@ impl Driver {
                     time: tick.time,
                     inputs,
                     rows,
+                    ended,
                 };
                 let lag = tick.instant.elapsed();
                 let started = std::time::Instant::now();
@@ -281,6 +290,7 @@ impl Driver {
                     time: tick.time,
                     inputs: Vec::new(),
                     rows: 0,
+                    ended: Vec::new(),
                 };
                 if let Some(output) =
                     self.output(result, &last, tick.instant, started, Duration::ZERO)
@@ -308,18 +318,30 @@ impl Driver {
     ) -> Option<Result<BatchOutput>> {
         match result {
             Ok(None) => None,
-            Ok(Some(emission)) => Some(Ok(BatchOutput {
-                batch_number: batch.number,
-                batch_time: batch.time,
-                rows_in: batch.rows,
-                batches: emission.batches,
-                schema: Arc::clone(&self.schema),
-                elapsed: tick.elapsed(),
-                execution: started.elapsed(),
-                lag,
-                window: emission.window,
-                retained: self.engine.retained(),
-            })),
+            Ok(Some(emission)) => {
+                let event = emission.event.unwrap_or_default();
+                for warning in &event.warnings {
+                    self.warnings.push(&BrookError::invalid(format!(
+                        "query {}: {warning}",
+                        self.entry.id
+                    )));
+                }
+                Some(Ok(BatchOutput {
+                    batch_number: batch.number,
+                    batch_time: batch.time,
+                    rows_in: batch.rows,
+                    batches: emission.batches,
+                    schema: Arc::clone(&self.schema),
+                    elapsed: tick.elapsed(),
+                    execution: started.elapsed(),
+                    lag,
+                    window: emission.window,
+                    retained: self.engine.retained(),
+                    watermark: event.watermark.map(watermark_time),
+                    late_rows: event.late_rows,
+                    far_future_rows: event.far_future_rows,
+                }))
+            }
             // A batch the plan cannot run (a division by zero, a failed
             // cast) is reported with its number; the next batch runs as
             // usual.
@@ -347,6 +369,13 @@ impl Driver {
         stats.last_batch = execution;
         stats.lag = lag;
         stats.retained = self.engine.retained();
+        if let Some(Ok(output)) = output {
+            stats.late_rows += output.late_rows;
+            stats.far_future_rows += output.far_future_rows;
+            if output.watermark.is_some() {
+                stats.watermark = output.watermark;
+            }
+        }
         drop(stats);
         self.keep_latest(output.and_then(|o| o.as_ref().ok()));
     }

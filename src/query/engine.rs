@@ -25,6 +25,9 @@ pub(crate) struct MicroBatch {
     pub inputs: Vec<Vec<RecordBatch>>,
     /// Rows over all inputs.
     pub rows: usize,
+    /// Per input, whether its stream has ended (this batch holds its last
+    /// rows, or none).
+    pub ended: Vec<bool>,
 }
 
 /// What an engine produced for a batch (or at the end of input).
@@ -33,6 +36,22 @@ pub(crate) struct Emission {
     pub batches: Vec<RecordBatch>,
     /// The window the result covers, for windowed engines.
     pub window: Option<WindowBounds>,
+    /// For event-time windows: the watermark and the late rows.
+    pub event: Option<EventReport>,
+}
+
+/// What an event-time query reports of a batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventReport {
+    /// The watermark after the batch, in milliseconds since the epoch.
+    pub watermark: Option<i64>,
+    /// Rows of the batch that were late.
+    pub late_rows: u64,
+    /// Rows of the batch too far ahead of the wall clock to move the
+    /// watermark.
+    pub far_future_rows: u64,
+    /// Things to warn about (late rows that could not be routed).
+    pub warnings: Vec<String>,
 }
 
 /// A way of running a continuous query, batch by batch.

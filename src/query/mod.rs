@@ -43,6 +43,16 @@ pub struct BatchOutput {
     /// What a window or running aggregate query holds after this batch
     /// (all zero for a per-batch query).
     pub retained: Retained,
+    /// For an event-time window query: the watermark after this batch (the
+    /// one the next batch's rows are judged by). `DateTime::<Utc>::MAX_UTC`
+    /// once every stream has ended.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Rows of this batch that were late (every window they belong to had
+    /// closed); they are in no result.
+    pub late_rows: u64,
+    /// Rows of this batch whose event time was too far ahead of the wall
+    /// clock to move the watermark (they are in their windows).
+    pub far_future_rows: u64,
 }
 
 impl BatchOutput {

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -44,6 +46,12 @@ pub struct QueryStats {
     pub lag: Duration,
     /// What a window or running query holds now.
     pub retained: Retained,
+    /// Late rows so far (event-time windows).
+    pub late_rows: u64,
+    /// Far-future rows so far (event-time windows).
+    pub far_future_rows: u64,
+    /// The watermark after the last batch (event-time windows).
+    pub watermark: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A running query as `SHOW QUERIES` lists it.
@@ -254,6 +262,13 @@ pub(crate) fn queries_schema() -> SchemaRef {
         Field::new("lag_ms", DataType::Float64, false),
         Field::new("retained_rows", DataType::UInt64, false),
         Field::new("retained_bytes", DataType::UInt64, false),
+        Field::new("late_rows", DataType::UInt64, false),
+        Field::new(
+            "watermark",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            true,
+        ),
+        Field::new("watermark_behind_ms", DataType::Float64, true),
         Field::new("sql", DataType::Utf8, false),
     ]))
 }
@@ -292,6 +307,28 @@ pub(crate) fn queries_rows(queries: &[QueryInfo]) -> Result<RecordBatch> {
                     .map(|q| q.stats.retained.bytes as u64)
                     .collect(),
             ),
+            count(queries.iter().map(|q| q.stats.late_rows).collect()),
+            Arc::new(
+                TimestampMillisecondArray::from(
+                    queries
+                        .iter()
+                        .map(|q| q.stats.watermark.map(|w| w.timestamp_millis()))
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("+00:00"),
+            ),
+            // How far the watermark is behind the wall clock, now.
+            Arc::new(Float64Array::from(
+                queries
+                    .iter()
+                    .map(|q| {
+                        q.stats
+                            .watermark
+                            .filter(|w| *w != DateTime::<Utc>::MAX_UTC)
+                            .map(|w| (Utc::now() - w).num_milliseconds() as f64)
+                    })
+                    .collect::<Vec<_>>(),
+            )),
             text(queries.iter().map(|q| q.sql.clone()).collect()),
         ],
     )?)

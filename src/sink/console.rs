@@ -214,6 +214,34 @@ fn batch_header(output: &BatchOutput) -> String {
             )
         }
     };
+    // An event-time query shows its watermark, how far behind the tick it
+    // is, and the batch's late and far-future rows.
+    let event = match output.watermark {
+        None => String::new(),
+        Some(mark) if mark == chrono::DateTime::<chrono::Utc>::MAX_UTC => {
+            " | watermark end of input".to_string()
+        }
+        Some(mark) => {
+            let behind = (output.batch_time - mark).num_milliseconds();
+            let behind = if behind.abs() < 3_600_000 {
+                format!("{:.1} s", behind as f64 / 1000.0)
+            } else if behind.abs() < 172_800_000 {
+                format!("{:.1} h", behind as f64 / 3_600_000.0)
+            } else {
+                format!("{:.0} days", behind as f64 / 86_400_000.0)
+            };
+            format!(
+                " | watermark {} ({behind} behind)",
+                mark.format("%Y-%m-%d %H:%M:%S%.3f")
+            )
+        }
+    };
+    let late = match (output.late_rows, output.far_future_rows) {
+        (0, 0) => String::new(),
+        (late, 0) => format!(" | {late} late"),
+        (0, ahead) => format!(" | {ahead} far ahead"),
+        (late, ahead) => format!(" | {late} late | {ahead} far ahead"),
+    };
     // A query behind the clock says by how much.
     let lag = if output.lag >= LAG_SHOWN_FROM {
         format!(" | lag {:.0} ms", output.lag.as_secs_f64() * 1000.0)
@@ -222,7 +250,7 @@ fn batch_header(output: &BatchOutput) -> String {
     };
     format!(
         "-------------------------------------------\n\
-         Batch {} at {}{} | {} row{} in | {} row{} out | {:.1} ms{lag}\n\
+         Batch {} at {}{} | {} row{} in | {} row{} out{late}{event} | {:.1} ms{lag}\n\
          -------------------------------------------",
         output.batch_number,
         output.batch_time.format("%Y-%m-%d %H:%M:%S%.3f"),

@@ -11,5 +11,7 @@ mod types;
 pub use interval::{interval_duration, parse_duration, parse_timeout};
 pub(crate) use statement::datafusion_sql_error;
 pub(crate) use statement::normalize_ident;
-pub use statement::{BrookStatement, CreateSink, CreateStream, ParsedStatement, parse_sql};
+pub use statement::{
+    BrookStatement, CreateSink, CreateStream, EmitMode, ParsedStatement, StreamClauses, parse_sql,
+};
 pub use types::column_list;

@@ -24,6 +24,41 @@ pub struct ParsedStatement {
     pub sql: String,
     /// Where the statement starts in the script.
     pub location: SqlLocation,
+    /// `EMIT ON ...` and `LATE DATA TO ...` after a query.
+    pub clauses: StreamClauses,
+}
+
+/// When an event-time window emits its results (`EMIT ON ...` after the
+/// query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmitMode {
+    /// `EMIT ON WINDOW CLOSE` (the default): each window's final result,
+    /// once, in the batch after which the watermark reaches its end.
+    #[default]
+    OnWindowClose,
+    /// `EMIT ON UPDATE`: every batch, the current result of each window the
+    /// batch changed.
+    OnUpdate,
+}
+
+/// The clauses brook reads after a continuous query, before DataFusion
+/// parses the rest: `EMIT ON WINDOW CLOSE | UPDATE` and
+/// `LATE DATA TO stream`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamClauses {
+    /// `EMIT ON ...`, when given.
+    pub emit: Option<EmitMode>,
+    /// `LATE DATA TO name`: the stream late rows go to.
+    pub late_data_to: Option<String>,
+    /// Where the clauses start, for errors.
+    pub location: Option<SqlLocation>,
+}
+
+impl StreamClauses {
+    /// Whether no clause was given.
+    pub fn is_empty(&self) -> bool {
+        self.emit.is_none() && self.late_data_to.is_none()
+    }
 }
 
 /// The statements brook understands itself; everything else is DataFusion's.
@@ -78,6 +113,9 @@ pub struct CreateStream {
     pub columns: Vec<Field>,
     /// `WITH (key = 'value', ...)`: keys lower-cased, values as written.
     pub options: Vec<(String, String)>,
+    /// `WATERMARK FOR column AS column - INTERVAL '...'`: the event-time
+    /// column and the watermark's delay.
+    pub watermark: Option<(String, Duration)>,
 }
 
 /// A parsed `CREATE SINK`.
@@ -91,6 +129,8 @@ pub struct CreateSink {
     pub options: Vec<(String, String)>,
     /// The continuous query whose results the sink writes.
     pub query: Box<DataFusionStatement>,
+    /// `EMIT ON ...` and `LATE DATA TO ...` after the query.
+    pub clauses: StreamClauses,
 }
 
 /// Splits `sql` into statements at `;` and parses each. Fails on the first
@@ -126,8 +166,8 @@ pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
             line: last.span.end.line,
             column: last.span.end.column,
         };
-        let statement =
-            parse_statement(statement_tokens.to_vec(), &meaningful).map_err(|err| match err {
+        let (statement, clauses) = parse_statement(statement_tokens.to_vec(), &meaningful)
+            .map_err(|err| match err {
                 BrookError::Sql {
                     message,
                     location: None,
@@ -141,6 +181,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
             statement,
             sql: text.slice(first.span.start, last.span.end).to_string(),
             location,
+            clauses,
         });
     }
     Ok(parsed)
@@ -149,12 +190,12 @@ pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
 fn parse_statement(
     tokens: Vec<TokenWithSpan>,
     meaningful: &[&TokenWithSpan],
-) -> Result<BrookStatement> {
+) -> Result<(BrookStatement, StreamClauses)> {
     let word = |i: usize| match meaningful.get(i).map(|t| &t.token) {
         Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
         _ => String::new(),
     };
-    match (word(0).as_str(), word(1).as_str()) {
+    let statement = match (word(0).as_str(), word(1).as_str()) {
         ("create", "stream") => parse_create_stream(tokens).map(BrookStatement::CreateStream),
         ("drop", "stream") => parse_drop(tokens)
             .map(|(name, if_exists)| BrookStatement::DropStream { name, if_exists }),
@@ -168,8 +209,103 @@ fn parse_statement(
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
         ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
         ("set", "on_query_error") => parse_set_on_query_error(tokens),
-        _ => parse_datafusion(tokens).map(|s| BrookStatement::DataFusion(Box::new(s))),
+        _ => {
+            let (tokens, clauses) = split_stream_clauses(tokens)?;
+            let statement = parse_datafusion(tokens)?;
+            return Ok((BrookStatement::DataFusion(Box::new(statement)), clauses));
+        }
+    };
+    statement.map(|statement| (statement, StreamClauses::default()))
+}
+
+/// Takes `EMIT ON WINDOW CLOSE | UPDATE` and `LATE DATA TO name` off the
+/// end of a statement (outside any parentheses), in either order.
+fn split_stream_clauses(
+    mut tokens: Vec<TokenWithSpan>,
+) -> Result<(Vec<TokenWithSpan>, StreamClauses)> {
+    let mut clauses = StreamClauses::default();
+    loop {
+        let meaningful: Vec<usize> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
+            .map(|(i, _)| i)
+            .collect();
+        let word = |k: usize| -> String {
+            match meaningful.get(k).map(|&i| &tokens[i].token) {
+                Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
+                _ => String::new(),
+            }
+        };
+        let n = meaningful.len();
+        let at_depth_zero = |k: usize| {
+            let mut depth = 0i32;
+            for &i in &meaningful[..k] {
+                match tokens[i].token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => depth -= 1,
+                    _ => {}
+                }
+            }
+            depth == 0
+        };
+        let location = |k: usize| location_of(&tokens[meaningful[k]]);
+        // `... EMIT ON WINDOW CLOSE` / `... EMIT ON UPDATE`
+        let emit = if n >= 4
+            && word(n - 4) == "emit"
+            && word(n - 3) == "on"
+            && word(n - 2) == "window"
+            && word(n - 1) == "close"
+        {
+            Some((n - 4, EmitMode::OnWindowClose))
+        } else if n >= 3 && word(n - 3) == "emit" && word(n - 2) == "on" && word(n - 1) == "update"
+        {
+            Some((n - 3, EmitMode::OnUpdate))
+        } else {
+            None
+        };
+        if let Some((k, mode)) = emit
+            && at_depth_zero(k)
+        {
+            if clauses.emit.is_some() {
+                return Err(BrookError::Sql {
+                    message: "EMIT is given twice".into(),
+                    location: Some(location(k)),
+                });
+            }
+            clauses.emit = Some(mode);
+            clauses.location = Some(location(k));
+            tokens.truncate(meaningful[k]);
+            continue;
+        }
+        // `... LATE DATA TO name`
+        if n >= 4
+            && word(n - 4) == "late"
+            && word(n - 3) == "data"
+            && word(n - 2) == "to"
+            && at_depth_zero(n - 4)
+        {
+            let Token::Word(name) = &tokens[meaningful[n - 1]].token else {
+                break;
+            };
+            if clauses.late_data_to.is_some() {
+                return Err(BrookError::Sql {
+                    message: "LATE DATA TO is given twice".into(),
+                    location: Some(location(n - 4)),
+                });
+            }
+            clauses.late_data_to = Some(if name.quote_style.is_some() {
+                name.value.clone()
+            } else {
+                name.value.to_ascii_lowercase()
+            });
+            clauses.location = Some(location(n - 4));
+            tokens.truncate(meaningful[n - 4]);
+            continue;
+        }
+        break;
     }
+    Ok((tokens, clauses))
 }
 
 fn brook_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
@@ -178,6 +314,8 @@ fn brook_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
 }
 
 fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
+    let (tokens, watermark) = split_watermark(tokens)?;
+    let watermark = watermark.map(parse_watermark).transpose()?;
     let mut parser = brook_parser(tokens);
     let mut create = || -> Result<CreateStream, ParserError> {
         parser.expect_keyword(Keyword::CREATE)?;
@@ -200,9 +338,127 @@ fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
                 })
                 .collect::<Result<_, _>>()?,
             options: options.iter().map(option_pair).collect::<Result<_, _>>()?,
+            watermark: watermark.clone(),
         })
     };
     create().map_err(parser_error)
+}
+
+/// Takes a `WATERMARK FOR ...` entry out of a `CREATE STREAM`'s column list:
+/// the remaining tokens, and the entry's tokens.
+fn split_watermark(
+    mut tokens: Vec<TokenWithSpan>,
+) -> Result<(Vec<TokenWithSpan>, Option<Vec<TokenWithSpan>>)> {
+    let mut depth = 0;
+    let mut previous: Option<usize> = None;
+    let mut start = None;
+    for (i, token) in tokens.iter().enumerate() {
+        match &token.token {
+            Token::Whitespace(_) => continue,
+            Token::Word(w)
+                if depth == 1
+                    && w.quote_style.is_none()
+                    && w.value.eq_ignore_ascii_case("watermark")
+                    && previous.is_some_and(|p| {
+                        matches!(tokens[p].token, Token::LParen | Token::Comma)
+                    }) =>
+            {
+                start = Some(i);
+                break;
+            }
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        previous = Some(i);
+    }
+    let Some(start) = start else {
+        return Ok((tokens, None));
+    };
+    // The entry ends at the next comma or closing parenthesis of the list.
+    let mut depth = 0;
+    let mut end = tokens.len();
+    for (i, token) in tokens.iter().enumerate().skip(start) {
+        match token.token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => {
+                end = i;
+                break;
+            }
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let entry: Vec<TokenWithSpan> = tokens[start..end].to_vec();
+    let before = previous.unwrap_or(start);
+    if matches!(tokens[before].token, Token::Comma) {
+        tokens.drain(before..end);
+    } else if end < tokens.len() && matches!(tokens[end].token, Token::Comma) {
+        tokens.drain(start..=end);
+    } else {
+        tokens.drain(start..end);
+    }
+    Ok((tokens, Some(entry)))
+}
+
+/// `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND` (or `AS ts`): the column
+/// and the delay.
+fn parse_watermark(tokens: Vec<TokenWithSpan>) -> Result<(String, Duration)> {
+    let first = tokens.first().cloned();
+    let mut parser = brook_parser(tokens);
+    let mut watermark = || -> Result<(String, Duration), ParserError> {
+        parser.next_token(); // WATERMARK
+        parser.expect_keyword(Keyword::FOR)?;
+        let column = parser.parse_identifier()?;
+        parser.expect_keyword(Keyword::AS)?;
+        let expr_token = parser.peek_token();
+        let expr = parser.parse_expr()?;
+        expect_end(&mut parser)?;
+        let usage = || {
+            at(
+                &expr_token,
+                format!(
+                    "the watermark is the event-time column or the column minus an interval: WATERMARK FOR {0} AS {0} - INTERVAL '5' SECOND",
+                    column.value
+                ),
+            )
+        };
+        let same_column = |expr: &Expr| matches!(expr, Expr::Identifier(ident) if normalize_ident(ident) == normalize_ident(&column));
+        let delay = match &expr {
+            e if same_column(e) => Duration::ZERO,
+            Expr::BinaryOp {
+                left,
+                op: datafusion::sql::sqlparser::ast::BinaryOperator::Minus,
+                right,
+            } if same_column(left) => {
+                let Expr::Interval(interval) = right.as_ref() else {
+                    return Err(usage());
+                };
+                let text = interval.to_string();
+                let text = text.trim_start_matches("INTERVAL").replace('\'', " ");
+                parse_duration(text.trim()).map_err(|err| at(&expr_token, err.to_string()))?
+            }
+            _ => return Err(usage()),
+        };
+        Ok((normalize_ident(&column), delay))
+    };
+    watermark().map_err(|err| match (parser_error(err), &first) {
+        (
+            BrookError::Sql {
+                message,
+                location: None,
+            },
+            Some(first),
+        ) => BrookError::Sql {
+            message,
+            location: Some(location_of(first)),
+        },
+        (other, _) => other,
+    })
 }
 
 /// `CREATE SINK`'s head: name, `IF NOT EXISTS`, options, and the index of
@@ -232,12 +488,14 @@ fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<CreateSink> {
     };
     let (name, if_not_exists, options, query_start) = create().map_err(parser_error)?;
     let query_tokens: Vec<TokenWithSpan> = tokens.into_iter().skip(query_start).collect();
+    let (query_tokens, clauses) = split_stream_clauses(query_tokens)?;
     let query = parse_datafusion(query_tokens)?;
     Ok(CreateSink {
         name,
         if_not_exists,
         options,
         query: Box::new(query),
+        clauses,
     })
 }
 

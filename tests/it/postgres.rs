@@ -319,6 +319,9 @@ fn output(batch_number: u64, words: &[&str], counts: &[i64]) -> BatchOutput {
         lag: Duration::ZERO,
         window: None,
         retained: Retained::default(),
+        watermark: None,
+        late_rows: 0,
+        far_future_rows: 0,
     }
 }
 

@@ -1,0 +1,561 @@
+//! Event-time windows: `TUMBLE` and `HOP` on a stream's event-time column,
+//! over panes of `gcd(slide, size)`, and `SESSION` per group (in
+//! [`super::session`]). What the two share is here: judging each batch's
+//! rows against the watermark of the batch before (late rows are counted,
+//! routed, and never reach a window), moving the watermark, and the report
+//! each batch carries.
+//!
+//! Window `[start, end)` closes when the watermark reaches `end`
+//! (`watermark >= end`). A row is late when every window it belongs to had
+//! closed by the end of the previous batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{filter, filter_record_batch, not, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::split::IncrementalPlan;
+use super::{partial, reduce, run_on, with_window};
+use crate::catalog::stream_table::BatchSlot;
+use crate::catalog::windows::{EventShape, EventWindow};
+use crate::error::{BrookError, Result};
+use crate::event_time::watermark::{END_OF_TIME, WatermarkClock};
+use crate::query::Retained;
+use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
+use crate::source::Inbox;
+use crate::sql::EmitMode;
+
+/// The column late rows carry besides their stream's: how far behind the
+/// watermark their event time was, in milliseconds.
+pub const LATENESS_COLUMN: &str = "lateness_ms";
+
+/// The schema of the stream late rows of `source` go to.
+pub(crate) fn late_schema(source: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = source.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(LATENESS_COLUMN, DataType::Int64, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// Where late rows go: the inbox of the stream `LATE DATA TO` names, set
+/// once the stream exists.
+#[derive(Debug, Clone)]
+pub(crate) struct LateRoute {
+    pub stream: String,
+    pub schema: SchemaRef,
+    pub inbox: Arc<OnceLock<Arc<Inbox>>>,
+}
+
+/// One input's rows of a batch that are not late, with their event times.
+pub(crate) struct OnTime {
+    pub input: usize,
+    pub rows: RecordBatch,
+    pub times: TimestampMillisecondArray,
+}
+
+/// What every event-time engine does with a batch before its windows see
+/// it, and after.
+pub(crate) struct EventClock {
+    pub window: EventWindow,
+    pub emit: EmitMode,
+    pub clock: WatermarkClock,
+    pub late: Option<LateRoute>,
+    /// Late rows since the query started (for the report).
+    late_total: u64,
+}
+
+impl EventClock {
+    pub fn new(
+        window: EventWindow,
+        emit: EmitMode,
+        clock: WatermarkClock,
+        late: Option<LateRoute>,
+    ) -> Self {
+        Self {
+            window,
+            emit,
+            clock,
+            late,
+            late_total: 0,
+        }
+    }
+
+    /// Splits `batch` into the rows windows take and the late ones (counted
+    /// and routed); records the event times read. Returns the on-time rows
+    /// and the batch's partial report (the watermark is set by
+    /// [`EventClock::advance`]).
+    pub fn judge(&mut self, batch: &MicroBatch) -> Result<(Vec<OnTime>, EventReport)> {
+        let before = self.clock.current();
+        let mut report = EventReport::default();
+        let mut on_time = Vec::new();
+        for (input, batches) in batch.inputs.iter().enumerate() {
+            for rows in batches {
+                if rows.num_rows() == 0 {
+                    continue;
+                }
+                let times = self.clock.event_times(input, rows)?;
+                let late: BooleanArray = times
+                    .iter()
+                    .map(|time| {
+                        Some(match (time, before) {
+                            (None, _) => true,
+                            (Some(time), Some(mark)) => self.window.last_end(time) <= mark,
+                            (Some(_), None) => false,
+                        })
+                    })
+                    .collect();
+                let late_count = late.true_count();
+                let (rows, times) = if late_count == 0 {
+                    (rows.clone(), times)
+                } else {
+                    let late_rows = filter_record_batch(rows, &late)?;
+                    let late_times = filter(&times, &late)?;
+                    self.route_late(&late_rows, &late_times, before, &mut report)?;
+                    report.late_rows += late_count as u64;
+                    let keep = not(&late)?;
+                    let kept_times = filter(&times, &keep)?;
+                    let kept_times = kept_times
+                        .as_any()
+                        .downcast_ref::<TimestampMillisecondArray>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            BrookError::Internal("event times lost their type".into())
+                        })?;
+                    (filter_record_batch(rows, &keep)?, kept_times)
+                };
+                report.far_future_rows += self.clock.observe(input, &times, batch.time);
+                if rows.num_rows() > 0 {
+                    on_time.push(OnTime { input, rows, times });
+                }
+            }
+        }
+        self.late_total += report.late_rows;
+        Ok((on_time, report))
+    }
+
+    /// Ends the batch: the watermark after it.
+    pub fn advance(&mut self, batch: &MicroBatch) -> Option<i64> {
+        self.clock.advance(batch.time, &batch.ended)
+    }
+
+    fn route_late(
+        &self,
+        rows: &RecordBatch,
+        times: &ArrayRef,
+        watermark: Option<i64>,
+        report: &mut EventReport,
+    ) -> Result<()> {
+        let Some(route) = &self.late else {
+            return Ok(());
+        };
+        let times = times
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .ok_or_else(|| BrookError::Internal("event times lost their type".into()))?;
+        let lateness: Int64Array = times
+            .iter()
+            .map(|time| Some(watermark?.saturating_sub(time?)))
+            .collect();
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(lateness));
+        let late = RecordBatch::try_new(Arc::clone(&route.schema), columns)?;
+        match route.inbox.get() {
+            Some(inbox) => {
+                if let Err(err) = inbox.push_now(late) {
+                    report.warnings.push(format!(
+                        "{} late rows were counted but not sent to stream '{}': {err}",
+                        rows.num_rows(),
+                        route.stream
+                    ));
+                }
+            }
+            None => report.warnings.push(format!(
+                "stream '{}' for late rows does not exist",
+                route.stream
+            )),
+        }
+        Ok(())
+    }
+}
+
+/// Where a `TUMBLE` or `HOP` window keeps its panes.
+#[async_trait]
+pub(crate) trait PaneStore: Send {
+    fn schema(&self) -> SchemaRef;
+    /// Adds `rows` of input `input`, all in the pane starting at `pane`.
+    async fn add(&mut self, input: usize, pane: i64, rows: RecordBatch) -> Result<()>;
+    /// The result of window `[start, end)` from the panes it holds.
+    async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>>;
+    /// Drops the panes starting before `pane`.
+    fn drop_before(&mut self, pane: i64);
+    fn retained(&self) -> Retained;
+}
+
+/// `TUMBLE` / `HOP` in event time.
+pub(crate) struct EventHopEngine<S> {
+    events: EventClock,
+    slide: i64,
+    size: i64,
+    /// The pane length: the greatest common divisor of slide and size.
+    pane: i64,
+    store: S,
+    /// The starts of the windows that hold rows and have not closed.
+    open: BTreeSet<i64>,
+}
+
+impl<S: PaneStore> EventHopEngine<S> {
+    pub fn new(events: EventClock, store: S) -> Result<Self> {
+        let EventShape::Hop { slide, size } = events.window.shape else {
+            return Err(BrookError::Internal("a hop engine for a session".into()));
+        };
+        Ok(Self {
+            events,
+            slide,
+            size,
+            pane: gcd(slide, size),
+            store,
+            open: BTreeSet::new(),
+        })
+    }
+
+    /// The starts of the windows that hold the pane starting at `pane`.
+    fn windows_of(&self, pane: i64) -> impl Iterator<Item = i64> + use<S> {
+        let last = pane.div_euclid(self.slide) * self.slide;
+        let (slide, size) = (self.slide, self.size);
+        (0..)
+            .map(move |k: i64| last - k * slide)
+            .take_while(move |start| start + size > pane)
+    }
+
+    /// The results of the windows starting at `starts`, in order.
+    async fn results(&mut self, starts: Vec<i64>) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        for start in starts {
+            batches.extend(self.store.window(start, start + self.size).await?);
+        }
+        Ok(batches)
+    }
+
+    /// Closes the windows the watermark `mark` has reached: their results
+    /// (when emitted on close), and their panes freed.
+    async fn close(&mut self, mark: i64, emit: bool) -> Result<Vec<RecordBatch>> {
+        let closing: Vec<i64> = self
+            .open
+            .iter()
+            .copied()
+            .take_while(|start| start.saturating_add(self.size) <= mark)
+            .collect();
+        for start in &closing {
+            self.open.remove(start);
+        }
+        let batches = if emit {
+            self.results(closing).await?
+        } else {
+            Vec::new()
+        };
+        // A pane goes once the last window holding it has closed.
+        let first_needed = mark
+            .saturating_sub(self.size)
+            .div_euclid(self.slide)
+            .saturating_add(1)
+            .saturating_mul(self.slide);
+        self.store.drop_before(first_needed);
+        Ok(batches)
+    }
+}
+
+#[async_trait]
+impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
+    fn schema(&self) -> SchemaRef {
+        self.store.schema()
+    }
+
+    async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
+        let before = self.events.clock.current();
+        let (on_time, mut report) = self.events.judge(batch)?;
+        let mut touched = BTreeSet::new();
+        for OnTime { input, rows, times } in on_time {
+            for (pane, rows) in split_by_pane(&rows, &times, self.pane)? {
+                self.store.add(input, pane, rows).await?;
+                for start in self.windows_of(pane).collect::<Vec<_>>() {
+                    let closed = before.is_some_and(|mark| start + self.size <= mark);
+                    if !closed {
+                        self.open.insert(start);
+                        touched.insert(start);
+                    }
+                }
+            }
+        }
+        let mark = self.events.advance(batch);
+        report.watermark = mark;
+        let mut batches = Vec::new();
+        match self.events.emit {
+            EmitMode::OnUpdate => {
+                batches = self.results(touched.into_iter().collect()).await?;
+                if let Some(mark) = mark {
+                    self.close(mark, false).await?;
+                }
+            }
+            EmitMode::OnWindowClose => {
+                if let Some(mark) = mark {
+                    batches = self.close(mark, true).await?;
+                }
+            }
+        }
+        Ok(Some(Emission {
+            batches,
+            window: None,
+            event: Some(report),
+        }))
+    }
+
+    async fn on_end(&mut self) -> Result<Option<Emission>> {
+        let emit = self.events.emit == EmitMode::OnWindowClose;
+        let batches = self.close(END_OF_TIME, emit).await?;
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Emission {
+            batches,
+            window: None,
+            event: Some(EventReport {
+                watermark: Some(END_OF_TIME),
+                ..EventReport::default()
+            }),
+        }))
+    }
+
+    fn retained(&self) -> Retained {
+        self.store.retained()
+    }
+}
+
+/// The rows of `rows` per pane of length `pane`, in pane order.
+pub(crate) fn split_by_pane(
+    rows: &RecordBatch,
+    times: &TimestampMillisecondArray,
+    pane: i64,
+) -> Result<Vec<(i64, RecordBatch)>> {
+    let panes: Vec<i64> = times
+        .iter()
+        .map(|time| time.unwrap_or(0).div_euclid(pane) * pane)
+        .collect();
+    let Some(&first) = panes.first() else {
+        return Ok(Vec::new());
+    };
+    if panes.iter().all(|&p| p == first) {
+        return Ok(vec![(first, rows.clone())]);
+    }
+    let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (row, pane) in panes.iter().enumerate() {
+        by_pane.entry(*pane).or_default().push(row as u32);
+    }
+    by_pane
+        .into_iter()
+        .map(|(pane, indices)| {
+            let indices = UInt32Array::from(indices);
+            Ok((pane, take_record_batch(rows, &indices)?))
+        })
+        .collect()
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs().max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Panes of partial aggregate state: one row per group per pane; a window
+/// is its panes merged.
+pub(crate) struct IncrementalPanes {
+    plan: IncrementalPlan,
+    task_ctx: Arc<TaskContext>,
+    scan: Arc<BatchSlot>,
+    panes: BTreeMap<i64, RecordBatch>,
+}
+
+impl IncrementalPanes {
+    pub fn new(plan: IncrementalPlan, task_ctx: Arc<TaskContext>, scan: Arc<BatchSlot>) -> Self {
+        Self {
+            plan,
+            task_ctx,
+            scan,
+            panes: BTreeMap::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl PaneStore for IncrementalPanes {
+    fn schema(&self) -> SchemaRef {
+        self.plan.finish.schema()
+    }
+
+    async fn add(&mut self, _input: usize, pane: i64, rows: RecordBatch) -> Result<()> {
+        let state = partial(&self.plan, &self.scan, &[rows], &self.task_ctx, true).await?;
+        let merged = match self.panes.remove(&pane) {
+            None => state,
+            Some(previous) => reduce(&self.plan, vec![previous, state], &self.task_ctx).await?,
+        };
+        self.panes.insert(pane, merged);
+        Ok(())
+    }
+
+    async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>> {
+        let states: Vec<RecordBatch> = self
+            .panes
+            .range(start..end)
+            .map(|(_, s)| s.clone())
+            .collect();
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let merged = match <[RecordBatch; 1]>::try_from(states) {
+            Ok([state]) => state,
+            Err(states) => reduce(&self.plan, states, &self.task_ctx).await?,
+        };
+        let state =
+            super::incremental::fill_window_keys(&merged, &self.plan.window_keys, start, end)?;
+        run_on(
+            &self.plan.finish,
+            &self.plan.finish_input,
+            vec![state],
+            &self.task_ctx,
+        )
+        .await
+    }
+
+    fn drop_before(&mut self, pane: i64) {
+        self.panes = self.panes.split_off(&pane);
+    }
+
+    fn retained(&self) -> Retained {
+        let mut held = Retained::default();
+        self.panes.values().for_each(|state| held.add(state));
+        held.batches = self.panes.len();
+        held
+    }
+}
+
+/// Panes of raw rows, per input; a window re-runs the query over its panes'
+/// rows. For queries whose aggregates do not merge.
+pub(crate) struct RowPanes {
+    plan: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<TaskContext>,
+    /// Each scan's input (index into a batch's inputs) and slot.
+    scans: Vec<(usize, Arc<BatchSlot>)>,
+    /// Per pane, per input, the rows.
+    panes: BTreeMap<i64, BTreeMap<usize, Vec<RecordBatch>>>,
+}
+
+impl RowPanes {
+    pub fn new(
+        plan: Arc<dyn ExecutionPlan>,
+        task_ctx: Arc<TaskContext>,
+        scans: Vec<(usize, Arc<BatchSlot>)>,
+    ) -> Self {
+        Self {
+            plan,
+            task_ctx,
+            scans,
+            panes: BTreeMap::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl PaneStore for RowPanes {
+    fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+
+    async fn add(&mut self, input: usize, pane: i64, rows: RecordBatch) -> Result<()> {
+        self.panes
+            .entry(pane)
+            .or_default()
+            .entry(input)
+            .or_default()
+            .push(rows);
+        Ok(())
+    }
+
+    async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>> {
+        for (input, slot) in &self.scans {
+            let schema = Arc::clone(slot.schema_ref());
+            let rows = self
+                .panes
+                .range(start..end)
+                .filter_map(|(_, inputs)| inputs.get(input))
+                .flatten()
+                .map(|rows| with_window(rows, &schema, Some((start, end))))
+                .collect::<Result<Vec<_>>>()?;
+            slot.set(rows);
+        }
+        let result = super::run(&self.plan, &self.task_ctx).await;
+        for (_, slot) in &self.scans {
+            slot.clear();
+        }
+        result
+    }
+
+    fn drop_before(&mut self, pane: i64) {
+        self.panes = self.panes.split_off(&pane);
+    }
+
+    fn retained(&self) -> Retained {
+        let mut held = Retained::default();
+        self.panes
+            .values()
+            .flat_map(|inputs| inputs.values())
+            .flatten()
+            .for_each(|rows| held.add(rows));
+        held.batches = self.panes.len();
+        held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::windows::EventShape;
+
+    fn hop(slide: i64, size: i64) -> EventWindow {
+        EventWindow {
+            function: "HOP",
+            shape: EventShape::Hop { slide, size },
+        }
+    }
+
+    #[test]
+    fn a_row_is_late_once_its_last_window_has_ended() {
+        assert_eq!(hop(10, 10).last_end(25), 30);
+        assert_eq!(hop(5, 10).last_end(25), 35);
+        assert_eq!(hop(10, 10).last_end(-5), 0);
+        let session = EventWindow {
+            function: "SESSION",
+            shape: EventShape::Session { gap: 7 },
+        };
+        assert_eq!(session.last_end(25), 32);
+    }
+
+    #[test]
+    fn panes_split_rows_by_their_event_time() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let rows = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4]))])
+            .unwrap();
+        let times = TimestampMillisecondArray::from(vec![12, 3, 15, -1]);
+        let panes = split_by_pane(&rows, &times, 10).unwrap();
+        let shown: Vec<(i64, usize)> = panes.iter().map(|(p, r)| (*p, r.num_rows())).collect();
+        assert_eq!(shown, vec![(-10, 1), (0, 1), (10, 2)]);
+        assert_eq!(gcd(10, 4), 2);
+        assert_eq!(gcd(5, 5), 5);
+    }
+}

@@ -1,0 +1,291 @@
+//! `SESSION` windows in event time: per group, rows closer than the gap to
+//! each other form one session `[first row, last row + gap)`.
+//!
+//! The state is partial aggregate state with `window_start` and
+//! `window_end` as group keys: each row enters as a session of its own,
+//! `[ts, ts + gap)`, and after every batch the sessions of a group that
+//! overlap are merged (so a row that bridges two sessions joins them). A
+//! session closes when the watermark reaches its end.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, not};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::execution::TaskContext;
+
+use super::event_window::{EventClock, OnTime};
+use super::split::{IncrementalPlan, WindowBound};
+use super::{reduce, run_on};
+use crate::catalog::stream_table::BatchSlot;
+use crate::catalog::windows::EventShape;
+use crate::error::{BrookError, Result};
+use crate::event_time::watermark::END_OF_TIME;
+use crate::query::Retained;
+use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
+use crate::sql::EmitMode;
+
+/// A `SESSION` query in progress.
+pub(crate) struct SessionEngine {
+    events: EventClock,
+    gap: i64,
+    plan: IncrementalPlan,
+    task_ctx: Arc<TaskContext>,
+    scan: Arc<BatchSlot>,
+    /// The pane columns holding `window_start` and `window_end`.
+    start_column: usize,
+    end_column: usize,
+    /// The open sessions: one row of partial state per group and session.
+    sessions: Option<RecordBatch>,
+}
+
+impl SessionEngine {
+    /// Fails (with the reason) when the plan does not group by both window
+    /// columns.
+    pub fn new(
+        events: EventClock,
+        plan: IncrementalPlan,
+        task_ctx: Arc<TaskContext>,
+        scan: Arc<BatchSlot>,
+    ) -> std::result::Result<Self, String> {
+        let EventShape::Session { gap } = events.window.shape else {
+            return Err("not a session window".into());
+        };
+        let column = |bound: WindowBound| {
+            plan.window_keys
+                .iter()
+                .find(|(_, b)| *b == bound)
+                .map(|(index, _)| *index)
+        };
+        let (Some(start_column), Some(end_column)) =
+            (column(WindowBound::Start), column(WindowBound::End))
+        else {
+            return Err(
+                "a SESSION query groups by window_start and window_end (and may group by more)"
+                    .into(),
+            );
+        };
+        Ok(Self {
+            events,
+            gap,
+            plan,
+            task_ctx,
+            scan,
+            start_column,
+            end_column,
+            sessions: None,
+        })
+    }
+
+    /// Each row as a session of its own, aggregated into partial state.
+    async fn row_sessions(&self, on_time: &[OnTime]) -> Result<Option<RecordBatch>> {
+        let schema = Arc::clone(self.scan.schema_ref());
+        let mut input = Vec::new();
+        for OnTime { rows, times, .. } in on_time {
+            let starts = times.clone().with_timezone("+00:00");
+            let ends: TimestampMillisecondArray = times
+                .iter()
+                .map(|t| t.map(|t| t.saturating_add(self.gap)))
+                .collect::<TimestampMillisecondArray>()
+                .with_timezone("+00:00");
+            let mut columns = rows.columns().to_vec();
+            columns.push(Arc::new(starts) as ArrayRef);
+            columns.push(Arc::new(ends) as ArrayRef);
+            input.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+        }
+        if input.is_empty() {
+            return Ok(None);
+        }
+        let result = run_on(&self.plan.partial, &self.scan, input, &self.task_ctx).await?;
+        Ok(Some(concat_batches(&self.plan.partial.schema(), &result)?))
+    }
+
+    /// Merges the overlapping sessions of each group in `state` (old
+    /// sessions first, then `fresh` ones); returns the merged state and the
+    /// sessions that took fresh rows.
+    async fn merge(
+        &self,
+        old: Option<RecordBatch>,
+        fresh: RecordBatch,
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        let old_rows = old.as_ref().map_or(0, RecordBatch::num_rows);
+        let schema = fresh.schema();
+        let all = match old {
+            Some(old) => concat_batches(&schema, [&old, &fresh])?,
+            None => fresh,
+        };
+        let keys = self.group_keys(&all)?;
+        let starts = millis_column(&all, self.start_column)?;
+        let ends = millis_column(&all, self.end_column)?;
+        let mut order: Vec<usize> = (0..all.num_rows()).collect();
+        order.sort_by(|&a, &b| {
+            keys.row(a)
+                .cmp(&keys.row(b))
+                .then(starts[a].cmp(&starts[b]))
+        });
+        // Sweep: a cluster is a run of one group's sessions that overlap.
+        let mut cluster_of = vec![0usize; all.num_rows()];
+        let mut bounds: Vec<(i64, i64, bool)> = Vec::new();
+        let mut previous: Option<usize> = None;
+        for &row in &order {
+            let fresh_row = row >= old_rows;
+            let joins = previous.is_some_and(|p| {
+                keys.row(p) == keys.row(row)
+                    && bounds.last().is_some_and(|(_, end, _)| starts[row] < *end)
+            });
+            if joins {
+                if let Some(last) = bounds.last_mut() {
+                    last.1 = last.1.max(ends[row]);
+                    last.2 |= fresh_row;
+                }
+            } else {
+                bounds.push((starts[row], ends[row], fresh_row));
+            }
+            cluster_of[row] = bounds.len() - 1;
+            previous = Some(row);
+        }
+        let new_start: TimestampMillisecondArray = (0..all.num_rows())
+            .map(|row| Some(bounds[cluster_of[row]].0))
+            .collect::<TimestampMillisecondArray>()
+            .with_timezone("+00:00");
+        let new_end: TimestampMillisecondArray = (0..all.num_rows())
+            .map(|row| Some(bounds[cluster_of[row]].1))
+            .collect::<TimestampMillisecondArray>()
+            .with_timezone("+00:00");
+        let mut columns = all.columns().to_vec();
+        columns[self.start_column] = Arc::new(new_start);
+        columns[self.end_column] = Arc::new(new_end);
+        let all = RecordBatch::try_new(schema, columns)?;
+        // Sessions without fresh rows are single rows already.
+        let touched: BooleanArray = (0..all.num_rows())
+            .map(|row| Some(bounds[cluster_of[row]].2))
+            .collect();
+        let untouched = filter_record_batch(&all, &not(&touched)?)?;
+        let touched = filter_record_batch(&all, &touched)?;
+        let touched = if touched.num_rows() == 0 {
+            touched
+        } else {
+            reduce(&self.plan, vec![touched], &self.task_ctx).await?
+        };
+        let merged = concat_batches(&all.schema(), [&untouched, &touched])?;
+        Ok((merged, touched))
+    }
+
+    /// The non-window group keys of each row, comparable.
+    fn group_keys(&self, state: &RecordBatch) -> Result<datafusion::arrow::row::Rows> {
+        let columns: Vec<ArrayRef> = (0..self.plan.group_columns)
+            .filter(|c| *c != self.start_column && *c != self.end_column)
+            .map(|c| Arc::clone(state.column(c)))
+            .collect();
+        let converter = RowConverter::new(
+            columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?;
+        Ok(converter.convert_columns(&columns)?)
+    }
+
+    async fn finish(&self, state: RecordBatch) -> Result<Vec<RecordBatch>> {
+        if state.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        run_on(
+            &self.plan.finish,
+            &self.plan.finish_input,
+            vec![state],
+            &self.task_ctx,
+        )
+        .await
+    }
+
+    /// Takes the sessions the watermark `mark` has closed out of the state.
+    fn take_closed(&mut self, mark: i64) -> Result<Option<RecordBatch>> {
+        let Some(sessions) = self.sessions.take() else {
+            return Ok(None);
+        };
+        let ends = millis_column(&sessions, self.end_column)?;
+        let closed: BooleanArray = ends.iter().map(|end| Some(*end <= mark)).collect();
+        if closed.true_count() == 0 {
+            self.sessions = Some(sessions);
+            return Ok(None);
+        }
+        let open = filter_record_batch(&sessions, &not(&closed)?)?;
+        let closed = filter_record_batch(&sessions, &closed)?;
+        self.sessions = (open.num_rows() > 0).then_some(open);
+        Ok(Some(closed))
+    }
+}
+
+/// A window column of a state as milliseconds (never null in a state).
+fn millis_column(state: &RecordBatch, column: usize) -> Result<Vec<i64>> {
+    let values = state
+        .column(column)
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .ok_or_else(|| BrookError::Internal("a session bound is not a timestamp".into()))?;
+    Ok((0..values.len()).map(|i| values.value(i)).collect())
+}
+
+#[async_trait]
+impl BatchEngine for SessionEngine {
+    fn schema(&self) -> SchemaRef {
+        self.plan.finish.schema()
+    }
+
+    async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
+        let (on_time, mut report) = self.events.judge(batch)?;
+        let mut batches = Vec::new();
+        if let Some(fresh) = self.row_sessions(&on_time).await? {
+            let old = self.sessions.take();
+            let (merged, touched) = self.merge(old, fresh).await?;
+            self.sessions = Some(merged);
+            if self.events.emit == EmitMode::OnUpdate {
+                batches = self.finish(touched).await?;
+            }
+        }
+        let mark = self.events.advance(batch);
+        report.watermark = mark;
+        if let Some(mark) = mark
+            && let Some(closed) = self.take_closed(mark)?
+            && self.events.emit == EmitMode::OnWindowClose
+        {
+            batches = self.finish(closed).await?;
+        }
+        Ok(Some(Emission {
+            batches,
+            window: None,
+            event: Some(report),
+        }))
+    }
+
+    async fn on_end(&mut self) -> Result<Option<Emission>> {
+        let Some(closed) = self.take_closed(END_OF_TIME)? else {
+            return Ok(None);
+        };
+        if self.events.emit != EmitMode::OnWindowClose {
+            return Ok(None);
+        }
+        Ok(Some(Emission {
+            batches: self.finish(closed).await?,
+            window: None,
+            event: Some(EventReport {
+                watermark: Some(END_OF_TIME),
+                ..EventReport::default()
+            }),
+        }))
+    }
+
+    fn retained(&self) -> Retained {
+        let mut held = Retained::default();
+        if let Some(sessions) = &self.sessions {
+            held.add(sessions);
+            held.batches = 1;
+        }
+        held
+    }
+}
