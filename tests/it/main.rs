@@ -5,6 +5,7 @@ mod common;
 mod decode;
 mod end_of_input;
 mod errors;
+mod event_time;
 mod examples;
 mod files;
 mod fuzz_regressions;
