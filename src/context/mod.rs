@@ -505,6 +505,131 @@ mod tests {
         lines
     }
 
+    /// A batch of `(key, event time in ms)` rows for stream
+    /// `readings (sensor TEXT, ts TIMESTAMP)`.
+    fn readings_batch(number: u64, rows: &[(String, i64)]) -> MicroBatch {
+        use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("sensor", DataType::Utf8, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
+                false,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+                )),
+                Arc::new(TimestampNanosecondArray::from(
+                    rows.iter().map(|r| r.1 * 1_000_000).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        MicroBatch {
+            number,
+            // The wall clock far ahead of the data: nothing is "far future".
+            time: chrono::DateTime::from_timestamp_millis(4_000_000_000_000).unwrap(),
+            inputs: vec![vec![batch]],
+            rows: rows.len(),
+            ended: vec![false],
+        }
+    }
+
+    #[tokio::test]
+    async fn event_time_state_stays_flat_over_a_long_out_of_order_run() {
+        for (sql, incremental) in [
+            (
+                "SELECT window_start, sensor, COUNT(*) AS n FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) GROUP BY window_start, sensor",
+                true,
+            ),
+            (
+                "SELECT window_start, sensor, COUNT(*) AS n FROM HOP(readings, ts, INTERVAL '5' SECOND, INTERVAL '1' MINUTE) GROUP BY window_start, sensor",
+                true,
+            ),
+            (
+                "SELECT window_start, COUNT(DISTINCT sensor) AS n FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) GROUP BY window_start",
+                true,
+            ),
+            (
+                "SELECT window_start, window_end, sensor, COUNT(*) AS n FROM SESSION(readings, ts, INTERVAL '2' SECOND) GROUP BY window_start, window_end, sensor",
+                true,
+            ),
+        ] {
+            let ctx = StreamContext::new(Duration::from_millis(100));
+            ctx.set_incremental_windows(incremental);
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("sensor", DataType::Utf8, true),
+                Field::new(
+                    "ts",
+                    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
+                    false,
+                ),
+            ]));
+            ctx.register_queue("readings", schema, QueueOptions::default())
+                .unwrap();
+            ctx.set_event_time(
+                "readings",
+                crate::event_time::EventTime::new("ts", Duration::from_secs(3)),
+            )
+            .unwrap();
+            let mut engine = plan(&ctx, sql).await.engine;
+            let mut seed = 0x5eed_u64;
+            let mut random = move |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % n
+            };
+            let (mut at_500, mut most_after, mut late, mut emitted) = (0, 0, 0, 0);
+            for number in 1..=2_000u64 {
+                // 100 ms of event time per batch, 40 rows over 3 of 20
+                // keys, some up to 6 s behind (a few of them late).
+                let now = number as i64 * 100;
+                let rows: Vec<(String, i64)> = (0..40)
+                    .map(|_| {
+                        let behind = if random(10) == 0 {
+                            random(6_000) as i64
+                        } else {
+                            0
+                        };
+                        // Keys take turns, so that sessions end.
+                        let key = (number / 25 + random(3)) % 20;
+                        (format!("k{key}"), now - behind)
+                    })
+                    .collect();
+                let emission = engine
+                    .on_batch(&readings_batch(number, &rows))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                late += emission.event.as_ref().map_or(0, |e| e.late_rows);
+                emitted += emission.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+                let held = engine.retained().rows;
+                if number == 500 {
+                    at_500 = held;
+                } else if number > 500 {
+                    most_after = most_after.max(held);
+                }
+            }
+            // (Rows at most 6 s behind are never late for 1-minute windows.)
+            assert!(
+                emitted > 0 && (late > 0 || sql.contains("HOP")),
+                "{sql}: {late} late, {emitted} emitted"
+            );
+            assert!(at_500 > 0, "{sql}");
+            // Flat: what is held after 2,000 batches is no more than after 500,
+            // give or take the jitter of which windows happen to be open.
+            assert!(
+                most_after <= at_500 * 3 / 2 + 40,
+                "{sql}: {at_500} rows held at batch 500, up to {most_after} after"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn engines_restored_from_a_snapshot_go_on_as_if_never_stopped() {
         let input: Vec<Vec<&str>> = vec![
