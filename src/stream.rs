@@ -61,6 +61,9 @@ pub(crate) struct LiveStream {
     /// The stream's event-time column and watermark, when declared; set
     /// once, before a query reads the stream.
     pub event_time: std::sync::OnceLock<crate::event_time::EventTime>,
+    /// Fed by a query (late rows), which closes it when it ends: not closed
+    /// with the queues at the end of a script.
+    pub fed_by_query: AtomicBool,
 }
 
 impl LiveStream {
@@ -78,6 +81,7 @@ impl LiveStream {
             inbox,
             started: AtomicBool::new(false),
             event_time: std::sync::OnceLock::new(),
+            fed_by_query: AtomicBool::new(false),
         }
     }
 

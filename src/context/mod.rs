@@ -33,8 +33,8 @@ use crate::sink::lifecycle::SinkRegistry;
 use crate::sink::postgres::redact_secrets;
 use crate::sink::{BatchSink, FileSink, PostgresSink, SinkOptions};
 use crate::source::{
-    Connector, FilesOptions, FilesSource, Inbox, KafkaOptions, KafkaSource, QueueHandle,
-    QueueOptions, QueueSource, SocketOptions, SocketSource, Source, StreamLimits, conform_insert,
+    Connector, FilesOptions, FilesSource, KafkaOptions, KafkaSource, QueueHandle, QueueOptions,
+    QueueSource, SocketOptions, SocketSource, Source, StreamLimits, conform_insert,
 };
 use crate::sql::{
     BrookStatement, CreateSink, CreateStream, ParsedStatement, StreamClauses, datafusion_sql_error,
@@ -390,9 +390,9 @@ impl StreamContext {
             streams.push(stream);
         }
         if let Some(route) = &plan.late_route {
-            let inbox = self.late_stream(route)?;
+            let late = self.late_stream(route)?;
             // A fresh route: set once, here.
-            let _ = route.inbox.set(inbox);
+            let _ = route.inbox.set(late);
         }
         let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
         let ticks = self.inner.batcher.subscribe(id, streams);
@@ -414,7 +414,11 @@ impl StreamContext {
 impl StreamContext {
     /// The inbox of the stream late rows go to: an existing queue stream
     /// with the late rows' columns, or a new one.
-    fn late_stream(&self, route: &crate::engine::event_window::LateRoute) -> Result<Arc<Inbox>> {
+    fn late_stream(
+        &self,
+        route: &crate::engine::event_window::LateRoute,
+    ) -> Result<crate::engine::event_window::LateInbox> {
+        use crate::engine::event_window::LateInbox;
         if let Some(stream) = self.stream(&route.stream) {
             if stream.source.connector() != "queue" {
                 return Err(BrookError::invalid(format!(
@@ -430,16 +434,26 @@ impl StreamContext {
                     crate::sql::column_list(&stream.schema)
                 )));
             }
-            return Ok(Arc::clone(&stream.inbox));
+            return Ok(LateInbox {
+                inbox: Arc::clone(&stream.inbox),
+                close_at_end: false,
+            });
         }
         self.register_queue(
             &route.stream,
             Arc::clone(&route.schema),
             QueueOptions::default(),
         )?;
-        self.stream(&route.stream)
-            .map(|stream| Arc::clone(&stream.inbox))
-            .ok_or_else(|| BrookError::Internal("the late-rows stream vanished".into()))
+        let stream = self
+            .stream(&route.stream)
+            .ok_or_else(|| BrookError::Internal("the late-rows stream vanished".into()))?;
+        // `brook run` closes queues at the end of its file; this one ends
+        // with the query that feeds it.
+        stream.fed_by_query.store(true, Ordering::Relaxed);
+        Ok(LateInbox {
+            inbox: Arc::clone(&stream.inbox),
+            close_at_end: true,
+        })
     }
 }
 

@@ -280,7 +280,12 @@ impl StreamContext {
     /// Closes every queue stream (what `brook run` does at the end of a file).
     pub fn close_queues(&self) {
         for name in self.stream_names() {
-            if let Some(queue) = self.queue(&name) {
+            let fed_by_query = self
+                .stream(&name)
+                .is_some_and(|s| s.fed_by_query.load(Ordering::Relaxed));
+            if let Some(queue) = self.queue(&name)
+                && !fed_by_query
+            {
                 queue.close();
             }
         }

@@ -49,7 +49,16 @@ pub(crate) fn late_schema(source: &Schema) -> SchemaRef {
 pub(crate) struct LateRoute {
     pub stream: String,
     pub schema: SchemaRef,
-    pub inbox: Arc<OnceLock<Arc<Inbox>>>,
+    pub inbox: Arc<OnceLock<LateInbox>>,
+}
+
+/// The inbox late rows go to.
+#[derive(Debug)]
+pub(crate) struct LateInbox {
+    pub inbox: Arc<Inbox>,
+    /// brook created the stream for this query: it ends when the query's
+    /// input ends, so that its readers end too.
+    pub close_at_end: bool,
 }
 
 /// One input's rows of a batch that are not late, with their event times.
@@ -144,6 +153,16 @@ impl EventClock {
         self.clock.advance(batch.time, &batch.ended)
     }
 
+    /// The query's input has ended: so does a late-rows stream made for it.
+    pub fn end(&self) {
+        if let Some(route) = &self.late
+            && let Some(late) = route.inbox.get()
+            && late.close_at_end
+        {
+            late.inbox.close();
+        }
+    }
+
     fn route_late(
         &self,
         rows: &RecordBatch,
@@ -166,7 +185,7 @@ impl EventClock {
         columns.push(Arc::new(lateness));
         let late = RecordBatch::try_new(Arc::clone(&route.schema), columns)?;
         match route.inbox.get() {
-            Some(inbox) => {
+            Some(LateInbox { inbox, .. }) => {
                 if let Err(err) = inbox.push_now(late) {
                     report.warnings.push(format!(
                         "{} late rows were counted but not sent to stream '{}': {err}",
@@ -316,6 +335,7 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
     }
 
     async fn on_end(&mut self) -> Result<Option<Emission>> {
+        self.events.end();
         let emit = self.events.emit == EmitMode::OnWindowClose;
         let batches = self.close(END_OF_TIME, emit).await?;
         if batches.is_empty() {

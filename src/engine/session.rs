@@ -264,6 +264,7 @@ impl BatchEngine for SessionEngine {
     }
 
     async fn on_end(&mut self) -> Result<Option<Emission>> {
+        self.events.end();
         let Some(closed) = self.take_closed(END_OF_TIME)? else {
             return Ok(None);
         };

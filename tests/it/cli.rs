@@ -497,6 +497,77 @@ fn sliding_avg_temperature_prints_a_two_second_window_every_second() {
 }
 
 #[test]
+fn event_time_avg_temperature_emits_each_window_once_and_routes_the_late_reading() {
+    let output = brook(&[
+        "run",
+        "queries/event_time_avg_temperature.sql",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    // Window rows: batch,batch_time,window_start,window_end,sensor,avg_temp,readings;
+    // late rows: batch,batch_time,sensor,temp,ts,lateness_ms.
+    let mut windows = Vec::new();
+    let mut late = Vec::new();
+    for line in stdout.lines().filter(|l| !l.starts_with("batch,")) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let time = |cell: &str| {
+            cell.trim_start_matches("2026-01-01T")
+                .trim_end_matches('Z')
+                .to_string()
+        };
+        match cells.len() {
+            7 => windows.push(format!(
+                "{} {}-{} {} {} {}",
+                cells[0],
+                time(cells[2]),
+                time(cells[3]),
+                cells[4],
+                cells[5],
+                cells[6]
+            )),
+            6 => late.push(format!(
+                "{} {} {} {}",
+                cells[2], cells[3], cells[4], cells[5]
+            )),
+            _ => panic!("unexpected line {line}"),
+        }
+    }
+    windows.sort();
+    assert_eq!(
+        windows,
+        vec![
+            "2 09:59:59-10:00:01 s1 20.0 1",
+            "2 09:59:59-10:00:01 s2 18.0 1",
+            "2 10:00:00-10:00:02 s1 21.0 3",
+            "2 10:00:00-10:00:02 s2 18.0 1",
+            "3 10:00:01-10:00:03 s1 21.5 2",
+            "3 10:00:01-10:00:03 s2 18.5 1",
+            "3 10:00:02-10:00:04 s1 24.0 1",
+            "3 10:00:02-10:00:04 s2 18.5 1",
+            "4 10:00:03-10:00:05 s1 24.0 1",
+            "4 10:00:03-10:00:05 s2 17.5 1",
+            "5 10:00:04-10:00:06 s1 23.0 1",
+            "5 10:00:04-10:00:06 s2 17.5 1",
+            "5 10:00:05-10:00:07 s1 23.0 1",
+            "5 10:00:05-10:00:07 s2 16.0 1",
+            "5 10:00:06-10:00:08 s1 25.0 1",
+            "5 10:00:06-10:00:08 s2 16.0 1",
+            "5 10:00:07-10:00:09 s1 25.0 1",
+            "5 10:00:07-10:00:09 s2 16.5 1",
+            "5 10:00:08-10:00:10 s2 16.5 1",
+        ]
+    );
+    assert_eq!(late, vec!["s1 19.0 2026-01-01T10:00:00.700 3400"]);
+    let headers = text(&output.stderr);
+    assert!(
+        headers.contains("| 1 late | watermark 2026-01-01 10:00:05.300"),
+        "{headers}"
+    );
+}
+
+#[test]
 fn brook_with_no_arguments_is_the_repl_and_reads_piped_statements() {
     let script = temp_sql(
         "include.sql",
