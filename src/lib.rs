@@ -97,6 +97,6 @@ pub use error::{BrookError, ErrorKind, Result, SqlLocation, Warning, WarningHand
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{
     FilesFormat, FilesOptions, KafkaOptions, LineFormat, OnError, QueueHandle, QueueOptions,
-    SocketOptions, StartOffset, StreamLimits,
+    SocketOptions, StartOffset, StreamLimits, TimestampFormat,
 };
 pub use stream::StreamInfo;
