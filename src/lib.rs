@@ -99,6 +99,6 @@ pub use event_time::EventTime;
 pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
 pub use source::{
     FilesFormat, FilesOptions, KafkaOptions, LineFormat, OnError, QueueHandle, QueueOptions,
-    SocketOptions, StartOffset, StreamLimits,
+    SocketOptions, StartOffset, StreamLimits, TimestampFormat,
 };
 pub use stream::StreamInfo;

@@ -16,7 +16,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::LineFormat;
+use super::{LineFormat, TimestampFormat};
 use crate::error::{BrookError, Result};
 
 /// A UTF-8 byte-order mark, which some writers put at the start of a file.
@@ -221,6 +221,8 @@ pub(crate) struct LineDecoder {
     delimiter: u8,
     /// Lines longer than this are rejected.
     max_line_bytes: usize,
+    /// How CSV and JSON write TIMESTAMP values.
+    timestamps: TimestampFormat,
     /// Where each CSV field of the chunk being decoded lies, `columns` per
     /// good row; kept between chunks to reuse its allocation.
     fields: Vec<(usize, usize)>,
@@ -232,6 +234,7 @@ impl std::fmt::Debug for LineDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LineDecoder")
             .field("format", &self.format)
+            .field("timestamps", &self.timestamps)
             .field("schema", &self.schema)
             .finish()
     }
@@ -286,6 +289,7 @@ impl LineDecoder {
             format,
             delimiter,
             max_line_bytes: usize::MAX,
+            timestamps: TimestampFormat::Text,
             fields: Vec::new(),
             json,
         })
@@ -294,6 +298,13 @@ impl LineDecoder {
     /// Rejects lines longer than `max_line_bytes` (default: no limit).
     pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
         self.max_line_bytes = max_line_bytes;
+        self
+    }
+
+    /// Reads TIMESTAMP fields as `timestamps` says (default:
+    /// [`TimestampFormat::Text`]).
+    pub fn with_timestamp_format(mut self, timestamps: TimestampFormat) -> Self {
+        self.timestamps = timestamps;
         self
     }
 
@@ -315,7 +326,7 @@ impl LineDecoder {
             LineFormat::Text => self.decode_text(chunk, first_line),
             LineFormat::Csv => self.decode_csv(chunk, first_line),
             LineFormat::Json => match &self.json {
-                Some(json) => json.decode(chunk, first_line, self.max_line_bytes),
+                Some(json) => json.decode(chunk, first_line, self.max_line_bytes, self.timestamps),
                 // try_new builds it for format JSON.
                 None => DecodedLines::default(),
             },
@@ -505,6 +516,7 @@ impl LineDecoder {
                         refused: &mut refused,
                     },
                     chunk,
+                    self.timestamps,
                 )
             })
             .collect();
@@ -671,7 +683,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Float64Array};
     use datafusion::arrow::compute::cast;
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
 
     fn csv_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -857,5 +869,152 @@ c,3
             line_ranges(b"ab\n\n").collect::<Vec<_>>(),
             vec![(0, 2), (3, 3)]
         );
+    }
+
+    fn formatted_rows(batch: &RecordBatch) -> Vec<String> {
+        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+        let options = FormatOptions::default().with_null("NULL");
+        (0..batch.num_rows())
+            .map(|row| {
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        ArrayFormatter::try_new(c.as_ref(), &options)
+                            .unwrap()
+                            .value(row)
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn csv_timestamps_in_epoch_milliseconds_are_exact_and_dates_stay_text() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("at", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new("day", DataType::Date32, true),
+        ]));
+        let mut decoder = LineDecoder::try_new("e", schema, LineFormat::Csv, b',')
+            .unwrap()
+            .with_timestamp_format(TimestampFormat::EpochMillis);
+        let decoded = decoder.decode(
+            &buffer(
+                b"1700000000123,2023-11-14\n-1,1969-12-31\n2023-11-14 22:13:20,2023-11-14\n\
+                  1700000000123.5,2023-11-14\n,\n1e3,2023-11-14\n0,19000\n",
+            ),
+            1,
+        );
+        assert_eq!(
+            formatted_rows(&decoded.batch.unwrap()),
+            vec![
+                "2023-11-14T22:13:20.123|2023-11-14",
+                "1969-12-31T23:59:59.999|1969-12-31",
+                "NULL|NULL",
+            ]
+        );
+        assert_eq!(
+            decoded.bad_lines,
+            vec![
+                BadLine {
+                    line: 3,
+                    message: "column 'at': '2023-11-14 22:13:20' is not a TIMESTAMP in epoch milliseconds (an integer with an optional sign)".into(),
+                },
+                BadLine {
+                    line: 4,
+                    message: "column 'at': '1700000000123.5' is not a whole number of milliseconds (timestamp_format 'epoch_ms' takes integers)".into(),
+                },
+                BadLine {
+                    line: 6,
+                    message: "column 'at': '1e3' is not a TIMESTAMP in epoch milliseconds (an integer with an optional sign)".into(),
+                },
+                BadLine {
+                    line: 7,
+                    message: "column 'day': '19000' is not a DATE (YYYY-MM-DD)".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_timestamps_are_text_unless_an_epoch_format_is_set() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        )]));
+        let text = b"2023-11-14T22:13:20Z\n1700000000\n";
+        let mut decoder =
+            LineDecoder::try_new("e", Arc::clone(&schema), LineFormat::Csv, b',').unwrap();
+        let decoded = decoder.decode(&buffer(text), 1);
+        assert_eq!(
+            formatted_rows(&decoded.batch.unwrap()),
+            vec!["2023-11-14T22:13:20"]
+        );
+        assert_eq!(decoded.bad_lines[0].line, 2);
+        let mut decoder = LineDecoder::try_new("e", schema, LineFormat::Csv, b',')
+            .unwrap()
+            .with_timestamp_format(TimestampFormat::EpochSeconds);
+        let decoded = decoder.decode(&buffer(text), 1);
+        assert_eq!(
+            formatted_rows(&decoded.batch.unwrap()),
+            vec!["2023-11-14T22:13:20"]
+        );
+        assert_eq!(decoded.bad_lines[0].line, 1);
+    }
+
+    #[test]
+    fn json_epoch_timestamps_are_numbers_or_strings_holding_one() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, true),
+            Field::new("at", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+        ]));
+        let mut decoder = LineDecoder::try_new("e", schema, LineFormat::Json, b',')
+            .unwrap()
+            .with_timestamp_format(TimestampFormat::EpochSeconds);
+        let decoded = decoder.decode(
+            &buffer(
+                br#"{"id": 1, "at": 1700000000.5}
+{"id": 2, "at": "1700000000"}
+{"id": 3, "at": -0.000000001}
+{"id": 4, "at": null}
+{"id": 5, "at": 1.7e9}
+{"id": 6, "at": "2023-11-14T22:13:20Z"}
+{"id": 7, "at": " 1700000000"}
+{"id": 8, "at": true}
+{"id": 9, "at": 99999999999999999999999}
+{"id": 10}
+"#,
+            ),
+            1,
+        );
+        assert_eq!(
+            formatted_rows(&decoded.batch.unwrap()),
+            vec![
+                "1|2023-11-14T22:13:20.500",
+                "2|2023-11-14T22:13:20",
+                "3|1969-12-31T23:59:59.999999999",
+                "4|NULL",
+                "10|NULL",
+            ]
+        );
+        let bad: Vec<(u64, &str)> = decoded
+            .bad_lines
+            .iter()
+            .map(|b| (b.line, b.message.as_str()))
+            .collect();
+        assert_eq!(
+            bad.iter().map(|b| b.0).collect::<Vec<_>>(),
+            vec![5, 6, 7, 8, 9]
+        );
+        assert!(
+            bad[0]
+                .1
+                .starts_with("column 'at': '1.7e9' is not a TIMESTAMP in epoch seconds"),
+            "{bad:?}"
+        );
+        assert!(bad[4].1.contains("out of range"), "{bad:?}");
     }
 }

@@ -389,7 +389,9 @@ impl Watcher {
             format,
             self.options.delimiter,
         ) {
-            Ok(decoder) => decoder.with_max_line_bytes(self.options.max_line_bytes),
+            Ok(decoder) => decoder
+                .with_max_line_bytes(self.options.max_line_bytes)
+                .with_timestamp_format(self.options.timestamp_format),
             Err(err) => {
                 self.inbox.fail(err);
                 return false;

@@ -28,7 +28,7 @@ pub use kafka::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
 pub(crate) use options::Connector;
 pub use options::{
     FILES_OPTIONS, FilesFormat, FilesOptions, LineFormat, OnError, QUEUE_OPTIONS, QueueOptions,
-    SOCKET_OPTIONS, SocketOptions, StreamLimits,
+    SOCKET_OPTIONS, SocketOptions, StreamLimits, TimestampFormat,
 };
 pub use queue::QueueHandle;
 pub(crate) use queue::QueueSource;

@@ -72,8 +72,9 @@ pub(super) const LIMIT_OPTIONS: [OptionSpec; 3] = [
     },
 ];
 
-/// How every stream of lines (socket, files) cuts and splits them.
-pub(super) const LINE_OPTIONS: [OptionSpec; 2] = [
+/// How every stream of lines (socket, files, Kafka) cuts, splits and reads
+/// them.
+pub(super) const LINE_OPTIONS: [OptionSpec; 3] = [
     OptionSpec {
         key: "delimiter",
         default: Some(","),
@@ -84,7 +85,62 @@ pub(super) const LINE_OPTIONS: [OptionSpec; 2] = [
         default: Some("1048576"),
         help: "longest line accepted",
     },
+    OptionSpec {
+        key: "timestamp_format",
+        default: Some("text"),
+        help: "how CSV and JSON lines write a TIMESTAMP: 'text' (2024-01-02 10:00:00), or 'epoch_s', 'epoch_ms', 'epoch_us', 'epoch_ns' since 1970-01-01 UTC",
+    },
 ];
+
+/// How a TIMESTAMP column's field is written in CSV and JSON lines. DATE
+/// columns are read the same under every format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampFormat {
+    /// `YYYY-MM-DD`, then optionally `T` or a space and
+    /// `HH:MM[:SS[.fraction]]`, then optionally `Z` or `+HH:MM` / `-HH:MM`
+    /// (default).
+    #[default]
+    Text,
+    /// Seconds since 1970-01-01T00:00:00Z: an integer with an optional sign
+    /// and up to 9 fractional digits (`1700000000.5`).
+    EpochSeconds,
+    /// Whole milliseconds since 1970-01-01T00:00:00Z.
+    EpochMillis,
+    /// Whole microseconds since 1970-01-01T00:00:00Z.
+    EpochMicros,
+    /// Whole nanoseconds since 1970-01-01T00:00:00Z.
+    EpochNanos,
+}
+
+impl TimestampFormat {
+    /// Every format, in the order error messages list them.
+    const ALL: [TimestampFormat; 5] = [
+        TimestampFormat::Text,
+        TimestampFormat::EpochSeconds,
+        TimestampFormat::EpochMillis,
+        TimestampFormat::EpochMicros,
+        TimestampFormat::EpochNanos,
+    ];
+
+    /// The name written in `WITH (timestamp_format = '...')`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampFormat::Text => "text",
+            TimestampFormat::EpochSeconds => "epoch_s",
+            TimestampFormat::EpochMillis => "epoch_ms",
+            TimestampFormat::EpochMicros => "epoch_us",
+            TimestampFormat::EpochNanos => "epoch_ns",
+        }
+    }
+}
+
+/// The stream's `timestamp_format`, if given.
+pub(super) fn read_timestamp_format(options: &OptionReader) -> Result<Option<TimestampFormat>> {
+    options.choice(
+        "timestamp_format",
+        &TimestampFormat::ALL.map(|format| (format.name(), format)),
+    )
+}
 
 /// The options of a queue stream.
 pub const QUEUE_OPTIONS: &[OptionSpec] = &[
@@ -142,6 +198,7 @@ pub const SOCKET_OPTIONS: &[OptionSpec] = &[
     },
     LINE_OPTIONS[0],
     LINE_OPTIONS[1],
+    LINE_OPTIONS[2],
     LIMIT_OPTIONS[0],
     LIMIT_OPTIONS[1],
     LIMIT_OPTIONS[2],
@@ -241,6 +298,9 @@ pub struct SocketOptions {
     /// Longest line accepted; the rest of a longer line is discarded and the
     /// line reported. Default 1 MiB.
     pub max_line_bytes: usize,
+    /// How TIMESTAMP columns are written in CSV and JSON lines; default
+    /// [`TimestampFormat::Text`].
+    pub timestamp_format: TimestampFormat,
 }
 
 impl Default for SocketOptions {
@@ -253,6 +313,7 @@ impl Default for SocketOptions {
             limits: StreamLimits::default(),
             max_line_bytes: 1 << 20,
             reconnect_attempts: None,
+            timestamp_format: TimestampFormat::Text,
         }
     }
 }
@@ -279,6 +340,12 @@ impl SocketOptions {
     /// Sets [`SocketOptions::max_line_bytes`].
     pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
         self.max_line_bytes = bytes;
+        self
+    }
+
+    /// Sets [`SocketOptions::timestamp_format`].
+    pub fn with_timestamp_format(mut self, format: TimestampFormat) -> Self {
+        self.timestamp_format = format;
         self
     }
 
@@ -315,6 +382,9 @@ pub struct FilesOptions {
     pub delimiter: u8,
     /// Longest line accepted; default 1 MiB.
     pub max_line_bytes: usize,
+    /// How TIMESTAMP columns are written in CSV and JSON lines (Parquet has
+    /// its own types); default [`TimestampFormat::Text`].
+    pub timestamp_format: TimestampFormat,
     /// How much may wait for the next tick, and how much one batch takes.
     pub limits: StreamLimits,
     /// Files one batch takes at most; the rest wait, in order, for later
@@ -336,6 +406,7 @@ impl FilesOptions {
             on_error: OnError::Skip,
             delimiter: socket.delimiter,
             max_line_bytes: socket.max_line_bytes,
+            timestamp_format: socket.timestamp_format,
             limits: StreamLimits::default(),
             max_files_per_batch: None,
         }
@@ -344,6 +415,12 @@ impl FilesOptions {
     /// Sets [`FilesOptions::format`].
     pub fn with_format(mut self, format: FilesFormat) -> Self {
         self.format = format;
+        self
+    }
+
+    /// Sets [`FilesOptions::timestamp_format`].
+    pub fn with_timestamp_format(mut self, format: TimestampFormat) -> Self {
+        self.timestamp_format = format;
         self
     }
 
@@ -373,6 +450,7 @@ impl FilesOptions {
             "on_error" => choice_name(ON_ERROR, self.on_error),
             "delimiter" => Some(char::from(self.delimiter).to_string()),
             "max_line_bytes" => Some(self.max_line_bytes.to_string()),
+            "timestamp_format" => Some(self.timestamp_format.name().to_string()),
             other => self.limits.value_of(other),
         })
     }
@@ -427,6 +505,7 @@ pub const FILES_OPTIONS: &[OptionSpec] = &[
     },
     LINE_OPTIONS[0],
     LINE_OPTIONS[1],
+    LINE_OPTIONS[2],
     LIMIT_OPTIONS[0],
     LIMIT_OPTIONS[1],
     LIMIT_OPTIONS[2],
@@ -510,6 +589,8 @@ impl Connector {
                         max_line_bytes: options
                             .positive("max_line_bytes")?
                             .unwrap_or(defaults.max_line_bytes),
+                        timestamp_format: read_timestamp_format(&options)?
+                            .unwrap_or(defaults.timestamp_format),
                     },
                 })
             }
@@ -546,6 +627,8 @@ impl Connector {
                 files.max_line_bytes = options
                     .positive("max_line_bytes")?
                     .unwrap_or(files.max_line_bytes);
+                files.timestamp_format =
+                    read_timestamp_format(&options)?.unwrap_or(files.timestamp_format);
                 files.limits = StreamLimits::read(&options)?;
                 files.max_files_per_batch = options.positive("max_files_per_batch")?;
                 Ok(Connector::Files(files))
@@ -606,6 +689,7 @@ impl SocketOptions {
                 byte => char::from(byte).to_string(),
             }),
             "max_line_bytes" => Some(self.max_line_bytes.to_string()),
+            "timestamp_format" => Some(self.timestamp_format.name().to_string()),
             other => self.limits.value_of(other),
         })
     }
@@ -659,5 +743,88 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("needs option bootstrap_servers"), "{err}");
+    }
+
+    #[test]
+    fn timestamp_format_is_a_line_option_of_sockets_files_and_kafka_shown_in_effect() {
+        let Connector::Socket {
+            address,
+            options: socket,
+        } = Connector::from_options(
+            "s",
+            &options(&[
+                ("connector", "socket"),
+                ("port", "9000"),
+                ("timestamp_format", "EPOCH_MS"),
+            ]),
+        )
+        .unwrap()
+        else {
+            panic!("expected a socket")
+        };
+        assert_eq!(socket.timestamp_format, TimestampFormat::EpochMillis);
+        assert!(
+            socket
+                .describe(&address)
+                .contains("timestamp_format = 'epoch_ms'"),
+            "{}",
+            socket.describe(&address)
+        );
+        let Connector::Files(files) = Connector::from_options(
+            "f",
+            &options(&[
+                ("connector", "files"),
+                ("path", "/tmp"),
+                ("timestamp_format", "epoch_s"),
+            ]),
+        )
+        .unwrap() else {
+            panic!("expected files")
+        };
+        assert_eq!(files.timestamp_format, TimestampFormat::EpochSeconds);
+        assert!(files.describe().contains("timestamp_format = 'epoch_s'"));
+        let Connector::Kafka(kafka) = Connector::from_options(
+            "k",
+            &options(&[
+                ("connector", "kafka"),
+                ("bootstrap_servers", "127.0.0.1:9092"),
+                ("topic", "t"),
+                ("timestamp_format", "epoch_ns"),
+            ]),
+        )
+        .unwrap() else {
+            panic!("expected kafka")
+        };
+        assert_eq!(kafka.timestamp_format, TimestampFormat::EpochNanos);
+        // The default is today's text rules, and SHOW STREAMS says so.
+        assert_eq!(
+            SocketOptions::default().timestamp_format,
+            TimestampFormat::Text
+        );
+        assert!(
+            FilesOptions::new("/tmp")
+                .describe()
+                .contains("timestamp_format = 'text'")
+        );
+    }
+
+    #[test]
+    fn an_unknown_timestamp_format_names_the_known_ones() {
+        let err = Connector::from_options(
+            "s",
+            &options(&[
+                ("connector", "socket"),
+                ("port", "9000"),
+                ("timestamp_format", "unix"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "timestamp_format must be 'text' or 'epoch_s' or 'epoch_ms' or 'epoch_us' or 'epoch_ns', got 'unix'"
+            ),
+            "{err}"
+        );
     }
 }

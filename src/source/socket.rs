@@ -118,7 +118,8 @@ impl Source for SocketSource {
                     self.options.format,
                     self.options.delimiter,
                 )?
-                .with_max_line_bytes(self.options.max_line_bytes),
+                .with_max_line_bytes(self.options.max_line_bytes)
+                .with_timestamp_format(self.options.timestamp_format),
                 READ_BYTES,
             ),
             inbox,

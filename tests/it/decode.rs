@@ -270,6 +270,44 @@ async fn csv_values_each_column_type_accepts_exactly_the_documented_spellings() 
 }
 
 #[tokio::test]
+async fn json_lines_over_a_socket_with_timestamp_format_epoch_s_take_numbers_and_strings() {
+    let text = concat!(
+        "{\"id\": 1, \"at\": 1700000000}\n",
+        "{\"id\": 2, \"at\": 1700000000.123456789}\n",
+        "{\"id\": 3, \"at\": \"-1.5\"}\n",
+        "{\"id\": 4, \"at\": \"2023-11-14T22:13:20Z\"}\n",
+        "{\"id\": 5, \"at\": 1.7e9}\n",
+        "{\"id\": 6, \"at\": 253402300800}\n",
+        "{\"id\": 7, \"at\": null}\n",
+    );
+    let (rows, warnings) = through_socket(
+        "(id INT, at TIMESTAMP)",
+        ", format = 'json', timestamp_format = 'epoch_s'",
+        "id, at",
+        vec![text.as_bytes().to_vec()],
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            "1|2023-11-14T22:13:20",
+            "2|2023-11-14T22:13:20.123456789",
+            "3|1969-12-31T23:59:58.500",
+            "7|NULL",
+        ]
+    );
+    assert_eq!(
+        warnings,
+        vec![
+            "stream 's' line 4: column 'at': '2023-11-14T22:13:20Z' is not a TIMESTAMP in epoch seconds (digits with an optional sign and fraction, as 1700000000.5)",
+            "stream 's' line 5: column 'at': '1.7e9' is not a TIMESTAMP in epoch seconds (digits with an optional sign and fraction, as 1700000000.5)",
+            "stream 's' line 6: column 'at': '253402300800' is out of range for a TIMESTAMP (years 0000 to 9999)",
+        ]
+    );
+}
+
+#[tokio::test]
 async fn csv_bad_rows_among_many_are_reported_with_their_numbers_and_every_other_row_is_kept() {
     let mut text = String::new();
     for line in 1..=20_000u64 {

@@ -255,6 +255,89 @@ async fn regression_json_values_that_do_not_fit_their_column_are_bad_rows_naming
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// ---- Epoch timestamps ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_files_with_timestamp_format_epoch_ms_give_exact_instants_and_report_bad_values_by_line()
+ {
+    let dir = temp_dir("epoch-ms");
+    drop_file(
+        &dir,
+        "readings.csv",
+        concat!(
+            "sensor,at,day\n",
+            "s1,1700000000123,2023-11-14\n",
+            "s2,-1,1969-12-31\n",
+            "s3,2023-11-14 22:13:20,2023-11-14\n",
+            "s4,1700000000123.5,2023-11-14\n",
+            "s5,0,1970-01-01\n",
+            "s6,1e3,1970-01-01\n",
+        ),
+    );
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(50), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM r (sensor TEXT, at TIMESTAMP, day DATE) WITH (connector = 'files', path = '{}', format = 'csv', header = 'true', settle = '0ms', timestamp_format = 'epoch_ms')",
+        dir.display()
+    ))
+    .await
+    .unwrap();
+    assert!(
+        ctx.streams()[0]
+            .options
+            .contains("timestamp_format = 'epoch_ms'"),
+        "{}",
+        ctx.streams()[0].options
+    );
+    let mut query = crate::common::start(
+        &ctx,
+        "SELECT sensor, at, CAST(at AS BIGINT) AS nanos, day FROM r",
+    )
+    .await;
+    let rows: Vec<Vec<String>> = outputs_until(&mut query, 3).await.concat();
+    assert_eq!(
+        rows,
+        text_rows(&[
+            &[
+                "s1",
+                "2023-11-14T22:13:20.123",
+                "1700000000123000000",
+                "2023-11-14"
+            ],
+            &["s2", "1969-12-31T23:59:59.999", "-1000000", "1969-12-31"],
+            &["s5", "1970-01-01T00:00:00", "0", "1970-01-01"],
+        ])
+    );
+    let warnings = warnings.lock().unwrap().clone();
+    let expected = [
+        (
+            "line 4",
+            "column 'at': '2023-11-14 22:13:20' is not a TIMESTAMP in epoch milliseconds",
+        ),
+        (
+            "line 5",
+            "column 'at': '1700000000123.5' is not a whole number of milliseconds",
+        ),
+        (
+            "line 7",
+            "column 'at': '1e3' is not a TIMESTAMP in epoch milliseconds",
+        ),
+    ];
+    assert_eq!(warnings.len(), expected.len(), "{warnings:?}");
+    for (warning, (line, why)) in warnings.iter().zip(expected) {
+        assert!(
+            warning.contains("stream 'r'")
+                && warning.contains("file 'readings.csv'")
+                && warning.contains(&format!("{line}:"))
+                && warning.contains(why),
+            "{warning} should name readings.csv, {line}, {why}"
+        );
+    }
+    let stream = &ctx.streams()[0];
+    assert_eq!((stream.rows_received, stream.rows_dropped), (3, 3));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---- Parquet ----
 
 /// Writes `batch` as the Parquet file `name` in `dir` (renamed in whole).

@@ -182,6 +182,72 @@ async fn json_messages_fill_metadata_columns_and_bad_ones_are_named_by_partition
     assert_eq!(streams[0].rows_dropped, 2, "{streams:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_messages_with_timestamp_format_epoch_ms_give_exact_instants_and_bad_ones_are_named() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("clicks", 1);
+    let messages: Vec<(i32, Option<String>, String)> = [
+        "u1,1700000000123",
+        "u2,1700000000123.5",
+        "u3,-1",
+        "u4,2023-11-14 22:13:20",
+    ]
+    .iter()
+    .map(|value| (0, None, value.to_string()))
+    .collect();
+    produce(&broker, "clicks", &messages).await;
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(100), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM clicks (user_id TEXT, at TIMESTAMP) WITH (connector = 'kafka', \
+         bootstrap_servers = '{}', topic = 'clicks', format = 'csv', timestamp_format = 'epoch_ms', \
+         start_offset = 'earliest', {GROUP})",
+        broker.address()
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT user_id, at FROM clicks").await;
+    let mut rows = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while rows.len() < 2 {
+        assert!(Instant::now() < deadline, "rows so far: {rows:?}");
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        rows.extend(crate::common::rows(&output));
+    }
+    assert_eq!(
+        rows,
+        vec![
+            vec!["u1", "2023-11-14T22:13:20.123"],
+            vec!["u3", "1969-12-31T23:59:59.999"],
+        ]
+    );
+    let streams = ctx.streams();
+    assert!(
+        streams[0].options.contains("timestamp_format = 'epoch_ms'"),
+        "{}",
+        streams[0].options
+    );
+    assert_eq!(streams[0].rows_dropped, 2, "{streams:?}");
+    let warnings = warnings.lock().unwrap().clone();
+    for (offset, why) in [
+        (1, "'1700000000123.5' is not a whole number of milliseconds"),
+        (
+            3,
+            "'2023-11-14 22:13:20' is not a TIMESTAMP in epoch milliseconds",
+        ),
+    ] {
+        assert!(
+            warnings.iter().any(|w| w
+                .contains(&format!("topic 'clicks' partition 0 offset {offset}"))
+                && w.contains(why)),
+            "offset {offset}: {warnings:?}"
+        );
+    }
+}
+
 /// The group's committed offsets of `topic`'s partitions.
 fn committed(broker: &KafkaBroker, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = ClientConfig::new()

@@ -19,6 +19,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use super::values::{self, ColumnInput};
 use super::{BadLine, DecodedLines, line_ranges, too_long_message, without_refused};
 use crate::error::{BrookError, Result};
+use crate::source::TimestampFormat;
 
 /// Decodes chunks of JSON lines into a stream's schema.
 pub(super) struct JsonLines {
@@ -61,11 +62,18 @@ impl JsonLines {
             .build_decoder()
     }
 
-    /// Decodes `chunk`'s lines; `first_line` numbers the first one. The
+    /// Decodes `chunk`'s lines; `first_line` numbers the first one, and
+    /// `timestamps` says how TIMESTAMP values are written. The
     /// whole chunk is decoded at once; if any line is not exactly one good
     /// object, the chunk is decoded again line by line, so that each bad
     /// line is reported with its number and the others are kept.
-    pub fn decode(&self, chunk: &[u8], first_line: u64, max_line_bytes: usize) -> DecodedLines {
+    pub fn decode(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        max_line_bytes: usize,
+        timestamps: TimestampFormat,
+    ) -> DecodedLines {
         let ranges: Vec<(usize, usize)> = line_ranges(chunk).collect();
         let mut decoded = DecodedLines {
             lines: ranges.len() as u64,
@@ -111,7 +119,7 @@ impl JsonLines {
                 }
             }
         };
-        let (batch, refused) = self.typed(&text_rows);
+        let (batch, refused) = self.typed(&text_rows, timestamps);
         decoded.batch = batch;
         if !refused.is_empty() {
             decoded
@@ -178,7 +186,11 @@ impl JsonLines {
 
     /// The stream's columns from the decoded text, without the rows a
     /// value was refused in, and those rows with why.
-    fn typed(&self, text_rows: &RecordBatch) -> (Option<RecordBatch>, Vec<(usize, String)>) {
+    fn typed(
+        &self,
+        text_rows: &RecordBatch,
+        timestamps: TimestampFormat,
+    ) -> (Option<RecordBatch>, Vec<(usize, String)>) {
         let rows = text_rows.num_rows();
         let mut refused: Vec<Option<String>> = vec![None; rows];
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
@@ -224,6 +236,7 @@ impl JsonLines {
                     refused: &mut refused,
                 },
                 &values_buffer,
+                timestamps,
             ));
         }
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
@@ -302,6 +315,7 @@ mod tests {
 "#,
             1,
             usize::MAX,
+            TimestampFormat::Text,
         );
         assert!(decoded.bad_lines.is_empty(), "{:?}", decoded.bad_lines);
         assert_eq!(decoded.lines, 3);
@@ -332,6 +346,7 @@ mod tests {
 "#,
             1,
             usize::MAX,
+            TimestampFormat::Text,
         );
         assert_eq!(bad(&decoded), vec![2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(
@@ -367,6 +382,7 @@ mod tests {
             b"{\"n\": 1}\n{\"n\": \n\n[1, 2]\n{\"n\": 2} {\"n\": 3}\nnot json\n{\"n\": 4}",
             10,
             usize::MAX,
+            TimestampFormat::Text,
         );
         assert_eq!(bad(&decoded), vec![11, 12, 13, 14, 15]);
         assert_eq!(decoded.bad_lines[1].message, "empty line");
@@ -380,7 +396,12 @@ mod tests {
         // The whole-chunk decoder stopped at its batch size (one row per
         // line) in the middle of the last line and took its first object.
         let json = JsonLines::try_new("j", schema()).unwrap();
-        let decoded = json.decode(b"{\"n\": 26}\n{\"n\": 1} {\"n\": 2}\n", 1, usize::MAX);
+        let decoded = json.decode(
+            b"{\"n\": 26}\n{\"n\": 1} {\"n\": 2}\n",
+            1,
+            usize::MAX,
+            TimestampFormat::Text,
+        );
         assert_eq!(rows(&decoded), vec![vec!["NULL", "NULL", "26", "NULL"]]);
         assert_eq!(decoded.bad_lines[0].line, 2);
         assert_eq!(
@@ -394,12 +415,17 @@ mod tests {
         let json = JsonLines::try_new("j", schema()).unwrap();
         let text: &[u8] =
             b"{\"n\": 1}\n{\"n\": 300000000000}\n{\"n\": 2, \"sensor\": \"a\"}\nbad\n{\"n\": 3}\n";
-        let whole = json.decode(text, 1, usize::MAX);
+        let whole = json.decode(text, 1, usize::MAX, TimestampFormat::Text);
         let ranges: Vec<(usize, usize)> = line_ranges(text).collect();
         // Every cut between lines gives the same rows and bad lines.
         for (cut, &(at, _)) in ranges.iter().enumerate().skip(1) {
-            let first = json.decode(&text[..at], 1, usize::MAX);
-            let second = json.decode(&text[at..], 1 + first.lines, usize::MAX);
+            let first = json.decode(&text[..at], 1, usize::MAX, TimestampFormat::Text);
+            let second = json.decode(
+                &text[at..],
+                1 + first.lines,
+                usize::MAX,
+                TimestampFormat::Text,
+            );
             let mut joined = rows(&first);
             joined.extend(rows(&second));
             assert_eq!(joined, rows(&whole), "cut at line {cut}");

@@ -3,8 +3,9 @@
 //! column, or that would only fit by losing information (a float that
 //! overflows to infinity or underflows to zero, a DATE with a time part,
 //! digits a DECIMAL or a TIMESTAMP unit cannot keep), is refused, so its row
-//! is reported rather than stored altered. The README's table of CSV values
-//! documents these rules.
+//! is reported rather than stored altered. A TIMESTAMP is read as text or
+//! as a count since the epoch, as the stream's [`TimestampFormat`] says. The
+//! README's table of CSV values documents these rules.
 
 use std::sync::Arc;
 
@@ -20,10 +21,18 @@ use datafusion::arrow::datatypes::{
     UInt32Type, UInt64Type,
 };
 
+use crate::source::TimestampFormat;
+
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
 const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
 const NANOS_PER_DAY: i128 = 86_400 * NANOS_PER_SECOND;
+/// 0000-01-01T00:00:00Z, the earliest instant a text TIMESTAMP can write,
+/// in nanoseconds since the epoch.
+const EARLIEST_NANOS: i128 = -62_167_219_200 * NANOS_PER_SECOND;
+/// 10000-01-01T00:00:00Z, just past the latest instant a text TIMESTAMP can
+/// write. Epoch counts are held to the same years, 0000 to 9999.
+const END_NANOS: i128 = 253_402_300_800 * NANOS_PER_SECOND;
 
 /// Whether format 'csv' can read a column of `data_type`; `None` if it can,
 /// otherwise why not.
@@ -113,7 +122,13 @@ pub(super) fn is_null(value: &[u8]) -> bool {
 
 /// The array for `field` from `input`'s fields; `chunk` is the buffer the
 /// fields were split from, which text views point into rather than copy.
-pub(super) fn build_column(field: &Field, mut input: ColumnInput<'_>, chunk: &Buffer) -> ArrayRef {
+/// `timestamps` says how a TIMESTAMP field is written.
+pub(super) fn build_column(
+    field: &Field,
+    mut input: ColumnInput<'_>,
+    chunk: &Buffer,
+    timestamps: TimestampFormat,
+) -> ArrayRef {
     macro_rules! primitive {
         ($arrow:ty, $parse:expr) => {
             Arc::new(build_primitive::<$arrow>(field, &mut input, $parse)) as ArrayRef
@@ -149,30 +164,35 @@ pub(super) fn build_column(field: &Field, mut input: ColumnInput<'_>, chunk: &Bu
         DataType::Date32 => primitive!(Date32Type, parse_date),
         DataType::Timestamp(unit, zone) => {
             let zone = zone.clone();
+            let unit_nanos = match unit {
+                TimeUnit::Second => 1_000_000_000,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1,
+            };
+            let parse = |value: &[u8]| match timestamps {
+                TimestampFormat::Text => parse_timestamp(value, unit_nanos),
+                TimestampFormat::EpochSeconds => parse_epoch(value, &EPOCH_SECONDS, unit_nanos),
+                TimestampFormat::EpochMillis => parse_epoch(value, &EPOCH_MILLIS, unit_nanos),
+                TimestampFormat::EpochMicros => parse_epoch(value, &EPOCH_MICROS, unit_nanos),
+                TimestampFormat::EpochNanos => parse_epoch(value, &EPOCH_NANOS, unit_nanos),
+            };
             let array: ArrayRef = match unit {
                 TimeUnit::Second => Arc::new(
-                    build_primitive::<TimestampSecondType>(field, &mut input, |v| {
-                        parse_timestamp(v, 1_000_000_000)
-                    })
-                    .with_timezone_opt(zone),
+                    build_primitive::<TimestampSecondType>(field, &mut input, parse)
+                        .with_timezone_opt(zone),
                 ),
                 TimeUnit::Millisecond => Arc::new(
-                    build_primitive::<TimestampMillisecondType>(field, &mut input, |v| {
-                        parse_timestamp(v, 1_000_000)
-                    })
-                    .with_timezone_opt(zone),
+                    build_primitive::<TimestampMillisecondType>(field, &mut input, parse)
+                        .with_timezone_opt(zone),
                 ),
                 TimeUnit::Microsecond => Arc::new(
-                    build_primitive::<TimestampMicrosecondType>(field, &mut input, |v| {
-                        parse_timestamp(v, 1_000)
-                    })
-                    .with_timezone_opt(zone),
+                    build_primitive::<TimestampMicrosecondType>(field, &mut input, parse)
+                        .with_timezone_opt(zone),
                 ),
                 TimeUnit::Nanosecond => Arc::new(
-                    build_primitive::<TimestampNanosecondType>(field, &mut input, |v| {
-                        parse_timestamp(v, 1)
-                    })
-                    .with_timezone_opt(zone),
+                    build_primitive::<TimestampNanosecondType>(field, &mut input, parse)
+                        .with_timezone_opt(zone),
                 ),
             };
             array
@@ -560,6 +580,100 @@ pub(super) fn parse_timestamp(value: &[u8], unit_nanos: i128) -> Result<i64, &'s
     i64::try_from(nanos / unit_nanos).map_err(|_| "is out of range for the column's TIMESTAMP type")
 }
 
+/// How one epoch `timestamp_format` writes an instant: a count of units
+/// since 1970-01-01T00:00:00Z.
+struct EpochUnit {
+    /// Nanoseconds in one unit of the count.
+    nanos: i128,
+    /// Fractional digits the count may have; at most as many as keep whole
+    /// nanoseconds.
+    fraction_digits: usize,
+    /// Why a value that is not such a count is refused.
+    not_a_count: &'static str,
+    /// Why a count with more fractional digits than `fraction_digits` is
+    /// refused.
+    too_fine: &'static str,
+}
+
+const EPOCH_SECONDS: EpochUnit = EpochUnit {
+    nanos: NANOS_PER_SECOND,
+    fraction_digits: 9,
+    not_a_count: "is not a TIMESTAMP in epoch seconds (digits with an optional sign and fraction, as 1700000000.5)",
+    too_fine: "has more fractional digits than nanoseconds (timestamp_format 'epoch_s' takes up to 9)",
+};
+const EPOCH_MILLIS: EpochUnit = EpochUnit {
+    nanos: 1_000_000,
+    fraction_digits: 0,
+    not_a_count: "is not a TIMESTAMP in epoch milliseconds (an integer with an optional sign)",
+    too_fine: "is not a whole number of milliseconds (timestamp_format 'epoch_ms' takes integers)",
+};
+const EPOCH_MICROS: EpochUnit = EpochUnit {
+    nanos: 1_000,
+    fraction_digits: 0,
+    not_a_count: "is not a TIMESTAMP in epoch microseconds (an integer with an optional sign)",
+    too_fine: "is not a whole number of microseconds (timestamp_format 'epoch_us' takes integers)",
+};
+const EPOCH_NANOS: EpochUnit = EpochUnit {
+    nanos: 1,
+    fraction_digits: 0,
+    not_a_count: "is not a TIMESTAMP in epoch nanoseconds (an integer with an optional sign)",
+    too_fine: "is not a whole number of nanoseconds (timestamp_format 'epoch_ns' takes integers)",
+};
+
+/// A count of `epoch` units since 1970-01-01T00:00:00Z: an optional `+` or
+/// `-`, digits, and (for units that allow one) a `.` and fractional digits.
+/// Returns the instant in units of `unit_nanos` nanoseconds; an instant
+/// outside the years 0000 to 9999, or finer than the unit keeps, is
+/// refused, never rounded.
+fn parse_epoch(value: &[u8], epoch: &EpochUnit, unit_nanos: i128) -> Result<i64, &'static str> {
+    const OUT_OF_RANGE: &str = "is out of range for a TIMESTAMP (years 0000 to 9999)";
+    let (negative, unsigned) = match value {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, value),
+    };
+    let (whole, fraction) = match memchr::memchr(b'.', unsigned) {
+        Some(point) => (&unsigned[..point], Some(&unsigned[point + 1..])),
+        None => (unsigned, None),
+    };
+    let all_digits = |bytes: &[u8]| !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit);
+    if !all_digits(whole) || !fraction.is_none_or(all_digits) {
+        return Err(epoch.not_a_count);
+    }
+    // Past this many units the instant is out of range whatever follows;
+    // stopping there also keeps the arithmetic from overflowing.
+    let most_units = END_NANOS / epoch.nanos + 1;
+    let mut units: i128 = 0;
+    for digit in whole {
+        units = units * 10 + i128::from(digit - b'0');
+        if units > most_units {
+            return Err(OUT_OF_RANGE);
+        }
+    }
+    let mut nanos = units * epoch.nanos;
+    if let Some(fraction) = fraction {
+        if fraction.len() > epoch.fraction_digits {
+            return Err(epoch.too_fine);
+        }
+        // At most 9 digits: 10^len divides the unit's nanoseconds.
+        let mut scale = epoch.nanos;
+        for digit in fraction {
+            scale /= 10;
+            nanos += i128::from(digit - b'0') * scale;
+        }
+    }
+    if negative {
+        nanos = -nanos;
+    }
+    if !(EARLIEST_NANOS..END_NANOS).contains(&nanos) {
+        return Err(OUT_OF_RANGE);
+    }
+    if nanos % unit_nanos != 0 {
+        return Err("has more fractional digits than the column's TIMESTAMP unit keeps");
+    }
+    i64::try_from(nanos / unit_nanos).map_err(|_| "is out of range for the column's TIMESTAMP type")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,6 +818,186 @@ mod tests {
             b"2024-01-02T10:00:00Zjunk",
         ] {
             assert!(parse_timestamp(bad, 1).is_err(), "{bad:?}");
+        }
+    }
+
+    const SECOND: i128 = 1_000_000_000;
+
+    #[test]
+    fn epoch_seconds_take_a_sign_and_up_to_nine_fractional_digits_exactly() {
+        let seconds = |text: &[u8]| parse_epoch(text, &EPOCH_SECONDS, 1);
+        assert_eq!(seconds(b"0"), Ok(0));
+        assert_eq!(seconds(b"1700000000"), Ok(1_700_000_000_000_000_000));
+        assert_eq!(seconds(b"1700000000.5"), Ok(1_700_000_000_500_000_000));
+        assert_eq!(
+            seconds(b"1700000000.123456789"),
+            Ok(1_700_000_000_123_456_789)
+        );
+        assert_eq!(seconds(b"+1.000000001"), Ok(1_000_000_001));
+        assert_eq!(seconds(b"007"), Ok(7_000_000_000));
+        // Before 1970: the sign applies to the whole count.
+        assert_eq!(seconds(b"-1"), Ok(-1_000_000_000));
+        assert_eq!(seconds(b"-1.5"), Ok(-1_500_000_000));
+        assert_eq!(seconds(b"-0.000000001"), Ok(-1));
+        assert_eq!(
+            seconds(b"1.1234567891"),
+            Err(EPOCH_SECONDS.too_fine),
+            "no rounding past nanoseconds"
+        );
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+",
+            b".5",
+            b"5.",
+            b"1.2.3",
+            b"1e3",
+            b"1E3",
+            b" 1",
+            b"1 ",
+            b"1,5",
+            b"0x10",
+            b"1_000",
+            b"--1",
+            b"+-1",
+            b"NaN",
+            b"inf",
+            b"2024-01-02",
+            b"2024-01-02T10:00:00Z",
+        ] {
+            assert_eq!(seconds(bad), Err(EPOCH_SECONDS.not_a_count), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn epoch_milliseconds_microseconds_and_nanoseconds_are_whole_counts() {
+        assert_eq!(
+            parse_epoch(b"1700000000123", &EPOCH_MILLIS, 1),
+            Ok(1_700_000_000_123_000_000)
+        );
+        assert_eq!(parse_epoch(b"-1", &EPOCH_MILLIS, 1), Ok(-1_000_000));
+        assert_eq!(
+            parse_epoch(b"1700000000123456", &EPOCH_MICROS, 1),
+            Ok(1_700_000_000_123_456_000)
+        );
+        assert_eq!(
+            parse_epoch(b"1700000000123456789", &EPOCH_NANOS, 1),
+            Ok(1_700_000_000_123_456_789)
+        );
+        assert_eq!(parse_epoch(b"-5", &EPOCH_NANOS, 1), Ok(-5));
+        for (text, epoch) in [
+            (&b"1700000000000.5"[..], &EPOCH_MILLIS),
+            (b"1700000000000.0", &EPOCH_MILLIS),
+            (b"1.5", &EPOCH_MICROS),
+            (b"1.0", &EPOCH_NANOS),
+        ] {
+            assert_eq!(parse_epoch(text, epoch, 1), Err(epoch.too_fine), "{text:?}");
+        }
+        assert!(
+            EPOCH_MILLIS
+                .too_fine
+                .contains("not a whole number of milliseconds")
+        );
+        for epoch in [&EPOCH_MILLIS, &EPOCH_MICROS, &EPOCH_NANOS] {
+            for bad in [&b"1e3"[..], b"12 ", b"", b"1700000000000ms", b"1.x"] {
+                assert_eq!(
+                    parse_epoch(bad, epoch, 1),
+                    Err(epoch.not_a_count),
+                    "{bad:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn epoch_counts_fill_the_columns_unit_or_are_refused_never_rounded() {
+        // A millisecond count into a millisecond, a second and a nanosecond
+        // column.
+        assert_eq!(
+            parse_epoch(b"1700000000123", &EPOCH_MILLIS, 1_000_000),
+            Ok(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_epoch(b"1700000000123", &EPOCH_MILLIS, SECOND),
+            Err("has more fractional digits than the column's TIMESTAMP unit keeps")
+        );
+        assert_eq!(
+            parse_epoch(b"1700000000000", &EPOCH_MILLIS, SECOND),
+            Ok(1_700_000_000)
+        );
+        assert_eq!(parse_epoch(b"-1.25", &EPOCH_SECONDS, 1_000_000), Ok(-1_250));
+    }
+
+    #[test]
+    fn epoch_counts_hold_to_the_years_text_timestamps_can_write() {
+        // The bounds are those of the text form, 0000-01-01 to 9999-12-31.
+        assert_eq!(
+            parse_timestamp(b"0000-01-01", SECOND).map(i128::from),
+            Ok(EARLIEST_NANOS / SECOND)
+        );
+        assert_eq!(
+            parse_timestamp(b"9999-12-31T23:59:59", SECOND).map(|s| i128::from(s) + 1),
+            Ok(END_NANOS / SECOND)
+        );
+        let seconds = |text: &[u8]| parse_epoch(text, &EPOCH_SECONDS, SECOND);
+        assert_eq!(seconds(b"-62167219200"), Ok(-62_167_219_200));
+        assert_eq!(seconds(b"253402300799"), Ok(253_402_300_799));
+        let out_of_range = Err("is out of range for a TIMESTAMP (years 0000 to 9999)");
+        assert_eq!(seconds(b"-62167219201"), out_of_range);
+        assert_eq!(seconds(b"253402300800"), out_of_range);
+        assert_eq!(seconds("9".repeat(60).as_bytes()), out_of_range);
+        assert_eq!(
+            parse_epoch("9".repeat(60).as_bytes(), &EPOCH_NANOS, 1),
+            out_of_range
+        );
+        // Leading zeros are not magnitude.
+        let padded = format!("{}1", "0".repeat(60));
+        assert_eq!(
+            parse_epoch(padded.as_bytes(), &EPOCH_MILLIS, 1),
+            Ok(1_000_000)
+        );
+        // A nanosecond column ends in 2262: i64 nanoseconds.
+        assert_eq!(
+            parse_epoch(b"9223372036854775807", &EPOCH_NANOS, 1),
+            Ok(i64::MAX)
+        );
+        assert_eq!(
+            parse_epoch(b"9223372036854775808", &EPOCH_NANOS, 1),
+            Err("is out of range for the column's TIMESTAMP type")
+        );
+        assert_eq!(
+            parse_epoch(b"10000000000", &EPOCH_SECONDS, 1),
+            Err("is out of range for the column's TIMESTAMP type")
+        );
+    }
+
+    #[test]
+    fn every_instant_written_in_epoch_seconds_reads_back_to_the_nanosecond() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..10_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let nanos = state as i64;
+            let (sign, magnitude) = if nanos < 0 {
+                ("-", nanos.unsigned_abs())
+            } else {
+                ("", nanos.unsigned_abs())
+            };
+            let text = format!(
+                "{sign}{}.{:09}",
+                magnitude / 1_000_000_000,
+                magnitude % 1_000_000_000
+            );
+            assert_eq!(
+                parse_epoch(text.as_bytes(), &EPOCH_SECONDS, 1),
+                Ok(nanos),
+                "{text}"
+            );
+            assert_eq!(
+                parse_epoch(nanos.to_string().as_bytes(), &EPOCH_NANOS, 1),
+                Ok(nanos)
+            );
         }
     }
 }

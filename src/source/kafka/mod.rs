@@ -220,11 +220,12 @@ impl Source for KafkaSource {
             .map(|(partition, next)| format!("{partition}:{next}"))
             .collect();
         format!(
-            "bootstrap_servers = '{}', topic = '{}', group_id = '{}', format = '{}'{}",
+            "bootstrap_servers = '{}', topic = '{}', group_id = '{}', format = '{}', timestamp_format = '{}'{}",
             self.options.bootstrap_servers,
             self.options.topic,
             self.options.group_of(&self.stream),
             format!("{:?}", self.options.format).to_ascii_lowercase(),
+            self.options.timestamp_format.name(),
             if read.is_empty() {
                 String::new()
             } else {
@@ -270,7 +271,8 @@ impl Source for KafkaSource {
             self.options.format,
             self.options.delimiter,
         )?
-        .with_max_line_bytes(self.options.max_line_bytes);
+        .with_max_line_bytes(self.options.max_line_bytes)
+        .with_timestamp_format(self.options.timestamp_format);
         let delivered: Arc<Mutex<Delivered>> = Default::default();
         let reader = Reader {
             stream: self.stream.clone(),

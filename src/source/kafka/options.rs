@@ -2,8 +2,8 @@
 //! librdkafka properties passed through with the `kafka.` prefix.
 
 use super::super::config::{OptionReader, OptionSpec};
-use super::super::options::{LIMIT_OPTIONS, LINE_OPTIONS, read_delimiter};
-use super::super::{LineFormat, OnError, StreamLimits};
+use super::super::options::{LIMIT_OPTIONS, LINE_OPTIONS, read_delimiter, read_timestamp_format};
+use super::super::{LineFormat, OnError, StreamLimits, TimestampFormat};
 use crate::error::{BrookError, Result};
 
 /// Where a consumer starts in partitions it has not read before in this run.
@@ -36,6 +36,9 @@ pub struct KafkaOptions {
     pub delimiter: u8,
     /// Longest line accepted.
     pub max_line_bytes: usize,
+    /// How TIMESTAMP columns are written in CSV and JSON lines; default
+    /// [`TimestampFormat::Text`].
+    pub timestamp_format: TimestampFormat,
     /// The stream's bounds.
     pub limits: StreamLimits,
     /// librdkafka properties given as `'kafka.name' = 'value'`.
@@ -84,6 +87,7 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
     },
     LINE_OPTIONS[0],
     LINE_OPTIONS[1],
+    LINE_OPTIONS[2],
     LIMIT_OPTIONS[0],
     LIMIT_OPTIONS[1],
     LIMIT_OPTIONS[2],
@@ -141,6 +145,7 @@ impl KafkaOptions {
                 .unwrap_or(OnError::Skip),
             delimiter: read_delimiter(&options)?.unwrap_or(b','),
             max_line_bytes: options.positive("max_line_bytes")?.unwrap_or(1 << 20),
+            timestamp_format: read_timestamp_format(&options)?.unwrap_or_default(),
             limits: StreamLimits::read(&options)?,
             properties,
         })
