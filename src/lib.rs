@@ -15,16 +15,18 @@
 //! - [`source`]: queue, socket and directory sources, decoding lines (text,
 //!   CSV, JSON) and reading Parquet files into Arrow, and each stream's
 //!   bounded inbox.
+//! - [`event_time`]: a stream's event-time column and watermark
+//!   declaration, and the watermark a query keeps over its streams.
 //! - `stream`: a registered stream: its source, inbox and counters.
 //! - `batcher`: the trigger clock that cuts batches and feeds queries.
 //! - `catalog`: what DataFusion sees: the table of each stream and the batch
 //!   slots its scans read, the window table functions (`HOP`, `TUMBLE`,
-//!   `RUNNING`), the system tables (`brook.queries`, `brook.streams`).
+//!   `SESSION`, `RUNNING`), the system tables (`brook.queries`, `brook.streams`).
 //! - [`query`]: a running [`ContinuousQuery`]: its output, the
 //!   `BatchEngine` trait every way of running a query implements, the
 //!   driver, the registry of running queries.
 //! - `engine`: the engines: per batch, sliding windows (recompute or
-//!   incremental), running aggregates; with `exec`, brook's physical
+//!   incremental), running aggregates, event-time windows and sessions; with `exec`, brook's physical
 //!   operators and rules, and `functions`, the SQL functions brook adds.
 //! - `planner`: decides whether a statement is continuous, picks its
 //!   engine, plans it once, and explains it.

@@ -29,6 +29,7 @@ use datafusion::logical_expr::Expr;
 use super::StreamMap;
 use super::stream_table::StreamTable;
 use crate::batcher::Batcher;
+pub(crate) use crate::sql::format_duration;
 use crate::sql::{interval_duration, parse_duration};
 use datafusion::arrow::datatypes::IntervalMonthDayNano;
 
@@ -154,24 +155,6 @@ impl std::fmt::Display for WindowKind {
     }
 }
 
-/// A duration as users write it: `2s`, `500ms`, `1.5s`, `2min`.
-pub(crate) fn format_duration(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    if !duration.as_nanos().is_multiple_of(1_000_000) {
-        format!("{}µs", duration.as_micros())
-    } else if millis.is_multiple_of(3_600_000) && millis > 0 {
-        format!("{}h", millis / 3_600_000)
-    } else if millis.is_multiple_of(60_000) && millis > 0 {
-        format!("{}min", millis / 60_000)
-    } else if millis.is_multiple_of(1000) {
-        format!("{}s", millis / 1000)
-    } else if millis > 1000 {
-        format!("{}s", millis as f64 / 1000.0)
-    } else {
-        format!("{millis}ms")
-    }
-}
-
 /// The type of `window_start` and `window_end`: UTC timestamps in
 /// milliseconds.
 pub fn window_time_type() -> DataType {
@@ -197,12 +180,15 @@ impl Function {
         }
     }
 
-    fn usage(self) -> &'static str {
-        match self {
-            Function::Hop => "HOP(stream, [time_column,] INTERVAL 'slide', INTERVAL 'size')",
-            Function::Tumble => "TUMBLE(stream, [time_column,] INTERVAL 'size')",
-            Function::Running => "RUNNING(stream [, 'complete' | 'update'])",
-            Function::Session => "SESSION(stream, time_column, INTERVAL 'gap')",
+    /// How to call the function; `event_time`: the form with a time column.
+    fn usage(self, event_time: bool) -> &'static str {
+        match (self, event_time) {
+            (Function::Hop, false) => "HOP(stream, INTERVAL 'slide', INTERVAL 'size')",
+            (Function::Hop, true) => "HOP(stream, time_column, INTERVAL 'slide', INTERVAL 'size')",
+            (Function::Tumble, false) => "TUMBLE(stream, INTERVAL 'size')",
+            (Function::Tumble, true) => "TUMBLE(stream, time_column, INTERVAL 'size')",
+            (Function::Running, _) => "RUNNING(stream [, 'complete' | 'update'])",
+            (Function::Session, _) => "SESSION(stream, time_column, INTERVAL 'gap')",
         }
     }
 }
@@ -267,7 +253,7 @@ impl TableFunctionImpl for WindowFunction {
         if !arity_ok {
             return Err(plan_error(format!(
                 "expected {}, got {} argument{}",
-                function.usage(),
+                function.usage(time_column.is_some()),
                 exprs.len(),
                 if exprs.len() == 1 { "" } else { "s" }
             )));
@@ -277,7 +263,7 @@ impl TableFunctionImpl for WindowFunction {
             other => {
                 return Err(plan_error(format!(
                     "the first argument is the stream to read, not {other}; expected {}",
-                    function.usage()
+                    function.usage(time_column.is_some())
                 )));
             }
         };
@@ -288,11 +274,12 @@ impl TableFunctionImpl for WindowFunction {
             )));
         };
         let interval = self.batcher.batch_interval();
+        let event_form = time_column.is_some();
         let kind = match (function, time_column) {
             (Function::Session, None) => {
                 return Err(plan_error(format!(
                     "the second argument is the stream's event-time column; expected {}",
-                    function.usage()
+                    function.usage(event_form)
                 )));
             }
             (Function::Hop | Function::Tumble | Function::Session, Some(column)) => {

@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 
-use crate::catalog::windows::format_duration;
 use crate::error::{BrookError, Result};
-use crate::sql::parse_duration;
+use crate::sql::{format_duration, parse_duration};
 
 /// The default [`EventTime::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);

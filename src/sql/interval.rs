@@ -84,6 +84,24 @@ fn invalid(text: &str, why: &str) -> BrookError {
     BrookError::invalid(format!("invalid duration '{text}': {why}"))
 }
 
+/// A duration as users write it: `2s`, `500ms`, `1.5s`, `2min`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if !duration.as_nanos().is_multiple_of(1_000_000) {
+        format!("{}µs", duration.as_micros())
+    } else if millis.is_multiple_of(3_600_000) && millis > 0 {
+        format!("{}h", millis / 3_600_000)
+    } else if millis.is_multiple_of(60_000) && millis > 0 {
+        format!("{}min", millis / 60_000)
+    } else if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else if millis > 1000 {
+        format!("{}s", millis as f64 / 1000.0)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,9 @@ fn query(
         "retained_batches": stats.retained.batches,
         "retained_rows": stats.retained.rows,
         "retained_bytes": stats.retained.bytes,
+        "late_rows": stats.late_rows,
+        "far_future_rows": stats.far_future_rows,
+        "watermark": stats.watermark.map(timestamp),
         "latest_result": latest.map(latest_result),
     })
 }

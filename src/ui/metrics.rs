@@ -67,6 +67,16 @@ const QUERY_RETAINED_BYTES: Metric = metric(
     "gauge",
     "Arrow memory a window or running query holds.",
 );
+const QUERY_LATE_ROWS: Metric = metric(
+    "brook_query_late_rows_total",
+    "counter",
+    "Rows an event-time query took as late (every window they belong to had closed).",
+);
+const QUERY_WATERMARK: Metric = metric(
+    "brook_query_watermark_seconds",
+    "gauge",
+    "An event-time query's watermark, in seconds since the epoch (absent before its first event time).",
+);
 const STREAM_INFO: Metric = metric(
     "brook_stream_info",
     "gauge",
@@ -130,6 +140,8 @@ pub const METRICS: &[Metric] = &[
     QUERY_RETAINED_BATCHES,
     QUERY_RETAINED_ROWS,
     QUERY_RETAINED_BYTES,
+    QUERY_LATE_ROWS,
+    QUERY_WATERMARK,
     STREAM_INFO,
     STREAM_RECEIVED,
     STREAM_DROPPED,
@@ -178,6 +190,7 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
         (QUERY_RETAINED_BATCHES, |q| q.stats.retained.batches as f64),
         (QUERY_RETAINED_ROWS, |q| q.stats.retained.rows as f64),
         (QUERY_RETAINED_BYTES, |q| q.stats.retained.bytes as f64),
+        (QUERY_LATE_ROWS, |q| q.stats.late_rows as f64),
     ];
     for (metric, value) in per_query {
         family(
@@ -186,6 +199,21 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
             queries.iter().map(|q| (query_label(q.id), value(q))),
         );
     }
+    // Only queries that have a watermark (event-time windows) report one;
+    // the end of input is +Inf.
+    family(
+        &mut text,
+        QUERY_WATERMARK,
+        queries.iter().filter_map(|q| {
+            let mark = q.stats.watermark?;
+            let seconds = if mark == chrono::DateTime::<chrono::Utc>::MAX_UTC {
+                f64::INFINITY
+            } else {
+                mark.timestamp_millis() as f64 / 1000.0
+            };
+            Some((query_label(q.id), seconds))
+        }),
+    );
     let stream_label = |name: &str| format!("stream=\"{}\"", escape(name));
     family(
         &mut text,
