@@ -181,7 +181,7 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
             )
         }),
     );
-    let per_query: [(Metric, QueryValue); 8] = [
+    let per_query: [(Metric, QueryValue); 9] = [
         (QUERY_BATCHES, |q| q.stats.batches as f64),
         (QUERY_ROWS_IN, |q| q.stats.rows_in as f64),
         (QUERY_ROWS_OUT, |q| q.stats.rows_out as f64),
