@@ -496,7 +496,7 @@ async fn a_silent_stream_holds_the_watermark_back_until_it_is_idle() {
 #[tokio::test]
 async fn with_every_stream_silent_the_watermark_moves_with_processing_time_and_the_last_window_closes()
  {
-    let batches = vec![vec![("a".to_string(), 1, 200), ("a".to_string(), 2, 500)]];
+    let batches = [vec![("a".to_string(), 1, 200), ("a".to_string(), 2, 500)]];
     let ctx = StreamContext::new(Duration::from_millis(50));
     let queue = ctx
         .register_queue("readings", schema(), QueueOptions::default())
