@@ -76,6 +76,7 @@
 
 pub(crate) mod batcher;
 pub(crate) mod catalog;
+pub mod checkpoint;
 pub mod cli;
 pub mod context;
 pub(crate) mod engine;

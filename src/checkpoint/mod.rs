@@ -1,0 +1,330 @@
+//! Checkpoints: a query's engine state after a batch, written to a
+//! checkpoint directory once the batch's output has been handled, and read
+//! back when the same query starts again with the same directory.
+//!
+//! Layout: `DIR/<query name>/batch-<number>.ckpt`, one file per committed
+//! batch (see [`file`] for its format: a header with the query's SQL and
+//! the batch, the state as Arrow IPC, a checksum). Each file is written to a
+//! temporary name, synced, and renamed, and the directory synced, so a torn
+//! write is never taken for a checkpoint; a file whose checksum does not
+//! match is skipped with a warning and the one before it is used. The newest
+//! [`KEPT_CHECKPOINTS`] files are kept.
+
+pub(crate) mod file;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::{BrookError, Result};
+pub use file::CheckpointHeader;
+
+/// How many checkpoints of a query are kept (the newest).
+pub const KEPT_CHECKPOINTS: usize = 3;
+
+/// The checkpoints of one query in a checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct QueryCheckpoints {
+    /// `DIR/<query name>`.
+    dir: PathBuf,
+    /// The query's name.
+    name: String,
+    /// The query's SQL, which a checkpoint must match to be restored.
+    sql: String,
+}
+
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Restored {
+    /// What the checkpoint says of itself.
+    pub header: CheckpointHeader,
+    /// The engine state.
+    pub state: Vec<RecordBatch>,
+    /// Newer checkpoint files that could not be read, each with why.
+    pub skipped: Vec<String>,
+}
+
+impl QueryCheckpoints {
+    /// The checkpoints of query `name` (its SQL `sql`) under `root`,
+    /// creating the directory.
+    pub fn open(root: &Path, name: &str, sql: &str) -> Result<Self> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(BrookError::invalid(format!(
+                "'{name}' cannot name a query's checkpoints (no '/', no leading '.')"
+            )));
+        }
+        let dir = root.join(name);
+        fs::create_dir_all(&dir).map_err(|err| io_error(&dir, "create", err))?;
+        Ok(Self {
+            dir,
+            name: name.to_string(),
+            sql: sql.to_string(),
+        })
+    }
+
+    /// Where they are kept.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest readable checkpoint, if any. Fails when it was taken for
+    /// a different SQL text: the state would not fit.
+    pub fn latest(&self) -> Result<Option<Restored>> {
+        let mut skipped = Vec::new();
+        for (batch, path) in list(&self.dir)?.into_iter().rev() {
+            match file::read(&path) {
+                Ok((header, state)) => {
+                    if header.sql != self.sql {
+                        return Err(BrookError::invalid(format!(
+                            "query '{}' has checkpoints in {} for different SQL:\n  {}\nIt is now:\n  {}\nRemove that directory (or use another checkpoint directory) to start this query afresh.",
+                            self.name,
+                            self.dir.display(),
+                            header.sql,
+                            self.sql
+                        )));
+                    }
+                    return Ok(Some(Restored {
+                        header,
+                        state,
+                        skipped,
+                    }));
+                }
+                Err(err) => skipped.push(format!(
+                    "checkpoint {} of query '{}' ({}) cannot be read and is skipped: {err}",
+                    batch,
+                    self.name,
+                    path.display()
+                )),
+            }
+        }
+        if skipped.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(Restored {
+                header: CheckpointHeader::empty(&self.sql),
+                state: Vec::new(),
+                skipped,
+            }))
+        }
+    }
+
+    /// Writes the state after batch `batch` (cut at `batch_time`) durably,
+    /// then removes all but the newest [`KEPT_CHECKPOINTS`]. Returns the
+    /// file's size in bytes.
+    pub fn commit(
+        &self,
+        batch: u64,
+        batch_time: DateTime<Utc>,
+        state: &[RecordBatch],
+    ) -> Result<u64> {
+        let header = CheckpointHeader {
+            sql: self.sql.clone(),
+            batch,
+            batch_time,
+            written: Utc::now(),
+        };
+        let bytes = file::encode(&header, state)?;
+        let path = self.dir.join(file_name(batch));
+        let temporary = self.dir.join(format!(".{}.tmp", file_name(batch)));
+        let write = || -> std::io::Result<()> {
+            let mut out = fs::File::create(&temporary)?;
+            out.write_all(&bytes)?;
+            out.sync_all()?;
+            fs::rename(&temporary, &path)?;
+            // The rename itself is durable once the directory is synced.
+            fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|err| io_error(&path, "write", err))?;
+        for (_, old) in list(&self.dir)?.iter().rev().skip(KEPT_CHECKPOINTS) {
+            // A file that cannot be removed is only disk space.
+            let _ = fs::remove_file(old);
+        }
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// `batch-0000000042.ckpt`: names sort by batch.
+fn file_name(batch: u64) -> String {
+    format!("batch-{batch:010}.ckpt")
+}
+
+/// The checkpoint files in `dir`, oldest first, with their batch numbers.
+fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = fs::read_dir(dir).map_err(|err| io_error(dir, "read", err))?;
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let batch = name
+                .strip_prefix("batch-")?
+                .strip_suffix(".ckpt")?
+                .parse::<u64>()
+                .ok()?;
+            Some((batch, entry.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn io_error(path: &Path, action: &str, err: std::io::Error) -> BrookError {
+    BrookError::Io {
+        context: format!("cannot {action} checkpoint {}", path.display()),
+        source: err,
+    }
+}
+
+/// One line per query and checkpoint in `root`, for `brook checkpoints`:
+/// the query, the batch, when it was written, its size, and whether it
+/// reads.
+pub fn describe_dir(root: &Path) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let mut queries: Vec<PathBuf> = fs::read_dir(root)
+        .map_err(|err| io_error(root, "read", err))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    queries.sort();
+    for query in queries {
+        let name = query
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        for (batch, path) in list(&query)? {
+            let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let line = match file::read(&path) {
+                Ok((header, state)) => format!(
+                    "{name}\tbatch {batch}\twritten {}\t{size} bytes\t{} state batches\t{}",
+                    header.written.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    state.len(),
+                    header.sql.replace('\n', " ")
+                ),
+                Err(err) => format!("{name}\tbatch {batch}\tunreadable: {err}"),
+            };
+            lines.push(line);
+        }
+    }
+    Ok(lines)
+}
+
+/// The name of a query's checkpoints when the user gave none: `query-`
+/// and a hash of its SQL text, so that the same statement finds its
+/// checkpoints again and a changed one starts afresh.
+pub fn default_query_name(sql: &str) -> String {
+    let normalized: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("query-{:016x}", file::fnv1a(normalized.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// A fresh directory under the system's temporary directory.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "brook-checkpoint-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn state(value: i64) -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![value]))]).unwrap();
+        vec![crate::engine::state::label(batch, "running").unwrap()]
+    }
+
+    #[test]
+    fn the_newest_readable_checkpoint_is_restored_and_old_ones_are_removed() {
+        let root = TempDir::new();
+        let checkpoints = QueryCheckpoints::open(root.path(), "q", "SELECT 1").unwrap();
+        assert!(checkpoints.latest().unwrap().is_none());
+        for batch in 1..=5 {
+            checkpoints
+                .commit(batch, Utc::now(), &state(batch as i64))
+                .unwrap();
+        }
+        assert_eq!(list(checkpoints.dir()).unwrap().len(), KEPT_CHECKPOINTS);
+        let restored = checkpoints.latest().unwrap().unwrap();
+        assert_eq!(restored.header.batch, 5);
+        assert_eq!(restored.state, state(5));
+        assert!(restored.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_or_truncated_checkpoint_is_skipped_for_the_one_before() {
+        let root = TempDir::new();
+        let checkpoints = QueryCheckpoints::open(root.path(), "q", "SELECT 1").unwrap();
+        checkpoints.commit(1, Utc::now(), &state(1)).unwrap();
+        checkpoints.commit(2, Utc::now(), &state(2)).unwrap();
+        checkpoints.commit(3, Utc::now(), &state(3)).unwrap();
+        // Batch 3 torn, batch 2 with a flipped byte.
+        let files = list(checkpoints.dir()).unwrap();
+        let last = fs::read(&files[2].1).unwrap();
+        fs::write(&files[2].1, &last[..last.len() / 2]).unwrap();
+        let mut second = fs::read(&files[1].1).unwrap();
+        let middle = second.len() / 2;
+        second[middle] ^= 0x40;
+        fs::write(&files[1].1, &second).unwrap();
+        let restored = checkpoints.latest().unwrap().unwrap();
+        assert_eq!(restored.header.batch, 1);
+        assert_eq!(restored.state, state(1));
+        assert_eq!(restored.skipped.len(), 2, "{:?}", restored.skipped);
+    }
+
+    #[test]
+    fn a_checkpoint_of_different_sql_is_refused_saying_how_to_start_afresh() {
+        let root = TempDir::new();
+        QueryCheckpoints::open(root.path(), "q", "SELECT 1")
+            .unwrap()
+            .commit(1, Utc::now(), &state(1))
+            .unwrap();
+        let err = QueryCheckpoints::open(root.path(), "q", "SELECT 2")
+            .unwrap()
+            .latest()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("different SQL") && err.contains("Remove"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_names_follow_the_sql_text_not_its_spacing() {
+        assert_eq!(
+            default_query_name("SELECT a\n  FROM s"),
+            default_query_name("SELECT a FROM s")
+        );
+        assert_ne!(
+            default_query_name("SELECT a FROM s"),
+            default_query_name("SELECT b FROM s")
+        );
+    }
+}
