@@ -16,13 +16,15 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{filter, filter_record_batch, not, take_record_batch};
+use datafusion::arrow::compute::{
+    concat_batches, filter, filter_record_batch, not, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::split::IncrementalPlan;
-use super::{partial, reduce, run_on, with_window};
+use super::{partial, reduce, run_on, state, with_window};
 use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::{EventShape, EventWindow};
 use crate::error::{BrookError, Result};
@@ -153,6 +155,20 @@ impl EventClock {
         self.clock.advance(batch.time, &batch.ended)
     }
 
+    /// The clock's state, labelled.
+    pub fn snapshot(&self) -> Result<RecordBatch> {
+        state::label(self.clock.snapshot()?, "event_clock")
+    }
+
+    /// Restores the clock from a snapshot's batches (finding its own).
+    pub fn restore(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let clock = batches
+            .iter()
+            .find(|b| state::label_of(b) == Some("event_clock"))
+            .ok_or_else(|| BrookError::Internal("an event-time state without its clock".into()))?;
+        self.clock.restore(clock)
+    }
+
     /// The query's input has ended: so does a late-rows stream made for it.
     pub fn end(&self) {
         if let Some(route) = &self.late
@@ -214,6 +230,10 @@ pub(crate) trait PaneStore: Send {
     /// Drops the panes starting before `pane`.
     fn drop_before(&mut self, pane: i64);
     fn retained(&self) -> Retained;
+    /// The panes as labelled record batches.
+    fn snapshot(&self) -> Result<Vec<RecordBatch>>;
+    /// Replaces the panes by a snapshot's.
+    fn restore(&mut self, state: Vec<RecordBatch>) -> Result<()>;
 }
 
 /// `TUMBLE` / `HOP` in event time.
@@ -354,6 +374,52 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
     fn retained(&self) -> Retained {
         self.store.retained()
     }
+
+    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        let open: Int64Array = self.open.iter().copied().map(Some).collect();
+        let open = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("open", DataType::Int64, true)])),
+            vec![Arc::new(open)],
+        )?;
+        let mut batches = vec![self.events.snapshot()?, state::label(open, "open_windows")?];
+        batches.extend(self.store.snapshot()?);
+        Ok(batches)
+    }
+
+    async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        self.events.restore(&batches)?;
+        let mut panes = Vec::new();
+        self.open.clear();
+        for batch in batches {
+            match state::label_of(&batch) {
+                Some("event_clock") => {}
+                Some("open_windows") => {
+                    let open = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| BrookError::Internal("open windows".into()))?;
+                    self.open.extend(open.iter().flatten());
+                }
+                _ => panes.push(batch),
+            }
+        }
+        self.store.restore(panes)
+    }
+}
+
+/// The pane a labelled state batch holds: `pane:<start>[:<input>]`.
+fn pane_label(batch: &RecordBatch) -> Result<(i64, Option<usize>)> {
+    let label = state::label_of(batch)
+        .and_then(|l| l.strip_prefix("pane:"))
+        .ok_or_else(|| BrookError::Internal("a pane state without its label".into()))?;
+    let mut parts = label.split(':');
+    let start = parts
+        .next()
+        .and_then(|p| p.parse::<i64>().ok())
+        .ok_or_else(|| BrookError::Internal(format!("a pane label '{label}'")))?;
+    let input = parts.next().and_then(|p| p.parse::<usize>().ok());
+    Ok((start, input))
 }
 
 /// The rows of `rows` per pane of length `pane`, in pane order.
@@ -463,6 +529,22 @@ impl PaneStore for IncrementalPanes {
         held.batches = self.panes.len();
         held
     }
+
+    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        self.panes
+            .iter()
+            .map(|(start, pane)| state::label(pane.clone(), &format!("pane:{start}")))
+            .collect()
+    }
+
+    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        self.panes.clear();
+        for batch in batches {
+            let (start, _) = pane_label(&batch)?;
+            self.panes.insert(start, state::unlabel(batch)?);
+        }
+        Ok(())
+    }
 }
 
 /// Panes of raw rows, per input; a window re-runs the query over its panes'
@@ -539,6 +621,34 @@ impl PaneStore for RowPanes {
             .for_each(|rows| held.add(rows));
         held.batches = self.panes.len();
         held
+    }
+
+    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        for (start, inputs) in &self.panes {
+            for (input, rows) in inputs {
+                let Some(first) = rows.first() else { continue };
+                let joined = concat_batches(first.schema_ref(), rows)?;
+                batches.push(state::label(joined, &format!("pane:{start}:{input}"))?);
+            }
+        }
+        Ok(batches)
+    }
+
+    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        self.panes.clear();
+        for batch in batches {
+            let (start, input) = pane_label(&batch)?;
+            let input =
+                input.ok_or_else(|| BrookError::Internal("a row pane without its input".into()))?;
+            self.panes
+                .entry(start)
+                .or_default()
+                .entry(input)
+                .or_default()
+                .push(state::unlabel(batch)?);
+        }
+        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@ use datafusion::execution::TaskContext;
 
 use super::event_window::{EventClock, OnTime};
 use super::split::{IncrementalPlan, WindowBound};
-use super::{reduce, run_on};
+use super::{reduce, run_on, state};
 use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::EventShape;
 use crate::error::{BrookError, Result};
@@ -288,5 +288,24 @@ impl BatchEngine for SessionEngine {
             held.batches = 1;
         }
         held
+    }
+
+    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        let mut batches = vec![self.events.snapshot()?];
+        if let Some(sessions) = &self.sessions {
+            batches.push(state::label(sessions.clone(), "sessions")?);
+        }
+        Ok(batches)
+    }
+
+    async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        self.events.restore(&batches)?;
+        self.sessions = None;
+        for batch in batches {
+            if state::label_of(&batch) == Some("sessions") {
+                self.sessions = Some(state::unlabel(batch)?);
+            }
+        }
+        Ok(())
     }
 }

@@ -153,6 +153,82 @@ impl WatermarkClock {
     }
 }
 
+impl WatermarkClock {
+    /// The clock's state as one record batch: a row per input, the query's
+    /// own values repeated on each.
+    pub fn snapshot(&self) -> Result<RecordBatch> {
+        use datafusion::arrow::array::{BooleanArray, Int64Array};
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let millis = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("max_event", DataType::Int64, true),
+            Field::new("last_row_at", DataType::Int64, true),
+            Field::new("ended", DataType::Boolean, false),
+            Field::new("started_at", DataType::Int64, true),
+            Field::new("current", DataType::Int64, true),
+        ]));
+        let rows = self.inputs.len();
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(
+                    self.inputs.iter().map(|c| c.max_event).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    self.inputs
+                        .iter()
+                        .map(|c| millis(c.last_row_at))
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(BooleanArray::from(
+                    self.inputs.iter().map(|c| c.ended).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(vec![millis(self.started_at); rows])),
+                Arc::new(Int64Array::from(vec![self.current; rows])),
+            ],
+        )?)
+    }
+
+    /// Restores what [`WatermarkClock::snapshot`] saved.
+    pub fn restore(&mut self, state: &RecordBatch) -> Result<()> {
+        use datafusion::arrow::array::{BooleanArray, Int64Array};
+        if state.num_rows() != self.inputs.len() || state.num_columns() != 5 {
+            return Err(BrookError::Internal(
+                "a watermark state for other inputs".into(),
+            ));
+        }
+        let int = |column: usize| -> Result<Vec<Option<i64>>> {
+            Ok(state
+                .column(column)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| BrookError::Internal("a watermark state column".into()))?
+                .iter()
+                .collect())
+        };
+        let time = |t: Option<i64>| t.and_then(DateTime::from_timestamp_millis);
+        let (max_event, last_row_at) = (int(0)?, int(1)?);
+        let ended = state
+            .column(2)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| BrookError::Internal("a watermark state column".into()))?;
+        for (index, clock) in self.inputs.iter_mut().enumerate() {
+            clock.max_event = max_event[index];
+            clock.last_row_at = time(last_row_at[index]);
+            clock.ended = ended.value(index);
+        }
+        self.started_at = int(3)?
+            .first()
+            .copied()
+            .flatten()
+            .and_then(DateTime::from_timestamp_millis);
+        self.current = int(4)?.first().copied().flatten();
+        Ok(())
+    }
+}
+
 impl InputClock {
     fn watermark(&self) -> Option<i64> {
         self.max_event
