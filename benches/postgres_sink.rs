@@ -65,6 +65,8 @@ fn output(batch_number: u64, rows: usize) -> BatchOutput {
         watermark: None,
         late_rows: 0,
         far_future_rows: 0,
+        checkpoint: None,
+        completion: Default::default(),
     }
 }
 

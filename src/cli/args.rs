@@ -35,6 +35,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
     pub batch_interval: Option<Duration>,
 
+    /// Keep each continuous query's checkpoints in DIR, and resume each from
+    /// its checkpoint there (`SET checkpoint_dir` in SQL does the same).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub checkpoint: Option<PathBuf>,
+
     /// Output format: table, csv or json.
     #[arg(long, default_value = "table", global = true)]
     pub format: OutputFormat,
@@ -76,6 +81,12 @@ pub enum Command {
     Run {
         /// The .sql file.
         file: PathBuf,
+    },
+    /// List the checkpoints a checkpoint directory holds: per query, each
+    /// batch checkpointed, when, its size, and whether it reads.
+    Checkpoints {
+        /// The checkpoint directory.
+        dir: PathBuf,
     },
     /// The interactive shell (also what `brook` with no arguments starts):
     /// line editing, history in ~/.brook_history (or $BROOK_HISTORY),

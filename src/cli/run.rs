@@ -78,6 +78,25 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         };
         scripts.push((label, command.clone()));
     }
+    if let Some(Command::Checkpoints { dir }) = &args.command {
+        return match crate::checkpoint::describe_dir(dir) {
+            Ok(lines) if lines.is_empty() => {
+                println!("no checkpoints in {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Ok(lines) => {
+                println!("query\tbatch\twritten\tsize\tstate\tsql");
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("brook: {err}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
     let repl_asked = matches!(args.command, Some(Command::Repl));
     if repl_asked && !scripts.is_empty() {
         let _ = Args::command().print_help();
@@ -86,6 +105,10 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
     }
     if scripts.is_empty() {
         let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
+        if let Err(err) = ctx.set_checkpoint_dir(args.checkpoint.clone()) {
+            eprintln!("brook: {err}");
+            return ExitCode::from(EXIT_ERROR);
+        }
         // Served for as long as the shell runs.
         let _dashboard = match serve_dashboard(&ctx, args.ui).await {
             Ok(dashboard) => dashboard,
@@ -100,6 +123,10 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
     }
 
     let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
+    if let Err(err) = ctx.set_checkpoint_dir(args.checkpoint.clone()) {
+        eprintln!("brook: {err}");
+        return ExitCode::from(EXIT_ERROR);
+    }
     // Served until the run ends: brook does not stay up for the page.
     let _dashboard = match serve_dashboard(&ctx, args.ui).await {
         Ok(dashboard) => dashboard,

@@ -90,6 +90,9 @@ struct ContextInner {
     incremental_windows: AtomicBool,
     /// Whether a query stops after a batch it cannot execute.
     stop_on_query_error: AtomicBool,
+    /// Where continuous queries keep their checkpoints (`SET
+    /// checkpoint_dir`, `brook run --checkpoint`); none by default.
+    checkpoint_dir: std::sync::Mutex<Option<std::path::PathBuf>>,
     batcher: Arc<Batcher>,
     next_query_id: AtomicU64,
     /// The user's handler, behind one that also records each warning in
@@ -170,6 +173,7 @@ impl StreamContext {
                 streams,
                 incremental_windows: AtomicBool::new(true),
                 stop_on_query_error: AtomicBool::new(false),
+                checkpoint_dir: std::sync::Mutex::new(None),
                 batcher,
                 next_query_id: AtomicU64::new(1),
                 warn,
@@ -204,6 +208,27 @@ impl StreamContext {
     /// Running aggregates are always incremental.
     pub fn set_incremental_windows(&self, on: bool) {
         self.inner.incremental_windows.store(on, Ordering::Relaxed);
+    }
+
+    /// Keeps the checkpoints of the continuous queries started from now on
+    /// in `dir` (created if missing), and resumes each from its checkpoint
+    /// there: a query named by its sink (`CREATE SINK name`), or by a hash of
+    /// its SQL text, restores its state after the last batch checkpointed
+    /// and numbers its batches on from it. `None` turns checkpoints off.
+    pub fn set_checkpoint_dir(&self, dir: Option<std::path::PathBuf>) -> Result<()> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir).map_err(|source| BrookError::Io {
+                context: format!("cannot create checkpoint directory {}", dir.display()),
+                source,
+            })?;
+        }
+        *crate::sync::lock(&self.inner.checkpoint_dir) = dir;
+        Ok(())
+    }
+
+    /// The checkpoint directory, if set.
+    pub fn checkpoint_dir(&self) -> Option<std::path::PathBuf> {
+        crate::sync::lock(&self.inner.checkpoint_dir).clone()
     }
 
     /// Whether queries started from now on stop after a batch they cannot
@@ -284,12 +309,16 @@ impl StreamContext {
                 Ok(SqlOutput::Done)
             }
             BrookStatement::SetBatchInterval(interval) => done(self.set_batch_interval(*interval)),
+            BrookStatement::SetCheckpointDir(dir) => {
+                done(self.set_checkpoint_dir(dir.as_ref().map(std::path::PathBuf::from)))
+            }
             BrookStatement::DataFusion(df_statement) => self
                 .execute_datafusion(
                     df_statement,
                     &statement.clauses,
                     &statement.sql,
                     statement.location,
+                    None,
                 )
                 .await
                 .map_err(located),
@@ -324,6 +353,7 @@ impl StreamContext {
         clauses: &StreamClauses,
         sql: &str,
         location: SqlLocation,
+        query_name: Option<&str>,
     ) -> Result<SqlOutput> {
         if let DataFusionStatement::Statement(inner) = statement
             && let SqlStatement::Insert(insert) = inner.as_ref()
@@ -368,7 +398,10 @@ impl StreamContext {
             .await
             .map_err(|e| datafusion_sql_error_in(e, location))?
         {
-            return self.start(continuous, sql).await.map(SqlOutput::Query);
+            return self
+                .start(continuous, sql, query_name)
+                .await
+                .map(SqlOutput::Query);
         }
         let physical = state
             .create_physical_plan(&plan)
@@ -380,7 +413,32 @@ impl StreamContext {
     }
 
     /// Starts a planned continuous query: its streams' sources, its ticks.
-    async fn start(&self, plan: planner::ContinuousPlan, sql: &str) -> Result<ContinuousQuery> {
+    async fn start(
+        &self,
+        mut plan: planner::ContinuousPlan,
+        sql: &str,
+        query_name: Option<&str>,
+    ) -> Result<ContinuousQuery> {
+        let checkpoints = match self.checkpoint_dir() {
+            None => None,
+            Some(dir) => {
+                let name = query_name
+                    .map(str::to_string)
+                    .unwrap_or_else(|| crate::checkpoint::default_query_name(sql));
+                let checkpoints = crate::checkpoint::QueryCheckpoints::open(&dir, &name, sql)?;
+                let mut restored_batch = 0;
+                if let Some(restored) = checkpoints.latest()? {
+                    for skipped in &restored.skipped {
+                        (self.inner.warn)(&BrookError::invalid(skipped.clone()));
+                    }
+                    if restored.header.batch > 0 {
+                        plan.engine.restore(restored.state).await?;
+                        restored_batch = restored.header.batch;
+                    }
+                }
+                Some((checkpoints, restored_batch))
+            }
+        };
         let mut streams = Vec::with_capacity(plan.streams.len());
         for name in &plan.streams {
             let stream = self.stream(name).ok_or_else(|| {
@@ -406,6 +464,8 @@ impl StreamContext {
                 registry: self.inner.queries.clone(),
                 stop_on_error: self.inner.stop_on_query_error.load(Ordering::Relaxed),
                 warnings: Arc::clone(&self.inner.recent_warnings),
+                checkpoints,
+                warn: Arc::clone(&self.inner.warn),
             },
         ))
     }

@@ -66,6 +66,7 @@ impl StreamContext {
                 &create.clauses,
                 &shown_sql,
                 statement.location,
+                Some(&create.name),
             )
             .await?
         {

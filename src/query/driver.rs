@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,10 +16,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::BatchOutput;
+use super::completion::{BatchCompletion, CheckpointWriter, PendingCheckpoint};
 use super::engine::{BatchEngine, Emission, MicroBatch};
 use super::registry::{LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, Stop};
 use crate::batcher::Tick;
-use crate::error::{BrookError, RecentWarnings, Result, error_chain};
+use crate::checkpoint::QueryCheckpoints;
+use crate::error::{BrookError, RecentWarnings, Result, WarningHandler, error_chain};
 use crate::sync::lock;
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
@@ -59,6 +62,11 @@ pub(crate) struct DriverSettings {
     /// Where failed batches and failed streams are recorded for the
     /// dashboard (the query's consumer reports them too).
     pub warnings: Arc<RecentWarnings>,
+    /// Where the query's checkpoints go, and the batch its engine's
+    /// restored state ends with (numbering goes on after it).
+    pub checkpoints: Option<(QueryCheckpoints, u64)>,
+    /// Reports a checkpoint that could not be written.
+    pub warn: WarningHandler,
 }
 
 impl ContinuousQuery {
@@ -82,13 +90,30 @@ impl ContinuousQuery {
         });
         let registry = settings.registry;
         registry.insert(Arc::clone(&entry));
+        let (checkpoints, first_batch) = match settings.checkpoints {
+            Some((checkpoints, restored)) => {
+                lock(&entry.stats).checkpoint = (restored > 0).then_some(restored);
+                (
+                    Some(Arc::new(CheckpointWriter {
+                        checkpoints,
+                        entry: Arc::clone(&entry),
+                        warn: settings.warn,
+                        abandoned: AtomicBool::new(false),
+                        writing: std::sync::Mutex::new(()),
+                    })),
+                    restored,
+                )
+            }
+            None => (None, 0),
+        };
         let driver = Driver {
             engine,
             schema: Arc::clone(&schema),
             outputs: output_sender,
             entry: Arc::clone(&entry),
             stop_on_error: settings.stop_on_error,
-            batch_number: 0,
+            batch_number: first_batch,
+            checkpoints,
             registry: registry.clone(),
             warnings: settings.warnings,
         };
@@ -206,6 +231,8 @@ struct Driver {
     entry: Arc<QueryEntry>,
     stop_on_error: bool,
     batch_number: u64,
+    /// Where checkpoints go, when the context has a checkpoint directory.
+    checkpoints: Option<Arc<CheckpointWriter>>,
     /// Says whether to keep the latest result's first rows.
     registry: QueryRegistry,
     warnings: Arc<RecentWarnings>,
@@ -262,7 +289,27 @@ impl Driver {
                 let lag = tick.instant.elapsed();
                 let started = std::time::Instant::now();
                 let result = self.engine.on_batch(&batch).await;
-                let output = self.output(result, &batch, tick.instant, started, lag);
+                let completion = match (&result, &self.checkpoints) {
+                    (Ok(_), Some(checkpoints)) => match self.engine.snapshot() {
+                        Ok(state) => BatchCompletion::checkpoint(PendingCheckpoint {
+                            checkpoints: Arc::clone(checkpoints),
+                            batch: batch.number,
+                            batch_time: batch.time,
+                            state,
+                        }),
+                        Err(err) => {
+                            self.warnings.push(&err);
+                            BatchCompletion::default()
+                        }
+                    },
+                    _ => BatchCompletion::default(),
+                };
+                let mut output = self.output(result, &batch, tick.instant, started, lag);
+                if let Some(Ok(output)) = &mut output {
+                    output.completion = completion;
+                }
+                // A batch without output is done with at once (its
+                // checkpoint, if any, is written as `completion` drops).
                 self.record(&batch, output.as_ref(), started.elapsed(), lag);
                 let failure = match &output {
                     Some(Err(err)) => {
@@ -340,6 +387,8 @@ impl Driver {
                     watermark: event.watermark.map(watermark_time),
                     late_rows: event.late_rows,
                     far_future_rows: event.far_future_rows,
+                    checkpoint: lock(&self.entry.stats).checkpoint,
+                    completion: BatchCompletion::default(),
                 }))
             }
             // A batch the plan cannot run (a division by zero, a failed

@@ -3,6 +3,7 @@
 //! ([`BatchEngine`](engine::BatchEngine)), the driver that feeds an engine
 //! its batches ([`ContinuousQuery`]), and the registry of running queries.
 
+pub(crate) mod completion;
 pub(crate) mod driver;
 pub(crate) mod engine;
 pub(crate) mod registry;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+pub use completion::BatchCompletion;
 pub use driver::ContinuousQuery;
 pub use registry::{QueryInfo, QueryStats};
 
@@ -53,6 +55,14 @@ pub struct BatchOutput {
     /// Rows of this batch whose event time was too far ahead of the wall
     /// clock to move the watermark (they are in their windows).
     pub far_future_rows: u64,
+    /// With a checkpoint directory: the last batch whose checkpoint was
+    /// written when this output was made (this batch's is written once the
+    /// output has been handled).
+    pub checkpoint: Option<u64>,
+    /// Writes this batch's checkpoint once every copy of the output is
+    /// dropped; a sink that could not write it calls
+    /// [`BatchCompletion::abandon`].
+    pub completion: BatchCompletion,
 }
 
 impl BatchOutput {

@@ -52,6 +52,11 @@ pub struct QueryStats {
     pub far_future_rows: u64,
     /// The watermark after the last batch (event-time windows).
     pub watermark: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last batch whose checkpoint was written (with a checkpoint
+    /// directory).
+    pub checkpoint: Option<u64>,
+    /// The size of that checkpoint, in bytes.
+    pub checkpoint_bytes: u64,
 }
 
 /// A running query as `SHOW QUERIES` lists it.
@@ -269,6 +274,7 @@ pub(crate) fn queries_schema() -> SchemaRef {
             true,
         ),
         Field::new("watermark_behind_ms", DataType::Float64, true),
+        Field::new("checkpoint", DataType::UInt64, true),
         Field::new("sql", DataType::Utf8, false),
     ]))
 }
@@ -327,6 +333,12 @@ pub(crate) fn queries_rows(queries: &[QueryInfo]) -> Result<RecordBatch> {
                             .filter(|w| *w != DateTime::<Utc>::MAX_UTC)
                             .map(|w| (Utc::now() - w).num_milliseconds() as f64)
                     })
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                queries
+                    .iter()
+                    .map(|q| q.stats.checkpoint)
                     .collect::<Vec<_>>(),
             )),
             text(queries.iter().map(|q| q.sql.clone()).collect()),

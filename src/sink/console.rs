@@ -242,6 +242,10 @@ fn batch_header(output: &BatchOutput) -> String {
         (0, ahead) => format!(" | {ahead} far ahead"),
         (late, ahead) => format!(" | {late} late | {ahead} far ahead"),
     };
+    let checkpoint = match output.checkpoint {
+        Some(batch) => format!(" | checkpoint {batch}"),
+        None => String::new(),
+    };
     // A query behind the clock says by how much.
     let lag = if output.lag >= LAG_SHOWN_FROM {
         format!(" | lag {:.0} ms", output.lag.as_secs_f64() * 1000.0)
@@ -250,7 +254,7 @@ fn batch_header(output: &BatchOutput) -> String {
     };
     format!(
         "-------------------------------------------\n\
-         Batch {} at {}{} | {} row{} in | {} row{} out{late}{event} | {:.1} ms{lag}\n\
+         Batch {} at {}{} | {} row{} in | {} row{} out{late}{event}{checkpoint} | {:.1} ms{lag}\n\
          -------------------------------------------",
         output.batch_number,
         output.batch_time.format("%Y-%m-%d %H:%M:%S%.3f"),

@@ -69,7 +69,14 @@ impl SinkRegistry {
             let mut first_failure = None;
             while let Some(output) = query.next().await {
                 let written = match output {
-                    Ok(output) => sink.write(&output).await,
+                    Ok(output) => {
+                        let written = sink.write(&output).await;
+                        if written.is_err() {
+                            // Not written: no checkpoint may claim it was.
+                            output.completion.abandon();
+                        }
+                        written
+                    }
                     Err(err) => Err(err),
                 };
                 let Err(err) = written else {

@@ -84,6 +84,9 @@ pub enum BrookStatement {
     /// `SET on_query_error = 'continue' | 'stop'`: whether a query goes on
     /// after a batch it cannot execute (the default) or stops.
     SetStopOnQueryError(bool),
+    /// `SET checkpoint_dir = '/path'` (or `''` / `'none'` for none): where
+    /// continuous queries started from now on keep their checkpoints.
+    SetCheckpointDir(Option<String>),
     /// `SHOW QUERIES`: the running continuous queries.
     ShowQueries,
     /// `STOP QUERY n`: stops running query `n` after its batch in progress.
@@ -209,6 +212,12 @@ fn parse_statement(
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
         ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
         ("set", "on_query_error") => parse_set_on_query_error(tokens),
+        ("set", "checkpoint_dir") => {
+            let (_, value) = parse_set_value(tokens, "a directory such as '/var/lib/brook'")?;
+            Ok(BrookStatement::SetCheckpointDir(
+                (!value.is_empty() && !value.eq_ignore_ascii_case("none")).then_some(value),
+            ))
+        }
         _ => {
             let (tokens, clauses) = split_stream_clauses(tokens)?;
             let statement = parse_datafusion(tokens)?;

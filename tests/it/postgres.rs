@@ -322,6 +322,8 @@ fn output(batch_number: u64, words: &[&str], counts: &[i64]) -> BatchOutput {
         watermark: None,
         late_rows: 0,
         far_future_rows: 0,
+        checkpoint: None,
+        completion: Default::default(),
     }
 }
 

@@ -1,0 +1,279 @@
+//! Checkpoints: a query started again with the same checkpoint directory
+//! resumes its state and its batch numbers; a changed query is refused; a
+//! corrupt checkpoint is skipped for the one before, with a warning.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use brook::{BatchOutput, StreamContext};
+
+use crate::common::{collect_all, recording_warnings, rows, start};
+
+const TICK: Duration = Duration::from_millis(30);
+
+/// A temporary checkpoint directory, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("brook-it-checkpoint-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const RUNNING_SQL: &str =
+    "SELECT word, COUNT(*) AS n FROM RUNNING(words) GROUP BY word ORDER BY word";
+
+/// Runs `sql` over a queue `words` holding `items` (one per batch), to its
+/// end, with checkpoints in `dir` (if any). A batch's checkpoint is written
+/// when its output is dropped.
+async fn run(dir: Option<&Path>, sql: &str, items: &[&[&str]]) -> Vec<BatchOutput> {
+    let (warn, _) = recording_warnings();
+    run_with(dir, sql, items, warn).await
+}
+
+async fn run_with(
+    dir: Option<&Path>,
+    sql: &str,
+    items: &[&[&str]],
+    warn: brook::WarningHandler,
+) -> Vec<BatchOutput> {
+    let ctx = StreamContext::with_warning_handler(TICK, warn);
+    ctx.set_checkpoint_dir(dir.map(Path::to_path_buf)).unwrap();
+    ctx.sql("CREATE STREAM words (word TEXT) WITH (connector = 'queue', one_at_a_time = 'true')")
+        .await
+        .unwrap();
+    for item in items {
+        let values: Vec<String> = item.iter().map(|w| format!("('{w}')")).collect();
+        ctx.sql(&format!("INSERT INTO words VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+    }
+    ctx.close_queues();
+    collect_all(start(&ctx, sql).await).await
+}
+
+fn last_rows(outputs: &[BatchOutput]) -> Vec<Vec<String>> {
+    rows(outputs.last().expect("an output"))
+}
+
+fn row(word: &str, n: &str) -> Vec<String> {
+    vec![word.to_string(), n.to_string()]
+}
+
+#[tokio::test]
+async fn a_restarted_running_query_resumes_its_totals_and_batch_numbers() {
+    let dir = Dir::new("resume");
+    let first = run(Some(dir.path()), RUNNING_SQL, &[&["a", "b"], &["a"]]).await;
+    assert_eq!(last_rows(&first), vec![row("a", "2"), row("b", "1")]);
+    // A batch's checkpoint is written once its output has been handled:
+    // here, dropped.
+    drop(first);
+    let second = run(Some(dir.path()), RUNNING_SQL, &[&["b"], &["c", "a"]]).await;
+    let numbers: Vec<u64> = second.iter().map(|o| o.batch_number).collect();
+    assert_eq!(numbers, vec![3, 4]);
+    assert_eq!(
+        last_rows(&second),
+        vec![row("a", "3"), row("b", "2"), row("c", "1")]
+    );
+    // The header's checkpoint: the last one written when the batch ran.
+    // Batch 3's output is still held here, so its checkpoint is not
+    // written yet; dropping the outputs writes 3 and 4.
+    assert_eq!(second[0].checkpoint, Some(2));
+    assert_eq!(second[1].checkpoint, Some(2));
+    drop(second);
+    let query_dir = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(query_dir.join("batch-0000000004.ckpt").exists());
+}
+
+#[tokio::test]
+async fn without_a_checkpoint_directory_a_query_starts_afresh() {
+    let dir = Dir::new("fresh");
+    run(Some(dir.path()), RUNNING_SQL, &[&["a", "b"]]).await;
+    let fresh = run(None, RUNNING_SQL, &[&["a"]]).await;
+    assert_eq!(fresh[0].batch_number, 1);
+    assert_eq!(last_rows(&fresh), vec![row("a", "1")]);
+    assert_eq!(fresh[0].checkpoint, None);
+}
+
+#[tokio::test]
+async fn a_sink_whose_query_changed_is_refused_saying_how_to_start_afresh() {
+    let dir = Dir::new("changed");
+    let out = Dir::new("changed-out");
+    for (sql, expect_error) in [
+        (
+            "SELECT word, COUNT(*) AS n FROM RUNNING(words) GROUP BY word",
+            false,
+        ),
+        (
+            "SELECT word, SUM(1) AS n FROM RUNNING(words) GROUP BY word",
+            true,
+        ),
+    ] {
+        let ctx = StreamContext::new(TICK);
+        ctx.set_checkpoint_dir(Some(dir.path().to_path_buf()))
+            .unwrap();
+        ctx.sql("CREATE STREAM words (word TEXT) WITH (connector = 'queue')")
+            .await
+            .unwrap();
+        ctx.sql("INSERT INTO words VALUES ('a')").await.unwrap();
+        let result = ctx
+            .sql(&format!(
+                "CREATE SINK counts WITH (connector = 'file', path = '{}', format = 'csv') AS {sql}",
+                out.path().display()
+            ))
+            .await;
+        if expect_error {
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains("different SQL") && err.contains("counts"),
+                "{err}"
+            );
+        } else {
+            result.unwrap();
+            ctx.close_queues();
+            ctx.wait_for_sinks().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_last_checkpoint_is_skipped_for_the_one_before_with_a_warning() {
+    let dir = Dir::new("corrupt");
+    run(Some(dir.path()), RUNNING_SQL, &[&["a"], &["a"], &["b"]]).await;
+    // The query's newest checkpoint (after batch 3) loses its second half.
+    let query_dir = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&query_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let newest = files.last().unwrap();
+    assert!(newest.to_string_lossy().ends_with("batch-0000000003.ckpt"));
+    let bytes = std::fs::read(newest).unwrap();
+    std::fs::write(newest, &bytes[..bytes.len() / 2]).unwrap();
+    let (warn, warnings) = recording_warnings();
+    let resumed = run_with(Some(dir.path()), RUNNING_SQL, &[&["c"]], warn).await;
+    // Restored after batch 2: a twice, b not yet; batch 3 is numbered again.
+    assert_eq!(resumed[0].batch_number, 3);
+    assert_eq!(last_rows(&resumed), vec![row("a", "2"), row("c", "1")]);
+    let warnings = warnings.lock().unwrap().join("\n");
+    assert!(
+        warnings.contains("checkpoint 3") && warnings.contains("skipped"),
+        "{warnings}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_time_window_open_at_a_restart_closes_with_rows_from_both_runs() {
+    let dir = Dir::new("event-time");
+    let sql = "SELECT window_start, COUNT(*) AS n FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) GROUP BY window_start";
+    let mut results = Vec::new();
+    for items in [
+        &["2026-01-01 00:00:01", "2026-01-01 00:00:04"][..],
+        &["2026-01-01 00:00:07", "2026-01-01 00:00:15"][..],
+    ] {
+        let ctx = StreamContext::new(TICK);
+        ctx.set_checkpoint_dir(Some(dir.path().to_path_buf()))
+            .unwrap();
+        ctx.sql(
+            "CREATE STREAM readings (ts TIMESTAMP, WATERMARK FOR ts AS ts) \
+             WITH (connector = 'queue', one_at_a_time = 'true')",
+        )
+        .await
+        .unwrap();
+        for ts in items {
+            ctx.sql(&format!("INSERT INTO readings VALUES ('{ts}')"))
+                .await
+                .unwrap();
+        }
+        // The first run stops without ending its input (the window stays
+        // open); the second ends it.
+        let mut query = start(&ctx, sql).await;
+        if results.is_empty() {
+            let mut seen = 0;
+            while seen < 2 {
+                let output = crate::common::next_batch(&mut query)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(output.batches.iter().all(|b| b.num_rows() == 0));
+                seen = output.batch_number;
+            }
+            drop(query);
+            results.push(Vec::new());
+        } else {
+            ctx.close_queues();
+            let outputs = collect_all(query).await;
+            assert_eq!(outputs[0].batch_number, 3);
+            results.push(outputs.iter().flat_map(rows).collect());
+        }
+    }
+    assert_eq!(
+        results[1],
+        vec![
+            vec!["2026-01-01T00:00:00Z".to_string(), "3".to_string()],
+            vec!["2026-01-01T00:00:10Z".to_string(), "1".to_string()],
+        ]
+    );
+}
+
+#[test]
+fn brook_checkpoints_lists_what_a_directory_holds() {
+    let dir = Dir::new("cli");
+    let brook = env!("CARGO_BIN_EXE_brook");
+    let script = dir.path().with_extension("sql");
+    std::fs::write(
+        &script,
+        "SET batch_interval = '50ms';\n\
+         CREATE STREAM words (word TEXT) WITH (connector = 'queue', one_at_a_time = 'true');\n\
+         INSERT INTO words VALUES ('a');\n\
+         INSERT INTO words VALUES ('b');\n\
+         SELECT word, COUNT(*) AS n FROM RUNNING(words) GROUP BY word;\n",
+    )
+    .unwrap();
+    let run = std::process::Command::new(brook)
+        .args(["run", script.to_str().unwrap(), "--checkpoint"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let listed = std::process::Command::new(brook)
+        .args(["checkpoints"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("batch 2") && text.contains("FROM RUNNING(words)"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(script);
+}
