@@ -367,12 +367,22 @@ impl Planner<'_> {
             }
         };
         let emit = self.clauses.emit.unwrap_or_default();
-        let events = EventClock::new(
-            window.clone(),
-            emit,
-            WatermarkClock::new(inputs),
-            late_route.clone(),
-        );
+        let mut clock = WatermarkClock::new(inputs);
+        // A Kafka stream that declares `_partition` keeps a watermark per
+        // partition.
+        for (input, name) in streams.iter().enumerate() {
+            if let Some(stream) = crate::sync::read(self.streams).get(name)
+                && stream.source.connector() == "kafka"
+                && let Ok(column) = stream.schema.index_of("_partition")
+                && stream.schema.field(column).data_type().is_integer()
+            {
+                clock.partition_by(input, column);
+                declared.push(format!(
+                    "{name}: one watermark per Kafka partition (_partition)"
+                ));
+            }
+        }
+        let events = EventClock::new(window.clone(), emit, clock, late_route.clone());
         let task_ctx = state.task_ctx();
         let split = match (shape, scans.as_slice()) {
             (PlanShape::Executed, _) => Err("SET incremental_windows = false".to_string()),

@@ -77,8 +77,24 @@ pub(crate) struct EventWindow {
 }
 
 impl EventWindow {
+    /// The earliest event time with a window still open once the watermark
+    /// is `mark`: rows before it are late.
+    pub fn first_open(&self, mark: i64) -> i64 {
+        match self.shape {
+            // The last window of `time` ends at or before `mark` exactly when
+            // `floor(time / slide) * slide <= mark - size`.
+            EventShape::Hop { slide, size } => mark
+                .saturating_sub(size)
+                .div_euclid(slide)
+                .saturating_add(1)
+                .saturating_mul(slide),
+            EventShape::Session { gap } => mark.saturating_sub(gap).saturating_add(1),
+        }
+    }
+
     /// The largest window end of the windows holding event time `time`:
     /// a row is late once the watermark has reached it.
+    #[cfg(test)]
     pub fn last_end(&self, time: i64) -> i64 {
         match self.shape {
             EventShape::Hop { slide, size } => {

@@ -87,11 +87,12 @@ impl StreamContext {
                 &query.schema(),
             )?),
             SinkOptions::Postgres(options) => Box::new(
-                PostgresSink::connect(
+                PostgresSink::connect_resuming(
                     &create.name,
                     *options,
                     &query.schema(),
                     Arc::clone(&self.inner.warn),
+                    query.restored_batch(),
                 )
                 .await?,
             ),

@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array,
 };
+use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{
-    concat_batches, filter, filter_record_batch, not, take_record_batch,
+    concat_batches, filter, filter_record_batch, max, min, not, take_record_batch,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::TaskContext;
@@ -111,16 +112,26 @@ impl EventClock {
                     continue;
                 }
                 let times = self.clock.event_times(input, rows)?;
-                let late: BooleanArray = times
-                    .iter()
-                    .map(|time| {
-                        Some(match (time, before) {
-                            (None, _) => true,
-                            (Some(time), Some(mark)) => self.window.last_end(time) <= mark,
-                            (Some(_), None) => false,
+                // Late: no event time, or before the first event time whose
+                // last window is still open (one comparison per row).
+                let first_open = before.map(|mark| self.window.first_open(mark));
+                let none_late = times.null_count() == 0
+                    && first_open
+                        .is_none_or(|first| min(&times).is_none_or(|earliest| earliest >= first));
+                let late: BooleanArray = if none_late {
+                    BooleanArray::from(vec![false; 0])
+                } else {
+                    times
+                        .iter()
+                        .map(|time| {
+                            Some(match (time, first_open) {
+                                (None, _) => true,
+                                (Some(time), Some(first)) => time < first,
+                                (Some(_), None) => false,
+                            })
                         })
-                    })
-                    .collect();
+                        .collect()
+                };
                 let late_count = late.true_count();
                 let (rows, times) = if late_count == 0 {
                     (rows.clone(), times)
@@ -140,7 +151,7 @@ impl EventClock {
                         })?;
                     (filter_record_batch(rows, &keep)?, kept_times)
                 };
-                report.far_future_rows += self.clock.observe(input, &times, batch.time);
+                report.far_future_rows += self.clock.observe_rows(input, &rows, &times, batch.time);
                 if rows.num_rows() > 0 {
                     on_time.push(OnTime { input, rows, times });
                 }
@@ -371,6 +382,11 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
         }))
     }
 
+    async fn on_stop(&mut self) -> Result<Option<Emission>> {
+        self.events.end();
+        Ok(None)
+    }
+
     fn retained(&self) -> Retained {
         self.store.retained()
     }
@@ -422,24 +438,37 @@ fn pane_label(batch: &RecordBatch) -> Result<(i64, Option<usize>)> {
     Ok((start, input))
 }
 
-/// The rows of `rows` per pane of length `pane`, in pane order.
+/// The rows of `rows` per pane of length `pane`, in pane order. Rows come
+/// mostly in order, so a batch spans few panes: all in one costs nothing,
+/// a few are filtered out one by one, many are gathered by index.
 pub(crate) fn split_by_pane(
     rows: &RecordBatch,
     times: &TimestampMillisecondArray,
     pane: i64,
 ) -> Result<Vec<(i64, RecordBatch)>> {
-    let panes: Vec<i64> = times
-        .iter()
-        .map(|time| time.unwrap_or(0).div_euclid(pane) * pane)
-        .collect();
-    let Some(&first) = panes.first() else {
+    let (Some(earliest), Some(latest)) = (min(times), max(times)) else {
         return Ok(Vec::new());
     };
-    if panes.iter().all(|&p| p == first) {
+    let first = earliest.div_euclid(pane) * pane;
+    let last = latest.div_euclid(pane) * pane;
+    if first == last {
         return Ok(vec![(first, rows.clone())]);
     }
+    let panes: Int64Array = times.unary(|time| time.div_euclid(pane) * pane);
+    if (last - first) / pane < 4 {
+        let mut out = Vec::new();
+        let mut start = first;
+        while start <= last {
+            let mask = eq(&panes, &Int64Array::new_scalar(start))?;
+            if mask.true_count() > 0 {
+                out.push((start, filter_record_batch(rows, &mask)?));
+            }
+            start += pane;
+        }
+        return Ok(out);
+    }
     let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (row, pane) in panes.iter().enumerate() {
+    for (row, pane) in panes.values().iter().enumerate() {
         by_pane.entry(*pane).or_default().push(row as u32);
     }
     by_pane
@@ -674,6 +703,26 @@ mod tests {
             shape: EventShape::Session { gap: 7 },
         };
         assert_eq!(session.last_end(25), 32);
+    }
+
+    #[test]
+    fn first_open_agrees_with_the_last_window_of_each_event_time() {
+        let session = EventWindow {
+            function: "SESSION",
+            shape: EventShape::Session { gap: 7 },
+        };
+        for window in [hop(10, 10), hop(5, 10), hop(3, 10), session] {
+            for mark in -40..40 {
+                let first = window.first_open(mark);
+                for time in -60..60 {
+                    assert_eq!(
+                        time < first,
+                        window.last_end(time) <= mark,
+                        "{window:?} mark {mark} time {time}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -281,6 +281,11 @@ impl BatchEngine for SessionEngine {
         }))
     }
 
+    async fn on_stop(&mut self) -> Result<Option<Emission>> {
+        self.events.end();
+        Ok(None)
+    }
+
     fn retained(&self) -> Retained {
         let mut held = Retained::default();
         if let Some(sessions) = &self.sessions {

@@ -2,9 +2,11 @@
 //! [`crate::event_time`] for the definitions). Times are milliseconds since
 //! the epoch, the unit of `window_start` and `window_end`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
-    Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch, TimestampMillisecondArray,
+    Array, ArrowPrimitiveType, Int32Array, PrimitiveArray, RecordBatch, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{
     DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
@@ -23,11 +25,21 @@ struct InputClock {
     event_time: EventTime,
     /// The event-time column's index in the input's batches.
     column: usize,
+    /// A Kafka stream's `_partition` column, when declared: each partition
+    /// then keeps a watermark of its own.
+    partition_column: Option<usize>,
+    /// Per partition (one, 0, without a partition column).
+    parts: BTreeMap<i32, PartClock>,
+    ended: bool,
+}
+
+/// One partition's (or a whole stream's) clock.
+#[derive(Debug, Default, Clone, Copy)]
+struct PartClock {
     /// The largest event time read (far-future rows excepted).
     max_event: Option<i64>,
-    /// The tick time of the last batch that held a row of this input.
+    /// The tick time of the last batch that held a row of it.
     last_row_at: Option<DateTime<Utc>>,
-    ended: bool,
 }
 
 /// The watermark of one query.
@@ -50,13 +62,22 @@ impl WatermarkClock {
                 .map(|(event_time, column)| InputClock {
                     event_time,
                     column,
-                    max_event: None,
-                    last_row_at: None,
+                    partition_column: None,
+                    parts: BTreeMap::new(),
                     ended: false,
                 })
                 .collect(),
             started_at: None,
             current: None,
+        }
+    }
+
+    /// Keeps a watermark per partition of input `input`, whose partition
+    /// (an `INT`) is in column `column`: the input's watermark is the
+    /// smallest over its partitions that are not idle.
+    pub fn partition_by(&mut self, input: usize, column: usize) {
+        if let Some(clock) = self.inputs.get_mut(input) {
+            clock.partition_column = Some(column);
         }
     }
 
@@ -78,13 +99,44 @@ impl WatermarkClock {
         event_millis(batch, clock.column)
     }
 
-    /// Records the event times `times` of rows read from `input` in a batch
-    /// cut at `now`; returns how many were too far ahead of `now` to move
-    /// the watermark.
+    /// Records the event times `times` of `rows` read from `input` in a
+    /// batch cut at `now`; returns how many were too far ahead of `now` to
+    /// move the watermark.
+    pub fn observe_rows(
+        &mut self,
+        input: usize,
+        rows: &RecordBatch,
+        times: &TimestampMillisecondArray,
+        now: DateTime<Utc>,
+    ) -> u64 {
+        let partitions = self
+            .inputs
+            .get(input)
+            .and_then(|clock| clock.partition_column)
+            .and_then(|column| {
+                let partitions =
+                    datafusion::arrow::compute::cast(rows.column(column), &DataType::Int32).ok()?;
+                partitions.as_any().downcast_ref::<Int32Array>().cloned()
+            });
+        self.observe_parts(input, times, partitions.as_ref(), now)
+    }
+
+    /// [`WatermarkClock::observe_rows`] for an input without partitions.
+    #[cfg(test)]
     pub fn observe(
         &mut self,
         input: usize,
         times: &TimestampMillisecondArray,
+        now: DateTime<Utc>,
+    ) -> u64 {
+        self.observe_parts(input, times, None, now)
+    }
+
+    fn observe_parts(
+        &mut self,
+        input: usize,
+        times: &TimestampMillisecondArray,
+        partitions: Option<&Int32Array>,
         now: DateTime<Utc>,
     ) -> u64 {
         let Some(clock) = self.inputs.get_mut(input) else {
@@ -93,16 +145,34 @@ impl WatermarkClock {
         if times.is_empty() {
             return 0;
         }
-        clock.last_row_at = Some(now);
         let limit = now
             .timestamp_millis()
             .saturating_add(millis(clock.event_time.max_ahead));
+        // One clock for the whole input, no row too far ahead: the largest
+        // event time is all there is to know.
+        if partitions.is_none()
+            && let Some(latest) = datafusion::arrow::compute::max(times)
+            && latest <= limit
+        {
+            let part = clock.parts.entry(0).or_default();
+            part.last_row_at = Some(now);
+            if part.max_event.is_none_or(|max| latest > max) {
+                part.max_event = Some(latest);
+            }
+            return 0;
+        }
         let mut far_future = 0;
-        for time in times.iter().flatten() {
+        for (row, time) in times.iter().enumerate() {
+            let part = partitions
+                .filter(|p| p.is_valid(row))
+                .map_or(0, |p| p.value(row));
+            let part = clock.parts.entry(part).or_default();
+            part.last_row_at = Some(now);
+            let Some(time) = time else { continue };
             if time > limit {
                 far_future += 1;
-            } else if clock.max_event.is_none_or(|max| time > max) {
-                clock.max_event = Some(time);
+            } else if part.max_event.is_none_or(|max| time > max) {
+                part.max_event = Some(time);
             }
         }
         far_future
@@ -130,7 +200,7 @@ impl WatermarkClock {
                 // watermark where it is.
                 active
                     .iter()
-                    .map(|clock| clock.watermark())
+                    .map(|clock| clock.watermark(now))
                     .collect::<Option<Vec<i64>>>()
                     .and_then(|marks| marks.into_iter().min())
             }
@@ -146,97 +216,169 @@ impl WatermarkClock {
     /// Every input idle (or ended): the largest of their watermarks, moved on
     /// by the processing time since the last row arrived.
     fn idle_watermark(&self, now: DateTime<Utc>) -> Option<i64> {
-        let mark = self.inputs.iter().filter_map(InputClock::watermark).max()?;
-        let last_row = self.inputs.iter().filter_map(|c| c.last_row_at).max()?;
+        let parts = || {
+            self.inputs
+                .iter()
+                .flat_map(|c| c.parts.values().map(move |p| (c, p)))
+        };
+        let mark = parts().filter_map(|(c, p)| c.part_watermark(p)).max()?;
+        let last_row = parts().filter_map(|(_, p)| p.last_row_at).max()?;
         let silent = (now - last_row).num_milliseconds().max(0);
         Some(mark.saturating_add(silent))
     }
-}
 
-impl WatermarkClock {
-    /// The clock's state as one record batch: a row per input, the query's
-    /// own values repeated on each.
+    /// The clock's state as one record batch: a row per input and
+    /// partition, the query's own values repeated on each.
     pub fn snapshot(&self) -> Result<RecordBatch> {
-        use datafusion::arrow::array::{BooleanArray, Int64Array};
+        use datafusion::arrow::array::{BooleanArray, Int64Array, UInt32Array};
         use datafusion::arrow::datatypes::{Field, Schema};
         use std::sync::Arc;
         let millis = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+        let mut rows: Vec<(u32, Option<i32>, PartClock, bool)> = Vec::new();
+        for (index, clock) in self.inputs.iter().enumerate() {
+            // An input without rows keeps its `ended` in a row of its own.
+            rows.push((index as u32, None, PartClock::default(), clock.ended));
+            for (part, state) in &clock.parts {
+                rows.push((index as u32, Some(*part), *state, clock.ended));
+            }
+        }
         let schema = Arc::new(Schema::new(vec![
+            Field::new("input", DataType::UInt32, false),
+            Field::new("partition", DataType::Int32, true),
             Field::new("max_event", DataType::Int64, true),
             Field::new("last_row_at", DataType::Int64, true),
             Field::new("ended", DataType::Boolean, false),
             Field::new("started_at", DataType::Int64, true),
             Field::new("current", DataType::Int64, true),
         ]));
-        let rows = self.inputs.len();
+        let count = rows.len();
         Ok(RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Int64Array::from(
-                    self.inputs.iter().map(|c| c.max_event).collect::<Vec<_>>(),
+                Arc::new(UInt32Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int32Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
                 )),
                 Arc::new(Int64Array::from(
-                    self.inputs
-                        .iter()
-                        .map(|c| millis(c.last_row_at))
+                    rows.iter().map(|r| r.2.max_event).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter()
+                        .map(|r| millis(r.2.last_row_at))
                         .collect::<Vec<_>>(),
                 )),
                 Arc::new(BooleanArray::from(
-                    self.inputs.iter().map(|c| c.ended).collect::<Vec<_>>(),
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
                 )),
-                Arc::new(Int64Array::from(vec![millis(self.started_at); rows])),
-                Arc::new(Int64Array::from(vec![self.current; rows])),
+                Arc::new(Int64Array::from(vec![millis(self.started_at); count])),
+                Arc::new(Int64Array::from(vec![self.current; count])),
             ],
         )?)
     }
 
     /// Restores what [`WatermarkClock::snapshot`] saved.
     pub fn restore(&mut self, state: &RecordBatch) -> Result<()> {
-        use datafusion::arrow::array::{BooleanArray, Int64Array};
-        if state.num_rows() != self.inputs.len() || state.num_columns() != 5 {
-            return Err(BrookError::Internal(
-                "a watermark state for other inputs".into(),
-            ));
+        use datafusion::arrow::array::{BooleanArray, Int64Array, UInt32Array};
+        let bad = || BrookError::Internal("a watermark state of another shape".into());
+        if state.num_columns() != 7 {
+            return Err(bad());
         }
-        let int = |column: usize| -> Result<Vec<Option<i64>>> {
-            Ok(state
+        let inputs = state
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .ok_or_else(bad)?;
+        let parts = state
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(bad)?;
+        let int = |column: usize| -> Result<&Int64Array> {
+            state
                 .column(column)
                 .as_any()
                 .downcast_ref::<Int64Array>()
-                .ok_or_else(|| BrookError::Internal("a watermark state column".into()))?
-                .iter()
-                .collect())
+                .ok_or_else(bad)
         };
-        let time = |t: Option<i64>| t.and_then(DateTime::from_timestamp_millis);
-        let (max_event, last_row_at) = (int(0)?, int(1)?);
+        let (max_event, last_row_at, started_at, current) = (int(2)?, int(3)?, int(5)?, int(6)?);
         let ended = state
-            .column(2)
+            .column(4)
             .as_any()
             .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| BrookError::Internal("a watermark state column".into()))?;
-        for (index, clock) in self.inputs.iter_mut().enumerate() {
-            clock.max_event = max_event[index];
-            clock.last_row_at = time(last_row_at[index]);
-            clock.ended = ended.value(index);
+            .ok_or_else(bad)?;
+        let value = |array: &Int64Array, row: usize| array.is_valid(row).then(|| array.value(row));
+        for clock in &mut self.inputs {
+            clock.parts.clear();
         }
-        self.started_at = int(3)?
-            .first()
-            .copied()
-            .flatten()
-            .and_then(DateTime::from_timestamp_millis);
-        self.current = int(4)?.first().copied().flatten();
+        for row in 0..state.num_rows() {
+            let clock = self
+                .inputs
+                .get_mut(inputs.value(row) as usize)
+                .ok_or_else(bad)?;
+            clock.ended = ended.value(row);
+            if parts.is_valid(row) {
+                clock.parts.insert(
+                    parts.value(row),
+                    PartClock {
+                        max_event: value(max_event, row),
+                        last_row_at: value(last_row_at, row)
+                            .and_then(DateTime::from_timestamp_millis),
+                    },
+                );
+            }
+        }
+        if state.num_rows() > 0 {
+            self.started_at = value(started_at, 0).and_then(DateTime::from_timestamp_millis);
+            self.current = value(current, 0);
+        }
         Ok(())
     }
 }
 
 impl InputClock {
-    fn watermark(&self) -> Option<i64> {
-        self.max_event
+    fn part_watermark(&self, part: &PartClock) -> Option<i64> {
+        part.max_event
             .map(|max| max.saturating_sub(millis(self.event_time.delay)))
     }
 
+    fn part_is_idle(&self, part: &PartClock, now: DateTime<Utc>) -> bool {
+        part.last_row_at
+            .is_some_and(|at| (now - at).num_milliseconds() >= millis(self.event_time.idle_timeout))
+    }
+
+    /// The smallest watermark over the partitions that are not idle (all of
+    /// them if every one is idle: the input is then idle as a whole).
+    fn watermark(&self, now: DateTime<Utc>) -> Option<i64> {
+        let active: Vec<&PartClock> = self
+            .parts
+            .values()
+            .filter(|part| !self.part_is_idle(part, now))
+            .collect();
+        let parts: Vec<&PartClock> = if active.is_empty() {
+            self.parts.values().collect()
+        } else {
+            active
+        };
+        if parts.is_empty() {
+            return None;
+        }
+        parts
+            .into_iter()
+            .map(|part| self.part_watermark(part))
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|marks| marks.into_iter().min())
+    }
+
+    /// No batch of the last `idle_timeout` held a row of this input.
     fn is_idle(&self, now: DateTime<Utc>, started_at: DateTime<Utc>) -> bool {
-        let since = self.last_row_at.unwrap_or(started_at);
+        let since = self
+            .parts
+            .values()
+            .filter_map(|p| p.last_row_at)
+            .max()
+            .unwrap_or(started_at);
         (now - since).num_milliseconds() >= millis(self.event_time.idle_timeout)
     }
 }
@@ -261,31 +403,35 @@ pub(crate) fn event_millis(
     };
     fn convert<T: ArrowPrimitiveType<Native = i64>>(
         array: &dyn Array,
-        to_millis: impl Fn(i64) -> Option<i64>,
+        per_milli: i64,
     ) -> Result<TimestampMillisecondArray> {
         let values = array
             .as_any()
             .downcast_ref::<PrimitiveArray<T>>()
             .ok_or_else(|| BrookError::Internal("an event-time column of the wrong type".into()))?;
-        values
-            .iter()
-            .map(|value| match value {
-                None => Ok(None),
-                Some(value) => to_millis(value).map(Some).ok_or_else(|| {
-                    BrookError::invalid(format!("event time {value} s is out of range"))
-                }),
-            })
-            .collect()
+        Ok(values.unary(|v| v.div_euclid(per_milli)))
     }
     match unit {
-        TimeUnit::Second => convert::<TimestampSecondType>(array, |v| v.checked_mul(1000)),
-        TimeUnit::Millisecond => convert::<TimestampMillisecondType>(array, Some),
-        TimeUnit::Microsecond => {
-            convert::<TimestampMicrosecondType>(array, |v| Some(v.div_euclid(1000)))
+        TimeUnit::Second => {
+            let values = array
+                .as_any()
+                .downcast_ref::<PrimitiveArray<TimestampSecondType>>()
+                .ok_or_else(|| {
+                    BrookError::Internal("an event-time column of the wrong type".into())
+                })?;
+            values
+                .try_unary(|v| {
+                    v.checked_mul(1000).ok_or_else(|| {
+                        datafusion::arrow::error::ArrowError::ComputeError(format!(
+                            "event time {v} s is out of range"
+                        ))
+                    })
+                })
+                .map_err(BrookError::from)
         }
-        TimeUnit::Nanosecond => {
-            convert::<TimestampNanosecondType>(array, |v| Some(v.div_euclid(1_000_000)))
-        }
+        TimeUnit::Millisecond => convert::<TimestampMillisecondType>(array, 1),
+        TimeUnit::Microsecond => convert::<TimestampMicrosecondType>(array, 1_000),
+        TimeUnit::Nanosecond => convert::<TimestampNanosecondType>(array, 1_000_000),
     }
 }
 
@@ -364,6 +510,48 @@ mod tests {
         assert_eq!(clock.advance(at(0), &[false]), Some(55_000));
         assert_eq!(clock.advance(at(1_000), &[false]), Some(55_000));
         assert_eq!(clock.advance(at(3_000), &[false]), Some(58_000));
+    }
+
+    #[test]
+    fn each_partition_keeps_its_watermark_and_an_idle_one_stops_holding_it_back() {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let mut clock = clock(1);
+        clock.partition_by(0, 1);
+        let rows = |times_ms: &[i64], partitions: &[i32]| {
+            RecordBatch::try_new(
+                std::sync::Arc::new(Schema::new(vec![
+                    Field::new("ts", DataType::Int64, false),
+                    Field::new("_partition", DataType::Int32, false),
+                ])),
+                vec![
+                    std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(
+                        times_ms.to_vec(),
+                    )),
+                    std::sync::Arc::new(Int32Array::from(partitions.to_vec())),
+                ],
+            )
+            .unwrap()
+        };
+        // Partition 1 is behind partition 0: it holds the watermark.
+        clock.observe_rows(
+            0,
+            &rows(&[60_000, 20_000], &[0, 1]),
+            &times(&[60_000, 20_000]),
+            at(0),
+        );
+        assert_eq!(clock.advance(at(0), &[false]), Some(15_000));
+        clock.observe_rows(0, &rows(&[70_000], &[0]), &times(&[70_000]), at(1_000));
+        assert_eq!(clock.advance(at(1_000), &[false]), Some(15_000));
+        // Silent for the idle timeout (2 s): it no longer holds it back.
+        clock.observe_rows(0, &rows(&[80_000], &[0]), &times(&[80_000]), at(2_000));
+        assert_eq!(clock.advance(at(2_000), &[false]), Some(75_000));
+        // The state survives a snapshot.
+        let mut restored = self::clock(1);
+        restored.partition_by(0, 1);
+        restored.restore(&clock.snapshot().unwrap()).unwrap();
+        assert_eq!(restored.current(), Some(75_000));
+        restored.observe_rows(0, &rows(&[30_000], &[1]), &times(&[30_000]), at(2_100));
+        assert_eq!(restored.advance(at(2_100), &[false]), Some(75_000));
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub struct ContinuousQuery {
     /// The driver task; taken once it has ended, so that a panic in it is
     /// reported as the stream's last item instead of a silent end.
     task: Option<JoinHandle<()>>,
+    restored_batch: Option<u64>,
 }
 
 impl std::fmt::Debug for ContinuousQuery {
@@ -131,7 +132,14 @@ impl ContinuousQuery {
             schema,
             outputs,
             task: Some(task),
+            restored_batch: (first_batch > 0).then_some(first_batch),
         }
+    }
+
+    /// The batch after which the query's state was restored from a
+    /// checkpoint (its batches are numbered on from it), if it was.
+    pub fn restored_batch(&self) -> Option<u64> {
+        self.restored_batch
     }
 
     /// The query's number within its context (1, 2, ...).
@@ -331,7 +339,11 @@ impl Driver {
             }
             if all_ended || finished {
                 let started = std::time::Instant::now();
-                let result = self.engine.on_end().await;
+                let result = if all_ended {
+                    self.engine.on_end().await
+                } else {
+                    self.engine.on_stop().await
+                };
                 let last = MicroBatch {
                     number: self.batch_number,
                     time: tick.time,

@@ -70,6 +70,14 @@ pub(crate) trait BatchEngine: Send {
         Ok(None)
     }
 
+    /// The query is stopping (a graceful stop) before its inputs ended: the
+    /// result still owed, if any. By default what [`BatchEngine::on_end`]
+    /// gives; event-time windows emit nothing (their open windows are not
+    /// complete; a checkpoint keeps them).
+    async fn on_stop(&mut self) -> Result<Option<Emission>> {
+        self.on_end().await
+    }
+
     /// What the engine holds between batches.
     fn retained(&self) -> Retained {
         Retained::default()

@@ -113,6 +113,22 @@ impl PostgresSink {
         schema: &Schema,
         warn: WarningHandler,
     ) -> Result<Self> {
+        Self::connect_resuming(name, options, schema, warn, None).await
+    }
+
+    /// As [`PostgresSink::connect`], for a query restored from its checkpoint
+    /// after batch `resume_after`: the progress of batches up to it is kept,
+    /// and that of later ones (written before a crash, but not in the
+    /// restored state) is forgotten, so that the batches numbered after the
+    /// checkpoint are written. With `None`, all of the sink's progress is
+    /// reset (a fresh start).
+    pub async fn connect_resuming(
+        name: &str,
+        options: PostgresSinkOptions,
+        schema: &Schema,
+        warn: WarningHandler,
+        resume_after: Option<u64>,
+    ) -> Result<Self> {
         let server = options.server();
         let context = |what: &str| format!("sink '{name}': {what} {server}");
         let connection = open(&options)
@@ -181,11 +197,12 @@ impl PostgresSink {
                 )),
                 _ => external(format!("sink '{name}': cannot prepare its statements"), &err),
             })?;
+        let after = resume_after.map_or(0, |batch| batch as i64);
         connection
             .client
             .execute(
-                &format!("DELETE FROM {progress} WHERE sink = $1"),
-                &[&sink.name],
+                &format!("DELETE FROM {progress} WHERE sink = $1 AND batch > $2"),
+                &[&sink.name, &after],
             )
             .await
             .map_err(|err| external(context("cannot reset its progress in"), &err))?;
