@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::split::IncrementalPlan;
+use super::split::{IncrementalPlan, WindowBound};
 use super::{partial, reduce, run_on, state, with_window};
 use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::{EventShape, EventWindow};
@@ -236,6 +236,22 @@ pub(crate) trait PaneStore: Send {
     fn schema(&self) -> SchemaRef;
     /// Adds `rows` of input `input`, all in the pane starting at `pane`.
     async fn add(&mut self, input: usize, pane: i64, rows: RecordBatch) -> Result<()>;
+    /// Adds `rows` of input `input`, whose event times are `times`, to
+    /// their panes of length `pane`; returns the panes they fell in.
+    async fn add_rows(
+        &mut self,
+        input: usize,
+        rows: RecordBatch,
+        times: &TimestampMillisecondArray,
+        pane: i64,
+    ) -> Result<Vec<i64>> {
+        let mut panes = Vec::new();
+        for (start, rows) in split_by_pane(&rows, times, pane)? {
+            self.add(input, start, rows).await?;
+            panes.push(start);
+        }
+        Ok(panes)
+    }
     /// The result of window `[start, end)` from the panes it holds.
     async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>>;
     /// Drops the panes starting before `pane`.
@@ -331,8 +347,7 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
         let (on_time, mut report) = self.events.judge(batch)?;
         let mut touched = BTreeSet::new();
         for OnTime { input, rows, times } in on_time {
-            for (pane, rows) in split_by_pane(&rows, &times, self.pane)? {
-                self.store.add(input, pane, rows).await?;
+            for pane in self.store.add_rows(input, rows, &times, self.pane).await? {
                 for start in self.windows_of(pane).collect::<Vec<_>>() {
                     let closed = before.is_some_and(|mark| start + self.size <= mark);
                     if !closed {
@@ -498,6 +513,16 @@ pub(crate) struct IncrementalPanes {
 }
 
 impl IncrementalPanes {
+    /// Merges `state` into the pane starting at `pane`.
+    async fn merge(&mut self, pane: i64, state: RecordBatch) -> Result<()> {
+        let merged = match self.panes.remove(&pane) {
+            None => state,
+            Some(previous) => reduce(&self.plan, vec![previous, state], &self.task_ctx).await?,
+        };
+        self.panes.insert(pane, merged);
+        Ok(())
+    }
+
     pub fn new(plan: IncrementalPlan, task_ctx: Arc<TaskContext>, scan: Arc<BatchSlot>) -> Self {
         Self {
             plan,
@@ -516,33 +541,100 @@ impl PaneStore for IncrementalPanes {
 
     async fn add(&mut self, _input: usize, pane: i64, rows: RecordBatch) -> Result<()> {
         let state = partial(&self.plan, &self.scan, &[rows], &self.task_ctx, true).await?;
-        let merged = match self.panes.remove(&pane) {
-            None => state,
-            Some(previous) => reduce(&self.plan, vec![previous, state], &self.task_ctx).await?,
-        };
-        self.panes.insert(pane, merged);
-        Ok(())
+        self.merge(pane, state).await
     }
 
+    /// When the query groups by a window column, the rows are aggregated
+    /// once, whatever the panes they span: the column holds each row's
+    /// pane (until a window's merge sets it to the window's bound), so the
+    /// partial state comes out per pane and group, and is split by pane.
+    async fn add_rows(
+        &mut self,
+        input: usize,
+        rows: RecordBatch,
+        times: &TimestampMillisecondArray,
+        pane: i64,
+    ) -> Result<Vec<i64>> {
+        let Some(&(key_column, _)) = self.plan.window_keys.first() else {
+            let mut panes = Vec::new();
+            for (start, rows) in split_by_pane(&rows, times, pane)? {
+                self.add(input, start, rows).await?;
+                panes.push(start);
+            }
+            return Ok(panes);
+        };
+        let (Some(earliest), Some(latest)) = (min(times), max(times)) else {
+            return Ok(Vec::new());
+        };
+        let (first, last) = (
+            earliest.div_euclid(pane) * pane,
+            latest.div_euclid(pane) * pane,
+        );
+        let starts = times
+            .unary::<_, datafusion::arrow::datatypes::TimestampMillisecondType>(|t| {
+                t.div_euclid(pane) * pane
+            })
+            .with_timezone("+00:00");
+        let ends = starts
+            .unary::<_, datafusion::arrow::datatypes::TimestampMillisecondType>(|t| t + pane)
+            .with_timezone("+00:00");
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(starts));
+        columns.push(Arc::new(ends));
+        let input_rows = RecordBatch::try_new(Arc::clone(self.scan.schema_ref()), columns)?;
+        let result = run_on(
+            &self.plan.partial,
+            &self.scan,
+            vec![input_rows],
+            &self.task_ctx,
+        )
+        .await?;
+        let state = concat_batches(&self.plan.partial.schema(), &result)?;
+        if first == last {
+            self.merge(first, state).await?;
+            return Ok(vec![first]);
+        }
+        // The key column holds a pane's start (`window_start`) or end.
+        let keys = datafusion::arrow::compute::cast(state.column(key_column), &DataType::Int64)?;
+        let keys = keys
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| BrookError::Internal("a pane key is not a time".into()))?;
+        let offset = match self.plan.window_keys[0].1 {
+            WindowBound::Start => 0,
+            WindowBound::End => pane,
+        };
+        let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (row, key) in keys.iter().enumerate() {
+            let start = key.unwrap_or(first + offset) - offset;
+            by_pane.entry(start).or_default().push(row as u32);
+        }
+        let mut panes = Vec::with_capacity(by_pane.len());
+        for (start, indices) in by_pane {
+            let part = take_record_batch(&state, &UInt32Array::from(indices))?;
+            self.merge(start, part).await?;
+            panes.push(start);
+        }
+        Ok(panes)
+    }
+
+    /// The window's panes, their window columns set to the window's bounds,
+    /// through the final aggregate (which merges a group's partial states).
     async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>> {
-        let states: Vec<RecordBatch> = self
+        let states = self
             .panes
             .range(start..end)
-            .map(|(_, s)| s.clone())
-            .collect();
+            .map(|(_, state)| {
+                super::incremental::fill_window_keys(state, &self.plan.window_keys, start, end)
+            })
+            .collect::<Result<Vec<_>>>()?;
         if states.is_empty() {
             return Ok(Vec::new());
         }
-        let merged = match <[RecordBatch; 1]>::try_from(states) {
-            Ok([state]) => state,
-            Err(states) => reduce(&self.plan, states, &self.task_ctx).await?,
-        };
-        let state =
-            super::incremental::fill_window_keys(&merged, &self.plan.window_keys, start, end)?;
         run_on(
             &self.plan.finish,
             &self.plan.finish_input,
-            vec![state],
+            states,
             &self.task_ctx,
         )
         .await

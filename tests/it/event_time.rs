@@ -213,6 +213,56 @@ async fn tumble_emits_each_window_once_in_the_batch_after_which_the_watermark_re
 }
 
 #[tokio::test]
+async fn a_window_query_need_not_group_by_the_window_columns() {
+    // Each window's result comes alone, so grouping by the key is enough.
+    let batches: &[&[Row]] = &[
+        &[("a", 1, 1_000), ("b", 2, 4_000), ("a", 3, 12_000)],
+        &[("a", 4, 9_000), ("a", 5, 25_000)],
+    ];
+    for incremental in [true, false] {
+        let ctx = readings(&owned(batches), 5_000, incremental, true);
+        let query = start(
+            &ctx,
+            "SELECT sensor, COUNT(*) AS n, SUM(v) AS total FROM HOP(readings, ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) GROUP BY sensor",
+        )
+        .await;
+        let outputs = collect_all(query).await;
+        let mut per_batch: Vec<(u64, Vec<Vec<String>>)> = outputs
+            .iter()
+            .map(|o| {
+                let mut rows = crate::common::rows(o);
+                rows.sort();
+                (o.batch_number, rows)
+            })
+            .filter(|(_, rows)| !rows.is_empty())
+            .collect();
+        per_batch.sort();
+        let row = |k: &str, n: &str, t: &str| vec![k.to_string(), n.to_string(), t.to_string()];
+        assert_eq!(
+            per_batch,
+            vec![
+                // wm 7 s: window -5..5 closes (a 1, b 2).
+                (1, vec![row("a", "1", "1"), row("b", "1", "2")]),
+                // The end: 0..10 (a 1+4, b 2), 5..15 (a 4+3), 10..20 (a 3),
+                // 20..30 and 25..35 hold a 5; emitted in window order.
+                (
+                    2,
+                    vec![
+                        row("a", "1", "3"),
+                        row("a", "1", "5"),
+                        row("a", "1", "5"),
+                        row("a", "2", "5"),
+                        row("a", "2", "7"),
+                        row("b", "1", "2"),
+                    ]
+                ),
+            ],
+            "incremental = {incremental}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn hop_windows_overlap_and_each_is_emitted_once() {
     // Windows of 10 s every 5 s; no delay.
     let batches: &[&[Row]] = &[
