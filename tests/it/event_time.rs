@@ -637,6 +637,7 @@ enum Kind {
 fn model(
     kind: Kind,
     delay: i64,
+    on_update: bool,
     batches: &[Vec<(String, i64, i64)>],
 ) -> (BTreeMap<u64, Vec<Result5>>, BTreeMap<u64, u64>) {
     let mut emitted: BTreeMap<u64, Vec<Result5>> = BTreeMap::new();
@@ -680,20 +681,31 @@ fn model(
                     Kind::Hop(slide, size) => (slide, size),
                     Kind::Session(_) => unreachable!(),
                 };
-                rows.extend(fresh);
-                let mut starts: BTreeSet<i64> = BTreeSet::new();
-                for row in &rows {
-                    let mut start = row.2.div_euclid(slide) * slide;
-                    while start + size > row.2 {
-                        starts.insert(start);
-                        start -= slide;
+                let windows_of = |rows: &[(String, i64, i64)]| {
+                    let mut starts: BTreeSet<i64> = BTreeSet::new();
+                    for row in rows {
+                        let mut start = row.2.div_euclid(slide) * slide;
+                        while start + size > row.2 {
+                            starts.insert(start);
+                            start -= slide;
+                        }
                     }
-                }
-                // A window closes in the batch after which the watermark
-                // reaches its end; one that had closed before takes no rows.
-                for start in starts {
+                    starts
+                };
+                // On update: each window (still open before the batch) that
+                // the batch's rows fall in. On close: each window closing in
+                // the batch after which the watermark reaches its end; one
+                // that had closed before takes no rows.
+                let touched = windows_of(&fresh);
+                rows.extend(fresh);
+                for start in windows_of(&rows) {
                     let end = start.saturating_add(size);
-                    if end <= previous || end > w {
+                    let shown = if on_update {
+                        touched.contains(&start) && end > previous
+                    } else {
+                        end > previous && end <= w
+                    };
+                    if !shown {
                         continue;
                     }
                     let mut per_key: BTreeMap<String, (i64, i64)> = BTreeMap::new();
@@ -712,29 +724,51 @@ fn model(
                 rows.retain(|row| last_end(row.2) > w);
             }
             Kind::Session(gap) => {
+                // (start, end, n, total, holds a row of this batch)
+                let mut per_key: BTreeMap<String, Vec<(i64, i64, i64, i64, bool)>> = sessions
+                    .iter()
+                    .map(|(k, list)| {
+                        (
+                            k.clone(),
+                            list.iter().map(|s| (s.0, s.1, s.2, s.3, false)).collect(),
+                        )
+                    })
+                    .collect();
                 for (key, v, t) in fresh {
-                    sessions.entry(key).or_default().push((t, t + gap, 1, v));
+                    per_key
+                        .entry(key)
+                        .or_default()
+                        .push((t, t + gap, 1, v, true));
                 }
-                for (key, list) in sessions.iter_mut() {
-                    list.sort();
-                    let mut merged: Vec<(i64, i64, i64, i64)> = Vec::new();
-                    for s in list.drain(..) {
+                sessions.clear();
+                for (key, mut list) in per_key {
+                    list.sort_by_key(|s| (s.0, s.1));
+                    let mut merged: Vec<(i64, i64, i64, i64, bool)> = Vec::new();
+                    for s in list {
                         match merged.last_mut() {
                             Some(last) if s.0 < last.1 => {
                                 last.1 = last.1.max(s.1);
                                 last.2 += s.2;
                                 last.3 += s.3;
+                                last.4 |= s.4;
                             }
                             _ => merged.push(s),
                         }
                     }
                     for s in &merged {
-                        if s.1 <= w {
+                        let shown = if on_update { s.4 } else { s.1 <= w };
+                        if shown {
                             out.push((s.0, s.1, key.clone(), s.2, s.3));
                         }
                     }
-                    merged.retain(|s| s.1 > w);
-                    *list = merged;
+                    let merged: Vec<(i64, i64, i64, i64)> = merged
+                        .into_iter()
+                        .filter(|s| s.1 > w)
+                        .map(|s| (s.0, s.1, s.2, s.3))
+                        .collect();
+                    if !merged.is_empty() {
+                        sessions.insert(key, merged);
+                    }
                 }
             }
         }
@@ -771,7 +805,7 @@ fn random_batches(rng: &mut Rng) -> Vec<Vec<(String, i64, i64)>> {
     out
 }
 
-async fn differential(kind: Kind, seed: u64) {
+async fn differential(kind: Kind, seed: u64, on_update: bool) {
     let mut rng = Rng(seed);
     let (mut late_rows, mut windows) = (0, 0);
     for case in 0..20 {
@@ -786,15 +820,16 @@ async fn differential(kind: Kind, seed: u64) {
         };
         let incremental = matches!(kind, Kind::Session(_)) || case % 2 == 0;
         let ctx = readings(&batches, delay as u64, incremental, true);
-        let query = start(&ctx, &window_sql(&window, "")).await;
+        let emit = if on_update { "EMIT ON UPDATE" } else { "" };
+        let query = start(&ctx, &window_sql(&window, emit)).await;
         let outputs = collect_all(query).await;
-        let expected = model(kind, delay, &batches);
+        let expected = model(kind, delay, on_update, &batches);
         late_rows += expected.1.values().sum::<u64>();
         windows += expected.0.values().map(Vec::len).sum::<usize>();
         assert_eq!(
             by_batch(&outputs),
             expected,
-            "{kind:?} case {case} (incremental = {incremental}, delay {delay}): {batches:?}"
+            "{kind:?} case {case} (incremental = {incremental}, on update = {on_update}, delay {delay}): {batches:?}"
         );
     }
     // The cases exercise what they are for.
@@ -804,15 +839,18 @@ async fn differential(kind: Kind, seed: u64) {
 
 #[tokio::test]
 async fn tumble_matches_the_model_on_random_out_of_order_input() {
-    differential(Kind::Tumble(4_000), 0x7e57_0001).await;
+    differential(Kind::Tumble(4_000), 0x7e57_0001, false).await;
+    differential(Kind::Tumble(4_000), 0x7e57_0011, true).await;
 }
 
 #[tokio::test]
 async fn hop_matches_the_model_on_random_out_of_order_input() {
-    differential(Kind::Hop(1_500, 4_000), 0x7e57_0002).await;
+    differential(Kind::Hop(1_500, 4_000), 0x7e57_0002, false).await;
+    differential(Kind::Hop(1_500, 4_000), 0x7e57_0012, true).await;
 }
 
 #[tokio::test]
 async fn session_matches_the_model_on_random_out_of_order_input() {
-    differential(Kind::Session(3_000), 0x7e57_0003).await;
+    differential(Kind::Session(3_000), 0x7e57_0003, false).await;
+    differential(Kind::Session(3_000), 0x7e57_0013, true).await;
 }
