@@ -725,7 +725,8 @@ fn model(
             }
             Kind::Session(gap) => {
                 // (start, end, n, total, holds a row of this batch)
-                let mut per_key: BTreeMap<String, Vec<(i64, i64, i64, i64, bool)>> = sessions
+                type Session = (i64, i64, i64, i64, bool);
+                let mut per_key: BTreeMap<String, Vec<Session>> = sessions
                     .iter()
                     .map(|(k, list)| {
                         (
@@ -743,7 +744,7 @@ fn model(
                 sessions.clear();
                 for (key, mut list) in per_key {
                     list.sort_by_key(|s| (s.0, s.1));
-                    let mut merged: Vec<(i64, i64, i64, i64, bool)> = Vec::new();
+                    let mut merged: Vec<Session> = Vec::new();
                     for s in list {
                         match merged.last_mut() {
                             Some(last) if s.0 < last.1 => {
