@@ -367,6 +367,12 @@ impl StreamContext {
             .await
             .map_err(|e| datafusion_sql_error(e, Some(location)))?;
         planner::check_readable(&plan)?;
+        if !clauses.is_empty() && !planner::reads_streams(&plan)? {
+            return Err(BrookError::Sql {
+                message: "EMIT ON ... and LATE DATA TO ... follow a continuous query over an event-time window (TUMBLE, HOP or SESSION with a time column)".into(),
+                location: clauses.location.or(Some(location)),
+            });
+        }
         if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
             let frame = self.inner.session.execute_logical_plan(plan).await?;
             let schema = Arc::new(frame.schema().as_arrow().clone());

@@ -72,6 +72,10 @@ const KEYWORDS: &[&str] = &[
     "HOP",
     "TUMBLE",
     "RUNNING",
+    "SESSION",
+    "WATERMARK",
+    "EMIT",
+    "LATE",
     "INTERVAL",
     "unnest",
     "split",
@@ -81,6 +85,10 @@ const KEYWORDS: &[&str] = &[
     "batch_interval",
     "connector",
     "incremental_windows",
+    "checkpoint_dir",
+    "idle_timeout",
+    "max_ahead",
+    "lateness_ms",
 ];
 
 /// The REPL's rustyline helper.
