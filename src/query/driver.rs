@@ -19,6 +19,7 @@ use super::engine::{BatchEngine, Emission, MicroBatch};
 use super::registry::{LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, Stop};
 use crate::batcher::Tick;
 use crate::error::{BrookError, RecentWarnings, Result, error_chain};
+use crate::source::cuts::InFlight;
 use crate::sync::lock;
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
@@ -28,11 +29,19 @@ use crate::sync::lock;
 /// [`BrookError::BatchFailed`] and the query goes on with the next batch.
 /// Dropping it stops the query; [`ContinuousQuery::stop`] stops it after the
 /// batch in progress.
+///
+/// An output counts as done with when the next one is asked for (or the
+/// query is dropped): only then may a Kafka stream commit the offsets of
+/// the rows behind it, so a consumer that writes each output before
+/// polling again gets at-least-once delivery.
 pub struct ContinuousQuery {
     entry: Arc<QueryEntry>,
     registry: QueryRegistry,
     schema: SchemaRef,
-    outputs: mpsc::Receiver<Result<BatchOutput>>,
+    outputs: mpsc::Receiver<(Result<BatchOutput>, InFlight)>,
+    /// The cuts behind the output last handed out, released when the next
+    /// one is asked for.
+    in_flight: InFlight,
     /// The driver task; taken once it has ended, so that a panic in it is
     /// reported as the stream's last item instead of a silent end.
     task: Option<JoinHandle<()>>,
@@ -105,6 +114,7 @@ impl ContinuousQuery {
             registry,
             schema,
             outputs,
+            in_flight: InFlight::default(),
             task: Some(task),
         }
     }
@@ -147,6 +157,12 @@ impl ContinuousQuery {
     pub fn finish(&self) {
         self.entry.finish();
     }
+
+    /// The output last handed out was not delivered (a sink failed to
+    /// write it): its streams' offsets are not committed past its rows.
+    pub(crate) fn hold_back_last_output(&self) {
+        self.in_flight.hold_back();
+    }
 }
 
 impl Drop for ContinuousQuery {
@@ -163,9 +179,15 @@ impl Stream for ContinuousQuery {
     type Item = Result<BatchOutput>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Asking for the next output: the last one is done with.
+        self.in_flight = InFlight::default();
         match self.outputs.poll_recv(cx) {
             Poll::Ready(None) => {}
-            other => return other,
+            Poll::Ready(Some((output, in_flight))) => {
+                self.in_flight = in_flight;
+                return Poll::Ready(Some(output));
+            }
+            Poll::Pending => return Poll::Pending,
         }
         // The driver has dropped its sender: it ended, or it panicked.
         let Some(task) = self.task.as_mut() else {
@@ -195,7 +217,8 @@ impl Stream for ContinuousQuery {
 struct Driver {
     engine: Box<dyn BatchEngine>,
     schema: SchemaRef,
-    outputs: mpsc::Sender<Result<BatchOutput>>,
+    /// Each output goes with the cuts behind it (see [`ContinuousQuery`]).
+    outputs: mpsc::Sender<(Result<BatchOutput>, InFlight)>,
     /// The registry's record of this query: stats and stop requests.
     entry: Arc<QueryEntry>,
     stop_on_error: bool,
@@ -224,18 +247,24 @@ impl Driver {
             let mut inputs = Vec::with_capacity(tick.inputs.len());
             let mut all_ended = true;
             let mut rows = 0;
+            // Held until the batch is done with: past the engine, and with
+            // its output until the output's consumer asks for the next.
+            let mut in_flight = InFlight::default();
             for input in tick.inputs {
                 match input {
                     Ok(cut) => {
                         all_ended &= cut.ended;
                         rows += cut.rows;
                         inputs.push(cut.batches);
+                        in_flight.push(cut.in_flight);
                     }
                     Err(failure) => {
+                        // The other streams' rows of this tick are not run.
+                        in_flight.hold_back();
                         let error = BrookError::from(failure);
                         self.warnings.push(&error);
                         let end = QueryEnd::Failed(error_chain(&error));
-                        let _ = self.outputs.send(Err(error)).await;
+                        let _ = self.outputs.send((Err(error), in_flight)).await;
                         return end;
                     }
                 }
@@ -263,7 +292,11 @@ impl Driver {
                     _ => None,
                 };
                 if let Some(output) = output
-                    && self.outputs.send(output).await.is_err()
+                    && self
+                        .outputs
+                        .send((output, std::mem::take(&mut in_flight)))
+                        .await
+                        .is_err()
                 {
                     return QueryEnd::Stopped;
                 }
@@ -286,7 +319,9 @@ impl Driver {
                     self.output(result, &last, tick.instant, started, Duration::ZERO)
                 {
                     self.keep_latest(output.as_ref().ok());
-                    let _ = self.outputs.send(output).await;
+                    // With the last batch's cuts, if its own run emitted
+                    // nothing (a window emits its rows here).
+                    let _ = self.outputs.send((output, in_flight)).await;
                 }
                 return if all_ended {
                     QueryEnd::Finished

@@ -69,7 +69,14 @@ impl SinkRegistry {
             let mut first_failure = None;
             while let Some(output) = query.next().await {
                 let written = match output {
-                    Ok(output) => sink.write(&output).await,
+                    Ok(output) => {
+                        let written = sink.write(&output).await;
+                        if written.is_err() {
+                            // Its rows' offsets must not be committed.
+                            query.hold_back_last_output();
+                        }
+                        written
+                    }
                     Err(err) => Err(err),
                 };
                 let Err(err) = written else {
