@@ -162,7 +162,9 @@ impl Running {
                 offsets.stream, offsets.topic
             )));
         }
-        let Some(list) = offsets.pending_commit(None) else {
+        // All finished offsets, also those an asynchronous commit still
+        // carries: this answer is the one waited for.
+        let Some(list) = offsets.finished_commit() else {
             return;
         };
         let (answered, answer) = std::sync::mpsc::channel();
@@ -320,6 +322,22 @@ impl Offsets {
         }
         let mut list = TopicPartitionList::new();
         for (partition, offset) in due {
+            book.committed.insert(partition, offset);
+            let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
+        }
+        Some(list)
+    }
+
+    /// Every finished offset (of the assigned partitions), marked as
+    /// committed.
+    fn finished_commit(&self) -> Option<TopicPartitionList> {
+        self.pending_commit(None);
+        let mut book = lock(&self.book);
+        if book.finished.is_empty() {
+            return None;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in book.finished.clone() {
             book.committed.insert(partition, offset);
             let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
         }
@@ -536,6 +554,10 @@ impl Source for KafkaSource {
         };
         let last_cut = offsets.inbox.ledger().last_cut();
         let book = lock(&offsets.book);
+        if !book.assigned.is_empty() {
+            let assigned: Vec<String> = book.assigned.keys().map(i32::to_string).collect();
+            text += &format!(", assigned partitions {}", assigned.join(" "));
+        }
         if !book.read.is_empty() {
             text += &format!(
                 ", next offsets {}",
