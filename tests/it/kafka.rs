@@ -288,6 +288,19 @@ async fn a_missing_topic_or_broker_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("needs option bootstrap_servers"), "{err}");
+
+    let err = ctx
+        .sql(
+            "CREATE STREAM auto (line TEXT) WITH (connector = 'kafka', topic = 't', \
+             bootstrap_servers = '127.0.0.1:9', 'kafka.enable.auto.commit' = 'true')",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'kafka.enable.auto.commit' = 'true' is not supported"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
