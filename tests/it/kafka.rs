@@ -855,3 +855,32 @@ async fn a_finished_query_has_committed_every_row_it_read_once_its_context_is_dr
     drop(ctx);
     assert_eq!(committed(&broker, "closing", "final", 2), [150, 150]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_far_larger_than_the_bound_is_read_whole_with_at_most_the_bound_waiting() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("big", 4);
+    let messages: Vec<(i32, Option<String>, String)> = (1..=50_000)
+        .map(|n: i64| ((n % 4) as i32, None, n.to_string()))
+        .collect();
+    produce(&broker, "big", &messages).await;
+    let ctx = StreamContext::new(Duration::from_millis(100));
+    ctx.sql(&format!(
+        "CREATE STREAM big (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{}', \
+         topic = 'big', format = 'csv', start_offset = 'earliest', max_pending_rows = '2000', {GROUP})",
+        broker.address()
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT COUNT(*) AS rows, SUM(n) AS total FROM big").await;
+    let expected: i64 = (1..=50_000).sum();
+    assert_eq!(sum_until(&mut query, 1, expected).await, expected);
+    let stream = &ctx.streams()[0];
+    // The reader reads far faster than 2,000 rows a tick: it was held back
+    // (partitions paused) rather than buffering.
+    assert!(
+        stream.peak_pending_rows > 0 && stream.peak_pending_rows <= 2000,
+        "{stream:?}"
+    );
+    assert_eq!(stream.rows_received, 50_000);
+}

@@ -778,7 +778,10 @@ impl Reader {
                 }
             }
             let rebalance = self.offsets.rebalances.load(Ordering::Acquire);
-            while places.len() < MESSAGES_PER_CHUNK && chunk.len() < BYTES_PER_CHUNK {
+            // A chunk fits in the inbox's bound (an empty inbox would take
+            // a larger one whole).
+            let most = MESSAGES_PER_CHUNK.min(self.inbox.limits().max_pending_rows);
+            while places.len() < most && chunk.len() < BYTES_PER_CHUNK {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => add_message(&message, &mut chunk, &mut places),
                     _ => break,
@@ -848,7 +851,10 @@ impl Reader {
                     return false;
                 }
             };
-            if self.inbox.push_now(batch.clone()).is_err() {
+            // A message of many lines can still make more rows than the
+            // bound: `push` then queues it in slices.
+            let fits = batch.num_rows() <= self.inbox.limits().max_pending_rows;
+            if !fits || self.inbox.push_now(batch.clone()).is_err() {
                 // Full: stop fetching until a cut makes room.
                 let assigned = self.consumer.assignment().ok();
                 if let Some(assigned) = &assigned {
