@@ -89,7 +89,7 @@ async fn start(ctx: &StreamContext, sql: &str) -> brook::ContinuousQuery {
 async fn every_message_of_four_partitions_is_counted_exactly_once() {
     let broker = KafkaBroker::start();
     broker.create_topic("numbers", 4);
-    let messages: Vec<(i32, Option<String>, String)> = (1..=20_000)
+    let messages: Vec<(i32, Option<String>, String)> = (1..=100_000)
         .map(|n: i64| ((n % 4) as i32, None, n.to_string()))
         .collect();
     produce(&broker, "numbers", &messages).await;
@@ -106,7 +106,7 @@ async fn every_message_of_four_partitions_is_counted_exactly_once() {
         "SELECT COUNT(*) AS rows, SUM(n) AS total FROM numbers",
     )
     .await;
-    let expected: i64 = (1..=20_000).sum();
+    let expected: i64 = (1..=100_000).sum();
     assert_eq!(sum_until(&mut query, 1, expected).await, expected);
 }
 
