@@ -884,3 +884,66 @@ async fn a_topic_far_larger_than_the_bound_is_read_whole_with_at_most_the_bound_
     );
     assert_eq!(stream.rows_received, 50_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_a_sink_failed_to_write_holds_the_streams_commits_back() {
+    let source = KafkaBroker::start();
+    source.create_topic("payments", 1);
+    let target = KafkaBroker::start();
+    target.create_topic("ledger", 1);
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(50), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM payments (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{}', \
+         topic = 'payments', format = 'csv', group_id = 'bookkeeper', {GROUP})",
+        source.address()
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK ledger WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'ledger', \
+         format = 'csv', 'kafka.message.timeout.ms' = '1000') AS SELECT n FROM payments",
+        target.address()
+    ))
+    .await
+    .unwrap();
+    let values: Vec<i64> = (1..=10).collect();
+    produce_in_batches(&source, "payments", 0, &values, 1).await;
+    let deadline = Instant::now() + DEADLINE;
+    while committed(&source, "bookkeeper", "payments", 1) != [10] {
+        assert!(
+            Instant::now() < deadline,
+            "the first batch was not committed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sink's broker is gone: its next batch is not acknowledged.
+    drop(target);
+    let values: Vec<i64> = (11..=20).collect();
+    produce_in_batches(&source, "payments", 0, &values, 1).await;
+    let options = wait_for_stream(&ctx, |options| options.contains("commits held back")).await;
+    assert!(options.contains("committed 0:10"), "{options}");
+    // Later batches (the sink stops after three failures; the stream goes
+    // on) do not move the commit either.
+    let values: Vec<i64> = (21..=30).collect();
+    produce_in_batches(&source, "payments", 0, &values, 1).await;
+    while ctx.streams()[0].rows_received < 30 || ctx.streams()[0].rows_pending > 0 {
+        assert!(Instant::now() < deadline, "{:?}", ctx.streams());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(committed(&source, "bookkeeper", "payments", 1), [10]);
+    let reported = warnings.lock().unwrap().clone();
+    assert!(
+        reported.iter().any(|w| w.contains("sink 'ledger'")),
+        "{reported:?}"
+    );
+    // Dropping the stream says why nothing more was committed.
+    drop(ctx);
+    let reported = warnings.lock().unwrap().clone();
+    assert!(
+        reported
+            .iter()
+            .any(|w| w.contains("were not committed past a batch that was not delivered")),
+        "{reported:?}"
+    );
+}
