@@ -252,8 +252,9 @@ struct Chunk {
 impl OffsetBook {
     /// Folds the chunks whose items are finished into `finished`, and
     /// forgets those the latest cut (starting after `last_cut_start`
-    /// items) no longer shows.
-    fn fold(&mut self, items_finished: u64, last_cut_start: u64) {
+    /// items) no longer shows. Once commits are `held_back`, chunks that
+    /// will never be folded are forgotten too.
+    fn fold(&mut self, items_finished: u64, last_cut_start: u64, held_back: bool) {
         while let Some(chunk) = self.chunks.get(self.folded) {
             if chunk.items > items_finished {
                 break;
@@ -272,14 +273,14 @@ impl OffsetBook {
             }
             self.folded += 1;
         }
-        while self.folded > 0
+        while (self.folded > 0 || held_back)
             && self
                 .chunks
                 .front()
                 .is_some_and(|chunk| chunk.items <= last_cut_start)
         {
             self.chunks.pop_front();
-            self.folded -= 1;
+            self.folded = self.folded.saturating_sub(1);
         }
     }
 
@@ -308,8 +309,9 @@ impl Offsets {
         let ledger = self.inbox.ledger();
         let items_finished = ledger.items_finished();
         let last_cut_start = ledger.last_cut().0;
+        let held_back = ledger.is_held_back();
         let mut book = lock(&self.book);
-        book.fold(items_finished, last_cut_start);
+        book.fold(items_finished, last_cut_start, held_back);
         let due: Vec<(i32, i64)> = book
             .finished
             .iter()
@@ -362,8 +364,12 @@ impl Offsets {
         offsets_text(book.committed.iter().map(|(p, o)| (*p, *o)))
     }
 
-    /// Records a chunk pushed into the inbox.
+    /// Records a chunk pushed into the inbox (and folds, so that chunks
+    /// are forgotten even while nothing finishes: commits held back).
     fn record(&self, items: u64, rebalance: u64, ranges: BTreeMap<i32, (i64, i64)>) {
+        let ledger = self.inbox.ledger();
+        let (items_finished, last_cut_start) = (ledger.items_finished(), ledger.last_cut().0);
+        let held_back = ledger.is_held_back();
         let mut book = lock(&self.book);
         for (partition, (_, last)) in &ranges {
             book.read.insert(*partition, last + 1);
@@ -373,6 +379,7 @@ impl Offsets {
             rebalance,
             ranges,
         });
+        book.fold(items_finished, last_cut_start, held_back);
     }
 
     /// Partitions assigned at rebalance `rebalance`.
@@ -974,5 +981,53 @@ impl Committer {
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(items: u64, rebalance: u64, ranges: &[(i32, i64, i64)]) -> Chunk {
+        Chunk {
+            items,
+            rebalance,
+            ranges: ranges.iter().map(|(p, f, l)| (*p, (*f, *l))).collect(),
+        }
+    }
+
+    #[test]
+    fn finished_offsets_count_only_chunks_read_since_their_partitions_assignment() {
+        let mut book = OffsetBook::default();
+        book.assigned.insert(0, 1);
+        book.assigned.insert(1, 3);
+        book.chunks.push_back(chunk(1, 1, &[(0, 0, 9), (1, 0, 4)]));
+        book.chunks
+            .push_back(chunk(2, 3, &[(0, 10, 19), (1, 5, 9)]));
+        book.chunks.push_back(chunk(3, 3, &[(0, 20, 29)]));
+        book.fold(2, 0, false);
+        // Partition 1's first rows were read in an assignment that is over.
+        assert_eq!(book.finished, BTreeMap::from([(0, 20), (1, 10)]));
+        assert_eq!(
+            book.ranges((1, 3)),
+            BTreeMap::from([(0, (10, 29)), (1, (5, 9))])
+        );
+        // Folded chunks before the latest cut are forgotten.
+        book.fold(2, 2, false);
+        assert_eq!(book.chunks.len(), 1);
+        assert_eq!(book.folded, 0);
+    }
+
+    #[test]
+    fn chunks_are_forgotten_once_commits_are_held_back() {
+        let mut book = OffsetBook::default();
+        book.assigned.insert(0, 0);
+        for items in 1..=100 {
+            book.chunks
+                .push_back(chunk(items, 0, &[(0, items as i64, items as i64)]));
+            book.fold(0, items - 1, true);
+        }
+        assert_eq!(book.chunks.len(), 1);
+        assert!(book.finished.is_empty());
     }
 }
