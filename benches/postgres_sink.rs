@@ -66,7 +66,6 @@ fn output(batch_number: u64, rows: usize) -> BatchOutput {
         late_rows: 0,
         far_future_rows: 0,
         checkpoint: None,
-        completion: Default::default(),
     }
 }
 

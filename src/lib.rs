@@ -12,9 +12,10 @@
 //! - [`error`]: [`BrookError`] and whose fault it is ([`ErrorKind`]).
 //! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
 //!   parsed with sqlparser; everything else goes to DataFusion.
-//! - [`source`]: queue, socket and directory sources, decoding lines (text,
-//!   CSV, JSON) and reading Parquet files into Arrow, and each stream's
-//!   bounded inbox.
+//! - [`source`]: queue, socket, directory and Kafka sources, decoding lines
+//!   (text, CSV, JSON) and reading Parquet files into Arrow, each stream's
+//!   bounded inbox, and the ledger of which cuts every query has finished
+//!   (what a Kafka stream may commit).
 //! - [`event_time`]: a stream's event-time column and watermark
 //!   declaration, and the watermark a query keeps over its streams.
 //! - `stream`: a registered stream: its source, inbox and counters.

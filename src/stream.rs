@@ -148,18 +148,19 @@ impl LiveStream {
 
     /// Cuts what arrived since the last tick into one micro-batch.
     pub fn cut(&self) -> Result<StreamCut> {
-        let (items, ended, failure) = self.inbox.take(self.source.one_item_per_batch());
-        if let Some(source) = failure {
+        let taken = self.inbox.take(self.source.one_item_per_batch());
+        if let Some(source) = taken.failure {
             return Err(BrookError::StreamFailed {
                 stream: self.name.clone(),
                 source,
             });
         }
-        let rows = items.iter().map(RecordBatch::num_rows).sum();
+        let rows = taken.items.iter().map(RecordBatch::num_rows).sum();
         Ok(StreamCut {
-            batches: coalesce(&self.schema, items)?,
+            batches: coalesce(&self.schema, taken.items)?,
             rows,
-            ended,
+            ended: taken.ended,
+            in_flight: taken.in_flight,
         })
     }
 }
@@ -211,6 +212,9 @@ pub(crate) struct StreamCut {
     pub rows: usize,
     /// The source has ended and everything it delivered has now been cut.
     pub ended: bool,
+    /// Shared by every query the cut is handed to; the cut is finished
+    /// (a Kafka source may commit its offsets) once all have dropped it.
+    pub in_flight: Arc<crate::source::cuts::CutInFlight>,
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! What follows a batch once its output has been handled: the query's
-//! checkpoint after the batch is written when the last copy of the
-//! [`BatchOutput`](super::BatchOutput) is dropped — after the console
-//! printed it or a sink wrote it — unless the consumer said the output was
-//! not handled ([`BatchCompletion::abandon`]).
+//! What follows a batch once it is done with — run by the engine and, when
+//! it has an output, that output handled (the consumer asked for the next
+//! one: the console printed it, a sink wrote it): the query's checkpoint
+//! after the batch is written, then its streams' cuts are finished (a Kafka
+//! stream may commit their offsets). An output its consumer could not
+//! handle is held back ([`BatchDone::hold_back`]): no later checkpoint or
+//! commit is made.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,26 +15,25 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::registry::QueryEntry;
 use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, WarningHandler};
+use crate::source::cuts::InFlight;
 use crate::sync::lock;
 
-/// Attached to a [`BatchOutput`](super::BatchOutput); see the module docs.
-/// Outputs made outside brook (for a sink's tests) take
-/// `BatchCompletion::default()`, which does nothing.
-#[derive(Debug, Clone, Default)]
-pub struct BatchCompletion(Option<Arc<PendingCheckpoint>>);
+/// What is done once a batch is done with (see the module docs). Dropped
+/// in field order: the checkpoint first, then the cuts.
+#[derive(Debug, Default)]
+pub(crate) struct BatchDone {
+    pub checkpoint: Option<PendingCheckpoint>,
+    pub cuts: InFlight,
+}
 
-impl BatchCompletion {
-    pub(crate) fn checkpoint(pending: PendingCheckpoint) -> Self {
-        Self(Some(Arc::new(pending)))
-    }
-
-    /// The output was not handled (a sink failed to write it): its
-    /// checkpoint, and every later one of the query, is not written, so
-    /// that a restart resumes before it.
-    pub fn abandon(&self) {
-        if let Some(pending) = &self.0 {
+impl BatchDone {
+    /// The batch was not handled (a sink failed to write its output): its
+    /// checkpoint and cuts, and every later one of the query, do not count.
+    pub fn hold_back(&self) {
+        if let Some(pending) = &self.checkpoint {
             pending.checkpoints.abandoned.store(true, Ordering::Relaxed);
         }
+        self.cuts.hold_back();
     }
 }
 

@@ -16,12 +16,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::BatchOutput;
-use super::completion::{BatchCompletion, CheckpointWriter, PendingCheckpoint};
+use super::completion::{BatchDone, CheckpointWriter, PendingCheckpoint};
 use super::engine::{BatchEngine, Emission, MicroBatch};
 use super::registry::{LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, Stop};
 use crate::batcher::Tick;
 use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, RecentWarnings, Result, WarningHandler, error_chain};
+use crate::source::cuts::InFlight;
 use crate::sync::lock;
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
@@ -31,11 +32,19 @@ use crate::sync::lock;
 /// [`BrookError::BatchFailed`] and the query goes on with the next batch.
 /// Dropping it stops the query; [`ContinuousQuery::stop`] stops it after the
 /// batch in progress.
+///
+/// An output counts as done with when the next one is asked for (or the
+/// query is dropped): only then may a Kafka stream commit the offsets of
+/// the rows behind it, so a consumer that writes each output before
+/// polling again gets at-least-once delivery.
 pub struct ContinuousQuery {
     entry: Arc<QueryEntry>,
     registry: QueryRegistry,
     schema: SchemaRef,
-    outputs: mpsc::Receiver<Result<BatchOutput>>,
+    outputs: mpsc::Receiver<(Result<BatchOutput>, BatchDone)>,
+    /// The cuts behind the output last handed out, released when the next
+    /// one is asked for.
+    in_flight: BatchDone,
     /// The driver task; taken once it has ended, so that a panic in it is
     /// reported as the stream's last item instead of a silent end.
     task: Option<JoinHandle<()>>,
@@ -131,6 +140,7 @@ impl ContinuousQuery {
             registry,
             schema,
             outputs,
+            in_flight: BatchDone::default(),
             task: Some(task),
             restored_batch: (first_batch > 0).then_some(first_batch),
         }
@@ -180,6 +190,14 @@ impl ContinuousQuery {
     pub fn finish(&self) {
         self.entry.finish();
     }
+
+    /// The output last handed out could not be delivered (a sink failed to
+    /// write it): neither its checkpoint nor any later one is written, and
+    /// its streams' offsets are not committed past its rows, so that a
+    /// restart reads them again.
+    pub fn hold_back_last_output(&self) {
+        self.in_flight.hold_back();
+    }
 }
 
 impl Drop for ContinuousQuery {
@@ -196,9 +214,15 @@ impl Stream for ContinuousQuery {
     type Item = Result<BatchOutput>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Asking for the next output: the last one is done with.
+        self.in_flight = BatchDone::default();
         match self.outputs.poll_recv(cx) {
             Poll::Ready(None) => {}
-            other => return other,
+            Poll::Ready(Some((output, in_flight))) => {
+                self.in_flight = in_flight;
+                return Poll::Ready(Some(output));
+            }
+            Poll::Pending => return Poll::Pending,
         }
         // The driver has dropped its sender: it ended, or it panicked.
         let Some(task) = self.task.as_mut() else {
@@ -234,7 +258,8 @@ fn watermark_time(millis: i64) -> chrono::DateTime<Utc> {
 struct Driver {
     engine: Box<dyn BatchEngine>,
     schema: SchemaRef,
-    outputs: mpsc::Sender<Result<BatchOutput>>,
+    /// Each output goes with the cuts behind it (see [`ContinuousQuery`]).
+    outputs: mpsc::Sender<(Result<BatchOutput>, BatchDone)>,
     /// The registry's record of this query: stats and stop requests.
     entry: Arc<QueryEntry>,
     stop_on_error: bool,
@@ -266,6 +291,9 @@ impl Driver {
             let mut ended = Vec::with_capacity(tick.inputs.len());
             let mut all_ended = true;
             let mut rows = 0;
+            // Held until the batch is done with: past the engine, and with
+            // its output until the output's consumer asks for the next.
+            let mut in_flight = InFlight::default();
             for input in tick.inputs {
                 match input {
                     Ok(cut) => {
@@ -273,12 +301,19 @@ impl Driver {
                         ended.push(cut.ended);
                         rows += cut.rows;
                         inputs.push(cut.batches);
+                        in_flight.push(cut.in_flight);
                     }
                     Err(failure) => {
+                        // The other streams' rows of this tick are not run.
+                        in_flight.hold_back();
                         let error = BrookError::from(failure);
                         self.warnings.push(&error);
                         let end = QueryEnd::Failed(error_chain(&error));
-                        let _ = self.outputs.send(Err(error)).await;
+                        let done = BatchDone {
+                            checkpoint: None,
+                            cuts: in_flight,
+                        };
+                        let _ = self.outputs.send((Err(error), done)).await;
                         return end;
                     }
                 }
@@ -297,9 +332,10 @@ impl Driver {
                 let lag = tick.instant.elapsed();
                 let started = std::time::Instant::now();
                 let result = self.engine.on_batch(&batch).await;
-                let completion = match (&result, &self.checkpoints) {
+                // The state after the batch, written once it is done with.
+                let checkpoint = match (&result, &self.checkpoints) {
                     (Ok(_), Some(checkpoints)) => match self.engine.snapshot() {
-                        Ok(state) => BatchCompletion::checkpoint(PendingCheckpoint {
+                        Ok(state) => Some(PendingCheckpoint {
                             checkpoints: Arc::clone(checkpoints),
                             batch: batch.number,
                             batch_time: batch.time,
@@ -307,17 +343,18 @@ impl Driver {
                         }),
                         Err(err) => {
                             self.warnings.push(&err);
-                            BatchCompletion::default()
+                            None
                         }
                     },
-                    _ => BatchCompletion::default(),
+                    _ => None,
                 };
-                let mut output = self.output(result, &batch, tick.instant, started, lag);
-                if let Some(Ok(output)) = &mut output {
-                    output.completion = completion;
-                }
-                // A batch without output is done with at once (its
-                // checkpoint, if any, is written as `completion` drops).
+                let output = self.output(result, &batch, tick.instant, started, lag);
+                // Without an output the batch is done with here, at the end
+                // of this block.
+                let done = BatchDone {
+                    checkpoint,
+                    cuts: std::mem::take(&mut in_flight),
+                };
                 self.record(&batch, output.as_ref(), started.elapsed(), lag);
                 let failure = match &output {
                     Some(Err(err)) => {
@@ -327,7 +364,7 @@ impl Driver {
                     _ => None,
                 };
                 if let Some(output) = output
-                    && self.outputs.send(output).await.is_err()
+                    && self.outputs.send((output, done)).await.is_err()
                 {
                     return QueryEnd::Stopped;
                 }
@@ -355,7 +392,13 @@ impl Driver {
                     self.output(result, &last, tick.instant, started, Duration::ZERO)
                 {
                     self.keep_latest(output.as_ref().ok());
-                    let _ = self.outputs.send(output).await;
+                    // With the last batch's cuts, if its own run emitted
+                    // nothing (a window emits its rows here).
+                    let done = BatchDone {
+                        checkpoint: None,
+                        cuts: in_flight,
+                    };
+                    let _ = self.outputs.send((output, done)).await;
                 }
                 return if all_ended {
                     QueryEnd::Finished
@@ -400,7 +443,6 @@ impl Driver {
                     late_rows: event.late_rows,
                     far_future_rows: event.far_future_rows,
                     checkpoint: lock(&self.entry.stats).checkpoint,
-                    completion: BatchCompletion::default(),
                 }))
             }
             // A batch the plan cannot run (a division by zero, a failed

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
-pub use completion::BatchCompletion;
 pub use driver::ContinuousQuery;
 pub use registry::{QueryInfo, QueryStats};
 
@@ -57,12 +56,8 @@ pub struct BatchOutput {
     pub far_future_rows: u64,
     /// With a checkpoint directory: the last batch whose checkpoint was
     /// written when this output was made (this batch's is written once the
-    /// output has been handled).
+    /// output has been handled: when its consumer asks for the next).
     pub checkpoint: Option<u64>,
-    /// Writes this batch's checkpoint once every copy of the output is
-    /// dropped; a sink that could not write it calls
-    /// [`BatchCompletion::abandon`].
-    pub completion: BatchCompletion,
 }
 
 impl BatchOutput {

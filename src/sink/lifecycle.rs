@@ -72,8 +72,9 @@ impl SinkRegistry {
                     Ok(output) => {
                         let written = sink.write(&output).await;
                         if written.is_err() {
-                            // Not written: no checkpoint may claim it was.
-                            output.completion.abandon();
+                            // Not written: no checkpoint may claim it was,
+                            // and its rows' offsets must not be committed.
+                            query.hold_back_last_output();
                         }
                         written
                     }

@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::Notify;
 
 use super::StreamLimits;
+use super::cuts::{CutInFlight, CutLedger};
 use crate::error::{BrookError, Result};
 
 /// Where a source leaves decoded rows until the next tick. Bounded by rows
@@ -29,6 +30,21 @@ pub(crate) struct Inbox {
     /// Told when the source ends (closes or fails), so that the clock can
     /// cut the last batch at once instead of at the next tick.
     on_close: std::sync::Mutex<Vec<std::sync::Arc<Notify>>>,
+    /// Which cuts every query has finished with: what a source that can
+    /// replay (Kafka) may commit.
+    ledger: Arc<CutLedger>,
+}
+
+/// What one cut took from an inbox.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub items: Vec<RecordBatch>,
+    /// The source has ended and everything it delivered is now taken.
+    pub ended: bool,
+    /// Why the source failed, once every row before the failure is taken.
+    pub failure: Option<Arc<BrookError>>,
+    /// Shared by the queries the cut goes to; finished when all drop it.
+    pub in_flight: Arc<CutInFlight>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +91,7 @@ impl Inbox {
             peak_pending_rows: AtomicU64::new(0),
             peak_pending_bytes: AtomicU64::new(0),
             on_close: std::sync::Mutex::new(Vec::new()),
+            ledger: Arc::default(),
         }
     }
 
@@ -255,14 +272,26 @@ impl Inbox {
         self.lock().pushed
     }
 
-    /// Items taken whole by cuts so far; in the order they were added.
-    pub fn items_taken(&self) -> u64 {
-        self.lock().taken
+    /// Drops the rows waiting for a cut (a Kafka source whose partitions
+    /// were revoked: their new owner reads them again), counting their
+    /// items as taken by no one. Returns the items cuts had taken before.
+    pub fn discard_pending(&self) -> u64 {
+        let mut state = self.lock();
+        let taken = state.taken;
+        self.rows_received
+            .fetch_sub(state.pending_rows as u64, Ordering::Relaxed);
+        state.taken += state.items.len() as u64;
+        state.items.clear();
+        state.pending_rows = 0;
+        state.pending_bytes = 0;
+        drop(state);
+        self.space_freed.notify_waiters();
+        taken
     }
 
-    /// Waits for the next cut (or for room freed by it).
-    pub async fn next_take(&self) {
-        self.space_freed.notified().await;
+    /// Which of the inbox's cuts every reader has finished.
+    pub fn ledger(&self) -> &Arc<CutLedger> {
+        &self.ledger
     }
 
     /// Waits until every row pushed so far has been taken by a cut (or the
@@ -288,13 +317,19 @@ impl Inbox {
 
     /// Takes the first item (`one_item`) or all items; says whether the
     /// stream has ended with this take.
-    pub(crate) fn take(&self, one_item: bool) -> (Vec<RecordBatch>, bool, Option<Arc<BrookError>>) {
+    pub(crate) fn take(&self, one_item: bool) -> Taken {
         let mut state = self.lock();
+        let taken_before = state.taken;
         // Rows that arrived before the failure are still delivered first.
         if state.items.is_empty()
             && let Some(failure) = state.failure.clone()
         {
-            return (Vec::new(), true, Some(failure));
+            return Taken {
+                items: Vec::new(),
+                ended: true,
+                failure: Some(failure),
+                in_flight: self.ledger.open(taken_before, taken_before),
+            };
         }
         let mut items = Vec::new();
         let mut rows = 0;
@@ -327,9 +362,16 @@ impl Inbox {
             state.pending_bytes = 0;
         }
         let ended = state.closed && state.items.is_empty() && state.failure.is_none();
+        // Opened under the inbox's lock, so that cuts are recorded in order.
+        let in_flight = self.ledger.open(taken_before, state.taken);
         drop(state);
         self.space_freed.notify_waiters();
-        (items, ended, None)
+        Taken {
+            items,
+            ended,
+            failure: None,
+            in_flight,
+        }
     }
 }
 
@@ -377,12 +419,18 @@ mod tests {
                 })
                 .collect()
         };
-        let (first, ended, _) = inbox.take(false);
-        assert_eq!((values(&first), ended), (vec![1, 2, 3, 4], false));
+        let first = inbox.take(false);
+        assert_eq!(
+            (values(&first.items), first.ended),
+            (vec![1, 2, 3, 4], false)
+        );
         assert_eq!(inbox.pending_rows(), 4);
         inbox.close();
-        let (second, ended, _) = inbox.take(false);
-        assert_eq!((values(&second), ended), (vec![5, 6, 7, 8], true));
+        let second = inbox.take(false);
+        assert_eq!(
+            (values(&second.items), second.ended),
+            (vec![5, 6, 7, 8], true)
+        );
         assert_eq!(inbox.lock().pending_bytes, 0);
     }
 }

@@ -3,6 +3,7 @@
 //! the stream's `Inbox` for the next tick.
 
 pub(crate) mod config;
+pub(crate) mod cuts;
 pub(crate) mod decode;
 mod files;
 mod inbox;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use crate::common::rows;
 
+#[path = "../../examples/kafka_wordcount.rs"]
+mod kafka_wordcount;
 #[path = "../../examples/queue_wordcount.rs"]
 mod queue_wordcount;
 #[path = "../../examples/socket_print.rs"]
@@ -56,6 +58,71 @@ async fn socket_print_example_prints_every_line_once_in_order() {
     assert!(
         outputs.len() >= 2,
         "two bursts a pause apart make two batches: {outputs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_wordcount_example_counts_every_word_and_commits_what_it_counted() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = crate::kafka_broker::KafkaBroker::start();
+    broker.create_topic("lines", 2);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .create()
+        .unwrap();
+    let lines = ["a b a", "c a\nb", "b c d"];
+    for (i, line) in lines.iter().enumerate() {
+        producer
+            .send(
+                FutureRecord::<(), _>::to("lines")
+                    .partition(i as i32 % 2)
+                    .payload(*line),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let (totals, offsets) = tokio::time::timeout(
+        crate::common::DEADLINE,
+        kafka_wordcount::run(
+            &broker.address(),
+            "lines",
+            "example",
+            9,
+            Duration::from_millis(100),
+        ),
+    )
+    .await
+    .expect("the example ends")
+    .unwrap();
+    let expected: std::collections::BTreeMap<String, i64> =
+        [("a", 3), ("b", 3), ("c", 2), ("d", 1)]
+            .into_iter()
+            .map(|(w, n)| (w.to_string(), n))
+            .collect();
+    assert_eq!(totals, expected);
+    assert!(offsets.contains("next offsets 0:2 1:1"), "{offsets}");
+    // The example's context is dropped: what it counted is committed.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "example")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition("lines", 0);
+    list.add_partition("lines", 1);
+    let committed: Vec<_> = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.offset())
+        .collect();
+    assert_eq!(
+        committed,
+        [rdkafka::Offset::Offset(2), rdkafka::Offset::Offset(1)]
     );
 }
 

@@ -21,8 +21,12 @@ use crate::kafka_broker::KafkaBroker;
 const GROUP: &str = "'kafka.session.timeout.ms' = '6000', 'kafka.heartbeat.interval.ms' = '500'";
 
 async fn produce(broker: &KafkaBroker, topic: &str, messages: &[(i32, Option<String>, String)]) {
+    produce_to(&broker.address(), topic, messages).await;
+}
+
+async fn produce_to(address: &str, topic: &str, messages: &[(i32, Option<String>, String)]) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.address())
+        .set("bootstrap.servers", address)
         .set("linger.ms", "5")
         .create()
         .expect("producer");
@@ -85,7 +89,7 @@ async fn start(ctx: &StreamContext, sql: &str) -> brook::ContinuousQuery {
 async fn every_message_of_four_partitions_is_counted_exactly_once() {
     let broker = KafkaBroker::start();
     broker.create_topic("numbers", 4);
-    let messages: Vec<(i32, Option<String>, String)> = (1..=20_000)
+    let messages: Vec<(i32, Option<String>, String)> = (1..=100_000)
         .map(|n: i64| ((n % 4) as i32, None, n.to_string()))
         .collect();
     produce(&broker, "numbers", &messages).await;
@@ -102,7 +106,7 @@ async fn every_message_of_four_partitions_is_counted_exactly_once() {
         "SELECT COUNT(*) AS rows, SUM(n) AS total FROM numbers",
     )
     .await;
-    let expected: i64 = (1..=20_000).sum();
+    let expected: i64 = (1..=100_000).sum();
     assert_eq!(sum_until(&mut query, 1, expected).await, expected);
 }
 
@@ -350,6 +354,19 @@ async fn a_missing_topic_or_broker_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("needs option bootstrap_servers"), "{err}");
+
+    let err = ctx
+        .sql(
+            "CREATE STREAM auto (line TEXT) WITH (connector = 'kafka', topic = 't', \
+             bootstrap_servers = '127.0.0.1:9', 'kafka.enable.auto.commit' = 'true')",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'kafka.enable.auto.commit' = 'true' is not supported"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,5 +429,594 @@ async fn a_sinks_rows_land_in_a_topic_as_keyed_json_messages() {
             ),
             ("c,".to_string(), r#"{"word":"c,","n":1}"#.to_string()),
         ]
+    );
+}
+
+/// Produces `values` to partition `partition` as `batches` separate
+/// requests, each answered before the next: tansu then holds as many
+/// record batches.
+async fn produce_in_batches(
+    broker: &KafkaBroker,
+    topic: &str,
+    partition: i32,
+    values: &[i64],
+    batches: usize,
+) {
+    for part in values.chunks(values.len().div_ceil(batches)) {
+        let messages: Vec<(i32, Option<String>, String)> = part
+            .iter()
+            .map(|n| (partition, None, n.to_string()))
+            .collect();
+        produce(broker, topic, &messages).await;
+    }
+}
+
+/// The values of column 0 (BIGINT) of an output.
+fn values_of(output: &BatchOutput) -> Vec<i64> {
+    output
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let values = b.column(0).as_primitive::<Int64Type>();
+            (0..values.len())
+                .map(|i| values.value(i))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Waits until `condition` holds for stream 0 of `ctx`'s options text
+/// (`SHOW STREAMS`), and returns that text.
+async fn wait_for_stream(ctx: &StreamContext, condition: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let options = ctx.streams()[0].options.clone();
+        if condition(&options) {
+            return options;
+        }
+        assert!(Instant::now() < deadline, "stream options: {options}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_start_offset_skips_what_was_in_the_topic_but_for_tansus_last_record_batch() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("latest", 1);
+    let old: Vec<i64> = (1..=1000).collect();
+    produce_in_batches(&broker, "latest", 0, &old, 10).await;
+    let ctx = StreamContext::new(Duration::from_millis(50));
+    ctx.sql(&format!(
+        "CREATE STREAM latest (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{}', \
+         topic = 'latest', format = 'csv', start_offset = 'latest', {GROUP})",
+        broker.address()
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT n FROM latest").await;
+    wait_for_stream(&ctx, |options| options.contains("assigned partitions 0")).await;
+    // The assignment's start at the end is looked up after the assignment:
+    // probe messages are produced until one arrives, so that the messages
+    // below are all produced after the stream's start.
+    let mut seen: Vec<i64> = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    let mut probe = 1_000_000;
+    while !seen.iter().any(|n| *n >= 1_000_000) {
+        assert!(Instant::now() < deadline, "no probe arrived: {seen:?}");
+        probe += 1;
+        produce(&broker, "latest", &[(0, None, probe.to_string())]).await;
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(values_of(&output));
+    }
+    let new: Vec<i64> = (2_000_001..=2_000_500).collect();
+    produce_in_batches(&broker, "latest", 0, &new, 5).await;
+    while !seen.contains(&2_000_500) {
+        assert!(Instant::now() < deadline, "new messages missing");
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(values_of(&output));
+    }
+    let mut new_seen: Vec<i64> = seen.iter().copied().filter(|n| *n > 2_000_000).collect();
+    new_seen.sort_unstable();
+    assert_eq!(new_seen, new, "every new message exactly once");
+    // tansu answers ListOffsets(latest) with the first offset of the last
+    // record batch, not the end: that batch (901..=1000) may be read again.
+    // Nothing older may be.
+    let old_seen: Vec<i64> = seen.iter().copied().filter(|n| *n <= 1000).collect();
+    assert!(
+        old_seen.iter().all(|n| *n > 900),
+        "old messages before tansu's last record batch were read: {old_seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_committed_only_after_a_slow_sink_has_written_the_batch() {
+    let source = KafkaBroker::start();
+    source.create_topic("orders", 1);
+    let target = KafkaBroker::start();
+    target.create_topic("copied", 1);
+    let ctx = StreamContext::new(Duration::from_millis(50));
+    ctx.sql(&format!(
+        "CREATE STREAM orders (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{}', \
+         topic = 'orders', format = 'csv', group_id = 'copier', {GROUP})",
+        source.address()
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK copied WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'copied', \
+         format = 'csv') AS SELECT n FROM orders",
+        target.address()
+    ))
+    .await
+    .unwrap();
+    wait_for_stream(&ctx, |options| options.contains("assigned partitions 0")).await;
+    // The sink's broker stops answering: its write of the batch waits.
+    target.pause();
+    let values: Vec<i64> = (1..=100).collect();
+    produce_in_batches(&source, "orders", 0, &values, 1).await;
+    // The batch was cut (and handed to the sink, which is stuck on it).
+    wait_for_stream(&ctx, |options| {
+        options.contains("last batch offsets 0:0-99")
+    })
+    .await;
+    let watched_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watched_until {
+        assert_eq!(
+            committed(&source, "copier", "orders", 1),
+            [-1],
+            "committed while the sink had not written the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    target.resume();
+    let deadline = Instant::now() + DEADLINE;
+    while committed(&source, "copier", "orders", 1) != [100] {
+        assert!(Instant::now() < deadline, "not committed after the write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let options = ctx.streams()[0].options.clone();
+    assert!(options.contains("committed 0:100"), "{options}");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", target.address())
+        .set("group.id", "check")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset("copied", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let mut copied = Vec::new();
+    while copied.len() < 100 {
+        assert!(Instant::now() < deadline, "copied so far: {copied:?}");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            use rdkafka::Message;
+            let message = message.unwrap();
+            let text = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            copied.push(text.trim().parse::<i64>().unwrap());
+        }
+    }
+    assert_eq!(copied, values);
+}
+
+/// A `brook run` process printing CSV rows, its stdout read line by line.
+/// Batches are a second apart, so that at a rebalance rows wait that no
+/// batch has taken yet (without dropping them at the revoke, both
+/// processes would count them: tried, and the test then fails).
+struct BrookRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl BrookRun {
+    fn start(sql: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+            .args(["--batch-interval", "1s", "--format", "csv", "-c", sql])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start brook");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The `n` of every CSV row (`batch,batch_time,n,_partition`) printed
+    /// so far, with its partition.
+    fn rows(&self, into: &mut Vec<(i64, i64)>) {
+        while let Ok(line) = self.lines.try_recv() {
+            let fields: Vec<&str> = line.split(',').collect();
+            if let [_, _, n, partition] = fields[..]
+                && let (Ok(n), Ok(partition)) = (n.parse(), partition.parse())
+            {
+                into.push((n, partition));
+            }
+        }
+    }
+
+    /// Ctrl-C: runs a last batch and exits 0, within the deadline.
+    fn interrupt(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "brook exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "brook did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for BrookRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brook_processes_in_one_group_split_four_partitions_and_see_every_message_once() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("shared", 4);
+    let sql = format!(
+        "CREATE STREAM shared (n BIGINT, _partition INT) WITH (connector = 'kafka', \
+         bootstrap_servers = '{}', topic = 'shared', format = 'csv', group_id = 'split', {GROUP}); \
+         SELECT n, _partition FROM shared",
+        broker.address()
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut first_rows = Vec::new();
+    let mut second_rows = Vec::new();
+    let first = BrookRun::start(&sql);
+    let mut second = None;
+    // Messages flow all along: the first process reads all four partitions
+    // alone, then the second joins (a rebalance mid-run) and they split them.
+    let deadline = Instant::now() + DEADLINE;
+    let mut produced = 0i64;
+    while produced < 300 || second_rows.is_empty() || first_rows.len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "first read {}, second read {} of {produced}",
+            first_rows.len(),
+            second_rows.len()
+        );
+        for _ in 0..10 {
+            produced += 1;
+            let value = produced.to_string();
+            producer
+                .send(
+                    FutureRecord::<(), _>::to("shared")
+                        .partition((produced % 4) as i32)
+                        .payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("delivered");
+        }
+        // The second starts once the first has read every partition: the
+        // rebalance then takes two away from it mid-run.
+        let partitions: std::collections::BTreeSet<i64> =
+            first_rows.iter().map(|(_, p)| *p).collect();
+        if second.is_none() && partitions.len() == 4 {
+            second = Some(BrookRun::start(&sql));
+        }
+        first.rows(&mut first_rows);
+        if let Some(second) = &second {
+            second.rows(&mut second_rows);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = second.expect("started");
+    // Everything produced is read by one or the other.
+    let all_read = |first: &[(i64, i64)], second: &[(i64, i64)]| {
+        let mut seen: Vec<i64> = first.iter().chain(second).map(|(n, _)| *n).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len() as i64 == produced
+    };
+    while !all_read(&first_rows, &second_rows) {
+        assert!(Instant::now() < deadline, "not all {produced} read");
+        first.rows(&mut first_rows);
+        second.rows(&mut second_rows);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut first = first;
+    first.interrupt();
+    second.interrupt();
+    first.rows(&mut first_rows);
+    second.rows(&mut second_rows);
+    // Each process committed what it read before it exited.
+    let per_partition: Vec<i64> = (0..4)
+        .map(|p| (1..=produced).filter(|n| n % 4 == p).count() as i64)
+        .collect();
+    assert_eq!(committed(&broker, "split", "shared", 4), per_partition);
+    let mut union: Vec<i64> = first_rows
+        .iter()
+        .chain(&second_rows)
+        .map(|(n, _)| *n)
+        .collect();
+    union.sort_unstable();
+    assert_eq!(
+        union,
+        (1..=produced).collect::<Vec<_>>(),
+        "every message exactly once over both processes"
+    );
+    // After the rebalance each reads its own partitions: the last rows of
+    // each process come from partitions the other does not read.
+    let last_partitions = |rows: &[(i64, i64)]| -> std::collections::BTreeSet<i64> {
+        rows.iter().rev().take(20).map(|(_, p)| *p).collect()
+    };
+    assert!(
+        last_partitions(&first_rows).is_disjoint(&last_partitions(&second_rows)),
+        "first {:?}, second {:?}",
+        last_partitions(&first_rows),
+        last_partitions(&second_rows)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_goes_away_mid_run_is_reported_and_every_message_is_counted_after_it_returns()
+{
+    use crate::tcp_proxy::TcpProxy;
+    // Clients reach tansu through a proxy that goes away and comes back on
+    // the same port: tansu's in-memory storage would not survive a real
+    // kill, and the clients see the same thing (connections cut, the port
+    // refused, then the broker back with its data and offsets).
+    let proxy_port = crate::kafka_broker::free_port();
+    let broker_port = crate::kafka_broker::free_port();
+    let broker = KafkaBroker::start_advertising(broker_port, proxy_port);
+    let mut proxy = TcpProxy::start(proxy_port, &format!("127.0.0.1:{broker_port}"));
+    let through_proxy = KafkaBroker::address_of(proxy_port);
+    broker.create_topic("outage", 2);
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(100), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM outage (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{through_proxy}', \
+         topic = 'outage', format = 'csv', group_id = 'survivor', {GROUP})"
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT n FROM outage").await;
+    let producer_to = |values: std::ops::RangeInclusive<i64>| {
+        values
+            .map(|n| ((n % 2) as i32, None, n.to_string()))
+            .collect::<Vec<_>>()
+    };
+    produce_to(&through_proxy, "outage", &producer_to(1..=1000)).await;
+    let mut seen: Vec<i64> = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    // Read, and committed (the broker has the offsets) before the outage.
+    while seen.len() < 1000 || committed(&broker, "survivor", "outage", 2) != [500, 500] {
+        assert!(Instant::now() < deadline, "only {} read", seen.len());
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(values_of(&output));
+    }
+    // Read, but the last of these batches is not done with (its output is
+    // held) when the broker goes away: those offsets cannot be committed.
+    produce_to(&through_proxy, "outage", &producer_to(1001..=1200)).await;
+    while !(1001..=1200).all(|n| seen.contains(&n)) {
+        assert!(Instant::now() < deadline, "phase two: {} read", seen.len());
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(values_of(&output));
+    }
+
+    proxy.go_away();
+    // The broker stays away longer than the group's 6 s session: the group
+    // drops the member, which must join again when the broker is back.
+    let away_until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < away_until {
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(values_of(&output));
+    }
+    let reported = warnings.lock().unwrap().clone();
+    assert!(
+        reported
+            .iter()
+            .any(|w| w.contains("reading topic 'outage' failed")),
+        "{reported:?}"
+    );
+    proxy.come_back();
+    produce_to(&through_proxy, "outage", &producer_to(1201..=2000)).await;
+    while !(1..=2000).all(|n| seen.contains(&n)) {
+        assert!(Instant::now() < deadline, "read {} so far", seen.len());
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(values_of(&output));
+    }
+    // Duplicates can only be rows read after the last commit the broker
+    // got before the outage (1001..=1200: the held batch at least, and
+    // any batch whose asynchronous commit was cut off): the member, dropped
+    // by the group, reads its partitions again from the committed offsets.
+    // Nothing committed before the outage is read twice, nor anything
+    // twice more than once.
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for n in &seen {
+        *counts.entry(*n).or_default() += 1;
+    }
+    let duplicates: Vec<i64> = counts
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    println!(
+        "{} duplicates after the outage: {:?}..{:?}",
+        duplicates.len(),
+        duplicates.first(),
+        duplicates.last()
+    );
+    assert!(
+        duplicates.iter().all(|n| (1001..=1200).contains(n))
+            && counts.values().all(|count| *count <= 2),
+        "{duplicates:?}"
+    );
+    let reported = warnings.lock().unwrap().clone();
+    assert!(
+        reported
+            .iter()
+            .any(|w| w.contains("reading topic 'outage' again")),
+        "{reported:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_query_has_committed_every_row_it_read_once_its_context_is_dropped() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("final", 2);
+    let messages: Vec<(i32, Option<String>, String)> = (1..=300)
+        .map(|n: i64| ((n % 2) as i32, None, n.to_string()))
+        .collect();
+    produce(&broker, "final", &messages).await;
+    let ctx = StreamContext::new(Duration::from_millis(100));
+    ctx.sql(&format!(
+        "CREATE STREAM final (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{}', \
+         topic = 'final', format = 'csv', group_id = 'closing', {GROUP})",
+        broker.address()
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT n FROM final").await;
+    let mut seen = 0;
+    while seen < 300 {
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        seen += values_of(&output).len();
+    }
+    query.finish();
+    while crate::common::next_batch(&mut query).await.is_some() {}
+    drop(query);
+    // Dropping the context commits what was finished and waits (a bounded
+    // time) for the broker's answer: no polling needed afterwards.
+    drop(ctx);
+    assert_eq!(committed(&broker, "closing", "final", 2), [150, 150]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_far_larger_than_the_bound_is_read_whole_with_at_most_the_bound_waiting() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("big", 4);
+    let messages: Vec<(i32, Option<String>, String)> = (1..=50_000)
+        .map(|n: i64| ((n % 4) as i32, None, n.to_string()))
+        .collect();
+    produce(&broker, "big", &messages).await;
+    let ctx = StreamContext::new(Duration::from_millis(100));
+    ctx.sql(&format!(
+        "CREATE STREAM big (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{}', \
+         topic = 'big', format = 'csv', start_offset = 'earliest', max_pending_rows = '2000', {GROUP})",
+        broker.address()
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT COUNT(*) AS rows, SUM(n) AS total FROM big").await;
+    let expected: i64 = (1..=50_000).sum();
+    assert_eq!(sum_until(&mut query, 1, expected).await, expected);
+    let stream = &ctx.streams()[0];
+    // The reader reads far faster than 2,000 rows a tick: it was held back
+    // (partitions paused) rather than buffering.
+    assert!(
+        stream.peak_pending_rows > 0 && stream.peak_pending_rows <= 2000,
+        "{stream:?}"
+    );
+    assert_eq!(stream.rows_received, 50_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_a_sink_failed_to_write_holds_the_streams_commits_back() {
+    let source = KafkaBroker::start();
+    source.create_topic("payments", 1);
+    let target = KafkaBroker::start();
+    target.create_topic("ledger", 1);
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(50), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM payments (n BIGINT) WITH (connector = 'kafka', bootstrap_servers = '{}', \
+         topic = 'payments', format = 'csv', group_id = 'bookkeeper', {GROUP})",
+        source.address()
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK ledger WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 'ledger', \
+         format = 'csv', 'kafka.message.timeout.ms' = '1000') AS SELECT n FROM payments",
+        target.address()
+    ))
+    .await
+    .unwrap();
+    let values: Vec<i64> = (1..=10).collect();
+    produce_in_batches(&source, "payments", 0, &values, 1).await;
+    let deadline = Instant::now() + DEADLINE;
+    while committed(&source, "bookkeeper", "payments", 1) != [10] {
+        assert!(
+            Instant::now() < deadline,
+            "the first batch was not committed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sink's broker is gone: its next batch is not acknowledged.
+    drop(target);
+    let values: Vec<i64> = (11..=20).collect();
+    produce_in_batches(&source, "payments", 0, &values, 1).await;
+    let options = wait_for_stream(&ctx, |options| options.contains("commits held back")).await;
+    assert!(options.contains("committed 0:10"), "{options}");
+    // Later batches (the sink stops after three failures; the stream goes
+    // on) do not move the commit either.
+    let values: Vec<i64> = (21..=30).collect();
+    produce_in_batches(&source, "payments", 0, &values, 1).await;
+    while ctx.streams()[0].rows_received < 30 || ctx.streams()[0].rows_pending > 0 {
+        assert!(Instant::now() < deadline, "{:?}", ctx.streams());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(committed(&source, "bookkeeper", "payments", 1), [10]);
+    let reported = warnings.lock().unwrap().clone();
+    assert!(
+        reported.iter().any(|w| w.contains("sink 'ledger'")),
+        "{reported:?}"
+    );
+    // Dropping the stream says why nothing more was committed.
+    drop(ctx);
+    let reported = warnings.lock().unwrap().clone();
+    assert!(
+        reported
+            .iter()
+            .any(|w| w.contains("were not committed past a batch that was not delivered")),
+        "{reported:?}"
     );
 }

@@ -25,6 +25,8 @@ mod sink;
 mod socket;
 mod split;
 mod sql_errors;
+#[path = "../support/tcp_proxy.rs"]
+mod tcp_proxy;
 mod ui;
 mod window;
 mod wrong_results;

@@ -323,7 +323,6 @@ fn output(batch_number: u64, words: &[&str], counts: &[i64]) -> BatchOutput {
         late_rows: 0,
         far_future_rows: 0,
         checkpoint: None,
-        completion: Default::default(),
     }
 }
 

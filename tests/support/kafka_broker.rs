@@ -29,21 +29,33 @@ fn tansu() -> PathBuf {
     );
 }
 
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 impl KafkaBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
+        Self::start_advertising(port, port)
+    }
+
+    /// A broker on `port` that tells clients to connect to
+    /// `advertised_port` (a proxy in front of it).
+    pub fn start_advertising(port: u16, advertised_port: u16) -> Self {
         let binary = tansu();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised_port}");
         let process = Command::new(&binary)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
@@ -67,7 +79,30 @@ impl KafkaBroker {
     }
 
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        Self::address_of(self.port)
+    }
+
+    pub fn address_of(port: u16) -> String {
+        format!("127.0.0.1:{port}")
+    }
+
+    /// Stops the broker process (SIGSTOP): connections stay open and
+    /// nothing is answered until [`KafkaBroker::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.process.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} tansu");
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
@@ -87,6 +122,7 @@ impl KafkaBroker {
 
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
+        self.signal("-CONT");
         let _ = self.process.kill();
         let _ = self.process.wait();
     }

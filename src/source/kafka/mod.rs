@@ -3,15 +3,28 @@
 //! socket's lines (text, CSV or JSON); declared columns named `_key`,
 //! `_partition`, `_offset` and `_timestamp` are filled from the message.
 //!
-//! Offsets are tied to the stream's inbox: the offsets of the rows a cut
-//! took are committed to the group once the cut has taken them, so a
-//! restart with the same group resumes after the last row a batch took. A
-//! full inbox pauses the assigned partitions (librdkafka stops fetching)
-//! until a cut makes room.
+//! Offsets belong to batches. Every chunk of messages queued in the
+//! stream's inbox is recorded with its offset range per partition; the
+//! offsets are committed to the group only once every query reading the
+//! stream has finished the cuts that took the chunk (see
+//! [`cuts`](super::cuts)): its engine ran the batch and its output was
+//! written. Delivery is at-least-once end to end: a restart, or a new owner
+//! of a partition, reads again whatever was not finished.
+//!
+//! A rebalance (eager: every partition is revoked, then the new assignment
+//! is made) waits a bounded time for the batches in progress to finish,
+//! commits them, and drops the rows of revoked partitions that no batch has
+//! taken yet: their new owner reads them from the committed offset. So,
+//! unless a batch outlasts the wait, no message is processed twice.
+//!
+//! A full inbox pauses the assigned partitions (librdkafka stops fetching)
+//! until a cut makes room. The consumer is read on a thread of its own, so
+//! that a rebalance may block while the batches in progress finish.
 
 mod options;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +43,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use self::options::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
@@ -44,6 +58,11 @@ const MESSAGES_PER_CHUNK: usize = 8192;
 const BYTES_PER_CHUNK: usize = 1 << 20;
 /// How long `CREATE STREAM`'s first query waits for the broker's metadata.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a rebalance waits for the batches in progress to finish before
+/// it commits what is finished and lets the partitions go.
+const REBALANCE_WAIT: Duration = Duration::from_secs(10);
+/// How long dropping a stream waits for its last commit to be answered.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Column names filled from the message rather than its value.
 const METADATA_COLUMNS: [&str; 4] = ["_key", "_partition", "_offset", "_timestamp"];
@@ -53,9 +72,20 @@ pub(crate) struct KafkaSource {
     options: KafkaOptions,
     schema: SchemaRef,
     warn: WarningHandler,
-    /// Per partition, the next offset to read (after what was delivered).
-    positions: Arc<Mutex<BTreeMap<i32, i64>>>,
+    /// The consumer and its offsets once a query has started the stream:
+    /// read by `SHOW STREAMS`, and committed one last time on drop.
+    running: Mutex<Option<Running>>,
+    /// The committer task.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What a started Kafka stream shares between its reader thread, its
+/// committer task, the consumer's rebalance callback and `SHOW STREAMS`.
+struct Running {
+    consumer: Arc<KafkaConsumer>,
+    offsets: Arc<Offsets>,
+    /// Tells the reader thread to stop.
+    stop_reader: Arc<Notify>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -101,7 +131,7 @@ impl KafkaSource {
             options,
             schema,
             warn,
-            positions: Default::default(),
+            running: Default::default(),
             tasks: Default::default(),
         })
     }
@@ -112,6 +142,50 @@ impl Drop for KafkaSource {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
+        if let Some(running) = lock(&self.running).take() {
+            running.offsets.closing.store(true, Ordering::Release);
+            running.stop_reader.notify_one();
+            running.commit_finished_before_close();
+        }
+    }
+}
+
+impl Running {
+    /// Commits what every query has finished, waiting at most
+    /// [`FINAL_COMMIT_WAIT`] for the broker's answer (on a thread of its
+    /// own: a broker that does not answer must not hold the caller up).
+    fn commit_finished_before_close(&self) {
+        let offsets = &self.offsets;
+        if offsets.inbox.ledger().is_held_back() {
+            (offsets.warn)(&BrookError::invalid(format!(
+                "stream '{}': offsets of topic '{}' were not committed past a batch that was not delivered; a restart reads those rows again",
+                offsets.stream, offsets.topic
+            )));
+        }
+        // All finished offsets, also those an asynchronous commit still
+        // carries: this answer is the one waited for.
+        let Some(list) = offsets.finished_commit() else {
+            return;
+        };
+        let (answered, answer) = std::sync::mpsc::channel();
+        let consumer = Arc::clone(&self.consumer);
+        let spawned = std::thread::Builder::new()
+            .name("brook-kafka-commit".into())
+            .spawn(move || {
+                let _ = answered.send(consumer.commit(&list, CommitMode::Sync));
+            });
+        let failure = match spawned.map(|_| answer.recv_timeout(FINAL_COMMIT_WAIT)) {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(err))) => err.to_string(),
+            Ok(Err(_)) => format!("no answer within {} s", FINAL_COMMIT_WAIT.as_secs()),
+            Err(err) => err.to_string(),
+        };
+        (offsets.warn)(&BrookError::invalid(format!(
+            "stream '{}': the last commit of offsets {} of topic '{}' failed: {failure} (a restart may read those rows again)",
+            offsets.stream,
+            offsets.describe_commit(),
+            offsets.topic
+        )));
     }
 }
 
@@ -127,24 +201,261 @@ fn value_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// The offsets of a stream's topic: what was read, which rows every query
+/// has finished, and what was committed.
+struct Offsets {
+    stream: String,
+    topic: String,
+    warn: WarningHandler,
+    inbox: Arc<Inbox>,
+    book: Mutex<OffsetBook>,
+    /// Bumped at every rebalance. The reader notes it with each chunk, so
+    /// that rows read before a partition was revoked never commit it.
+    rebalances: AtomicU64,
+    /// Set when the stream is dropped: a rebalance (the consumer's close)
+    /// then does not wait for batches that will never finish.
+    closing: AtomicBool,
+}
+
+/// The bookkeeping behind [`Offsets`].
+#[derive(Debug, Default)]
+struct OffsetBook {
+    /// Per partition, the offset after the last message read.
+    read: BTreeMap<i32, i64>,
+    /// Per chunk queued in the inbox, in order: its place among the inbox's
+    /// items and its offsets; kept until folded into `finished` and older
+    /// than the latest cut.
+    chunks: VecDeque<Chunk>,
+    /// How many of `chunks` (from the front) are folded into `finished`.
+    folded: usize,
+    /// The assigned partitions, each with the rebalance it was assigned at.
+    assigned: BTreeMap<i32, u64>,
+    /// Per assigned partition, the offset after the rows every query has
+    /// finished: what may be committed.
+    finished: BTreeMap<i32, i64>,
+    /// Per assigned partition, the offset last committed (or being so).
+    committed: BTreeMap<i32, i64>,
+}
+
+/// The messages of one push into the inbox.
+#[derive(Debug)]
+struct Chunk {
+    /// Inbox items pushed once this chunk's rows were (a chunk of only bad
+    /// messages has the number of the item before it).
+    items: u64,
+    /// The value of `Offsets::rebalances` when it was read.
+    rebalance: u64,
+    /// Per partition, the first and last offset of its messages.
+    ranges: BTreeMap<i32, (i64, i64)>,
+}
+
+impl OffsetBook {
+    /// Folds the chunks whose items are finished into `finished`, and
+    /// forgets those the latest cut (starting after `last_cut_start`
+    /// items) no longer shows. Once commits are `held_back`, chunks that
+    /// will never be folded are forgotten too.
+    fn fold(&mut self, items_finished: u64, last_cut_start: u64, held_back: bool) {
+        while let Some(chunk) = self.chunks.get(self.folded) {
+            if chunk.items > items_finished {
+                break;
+            }
+            for (partition, (_, last)) in &chunk.ranges {
+                // Rows read before the partition was (re)assigned count
+                // for its previous assignment, which is over.
+                if self
+                    .assigned
+                    .get(partition)
+                    .is_some_and(|since| chunk.rebalance >= *since)
+                {
+                    let next = self.finished.entry(*partition).or_insert(last + 1);
+                    *next = (*next).max(last + 1);
+                }
+            }
+            self.folded += 1;
+        }
+        while (self.folded > 0 || held_back)
+            && self
+                .chunks
+                .front()
+                .is_some_and(|chunk| chunk.items <= last_cut_start)
+        {
+            self.chunks.pop_front();
+            self.folded = self.folded.saturating_sub(1);
+        }
+    }
+
+    /// Per partition, the first and last offset of the chunks among inbox
+    /// items `(before, after]`.
+    fn ranges(&self, (before, after): (u64, u64)) -> BTreeMap<i32, (i64, i64)> {
+        let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for chunk in &self.chunks {
+            if chunk.items <= before || chunk.items > after {
+                continue;
+            }
+            for (partition, (first, last)) in &chunk.ranges {
+                let range = ranges.entry(*partition).or_insert((*first, *last));
+                range.0 = range.0.min(*first);
+                range.1 = range.1.max(*last);
+            }
+        }
+        ranges
+    }
+}
+
+impl Offsets {
+    /// The finished offsets not yet committed (of `only` these partitions),
+    /// marked as committed.
+    fn pending_commit(&self, only: Option<&[i32]>) -> Option<TopicPartitionList> {
+        let ledger = self.inbox.ledger();
+        let items_finished = ledger.items_finished();
+        let last_cut_start = ledger.last_cut().0;
+        let held_back = ledger.is_held_back();
+        let mut book = lock(&self.book);
+        book.fold(items_finished, last_cut_start, held_back);
+        let due: Vec<(i32, i64)> = book
+            .finished
+            .iter()
+            .filter(|(partition, _)| only.is_none_or(|only| only.contains(partition)))
+            .filter(|(partition, offset)| book.committed.get(partition) != Some(offset))
+            .map(|(partition, offset)| (*partition, *offset))
+            .collect();
+        if due.is_empty() {
+            return None;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in due {
+            book.committed.insert(partition, offset);
+            let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
+        }
+        Some(list)
+    }
+
+    /// Every finished offset (of the assigned partitions), marked as
+    /// committed.
+    fn finished_commit(&self) -> Option<TopicPartitionList> {
+        self.pending_commit(None);
+        let mut book = lock(&self.book);
+        if book.finished.is_empty() {
+            return None;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in book.finished.clone() {
+            book.committed.insert(partition, offset);
+            let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
+        }
+        Some(list)
+    }
+
+    /// A commit of `list` failed: its offsets are due again.
+    fn commit_failed(&self, list: &TopicPartitionList) {
+        let mut book = lock(&self.book);
+        for element in list.elements() {
+            if let Offset::Offset(offset) = element.offset()
+                && book.committed.get(&element.partition()) == Some(&offset)
+            {
+                book.committed.remove(&element.partition());
+            }
+        }
+    }
+
+    /// The committed offsets as `partition:offset ...`.
+    fn describe_commit(&self) -> String {
+        let book = lock(&self.book);
+        offsets_text(book.committed.iter().map(|(p, o)| (*p, *o)))
+    }
+
+    /// Records a chunk pushed into the inbox (and folds, so that chunks
+    /// are forgotten even while nothing finishes: commits held back).
+    fn record(&self, items: u64, rebalance: u64, ranges: BTreeMap<i32, (i64, i64)>) {
+        let ledger = self.inbox.ledger();
+        let (items_finished, last_cut_start) = (ledger.items_finished(), ledger.last_cut().0);
+        let held_back = ledger.is_held_back();
+        let mut book = lock(&self.book);
+        for (partition, (_, last)) in &ranges {
+            book.read.insert(*partition, last + 1);
+        }
+        book.chunks.push_back(Chunk {
+            items,
+            rebalance,
+            ranges,
+        });
+        book.fold(items_finished, last_cut_start, held_back);
+    }
+
+    /// Partitions assigned at rebalance `rebalance`.
+    fn assigned(&self, partitions: &[i32], rebalance: u64) {
+        let mut book = lock(&self.book);
+        for partition in partitions {
+            book.assigned.insert(*partition, rebalance);
+        }
+    }
+
+    /// Partitions revoked: forgotten until assigned again.
+    fn revoked(&self, partitions: &[i32]) {
+        let mut book = lock(&self.book);
+        for partition in partitions {
+            book.assigned.remove(partition);
+            book.finished.remove(partition);
+            book.committed.remove(partition);
+            book.read.remove(partition);
+        }
+    }
+
+    /// Partitions are being revoked (not lost): waits a bounded time for
+    /// the batches in progress, drops the rows no batch has taken (the
+    /// partitions' next owner reads them again), and commits what is
+    /// finished, synchronously, before the partitions go.
+    fn before_revoke(&self, consumer: &BaseConsumer<StartContext>, partitions: &[i32]) {
+        let taken = self.inbox.discard_pending();
+        if !self.closing.load(Ordering::Acquire)
+            && !self.inbox.ledger().wait_finished(taken, REBALANCE_WAIT)
+        {
+            (self.warn)(&BrookError::invalid(format!(
+                "stream '{}': the batches in progress did not finish within {} s of a rebalance of topic '{}'; the partitions' next owner may read their rows again",
+                self.stream,
+                REBALANCE_WAIT.as_secs(),
+                self.topic
+            )));
+        }
+        if let Some(list) = self.pending_commit(Some(partitions))
+            && let Err(err) = consumer.commit(&list, CommitMode::Sync)
+        {
+            self.commit_failed(&list);
+            (self.warn)(&BrookError::invalid(format!(
+                "stream '{}': committing offsets of topic '{}' before a rebalance failed: {err} (the partitions' next owner may read some rows again)",
+                self.stream, self.topic
+            )));
+        }
+    }
+}
+
+/// `partition:offset ...`.
+fn offsets_text(offsets: impl Iterator<Item = (i32, i64)>) -> String {
+    offsets
+        .map(|(partition, offset)| format!("{partition}:{offset}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Sets where each partition starts the first time this process is
 /// assigned it (`earliest` / `latest`); later assignments resume from the
-/// group's committed offsets.
+/// group's committed offsets. Commits finished offsets before partitions
+/// are revoked.
 struct StartContext {
     start: StartOffset,
     seen: Mutex<HashSet<i32>>,
-    stream: String,
-    warn: WarningHandler,
+    offsets: Arc<Offsets>,
 }
 
 impl ClientContext for StartContext {}
 
 impl ConsumerContext for StartContext {
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, list: &TopicPartitionList) {
         if let Err(err) = result {
-            (self.warn)(&BrookError::invalid(format!(
-                "stream '{}': committing offsets failed: {err} (the next batch's commit carries them again)",
-                self.stream
+            self.offsets.commit_failed(list);
+            (self.offsets.warn)(&BrookError::invalid(format!(
+                "stream '{}': committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
+                self.offsets.stream, self.offsets.topic
             )));
         }
     }
@@ -155,6 +466,11 @@ impl ConsumerContext for StartContext {
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
+        let numbers: Vec<i32> = partitions
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let offset = match self.start {
@@ -170,9 +486,27 @@ impl ConsumerContext for StartContext {
                     }
                 }
                 drop(seen);
-                let _ = consumer.assign(partitions);
+                let rebalance = self.offsets.rebalances.fetch_add(1, Ordering::AcqRel) + 1;
+                self.offsets.assigned(&numbers, rebalance);
+                if let Err(err) = consumer.assign(partitions) {
+                    (self.offsets.warn)(&BrookError::invalid(format!(
+                        "stream '{}': taking partitions {numbers:?} of topic '{}' failed: {err}",
+                        self.offsets.stream, self.offsets.topic
+                    )));
+                }
             }
             _ => {
+                if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS
+                    && !consumer.assignment_lost()
+                {
+                    self.offsets.before_revoke(consumer, &numbers);
+                } else {
+                    // Lost (the session expired): others may own them now,
+                    // so nothing is committed; rows not yet taken go.
+                    self.offsets.inbox.discard_pending();
+                }
+                self.offsets.rebalances.fetch_add(1, Ordering::AcqRel);
+                self.offsets.revoked(&numbers);
                 let _ = consumer.unassign();
             }
         }
@@ -214,28 +548,62 @@ impl Source for KafkaSource {
     }
 
     fn describe(&self) -> String {
-        let positions = lock(&self.positions);
-        let read: Vec<String> = positions
-            .iter()
-            .map(|(partition, next)| format!("{partition}:{next}"))
-            .collect();
-        format!(
-            "bootstrap_servers = '{}', topic = '{}', group_id = '{}', format = '{}', timestamp_format = '{}'{}",
+        let mut text = format!(
+            "bootstrap_servers = '{}', topic = '{}', group_id = '{}', format = '{}', timestamp_format = '{}'",
             self.options.bootstrap_servers,
             self.options.topic,
             self.options.group_of(&self.stream),
             format!("{:?}", self.options.format).to_ascii_lowercase(),
             self.options.timestamp_format.name(),
-            if read.is_empty() {
-                String::new()
-            } else {
-                format!(", next offsets {}", read.join(" "))
-            }
-        )
+        );
+        let running = lock(&self.running);
+        let Some(offsets) = running.as_ref().map(|r| &r.offsets) else {
+            return text;
+        };
+        let last_cut = offsets.inbox.ledger().last_cut();
+        let book = lock(&offsets.book);
+        if !book.assigned.is_empty() {
+            let assigned: Vec<String> = book.assigned.keys().map(i32::to_string).collect();
+            text += &format!(", assigned partitions {}", assigned.join(" "));
+        }
+        if !book.read.is_empty() {
+            text += &format!(
+                ", next offsets {}",
+                offsets_text(book.read.iter().map(|(p, o)| (*p, *o)))
+            );
+        }
+        let ranges = book.ranges(last_cut);
+        if !ranges.is_empty() {
+            let ranges: Vec<String> = ranges
+                .iter()
+                .map(|(partition, (first, last))| format!("{partition}:{first}-{last}"))
+                .collect();
+            text += &format!(", last batch offsets {}", ranges.join(" "));
+        }
+        if !book.committed.is_empty() {
+            text += &format!(
+                ", committed {}",
+                offsets_text(book.committed.iter().map(|(p, o)| (*p, *o)))
+            );
+        }
+        drop(book);
+        if offsets.inbox.ledger().is_held_back() {
+            text += ", commits held back after a batch was not delivered";
+        }
+        text
     }
 
     async fn start(&self, inbox: Arc<Inbox>) -> Result<()> {
-        let consumer = Arc::new(KafkaConsumer(Some(self.consumer()?)));
+        let offsets = Arc::new(Offsets {
+            stream: self.stream.clone(),
+            topic: self.options.topic.clone(),
+            warn: Arc::clone(&self.warn),
+            inbox: Arc::clone(&inbox),
+            book: Default::default(),
+            rebalances: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+        });
+        let consumer = Arc::new(KafkaConsumer(Some(self.consumer(Arc::clone(&offsets))?)));
         let stream = self.stream.clone();
         let topic = self.options.topic.clone();
         let servers = self.options.bootstrap_servers.clone();
@@ -273,7 +641,7 @@ impl Source for KafkaSource {
         )?
         .with_max_line_bytes(self.options.max_line_bytes)
         .with_timestamp_format(self.options.timestamp_format);
-        let delivered: Arc<Mutex<Delivered>> = Default::default();
+        let stop_reader = Arc::new(Notify::new());
         let reader = Reader {
             stream: self.stream.clone(),
             topic: topic.clone(),
@@ -283,25 +651,26 @@ impl Source for KafkaSource {
             on_error: self.options.on_error,
             inbox: Arc::clone(&inbox),
             warn: Arc::clone(&self.warn),
-            positions: Arc::clone(&self.positions),
-            delivered: Arc::clone(&delivered),
+            offsets: Arc::clone(&offsets),
             next_line: 1,
         };
+        reader.spawn(Arc::clone(&stop_reader))?;
         let committer = Committer {
-            topic: topic.clone(),
-            consumer,
-            inbox,
-            delivered,
+            consumer: Arc::clone(&consumer),
+            offsets: Arc::clone(&offsets),
         };
-        let mut tasks = lock(&self.tasks);
-        tasks.push(tokio::spawn(reader.run()));
-        tasks.push(tokio::spawn(committer.run()));
+        lock(&self.tasks).push(tokio::spawn(committer.run()));
+        *lock(&self.running) = Some(Running {
+            consumer,
+            offsets,
+            stop_reader,
+        });
         Ok(())
     }
 }
 
 impl KafkaSource {
-    fn consumer(&self) -> Result<StreamConsumer<StartContext>> {
+    fn consumer(&self, offsets: Arc<Offsets>) -> Result<StreamConsumer<StartContext>> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.options.bootstrap_servers)
@@ -326,8 +695,7 @@ impl KafkaSource {
             .create_with_context(StartContext {
                 start: self.options.start_offset,
                 seen: Default::default(),
-                stream: self.stream.clone(),
-                warn: Arc::clone(&self.warn),
+                offsets,
             })
             .map_err(|err| {
                 BrookError::invalid(format!(
@@ -337,10 +705,6 @@ impl KafkaSource {
             })
     }
 }
-
-/// Per item pushed into the inbox (its sequence number), the next offset
-/// of every partition once that item's rows are taken.
-type Delivered = VecDeque<(u64, BTreeMap<i32, i64>)>;
 
 /// One message's place, for its rows' metadata columns and bad-row reports.
 #[derive(Debug, Default, Clone)]
@@ -360,17 +724,46 @@ struct Reader {
     on_error: super::OnError,
     inbox: Arc<Inbox>,
     warn: WarningHandler,
-    positions: Arc<Mutex<BTreeMap<i32, i64>>>,
-    /// Per item pushed (its sequence number), the next offsets after it.
-    delivered: Arc<Mutex<Delivered>>,
+    offsets: Arc<Offsets>,
     next_line: u64,
 }
 
 impl Reader {
+    /// Reads on a thread of its own (with a runtime of its own), so that
+    /// the rebalance callback, which librdkafka runs inside `recv`, may
+    /// block while the batches in progress finish, without holding up a
+    /// thread of the runtime that runs them.
+    fn spawn(self, stop: Arc<Notify>) -> Result<()> {
+        let stream = self.stream.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|err| {
+                BrookError::Internal(format!(
+                    "stream '{stream}': a runtime for its reader: {err}"
+                ))
+            })?;
+        std::thread::Builder::new()
+            .name("brook-kafka-read".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = self.run() => {}
+                        _ = stop.notified() => {}
+                    }
+                })
+            })
+            .map(|_| ())
+            .map_err(|err| {
+                BrookError::Internal(format!("stream '{stream}': a thread for its reader: {err}"))
+            })
+    }
+
     async fn run(mut self) {
         let mut lost = false;
         loop {
-            // The first message waits; the rest are what is ready now.
+            // The first message waits; the rest are what is ready now. A
+            // rebalance inside `recv` ends the chunk (it returns pending).
             let mut chunk = Vec::new();
             let mut places = Vec::new();
             match self.consumer.recv().await {
@@ -393,28 +786,42 @@ impl Reader {
                     continue;
                 }
             }
-            while places.len() < MESSAGES_PER_CHUNK && chunk.len() < BYTES_PER_CHUNK {
+            let rebalance = self.offsets.rebalances.load(Ordering::Acquire);
+            // A chunk fits in the inbox's bound (an empty inbox would take
+            // a larger one whole).
+            let most = MESSAGES_PER_CHUNK.min(self.inbox.limits().max_pending_rows);
+            while places.len() < most && chunk.len() < BYTES_PER_CHUNK {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => add_message(&message, &mut chunk, &mut places),
                     _ => break,
                 }
             }
-            if !self.deliver(chunk, places).await {
+            if self.offsets.rebalances.load(Ordering::Acquire) != rebalance {
+                // Read before its partitions were revoked: their next
+                // owner reads these messages again from the committed
+                // offset.
+                continue;
+            }
+            if !self.deliver(chunk, places, rebalance).await {
                 return;
             }
         }
     }
 
     /// Decodes a chunk of lines, reports bad ones with partition and
-    /// offset, adds the metadata columns, and queues the rows (pausing the
-    /// partitions while the inbox is full).
-    async fn deliver(&mut self, chunk: Vec<u8>, places: Vec<Place>) -> bool {
+    /// offset, adds the metadata columns, queues the rows (pausing the
+    /// partitions while the inbox is full) and records the chunk's offsets.
+    async fn deliver(&mut self, chunk: Vec<u8>, places: Vec<Place>, rebalance: u64) -> bool {
         let first_line = self.next_line;
         self.next_line += places.len() as u64;
         let decoded: DecodedLines = self.decoder.decode(&Buffer::from(chunk), first_line);
-        let mut next_offsets = BTreeMap::new();
+        let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
         for place in &places {
-            next_offsets.insert(place.partition, place.offset + 1);
+            let range = ranges
+                .entry(place.partition)
+                .or_insert((place.offset, place.offset));
+            range.0 = range.0.min(place.offset);
+            range.1 = range.1.max(place.offset);
         }
         let bad: HashSet<u64> = decoded.bad_lines.iter().map(|b| b.line).collect();
         if !decoded.bad_lines.is_empty() {
@@ -453,7 +860,10 @@ impl Reader {
                     return false;
                 }
             };
-            if self.inbox.push_now(batch.clone()).is_err() {
+            // A message of many lines can still make more rows than the
+            // bound: `push` then queues it in slices.
+            let fits = batch.num_rows() <= self.inbox.limits().max_pending_rows;
+            if !fits || self.inbox.push_now(batch.clone()).is_err() {
                 // Full: stop fetching until a cut makes room.
                 let assigned = self.consumer.assignment().ok();
                 if let Some(assigned) = &assigned {
@@ -468,11 +878,8 @@ impl Reader {
                 }
             }
         }
-        let mut positions = lock(&self.positions);
-        positions.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
-        let all = positions.clone();
-        drop(positions);
-        lock(&self.delivered).push_back((self.inbox.items_pushed(), all));
+        self.offsets
+            .record(self.inbox.items_pushed(), rebalance, ranges);
         true
     }
 }
@@ -552,42 +959,77 @@ fn kafka_warning(stream: &str, topic: &str, err: &KafkaError) -> BrookError {
     ))
 }
 
-/// Commits to the group the offsets of the rows cuts have taken.
+/// Commits to the group the offsets of the rows every query has finished,
+/// each time the stream's finished cuts move on.
 struct Committer {
-    topic: String,
     consumer: Arc<KafkaConsumer>,
-    inbox: Arc<Inbox>,
-    delivered: Arc<Mutex<Delivered>>,
+    offsets: Arc<Offsets>,
 }
 
 impl Committer {
     async fn run(self) {
-        let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
-        loop {
-            self.inbox.next_take().await;
-            let taken = self.inbox.items_taken();
-            let mut latest = None;
-            {
-                let mut delivered = lock(&self.delivered);
-                while delivered.front().is_some_and(|(seq, _)| *seq <= taken) {
-                    latest = delivered.pop_front().map(|(_, offsets)| offsets);
-                }
-            }
-            let Some(offsets) = latest else {
+        let mut finished = self.offsets.inbox.ledger().watch_finished();
+        while finished.changed().await.is_ok() {
+            let Some(list) = self.offsets.pending_commit(None) else {
                 continue;
             };
-            if offsets == committed {
-                continue;
-            }
-            let mut list = TopicPartitionList::new();
-            for (partition, offset) in &offsets {
-                let _ = list.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset));
-            }
             // Asynchronous: a failure is reported by the consumer's commit
-            // callback, and the next cut's commit carries these offsets too.
-            if self.consumer.commit(&list, CommitMode::Async).is_ok() {
-                committed = offsets;
+            // callback, and the offsets are due again at the next commit.
+            if let Err(err) = self.consumer.commit(&list, CommitMode::Async) {
+                self.offsets.commit_failed(&list);
+                (self.offsets.warn)(&BrookError::invalid(format!(
+                    "stream '{}': committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
+                    self.offsets.stream, self.offsets.topic
+                )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(items: u64, rebalance: u64, ranges: &[(i32, i64, i64)]) -> Chunk {
+        Chunk {
+            items,
+            rebalance,
+            ranges: ranges.iter().map(|(p, f, l)| (*p, (*f, *l))).collect(),
+        }
+    }
+
+    #[test]
+    fn finished_offsets_count_only_chunks_read_since_their_partitions_assignment() {
+        let mut book = OffsetBook::default();
+        book.assigned.insert(0, 1);
+        book.assigned.insert(1, 3);
+        book.chunks.push_back(chunk(1, 1, &[(0, 0, 9), (1, 0, 4)]));
+        book.chunks
+            .push_back(chunk(2, 3, &[(0, 10, 19), (1, 5, 9)]));
+        book.chunks.push_back(chunk(3, 3, &[(0, 20, 29)]));
+        book.fold(2, 0, false);
+        // Partition 1's first rows were read in an assignment that is over.
+        assert_eq!(book.finished, BTreeMap::from([(0, 20), (1, 10)]));
+        assert_eq!(
+            book.ranges((1, 3)),
+            BTreeMap::from([(0, (10, 29)), (1, (5, 9))])
+        );
+        // Folded chunks before the latest cut are forgotten.
+        book.fold(2, 2, false);
+        assert_eq!(book.chunks.len(), 1);
+        assert_eq!(book.folded, 0);
+    }
+
+    #[test]
+    fn chunks_are_forgotten_once_commits_are_held_back() {
+        let mut book = OffsetBook::default();
+        book.assigned.insert(0, 0);
+        for items in 1..=100 {
+            book.chunks
+                .push_back(chunk(items, 0, &[(0, items as i64, items as i64)]));
+            book.fold(0, items - 1, true);
+        }
+        assert_eq!(book.chunks.len(), 1);
+        assert!(book.finished.is_empty());
     }
 }

@@ -116,10 +116,24 @@ impl KafkaOptions {
         };
         let bootstrap_servers = required("bootstrap_servers", "127.0.0.1:9092")?;
         let topic = required("topic", "events")?;
-        let properties = properties
+        let properties: Vec<(String, String)> = properties
             .into_iter()
             .map(|(key, value)| (key[PROPERTY_PREFIX.len()..].to_string(), value))
             .collect();
+        for (key, value) in &properties {
+            // brook commits the offsets of finished batches itself, and
+            // its rebalance handling is for the eager protocol.
+            let refused = match key.as_str() {
+                "enable.auto.commit" | "enable.auto.offset.store" => value != "false",
+                "partition.assignment.strategy" => value.contains("cooperative"),
+                _ => false,
+            };
+            if refused {
+                return Err(BrookError::invalid(format!(
+                    "stream '{stream}': 'kafka.{key}' = '{value}' is not supported: brook commits the offsets of finished batches itself and handles eager rebalances (range, roundrobin)"
+                )));
+            }
+        }
         Ok(Self {
             bootstrap_servers,
             topic,
