@@ -3,6 +3,7 @@
 //! (length-prefixed; each keeps its schema and the schema's labels), and an
 //! FNV-1a checksum of everything before it. Integers are little-endian.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 
@@ -27,6 +28,8 @@ pub struct CheckpointHeader {
     pub batch_time: DateTime<Utc>,
     /// When the checkpoint was written.
     pub written: DateTime<Utc>,
+    /// Per stream that can replay, where its source stood after the batch.
+    pub positions: BTreeMap<String, Value>,
 }
 
 impl CheckpointHeader {
@@ -37,6 +40,7 @@ impl CheckpointHeader {
             batch: 0,
             batch_time: DateTime::<Utc>::UNIX_EPOCH,
             written: DateTime::<Utc>::UNIX_EPOCH,
+            positions: BTreeMap::new(),
         }
     }
 }
@@ -50,6 +54,7 @@ pub(crate) fn encode(header: &CheckpointHeader, state: &[RecordBatch]) -> Result
         "batch": header.batch,
         "batch_time": header.batch_time.to_rfc3339(),
         "written": header.written.to_rfc3339(),
+        "positions": header.positions,
     })
     .to_string();
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
@@ -120,6 +125,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(CheckpointHeader, Vec<RecordBatch>
             .ok_or_else(|| corrupt("its header has no batch"))?,
         batch_time: time("batch_time")?,
         written: time("written")?,
+        positions: header["positions"]
+            .as_object()
+            .map(|map| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
     };
     let count = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt("count"))?);
     let mut state = Vec::with_capacity(count as usize);

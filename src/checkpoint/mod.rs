@@ -12,6 +12,7 @@
 
 pub(crate) mod file;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -119,12 +120,14 @@ impl QueryCheckpoints {
         batch: u64,
         batch_time: DateTime<Utc>,
         state: &[RecordBatch],
+        positions: BTreeMap<String, serde_json::Value>,
     ) -> Result<u64> {
         let header = CheckpointHeader {
             sql: self.sql.clone(),
             batch,
             batch_time,
             written: Utc::now(),
+            positions,
         };
         let bytes = file::encode(&header, state)?;
         let path = self.dir.join(file_name(batch));
@@ -267,7 +270,7 @@ mod tests {
         assert!(checkpoints.latest().unwrap().is_none());
         for batch in 1..=5 {
             checkpoints
-                .commit(batch, Utc::now(), &state(batch as i64))
+                .commit(batch, Utc::now(), &state(batch as i64), BTreeMap::new())
                 .unwrap();
         }
         assert_eq!(list(checkpoints.dir()).unwrap().len(), KEPT_CHECKPOINTS);
@@ -281,9 +284,11 @@ mod tests {
     fn a_corrupt_or_truncated_checkpoint_is_skipped_for_the_one_before() {
         let root = TempDir::new();
         let checkpoints = QueryCheckpoints::open(root.path(), "q", "SELECT 1").unwrap();
-        checkpoints.commit(1, Utc::now(), &state(1)).unwrap();
-        checkpoints.commit(2, Utc::now(), &state(2)).unwrap();
-        checkpoints.commit(3, Utc::now(), &state(3)).unwrap();
+        for batch in 1..=3 {
+            checkpoints
+                .commit(batch, Utc::now(), &state(batch as i64), BTreeMap::new())
+                .unwrap();
+        }
         // Batch 3 torn, batch 2 with a flipped byte.
         let files = list(checkpoints.dir()).unwrap();
         let last = fs::read(&files[2].1).unwrap();
@@ -303,7 +308,7 @@ mod tests {
         let root = TempDir::new();
         QueryCheckpoints::open(root.path(), "q", "SELECT 1")
             .unwrap()
-            .commit(1, Utc::now(), &state(1))
+            .commit(1, Utc::now(), &state(1), BTreeMap::new())
             .unwrap();
         let err = QueryCheckpoints::open(root.path(), "q", "SELECT 2")
             .unwrap()

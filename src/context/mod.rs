@@ -425,6 +425,7 @@ impl StreamContext {
         sql: &str,
         query_name: Option<&str>,
     ) -> Result<ContinuousQuery> {
+        let mut positions = std::collections::BTreeMap::new();
         let checkpoints = match self.checkpoint_dir() {
             None => None,
             Some(dir) => {
@@ -440,17 +441,31 @@ impl StreamContext {
                     if restored.header.batch > 0 {
                         plan.engine.restore(restored.state).await?;
                         restored_batch = restored.header.batch;
+                        positions = restored.header.positions;
                     }
                 }
                 Some((checkpoints, restored_batch))
             }
         };
         let mut streams = Vec::with_capacity(plan.streams.len());
+        let mut sources = Vec::with_capacity(plan.streams.len());
         for name in &plan.streams {
             let stream = self.stream(name).ok_or_else(|| {
                 BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
             })?;
+            // A stream that can replay reads from where the checkpoint left
+            // it, if this query is the one that starts it.
+            if let Some(position) = positions.get(name) {
+                if stream.started.load(Ordering::SeqCst) {
+                    (self.inner.warn)(&BrookError::invalid(format!(
+                        "stream '{name}' is already read by a running query: this query's state is restored, but the stream goes on from where it is, not from the checkpoint"
+                    )));
+                } else {
+                    stream.source.resume_from(position)?;
+                }
+            }
             stream.ensure_started().await?;
+            sources.push((name.clone(), Arc::clone(&stream.source)));
             streams.push(stream);
         }
         if let Some(route) = &plan.late_route {
@@ -471,6 +486,7 @@ impl StreamContext {
                 stop_on_error: self.inner.stop_on_query_error.load(Ordering::Relaxed),
                 warnings: Arc::clone(&self.inner.recent_warnings),
                 checkpoints,
+                sources,
                 warn: Arc::clone(&self.inner.warn),
             },
         ))

@@ -40,6 +40,9 @@ impl BatchDone {
 /// A query's checkpoints as its batches complete.
 pub(crate) struct CheckpointWriter {
     pub checkpoints: QueryCheckpoints,
+    /// The streams the query reads, in input order: a checkpoint records
+    /// where each one's source stands after the batch.
+    pub sources: Vec<(String, Arc<dyn crate::source::Source>)>,
     pub entry: Arc<QueryEntry>,
     pub warn: WarningHandler,
     /// Set once an output was abandoned: no later checkpoint is written.
@@ -63,6 +66,8 @@ pub(crate) struct PendingCheckpoint {
     pub batch: u64,
     pub batch_time: DateTime<Utc>,
     pub state: Vec<RecordBatch>,
+    /// Per input, the inbox items taken once the batch was cut.
+    pub items_after: Vec<u64>,
 }
 
 impl PendingCheckpoint {
@@ -80,9 +85,17 @@ impl PendingCheckpoint {
         {
             return;
         }
+        let positions = writer
+            .sources
+            .iter()
+            .zip(&self.items_after)
+            .filter_map(|((stream, source), items)| {
+                Some((stream.clone(), source.position_after(*items)?))
+            })
+            .collect();
         match writer
             .checkpoints
-            .commit(self.batch, self.batch_time, &self.state)
+            .commit(self.batch, self.batch_time, &self.state, positions)
         {
             Ok(bytes) => {
                 let mut stats = lock(&writer.entry.stats);

@@ -75,6 +75,8 @@ pub(crate) struct DriverSettings {
     /// Where the query's checkpoints go, and the batch its engine's
     /// restored state ends with (numbering goes on after it).
     pub checkpoints: Option<(QueryCheckpoints, u64)>,
+    /// The streams the query reads, in input order, with their sources.
+    pub sources: Vec<(String, Arc<dyn crate::source::Source>)>,
     /// Reports a checkpoint that could not be written.
     pub warn: WarningHandler,
 }
@@ -106,6 +108,7 @@ impl ContinuousQuery {
                 (
                     Some(Arc::new(CheckpointWriter {
                         checkpoints,
+                        sources: settings.sources,
                         entry: Arc::clone(&entry),
                         warn: settings.warn,
                         abandoned: AtomicBool::new(false),
@@ -294,6 +297,7 @@ impl Driver {
             // Held until the batch is done with: past the engine, and with
             // its output until the output's consumer asks for the next.
             let mut in_flight = InFlight::default();
+            let mut items_after = Vec::with_capacity(tick.inputs.len());
             for input in tick.inputs {
                 match input {
                     Ok(cut) => {
@@ -301,6 +305,7 @@ impl Driver {
                         ended.push(cut.ended);
                         rows += cut.rows;
                         inputs.push(cut.batches);
+                        items_after.push(cut.in_flight.items_after);
                         in_flight.push(cut.in_flight);
                     }
                     Err(failure) => {
@@ -340,6 +345,7 @@ impl Driver {
                             batch: batch.number,
                             batch_time: batch.time,
                             state,
+                            items_after: std::mem::take(&mut items_after),
                         }),
                         Err(err) => {
                             self.warnings.push(&err);

@@ -83,6 +83,7 @@ impl CutLedger {
         Arc::new(CutInFlight {
             ledger: Arc::clone(self),
             cut,
+            items_after: taken_after,
             held_back: AtomicBool::new(false),
         })
     }
@@ -161,6 +162,9 @@ impl CutLedger {
 pub(crate) struct CutInFlight {
     ledger: Arc<CutLedger>,
     cut: u64,
+    /// The inbox items taken once this cut was made (a checkpoint records
+    /// where the source stands after them).
+    pub items_after: u64,
     held_back: AtomicBool,
 }
 

@@ -40,9 +40,100 @@ pub(crate) struct FilesSource {
     warn: WarningHandler,
     /// The watching task; aborted when the stream is dropped.
     watcher: std::sync::Mutex<Option<JoinHandle<()>>>,
-    /// The files taken so far, shared with the watching task: what a
-    /// checkpoint keeps so that a restart reads no file twice.
+    /// The files taken so far, shared with the watching task.
     taken: Arc<std::sync::Mutex<TakenFiles>>,
+    /// Which rows of which files each inbox item ends after: what a
+    /// checkpoint records so that a restart reads no row twice.
+    positions: Arc<std::sync::Mutex<FilePositions>>,
+    /// Set by [`Source::resume_from`] before the start.
+    resume: std::sync::Mutex<Option<FilePosition>>,
+}
+
+/// Where a directory stream stands: the files whose rows were all
+/// consumed (or that are never read: present at the start under
+/// `start = 'new'`), and the rows consumed of files read in part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FilePosition {
+    done: Vec<String>,
+    partial: Vec<(String, u64)>,
+}
+
+impl FilePosition {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "done": self.done,
+            "partial": self.partial.iter().map(|(file, rows)| serde_json::json!({"file": file, "rows": rows})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let done = value["done"]
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()?;
+        let partial = value["partial"]
+            .as_array()?
+            .iter()
+            .map(|v| Some((v["file"].as_str()?.to_string(), v["rows"].as_u64()?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { done, partial })
+    }
+}
+
+/// The history behind [`FilesSource::position_after`].
+#[derive(Debug, Default)]
+struct FilePositions {
+    /// Files done before the history starts.
+    done: Vec<String>,
+    /// In push order: the inbox items pushed once a piece of a file was
+    /// queued, the file, its rows queued so far, and whether it is whole.
+    log: std::collections::VecDeque<(u64, String, u64, bool)>,
+}
+
+impl FilePositions {
+    fn position_after(&self, items: u64) -> FilePosition {
+        let mut done = self.done.clone();
+        let mut partial: Vec<(String, u64)> = Vec::new();
+        for (after, file, rows, whole) in &self.log {
+            if *after > items {
+                break;
+            }
+            partial.retain(|(f, _)| f != file);
+            if *whole {
+                done.push(file.clone());
+            } else {
+                partial.push((file.clone(), *rows));
+            }
+        }
+        FilePosition { done, partial }
+    }
+
+    /// Folds the history of the first `items` items (finished by every
+    /// query) into `done`, keeping the entries a later position needs.
+    fn compact(&mut self, items: u64) {
+        if self.log.len() < 512 {
+            return;
+        }
+        let folded = self.position_after(items);
+        // Files read in part at `items` keep their last entry.
+        let mut kept: Vec<(u64, String, u64, bool)> = Vec::new();
+        while let Some(entry) = self.log.front() {
+            if entry.0 > items {
+                break;
+            }
+            if let Some(entry) = self.log.pop_front()
+                && folded.partial.iter().any(|(f, _)| *f == entry.1)
+            {
+                kept.retain(|e| e.1 != entry.1);
+                kept.push(entry);
+            }
+        }
+        for entry in kept.into_iter().rev() {
+            self.log.push_front(entry);
+        }
+        self.done = folded.done;
+    }
 }
 
 /// The files a directory stream has taken, in the order taken. A file is
@@ -69,6 +160,7 @@ impl TakenFiles {
     }
 
     /// The names of the files taken, in the order they were taken.
+    #[cfg(test)]
     pub fn in_order(&self) -> &[OsString] {
         &self.in_order
     }
@@ -110,13 +202,9 @@ impl FilesSource {
             warn,
             watcher: Default::default(),
             taken: Default::default(),
+            positions: Default::default(),
+            resume: Default::default(),
         })
-    }
-
-    /// The files taken so far, in the order taken.
-    #[expect(dead_code, reason = "for checkpoints, which will save the files taken")]
-    pub fn taken_files(&self) -> Vec<OsString> {
-        crate::sync::lock(&self.taken).in_order().to_vec()
     }
 }
 
@@ -136,6 +224,25 @@ impl Source for FilesSource {
 
     fn describe(&self) -> String {
         self.options.describe()
+    }
+
+    fn position_after(&self, items: u64) -> Option<serde_json::Value> {
+        Some(
+            crate::sync::lock(&self.positions)
+                .position_after(items)
+                .to_json(),
+        )
+    }
+
+    fn resume_from(&self, position: &serde_json::Value) -> Result<()> {
+        let position = FilePosition::from_json(position).ok_or_else(|| {
+            BrookError::invalid(format!(
+                "stream '{}': the checkpoint's position is not a directory stream's: {position}",
+                self.stream
+            ))
+        })?;
+        *crate::sync::lock(&self.resume) = Some(position);
+        Ok(())
     }
 
     async fn start(&self, inbox: Arc<Inbox>) -> Result<()> {
@@ -166,11 +273,33 @@ impl Source for FilesSource {
             taken: Arc::clone(&self.taken),
             pending: HashMap::new(),
             files_in_batch: 0,
+            positions: Arc::clone(&self.positions),
+            skip_rows: HashMap::new(),
         };
-        if !self.options.start_existing {
-            for (name, _) in watcher.list().await {
-                crate::sync::lock(&watcher.taken).insert(name);
+        let mut watcher = watcher;
+        let resume = crate::sync::lock(&self.resume).take();
+        match resume {
+            // Where a checkpoint left the stream: its files done are not read
+            // again, and a file read in part goes on after its rows.
+            Some(position) => {
+                let mut taken = crate::sync::lock(&watcher.taken);
+                for file in &position.done {
+                    taken.insert(OsString::from(file));
+                }
+                drop(taken);
+                watcher.skip_rows = position.partial.iter().cloned().collect();
+                crate::sync::lock(&self.positions).done = position.done;
             }
+            None if !self.options.start_existing => {
+                let mut present = Vec::new();
+                for (name, _) in watcher.list().await {
+                    present.push(name.to_string_lossy().to_string());
+                    crate::sync::lock(&watcher.taken).insert(name);
+                }
+                // Never read, so never to be read after a restart either.
+                crate::sync::lock(&self.positions).done = present;
+            }
+            None => {}
         }
         *crate::sync::lock(&self.watcher) = Some(tokio::spawn(watcher.run()));
         Ok(())
@@ -199,6 +328,11 @@ struct Watcher {
     /// Files read since the inbox was last empty: with
     /// `max_files_per_batch`, how many the coming batch holds.
     files_in_batch: usize,
+    /// Which rows of which files the inbox's items hold (see
+    /// [`FilesSource::position_after`]).
+    positions: Arc<std::sync::Mutex<FilePositions>>,
+    /// Per file read in part before a restart, the rows to skip.
+    skip_rows: HashMap<String, u64>,
 }
 
 impl Watcher {
@@ -313,7 +447,7 @@ impl Watcher {
     /// Reads one Parquet file in pieces into the inbox, off the async
     /// runtime. A file that cannot be read is reported and skipped. Returns
     /// false when the stream has failed or was dropped.
-    async fn read_parquet(&self, path: PathBuf) -> bool {
+    async fn read_parquet(&mut self, path: PathBuf) -> bool {
         let name = file_name(&path);
         let schema = Arc::clone(&self.schema);
         let piece_rows = PARQUET_PIECE_ROWS.min(self.options.limits.max_pending_rows.max(1));
@@ -357,7 +491,10 @@ impl Watcher {
                 }
             };
             match piece {
-                None => return true,
+                None => {
+                    self.file_done(&name);
+                    return true;
+                }
                 Some(Ok(decoded)) => {
                     if !self.deliver(&name, decoded).await {
                         return false;
@@ -373,13 +510,12 @@ impl Watcher {
 
     /// Reads one file of lines in pieces into the inbox. Returns false when
     /// the stream has failed or was dropped.
-    async fn read_lines(&self, path: &Path, format: LineFormat) -> bool {
+    async fn read_lines(&mut self, path: &Path, format: LineFormat) -> bool {
         let name = file_name(path);
-        let cannot_read = |err: std::io::Error| self.cannot_read(path, err);
         let mut file = match tokio::fs::File::open(path).await {
             Ok(file) => file,
             Err(err) => {
-                (self.warn)(&cannot_read(err));
+                (self.warn)(&self.cannot_read(path, err));
                 return true;
             }
         };
@@ -408,7 +544,9 @@ impl Watcher {
             let decoded = match read {
                 Ok(0) => {
                     let decoded = lines.decode_close();
-                    return self.deliver(&name, decoded).await;
+                    let went_on = self.deliver(&name, decoded).await;
+                    self.file_done(&name);
+                    return went_on;
                 }
                 Ok(_) => {
                     if header_left {
@@ -425,7 +563,7 @@ impl Watcher {
                     lines.decode_read()
                 }
                 Err(err) => {
-                    (self.warn)(&cannot_read(err));
+                    (self.warn)(&self.cannot_read(path, err));
                     return true;
                 }
             };
@@ -435,13 +573,61 @@ impl Watcher {
         }
     }
 
-    /// Reports a file's bad lines, naming the file, and queues its rows.
-    async fn deliver(&self, file: &str, decoded: DecodedLines) -> bool {
-        self.inbox
+    /// Reports a file's bad lines, naming the file, and queues its rows
+    /// (less those a checkpoint says were consumed before a restart),
+    /// recording where the file stands after them.
+    async fn deliver(&mut self, file: &str, mut decoded: DecodedLines) -> bool {
+        let mut rows = decoded.batch.as_ref().map_or(0, |b| b.num_rows()) as u64;
+        if let Some(skip) = self.skip_rows.get_mut(file)
+            && *skip > 0
+            && let Some(batch) = decoded.batch.take()
+        {
+            let skipped = (*skip).min(batch.num_rows() as u64);
+            *skip -= skipped;
+            rows -= skipped;
+            let rest = batch.slice(skipped as usize, batch.num_rows() - skipped as usize);
+            decoded.batch = (rest.num_rows() > 0).then_some(rest);
+        }
+        let went_on = self
+            .inbox
             .deliver(decoded, self.options.on_error, &self.warn, |bad| {
                 format!("file '{file}': {}", bad.message)
             })
-            .await
+            .await;
+        if rows > 0 {
+            let items = self.inbox.items_pushed();
+            let consumed_before = self.skip_rows.get(file).copied();
+            let mut positions = crate::sync::lock(&self.positions);
+            let so_far = positions
+                .log
+                .iter()
+                .rev()
+                .find(|entry| entry.1 == file)
+                .map(|entry| entry.2)
+                .or(consumed_before.map(|_| 0))
+                .unwrap_or(0);
+            positions
+                .log
+                .push_back((items, file.to_string(), so_far + rows, false));
+            let finished = self.inbox.ledger().items_finished();
+            positions.compact(finished);
+        }
+        went_on
+    }
+
+    /// Records file `name` as read whole.
+    fn file_done(&mut self, name: &str) {
+        let items = self.inbox.items_pushed();
+        let mut positions = crate::sync::lock(&self.positions);
+        let rows = positions
+            .log
+            .iter()
+            .rev()
+            .find(|entry| entry.1 == name)
+            .map_or(0, |entry| entry.2);
+        positions
+            .log
+            .push_back((items, name.to_string(), rows, true));
     }
 }
 

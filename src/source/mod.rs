@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{BrookError, Result};
 
 pub use config::OptionSpec;
 pub(crate) use files::FilesSource;
@@ -55,4 +55,22 @@ pub(crate) trait Source: Send + Sync + Debug {
     /// that reads the stream starts; fails if the source cannot start
     /// (for example, the connection is refused).
     async fn start(&self, inbox: Arc<Inbox>) -> Result<()>;
+
+    /// Where the source stands once the first `items` items it pushed into
+    /// its inbox are consumed: what a checkpoint records so that a restart
+    /// reads from there. `None` for a source that cannot replay (queue,
+    /// socket).
+    fn position_after(&self, _items: u64) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Before [`Source::start`]: read from `position` (which
+    /// [`Source::position_after`] gave in an earlier run) instead of from
+    /// the start.
+    fn resume_from(&self, _position: &serde_json::Value) -> Result<()> {
+        Err(BrookError::invalid(format!(
+            "a {} stream cannot resume from a checkpoint",
+            self.connector()
+        )))
+    }
 }
