@@ -80,7 +80,13 @@ impl StreamContext {
         };
         // Dropping the query on an error here stops it.
         let sink: Box<dyn BatchSink> = match options {
-            SinkOptions::File(options) => Box::new(FileSink::create(&create.name, options)?),
+            SinkOptions::File(options) => {
+                let sink = FileSink::create(&create.name, options)?;
+                if let Some(batch) = query.restored_batch() {
+                    sink.forget_after(batch)?;
+                }
+                Box::new(sink)
+            }
             SinkOptions::Kafka(options) => Box::new(crate::sink::KafkaSink::create(
                 &create.name,
                 options,

@@ -183,6 +183,43 @@ impl FileSink {
         })
     }
 
+    /// For a query restored from its checkpoint after batch `batch`: removes
+    /// this sink's per-batch files numbered after it (a run that crashed
+    /// may have written them; their batches are numbered and written
+    /// again). Returns how many went. An appended file cannot be undone.
+    pub fn forget_after(&self, batch: u64) -> Result<usize> {
+        if self.appending.is_some() {
+            return Ok(0);
+        }
+        let prefix = format!("{}-", self.name);
+        let suffix = format!(".{}", self.options.format.extension());
+        let entries = std::fs::read_dir(&self.options.path).map_err(|err| {
+            BrookError::io(
+                format!(
+                    "sink '{}': cannot list {}",
+                    self.name,
+                    self.options.path.display()
+                ),
+                err,
+            )
+        })?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let number = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(&suffix))
+                .and_then(|number| number.parse::<u64>().ok());
+            if number.is_some_and(|number| number > batch) {
+                std::fs::remove_file(entry.path()).map_err(|err| {
+                    BrookError::io(format!("sink '{}': cannot remove {name}", self.name), err)
+                })?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Writes one batch's result; returns the file written, if any (a
     /// result without rows writes nothing).
     pub fn write(&mut self, output: &BatchOutput) -> Result<Option<PathBuf>> {

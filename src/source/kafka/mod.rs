@@ -77,6 +77,10 @@ pub(crate) struct KafkaSource {
     running: Mutex<Option<Running>>,
     /// The committer task.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Per partition, the offset a checkpoint recorded: where the first
+    /// assignment of that partition starts (before `start_offset` and the
+    /// group's committed offset).
+    resume: Mutex<BTreeMap<i32, i64>>,
 }
 
 /// What a started Kafka stream shares between its reader thread, its
@@ -133,6 +137,7 @@ impl KafkaSource {
             warn,
             running: Default::default(),
             tasks: Default::default(),
+            resume: Default::default(),
         })
     }
 }
@@ -443,6 +448,8 @@ fn offsets_text(offsets: impl Iterator<Item = (i32, i64)>) -> String {
 /// are revoked.
 struct StartContext {
     start: StartOffset,
+    /// Offsets a checkpoint recorded, which win over `start`.
+    resume: BTreeMap<i32, i64>,
     seen: Mutex<HashSet<i32>>,
     offsets: Arc<Offsets>,
 }
@@ -481,8 +488,15 @@ impl ConsumerContext for StartContext {
                 let mut seen = lock(&self.seen);
                 for mut element in partitions.elements() {
                     let first_time = seen.insert(element.partition());
-                    if let (true, Some(offset)) = (first_time, offset) {
-                        let _ = element.set_offset(offset);
+                    let resumed = self.resume.get(&element.partition()).copied();
+                    match (first_time, resumed, offset) {
+                        (true, Some(at), _) => {
+                            let _ = element.set_offset(Offset::Offset(at));
+                        }
+                        (true, None, Some(offset)) => {
+                            let _ = element.set_offset(offset);
+                        }
+                        _ => {}
                     }
                 }
                 drop(seen);
@@ -593,6 +607,56 @@ impl Source for KafkaSource {
         text
     }
 
+    fn position_after(&self, items: u64) -> Option<serde_json::Value> {
+        let running = lock(&self.running);
+        let offsets = &running.as_ref()?.offsets;
+        let book = lock(&offsets.book);
+        let mut next = book.finished.clone();
+        for chunk in book.chunks.iter().skip(book.folded) {
+            if chunk.items > items {
+                break;
+            }
+            for (partition, (_, last)) in &chunk.ranges {
+                if book
+                    .assigned
+                    .get(partition)
+                    .is_some_and(|since| chunk.rebalance >= *since)
+                {
+                    let at = next.entry(*partition).or_insert(last + 1);
+                    *at = (*at).max(last + 1);
+                }
+            }
+        }
+        let next: serde_json::Map<String, serde_json::Value> = next
+            .into_iter()
+            .map(|(partition, offset)| (partition.to_string(), offset.into()))
+            .collect();
+        Some(serde_json::json!({"topic": self.options.topic, "offsets": next}))
+    }
+
+    fn resume_from(&self, position: &serde_json::Value) -> Result<()> {
+        let bad = || {
+            BrookError::invalid(format!(
+                "stream '{}': the checkpoint's position is not a Kafka stream's: {position}",
+                self.stream
+            ))
+        };
+        if position["topic"].as_str() != Some(self.options.topic.as_str()) {
+            return Err(BrookError::invalid(format!(
+                "stream '{}': the checkpoint was taken reading topic {}, not '{}'; remove the query's checkpoint directory to start afresh",
+                self.stream, position["topic"], self.options.topic
+            )));
+        }
+        let offsets = position["offsets"].as_object().ok_or_else(bad)?;
+        let mut resume = BTreeMap::new();
+        for (partition, offset) in offsets {
+            let partition: i32 = partition.parse().map_err(|_| bad())?;
+            resume.insert(partition, offset.as_i64().ok_or_else(bad)?);
+        }
+        *lock(&self.resume) = resume;
+        Ok(())
+    }
+
     async fn start(&self, inbox: Arc<Inbox>) -> Result<()> {
         let offsets = Arc::new(Offsets {
             stream: self.stream.clone(),
@@ -694,6 +758,7 @@ impl KafkaSource {
         config
             .create_with_context(StartContext {
                 start: self.options.start_offset,
+                resume: lock(&self.resume).clone(),
                 seen: Default::default(),
                 offsets,
             })
