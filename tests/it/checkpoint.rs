@@ -276,7 +276,7 @@ fn brook_checkpoints_lists_what_a_directory_holds() {
 
 /// Words of file `n`: 200 lines of three words from a 50-word vocabulary.
 fn words_of_file(n: u64) -> Vec<String> {
-    let mut rng = crate::common::Rng(0x5eed ^ (n + 1) * 0x9e37_79b9);
+    let mut rng = crate::common::Rng(0x5eed ^ ((n + 1) * 0x9e37_79b9));
     (0..200)
         .map(|_| {
             (0..3)
