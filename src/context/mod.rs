@@ -93,6 +93,8 @@ struct ContextInner {
     /// Where continuous queries keep their checkpoints (`SET
     /// checkpoint_dir`, `brook run --checkpoint`); none by default.
     checkpoint_dir: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// A checkpoint every this many batches (`SET checkpoint_interval`).
+    checkpoint_interval: AtomicU64,
     batcher: Arc<Batcher>,
     next_query_id: AtomicU64,
     /// The user's handler, behind one that also records each warning in
@@ -174,6 +176,7 @@ impl StreamContext {
                 incremental_windows: AtomicBool::new(true),
                 stop_on_query_error: AtomicBool::new(false),
                 checkpoint_dir: std::sync::Mutex::new(None),
+                checkpoint_interval: AtomicU64::new(1),
                 batcher,
                 next_query_id: AtomicU64::new(1),
                 warn,
@@ -224,6 +227,16 @@ impl StreamContext {
         }
         *crate::sync::lock(&self.inner.checkpoint_dir) = dir;
         Ok(())
+    }
+
+    /// Queries started from now on write a checkpoint every `batches`
+    /// batches (default 1, every batch): cheaper, and after a crash the
+    /// replay covers up to that many batches (still exactly once at the
+    /// sinks that are).
+    pub fn set_checkpoint_interval(&self, batches: u64) {
+        self.inner
+            .checkpoint_interval
+            .store(batches.max(1), Ordering::Relaxed);
     }
 
     /// The checkpoint directory, if set.
@@ -309,6 +322,10 @@ impl StreamContext {
                 Ok(SqlOutput::Done)
             }
             BrookStatement::SetBatchInterval(interval) => done(self.set_batch_interval(*interval)),
+            BrookStatement::SetCheckpointInterval(batches) => {
+                self.set_checkpoint_interval(*batches);
+                Ok(SqlOutput::Done)
+            }
             BrookStatement::SetCheckpointDir(dir) => {
                 done(self.set_checkpoint_dir(dir.as_ref().map(std::path::PathBuf::from)))
             }
@@ -444,7 +461,11 @@ impl StreamContext {
                         positions = restored.header.positions;
                     }
                 }
-                Some((checkpoints, restored_batch))
+                Some((
+                    checkpoints,
+                    restored_batch,
+                    self.inner.checkpoint_interval.load(Ordering::Relaxed),
+                ))
             }
         };
         let mut streams = Vec::with_capacity(plan.streams.len());

@@ -43,6 +43,8 @@ pub(crate) struct CheckpointWriter {
     /// The streams the query reads, in input order: a checkpoint records
     /// where each one's source stands after the batch.
     pub sources: Vec<(String, Arc<dyn crate::source::Source>)>,
+    /// A checkpoint every this many batches.
+    pub interval: u64,
     pub entry: Arc<QueryEntry>,
     pub warn: WarningHandler,
     /// Set once an output was abandoned: no later checkpoint is written.

@@ -74,7 +74,8 @@ pub(crate) struct DriverSettings {
     pub warnings: Arc<RecentWarnings>,
     /// Where the query's checkpoints go, and the batch its engine's
     /// restored state ends with (numbering goes on after it).
-    pub checkpoints: Option<(QueryCheckpoints, u64)>,
+    /// and every how many batches to write one.
+    pub checkpoints: Option<(QueryCheckpoints, u64, u64)>,
     /// The streams the query reads, in input order, with their sources.
     pub sources: Vec<(String, Arc<dyn crate::source::Source>)>,
     /// Reports a checkpoint that could not be written.
@@ -103,12 +104,13 @@ impl ContinuousQuery {
         let registry = settings.registry;
         registry.insert(Arc::clone(&entry));
         let (checkpoints, first_batch) = match settings.checkpoints {
-            Some((checkpoints, restored)) => {
+            Some((checkpoints, restored, interval)) => {
                 lock(&entry.stats).checkpoint = (restored > 0).then_some(restored);
                 (
                     Some(Arc::new(CheckpointWriter {
                         checkpoints,
                         sources: settings.sources,
+                        interval: interval.max(1),
                         entry: Arc::clone(&entry),
                         warn: settings.warn,
                         abandoned: AtomicBool::new(false),
@@ -339,19 +341,23 @@ impl Driver {
                 let result = self.engine.on_batch(&batch).await;
                 // The state after the batch, written once it is done with.
                 let checkpoint = match (&result, &self.checkpoints) {
-                    (Ok(_), Some(checkpoints)) => match self.engine.snapshot() {
-                        Ok(state) => Some(PendingCheckpoint {
-                            checkpoints: Arc::clone(checkpoints),
-                            batch: batch.number,
-                            batch_time: batch.time,
-                            state,
-                            items_after: std::mem::take(&mut items_after),
-                        }),
-                        Err(err) => {
-                            self.warnings.push(&err);
-                            None
+                    (Ok(_), Some(checkpoints))
+                        if batch.number.is_multiple_of(checkpoints.interval) =>
+                    {
+                        match self.engine.snapshot() {
+                            Ok(state) => Some(PendingCheckpoint {
+                                checkpoints: Arc::clone(checkpoints),
+                                batch: batch.number,
+                                batch_time: batch.time,
+                                state,
+                                items_after: std::mem::take(&mut items_after),
+                            }),
+                            Err(err) => {
+                                self.warnings.push(&err);
+                                None
+                            }
                         }
-                    },
+                    }
                     _ => None,
                 };
                 let output = self.output(result, &batch, tick.instant, started, lag);

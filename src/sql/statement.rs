@@ -87,6 +87,9 @@ pub enum BrookStatement {
     /// `SET checkpoint_dir = '/path'` (or `''` / `'none'` for none): where
     /// continuous queries started from now on keep their checkpoints.
     SetCheckpointDir(Option<String>),
+    /// `SET checkpoint_interval = N`: queries started from now on write a
+    /// checkpoint every N batches (default 1).
+    SetCheckpointInterval(u64),
     /// `SHOW QUERIES`: the running continuous queries.
     ShowQueries,
     /// `STOP QUERY n`: stops running query `n` after its batch in progress.
@@ -212,6 +215,18 @@ fn parse_statement(
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
         ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
         ("set", "on_query_error") => parse_set_on_query_error(tokens),
+        ("set", "checkpoint_interval") => {
+            let (token, value) = parse_set_value(tokens, "a number of batches such as 10")?;
+            match value.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(BrookStatement::SetCheckpointInterval(n)),
+                _ => Err(BrookError::Sql {
+                    message: format!(
+                        "checkpoint_interval is a number of batches (1 or more), not '{value}'"
+                    ),
+                    location: Some(location_of(&token)),
+                }),
+            }
+        }
         ("set", "checkpoint_dir") => {
             let (_, value) = parse_set_value(tokens, "a directory such as '/var/lib/brook'")?;
             Ok(BrookStatement::SetCheckpointDir(

@@ -389,3 +389,51 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_and_postgres_holds_e
     assert_eq!((lost, doubled), (0, 0), "rows lost and counted twice");
     assert_eq!(after, expected);
 }
+
+#[tokio::test]
+async fn with_a_checkpoint_interval_only_every_nth_batch_is_checkpointed_and_a_restart_resumes_from_the_last()
+ {
+    let dir = Dir::new("interval");
+    let run_with_interval = |items: &'static [&'static [&'static str]]| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let ctx = StreamContext::new(TICK);
+            ctx.set_checkpoint_dir(Some(dir)).unwrap();
+            ctx.sql("SET checkpoint_interval = 2").await.unwrap();
+            ctx.sql("CREATE STREAM words (word TEXT) WITH (connector = 'queue', one_at_a_time = 'true')")
+                .await
+                .unwrap();
+            for item in items {
+                let values: Vec<String> = item.iter().map(|w| format!("('{w}')")).collect();
+                ctx.sql(&format!("INSERT INTO words VALUES {}", values.join(", ")))
+                    .await
+                    .unwrap();
+            }
+            ctx.close_queues();
+            collect_all(start(&ctx, RUNNING_SQL).await).await
+        }
+    };
+    run_with_interval(&[&["a"], &["a"], &["b"], &["b"], &["c"]]).await;
+    let query_dir = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut files: Vec<String> = std::fs::read_dir(&query_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec!["batch-0000000002.ckpt", "batch-0000000004.ckpt"]
+    );
+    // Restored after batch 4 (batch 5's "c" is gone with the queue).
+    let resumed = run_with_interval(&[&["d"]]).await;
+    assert_eq!(resumed[0].batch_number, 5);
+    assert_eq!(
+        last_rows(&resumed),
+        vec![row("a", "2"), row("b", "2"), row("d", "1")]
+    );
+}
