@@ -302,7 +302,8 @@ impl WatermarkClock {
                 .downcast_ref::<Int64Array>()
                 .ok_or_else(bad)
         };
-        let (max_event, last_row_at, started_at, current) = (int(2)?, int(3)?, int(5)?, int(6)?);
+        // Columns 3 and 5 (last row, start) are not restored: see below.
+        let (max_event, current) = (int(2)?, int(6)?);
         let ended = state
             .column(4)
             .as_any()
@@ -319,18 +320,20 @@ impl WatermarkClock {
                 .ok_or_else(bad)?;
             clock.ended = ended.value(row);
             if parts.is_valid(row) {
+                // Idleness starts afresh: the time the query was down is
+                // not silence of its streams (it would move the watermark
+                // on by the downtime and close windows early).
                 clock.parts.insert(
                     parts.value(row),
                     PartClock {
                         max_event: value(max_event, row),
-                        last_row_at: value(last_row_at, row)
-                            .and_then(DateTime::from_timestamp_millis),
+                        last_row_at: None,
                     },
                 );
             }
         }
+        self.started_at = None;
         if state.num_rows() > 0 {
-            self.started_at = value(started_at, 0).and_then(DateTime::from_timestamp_millis);
             self.current = value(current, 0);
         }
         Ok(())

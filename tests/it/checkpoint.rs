@@ -288,13 +288,18 @@ fn words_of_file(n: u64) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_brook_killed_ten_times_restarts_where_it_stopped_and_postgres_holds_exact_totals() {
+async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in_postgres_and_windows_in_parquet()
+ {
     use std::collections::BTreeMap;
     use std::process::{Command, Stdio};
     let mut pg = crate::pg_server::PgServer::start().await;
     let input = Dir::new("kill-input");
+    let readings = Dir::new("kill-readings");
+    let windows = Dir::new("kill-windows");
     let checkpoints = Dir::new("kill-checkpoints");
-    std::fs::create_dir_all(input.path()).unwrap();
+    for dir in [&input, &readings, &windows] {
+        std::fs::create_dir_all(dir.path()).unwrap();
+    }
     let script = checkpoints.path().with_extension("sql");
     std::fs::write(
         &script,
@@ -304,9 +309,16 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_and_postgres_holds_e
              CREATE SINK totals WITH (connector = 'postgres', url = '{}', table = 'totals', \
                mode = 'upsert', key = 'word', create_table = 'true') AS \
                SELECT word, COUNT(*) AS n FROM \
-               (SELECT unnest(split(line, ' ')) AS word FROM RUNNING(lines)) GROUP BY word;\n",
+               (SELECT unnest(split(line, ' ')) AS word FROM RUNNING(lines)) GROUP BY word;\n\
+             CREATE STREAM readings (word TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) \
+               WITH (connector = 'files', path = '{}', format = 'csv', settle = '0ms', start = 'new', idle_timeout = '1h');\n\
+             CREATE SINK windows WITH (connector = 'file', path = '{}', format = 'parquet') AS \
+               SELECT window_start, word, COUNT(*) AS n FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) \
+               GROUP BY window_start, word;\n",
             input.path().display(),
-            pg.url()
+            pg.url(),
+            readings.path().display(),
+            windows.path().display()
         ),
     )
     .unwrap();
@@ -333,17 +345,56 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_and_postgres_holds_e
     // count them twice. The first run is up before the first file.
     let mut first = Some(brook());
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The same words with event times, 2 s of event time per file, in
+    // order: 10-second windows, each emitted once when the watermark (2 s
+    // behind) passes its end; a last reading far ahead closes them all.
+    let reading_rows = |n: u64| -> Vec<(String, i64)> {
+        words_of_file(n)
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let word = line.split(' ').next().unwrap().to_string();
+                (word, n as i64 * 2_000 + i as i64 * 10)
+            })
+            .collect()
+    };
+    let mut expected_windows: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for n in 0..FILES {
+        for (word, at) in reading_rows(n) {
+            *expected_windows
+                .entry((at - at.rem_euclid(10_000), word))
+                .or_default() += 1;
+        }
+    }
     // Files appear while brook runs, is killed and restarts: written under a
     // hidden name, then renamed.
     let writer = {
         let dir = input.path().to_path_buf();
+        let readings_dir = readings.path().to_path_buf();
         std::thread::spawn(move || {
+            let put = |dir: &Path, name: String, text: String| {
+                let hidden = dir.join(format!(".{name}"));
+                std::fs::write(&hidden, text).unwrap();
+                std::fs::rename(&hidden, dir.join(name)).unwrap();
+            };
             for n in 0..FILES {
-                let hidden = dir.join(format!(".f{n:03}.txt"));
-                std::fs::write(&hidden, words_of_file(n).join("\n") + "\n").unwrap();
-                std::fs::rename(&hidden, dir.join(format!("f{n:03}.txt"))).unwrap();
+                put(
+                    &dir,
+                    format!("f{n:03}.txt"),
+                    words_of_file(n).join("\n") + "\n",
+                );
+                let csv: String = reading_rows(n)
+                    .iter()
+                    .map(|(word, at)| format!("{word},{}\n", timestamp(*at)))
+                    .collect();
+                put(&readings_dir, format!("r{n:03}.csv"), csv);
                 std::thread::sleep(Duration::from_millis(150));
             }
+            put(
+                &readings_dir,
+                "r999.csv".to_string(),
+                format!("end,{}\n", timestamp(1_000_000)),
+            );
         })
     };
     let mut rng = crate::common::Rng(0xdead_beef);
@@ -355,7 +406,8 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_and_postgres_holds_e
     }
     writer.join().unwrap();
     // The last run reads what is left; the table must reach the exact
-    // totals (and stay there: no batch counted twice).
+    // totals (and stay there: no batch counted twice), and the windows'
+    // files must each hold their window once, exact.
     let mut child = brook();
     let totals = |rows: Vec<Vec<String>>| -> BTreeMap<String, i64> {
         rows.into_iter()
@@ -366,7 +418,7 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_and_postgres_holds_e
     let mut seen = BTreeMap::new();
     while std::time::Instant::now() < deadline {
         seen = totals(pg.rows("SELECT word, n FROM totals ORDER BY word").await);
-        if seen == expected {
+        if seen == expected && window_rows(windows.path()).len() >= expected_windows.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -436,4 +488,67 @@ async fn with_a_checkpoint_interval_only_every_nth_batch_is_checkpointed_and_a_r
         last_rows(&resumed),
         vec![row("a", "2"), row("b", "2"), row("d", "1")]
     );
+}
+
+/// `2026-01-01 00:00:00` plus `millis`, as CSV writes a timestamp.
+fn timestamp(millis: i64) -> String {
+    let at = chrono::DateTime::from_timestamp_millis(1_767_225_600_000 + millis).unwrap();
+    at.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// Every `(window_start ms after 2026-01-01, word) -> n` row of the
+/// Parquet files in `dir`.
+fn window_rows(dir: &Path) -> Vec<((i64, String), i64)> {
+    use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut rows = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return rows;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let starts = datafusion::arrow::compute::cast(
+                batch.column_by_name("window_start").unwrap(),
+                &datafusion::arrow::datatypes::DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Millisecond,
+                    None,
+                ),
+            )
+            .unwrap();
+            let starts = starts
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .unwrap();
+            let words = datafusion::arrow::compute::cast(
+                batch.column_by_name("word").unwrap(),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let words = words.as_any().downcast_ref::<StringArray>().unwrap();
+            let counts = batch.column_by_name("n").unwrap();
+            let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
+            for row in 0..batch.num_rows() {
+                rows.push((
+                    (
+                        starts.value(row) - 1_767_225_600_000,
+                        words.value(row).to_string(),
+                    ),
+                    counts.value(row),
+                ));
+            }
+        }
+    }
+    rows
 }
