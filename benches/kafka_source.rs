@@ -38,6 +38,7 @@ fn produce(
         .set("bootstrap.servers", broker.address())
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
+        .set("batch.size", "16777216")
         .set("queue.buffering.max.messages", "1000000")
         .set("compression.type", "none")
         .create()
@@ -78,8 +79,9 @@ async fn consume(
     ctx.sql(&format!(
         "CREATE STREAM {topic} ({columns}) WITH (connector = 'kafka', bootstrap_servers = '{}', \
          topic = '{topic}', format = '{format}', start_offset = 'earliest', group_id = 'bench-{topic}-{attempt}', \
-         'kafka.session.timeout.ms' = '6000', 'kafka.heartbeat.interval.ms' = '500')",
-        broker.address()
+         'kafka.session.timeout.ms' = '6000', 'kafka.heartbeat.interval.ms' = '500'{})",
+        broker.address(),
+        std::env::var("KAFKA_BENCH_OPTIONS").unwrap_or_default()
     ))
     .await
     .expect("stream");
