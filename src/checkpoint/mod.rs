@@ -201,9 +201,10 @@ pub fn describe_dir(root: &Path) -> Result<Vec<String>> {
             let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let line = match file::read(&path) {
                 Ok((header, state)) => format!(
-                    "{name}\tbatch {batch}\twritten {}\t{size} bytes\t{} state batches\t{}",
+                    "{name}\tbatch {batch}\twritten {}\t{size} bytes\t{} state batches\t{}\t{}",
                     header.written.format("%Y-%m-%d %H:%M:%S%.3f"),
                     state.len(),
+                    serde_json::to_string(&header.positions).unwrap_or_default(),
                     header.sql.replace('\n', " ")
                 ),
                 Err(err) => format!("{name}\tbatch {batch}\tunreadable: {err}"),

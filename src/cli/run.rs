@@ -85,7 +85,7 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(lines) => {
-                println!("query\tbatch\twritten\tsize\tstate\tsql");
+                println!("query\tbatch\twritten\tsize\tstate\tpositions\tsql");
                 for line in lines {
                     println!("{line}");
                 }

@@ -288,7 +288,12 @@ impl Source for FilesSource {
                 }
                 drop(taken);
                 watcher.skip_rows = position.partial.iter().cloned().collect();
-                crate::sync::lock(&self.positions).done = position.done;
+                let mut positions = crate::sync::lock(&self.positions);
+                // Files read in part stay so until more of them is read.
+                for (file, rows) in &position.partial {
+                    positions.log.push_back((0, file.clone(), *rows, false));
+                }
+                positions.done = position.done;
             }
             None if !self.options.start_existing => {
                 let mut present = Vec::new();
@@ -596,16 +601,15 @@ impl Watcher {
             .await;
         if rows > 0 {
             let items = self.inbox.items_pushed();
-            let consumed_before = self.skip_rows.get(file).copied();
             let mut positions = crate::sync::lock(&self.positions);
+            // Rows of the file queued before (in this run, or before the
+            // checkpoint it resumed from).
             let so_far = positions
                 .log
                 .iter()
                 .rev()
                 .find(|entry| entry.1 == file)
-                .map(|entry| entry.2)
-                .or(consumed_before.map(|_| 0))
-                .unwrap_or(0);
+                .map_or(0, |entry| entry.2);
             positions
                 .log
                 .push_back((items, file.to_string(), so_far + rows, false));

@@ -498,7 +498,7 @@ fn timestamp(millis: i64) -> String {
 
 /// Every `(window_start ms after 2026-01-01, word) -> n` row of the
 /// Parquet files in `dir`.
-fn window_rows(dir: &Path) -> Vec<((i64, String), i64)> {
+pub(crate) fn window_rows(dir: &Path) -> Vec<((i64, String), i64)> {
     use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = Vec::new();

@@ -1020,3 +1020,170 @@ async fn a_batch_a_sink_failed_to_write_holds_the_streams_commits_back() {
         "{reported:?}"
     );
 }
+
+/// 2026-01-01 00:00:00 plus `millis`, as CSV writes a timestamp.
+fn event_time_text(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(1_767_225_600_000 + millis)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offsets_with_exact_results()
+ {
+    use std::process::{Command, Stdio};
+    let broker = KafkaBroker::start();
+    broker.create_topic("events", 4);
+    let mut pg = crate::pg_server::PgServer::start().await;
+    let base = std::env::temp_dir().join(format!("brook-it-kafka-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (checkpoints, windows) = (base.join("checkpoints"), base.join("windows"));
+    std::fs::create_dir_all(&windows).unwrap();
+    // Each run joins groups of its own (no wait for a killed member's
+    // session to expire): the checkpoints' offsets, not the groups', say
+    // where it starts. Each query reads the topic through a stream of its
+    // own: a stream resumes from the checkpoint of one query.
+    let script = |run: usize| -> std::path::PathBuf {
+        let path = base.join(format!("run{run}.sql"));
+        std::fs::write(
+            &path,
+            format!(
+                "SET batch_interval = '100ms';\n\
+                 CREATE STREAM events (word TEXT, ts TIMESTAMP) \
+                   WITH (connector = 'kafka', bootstrap_servers = '{0}', topic = 'events', format = 'csv', \
+                   group_id = 'kill-{run}-totals', start_offset = 'earliest', {GROUP});\n\
+                 CREATE STREAM readings (word TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1000' SECOND) \
+                   WITH (connector = 'kafka', bootstrap_servers = '{0}', topic = 'events', format = 'csv', \
+                   group_id = 'kill-{run}-windows', start_offset = 'earliest', idle_timeout = '1h', {GROUP});\n\
+                 CREATE SINK totals WITH (connector = 'postgres', url = '{1}', table = 'totals', \
+                   mode = 'upsert', key = 'word', create_table = 'true') AS \
+                   SELECT word, COUNT(*) AS n FROM RUNNING(events) GROUP BY word;\n\
+                 CREATE SINK windows WITH (connector = 'file', path = '{2}', format = 'parquet') AS \
+                   SELECT window_start, word, COUNT(*) AS n FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) \
+                   GROUP BY window_start, word;\n",
+                broker.address(),
+                pg.url(),
+                windows.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let brook = |run: usize| {
+        Command::new(env!("CARGO_BIN_EXE_brook"))
+            .args(["run", script(run).to_str().unwrap(), "--checkpoint"])
+            .arg(&checkpoints)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // 30 rounds of 200 messages over the four partitions, 2 s of event time
+    // each, produced while brook runs and is killed.
+    const ROUNDS: i64 = 30;
+    let round = |r: i64| -> Vec<(i32, Option<String>, String)> {
+        (0..200)
+            .map(|i| {
+                let word = format!("w{}", (r * 7 + i * 13) % 40);
+                let at = r * 2_000 + i * 10;
+                (
+                    (i % 4) as i32,
+                    None,
+                    format!("{word},{}", event_time_text(at)),
+                )
+            })
+            .collect()
+    };
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let mut expected_windows: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for r in 0..ROUNDS {
+        for (_, _, message) in round(r) {
+            let (word, _) = message.split_once(',').unwrap();
+            *expected.entry(word.to_string()).or_default() += 1;
+        }
+        for i in 0..200 {
+            let at = r * 2_000 + i * 10;
+            let word = format!("w{}", (r * 7 + i * 13) % 40);
+            *expected_windows
+                .entry((at - at.rem_euclid(10_000), word))
+                .or_default() += 1;
+        }
+    }
+    let mut rng = crate::common::Rng(0x00ca_fe00);
+    let mut produced = 0;
+    for run in 0..10 {
+        let mut child = brook(run);
+        // Past the group's first join (~3 s), then a random moment.
+        let until = Instant::now() + Duration::from_millis(3_000 + rng.below(2_000));
+        while Instant::now() < until {
+            if produced < ROUNDS {
+                produce(&broker, "events", &round(produced)).await;
+                produced += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    while produced < ROUNDS {
+        produce(&broker, "events", &round(produced)).await;
+        produced += 1;
+    }
+    let totals = |rows: Vec<Vec<String>>| -> BTreeMap<String, i64> {
+        rows.into_iter()
+            .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+            .collect()
+    };
+    let mut child = brook(10);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = BTreeMap::new();
+    while Instant::now() < deadline {
+        seen = totals(pg.rows("SELECT word, n FROM totals ORDER BY word").await);
+        if seen == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every message counted: one far ahead closes every window.
+    produce(
+        &broker,
+        "events",
+        &[(0, None, format!("end,{}", event_time_text(10_000_000)))],
+    )
+    .await;
+    while Instant::now() < deadline {
+        if crate::checkpoint::window_rows(&windows).len() >= expected_windows.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = totals(pg.rows("SELECT word, n FROM totals ORDER BY word").await);
+    let rows = crate::checkpoint::window_rows(&windows);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    pg.stop();
+    let _ = std::fs::remove_dir_all(&base);
+    let lost: i64 = expected
+        .iter()
+        .map(|(w, n)| (n - seen.get(w).copied().unwrap_or(0)).max(0))
+        .sum();
+    let doubled: i64 = seen
+        .iter()
+        .map(|(w, n)| (n - expected.get(w).copied().unwrap_or(0)).max(0))
+        .sum();
+    assert_eq!((lost, doubled), (0, 0), "messages lost and counted twice");
+    // "end" counted once more by the running total.
+    let mut expected_after = expected.clone();
+    expected_after.insert("end".to_string(), 1);
+    assert_eq!(after, expected_after);
+    let mut once: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for (key, n) in rows {
+        assert!(
+            once.insert(key.clone(), n).is_none(),
+            "window {key:?} written twice"
+        );
+    }
+    assert_eq!(once, expected_windows);
+}

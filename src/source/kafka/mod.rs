@@ -486,11 +486,23 @@ impl ConsumerContext for StartContext {
                     StartOffset::Committed => None,
                 };
                 let mut seen = lock(&self.seen);
+                let committed: HashSet<i32> =
+                    lock(&self.offsets.book).committed.keys().copied().collect();
                 for mut element in partitions.elements() {
-                    let first_time = seen.insert(element.partition());
-                    let resumed = self.resume.get(&element.partition()).copied();
+                    let partition = element.partition();
+                    let first_time = seen.insert(partition);
+                    // A checkpoint's offset holds until this run has
+                    // committed the partition itself: a group may assign a
+                    // partition more than once while it forms (tansu does),
+                    // and a group of its own has no committed offset to
+                    // fall back on.
+                    let resumed = self
+                        .resume
+                        .get(&partition)
+                        .copied()
+                        .filter(|_| !committed.contains(&partition));
                     match (first_time, resumed, offset) {
-                        (true, Some(at), _) => {
+                        (_, Some(at), _) => {
                             let _ = element.set_offset(Offset::Offset(at));
                         }
                         (true, None, Some(offset)) => {
@@ -611,7 +623,13 @@ impl Source for KafkaSource {
         let running = lock(&self.running);
         let offsets = &running.as_ref()?.offsets;
         let book = lock(&offsets.book);
-        let mut next = book.finished.clone();
+        // Where the run started (a checkpoint's offsets), moved on by what
+        // it has read since.
+        let mut next = lock(&self.resume).clone();
+        for (partition, offset) in &book.finished {
+            let at = next.entry(*partition).or_insert(*offset);
+            *at = (*at).max(*offset);
+        }
         for chunk in book.chunks.iter().skip(book.folded) {
             if chunk.items > items {
                 break;
@@ -717,6 +735,7 @@ impl Source for KafkaSource {
             warn: Arc::clone(&self.warn),
             offsets: Arc::clone(&offsets),
             next_line: 1,
+            resume: lock(&self.resume).clone(),
         };
         reader.spawn(Arc::clone(&stop_reader))?;
         let committer = Committer {
@@ -799,9 +818,20 @@ struct Reader {
     warn: WarningHandler,
     offsets: Arc<Offsets>,
     next_line: u64,
+    /// A checkpoint's offsets: a message before them is in the restored
+    /// state already and is skipped, whatever offset the group's
+    /// assignment started the partition at.
+    resume: BTreeMap<i32, i64>,
 }
 
 impl Reader {
+    /// Whether `message` was already read before the checkpoint the stream
+    /// resumed from.
+    fn before_checkpoint(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+        self.resume
+            .get(&message.partition())
+            .is_some_and(|at| message.offset() < *at)
+    }
     /// Reads on a thread of its own (with a runtime of its own), so that
     /// the rebalance callback, which librdkafka runs inside `recv`, may
     /// block while the batches in progress finish, without holding up a
@@ -840,6 +870,7 @@ impl Reader {
             let mut chunk = Vec::new();
             let mut places = Vec::new();
             match self.consumer.recv().await {
+                Ok(message) if self.before_checkpoint(&message) => continue,
                 Ok(message) => {
                     if lost {
                         (self.warn)(&BrookError::invalid(format!(
@@ -865,6 +896,7 @@ impl Reader {
             let most = MESSAGES_PER_CHUNK.min(self.inbox.limits().max_pending_rows);
             while places.len() < most && chunk.len() < BYTES_PER_CHUNK {
                 match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) if self.before_checkpoint(&message) => {}
                     Some(Ok(message)) => add_message(&message, &mut chunk, &mut places),
                     _ => break,
                 }
