@@ -575,8 +575,10 @@ mod tests {
     use datafusion::arrow::array::StringViewArray;
     use datafusion::arrow::util::pretty::pretty_format_batches;
 
+    /// `sql`, with its `EMIT` / `LATE DATA TO` clauses, planned to run.
     async fn plan(ctx: &StreamContext, sql: &str) -> planner::ContinuousPlan {
         let statement = parse_sql(sql).unwrap().pop().unwrap();
+        let clauses = statement.clauses;
         let BrookStatement::DataFusion(statement) = statement.statement else {
             panic!("a query")
         };
@@ -587,7 +589,7 @@ mod tests {
             .statement_to_plan(*statement)
             .await
             .unwrap();
-        ctx.planner(&StreamClauses::default())
+        ctx.planner(&clauses)
             .plan_continuous(&logical, planner::Purpose::Run)
             .await
             .unwrap()
@@ -622,20 +624,35 @@ mod tests {
         lines
     }
 
-    /// A batch of `(key, event time in ms)` rows for stream
-    /// `readings (sensor TEXT, ts TIMESTAMP)`.
-    fn readings_batch(number: u64, rows: &[(String, i64)]) -> MicroBatch {
-        use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
-        let schema = Arc::new(Schema::new(vec![
+    /// The schema of stream `readings (sensor TEXT, ts TIMESTAMP NOT NULL)`.
+    fn readings_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new("sensor", DataType::Utf8, true),
             Field::new(
                 "ts",
                 DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
                 false,
             ),
-        ]));
+        ]))
+    }
+
+    /// A context with queue stream `readings` whose watermark is `delay`
+    /// behind its event time `ts`.
+    fn readings_context(incremental: bool, delay: Duration) -> StreamContext {
+        let ctx = StreamContext::new(Duration::from_millis(100));
+        ctx.set_incremental_windows(incremental);
+        ctx.register_queue("readings", readings_schema(), QueueOptions::default())
+            .unwrap();
+        ctx.set_event_time("readings", crate::event_time::EventTime::new("ts", delay))
+            .unwrap();
+        ctx
+    }
+
+    /// A batch of `(key, event time in ms)` rows for stream `readings`.
+    fn readings_batch(number: u64, rows: &[(String, i64)]) -> MicroBatch {
+        use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
         let batch = RecordBatch::try_new(
-            schema,
+            readings_schema(),
             vec![
                 Arc::new(StringArray::from(
                     rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
@@ -684,55 +701,15 @@ mod tests {
                 true,
             ),
         ] {
-            let ctx = StreamContext::new(Duration::from_millis(100));
-            ctx.set_incremental_windows(incremental);
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("sensor", DataType::Utf8, true),
-                Field::new(
-                    "ts",
-                    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
-                    false,
-                ),
-            ]));
-            ctx.register_queue("readings", schema, QueueOptions::default())
-                .unwrap();
-            ctx.set_event_time(
-                "readings",
-                crate::event_time::EventTime::new("ts", Duration::from_millis(500)),
-            )
-            .unwrap();
-            let plan_of = |sql: &str| {
-                let mut statement = parse_sql(sql).unwrap().pop().unwrap();
-                let clauses = std::mem::take(&mut statement.clauses);
-                (statement, clauses)
-            };
-            let (statement, clauses) = plan_of(sql);
-            let BrookStatement::DataFusion(statement) = statement.statement else {
-                panic!("a query")
-            };
-            let logical = ctx
-                .inner
-                .session
-                .state()
-                .statement_to_plan(*statement)
-                .await
-                .unwrap();
-            let engine = || async {
-                ctx.planner(&clauses)
-                    .plan_continuous(&logical, planner::Purpose::Run)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .engine
-            };
-            let mut uninterrupted = engine().await;
-            let mut stopped = engine().await;
+            let ctx = readings_context(incremental, Duration::from_millis(500));
+            let mut uninterrupted = plan(&ctx, sql).await.engine;
+            let mut stopped = plan(&ctx, sql).await.engine;
             for (number, rows) in batches[..4].iter().enumerate() {
                 let batch = readings_batch(number as u64 + 1, rows);
                 uninterrupted.on_batch(&batch).await.unwrap();
                 stopped.on_batch(&batch).await.unwrap();
             }
-            let mut restored = engine().await;
+            let mut restored = plan(&ctx, sql).await.engine;
             restored.restore(stopped.snapshot().unwrap()).await.unwrap();
             // Rows and panes alike (bytes differ: restored rows are joined).
             let held = |engine: &dyn crate::query::engine::BatchEngine| {
@@ -781,23 +758,7 @@ mod tests {
                 true,
             ),
         ] {
-            let ctx = StreamContext::new(Duration::from_millis(100));
-            ctx.set_incremental_windows(incremental);
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("sensor", DataType::Utf8, true),
-                Field::new(
-                    "ts",
-                    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
-                    false,
-                ),
-            ]));
-            ctx.register_queue("readings", schema, QueueOptions::default())
-                .unwrap();
-            ctx.set_event_time(
-                "readings",
-                crate::event_time::EventTime::new("ts", Duration::from_secs(3)),
-            )
-            .unwrap();
+            let ctx = readings_context(incremental, Duration::from_secs(3));
             let mut engine = plan(&ctx, sql).await.engine;
             let mut seed = 0x5eed_u64;
             let mut random = move |n: u64| {

@@ -41,17 +41,22 @@ const RUNNING_SQL: &str =
 /// when the next output is asked for (or the query ends).
 async fn run(dir: Option<&Path>, sql: &str, items: &[&[&str]]) -> Vec<BatchOutput> {
     let (warn, _) = recording_warnings();
-    run_with(dir, sql, items, warn).await
+    run_with(dir, sql, items, warn, &[]).await
 }
 
+/// As [`run`], reporting warnings to `warn`, after `settings` (`SET ...`).
 async fn run_with(
     dir: Option<&Path>,
     sql: &str,
     items: &[&[&str]],
     warn: brook::WarningHandler,
+    settings: &[&str],
 ) -> Vec<BatchOutput> {
     let ctx = StreamContext::with_warning_handler(TICK, warn);
     ctx.set_checkpoint_dir(dir.map(Path::to_path_buf)).unwrap();
+    for setting in settings {
+        ctx.sql(setting).await.unwrap();
+    }
     ctx.sql("CREATE STREAM words (word TEXT) WITH (connector = 'queue', one_at_a_time = 'true')")
         .await
         .unwrap();
@@ -171,7 +176,7 @@ async fn a_corrupt_last_checkpoint_is_skipped_for_the_one_before_with_a_warning(
     let bytes = std::fs::read(newest).unwrap();
     std::fs::write(newest, &bytes[..bytes.len() / 2]).unwrap();
     let (warn, warnings) = recording_warnings();
-    let resumed = run_with(Some(dir.path()), RUNNING_SQL, &[&["c"]], warn).await;
+    let resumed = run_with(Some(dir.path()), RUNNING_SQL, &[&["c"]], warn, &[]).await;
     // Restored after batch 2: a twice, b not yet; batch 3 is numbered again.
     assert_eq!(resumed[0].batch_number, 3);
     assert_eq!(last_rows(&resumed), vec![row("a", "2"), row("c", "1")]);
@@ -446,24 +451,11 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in
 async fn with_a_checkpoint_interval_only_every_nth_batch_is_checkpointed_and_a_restart_resumes_from_the_last()
  {
     let dir = Dir::new("interval");
+    let interval = ["SET checkpoint_interval = 2"];
     let run_with_interval = |items: &'static [&'static [&'static str]]| {
+        let (warn, _) = recording_warnings();
         let dir = dir.path().to_path_buf();
-        async move {
-            let ctx = StreamContext::new(TICK);
-            ctx.set_checkpoint_dir(Some(dir)).unwrap();
-            ctx.sql("SET checkpoint_interval = 2").await.unwrap();
-            ctx.sql("CREATE STREAM words (word TEXT) WITH (connector = 'queue', one_at_a_time = 'true')")
-                .await
-                .unwrap();
-            for item in items {
-                let values: Vec<String> = item.iter().map(|w| format!("('{w}')")).collect();
-                ctx.sql(&format!("INSERT INTO words VALUES {}", values.join(", ")))
-                    .await
-                    .unwrap();
-            }
-            ctx.close_queues();
-            collect_all(start(&ctx, RUNNING_SQL).await).await
-        }
+        async move { run_with(Some(&dir), RUNNING_SQL, items, warn, &interval).await }
     };
     run_with_interval(&[&["a"], &["a"], &["b"], &["b"], &["c"]]).await;
     let query_dir = std::fs::read_dir(dir.path())
