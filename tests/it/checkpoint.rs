@@ -435,15 +435,11 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in
     child.wait().unwrap();
     pg.stop();
     let _ = std::fs::remove_file(&script);
-    let lost: i64 = expected
-        .iter()
-        .map(|(w, n)| (n - seen.get(w).copied().unwrap_or(0)).max(0))
-        .sum();
-    let doubled: i64 = seen
-        .iter()
-        .map(|(w, n)| (n - expected.get(w).copied().unwrap_or(0)).max(0))
-        .sum();
-    assert_eq!((lost, doubled), (0, 0), "rows lost and counted twice");
+    assert_eq!(
+        lost_and_doubled(&expected, &seen),
+        (0, 0),
+        "rows lost and counted twice"
+    );
     assert_eq!(after, expected);
 }
 
@@ -543,4 +539,19 @@ pub(crate) fn window_rows(dir: &Path) -> Vec<((i64, String), i64)> {
         }
     }
     rows
+}
+
+/// How many counts `seen` lacks and how many it has too many, against
+/// `expected`, over all keys.
+pub(crate) fn lost_and_doubled(
+    expected: &std::collections::BTreeMap<String, i64>,
+    seen: &std::collections::BTreeMap<String, i64>,
+) -> (i64, i64) {
+    let short = |a: &std::collections::BTreeMap<String, i64>,
+                 b: &std::collections::BTreeMap<String, i64>| {
+        a.iter()
+            .map(|(key, n)| (n - b.get(key).copied().unwrap_or(0)).max(0))
+            .sum::<i64>()
+    };
+    (short(expected, seen), short(seen, expected))
 }

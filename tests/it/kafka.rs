@@ -1165,15 +1165,11 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
     child.wait().unwrap();
     pg.stop();
     let _ = std::fs::remove_dir_all(&base);
-    let lost: i64 = expected
-        .iter()
-        .map(|(w, n)| (n - seen.get(w).copied().unwrap_or(0)).max(0))
-        .sum();
-    let doubled: i64 = seen
-        .iter()
-        .map(|(w, n)| (n - expected.get(w).copied().unwrap_or(0)).max(0))
-        .sum();
-    assert_eq!((lost, doubled), (0, 0), "messages lost and counted twice");
+    assert_eq!(
+        crate::checkpoint::lost_and_doubled(&expected, &seen),
+        (0, 0),
+        "messages lost and counted twice"
+    );
     // "end" counted once more by the running total.
     let mut expected_after = expected.clone();
     expected_after.insert("end".to_string(), 1);
