@@ -624,6 +624,45 @@ mod tests {
         lines
     }
 
+    /// Runs `sql` over `batches` without a stop, and stopped after the
+    /// first `stop_after` (its state snapshot restored into a fresh engine):
+    /// both hold as much, and give the same results after.
+    async fn assert_restores_as_if_never_stopped(
+        ctx: &StreamContext,
+        sql: &str,
+        batches: &[MicroBatch],
+        stop_after: usize,
+    ) {
+        let mut uninterrupted = plan(ctx, sql).await.engine;
+        let mut stopped = plan(ctx, sql).await.engine;
+        for batch in &batches[..stop_after] {
+            uninterrupted.on_batch(batch).await.unwrap();
+            stopped.on_batch(batch).await.unwrap();
+        }
+        let mut restored = plan(ctx, sql).await.engine;
+        restored.restore(stopped.snapshot().unwrap()).await.unwrap();
+        // Rows and panes alike (bytes differ: restored rows are joined).
+        let held = |engine: &dyn crate::query::engine::BatchEngine| {
+            let retained = engine.retained();
+            (retained.batches, retained.rows)
+        };
+        assert_eq!(
+            held(restored.as_ref()),
+            held(uninterrupted.as_ref()),
+            "{sql}"
+        );
+        for batch in &batches[stop_after..] {
+            let expected = shown(uninterrupted.on_batch(batch).await.unwrap());
+            let got = shown(restored.on_batch(batch).await.unwrap());
+            assert_eq!(got, expected, "{sql}: batch {}", batch.number);
+        }
+        assert_eq!(
+            shown(restored.on_end().await.unwrap()),
+            shown(uninterrupted.on_end().await.unwrap()),
+            "{sql}: at the end"
+        );
+    }
+
     /// The schema of stream `readings (sensor TEXT, ts TIMESTAMP NOT NULL)`.
     fn readings_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -702,39 +741,12 @@ mod tests {
             ),
         ] {
             let ctx = readings_context(incremental, Duration::from_millis(500));
-            let mut uninterrupted = plan(&ctx, sql).await.engine;
-            let mut stopped = plan(&ctx, sql).await.engine;
-            for (number, rows) in batches[..4].iter().enumerate() {
-                let batch = readings_batch(number as u64 + 1, rows);
-                uninterrupted.on_batch(&batch).await.unwrap();
-                stopped.on_batch(&batch).await.unwrap();
-            }
-            let mut restored = plan(&ctx, sql).await.engine;
-            restored.restore(stopped.snapshot().unwrap()).await.unwrap();
-            // Rows and panes alike (bytes differ: restored rows are joined).
-            let held = |engine: &dyn crate::query::engine::BatchEngine| {
-                let retained = engine.retained();
-                (retained.batches, retained.rows)
-            };
-            assert_eq!(
-                held(restored.as_ref()),
-                held(uninterrupted.as_ref()),
-                "{sql}"
-            );
-            for (number, rows) in batches[4..].iter().enumerate() {
-                let batch = readings_batch(number as u64 + 5, rows);
-                let expected = shown(uninterrupted.on_batch(&batch).await.unwrap());
-                assert_eq!(
-                    shown(restored.on_batch(&batch).await.unwrap()),
-                    expected,
-                    "{sql}"
-                );
-            }
-            assert_eq!(
-                shown(restored.on_end().await.unwrap()),
-                shown(uninterrupted.on_end().await.unwrap()),
-                "{sql}"
-            );
+            let batches: Vec<MicroBatch> = batches
+                .iter()
+                .enumerate()
+                .map(|(number, rows)| readings_batch(number as u64 + 1, rows))
+                .collect();
+            assert_restores_as_if_never_stopped(&ctx, sql, &batches, 4).await;
         }
     }
 
@@ -850,35 +862,12 @@ mod tests {
             ctx.set_incremental_windows(incremental);
             ctx.register_queue("lines", line_schema(), QueueOptions::default())
                 .unwrap();
-            let mut uninterrupted = plan(&ctx, sql).await.engine;
-            let mut stopped = plan(&ctx, sql).await.engine;
-            for (number, batch) in input[..3].iter().enumerate() {
-                let batch = words(number as u64 + 1, batch);
-                uninterrupted.on_batch(&batch).await.unwrap();
-                stopped.on_batch(&batch).await.unwrap();
-            }
-            let mut restored = plan(&ctx, sql).await.engine;
-            restored.restore(stopped.snapshot().unwrap()).await.unwrap();
-            let held = |engine: &dyn crate::query::engine::BatchEngine| {
-                let retained = engine.retained();
-                (retained.batches, retained.rows)
-            };
-            assert_eq!(
-                held(restored.as_ref()),
-                held(uninterrupted.as_ref()),
-                "{sql}"
-            );
-            for (number, batch) in input.iter().enumerate().skip(3) {
-                let batch = words(number as u64 + 1, batch);
-                let expected = shown(uninterrupted.on_batch(&batch).await.unwrap());
-                let got = shown(restored.on_batch(&batch).await.unwrap());
-                assert_eq!(got, expected, "{sql}: batch {}", number + 1);
-            }
-            assert_eq!(
-                shown(restored.on_end().await.unwrap()),
-                shown(uninterrupted.on_end().await.unwrap()),
-                "{sql}: at the end"
-            );
+            let batches: Vec<MicroBatch> = input
+                .iter()
+                .enumerate()
+                .map(|(number, batch)| words(number as u64 + 1, batch))
+                .collect();
+            assert_restores_as_if_never_stopped(&ctx, sql, &batches, 3).await;
         }
     }
 }

@@ -387,14 +387,7 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
         if batches.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Emission {
-            batches,
-            window: None,
-            event: Some(EventReport {
-                watermark: Some(END_OF_TIME),
-                ..EventReport::default()
-            }),
-        }))
+        Ok(Some(end_of_input(batches)))
     }
 
     async fn on_stop(&mut self) -> Result<Option<Emission>> {
@@ -451,6 +444,18 @@ fn pane_label(batch: &RecordBatch) -> Result<(i64, Option<usize>)> {
         .ok_or_else(|| BrookError::Internal(format!("a pane label '{label}'")))?;
     let input = parts.next().and_then(|p| p.parse::<usize>().ok());
     Ok((start, input))
+}
+
+/// The emission of the windows every stream's end closed.
+pub(crate) fn end_of_input(batches: Vec<RecordBatch>) -> Emission {
+    Emission {
+        batches,
+        window: None,
+        event: Some(EventReport {
+            watermark: Some(END_OF_TIME),
+            ..EventReport::default()
+        }),
+    }
 }
 
 /// The rows of `rows` per pane of length `pane`, in pane order. Rows come

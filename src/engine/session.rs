@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
-use super::event_window::{EventClock, OnTime};
+use super::event_window::{EventClock, OnTime, end_of_input};
 use super::split::{IncrementalPlan, WindowBound};
 use super::{reduce, run_on, state};
 use crate::catalog::stream_table::BatchSlot;
@@ -26,7 +26,7 @@ use crate::catalog::windows::EventShape;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::END_OF_TIME;
 use crate::query::Retained;
-use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
+use crate::query::engine::{BatchEngine, Emission, MicroBatch};
 use crate::sql::EmitMode;
 
 /// A `SESSION` query in progress.
@@ -271,14 +271,7 @@ impl BatchEngine for SessionEngine {
         if self.events.emit != EmitMode::OnWindowClose {
             return Ok(None);
         }
-        Ok(Some(Emission {
-            batches: self.finish(closed).await?,
-            window: None,
-            event: Some(EventReport {
-                watermark: Some(END_OF_TIME),
-                ..EventReport::default()
-            }),
-        }))
+        Ok(Some(end_of_input(self.finish(closed).await?)))
     }
 
     async fn on_stop(&mut self) -> Result<Option<Emission>> {

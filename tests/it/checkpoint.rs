@@ -70,6 +70,14 @@ async fn run_with(
     collect_all(start(&ctx, sql).await).await
 }
 
+/// The directory of the one query checkpointed under `root`.
+fn only_query_dir(root: &Path) -> PathBuf {
+    let mut entries = std::fs::read_dir(root).unwrap();
+    let dir = entries.next().unwrap().unwrap().path();
+    assert!(entries.next().is_none(), "one query in {}", root.display());
+    dir
+}
+
 fn last_rows(outputs: &[BatchOutput]) -> Vec<Vec<String>> {
     rows(outputs.last().expect("an output"))
 }
@@ -95,12 +103,7 @@ async fn a_restarted_running_query_resumes_its_totals_and_batch_numbers() {
     // (batch 3's is written once the next output is asked for).
     assert_eq!(second[0].checkpoint, Some(2));
     assert!(matches!(second[1].checkpoint, Some(2 | 3)));
-    let query_dir = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let query_dir = only_query_dir(dir.path());
     assert!(query_dir.join("batch-0000000004.ckpt").exists());
 }
 
@@ -160,12 +163,7 @@ async fn a_corrupt_last_checkpoint_is_skipped_for_the_one_before_with_a_warning(
     let dir = Dir::new("corrupt");
     run(Some(dir.path()), RUNNING_SQL, &[&["a"], &["a"], &["b"]]).await;
     // The query's newest checkpoint (after batch 3) loses its second half.
-    let query_dir = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let query_dir = only_query_dir(dir.path());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&query_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -454,12 +452,7 @@ async fn with_a_checkpoint_interval_only_every_nth_batch_is_checkpointed_and_a_r
         async move { run_with(Some(&dir), RUNNING_SQL, items, warn, &interval).await }
     };
     run_with_interval(&[&["a"], &["a"], &["b"], &["b"], &["c"]]).await;
-    let query_dir = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let query_dir = only_query_dir(dir.path());
     let mut files: Vec<String> = std::fs::read_dir(&query_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
