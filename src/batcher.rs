@@ -1,16 +1,15 @@
-//! The trigger clock. Every batch interval it cuts what each subscribed
-//! stream received since the last tick into one micro-batch (possibly empty)
-//! and hands each running query the micro-batches of the streams it reads.
+//! The trigger clock. Every batch interval it cuts the batch each
+//! subscribed stream has been filling ([`crate::feed`]) and opens the next,
+//! which it hands to each running query as the streams' [`BatchStart`].
+//! Queries read a batch's rows while they arrive; the cut ends their input.
 //!
 //! Queries that share a stream (directly or through other queries) form a
-//! group that ticks together. The clock never waits for a group: it hands
-//! a group's ticks to a delivery task, which waits while a query of the
-//! group is behind, and skips the group at later ticks until that delivery
-//! is done. So a query that falls behind holds back the streams it reads
-//! (whose rows wait in their bounded inboxes), while every other group
-//! keeps its pace.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! group that is cut together. The clock never waits for a group: a group
+//! in which a query is a batch behind (one batch cut and waiting, the next
+//! being filled) is not cut at this tick but as soon as that query starts
+//! its next batch, so the open batch goes on filling (its rows wait in the
+//! streams' bounded inboxes, holding the sources back), while every other
+//! group keeps its pace.
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -20,24 +19,21 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::BrookError;
-use crate::stream::{LiveStream, StreamCut};
+use crate::feed::{Feed, FeedReader};
+use crate::stream::LiveStream;
 use crate::sync::lock;
 
-/// Ticks a query may have waiting before its group's delivery waits for
-/// it: one being executed and one queued. A query slower than the interval
-/// delays its own streams (and so their sources) instead of piling up
-/// batches in memory.
-const TICKS_IN_FLIGHT: usize = 2;
-
-/// One tick as seen by one query.
+/// One batch as one query sees it when it opens.
 #[derive(Debug)]
-pub(crate) struct Tick {
-    /// Wall-clock time of the tick.
-    pub time: DateTime<Utc>,
-    /// The tick on the monotonic clock, to measure time to result.
-    pub instant: Instant,
-    /// One entry per stream the query reads, in subscription order.
-    pub inputs: Vec<Result<StreamCut, StreamFailure>>,
+pub(crate) struct BatchStart {
+    /// Per stream the query reads, in subscription order, its reader of the
+    /// stream's batch.
+    pub inputs: Vec<Arc<FeedReader>>,
+    /// When the batch opened (its previous batch was cut).
+    pub opened: Instant,
+    /// To be told when the query starts the batch: a tick that came before
+    /// is owed to it.
+    pub started: Arc<Notify>,
 }
 
 /// A stream that failed, as reported to each query that reads it.
@@ -60,19 +56,25 @@ impl From<StreamFailure> for BrookError {
 struct Subscription {
     query_id: u64,
     streams: Vec<Arc<LiveStream>>,
-    ticks: mpsc::Sender<Tick>,
-    /// Set while a delivery task still has to hand this query a tick; its
-    /// group is not cut again until then.
-    delivering: Arc<AtomicBool>,
+    /// The batches the query has been handed and not yet started: at most
+    /// [`BATCHES_HANDED`].
+    batches: mpsc::Sender<BatchStart>,
+    /// A tick came while the query had no room for another batch: its
+    /// group is cut as soon as it has.
+    owed_cut: bool,
 }
 
-/// One group's ticks, to be handed over in order by a delivery task.
-struct Delivery {
-    ticks: Vec<(mpsc::Sender<Tick>, Tick, Arc<AtomicBool>)>,
-    /// Set when the group's streams had all ended at the cut: once the
-    /// ticks are handed over, the clock looks again (their last rows may
-    /// still be waiting if a query had no room).
-    recheck: bool,
+/// Batches a query may have been handed and not yet started: the one being
+/// filled and one cut before it. A query slower than the interval delays
+/// its own streams (and so their sources) instead of piling up batches in
+/// memory.
+const BATCHES_HANDED: usize = 2;
+
+impl Subscription {
+    /// Whether the query can be handed another batch.
+    fn has_room(&self) -> bool {
+        self.batches.capacity() > 0
+    }
 }
 
 /// The clock shared by all queries of a context.
@@ -84,9 +86,8 @@ pub(crate) struct Batcher {
     /// Wakes the clock to cut a batch at once, before the interval is up
     /// (the final batch of queries that are finishing).
     tick_now: Arc<Notify>,
-    /// Wakes the clock when a stream's source ends: a group whose streams
-    /// have all ended gets its last batch at once, not at the next tick.
-    input_ended: Arc<Notify>,
+    /// Told by a query that starts a batch: a cut owed to its group is made.
+    batch_started: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -112,7 +113,7 @@ impl Batcher {
             subscriptions: Mutex::new(Vec::new()),
             clock: Mutex::new(None),
             tick_now: Arc::new(Notify::new()),
-            input_ended: Arc::new(Notify::new()),
+            batch_started: Arc::new(Notify::new()),
         })
     }
 
@@ -130,29 +131,36 @@ impl Batcher {
         *lock(&self.batch_interval) = interval;
     }
 
-    /// Subscribes a query to `streams`; it receives every tick from the next
-    /// one on, until the returned receiver is dropped.
+    /// Subscribes a query to `streams`: it reads the batch each is filling
+    /// from now on, and receives every later batch, until the returned
+    /// receiver is dropped.
     pub fn subscribe(
         self: &Arc<Self>,
         query_id: u64,
         streams: Vec<Arc<LiveStream>>,
-    ) -> mpsc::Receiver<Tick> {
-        let (sender, receiver) = mpsc::channel(TICKS_IN_FLIGHT);
-        for stream in &streams {
-            stream.inbox.notify_on_close(Arc::clone(&self.input_ended));
-        }
-        lock(&self.subscriptions).push(Subscription {
+    ) -> mpsc::Receiver<BatchStart> {
+        let (sender, receiver) = mpsc::channel(BATCHES_HANDED);
+        let mut subscriptions = lock(&self.subscriptions);
+        let start = BatchStart {
+            inputs: streams.iter().map(|stream| stream.join_feed()).collect(),
+            opened: Instant::now(),
+            started: Arc::clone(&self.batch_started),
+        };
+        // A fresh channel has room for one.
+        let _ = sender.try_send(start);
+        subscriptions.push(Subscription {
             query_id,
             streams,
-            ticks: sender,
-            delivering: Arc::new(AtomicBool::new(false)),
+            batches: sender,
+            owed_cut: false,
         });
+        drop(subscriptions);
         let mut clock = lock(&self.clock);
         if clock.is_none() {
             *clock = Some(tokio::spawn(run_clock(
                 Arc::downgrade(self),
                 Arc::clone(&self.tick_now),
-                Arc::clone(&self.input_ended),
+                Arc::clone(&self.batch_started),
             )));
         }
         receiver
@@ -162,83 +170,65 @@ impl Batcher {
     pub fn readers_of(&self, stream: &str) -> Vec<u64> {
         lock(&self.subscriptions)
             .iter()
-            .filter(|s| !s.ticks.is_closed() && s.streams.iter().any(|st| st.name == stream))
+            .filter(|s| !s.batches.is_closed() && s.streams.iter().any(|st| st.name == stream))
             .map(|s| s.query_id)
             .collect()
     }
 
-    /// Cuts, once each, the streams of every group whose previous delivery
-    /// is done (with `only_ended`, only of groups whose every stream's next
-    /// cut is its last), and builds each such group's ticks.
-    fn cut(&self, time: DateTime<Utc>, instant: Instant, only_ended: bool) -> Vec<Delivery> {
+    /// Cuts, once each, the streams of every group whose queries all have
+    /// room for another batch, and hands each query the next.
+    /// A group that is not ready is owed the cut; `only_owed` cuts only
+    /// groups owed one (a query has just started its batch).
+    fn cut(&self, time: DateTime<Utc>, instant: Instant, only_owed: bool) {
         let mut subscriptions = lock(&self.subscriptions);
-        subscriptions.retain(|s| !s.ticks.is_closed());
-        let groups = groups(&subscriptions);
-        let mut cuts: Vec<(*const LiveStream, Result<StreamCut, StreamFailure>)> = Vec::new();
-        let mut deliveries = Vec::new();
-        for members in groups {
-            if members
-                .iter()
-                .any(|&i| subscriptions[i].delivering.load(Ordering::Acquire))
-            {
+        subscriptions.retain(|s| !s.batches.is_closed());
+        for members in groups(&subscriptions) {
+            if only_owed && !members.iter().any(|&i| subscriptions[i].owed_cut) {
                 continue;
             }
-            if only_ended
-                && !members.iter().all(|&i| {
-                    subscriptions[i]
-                        .streams
-                        .iter()
-                        .all(|stream| stream.next_cut_is_last())
-                })
-            {
+            if !members.iter().all(|&i| subscriptions[i].has_room()) {
+                // Cut once every query of the group has room again.
+                for &i in &members {
+                    subscriptions[i].owed_cut = true;
+                }
                 continue;
             }
-            let recheck = members.iter().all(|&i| {
-                subscriptions[i]
-                    .streams
-                    .iter()
-                    .all(|stream| stream.inbox.is_closed())
-            });
-            let mut delivery = Vec::with_capacity(members.len());
-            for i in members {
+            for &i in &members {
+                subscriptions[i].owed_cut = false;
+            }
+            // Each stream of the group is cut once; its next batch has a
+            // reader for each time a member reads it, handed out in order.
+            let mut feeds: Vec<(*const LiveStream, Arc<Feed>, usize)> = Vec::new();
+            let mut next_batch = |stream: &Arc<LiveStream>| {
+                let key = Arc::as_ptr(stream);
+                let index = match feeds.iter().position(|(k, _, _)| *k == key) {
+                    Some(index) => index,
+                    None => {
+                        let readers = members
+                            .iter()
+                            .flat_map(|&j| &subscriptions[j].streams)
+                            .filter(|s| Arc::ptr_eq(s, stream))
+                            .count();
+                        feeds.push((key, stream.next_feed(time, instant, readers), 0));
+                        feeds.len() - 1
+                    }
+                };
+                let (_, feed, handed) = &mut feeds[index];
+                *handed += 1;
+                feed.reader(*handed - 1)
+            };
+            for &i in &members {
                 let subscription = &subscriptions[i];
-                let inputs = subscription
-                    .streams
-                    .iter()
-                    .map(|stream| {
-                        let key = Arc::as_ptr(stream);
-                        if let Some((_, cut)) = cuts.iter().find(|(k, _)| *k == key) {
-                            return cut.clone();
-                        }
-                        let cut = stream.cut().map_err(|err| StreamFailure {
-                            stream: stream.name.clone(),
-                            cause: match err {
-                                // The inbox's own failure, not wrapped twice.
-                                BrookError::StreamFailed { source, .. } => source,
-                                other => Arc::new(other),
-                            },
-                        });
-                        cuts.push((key, cut.clone()));
-                        cut
-                    })
-                    .collect();
-                subscription.delivering.store(true, Ordering::Release);
-                delivery.push((
-                    subscription.ticks.clone(),
-                    Tick {
-                        time,
-                        instant,
-                        inputs,
-                    },
-                    Arc::clone(&subscription.delivering),
-                ));
+                let inputs = subscription.streams.iter().map(&mut next_batch).collect();
+                // Room was checked above, under the same lock; a closed
+                // channel is a query that ended.
+                let _ = subscription.batches.try_send(BatchStart {
+                    inputs,
+                    opened: instant,
+                    started: Arc::clone(&self.batch_started),
+                });
             }
-            deliveries.push(Delivery {
-                ticks: delivery,
-                recheck,
-            });
         }
-        deliveries
     }
 }
 
@@ -278,63 +268,25 @@ fn groups(subscriptions: &[Subscription]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Hands a group's ticks over: at once where the queries have room (the
-/// usual case, no task needed), else from a task that waits while a query
-/// is behind, which is backpressure on the group's streams, not buffering.
-fn deliver(delivery: Delivery, input_ended: &Arc<Notify>) {
-    let mut ticks = delivery.ticks.into_iter();
-    while let Some((sender, tick, delivering)) = ticks.next() {
-        match sender.try_send(tick) {
-            // A closed channel is a query that ended.
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
-                delivering.store(false, Ordering::Release);
-            }
-            Err(mpsc::error::TrySendError::Full(tick)) => {
-                let rest: Vec<_> = std::iter::once((sender, tick, delivering))
-                    .chain(ticks)
-                    .collect();
-                let input_ended = Arc::clone(input_ended);
-                let recheck = delivery.recheck;
-                tokio::spawn(async move {
-                    for (sender, tick, delivering) in rest {
-                        let _ = sender.send(tick).await;
-                        delivering.store(false, Ordering::Release);
-                    }
-                    if recheck {
-                        input_ended.notify_one();
-                    }
-                });
-                return;
-            }
-        }
-    }
-    if delivery.recheck {
-        input_ended.notify_one();
-    }
-}
-
-async fn run_clock(batcher: Weak<Batcher>, tick_now: Arc<Notify>, input_ended: Arc<Notify>) {
+async fn run_clock(batcher: Weak<Batcher>, tick_now: Arc<Notify>, batch_started: Arc<Notify>) {
     let Some(interval) = batcher.upgrade().map(|b| b.batch_interval()) else {
         return;
     };
     let mut next_tick = Instant::now() + interval;
     loop {
-        // A tick, or only the groups whose input has ended.
-        let only_ended = tokio::select! {
+        // A tick, or only the cuts owed to queries that started a batch.
+        let only_owed = tokio::select! {
             _ = tokio::time::sleep_until(next_tick) => false,
             _ = tick_now.notified() => false,
-            _ = input_ended.notified() => true,
+            _ = batch_started.notified() => true,
         };
         let Some(batcher) = batcher.upgrade() else {
             return;
         };
-        let deliveries = batcher.cut(Utc::now(), Instant::now(), only_ended);
+        batcher.cut(Utc::now(), Instant::now(), only_owed);
         let interval = batcher.batch_interval();
         drop(batcher);
-        for delivery in deliveries {
-            deliver(delivery, &input_ended);
-        }
-        if !only_ended {
+        if !only_owed {
             next_tick = (next_tick + interval).max(Instant::now());
         }
     }

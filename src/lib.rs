@@ -84,6 +84,7 @@ pub(crate) mod engine;
 pub mod error;
 pub mod event_time;
 pub(crate) mod exec;
+pub(crate) mod feed;
 pub(crate) mod functions;
 #[doc(hidden)]
 pub mod fuzzing;

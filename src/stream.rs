@@ -1,14 +1,13 @@
 //! A registered stream at run time: its schema, its source, the inbox where
-//! rows wait for the next tick, and its counters.
+//! rows wait to be read, the batch being filled, and its counters.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::error::{BrookError, Result};
+use crate::error::Result;
+use crate::feed::{Feed, FeedReader};
 use crate::source::{Inbox, Source, StreamLimits};
 
 /// A registered stream, as `SHOW STREAMS`, `brook.streams` and `\\d NAME`
@@ -64,6 +63,8 @@ pub(crate) struct LiveStream {
     /// Fed by a query (late rows), which closes it when it ends: not closed
     /// with the queues at the end of a script.
     pub fed_by_query: AtomicBool,
+    /// The batch being filled, once a query reads the stream.
+    feed: std::sync::Mutex<Option<Arc<Feed>>>,
 }
 
 impl LiveStream {
@@ -82,6 +83,7 @@ impl LiveStream {
             started: AtomicBool::new(false),
             event_time: std::sync::OnceLock::new(),
             fed_by_query: AtomicBool::new(false),
+            feed: std::sync::Mutex::new(None),
         }
     }
 
@@ -137,116 +139,35 @@ impl LiveStream {
         }
     }
 
-    /// Whether the stream's source has ended and nothing is left that is
-    /// owed its own tick: the next cut takes what is left and ends the
-    /// stream. A queue taking one item per batch keeps one item per tick
-    /// to its end.
-    pub fn next_cut_is_last(&self) -> bool {
-        self.inbox.is_closed()
-            && (!self.source.one_item_per_batch() || self.inbox.pending_items() == 0)
-    }
-
-    /// Cuts what arrived since the last tick into one micro-batch.
-    pub fn cut(&self) -> Result<StreamCut> {
-        let taken = self.inbox.take(self.source.one_item_per_batch());
-        if let Some(source) = taken.failure {
-            return Err(BrookError::StreamFailed {
-                stream: self.name.clone(),
-                source,
-            });
-        }
-        let rows = taken.items.iter().map(RecordBatch::num_rows).sum();
-        Ok(StreamCut {
-            batches: coalesce(&self.schema, taken.items)?,
-            rows,
-            ended: taken.ended,
-            in_flight: taken.in_flight,
-        })
-    }
-}
-
-/// Rows a micro-batch's record batches hold at least, where the source
-/// delivered smaller pieces (DataFusion's default batch size).
-const MIN_CHUNK_ROWS: usize = 8192;
-
-/// Joins runs of small pieces into record batches of at least
-/// [`MIN_CHUNK_ROWS`] rows; larger pieces pass through without copying.
-fn coalesce(schema: &SchemaRef, items: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    let mut chunks = Vec::with_capacity(items.len());
-    let mut small: Vec<RecordBatch> = Vec::new();
-    let mut small_rows = 0;
-    let flush = |small: &mut Vec<RecordBatch>, chunks: &mut Vec<RecordBatch>| -> Result<()> {
-        match small.len() {
-            0 => {}
-            1 => chunks.append(small),
-            _ => chunks.push(concat_batches(schema, &std::mem::take(small))?),
-        }
-        Ok(())
-    };
-    for item in items {
-        if item.num_rows() >= MIN_CHUNK_ROWS {
-            flush(&mut small, &mut chunks)?;
-            small_rows = 0;
-            chunks.push(item);
-        } else if item.num_rows() > 0 {
-            small_rows += item.num_rows();
-            small.push(item);
-            if small_rows >= MIN_CHUNK_ROWS {
-                flush(&mut small, &mut chunks)?;
-                small_rows = 0;
+    /// A reader of the batch being filled, for a query that starts reading
+    /// the stream now (the batch opens if none is).
+    pub fn join_feed(&self) -> Arc<FeedReader> {
+        let mut current = crate::sync::lock(&self.feed);
+        match current.as_ref() {
+            Some(feed) => feed.join(),
+            None => {
+                let feed = Feed::open(self, 1, true);
+                let reader = feed.reader(0);
+                *current = Some(feed);
+                reader
             }
         }
     }
-    flush(&mut small, &mut chunks)?;
-    Ok(chunks)
-}
 
-/// What one tick took from a stream: one micro-batch, held as the record
-/// batches the source delivered (small pieces joined), so that a large
-/// micro-batch streams through the plan instead of being copied into one
-/// array first.
-#[derive(Debug, Clone)]
-pub(crate) struct StreamCut {
-    pub batches: Vec<RecordBatch>,
-    /// Rows in `batches`.
-    pub rows: usize,
-    /// The source has ended and everything it delivered has now been cut.
-    pub ended: bool,
-    /// Shared by every query the cut is handed to; the cut is finished
-    /// (a Kafka source may commit its offsets) once all have dropped it.
-    pub in_flight: Arc<crate::source::cuts::CutInFlight>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::arrow::array::Int32Array;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-
-    #[test]
-    fn coalesce_joins_small_pieces_and_passes_large_ones_through() {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, true)]));
-        let piece = |rows: usize| {
-            RecordBatch::try_new(
-                Arc::clone(&schema),
-                vec![Arc::new(Int32Array::from(vec![1; rows]))],
-            )
-            .unwrap()
-        };
-        let large = piece(MIN_CHUNK_ROWS + 1);
-        let items = vec![
-            piece(3),
-            piece(0),
-            piece(5),
-            large.clone(),
-            piece(MIN_CHUNK_ROWS - 1),
-            piece(2),
-            piece(4),
-        ];
-        let chunks = coalesce(&schema, items).unwrap();
-        let sizes: Vec<usize> = chunks.iter().map(RecordBatch::num_rows).collect();
-        assert_eq!(sizes, vec![8, MIN_CHUNK_ROWS + 1, MIN_CHUNK_ROWS + 1, 4]);
-        // The large piece is the same arrays, not a copy.
-        assert!(Arc::ptr_eq(chunks[1].column(0), large.column(0)));
+    /// The tick: cuts the batch being filled and opens the next one, with
+    /// `readers` readers.
+    pub fn next_feed(
+        &self,
+        time: chrono::DateTime<chrono::Utc>,
+        instant: tokio::time::Instant,
+        readers: usize,
+    ) -> Arc<Feed> {
+        let mut current = crate::sync::lock(&self.feed);
+        if let Some(feed) = current.as_ref() {
+            feed.cut(time, instant);
+        }
+        let feed = Feed::open(self, readers, false);
+        *current = Some(Arc::clone(&feed));
+        feed
     }
 }

@@ -1,6 +1,6 @@
 //! The table DataFusion sees for a stream, and how planning a continuous
 //! query binds each of its scans to a [`BatchSlot`] that the query fills
-//! with the batch of each tick.
+//! with each batch (or points at the batch while it arrives).
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +18,7 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 
 use super::windows::WindowKind;
+use crate::feed::FeedReader;
 use crate::sync::lock;
 
 /// The table DataFusion sees for a stream. It can only be scanned while
@@ -102,11 +103,13 @@ impl QueryBindings {
     }
 }
 
-/// The batches a scan reads on its next execution.
+/// What a scan reads on its next execution: record batches, or a stream's
+/// batch while it arrives.
 #[derive(Debug)]
 pub(crate) struct BatchSlot {
     schema: SchemaRef,
     batches: Mutex<Vec<RecordBatch>>,
+    live: Mutex<Option<Arc<FeedReader>>>,
 }
 
 impl BatchSlot {
@@ -114,6 +117,7 @@ impl BatchSlot {
         Self {
             schema,
             batches: Mutex::new(Vec::new()),
+            live: Mutex::new(None),
         }
     }
 
@@ -143,9 +147,16 @@ impl BatchSlot {
         *lock(&self.batches) = batches;
     }
 
+    /// What the next execution reads: the pieces of a stream's batch as
+    /// they arrive. Partitions given the same reader share out its pieces.
+    pub fn set_live(&self, reader: Arc<FeedReader>) {
+        *lock(&self.live) = Some(reader);
+    }
+
     /// Empties the slot, so that it holds no batch between executions.
     pub fn clear(&self) {
         lock(&self.batches).clear();
+        *lock(&self.live) = None;
     }
 }
 
@@ -155,6 +166,9 @@ impl PartitionStream for BatchSlot {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        if let Some(reader) = lock(&self.live).as_ref() {
+            return reader.stream();
+        }
         let batches = lock(&self.batches).clone();
         Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),

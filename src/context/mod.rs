@@ -495,10 +495,10 @@ impl StreamContext {
             let _ = route.inbox.set(late);
         }
         let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
-        let ticks = self.inner.batcher.subscribe(id, streams);
+        let batches = self.inner.batcher.subscribe(id, streams);
         Ok(ContinuousQuery::start(
             plan.engine,
-            ticks,
+            batches,
             DriverSettings {
                 id,
                 sql: sql.to_string(),

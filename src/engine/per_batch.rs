@@ -11,7 +11,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::stream_table::BatchSlot;
 use crate::error::Result;
-use crate::query::engine::{BatchEngine, Emission, MicroBatch};
+use crate::query::engine::{BatchEngine, Emission, LiveBatch, MicroBatch};
 
 /// Rows per piece when a micro-batch is dealt out over partitions.
 const PIECE_ROWS: usize = 8192;
@@ -34,6 +34,9 @@ pub(crate) struct PerBatchEngine {
     /// Ordered by `min_rows`, the first at 0.
     variants: Vec<PlanVariant>,
     schema: SchemaRef,
+    /// Rows of the last batch: a batch read while it arrives runs on the
+    /// plan the last one's size called for (its own is not known yet).
+    last_rows: usize,
 }
 
 impl PerBatchEngine {
@@ -43,7 +46,16 @@ impl PerBatchEngine {
         let schema = first.plan.schema();
         let mut variants = vec![first];
         variants.extend(parallel);
-        Self { variants, schema }
+        Self {
+            variants,
+            schema,
+            last_rows: 0,
+        }
+    }
+
+    /// The plan for a batch of `rows` rows.
+    fn variant(&self, rows: usize) -> Option<&PlanVariant> {
+        self.variants.iter().rev().find(|v| v.min_rows <= rows)
     }
 }
 
@@ -53,13 +65,31 @@ impl BatchEngine for PerBatchEngine {
         Arc::clone(&self.schema)
     }
 
+    async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
+        let Some(variant) = self.variant(self.last_rows) else {
+            return Ok(None);
+        };
+        // Every partition of a scan reads the same reader: each takes the
+        // next piece when it is ready for one.
+        for (input, slots) in &variant.scans {
+            for slot in slots {
+                slot.set_live(Arc::clone(&batch.inputs[*input]));
+            }
+        }
+        let result = super::run(&variant.plan, &variant.task_ctx).await;
+        for (_, slots) in &variant.scans {
+            slots.iter().for_each(|slot| slot.clear());
+        }
+        self.last_rows = batch.end().await.rows;
+        Ok(Some(Emission {
+            batches: result?,
+            window: None,
+            event: None,
+        }))
+    }
+
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        let Some(variant) = self
-            .variants
-            .iter()
-            .rev()
-            .find(|v| v.min_rows <= batch.rows)
-        else {
+        let Some(variant) = self.variant(batch.rows) else {
             return Ok(None);
         };
         for (input, slots) in &variant.scans {

@@ -1,6 +1,7 @@
-//! The driver of a continuous query: it receives the query's ticks, feeds
-//! each micro-batch to the query's engine, and sends the results out as an
-//! async stream of [`BatchOutput`]s. Dropping the stream stops the query.
+//! The driver of a continuous query: it receives each micro-batch as it
+//! opens, has the query's engine run it while it arrives, and sends the
+//! results out, once the batch is cut, as an async stream of
+//! [`BatchOutput`]s. Dropping the stream stops the query.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,9 +18,9 @@ use tokio::task::JoinHandle;
 
 use super::BatchOutput;
 use super::completion::{BatchDone, CheckpointWriter, PendingCheckpoint};
-use super::engine::{BatchEngine, Emission, MicroBatch};
+use super::engine::{BatchEnd, BatchEngine, Emission, LiveBatch, MicroBatch};
 use super::registry::{LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, Stop};
-use crate::batcher::Tick;
+use crate::batcher::{BatchStart, StreamFailure};
 use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, RecentWarnings, Result, WarningHandler, error_chain};
 use crate::source::cuts::InFlight;
@@ -85,7 +86,7 @@ pub(crate) struct DriverSettings {
 impl ContinuousQuery {
     pub(crate) fn start(
         engine: Box<dyn BatchEngine>,
-        ticks: mpsc::Receiver<Tick>,
+        batches: mpsc::Receiver<BatchStart>,
         settings: DriverSettings,
     ) -> Self {
         let schema = engine.schema();
@@ -136,7 +137,7 @@ impl ContinuousQuery {
             let registry = registry.clone();
             async move {
                 let id = driver.entry.id;
-                let end = driver.run(ticks, stop_requested).await;
+                let end = driver.run(batches, stop_requested).await;
                 registry.retire(id, end);
             }
         });
@@ -280,65 +281,77 @@ impl Driver {
     /// Runs the query until it ends, and says how it ended.
     async fn run(
         mut self,
-        mut ticks: mpsc::Receiver<Tick>,
+        mut batches: mpsc::Receiver<BatchStart>,
         mut stop: watch::Receiver<Stop>,
     ) -> QueryEnd {
         loop {
-            let tick = tokio::select! {
+            let start = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop == Stop::Now) => return QueryEnd::Stopped,
-                tick = ticks.recv() => match tick {
-                    Some(tick) => tick,
+                start = batches.recv() => match start {
+                    Some(start) => start,
                     None => return QueryEnd::Stopped,
                 },
             };
-            let mut inputs = Vec::with_capacity(tick.inputs.len());
-            let mut ended = Vec::with_capacity(tick.inputs.len());
-            let mut all_ended = true;
-            let mut rows = 0;
+            let lag = start.opened.elapsed();
+            start.started.notify_one();
+            let live = LiveBatch {
+                number: self.batch_number + 1,
+                inputs: start.inputs,
+            };
+            // The batch runs while it arrives; a stop ends it where it is.
+            let (result, end, started) = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop == Stop::Now) => return QueryEnd::Stopped,
+                ran = self.run_batch(&live) => ran,
+            };
             // Held until the batch is done with: past the engine, and with
             // its output until the output's consumer asks for the next.
             let mut in_flight = InFlight::default();
-            let mut items_after = Vec::with_capacity(tick.inputs.len());
-            for input in tick.inputs {
-                match input {
-                    Ok(cut) => {
-                        all_ended &= cut.ended;
-                        ended.push(cut.ended);
-                        rows += cut.rows;
-                        inputs.push(cut.batches);
-                        items_after.push(cut.in_flight.items_after);
-                        in_flight.push(cut.in_flight);
-                    }
-                    Err(failure) => {
-                        // The other streams' rows of this tick are not run.
-                        in_flight.hold_back();
-                        let error = BrookError::from(failure);
-                        self.warnings.push(&error);
-                        let end = QueryEnd::Failed(error_chain(&error));
-                        let done = BatchDone {
-                            checkpoint: None,
-                            cuts: in_flight,
-                        };
-                        let _ = self.outputs.send((Err(error), done)).await;
-                        return end;
-                    }
-                }
+            let mut items_after = Vec::with_capacity(end.inputs.len());
+            for input in &end.inputs {
+                items_after.push(input.in_flight.items_after);
+                in_flight.push(Arc::clone(&input.in_flight));
             }
-            let finished =
-                matches!(*stop.borrow(), Stop::AfterBatchCutAt(at) if tick.instant >= at);
-            if !(all_ended && rows == 0) {
+            if let Some((input, failure)) = live
+                .inputs
+                .iter()
+                .zip(&end.inputs)
+                .find_map(|(reader, input)| Some((reader, input.failure.clone()?)))
+            {
+                // The other streams' rows of this batch are not delivered.
+                in_flight.hold_back();
+                let error = BrookError::from(StreamFailure {
+                    stream: input.stream_name().to_string(),
+                    cause: failure,
+                });
+                self.warnings.push(&error);
+                let end = QueryEnd::Failed(error_chain(&error));
+                let done = BatchDone {
+                    checkpoint: None,
+                    cuts: in_flight,
+                };
+                let _ = self.outputs.send((Err(error), done)).await;
+                return end;
+            }
+            let ended = end.ended();
+            let all_ended = ended.iter().all(|ended| *ended);
+            let finished = matches!(*stop.borrow(), Stop::AfterBatchCutAt(at) if end.instant >= at);
+            if let Some(result) = result {
                 self.batch_number += 1;
                 let batch = MicroBatch {
                     number: self.batch_number,
-                    time: tick.time,
-                    inputs,
-                    rows,
+                    time: end.time,
+                    inputs: Vec::new(),
+                    rows: end.rows,
                     ended,
                 };
-                let lag = tick.instant.elapsed();
-                let started = std::time::Instant::now();
-                let result = self.engine.on_batch(&batch).await;
+                // Time on the batch's rows, not waiting for them to arrive
+                // (at least the time from the cut to the result).
+                let execution = started
+                    .elapsed()
+                    .saturating_sub(live.waited())
+                    .max(end.instant.elapsed());
                 // The state after the batch, written once it is done with.
                 let checkpoint = match (&result, &self.checkpoints) {
                     (Ok(_), Some(checkpoints))
@@ -360,14 +373,14 @@ impl Driver {
                     }
                     _ => None,
                 };
-                let output = self.output(result, &batch, tick.instant, started, lag);
+                let output = self.output(result, &batch, end.instant, execution, lag);
                 // Without an output the batch is done with here, at the end
                 // of this block.
                 let done = BatchDone {
                     checkpoint,
                     cuts: std::mem::take(&mut in_flight),
                 };
-                self.record(&batch, output.as_ref(), started.elapsed(), lag);
+                self.record(&batch, output.as_ref(), execution, lag);
                 let failure = match &output {
                     Some(Err(err)) => {
                         self.warnings.push(err);
@@ -395,14 +408,18 @@ impl Driver {
                 };
                 let last = MicroBatch {
                     number: self.batch_number,
-                    time: tick.time,
+                    time: end.time,
                     inputs: Vec::new(),
                     rows: 0,
                     ended: Vec::new(),
                 };
-                if let Some(output) =
-                    self.output(result, &last, tick.instant, started, Duration::ZERO)
-                {
+                if let Some(output) = self.output(
+                    result,
+                    &last,
+                    end.instant,
+                    started.elapsed(),
+                    Duration::ZERO,
+                ) {
                     self.keep_latest(output.as_ref().ok());
                     // With the last batch's cuts, if its own run emitted
                     // nothing (a window emits its rows here).
@@ -421,13 +438,37 @@ impl Driver {
         }
     }
 
+    /// Runs the engine on `batch` while it arrives, unless it holds no row
+    /// and every stream has ended (then there is no batch: `None`). Returns
+    /// the engine's result, how the batch ended, and when the engine began.
+    async fn run_batch(
+        &mut self,
+        batch: &LiveBatch,
+    ) -> (
+        Option<Result<Option<Emission>>>,
+        BatchEnd,
+        std::time::Instant,
+    ) {
+        let has_rows = batch.wait_for_rows().await;
+        let started = std::time::Instant::now();
+        if !has_rows {
+            let end = batch.end().await;
+            let nothing_left = end.inputs.iter().all(|input| input.ended);
+            if nothing_left || end.inputs.iter().any(|input| input.failure.is_some()) {
+                return (None, end, started);
+            }
+        }
+        let result = self.engine.on_live_batch(batch).await;
+        (Some(result), batch.end().await, started)
+    }
+
     /// The output for an engine's result on `batch`, if it emitted one.
     fn output(
         &self,
         result: Result<Option<Emission>>,
         batch: &MicroBatch,
-        tick: tokio::time::Instant,
-        started: std::time::Instant,
+        cut: tokio::time::Instant,
+        execution: Duration,
         lag: Duration,
     ) -> Option<Result<BatchOutput>> {
         match result {
@@ -446,8 +487,8 @@ impl Driver {
                     rows_in: batch.rows,
                     batches: emission.batches,
                     schema: Arc::clone(&self.schema),
-                    elapsed: tick.elapsed(),
-                    execution: started.elapsed(),
+                    elapsed: cut.elapsed(),
+                    execution,
                     lag,
                     window: emission.window,
                     retained: self.engine.retained(),

@@ -1,6 +1,7 @@
 //! The one trait every way of running a continuous query implements. The
-//! planner picks an engine per query; the driver feeds it one micro-batch
-//! per tick and turns what it emits into [`BatchOutput`](super::BatchOutput)s.
+//! planner picks an engine per query; the driver hands it each micro-batch
+//! as it opens, the engine reads it while it arrives, and the driver turns
+//! what it emits into [`BatchOutput`](super::BatchOutput)s.
 //!
 //! Adding a way to run a query is one new engine in [`crate::engine`] plus
 //! the planner's choice of it.
@@ -12,6 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{Retained, WindowBounds};
 use crate::error::Result;
+use crate::feed::{FeedEnd, FeedReader};
 
 /// One micro-batch as a query sees it.
 #[derive(Debug)]
@@ -28,6 +30,99 @@ pub(crate) struct MicroBatch {
     /// Per input, whether its stream has ended (this batch holds its last
     /// rows, or none).
     pub ended: Vec<bool>,
+}
+
+/// One micro-batch while it arrives: the query's readers of its streams'
+/// batches, which end when the clock cuts them (or the streams end).
+#[derive(Debug)]
+pub(crate) struct LiveBatch {
+    /// The batch's number within the query, from 1.
+    pub number: u64,
+    /// Per stream the query reads (in the order the planner listed them).
+    pub inputs: Vec<std::sync::Arc<FeedReader>>,
+}
+
+/// How a micro-batch ended, once every input has.
+#[derive(Debug)]
+pub(crate) struct BatchEnd {
+    /// The wall-clock time it was cut (the latest of its inputs').
+    pub time: DateTime<Utc>,
+    pub instant: tokio::time::Instant,
+    /// Rows over all inputs.
+    pub rows: usize,
+    /// Per input, how its batch ended.
+    pub inputs: Vec<FeedEnd>,
+}
+
+impl BatchEnd {
+    /// Per input, whether its stream has ended.
+    pub fn ended(&self) -> Vec<bool> {
+        self.inputs.iter().map(|input| input.ended).collect()
+    }
+}
+
+impl LiveBatch {
+    /// Waits until the batch has a row to read or has ended; says whether
+    /// it has a row.
+    pub async fn wait_for_rows(&self) -> bool {
+        let mut waiting: Vec<_> = self
+            .inputs
+            .iter()
+            .map(|input| Box::pin(input.ready()))
+            .collect();
+        while !waiting.is_empty() {
+            let (has_row, _, rest) = futures::future::select_all(waiting).await;
+            if has_row {
+                return true;
+            }
+            waiting = rest;
+        }
+        false
+    }
+
+    /// Waits for every input's end, skipping what was not read.
+    pub async fn end(&self) -> BatchEnd {
+        let mut inputs = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            inputs.push(input.end().await);
+        }
+        let latest = inputs.iter().max_by_key(|input| input.instant);
+        BatchEnd {
+            time: latest.map_or_else(Utc::now, |input| input.time),
+            instant: latest.map_or_else(tokio::time::Instant::now, |input| input.instant),
+            rows: inputs.iter().map(|input| input.rows).sum(),
+            inputs,
+        }
+    }
+
+    /// Time spent waiting for the sources (the most of any input).
+    pub fn waited(&self) -> std::time::Duration {
+        self.inputs
+            .iter()
+            .map(|input| input.waited())
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Reads the whole batch: returns once it has ended.
+    pub async fn collect(&self) -> Result<MicroBatch> {
+        let mut inputs = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            let mut pieces = Vec::new();
+            while let Some(piece) = input.next().await {
+                pieces.push(piece?);
+            }
+            inputs.push(pieces);
+        }
+        let end = self.end().await;
+        Ok(MicroBatch {
+            number: self.number,
+            time: end.time,
+            inputs,
+            rows: end.rows,
+            ended: end.ended(),
+        })
+    }
 }
 
 /// What an engine produced for a batch (or at the end of input).
@@ -63,6 +158,14 @@ pub(crate) trait BatchEngine: Send {
     /// Takes the next micro-batch; returns a result when the batch completes
     /// one (every batch for a per-batch query; once per slide for a window).
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>>;
+
+    /// Takes the next micro-batch as it arrives. By default it is read
+    /// whole and handed to [`BatchEngine::on_batch`]; engines whose plans
+    /// can consume it piece by piece do so while it arrives.
+    async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
+        let batch = batch.collect().await?;
+        self.on_batch(&batch).await
+    }
 
     /// Every input has ended: the result still owed, if any (the window
     /// holding the last batches).

@@ -425,9 +425,9 @@ impl Watcher {
         let Some(most) = self.options.max_files_per_batch else {
             return;
         };
-        // Rows are queued before a read ends, so an empty inbox means every
-        // file read so far is in a batch already.
-        if self.inbox.pending_items() == 0 {
+        // Rows are queued before a read ends, so when every item pushed is
+        // in a batch that was cut, every file read so far is.
+        if self.inbox.all_cut() {
             self.files_in_batch = 0;
         }
         if self.files_in_batch >= most {

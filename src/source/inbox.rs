@@ -19,32 +19,39 @@ use crate::error::{BrookError, Result};
 pub(crate) struct Inbox {
     stream: String,
     state: std::sync::Mutex<InboxState>,
-    /// Woken after each cut, so a source waiting for space can go on.
+    /// Woken after each take, so a source waiting for space can go on.
     space_freed: Notify,
+    /// Woken when an item arrives or the source ends, so that a batch
+    /// reading the stream as it arrives takes it at once.
+    arrived: Notify,
     limits: StreamLimits,
     pub rows_received: AtomicU64,
     pub rows_dropped: AtomicU64,
     /// The most rows and bytes the inbox has held at once.
     pub peak_pending_rows: AtomicU64,
     pub peak_pending_bytes: AtomicU64,
-    /// Told when the source ends (closes or fails), so that the clock can
-    /// cut the last batch at once instead of at the next tick.
-    on_close: std::sync::Mutex<Vec<std::sync::Arc<Notify>>>,
     /// Which cuts every query has finished with: what a source that can
     /// replay (Kafka) may commit.
     ledger: Arc<CutLedger>,
 }
 
-/// What one cut took from an inbox.
-#[derive(Debug)]
+/// What a batch took from an inbox in one go.
+#[derive(Debug, Default)]
 pub(crate) struct Taken {
     pub items: Vec<RecordBatch>,
-    /// The source has ended and everything it delivered is now taken.
-    pub ended: bool,
-    /// Why the source failed, once every row before the failure is taken.
-    pub failure: Option<Arc<BrookError>>,
-    /// Shared by the queries the cut goes to; finished when all drop it.
-    pub in_flight: Arc<CutInFlight>,
+    /// Rows in `items`.
+    pub rows: usize,
+    /// Set when the source has ended and nothing is left to take: whether
+    /// it ended or failed (why, once every row before the failure is
+    /// taken).
+    pub exhausted: Option<Exhausted>,
+}
+
+/// How a source that has nothing left ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Exhausted {
+    Closed,
+    Failed(Arc<BrookError>),
 }
 
 #[derive(Debug, Default)]
@@ -54,10 +61,12 @@ struct InboxState {
     pending_bytes: usize,
     closed: bool,
     failure: Option<Arc<BrookError>>,
-    /// Items added so far, and items a cut took whole: a source that can
-    /// replay (Kafka) commits what the items up to `taken` held.
+    /// Items added so far, items batches took whole, and the items of
+    /// batches that are cut: a source that can replay (Kafka) commits what
+    /// the items up to `taken` held, once their batches are finished.
     pushed: u64,
     taken: u64,
+    cut: u64,
 }
 
 impl InboxState {
@@ -81,6 +90,7 @@ impl Inbox {
             stream,
             state: Default::default(),
             space_freed: Notify::new(),
+            arrived: Notify::new(),
             limits: StreamLimits {
                 max_pending_rows: limits.max_pending_rows.max(1),
                 max_pending_bytes: limits.max_pending_bytes.max(1),
@@ -90,22 +100,7 @@ impl Inbox {
             rows_dropped: AtomicU64::new(0),
             peak_pending_rows: AtomicU64::new(0),
             peak_pending_bytes: AtomicU64::new(0),
-            on_close: std::sync::Mutex::new(Vec::new()),
             ledger: Arc::default(),
-        }
-    }
-
-    /// Notifies `ended` when the source ends; at once if it already has.
-    pub fn notify_on_close(&self, ended: std::sync::Arc<Notify>) {
-        if self.is_closed() {
-            ended.notify_one();
-        }
-        crate::sync::lock(&self.on_close).push(ended);
-    }
-
-    fn closed_now(&self) {
-        for ended in crate::sync::lock(&self.on_close).iter() {
-            ended.notify_one();
         }
     }
 
@@ -124,6 +119,7 @@ impl Inbox {
             .fetch_max(state.pending_bytes as u64, Ordering::Relaxed);
         state.items.push_back(batch);
         state.pushed += 1;
+        self.arrived.notify_waiters();
     }
 
     fn closed_error(&self) -> BrookError {
@@ -195,7 +191,7 @@ impl Inbox {
         self.lock().closed = true;
         // Pushers waiting for room learn that the stream is closed.
         self.space_freed.notify_waiters();
-        self.closed_now();
+        self.arrived.notify_waiters();
     }
 
     /// Records that the source failed; the next cut reports it to queries.
@@ -205,7 +201,7 @@ impl Inbox {
             state.failure.get_or_insert_with(|| Arc::new(error));
             state.closed = true;
         }
-        self.closed_now();
+        self.arrived.notify_waiters();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -224,11 +220,6 @@ impl Inbox {
 
     pub fn pending_rows(&self) -> usize {
         self.lock().pending_rows
-    }
-
-    /// Items (pushes, decoded reads) waiting for a batch.
-    pub fn pending_items(&self) -> usize {
-        self.lock().items.len()
     }
 
     /// Reports decoded lines' bad rows (each as a warning, or failing the
@@ -294,8 +285,8 @@ impl Inbox {
         &self.ledger
     }
 
-    /// Waits until every row pushed so far has been taken by a cut (or the
-    /// stream has closed). A directory source with `max_files_per_batch`
+    /// Waits until every row pushed so far is in a batch that has been cut
+    /// (or the stream has closed). A directory source with `max_files_per_batch`
     /// waits here after its quota of files, so that the next file starts a
     /// new batch: the wait ends on the cut itself, not on a guess of time.
     pub async fn drained(&self) {
@@ -307,7 +298,7 @@ impl Inbox {
             taken.as_mut().enable();
             {
                 let state = self.lock();
-                if state.items.is_empty() || state.closed {
+                if state.cut >= state.pushed || state.closed {
                     return;
                 }
             }
@@ -315,33 +306,68 @@ impl Inbox {
         }
     }
 
-    /// Takes the first item (`one_item`) or all items; says whether the
-    /// stream has ended with this take.
-    pub(crate) fn take(&self, one_item: bool) -> Taken {
+    /// A future that completes when an item arrives or the source ends;
+    /// enabled, so that an arrival after this call is not missed.
+    pub fn arrival(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut arrival = Box::pin(self.arrived.notified());
+        arrival.as_mut().enable();
+        arrival
+    }
+
+    /// Takes waiting items for the open batch of a stream: at most `room`
+    /// rows, and at most one item with `one_item` (a queue that gives each
+    /// push a batch of its own). Says when nothing is left of a source that
+    /// has ended.
+    pub(crate) fn take(&self, one_item: bool, room: usize) -> Taken {
         let mut state = self.lock();
-        let taken_before = state.taken;
-        // Rows that arrived before the failure are still delivered first.
-        if state.items.is_empty()
-            && let Some(failure) = state.failure.clone()
-        {
-            return Taken {
-                items: Vec::new(),
-                ended: true,
-                failure: Some(failure),
-                in_flight: self.ledger.open(taken_before, taken_before),
-            };
+        let taken = self.take_locked(&mut state, one_item, room);
+        drop(state);
+        if !taken.items.is_empty() {
+            self.space_freed.notify_waiters();
         }
+        taken
+    }
+
+    /// Ends a batch: takes what waits for it (as [`Inbox::take`]) and
+    /// records the batch's cut, which took the items from `taken_before` on.
+    pub(crate) fn cut(
+        &self,
+        one_item: bool,
+        room: usize,
+        taken_before: u64,
+    ) -> (Taken, Arc<CutInFlight>) {
+        let mut state = self.lock();
+        let taken = self.take_locked(&mut state, one_item, room);
+        state.cut = state.taken;
+        // Opened under the inbox's lock, so that cuts are recorded in order.
+        let in_flight = self.ledger.open(taken_before, state.taken);
+        drop(state);
+        self.space_freed.notify_waiters();
+        (taken, in_flight)
+    }
+
+    /// Whether every item pushed so far is in a batch that has been cut.
+    pub fn all_cut(&self) -> bool {
+        let state = self.lock();
+        state.cut >= state.pushed
+    }
+
+    /// Items batches have taken so far.
+    pub(crate) fn items_taken(&self) -> u64 {
+        self.lock().taken
+    }
+
+    fn take_locked(&self, state: &mut InboxState, one_item: bool, room: usize) -> Taken {
         let mut items = Vec::new();
         let mut rows = 0;
-        let cap = self.limits.max_batch_rows.unwrap_or(usize::MAX);
-        while rows < cap {
+        while rows < room {
             let Some(item) = state.items.pop_front() else {
                 break;
             };
-            let item = if rows + item.num_rows() > cap {
-                // Slicing copies nothing; the rest waits for the next tick
+            let item = if rows + item.num_rows() > room {
+                // Slicing copies nothing; the rest waits for the next batch
                 // and still holds the item's buffers.
-                let keep = cap - rows;
+                let keep = room - rows;
                 state
                     .items
                     .push_front(item.slice(keep, item.num_rows() - keep));
@@ -361,16 +387,14 @@ impl Inbox {
         if state.items.is_empty() {
             state.pending_bytes = 0;
         }
-        let ended = state.closed && state.items.is_empty() && state.failure.is_none();
-        // Opened under the inbox's lock, so that cuts are recorded in order.
-        let in_flight = self.ledger.open(taken_before, state.taken);
-        drop(state);
-        self.space_freed.notify_waiters();
+        let exhausted = (state.closed && state.items.is_empty()).then(|| match &state.failure {
+            Some(failure) => Exhausted::Failed(Arc::clone(failure)),
+            None => Exhausted::Closed,
+        });
         Taken {
             items,
-            ended,
-            failure: None,
-            in_flight,
+            rows,
+            exhausted,
         }
     }
 }
@@ -419,16 +443,16 @@ mod tests {
                 })
                 .collect()
         };
-        let first = inbox.take(false);
+        let first = inbox.take(false, 4);
         assert_eq!(
-            (values(&first.items), first.ended),
+            (values(&first.items), first.exhausted.is_some()),
             (vec![1, 2, 3, 4], false)
         );
         assert_eq!(inbox.pending_rows(), 4);
         inbox.close();
-        let second = inbox.take(false);
+        let second = inbox.take(false, 4);
         assert_eq!(
-            (values(&second.items), second.ended),
+            (values(&second.items), second.exhausted.is_some()),
             (vec![5, 6, 7, 8], true)
         );
         assert_eq!(inbox.lock().pending_bytes, 0);

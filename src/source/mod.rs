@@ -6,7 +6,7 @@ pub(crate) mod config;
 pub(crate) mod cuts;
 pub(crate) mod decode;
 mod files;
-mod inbox;
+pub(crate) mod inbox;
 mod kafka;
 mod options;
 mod parquet;

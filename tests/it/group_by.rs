@@ -76,9 +76,12 @@ async fn run(queries: &[String]) -> Vec<Vec<Vec<Vec<String>>>> {
     for _ in 0..3 {
         queue.push(item(&mut rng, 700)).unwrap();
     }
+    // Each query's outputs are read as they come: a query whose consumer
+    // does not read holds its stream back, and its batches merge.
     let mut running = Vec::new();
     for sql in queries {
-        running.push(start(&ctx, sql).await);
+        let query = start(&ctx, sql).await;
+        running.push(tokio::spawn(collect_all(query)));
     }
     // The first batch holds the three items; wait for it, then the others.
     tokio::time::sleep(TICK * 5).await;
@@ -86,7 +89,20 @@ async fn run(queries: &[String]) -> Vec<Vec<Vec<Vec<String>>>> {
     tokio::time::sleep(TICK * 5).await;
     queue.push(item(&mut rng, 60_000)).unwrap();
     queue.close();
-    let outputs = futures::future::join_all(running.into_iter().map(collect_all)).await;
+    let outputs: Vec<_> = futures::future::join_all(running)
+        .await
+        .into_iter()
+        .map(|outputs| outputs.expect("query task"))
+        .collect();
+    for o in &outputs[0] {
+        eprintln!(
+            "OUT {} {} rows {} el {:?}",
+            o.batch_number,
+            o.batch_time.format("%S%.3f"),
+            o.rows_in,
+            o.elapsed
+        );
+    }
     outputs
         .iter()
         .map(|batches| {

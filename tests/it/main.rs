@@ -1,5 +1,6 @@
 //! brook's integration tests: one test binary (DataFusion is large to link).
 
+mod arrival;
 mod checkpoint;
 mod cli;
 mod common;

@@ -1,0 +1,427 @@
+//! A micro-batch's input from one stream, read while it arrives.
+//!
+//! A stream has one open [`Feed`] at a time: the batch the trigger clock
+//! cuts next. Each query reading the stream holds a [`FeedReader`] of it,
+//! which takes the stream's pieces from the inbox as the source delivers
+//! them and hands them to the query's plan: the batch is executed while it
+//! arrives. At the tick the clock cuts the feed ([`Feed::cut`]): what still
+//! waits in the inbox goes to it, and each reader's input ends once it has
+//! read that. A feed also ends by itself once its stream's source has ended
+//! and everything is read, so the last batch does not wait for a tick.
+//!
+//! The rows of a batch are those that arrived before its cut, as when the
+//! clock took them all at the tick; only when they are processed changed.
+//!
+//! Several queries of a stream share its feed. A piece stays in the feed
+//! until every reader has read it, and a reader ahead of the others takes
+//! no more from the inbox while the feed holds the stream's
+//! `max_pending_rows` rows for them: a slow query holds its source back
+//! through the bounded inbox, not through a growing buffer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::BrookError;
+use crate::source::cuts::CutInFlight;
+use crate::source::inbox::{Exhausted, Inbox};
+use crate::stream::LiveStream;
+use crate::sync::lock;
+
+/// Rows a reader hands on in one record batch at least, where the source
+/// delivered smaller pieces and more are already there (DataFusion's
+/// default batch size). Larger pieces pass through without copying.
+const MIN_CHUNK_ROWS: usize = 8192;
+
+/// One stream's input to the batch being filled.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    stream: String,
+    schema: SchemaRef,
+    inbox: Arc<Inbox>,
+    /// A queue that gives each push a batch of its own.
+    one_item: bool,
+    /// Rows the batch may take (`max_batch_rows`).
+    max_rows: usize,
+    /// Rows the feed holds for slower readers before a reader ahead waits.
+    max_held_rows: usize,
+    /// Inbox items taken before this batch.
+    taken_before: u64,
+    state: Mutex<FeedState>,
+    /// Woken when a piece comes in, a reader moves on, or the feed ends.
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct FeedState {
+    /// Pieces taken from the inbox that some reader has not read yet.
+    pieces: VecDeque<RecordBatch>,
+    /// The sequence number of `pieces[0]`.
+    first: u64,
+    /// Rows in `pieces`.
+    held_rows: usize,
+    /// Per reader, the sequence number of the next piece it reads; `None`
+    /// once the reader is gone.
+    cursors: Vec<Option<u64>>,
+    /// Rows and items the batch has taken so far.
+    rows: usize,
+    items: usize,
+    end: Option<FeedEnd>,
+    /// The first batch of a stream keeps its pieces until it is cut, so
+    /// that every query started before its tick reads all of it (a script's
+    /// queries over rows inserted before them), as far as the stream's
+    /// bound: past it, queries that join read from then on.
+    keep_for_joiners: bool,
+}
+
+impl FeedState {
+    fn next_seq(&self) -> u64 {
+        self.first + self.pieces.len() as u64
+    }
+
+    /// Drops the pieces every reader has read (unless kept for queries
+    /// that join, within `max_held_rows`); says whether any went.
+    fn forget_read(&mut self, max_held_rows: usize) -> bool {
+        if self.keep_for_joiners {
+            if self.held_rows < max_held_rows {
+                return false;
+            }
+            self.keep_for_joiners = false;
+        }
+        let oldest = self.cursors.iter().flatten().min().copied();
+        let mut forgot = false;
+        while !self.pieces.is_empty() && oldest.is_none_or(|oldest| self.first < oldest) {
+            if let Some(piece) = self.pieces.pop_front() {
+                self.held_rows -= piece.num_rows();
+            }
+            self.first += 1;
+            forgot = true;
+        }
+        forgot
+    }
+
+    fn add(&mut self, items: Vec<RecordBatch>, rows: usize) {
+        self.rows += rows;
+        self.items += items.len();
+        self.held_rows += rows;
+        self.pieces
+            .extend(items.into_iter().filter(|item| item.num_rows() > 0));
+    }
+}
+
+/// How a feed's batch ended.
+#[derive(Debug, Clone)]
+pub(crate) struct FeedEnd {
+    /// When it was cut (the tick), or when the stream's end was read.
+    pub time: DateTime<Utc>,
+    pub instant: Instant,
+    /// Rows the batch held from this stream.
+    pub rows: usize,
+    /// The stream has ended: this batch holds its last rows, or none.
+    pub ended: bool,
+    /// The stream failed before this batch took any row.
+    pub failure: Option<Arc<BrookError>>,
+    /// Shared by every query the batch went to (see [`crate::source::cuts`]).
+    pub in_flight: Arc<CutInFlight>,
+}
+
+impl Feed {
+    /// The next batch of `stream`, with `readers` readers (more can join);
+    /// `first` for a stream's first batch (see `keep_for_joiners`).
+    pub fn open(stream: &LiveStream, readers: usize, first: bool) -> Arc<Feed> {
+        let inbox = Arc::clone(&stream.inbox);
+        let limits = inbox.limits();
+        Arc::new(Feed {
+            stream: stream.name.clone(),
+            schema: Arc::clone(&stream.schema),
+            one_item: stream.source.one_item_per_batch(),
+            max_rows: limits.max_batch_rows.unwrap_or(usize::MAX),
+            max_held_rows: limits.max_pending_rows,
+            taken_before: inbox.items_taken(),
+            inbox,
+            state: Mutex::new(FeedState {
+                pieces: VecDeque::new(),
+                first: 0,
+                held_rows: 0,
+                cursors: vec![Some(0); readers],
+                rows: 0,
+                items: 0,
+                end: None,
+                keep_for_joiners: first,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    /// Reader `index` of the feed (one of those it was opened with).
+    pub fn reader(self: &Arc<Self>, index: usize) -> Arc<FeedReader> {
+        Arc::new(FeedReader {
+            feed: Arc::clone(self),
+            index,
+            waited_nanos: AtomicU64::new(0),
+        })
+    }
+
+    /// A new reader, which reads the pieces taken from now on (in a
+    /// stream's first batch, from its start).
+    pub fn join(self: &Arc<Self>) -> Arc<FeedReader> {
+        let mut state = lock(&self.state);
+        let next = if state.keep_for_joiners {
+            state.first
+        } else {
+            state.next_seq()
+        };
+        state.cursors.push(Some(next));
+        let index = state.cursors.len() - 1;
+        drop(state);
+        self.reader(index)
+    }
+
+    /// The tick: the batch takes what waits in the inbox and ends.
+    pub fn cut(&self, time: DateTime<Utc>, instant: Instant) {
+        let mut state = lock(&self.state);
+        if state.end.is_none() {
+            self.end(&mut state, time, instant);
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Rows the batch may still take.
+    fn room(&self, state: &FeedState) -> usize {
+        if self.one_item && state.items > 0 {
+            0
+        } else {
+            self.max_rows - state.rows
+        }
+    }
+
+    fn end(&self, state: &mut FeedState, time: DateTime<Utc>, instant: Instant) {
+        let (taken, in_flight) = self
+            .inbox
+            .cut(self.one_item, self.room(state), self.taken_before);
+        state.add(taken.items, taken.rows);
+        let (ended, failure) = match taken.exhausted {
+            Some(Exhausted::Closed) => (true, None),
+            // Rows before the failure are a batch of their own; the next
+            // batch reports the failure.
+            Some(Exhausted::Failed(failure)) if state.rows == 0 => (true, Some(failure)),
+            _ => (false, None),
+        };
+        state.end = Some(FeedEnd {
+            time,
+            instant,
+            rows: state.rows,
+            ended,
+            failure,
+            in_flight,
+        });
+        state.keep_for_joiners = false;
+        state.forget_read(self.max_held_rows);
+    }
+}
+
+/// One query's reading of a feed.
+#[derive(Debug)]
+pub(crate) struct FeedReader {
+    feed: Arc<Feed>,
+    index: usize,
+    /// Time spent waiting for pieces, in nanoseconds.
+    waited_nanos: AtomicU64,
+}
+
+/// What a reader found when it looked for its next piece.
+enum Next {
+    Piece(RecordBatch),
+    /// A piece is there (when only looking).
+    Ready,
+    End,
+}
+
+impl FeedReader {
+    /// The name of the stream.
+    pub fn stream_name(&self) -> &str {
+        &self.feed.stream
+    }
+
+    /// The next piece of the batch (small pieces joined up to
+    /// [`MIN_CHUNK_ROWS`] rows), or `None` once the batch has ended and
+    /// everything is read.
+    pub async fn next(&self) -> Option<datafusion::error::Result<RecordBatch>> {
+        match self.look(Look::Take).await {
+            Next::Piece(piece) => {
+                // A plan that always finds its next piece there would never
+                // give its thread back: the clock or another query woken on
+                // it would wait as long as the batch runs.
+                tokio::task::yield_now().await;
+                Some(Ok(piece))
+            }
+            Next::Ready | Next::End => None,
+        }
+    }
+
+    /// Waits until a piece is there to read or the batch has ended; says
+    /// whether a piece is.
+    pub async fn ready(&self) -> bool {
+        matches!(self.look(Look::Peek).await, Next::Ready)
+    }
+
+    /// Skips the rest of the batch (a plan that did not read it all, such
+    /// as one with a `LIMIT`) and says how it ended.
+    pub async fn end(&self) -> FeedEnd {
+        loop {
+            let changed = self.feed.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Next::End = self.look(Look::Skip).await {
+                if let Some(end) = lock(&self.feed.state).end.clone() {
+                    return end;
+                }
+                changed.await;
+            }
+        }
+    }
+
+    /// Time this reader spent waiting for the source.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The batch as a record batch stream, for a plan's scan.
+    pub fn stream(self: &Arc<Self>) -> SendableRecordBatchStream {
+        let reader = Arc::clone(self);
+        let schema = Arc::clone(&reader.feed.schema);
+        let pieces = futures::stream::unfold(reader, |reader| async move {
+            let piece = reader.next().await?;
+            Some((piece, reader))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, pieces))
+    }
+
+    async fn look(&self, look: Look) -> Next {
+        let feed = &*self.feed;
+        loop {
+            let changed = feed.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let arrival = feed.inbox.arrival();
+            {
+                let mut state = lock(&feed.state);
+                let Some(cursor) = state.cursors.get(self.index).copied().flatten() else {
+                    return Next::End;
+                };
+                if cursor < state.next_seq() {
+                    let next = match look {
+                        Look::Peek => return Next::Ready,
+                        Look::Skip => {
+                            state.cursors[self.index] = Some(state.next_seq());
+                            Next::Ready
+                        }
+                        Look::Take => Next::Piece(self.take(&mut state, cursor)),
+                    };
+                    if state.forget_read(feed.max_held_rows) {
+                        drop(state);
+                        feed.changed.notify_waiters();
+                    }
+                    return next;
+                }
+                if state.end.is_some() {
+                    return Next::End;
+                }
+                // This reader is ahead of the others: it takes from the
+                // inbox, unless the feed already holds enough for them.
+                if state.held_rows >= feed.max_held_rows {
+                    state.forget_read(feed.max_held_rows);
+                }
+                if state.held_rows < feed.max_held_rows || state.pieces.is_empty() {
+                    let taken = feed.inbox.take(feed.one_item, feed.room(&state));
+                    if !taken.items.is_empty() {
+                        state.add(taken.items, taken.rows);
+                        if state.cursors.iter().flatten().count() > 1 {
+                            drop(state);
+                            feed.changed.notify_waiters();
+                        }
+                        continue;
+                    }
+                    // A queue's item waits for its tick, as every item does.
+                    if taken.exhausted.is_some() && !(feed.one_item && state.items > 0) {
+                        // The source has ended and everything is taken: the
+                        // batch ends now, not at the next tick.
+                        feed.end(&mut state, Utc::now(), Instant::now());
+                        drop(state);
+                        feed.changed.notify_waiters();
+                        continue;
+                    }
+                }
+            }
+            let waiting = std::time::Instant::now();
+            tokio::select! {
+                _ = changed => {}
+                _ = arrival => {}
+            }
+            self.waited_nanos
+                .fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The pieces from `cursor` on, up to [`MIN_CHUNK_ROWS`] rows, as one
+    /// record batch; moves the cursor past them.
+    fn take(&self, state: &mut FeedState, cursor: u64) -> RecordBatch {
+        let start = (cursor - state.first) as usize;
+        let mut end = start;
+        let mut rows = 0;
+        while end < state.pieces.len() && (end == start || rows < MIN_CHUNK_ROWS) {
+            let piece_rows = state.pieces[end].num_rows();
+            if end > start
+                && (piece_rows >= MIN_CHUNK_ROWS || rows + piece_rows > 4 * MIN_CHUNK_ROWS)
+            {
+                break;
+            }
+            rows += piece_rows;
+            end += 1;
+        }
+        state.cursors[self.index] = Some(state.first + end as u64);
+        if end == start + 1 {
+            return state.pieces[start].clone();
+        }
+        let pieces: Vec<RecordBatch> = state.pieces.range(start..end).cloned().collect();
+        match concat_batches(&self.feed.schema, &pieces) {
+            Ok(joined) => joined,
+            // Pieces of one stream share its schema; should joining fail
+            // anyway, the first goes alone and the rest follow.
+            Err(_) => {
+                state.cursors[self.index] = Some(cursor + 1);
+                pieces[0].clone()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Look {
+    Take,
+    Peek,
+    Skip,
+}
+
+impl Drop for FeedReader {
+    fn drop(&mut self) {
+        let mut state = lock(&self.feed.state);
+        if let Some(cursor) = state.cursors.get_mut(self.index) {
+            *cursor = None;
+        }
+        state.forget_read(self.feed.max_held_rows);
+        drop(state);
+        self.feed.changed.notify_waiters();
+    }
+}
