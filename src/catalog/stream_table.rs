@@ -105,11 +105,23 @@ impl QueryBindings {
 
 /// What a scan reads on its next execution: record batches, or a stream's
 /// batch while it arrives.
-#[derive(Debug)]
 pub(crate) struct BatchSlot {
     schema: SchemaRef,
     batches: Mutex<Vec<RecordBatch>>,
-    live: Mutex<Option<Arc<FeedReader>>>,
+    live: Mutex<Option<(Arc<FeedReader>, Option<PieceMap>)>>,
+}
+
+/// Turns each piece of a live batch into what the scan reads (a window's
+/// scan adds its window columns).
+pub(crate) type PieceMap =
+    Arc<dyn Fn(RecordBatch) -> datafusion::error::Result<RecordBatch> + Send + Sync>;
+
+impl std::fmt::Debug for BatchSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSlot")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BatchSlot {
@@ -149,8 +161,9 @@ impl BatchSlot {
 
     /// What the next execution reads: the pieces of a stream's batch as
     /// they arrive. Partitions given the same reader share out its pieces.
-    pub fn set_live(&self, reader: Arc<FeedReader>) {
-        *lock(&self.live) = Some(reader);
+    /// With `map`, each piece is what it makes of it.
+    pub fn set_live(&self, reader: Arc<FeedReader>, map: Option<PieceMap>) {
+        *lock(&self.live) = Some((reader, map));
     }
 
     /// Empties the slot, so that it holds no batch between executions.
@@ -166,8 +179,18 @@ impl PartitionStream for BatchSlot {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        if let Some(reader) = lock(&self.live).as_ref() {
-            return reader.stream();
+        if let Some((reader, map)) = lock(&self.live).as_ref() {
+            let pieces = reader.stream();
+            return match map {
+                None => pieces,
+                Some(map) => {
+                    let map = Arc::clone(map);
+                    Box::pin(RecordBatchStreamAdapter::new(
+                        Arc::clone(&self.schema),
+                        futures::StreamExt::map(pieces, move |piece| piece.and_then(|p| map(p))),
+                    ))
+                }
+            };
         }
         let batches = lock(&self.batches).clone();
         Box::pin(RecordBatchStreamAdapter::new(

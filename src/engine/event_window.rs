@@ -25,7 +25,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::split::{IncrementalPlan, WindowBound};
-use super::{partial, reduce, run_on, state, with_window};
+use super::{Rows, partial, reduce, run_on, state, with_window};
 use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::{EventShape, EventWindow};
 use crate::error::{BrookError, Result};
@@ -545,7 +545,14 @@ impl PaneStore for IncrementalPanes {
     }
 
     async fn add(&mut self, _input: usize, pane: i64, rows: RecordBatch) -> Result<()> {
-        let state = partial(&self.plan, &self.scan, &[rows], &self.task_ctx, true).await?;
+        let state = partial(
+            &self.plan,
+            &self.scan,
+            Rows::Whole(&[rows]),
+            &self.task_ctx,
+            true,
+        )
+        .await?;
         self.merge(pane, state).await
     }
 

@@ -13,10 +13,11 @@ use datafusion::execution::TaskContext;
 use super::sliding::WindowStore;
 use super::split::{IncrementalPlan, WindowBound};
 use super::two_stacks::TwoStacks;
-use super::{partial, run_on, timestamps};
+use super::{Rows, partial, run_on, timestamps};
 use crate::catalog::stream_table::BatchSlot;
 use crate::error::Result;
 use crate::query::Retained;
+use crate::query::engine::LiveBatch;
 
 /// Panes of partial aggregate state, and the plans that make and merge them.
 pub(crate) struct IncrementalStore {
@@ -55,7 +56,19 @@ impl WindowStore for IncrementalStore {
         let pane = partial(
             &self.plan,
             &self.scan,
-            &inputs[self.input],
+            Rows::Whole(&inputs[self.input]),
+            &self.task_ctx,
+            true,
+        )
+        .await?;
+        self.panes.push(pane, &self.plan, &self.task_ctx).await
+    }
+
+    async fn add_live(&mut self, batch: &LiveBatch) -> Result<()> {
+        let pane = partial(
+            &self.plan,
+            &self.scan,
+            Rows::Live(&batch.inputs[self.input]),
             &self.task_ctx,
             true,
         )

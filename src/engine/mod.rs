@@ -31,13 +31,15 @@ use datafusion::arrow::array::{ArrayRef, TimestampMillisecondArray, new_null_arr
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::catalog::stream_table::BatchSlot;
+use crate::catalog::stream_table::{BatchSlot, PieceMap};
 use crate::catalog::windows::window_time_type;
 use crate::error::Result;
+use crate::feed::FeedReader;
 use split::IncrementalPlan;
 
 /// Runs a cached plan once more. Operators keep run state (TopK heaps,
@@ -64,27 +66,51 @@ async fn run_on(
     result
 }
 
+/// A batch's rows from one input, as an engine gets them.
+pub(crate) enum Rows<'a> {
+    /// Read whole.
+    Whole(&'a [RecordBatch]),
+    /// Read while they arrive.
+    Live(&'a Arc<FeedReader>),
+}
+
 /// Aggregates one batch into a pane of partial state. `windowed` scans
 /// carry the window columns, null until the window is known.
 async fn partial(
     plan: &IncrementalPlan,
     scan: &BatchSlot,
-    batches: &[RecordBatch],
+    rows: Rows<'_>,
     task_ctx: &Arc<TaskContext>,
     windowed: bool,
 ) -> Result<RecordBatch> {
     let schema = Arc::clone(scan.schema_ref());
-    let input = batches
-        .iter()
-        .map(|batch| {
-            if windowed {
-                with_window(batch, &schema, None)
-            } else {
-                Ok(batch.clone())
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let result = run_on(&plan.partial, scan, input, task_ctx).await?;
+    let result = match rows {
+        Rows::Whole(batches) => {
+            let input = batches
+                .iter()
+                .map(|batch| {
+                    if windowed {
+                        with_window(batch, &schema, None)
+                    } else {
+                        Ok(batch.clone())
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            run_on(&plan.partial, scan, input, task_ctx).await?
+        }
+        Rows::Live(reader) => {
+            let extend: Option<PieceMap> = windowed.then(|| {
+                Arc::new(move |piece: RecordBatch| {
+                    with_window(&piece, &schema, None)
+                        .map_err(|err| DataFusionError::External(Box::new(err)))
+                }) as PieceMap
+            });
+            scan.set_live(Arc::clone(reader), extend);
+            let result = run(&plan.partial, task_ctx).await;
+            scan.clear();
+            result?
+        }
+    };
     Ok(concat_batches(&plan.partial.schema(), &result)?)
 }
 

@@ -73,7 +73,7 @@ impl BatchEngine for PerBatchEngine {
         // next piece when it is ready for one.
         for (input, slots) in &variant.scans {
             for slot in slots {
-                slot.set_live(Arc::clone(&batch.inputs[*input]));
+                slot.set_live(Arc::clone(&batch.inputs[*input]), None);
             }
         }
         let result = super::run(&variant.plan, &variant.task_ctx).await;

@@ -15,12 +15,12 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
 use super::split::IncrementalPlan;
-use super::{partial, reduce, run_on, state};
+use super::{Rows, partial, reduce, run_on, state};
 use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::OutputMode;
 use crate::error::{BrookError, Result};
 use crate::query::Retained;
-use crate::query::engine::{BatchEngine, Emission, MicroBatch};
+use crate::query::engine::{BatchEngine, Emission, LiveBatch, MicroBatch};
 
 /// A `RUNNING` query in progress.
 pub(crate) struct RunningEngine {
@@ -53,21 +53,9 @@ impl RunningEngine {
     }
 }
 
-#[async_trait]
-impl BatchEngine for RunningEngine {
-    fn schema(&self) -> SchemaRef {
-        self.plan.finish.schema()
-    }
-
-    async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        let pane = partial(
-            &self.plan,
-            &self.scan,
-            &batch.inputs[self.input],
-            &self.task_ctx,
-            false,
-        )
-        .await?;
+impl RunningEngine {
+    /// Merges a batch's pane into the running state and emits the result.
+    async fn fold(&mut self, pane: RecordBatch) -> Result<Option<Emission>> {
         let merged = match self.state.take() {
             None => pane.clone(),
             Some(previous) => {
@@ -91,6 +79,37 @@ impl BatchEngine for RunningEngine {
             window: None,
             event: None,
         }))
+    }
+}
+
+#[async_trait]
+impl BatchEngine for RunningEngine {
+    fn schema(&self) -> SchemaRef {
+        self.plan.finish.schema()
+    }
+
+    async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
+        let pane = partial(
+            &self.plan,
+            &self.scan,
+            Rows::Live(&batch.inputs[self.input]),
+            &self.task_ctx,
+            false,
+        )
+        .await?;
+        self.fold(pane).await
+    }
+
+    async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
+        let pane = partial(
+            &self.plan,
+            &self.scan,
+            Rows::Whole(&batch.inputs[self.input]),
+            &self.task_ctx,
+            false,
+        )
+        .await?;
+        self.fold(pane).await
     }
 
     fn retained(&self) -> Retained {

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use super::state;
 use crate::catalog::windows::SlidingWindow;
 use crate::error::{BrookError, Result};
-use crate::query::engine::{BatchEngine, Emission, MicroBatch};
+use crate::query::engine::{BatchEngine, Emission, LiveBatch, MicroBatch};
 use crate::query::{Retained, WindowBounds};
 
 /// What a sliding window keeps of its batches, and how it computes a
@@ -25,6 +25,11 @@ pub(crate) trait WindowStore: Send {
     fn schema(&self) -> SchemaRef;
     /// Adds the next batch (the record batches of each input).
     async fn add(&mut self, inputs: &[Vec<RecordBatch>]) -> Result<()>;
+    /// Adds the next batch while it arrives; by default read whole.
+    async fn add_live(&mut self, batch: &LiveBatch) -> Result<()> {
+        let batch = batch.collect().await?;
+        self.add(&batch.inputs).await
+    }
     /// Drops the oldest batches until `keep` remain.
     async fn evict_to(&mut self, keep: usize) -> Result<()>;
     /// The result of the window made of the batches held, whose bounds are
@@ -88,6 +93,36 @@ impl<S: WindowStore> SlidingEngine<S> {
     }
 }
 
+impl<S: WindowStore> SlidingEngine<S> {
+    /// Counts a batch (cut at `time`) that the store has taken (or failed
+    /// to: the batch still counts), and emits the window when a slide is
+    /// complete.
+    async fn after_add(
+        &mut self,
+        added: Result<()>,
+        time: DateTime<Utc>,
+    ) -> Result<Option<Emission>> {
+        self.batches_seen += 1;
+        self.last_time = Some(time);
+        added?;
+        self.store
+            .evict_to(self.window.size_batches() as usize)
+            .await?;
+        if !self
+            .batches_seen
+            .is_multiple_of(self.window.slide_batches())
+        {
+            return Ok(None);
+        }
+        let emission = self.emit(time, self.batches_seen).await?;
+        // The batches no later window needs go.
+        self.last_emitted = self.batches_seen;
+        let keep = (self.window.size_batches()).saturating_sub(self.window.slide_batches());
+        self.store.evict_to(keep as usize).await?;
+        Ok(Some(emission))
+    }
+}
+
 fn out_of_range(err: chrono::OutOfRangeError) -> BrookError {
     BrookError::invalid(format!("window size out of range: {err}"))
 }
@@ -98,27 +133,16 @@ impl<S: WindowStore> BatchEngine for SlidingEngine<S> {
         self.store.schema()
     }
 
-    async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        self.batches_seen += 1;
-        self.last_time = Some(batch.time);
-        self.store.add(&batch.inputs).await?;
-        self.store
-            .evict_to(self.window.size_batches() as usize)
-            .await?;
-        if !self
-            .batches_seen
-            .is_multiple_of(self.window.slide_batches())
-        {
-            return Ok(None);
-        }
-        let emission = self.emit(batch.time, self.batches_seen).await?;
-        // The batches no later window needs go.
-        self.last_emitted = self.batches_seen;
-        let keep = (self.window.size_batches()).saturating_sub(self.window.slide_batches());
-        self.store.evict_to(keep as usize).await?;
-        Ok(Some(emission))
+    async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
+        let added = self.store.add_live(batch).await;
+        let time = batch.end().await.time;
+        self.after_add(added, time).await
     }
 
+    async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
+        let added = self.store.add(&batch.inputs).await;
+        self.after_add(added, batch.time).await
+    }
     /// At the end of the streams: the window holding the last batches, if
     /// they were not yet emitted. Its bounds are the window's nominal ones
     /// (it ends at the next slide); the windows that would follow, with

@@ -6,11 +6,11 @@ use crate::error::{BrookError, Result};
 /// The bounds between a stream's source and its queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamLimits {
-    /// Rows held between ticks before the source waits (a socket stops
-    /// reading; a queue refuses pushes); default 4,000,000.
+    /// Rows waiting to be read before the source waits (a socket stops
+    /// reading; a queue refuses pushes); default 1,000,000.
     pub max_pending_rows: usize,
-    /// Bytes of Arrow memory held between ticks before the source waits;
-    /// default 256 MiB.
+    /// Bytes of Arrow memory waiting to be read before the source waits;
+    /// default 64 MiB.
     pub max_pending_bytes: usize,
     /// Rows one batch takes at most; the rest waits for the next tick.
     /// Default: no cap.
@@ -20,8 +20,8 @@ pub struct StreamLimits {
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            max_pending_rows: 4_000_000,
-            max_pending_bytes: 256 << 20,
+            max_pending_rows: 1_000_000,
+            max_pending_bytes: 64 << 20,
             max_batch_rows: None,
         }
     }
@@ -57,12 +57,12 @@ impl StreamLimits {
 pub(super) const LIMIT_OPTIONS: [OptionSpec; 3] = [
     OptionSpec {
         key: "max_pending_rows",
-        default: Some("4000000"),
+        default: Some("1000000"),
         help: "rows waiting for the next batch before the source waits",
     },
     OptionSpec {
         key: "max_pending_bytes",
-        default: Some("268435456"),
+        default: Some("67108864"),
         help: "bytes of Arrow memory waiting for the next batch before the source waits",
     },
     OptionSpec {

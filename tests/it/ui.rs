@@ -423,7 +423,7 @@ async fn api_and_metrics_count_exactly_the_rows_a_running_query_read() {
     assert_eq!(streams[0]["state"], "running");
     assert_eq!(streams[0]["rows_received"], json!(10));
     assert_eq!(streams[0]["rows_dropped"], json!(0));
-    assert_eq!(streams[0]["max_pending_rows"], json!(4_000_000));
+    assert_eq!(streams[0]["max_pending_rows"], json!(1_000_000));
 
     let samples = metrics(addr).await;
     let query_label = format!("{{query=\"{id}\"}}");
