@@ -10,6 +10,7 @@
 //! its next batch, so the open batch goes on filling (its rows wait in the
 //! streams' bounded inboxes, holding the sources back), while every other
 //! group keeps its pace.
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -31,9 +32,24 @@ pub(crate) struct BatchStart {
     pub inputs: Vec<Arc<FeedReader>>,
     /// When the batch opened (its previous batch was cut).
     pub opened: Instant,
-    /// To be told when the query starts the batch: a tick that came before
-    /// is owed to it.
-    pub started: Arc<Notify>,
+    /// Set when a tick came while the query had no room for another
+    /// batch; then the clock is to be told when the query
+    /// starts this batch (`wake_clock`), and cuts the query's group.
+    pub owed: Arc<AtomicBool>,
+    pub wake_clock: Arc<Notify>,
+}
+
+impl BatchStart {
+    /// Called by the query when it starts the batch: tells the clock if a
+    /// cut is owed to it.
+    pub fn started(&self) {
+        // Paired with the clock's fence: either the clock saw the room this
+        // start made, or this sees the cut owed.
+        fence(Ordering::SeqCst);
+        if self.owed.load(Ordering::SeqCst) {
+            self.wake_clock.notify_one();
+        }
+    }
 }
 
 /// A stream that failed, as reported to each query that reads it.
@@ -60,8 +76,8 @@ struct Subscription {
     /// [`BATCHES_HANDED`].
     batches: mpsc::Sender<BatchStart>,
     /// A tick came while the query had no room for another batch: its
-    /// group is cut as soon as it has.
-    owed_cut: bool,
+    /// group is cut as soon as it has (shared with the query's batches).
+    owed_cut: Arc<AtomicBool>,
 }
 
 /// Batches a query may have been handed and not yet started: the one being
@@ -141,10 +157,12 @@ impl Batcher {
     ) -> mpsc::Receiver<BatchStart> {
         let (sender, receiver) = mpsc::channel(BATCHES_HANDED);
         let mut subscriptions = lock(&self.subscriptions);
+        let owed_cut = Arc::new(AtomicBool::new(false));
         let start = BatchStart {
             inputs: streams.iter().map(|stream| stream.join_feed()).collect(),
             opened: Instant::now(),
-            started: Arc::clone(&self.batch_started),
+            owed: Arc::clone(&owed_cut),
+            wake_clock: Arc::clone(&self.batch_started),
         };
         // A fresh channel has room for one.
         let _ = sender.try_send(start);
@@ -152,7 +170,7 @@ impl Batcher {
             query_id,
             streams,
             batches: sender,
-            owed_cut: false,
+            owed_cut,
         });
         drop(subscriptions);
         let mut clock = lock(&self.clock);
@@ -183,18 +201,24 @@ impl Batcher {
         let mut subscriptions = lock(&self.subscriptions);
         subscriptions.retain(|s| !s.batches.is_closed());
         for members in groups(&subscriptions) {
-            if only_owed && !members.iter().any(|&i| subscriptions[i].owed_cut) {
+            let owed = |i: usize| subscriptions[i].owed_cut.load(Ordering::SeqCst);
+            if only_owed && !members.iter().any(|&i| owed(i)) {
                 continue;
             }
-            if !members.iter().all(|&i| subscriptions[i].has_room()) {
-                // Cut once every query of the group has room again.
+            let all_have_room = || members.iter().all(|&i| subscriptions[i].has_room());
+            if !all_have_room() {
+                // Cut once every query of the group has room again: each
+                // tells the clock when it starts a batch.
                 for &i in &members {
-                    subscriptions[i].owed_cut = true;
+                    subscriptions[i].owed_cut.store(true, Ordering::SeqCst);
                 }
-                continue;
+                fence(Ordering::SeqCst);
+                if !all_have_room() {
+                    continue;
+                }
             }
             for &i in &members {
-                subscriptions[i].owed_cut = false;
+                subscriptions[i].owed_cut.store(false, Ordering::SeqCst);
             }
             // Each stream of the group is cut once; its next batch has a
             // reader for each time a member reads it, handed out in order.
@@ -225,7 +249,8 @@ impl Batcher {
                 let _ = subscription.batches.try_send(BatchStart {
                     inputs,
                     opened: instant,
-                    started: Arc::clone(&self.batch_started),
+                    owed: Arc::clone(&subscription.owed_cut),
+                    wake_clock: Arc::clone(&self.batch_started),
                 });
             }
         }

@@ -169,6 +169,8 @@ impl Feed {
             feed: Arc::clone(self),
             index,
             waited_nanos: AtomicU64::new(0),
+            created: std::time::Instant::now(),
+            gave_back_nanos: AtomicU64::new(0),
         })
     }
 
@@ -238,7 +240,15 @@ pub(crate) struct FeedReader {
     index: usize,
     /// Time spent waiting for pieces, in nanoseconds.
     waited_nanos: AtomicU64,
+    created: std::time::Instant,
+    /// When the reader last gave its thread back (waited for a piece or
+    /// yielded), in nanoseconds since `created`.
+    gave_back_nanos: AtomicU64,
 }
+
+/// How long a plan may run on pieces that are all there before its reader
+/// gives the thread back.
+const YIELD_AFTER: Duration = Duration::from_millis(1);
 
 /// What a reader found when it looked for its next piece.
 enum Next {
@@ -263,7 +273,12 @@ impl FeedReader {
                 // A plan that always finds its next piece there would never
                 // give its thread back: the clock or another query woken on
                 // it would wait as long as the batch runs.
-                tokio::task::yield_now().await;
+                let now = self.created.elapsed().as_nanos() as u64;
+                let gave_back = self.gave_back_nanos.load(Ordering::Relaxed);
+                if now.saturating_sub(gave_back) >= YIELD_AFTER.as_nanos() as u64 {
+                    tokio::task::yield_now().await;
+                    self.gave_back_nanos.store(now, Ordering::Relaxed);
+                }
                 Some(Ok(piece))
             }
             Next::Ready | Next::End => None,
@@ -371,6 +386,8 @@ impl FeedReader {
             }
             self.waited_nanos
                 .fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.gave_back_nanos
+                .store(self.created.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     }
 

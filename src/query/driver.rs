@@ -183,9 +183,10 @@ impl ContinuousQuery {
         Arc::clone(&self.schema)
     }
 
-    /// Asks the query to stop after the batch in progress; the stream then
-    /// yields that batch's output (if any) and ends. Rows not yet cut into
-    /// a batch are left to other queries.
+    /// Asks the query to stop now; the stream ends. The rows its open
+    /// batch has read go with it; rows not yet read are left to other
+    /// queries of the stream. [`ContinuousQuery::finish`] is the graceful
+    /// stop.
     pub fn stop(&self) {
         self.entry.stop();
     }
@@ -294,7 +295,7 @@ impl Driver {
                 },
             };
             let lag = start.opened.elapsed();
-            start.started.notify_one();
+            start.started();
             let live = LiveBatch {
                 number: self.batch_number + 1,
                 inputs: start.inputs,

@@ -22,7 +22,8 @@ pub use registry::{QueryInfo, QueryStats};
 pub struct BatchOutput {
     /// 1-based number of the batch within this query.
     pub batch_number: u64,
-    /// Wall-clock time of the tick that cut the batch.
+    /// Wall-clock time of the tick that cut the batch (or of the end of
+    /// its streams, for a last batch cut by their end).
     pub batch_time: DateTime<Utc>,
     /// Rows the batch held, over all streams the query reads.
     pub rows_in: usize,
@@ -30,14 +31,18 @@ pub struct BatchOutput {
     pub batches: Vec<RecordBatch>,
     /// The result's schema (also when there are no rows).
     pub schema: SchemaRef,
-    /// Time from the tick to the result: cutting the batch, waiting for the
-    /// query to be free, and executing the plan.
+    /// Time from the cut (the tick) to the result. A batch is executed
+    /// while its rows arrive, so this is what was left at the cut: rows the
+    /// query had not read yet, and the end of the plan (a final aggregate's
+    /// output, a window's merge).
     pub elapsed: Duration,
-    /// Time spent executing the plan alone.
+    /// Time the query spent on the batch, from its first row to the result,
+    /// not counting waits for rows to arrive.
     pub execution: Duration,
-    /// How late the batch started: from its tick until the query began
-    /// executing it (cutting, and waiting for the query's previous batch).
-    /// Near zero while the query keeps up with the batch interval.
+    /// How late the batch started: from when it opened (the previous
+    /// batch's cut) until the query began reading it, which is how long
+    /// the query was still busy with the batches before. Near zero while
+    /// the query keeps up with the batch interval.
     pub lag: Duration,
     /// For a `HOP` or `TUMBLE` query, the window this result covers.
     pub window: Option<WindowBounds>,

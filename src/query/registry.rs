@@ -23,7 +23,7 @@ use crate::sync::lock;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
     Running,
-    /// Stop after the batch in progress.
+    /// Stop now, leaving the open batch.
     Now,
     /// Stop after running the first batch cut at or after this instant.
     AfterBatchCutAt(Instant),
@@ -171,7 +171,7 @@ pub(crate) const ENDED_QUERIES: usize = 20;
 const ENDED_LATEST_BYTES: usize = 1 << 20;
 
 impl QueryEntry {
-    /// Stop after the batch in progress.
+    /// Stop now, leaving the open batch.
     pub fn stop(&self) {
         let _ = self.stop.send(Stop::Now);
     }

@@ -581,3 +581,107 @@ async fn two_queries_on_one_stream_one_slow_both_see_every_row_of_every_batch() 
     assert_eq!(stream.rows_received, ROWS as u64);
     assert_eq!(stream.rows_pending, 0);
 }
+
+/// One value per batch of a one-row result (`s`, `n`), by batch number.
+fn sums_by_batch(outputs: &[BatchOutput]) -> BTreeMap<u64, (i64, i64)> {
+    let mut sums = BTreeMap::new();
+    for output in outputs {
+        let result = rows(output);
+        assert_eq!(result.len(), 1, "batch {}: {result:?}", output.batch_number);
+        let number = |cell: &str| {
+            if cell == "NULL" {
+                0
+            } else {
+                cell.parse::<i64>().unwrap()
+            }
+        };
+        // An output at the end of input repeats the last batch's number;
+        // the first one of each batch is the batch's own.
+        sums.entry(output.batch_number)
+            .or_insert((number(&result[0][0]), number(&result[0][1])));
+    }
+    sums
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_and_running_aggregates_read_the_same_pieces_as_a_per_batch_query() {
+    // Items of random sizes pushed at random moments, several per interval:
+    // each batch arrives in pieces while its queries run. A per-batch
+    // query, a running total and a sliding window of three batches (each
+    // way) read one stream; the running total after batch k must be the
+    // sum of the per-batch results up to k, and the window the sum of the
+    // last three.
+    for incremental in [true, false] {
+        let ctx = StreamContext::new(Duration::from_millis(150));
+        ctx.set_incremental_windows(incremental);
+        ctx.sql("CREATE STREAM events (v BIGINT) WITH (connector = 'queue')")
+            .await
+            .unwrap();
+        let per_batch = start(&ctx, "SELECT SUM(v) AS s, COUNT(*) AS n FROM events").await;
+        let running = start(
+            &ctx,
+            "SELECT SUM(v) AS s, COUNT(*) AS n FROM RUNNING(events)",
+        )
+        .await;
+        let window = start(
+            &ctx,
+            "SELECT SUM(v) AS s, COUNT(*) AS n \
+             FROM HOP(events, INTERVAL '150 milliseconds', INTERVAL '450 milliseconds')",
+        )
+        .await;
+        let consumers = [per_batch, running, window].map(|query| tokio::spawn(collect_all(query)));
+        let mut rng = Rng(0x5eed_0013 + incremental as u64);
+        let (mut total, mut count) = (0i64, 0i64);
+        for _ in 0..120 {
+            let values: Vec<String> = (0..1 + rng.below(40))
+                .map(|_| {
+                    let v = rng.below(1_000) as i64;
+                    total += v;
+                    count += 1;
+                    format!("({v})")
+                })
+                .collect();
+            ctx.sql(&format!("INSERT INTO events VALUES {}", values.join(", ")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(rng.below(25))).await;
+        }
+        ctx.close_queues();
+        let [per_batch, running, window] = consumers;
+        let per_batch = sums_by_batch(&per_batch.await.unwrap());
+        let running = sums_by_batch(&running.await.unwrap());
+        let window = sums_by_batch(&window.await.unwrap());
+        let what = format!("incremental = {incremental}");
+        assert_eq!(
+            per_batch
+                .values()
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+            (total, count),
+            "{what}: every row once"
+        );
+        assert!(
+            per_batch.values().filter(|(_, n)| *n > 0).count() >= 5,
+            "{what}: the rows came over several batches: {per_batch:?}"
+        );
+        let numbers: Vec<u64> = per_batch.keys().copied().collect();
+        let mut so_far = (0, 0);
+        for (k, &number) in numbers.iter().enumerate() {
+            let own = per_batch[&number];
+            so_far = (so_far.0 + own.0, so_far.1 + own.1);
+            assert_eq!(
+                running.get(&number),
+                Some(&so_far),
+                "{what}: running total after batch {number}"
+            );
+            let last_three = numbers[k.saturating_sub(2)..=k]
+                .iter()
+                .map(|n| per_batch[n])
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            assert_eq!(
+                window.get(&number),
+                Some(&last_three),
+                "{what}: window ending with batch {number}"
+            );
+        }
+    }
+}
