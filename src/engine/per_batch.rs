@@ -27,6 +27,15 @@ pub(crate) struct PlanVariant {
     pub scans: Vec<(usize, Vec<Arc<BatchSlot>>)>,
 }
 
+impl PlanVariant {
+    /// Whether no stream is scanned twice by the plan.
+    fn one_scan_per_input(&self) -> bool {
+        let mut inputs: Vec<usize> = self.scans.iter().map(|(input, _)| *input).collect();
+        inputs.sort_unstable();
+        inputs.windows(2).all(|pair| pair[0] != pair[1])
+    }
+}
+
 /// A query prepared once, executed per batch. It may hold a single-partition
 /// plan for small batches and a parallel one for large batches; each batch
 /// runs on the plan its size calls for.
@@ -69,6 +78,13 @@ impl BatchEngine for PerBatchEngine {
         let Some(variant) = self.variant(self.last_rows) else {
             return Ok(None);
         };
+        if !variant.one_scan_per_input() {
+            // A stream read twice (a self-join): each scan needs all of
+            // the batch, not a share of one reader's pieces.
+            let whole = batch.collect().await?;
+            self.last_rows = whole.rows;
+            return self.on_batch(&whole).await;
+        }
         // Every partition of a scan reads the same reader: each takes the
         // next piece when it is ready for one.
         for (input, slots) in &variant.scans {

@@ -685,3 +685,52 @@ async fn windows_and_running_aggregates_read_the_same_pieces_as_a_per_batch_quer
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_reading_one_stream_twice_sees_the_whole_batch_in_both_scans() {
+    // A self-join per batch, next to a per-batch count of each key: the
+    // join's count must be the sum of each key's count squared, batch by
+    // batch, whatever pieces the batch arrived in.
+    let ctx = StreamContext::new(Duration::from_millis(150));
+    ctx.sql("CREATE STREAM keys (k BIGINT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    let join = start(
+        &ctx,
+        "SELECT count(*) AS n FROM keys a JOIN keys b ON a.k = b.k",
+    )
+    .await;
+    let counts = start(&ctx, "SELECT k, count(*) AS c FROM keys GROUP BY k").await;
+    let [join, counts] = [join, counts].map(|query| tokio::spawn(collect_all(query)));
+    let mut rng = Rng(0x5e1f_0013);
+    for _ in 0..60 {
+        let values: Vec<String> = (0..1 + rng.below(20))
+            .map(|_| format!("({})", rng.below(7)))
+            .collect();
+        ctx.sql(&format!("INSERT INTO keys VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+    }
+    ctx.close_queues();
+    let join = join.await.unwrap();
+    let counts = counts.await.unwrap();
+    let mut expected: BTreeMap<u64, i64> = BTreeMap::new();
+    for output in &counts {
+        let squares: i64 = rows(output)
+            .iter()
+            .map(|row| row[1].parse::<i64>().unwrap().pow(2))
+            .sum();
+        expected.entry(output.batch_number).or_insert(squares);
+    }
+    let mut got: BTreeMap<u64, i64> = BTreeMap::new();
+    for output in &join {
+        got.entry(output.batch_number)
+            .or_insert(rows(output)[0][0].parse().unwrap());
+    }
+    assert!(
+        expected.values().filter(|n| **n > 0).count() >= 3,
+        "several non-empty batches: {expected:?}"
+    );
+    assert_eq!(got, expected);
+}
