@@ -46,6 +46,14 @@ impl IncrementalStore {
     }
 }
 
+impl IncrementalStore {
+    /// Aggregates a batch's rows into a pane, the window's newest.
+    async fn add_pane(&mut self, rows: Rows<'_>) -> Result<()> {
+        let pane = partial(&self.plan, &self.scan, rows, &self.task_ctx, true).await?;
+        self.panes.push(pane, &self.plan, &self.task_ctx).await
+    }
+}
+
 #[async_trait]
 impl WindowStore for IncrementalStore {
     fn schema(&self) -> SchemaRef {
@@ -53,27 +61,11 @@ impl WindowStore for IncrementalStore {
     }
 
     async fn add(&mut self, inputs: &[Vec<RecordBatch>]) -> Result<()> {
-        let pane = partial(
-            &self.plan,
-            &self.scan,
-            Rows::Whole(&inputs[self.input]),
-            &self.task_ctx,
-            true,
-        )
-        .await?;
-        self.panes.push(pane, &self.plan, &self.task_ctx).await
+        self.add_pane(Rows::Whole(&inputs[self.input])).await
     }
 
     async fn add_live(&mut self, batch: &LiveBatch) -> Result<()> {
-        let pane = partial(
-            &self.plan,
-            &self.scan,
-            Rows::Live(&batch.inputs[self.input]),
-            &self.task_ctx,
-            true,
-        )
-        .await?;
-        self.panes.push(pane, &self.plan, &self.task_ctx).await
+        self.add_pane(Rows::Live(&batch.inputs[self.input])).await
     }
 
     async fn evict_to(&mut self, keep: usize) -> Result<()> {

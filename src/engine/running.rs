@@ -54,8 +54,10 @@ impl RunningEngine {
 }
 
 impl RunningEngine {
-    /// Merges a batch's pane into the running state and emits the result.
-    async fn fold(&mut self, pane: RecordBatch) -> Result<Option<Emission>> {
+    /// Aggregates a batch's rows into a pane, merges it into the running
+    /// state and emits the result.
+    async fn fold(&mut self, rows: Rows<'_>) -> Result<Option<Emission>> {
+        let pane = partial(&self.plan, &self.scan, rows, &self.task_ctx, false).await?;
         let merged = match self.state.take() {
             None => pane.clone(),
             Some(previous) => {
@@ -89,27 +91,11 @@ impl BatchEngine for RunningEngine {
     }
 
     async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
-        let pane = partial(
-            &self.plan,
-            &self.scan,
-            Rows::Live(&batch.inputs[self.input]),
-            &self.task_ctx,
-            false,
-        )
-        .await?;
-        self.fold(pane).await
+        self.fold(Rows::Live(&batch.inputs[self.input])).await
     }
 
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        let pane = partial(
-            &self.plan,
-            &self.scan,
-            Rows::Whole(&batch.inputs[self.input]),
-            &self.task_ctx,
-            false,
-        )
-        .await?;
-        self.fold(pane).await
+        self.fold(Rows::Whole(&batch.inputs[self.input])).await
     }
 
     fn retained(&self) -> Retained {
