@@ -157,6 +157,9 @@ impl Batcher {
     ) -> mpsc::Receiver<BatchStart> {
         let (sender, receiver) = mpsc::channel(BATCHES_HANDED);
         let mut subscriptions = lock(&self.subscriptions);
+        for stream in &streams {
+            stream.inbox.set_cut_request(Arc::clone(&self.tick_now));
+        }
         let owed_cut = Arc::new(AtomicBool::new(false));
         let start = BatchStart {
             inputs: streams.iter().map(|stream| stream.join_feed()).collect(),

@@ -19,7 +19,7 @@
 //! through the bounded inbox, not through a growing buffer.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::error::BrookError;
 use crate::source::cuts::CutInFlight;
-use crate::source::inbox::{Exhausted, Inbox};
+use crate::source::inbox::{Exhausted, Inbox, batch_bytes};
 use crate::stream::LiveStream;
 use crate::sync::lock;
 
@@ -42,6 +42,13 @@ use crate::sync::lock;
 /// delivered smaller pieces and more are already there (DataFusion's
 /// default batch size). Larger pieces pass through without copying.
 const MIN_CHUNK_ROWS: usize = 8192;
+
+/// Rows and bytes.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    rows: usize,
+    bytes: usize,
+}
 
 /// One stream's input to the batch being filled.
 #[derive(Debug)]
@@ -53,8 +60,11 @@ pub(crate) struct Feed {
     one_item: bool,
     /// Rows the batch may take (`max_batch_rows`).
     max_rows: usize,
-    /// Rows the feed holds for slower readers before a reader ahead waits.
-    max_held_rows: usize,
+    /// Rows and bytes the feed holds for slower readers before a reader
+    /// ahead waits (the stream's `max_pending_rows` and
+    /// `max_pending_bytes`); a reader that holds what it reads (see
+    /// [`FeedReader::hold_rows`]) reads at most as much before the cut.
+    bound: Bound,
     /// Inbox items taken before this batch.
     taken_before: u64,
     state: Mutex<FeedState>,
@@ -68,8 +78,9 @@ struct FeedState {
     pieces: VecDeque<RecordBatch>,
     /// The sequence number of `pieces[0]`.
     first: u64,
-    /// Rows in `pieces`.
+    /// Rows and bytes in `pieces`.
     held_rows: usize,
+    held_bytes: usize,
     /// Per reader, the sequence number of the next piece it reads; `None`
     /// once the reader is gone.
     cursors: Vec<Option<u64>>,
@@ -89,11 +100,16 @@ impl FeedState {
         self.first + self.pieces.len() as u64
     }
 
+    /// Whether the pieces held reach `bound`.
+    fn holds_enough(&self, bound: Bound) -> bool {
+        self.held_rows >= bound.rows || self.held_bytes >= bound.bytes
+    }
+
     /// Drops the pieces every reader has read (unless kept for queries
-    /// that join, within `max_held_rows`); says whether any went.
-    fn forget_read(&mut self, max_held_rows: usize) -> bool {
+    /// that join, within `bound`); says whether any went.
+    fn forget_read(&mut self, bound: Bound) -> bool {
         if self.keep_for_joiners {
-            if self.held_rows < max_held_rows {
+            if !self.holds_enough(bound) {
                 return false;
             }
             self.keep_for_joiners = false;
@@ -103,6 +119,7 @@ impl FeedState {
         while !self.pieces.is_empty() && oldest.is_none_or(|oldest| self.first < oldest) {
             if let Some(piece) = self.pieces.pop_front() {
                 self.held_rows -= piece.num_rows();
+                self.held_bytes = self.held_bytes.saturating_sub(batch_bytes(&piece));
             }
             self.first += 1;
             forgot = true;
@@ -114,6 +131,7 @@ impl FeedState {
         self.rows += rows;
         self.items += items.len();
         self.held_rows += rows;
+        self.held_bytes += items.iter().map(batch_bytes).sum::<usize>();
         self.pieces
             .extend(items.into_iter().filter(|item| item.num_rows() > 0));
     }
@@ -146,13 +164,17 @@ impl Feed {
             schema: Arc::clone(&stream.schema),
             one_item: stream.source.one_item_per_batch(),
             max_rows: limits.max_batch_rows.unwrap_or(usize::MAX),
-            max_held_rows: limits.max_pending_rows,
+            bound: Bound {
+                rows: limits.max_pending_rows,
+                bytes: limits.max_pending_bytes,
+            },
             taken_before: inbox.items_taken(),
             inbox,
             state: Mutex::new(FeedState {
                 pieces: VecDeque::new(),
                 first: 0,
                 held_rows: 0,
+                held_bytes: 0,
                 cursors: vec![Some(0); readers],
                 rows: 0,
                 items: 0,
@@ -171,6 +193,9 @@ impl Feed {
             waited_nanos: AtomicU64::new(0),
             created: std::time::Instant::now(),
             gave_back_nanos: AtomicU64::new(0),
+            holds: AtomicBool::new(false),
+            read_rows: AtomicUsize::new(0),
+            read_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -189,6 +214,11 @@ impl Feed {
         self.reader(index)
     }
 
+    /// Whether a reader is still reading the feed.
+    pub fn has_readers(&self) -> bool {
+        lock(&self.state).cursors.iter().any(Option::is_some)
+    }
+
     /// The tick: the batch takes what waits in the inbox and ends.
     pub fn cut(&self, time: DateTime<Utc>, instant: Instant) {
         let mut state = lock(&self.state);
@@ -204,7 +234,7 @@ impl Feed {
         if self.one_item && state.items > 0 {
             0
         } else {
-            self.max_rows - state.rows
+            self.max_rows.saturating_sub(state.rows)
         }
     }
 
@@ -229,7 +259,7 @@ impl Feed {
             in_flight,
         });
         state.keep_for_joiners = false;
-        state.forget_read(self.max_held_rows);
+        state.forget_read(self.bound);
     }
 }
 
@@ -244,6 +274,11 @@ pub(crate) struct FeedReader {
     /// When the reader last gave its thread back (waited for a piece or
     /// yielded), in nanoseconds since `created`.
     gave_back_nanos: AtomicU64,
+    /// Set when the consumer keeps what it reads until the batch ends.
+    holds: AtomicBool,
+    /// Rows and bytes read so far.
+    read_rows: AtomicUsize,
+    read_bytes: AtomicUsize,
 }
 
 /// How long a plan may run on pieces that are all there before its reader
@@ -283,6 +318,22 @@ impl FeedReader {
             }
             Next::Ready | Next::End => None,
         }
+    }
+
+    /// The consumer keeps what it reads until the batch ends (a window
+    /// that recomputes, a plan that sorts or returns its rows): it reads at
+    /// most the stream's bounds before the cut, and the rest waits in the
+    /// inbox, holding the source back, as when a batch waited whole for its
+    /// tick.
+    pub fn hold_rows(&self) {
+        self.holds.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a reader that holds what it reads has read its bound.
+    fn read_enough(&self, bound: Bound) -> bool {
+        self.holds.load(Ordering::Relaxed)
+            && (self.read_rows.load(Ordering::Relaxed) >= bound.rows
+                || self.read_bytes.load(Ordering::Relaxed) >= bound.bytes)
     }
 
     /// Waits until a piece is there to read or the batch has ended; says
@@ -335,16 +386,28 @@ impl FeedReader {
                 let Some(cursor) = state.cursors.get(self.index).copied().flatten() else {
                     return Next::End;
                 };
-                if cursor < state.next_seq() {
+                // A reader that holds what it reads waits for the cut once
+                // it has read its bound.
+                let held_enough = matches!(look, Look::Take)
+                    && state.end.is_none()
+                    && self.read_enough(feed.bound);
+                if cursor < state.next_seq() && !held_enough {
                     let next = match look {
                         Look::Peek => return Next::Ready,
                         Look::Skip => {
                             state.cursors[self.index] = Some(state.next_seq());
                             Next::Ready
                         }
-                        Look::Take => Next::Piece(self.take(&mut state, cursor)),
+                        Look::Take => {
+                            let piece = self.take(&mut state, cursor);
+                            self.read_rows
+                                .fetch_add(piece.num_rows(), Ordering::Relaxed);
+                            self.read_bytes
+                                .fetch_add(batch_bytes(&piece), Ordering::Relaxed);
+                            Next::Piece(piece)
+                        }
                     };
-                    if state.forget_read(feed.max_held_rows) {
+                    if state.forget_read(feed.bound) {
                         drop(state);
                         feed.changed.notify_waiters();
                     }
@@ -355,10 +418,19 @@ impl FeedReader {
                 }
                 // This reader is ahead of the others: it takes from the
                 // inbox, unless the feed already holds enough for them.
-                if state.held_rows >= feed.max_held_rows {
-                    state.forget_read(feed.max_held_rows);
+                if held_enough {
+                    // Waits for the cut, or for the source's end: then the
+                    // batch takes the rest and ends.
+                    if feed.inbox.is_closed() {
+                        feed.end(&mut state, Utc::now(), Instant::now());
+                        drop(state);
+                        feed.changed.notify_waiters();
+                        continue;
+                    }
+                } else if state.holds_enough(feed.bound) {
+                    state.forget_read(feed.bound);
                 }
-                if state.held_rows < feed.max_held_rows || state.pieces.is_empty() {
+                if !held_enough && (!state.holds_enough(feed.bound) || state.pieces.is_empty()) {
                     let taken = feed.inbox.take(feed.one_item, feed.room(&state));
                     if !taken.items.is_empty() {
                         state.add(taken.items, taken.rows);
@@ -437,7 +509,7 @@ impl Drop for FeedReader {
         if let Some(cursor) = state.cursors.get_mut(self.index) {
             *cursor = None;
         }
-        state.forget_read(self.feed.max_held_rows);
+        state.forget_read(self.feed.bound);
         drop(state);
         self.feed.changed.notify_waiters();
     }

@@ -143,6 +143,14 @@ impl LiveStream {
     /// the stream now (the batch opens if none is).
     pub fn join_feed(&self) -> Arc<FeedReader> {
         let mut current = crate::sync::lock(&self.feed);
+        if let Some(feed) = current.as_ref()
+            && !feed.has_readers()
+        {
+            // Left by queries that ended: its rows were theirs. A new batch
+            // starts for the new query.
+            feed.cut(chrono::Utc::now(), tokio::time::Instant::now());
+            *current = None;
+        }
         match current.as_ref() {
             Some(feed) => feed.join(),
             None => {

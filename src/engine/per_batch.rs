@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::streaming::StreamingTableExec;
 
 use crate::catalog::stream_table::BatchSlot;
 use crate::error::Result;
@@ -46,6 +47,9 @@ pub(crate) struct PerBatchEngine {
     /// Rows of the last batch: a batch read while it arrives runs on the
     /// plan the last one's size called for (its own is not known yet).
     last_rows: usize,
+    /// Per variant, whether its plan may read a batch as fast as it comes
+    /// (see [`reads_freely`]).
+    reads_freely: Vec<bool>,
 }
 
 impl PerBatchEngine {
@@ -55,16 +59,22 @@ impl PerBatchEngine {
         let schema = first.plan.schema();
         let mut variants = vec![first];
         variants.extend(parallel);
+        let reads_freely = variants
+            .iter()
+            .map(|variant| reads_freely(&variant.plan, false))
+            .collect();
         Self {
             variants,
             schema,
             last_rows: 0,
+            reads_freely,
         }
     }
 
-    /// The plan for a batch of `rows` rows.
-    fn variant(&self, rows: usize) -> Option<&PlanVariant> {
-        self.variants.iter().rev().find(|v| v.min_rows <= rows)
+    /// The plan for a batch of `rows` rows, and whether it reads freely.
+    fn variant(&self, rows: usize) -> Option<(&PlanVariant, bool)> {
+        let index = self.variants.iter().rposition(|v| v.min_rows <= rows)?;
+        Some((&self.variants[index], self.reads_freely[index]))
     }
 }
 
@@ -75,7 +85,7 @@ impl BatchEngine for PerBatchEngine {
     }
 
     async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
-        let Some(variant) = self.variant(self.last_rows) else {
+        let Some((variant, reads_freely)) = self.variant(self.last_rows) else {
             return Ok(None);
         };
         if !variant.one_scan_per_input() {
@@ -88,8 +98,12 @@ impl BatchEngine for PerBatchEngine {
         // Every partition of a scan reads the same reader: each takes the
         // next piece when it is ready for one.
         for (input, slots) in &variant.scans {
+            let reader = &batch.inputs[*input];
+            if !reads_freely {
+                reader.hold_rows();
+            }
             for slot in slots {
-                slot.set_live(Arc::clone(&batch.inputs[*input]), None);
+                slot.set_live(Arc::clone(reader), None);
             }
         }
         let result = super::run(&variant.plan, &variant.task_ctx).await;
@@ -105,7 +119,7 @@ impl BatchEngine for PerBatchEngine {
     }
 
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        let Some(variant) = self.variant(batch.rows) else {
+        let Some((variant, _)) = self.variant(batch.rows) else {
             return Ok(None);
         };
         for (input, slots) in &variant.scans {
@@ -123,6 +137,37 @@ impl BatchEngine for PerBatchEngine {
             event: None,
         }))
     }
+}
+
+/// Operators that pass rows on without keeping them.
+const PASSING: &[&str] = &[
+    "ProjectionExec",
+    "FilterExec",
+    "SplitUnnestExec",
+    "UnnestExec",
+    "CoalesceBatchesExec",
+    "RepartitionExec",
+    "CoalescePartitionsExec",
+    "CooperativeExec",
+];
+
+/// Whether every stream scan of `plan` reaches an aggregate (whose state is
+/// one row per group, whatever the rows) through operators that only pass
+/// rows on: then the plan may read a batch as fast as it comes. Otherwise
+/// (rows returned, sorted, joined) the plan keeps what it reads until the
+/// batch ends, and its readers hold to the stream's bounds.
+fn reads_freely(plan: &Arc<dyn ExecutionPlan>, under_aggregate: bool) -> bool {
+    if plan.downcast_ref::<StreamingTableExec>().is_some() {
+        return under_aggregate;
+    }
+    let name = plan.name();
+    let under_aggregate = match name {
+        "AggregateExec" | "TextGroupByExec" => true,
+        _ => under_aggregate && PASSING.contains(&name),
+    };
+    plan.children()
+        .iter()
+        .all(|child| reads_freely(child, under_aggregate))
 }
 
 /// Deals `batches` out to `partitions` shares, round-robin, in pieces of at

@@ -301,7 +301,7 @@ impl Driver {
                 inputs: start.inputs,
             };
             // The batch runs while it arrives; a stop ends it where it is.
-            let (result, end, started) = tokio::select! {
+            let (result, end, started, waited_before) = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop == Stop::Now) => return QueryEnd::Stopped,
                 ran = self.run_batch(&live) => ran,
@@ -351,7 +351,7 @@ impl Driver {
                 // (at least the time from the cut to the result).
                 let execution = started
                     .elapsed()
-                    .saturating_sub(live.waited())
+                    .saturating_sub(live.waited().saturating_sub(waited_before))
                     .max(end.instant.elapsed());
                 // The state after the batch, written once it is done with.
                 let checkpoint = match (&result, &self.checkpoints) {
@@ -441,7 +441,8 @@ impl Driver {
 
     /// Runs the engine on `batch` while it arrives, unless it holds no row
     /// and every stream has ended (then there is no batch: `None`). Returns
-    /// the engine's result, how the batch ended, and when the engine began.
+    /// the engine's result, how the batch ended, when the engine began, and
+    /// how long the readers had waited for rows by then.
     async fn run_batch(
         &mut self,
         batch: &LiveBatch,
@@ -449,18 +450,20 @@ impl Driver {
         Option<Result<Option<Emission>>>,
         BatchEnd,
         std::time::Instant,
+        Duration,
     ) {
         let has_rows = batch.wait_for_rows().await;
         let started = std::time::Instant::now();
+        let waited_before = batch.waited();
         if !has_rows {
             let end = batch.end().await;
             let nothing_left = end.inputs.iter().all(|input| input.ended);
             if nothing_left || end.inputs.iter().any(|input| input.failure.is_some()) {
-                return (None, end, started);
+                return (None, end, started, waited_before);
             }
         }
         let result = self.engine.on_live_batch(batch).await;
-        (Some(result), batch.end().await, started)
+        (Some(result), batch.end().await, started, waited_before)
     }
 
     /// The output for an engine's result on `batch`, if it emitted one.

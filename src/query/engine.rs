@@ -104,9 +104,13 @@ impl LiveBatch {
             .unwrap_or_default()
     }
 
-    /// Reads the whole batch: returns once it has ended.
+    /// Reads the whole batch: returns once it has ended. It is held whole,
+    /// so each input reads at most its stream's bounds before the cut.
     pub async fn collect(&self) -> Result<MicroBatch> {
         let mut inputs = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            input.hold_rows();
+        }
         for input in &self.inputs {
             let mut pieces = Vec::new();
             while let Some(piece) = input.next().await {

@@ -30,6 +30,9 @@ pub(crate) struct Inbox {
     /// The most rows and bytes the inbox has held at once.
     pub peak_pending_rows: AtomicU64,
     pub peak_pending_bytes: AtomicU64,
+    /// Asks the clock for a cut now (a Kafka rebalance that must wait for
+    /// the open batch to be done with); set when a query subscribes.
+    cut_now: std::sync::Mutex<Option<Arc<Notify>>>,
     /// Which cuts every query has finished with: what a source that can
     /// replay (Kafka) may commit.
     ledger: Arc<CutLedger>,
@@ -80,7 +83,7 @@ impl InboxState {
 }
 
 /// Arrow memory a batch holds (shared buffers counted in full).
-fn batch_bytes(batch: &RecordBatch) -> usize {
+pub(crate) fn batch_bytes(batch: &RecordBatch) -> usize {
     batch.get_array_memory_size()
 }
 
@@ -101,6 +104,20 @@ impl Inbox {
             peak_pending_rows: AtomicU64::new(0),
             peak_pending_bytes: AtomicU64::new(0),
             ledger: Arc::default(),
+            cut_now: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Where [`Inbox::request_cut`] goes: the clock of the queries that
+    /// read the stream.
+    pub fn set_cut_request(&self, clock: Arc<Notify>) {
+        *crate::sync::lock(&self.cut_now) = Some(clock);
+    }
+
+    /// Asks the clock to cut the open batch now, rather than at its tick.
+    pub fn request_cut(&self) {
+        if let Some(clock) = crate::sync::lock(&self.cut_now).as_ref() {
+            clock.notify_one();
         }
     }
 

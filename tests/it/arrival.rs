@@ -734,3 +734,44 @@ async fn a_query_reading_one_stream_twice_sees_the_whole_batch_in_both_scans() {
     );
     assert_eq!(got, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_returns_its_rows_reads_at_most_the_bound_before_each_tick() {
+    // The same 100,000 lines as above, to a query that returns every row:
+    // its plan keeps what it reads until the batch ends, so it reads at most
+    // the stream's bound before each tick and the rest waits in the inbox,
+    // holding the sender back, as when a batch waited whole for its tick.
+    const LINES: i64 = 100_000;
+    const BOUND: usize = 1_000;
+    let address = line_server(move |mut client| {
+        let mut text: Vec<u8> = Vec::new();
+        for id in 0..LINES {
+            writeln!(text, "{id}").unwrap();
+        }
+        let _ = client.write_all(&text);
+    });
+    let ctx = StreamContext::new(Duration::from_millis(100));
+    ctx.sql(&format!(
+        "CREATE STREAM big (id BIGINT) WITH (connector = 'socket', host = '127.0.0.1', port = '{}', format = 'csv', max_pending_rows = '{BOUND}')",
+        port_of(&address)
+    ))
+    .await
+    .unwrap();
+    let outputs = collect_all(start(&ctx, "SELECT id FROM big").await).await;
+    let mut next = 0i64;
+    for output in &outputs {
+        assert!(
+            output.rows_in <= 4 * BOUND,
+            "batch {} held {} rows",
+            output.batch_number,
+            output.rows_in
+        );
+        let ids: Vec<i64> = rows(output).iter().map(|r| r[0].parse().unwrap()).collect();
+        assert_eq!(ids.len(), output.rows_in);
+        assert_eq!(ids, (next..next + ids.len() as i64).collect::<Vec<_>>());
+        next += ids.len() as i64;
+    }
+    assert_eq!(next, LINES, "every row once, in order");
+    let stream = ctx.streams().into_iter().find(|s| s.name == "big").unwrap();
+    assert!(stream.peak_pending_rows <= BOUND as u64);
+}

@@ -412,6 +412,9 @@ impl Offsets {
     /// finished, synchronously, before the partitions go.
     fn before_revoke(&self, consumer: &BaseConsumer<StartContext>, partitions: &[i32]) {
         let taken = self.inbox.discard_pending();
+        // The open batch has taken rows of these partitions: it is cut now
+        // instead of at its tick, so the wait below is short.
+        self.inbox.request_cut();
         if !self.closing.load(Ordering::Acquire)
             && !self.inbox.ledger().wait_finished(taken, REBALANCE_WAIT)
         {
