@@ -10,7 +10,7 @@ pub struct StreamLimits {
     /// reading; a queue refuses pushes); default 1,000,000.
     pub max_pending_rows: usize,
     /// Bytes of Arrow memory waiting to be read before the source waits;
-    /// default 64 MiB.
+    /// default 32 MiB.
     pub max_pending_bytes: usize,
     /// Rows one batch takes at most; the rest waits for the next tick.
     /// Default: no cap.
@@ -21,7 +21,7 @@ impl Default for StreamLimits {
     fn default() -> Self {
         Self {
             max_pending_rows: 1_000_000,
-            max_pending_bytes: 64 << 20,
+            max_pending_bytes: 32 << 20,
             max_batch_rows: None,
         }
     }
@@ -62,7 +62,7 @@ pub(super) const LIMIT_OPTIONS: [OptionSpec; 3] = [
     },
     OptionSpec {
         key: "max_pending_bytes",
-        default: Some("67108864"),
+        default: Some("33554432"),
         help: "bytes of Arrow memory waiting for the next batch before the source waits",
     },
     OptionSpec {
