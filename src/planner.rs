@@ -208,9 +208,16 @@ impl Planner<'_> {
                     // all-cores variant would be planned for nothing.
                     Purpose::Explain => None,
                 };
+                let reading = if crate::engine::per_batch::reads_freely(&first.plan, false) {
+                    "it reads each batch's rows as they arrive"
+                } else {
+                    "it keeps the rows it reads until the batch ends, so it reads at most the streams' bounds before each tick"
+                };
                 (
                     Box::new(PerBatchEngine::new(first, parallel)),
-                    "per batch: the plan below runs once per micro-batch; nothing is retained between batches".to_string(),
+                    format!(
+                        "per batch: the plan below runs once per micro-batch; nothing is retained between batches; {reading}"
+                    ),
                 )
             }
             Some(kind) => {

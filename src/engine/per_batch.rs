@@ -156,7 +156,7 @@ const PASSING: &[&str] = &[
 /// rows on: then the plan may read a batch as fast as it comes. Otherwise
 /// (rows returned, sorted, joined) the plan keeps what it reads until the
 /// batch ends, and its readers hold to the stream's bounds.
-fn reads_freely(plan: &Arc<dyn ExecutionPlan>, under_aggregate: bool) -> bool {
+pub(crate) fn reads_freely(plan: &Arc<dyn ExecutionPlan>, under_aggregate: bool) -> bool {
     if plan.downcast_ref::<StreamingTableExec>().is_some() {
         return under_aggregate;
     }

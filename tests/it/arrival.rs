@@ -775,3 +775,33 @@ async fn a_query_that_returns_its_rows_reads_at_most_the_bound_before_each_tick(
     let stream = ctx.streams().into_iter().find(|s| s.name == "big").unwrap();
     assert!(stream.peak_pending_rows <= BOUND as u64);
 }
+
+#[tokio::test]
+async fn explain_says_whether_a_query_reads_its_batch_as_it_arrives() {
+    let ctx = StreamContext::new(Duration::from_secs(1));
+    ctx.sql("CREATE STREAM s (word TEXT, v BIGINT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT word, count(*) AS n FROM s GROUP BY word",
+        "SELECT sum(v) AS total FROM s WHERE v > 0",
+        "SELECT word, count(*) AS n FROM (SELECT unnest(string_to_array(word, ' ')) AS word FROM s) GROUP BY word",
+    ] {
+        let plan = crate::common::explain(&ctx, sql).await;
+        assert!(
+            plan.contains("reads each batch's rows as they arrive"),
+            "{sql}:\n{plan}"
+        );
+    }
+    for sql in [
+        "SELECT word, v FROM s",
+        "SELECT word FROM s ORDER BY v",
+        "SELECT count(*) AS n FROM (SELECT word FROM s ORDER BY v LIMIT 10)",
+    ] {
+        let plan = crate::common::explain(&ctx, sql).await;
+        assert!(
+            plan.contains("reads at most the streams' bounds before each tick"),
+            "{sql}:\n{plan}"
+        );
+    }
+}
