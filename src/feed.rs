@@ -14,9 +14,12 @@
 //!
 //! Several queries of a stream share its feed. A piece stays in the feed
 //! until every reader has read it, and a reader ahead of the others takes
-//! no more from the inbox while the feed holds the stream's
-//! `max_pending_rows` rows for them: a slow query holds its source back
-//! through the bounded inbox, not through a growing buffer.
+//! no more from the inbox while the feed holds the stream's bounds
+//! (`max_pending_rows`, `max_pending_bytes`) for them: a slow query holds
+//! its source back through the bounded inbox, not through a growing buffer.
+//! A consumer that keeps what it reads until the batch ends (a plan that
+//! returns or sorts its rows, a window that recomputes) reads at most those
+//! bounds before the cut ([`FeedReader::hold_rows`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
