@@ -16,29 +16,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use brook::{QueueOptions, SqlOutput, StreamContext};
+use brook::{SqlOutput, StreamContext};
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 
+mod common;
+
 const BATCHES: usize = 300;
 const ROWS: usize = 10_000;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn batches(groups: u64) -> Vec<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![Field::new("word", DataType::Utf8, true)]));
-    let mut rng = Rng(0x00c0_ffee);
+    let mut rng = common::Rng::new(0x00c0_ffee);
     (0..BATCHES)
         .map(|_| {
             let words: Vec<String> = (0..ROWS)
@@ -64,13 +55,7 @@ async fn run(sql: &str, batches: &[RecordBatch], dir: Option<PathBuf>) -> Measur
         .await
         .expect("interval");
     ctx.set_checkpoint_dir(dir).expect("dir");
-    let queue = ctx
-        .register_queue(
-            "words",
-            batches[0].schema(),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .expect("queue");
+    let queue = common::one_item_queue(&ctx, "words", batches[0].schema());
     let mut query = match ctx.sql(sql).await {
         Ok(SqlOutput::Query(query)) => query,
         other => panic!("{sql}: {other:?}"),
@@ -106,13 +91,7 @@ async fn run(sql: &str, batches: &[RecordBatch], dir: Option<PathBuf>) -> Measur
 async fn restore(sql: &str, batches: &[RecordBatch], dir: PathBuf) -> Duration {
     let ctx = StreamContext::new(Duration::from_millis(100));
     ctx.set_checkpoint_dir(Some(dir)).expect("dir");
-    let queue = ctx
-        .register_queue(
-            "words",
-            batches[0].schema(),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .expect("queue");
+    let queue = common::one_item_queue(&ctx, "words", batches[0].schema());
     queue.push(batches[0].clone()).expect("push");
     let started = Instant::now();
     let mut query = match ctx.sql(sql).await {

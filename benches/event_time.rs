@@ -14,11 +14,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use brook::{EventTime, QueueOptions, SqlOutput, StreamContext};
+use brook::{EventTime, SqlOutput, StreamContext};
 use datafusion::arrow::array::{Float64Array, StringArray, TimestampNanosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
+
+mod common;
 
 const EVENTS: usize = 10_000_000;
 
@@ -42,19 +44,8 @@ fn schema() -> Arc<Schema> {
     ]))
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn batches() -> Vec<RecordBatch> {
-    let mut rng = Rng(0x000e_7e47);
+    let mut rng = common::Rng::new(0x000e_7e47);
     let base: i64 = 1_767_225_600_000;
     let step = EVENT_TIME_PER_BATCH as f64 / PER_BATCH as f64;
     (0..events() / PER_BATCH)
@@ -97,13 +88,7 @@ struct Measured {
 async fn run(sql: &str, batches: &[RecordBatch]) -> Measured {
     // A 1 ms clock: the query, not the clock, sets the pace.
     let ctx = StreamContext::new(Duration::from_millis(1));
-    let queue = ctx
-        .register_queue(
-            "readings",
-            schema(),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .expect("queue");
+    let queue = common::one_item_queue(&ctx, "readings", schema());
     ctx.set_event_time("readings", EventTime::new("ts", Duration::from_secs(5)))
         .expect("event time");
     let started = Instant::now();

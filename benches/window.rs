@@ -16,7 +16,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brook::{QueueOptions, SqlOutput, StreamContext};
+use brook::{SqlOutput, StreamContext};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::arrow::array::StringViewArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -45,13 +45,7 @@ async fn slides(window: u64, incremental: bool, iters: u64, batches: &[RecordBat
     // waits for a busy query).
     let ctx = StreamContext::new(Duration::from_millis(1));
     ctx.set_incremental_windows(incremental);
-    let queue = ctx
-        .register_queue(
-            "words",
-            batches[0].schema(),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .expect("queue");
+    let queue = common::one_item_queue(&ctx, "words", batches[0].schema());
     // Pushed from a task that waits when the queue is full (its bound).
     let batches = batches.to_vec();
     tokio::spawn(async move {

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use brook::{ContinuousQuery, QueueOptions, SqlOutput, StreamContext, line_schema};
+use brook::{ContinuousQuery, QueueHandle, QueueOptions, SqlOutput, StreamContext, line_schema};
 use datafusion::arrow::array::StringViewArray;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
 /// Word count with DataFusion's `string_to_array`.
@@ -42,6 +43,16 @@ impl Rng {
     }
 }
 
+/// A queue stream `name` that gives each push a batch of its own.
+pub fn one_item_queue(ctx: &StreamContext, name: &str, schema: SchemaRef) -> QueueHandle {
+    ctx.register_queue(
+        name,
+        schema,
+        QueueOptions::default().with_one_at_a_time(true),
+    )
+    .expect("queue")
+}
+
 /// `rows` lines of 8 words from a 1,000-word vocabulary (`w0` .. `w999`).
 pub fn word_lines(rows: usize) -> RecordBatch {
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15_u64);
@@ -61,13 +72,7 @@ pub async fn query_over_batches(
     batch: &RecordBatch,
     batches: u64,
 ) -> ContinuousQuery {
-    let queue = ctx
-        .register_queue(
-            "lines",
-            line_schema(),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .expect("queue");
+    let queue = one_item_queue(ctx, "lines", line_schema());
     let batch = batch.clone();
     tokio::spawn(async move {
         for _ in 0..batches {

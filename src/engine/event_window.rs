@@ -245,12 +245,7 @@ pub(crate) trait PaneStore: Send {
         times: &TimestampMillisecondArray,
         pane: i64,
     ) -> Result<Vec<i64>> {
-        let mut panes = Vec::new();
-        for (start, rows) in split_by_pane(&rows, times, pane)? {
-            self.add(input, start, rows).await?;
-            panes.push(start);
-        }
-        Ok(panes)
+        add_pane_by_pane(self, input, rows, times, pane).await
     }
     /// The result of window `[start, end)` from the panes it holds.
     async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>>;
@@ -458,6 +453,22 @@ pub(crate) fn end_of_input(batches: Vec<RecordBatch>) -> Emission {
     }
 }
 
+/// Adds `rows` to `store` one pane at a time (see [`PaneStore::add_rows`]).
+async fn add_pane_by_pane<S: PaneStore + ?Sized>(
+    store: &mut S,
+    input: usize,
+    rows: RecordBatch,
+    times: &TimestampMillisecondArray,
+    pane: i64,
+) -> Result<Vec<i64>> {
+    let mut panes = Vec::new();
+    for (start, rows) in split_by_pane(&rows, times, pane)? {
+        store.add(input, start, rows).await?;
+        panes.push(start);
+    }
+    Ok(panes)
+}
+
 /// The rows of `rows` per pane of length `pane`, in pane order. Rows come
 /// mostly in order, so a batch spans few panes: all in one costs nothing,
 /// a few are filtered out one by one, many are gathered by index.
@@ -568,12 +579,7 @@ impl PaneStore for IncrementalPanes {
         pane: i64,
     ) -> Result<Vec<i64>> {
         let Some(&(key_column, _)) = self.plan.window_keys.first() else {
-            let mut panes = Vec::new();
-            for (start, rows) in split_by_pane(&rows, times, pane)? {
-                self.add(input, start, rows).await?;
-                panes.push(start);
-            }
-            return Ok(panes);
+            return add_pane_by_pane(self, input, rows, times, pane).await;
         };
         let (Some(earliest), Some(latest)) = (min(times), max(times)) else {
             return Ok(Vec::new());
