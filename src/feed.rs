@@ -379,11 +379,11 @@ impl FeedReader {
 
     async fn look(&self, look: Look) -> Next {
         let feed = &*self.feed;
+        // Made only when the reader has to wait, then the state is looked
+        // at once more: a piece that came in between is not missed, and a
+        // reader that finds its piece there allocates nothing.
+        let mut wake_ups = None;
         loop {
-            let changed = feed.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let arrival = feed.inbox.arrival();
             {
                 let mut state = lock(&feed.state);
                 let Some(cursor) = state.cursors.get(self.index).copied().flatten() else {
@@ -454,6 +454,12 @@ impl FeedReader {
                     }
                 }
             }
+            let Some((changed, arrival)) = wake_ups.take() else {
+                let mut changed = Box::pin(feed.changed.notified());
+                changed.as_mut().enable();
+                wake_ups = Some((changed, feed.inbox.arrival()));
+                continue;
+            };
             let waiting = std::time::Instant::now();
             tokio::select! {
                 _ = changed => {}
