@@ -314,6 +314,9 @@ impl TableFunctionImpl for WindowFunction {
                 let millis = |expr: &Expr, what: &str| -> Result<i64, String> {
                     let duration = duration_arg(expr, what)?;
                     let whole = duration.as_nanos().is_multiple_of(1_000_000);
+                    if duration.is_zero() {
+                        return Err(format!("the {what} must be greater than zero"));
+                    }
                     match i64::try_from(duration.as_millis()) {
                         Ok(ms) if whole && ms > 0 => Ok(ms),
                         _ => Err(format!(

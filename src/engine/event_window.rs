@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array,
+    Array, BooleanArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{
@@ -103,62 +104,107 @@ impl EventClock {
     /// and the batch's partial report (the watermark is set by
     /// [`EventClock::advance`]).
     pub fn judge(&mut self, batch: &MicroBatch) -> Result<(Vec<OnTime>, EventReport)> {
+        let (on_time, behind, mut report) = self.sort_out(batch)?;
+        for rows in behind {
+            self.late(rows, &mut report)?;
+        }
+        Ok((on_time, report))
+    }
+
+    /// Splits `batch` into the rows with a window still open and the rows
+    /// behind: those whose own windows have all closed (by the watermark
+    /// the previous batch left). A row without an event time is late at
+    /// once; the behind rows are for the caller to judge (a `SESSION` row
+    /// behind may still join a session that is open), then pass to
+    /// [`EventClock::late`] or [`EventClock::rescued`]. The on-time rows'
+    /// event times are recorded.
+    pub fn sort_out(
+        &mut self,
+        batch: &MicroBatch,
+    ) -> Result<(Vec<OnTime>, Vec<OnTime>, EventReport)> {
         let before = self.clock.current();
+        let first_open = before.map(|mark| self.window.first_open(mark));
         let mut report = EventReport::default();
-        let mut on_time = Vec::new();
+        let (mut on_time, mut behind) = (Vec::new(), Vec::new());
         for (input, batches) in batch.inputs.iter().enumerate() {
             for rows in batches {
                 if rows.num_rows() == 0 {
                     continue;
                 }
                 let times = self.clock.event_times(input, rows)?;
-                // Late: no event time, or before the first event time whose
-                // last window is still open (one comparison per row).
-                let first_open = before.map(|mark| self.window.first_open(mark));
-                let none_late = times.null_count() == 0
-                    && first_open
-                        .is_none_or(|first| min(&times).is_none_or(|earliest| earliest >= first));
-                let late: BooleanArray = if none_late {
-                    BooleanArray::from(vec![false; 0])
+                // Behind: before the first event time whose last window is
+                // still open (one comparison per row).
+                let none_behind = first_open
+                    .is_none_or(|first| min(&times).is_none_or(|earliest| earliest >= first));
+                let (rows, times) = if times.null_count() > 0 {
+                    let timeless = is_null(&times)?;
+                    let late_rows = filter_record_batch(rows, &timeless)?;
+                    let late_times = filter_times(&times, &timeless)?;
+                    self.late(
+                        OnTime {
+                            input,
+                            rows: late_rows,
+                            times: late_times,
+                        },
+                        &mut report,
+                    )?;
+                    let keep = not(&timeless)?;
+                    (
+                        filter_record_batch(rows, &keep)?,
+                        filter_times(&times, &keep)?,
+                    )
                 } else {
-                    times
-                        .iter()
-                        .map(|time| {
-                            Some(match (time, first_open) {
-                                (None, _) => true,
-                                (Some(time), Some(first)) => time < first,
-                                (Some(_), None) => false,
-                            })
-                        })
-                        .collect()
-                };
-                let late_count = late.true_count();
-                let (rows, times) = if late_count == 0 {
                     (rows.clone(), times)
-                } else {
-                    let late_rows = filter_record_batch(rows, &late)?;
-                    let late_times = filter(&times, &late)?;
-                    self.route_late(&late_rows, &late_times, before, &mut report)?;
-                    report.late_rows += late_count as u64;
-                    let keep = not(&late)?;
-                    let kept_times = filter(&times, &keep)?;
-                    let kept_times = kept_times
-                        .as_any()
-                        .downcast_ref::<TimestampMillisecondArray>()
-                        .cloned()
-                        .ok_or_else(|| {
-                            BrookError::Internal("event times lost their type".into())
-                        })?;
-                    (filter_record_batch(rows, &keep)?, kept_times)
                 };
-                report.far_future_rows += self.clock.observe_rows(input, &rows, &times, batch.time);
+                let (rows, times) = match first_open {
+                    Some(first) if !none_behind => {
+                        let is_behind: BooleanArray = times
+                            .iter()
+                            .map(|time| Some(time.is_some_and(|t| t < first)))
+                            .collect();
+                        if is_behind.true_count() > 0 {
+                            behind.push(OnTime {
+                                input,
+                                rows: filter_record_batch(&rows, &is_behind)?,
+                                times: filter_times(&times, &is_behind)?,
+                            });
+                        }
+                        let keep = not(&is_behind)?;
+                        (
+                            filter_record_batch(&rows, &keep)?,
+                            filter_times(&times, &keep)?,
+                        )
+                    }
+                    _ => (rows, times),
+                };
                 if rows.num_rows() > 0 {
+                    report.far_future_rows +=
+                        self.clock.observe_rows(input, &rows, &times, batch.time);
                     on_time.push(OnTime { input, rows, times });
                 }
             }
         }
-        self.late_total += report.late_rows;
-        Ok((on_time, report))
+        Ok((on_time, behind, report))
+    }
+
+    /// Counts `rows` as late and routes them where `LATE DATA TO` says.
+    pub fn late(&mut self, rows: OnTime, report: &mut EventReport) -> Result<()> {
+        if rows.rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let before = self.clock.current();
+        self.route_late(&rows.rows, &rows.times, before, report)?;
+        report.late_rows += rows.rows.num_rows() as u64;
+        self.late_total += rows.rows.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows behind the watermark that a window still open takes after all:
+    /// their event times are recorded as on-time rows' are.
+    pub fn rescued(&mut self, rows: &OnTime, time: DateTime<Utc>, report: &mut EventReport) {
+        report.far_future_rows +=
+            self.clock
+                .observe_rows(rows.input, &rows.rows, &rows.times, time);
     }
 
     /// Ends the batch: the watermark after it.
@@ -193,17 +239,13 @@ impl EventClock {
     fn route_late(
         &self,
         rows: &RecordBatch,
-        times: &ArrayRef,
+        times: &TimestampMillisecondArray,
         watermark: Option<i64>,
         report: &mut EventReport,
     ) -> Result<()> {
         let Some(route) = &self.late else {
             return Ok(());
         };
-        let times = times
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .ok_or_else(|| BrookError::Internal("event times lost their type".into()))?;
         let lateness: Int64Array = times
             .iter()
             .map(|time| Some(watermark?.saturating_sub(time?)))
@@ -228,6 +270,23 @@ impl EventClock {
         }
         Ok(())
     }
+}
+
+/// The rows of `times` that are null.
+fn is_null(times: &TimestampMillisecondArray) -> Result<BooleanArray> {
+    Ok(datafusion::arrow::compute::is_null(times)?)
+}
+
+/// `times` filtered by `keep`, keeping its type.
+pub(crate) fn filter_times(
+    times: &TimestampMillisecondArray,
+    keep: &BooleanArray,
+) -> Result<TimestampMillisecondArray> {
+    filter(times, keep)?
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .cloned()
+        .ok_or_else(|| BrookError::Internal("event times lost their type".into()))
 }
 
 /// Where a `TUMBLE` or `HOP` window keeps its panes.

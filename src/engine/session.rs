@@ -7,9 +7,11 @@
 //! overlap are merged (so a row that bridges two sessions joins them). A
 //! session closes when the watermark reaches its end.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray,
 };
@@ -18,7 +20,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
-use super::event_window::{EventClock, OnTime, end_of_input};
+use super::event_window::{EventClock, OnTime, end_of_input, filter_times};
 use super::split::{IncrementalPlan, WindowBound};
 use super::{reduce, run_on, state};
 use crate::catalog::stream_table::BatchSlot;
@@ -26,7 +28,7 @@ use crate::catalog::windows::EventShape;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::END_OF_TIME;
 use crate::query::Retained;
-use crate::query::engine::{BatchEngine, Emission, MicroBatch};
+use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
 use crate::sql::EmitMode;
 
 /// A `SESSION` query in progress.
@@ -118,36 +120,7 @@ impl SessionEngine {
             Some(old) => concat_batches(&schema, [&old, &fresh])?,
             None => fresh,
         };
-        let keys = self.group_keys(&all)?;
-        let starts = millis_column(&all, self.start_column)?;
-        let ends = millis_column(&all, self.end_column)?;
-        let mut order: Vec<usize> = (0..all.num_rows()).collect();
-        order.sort_by(|&a, &b| {
-            keys.row(a)
-                .cmp(&keys.row(b))
-                .then(starts[a].cmp(&starts[b]))
-        });
-        // Sweep: a cluster is a run of one group's sessions that overlap.
-        let mut cluster_of = vec![0usize; all.num_rows()];
-        let mut bounds: Vec<(i64, i64, bool)> = Vec::new();
-        let mut previous: Option<usize> = None;
-        for &row in &order {
-            let fresh_row = row >= old_rows;
-            let joins = previous.is_some_and(|p| {
-                keys.row(p) == keys.row(row)
-                    && bounds.last().is_some_and(|(_, end, _)| starts[row] < *end)
-            });
-            if joins {
-                if let Some(last) = bounds.last_mut() {
-                    last.1 = last.1.max(ends[row]);
-                    last.2 |= fresh_row;
-                }
-            } else {
-                bounds.push((starts[row], ends[row], fresh_row));
-            }
-            cluster_of[row] = bounds.len() - 1;
-            previous = Some(row);
-        }
+        let (cluster_of, bounds) = self.clusters(&all, old_rows)?;
         let new_start: TimestampMillisecondArray = (0..all.num_rows())
             .map(|row| Some(bounds[cluster_of[row]].0))
             .collect::<TimestampMillisecondArray>()
@@ -173,6 +146,157 @@ impl SessionEngine {
         };
         let merged = concat_batches(&all.schema(), [&untouched, &touched])?;
         Ok((merged, touched))
+    }
+
+    /// Sorts the sessions in `all` into clusters: runs of one group's
+    /// sessions that overlap (so merge into one). Returns each row's
+    /// cluster and each cluster's `(start, end, holds a row at or after
+    /// index fresh_from)`.
+    fn clusters(
+        &self,
+        all: &RecordBatch,
+        fresh_from: usize,
+    ) -> Result<(Vec<usize>, Vec<(i64, i64, bool)>)> {
+        let keys = self.group_keys(all)?;
+        let starts = millis_column(all, self.start_column)?;
+        let ends = millis_column(all, self.end_column)?;
+        let mut order: Vec<usize> = (0..all.num_rows()).collect();
+        order.sort_by(|&a, &b| {
+            keys.row(a)
+                .cmp(&keys.row(b))
+                .then(starts[a].cmp(&starts[b]))
+        });
+        // Sweep: a cluster is a run of one group's sessions that overlap.
+        let mut cluster_of = vec![0usize; all.num_rows()];
+        let mut bounds: Vec<(i64, i64, bool)> = Vec::new();
+        let mut previous: Option<usize> = None;
+        for &row in &order {
+            let fresh_row = row >= fresh_from;
+            let joins = previous.is_some_and(|p| {
+                keys.row(p) == keys.row(row)
+                    && bounds.last().is_some_and(|(_, end, _)| starts[row] < *end)
+            });
+            if joins {
+                if let Some(last) = bounds.last_mut() {
+                    last.1 = last.1.max(ends[row]);
+                    last.2 |= fresh_row;
+                }
+            } else {
+                bounds.push((starts[row], ends[row], fresh_row));
+            }
+            cluster_of[row] = bounds.len() - 1;
+            previous = Some(row);
+        }
+        Ok((cluster_of, bounds))
+    }
+
+    /// Judges the rows behind the watermark `mark` (their own session
+    /// `[ts, ts + gap)` closed): a row is late only when the session it
+    /// makes, merged with its group's open sessions and this batch's
+    /// rows, is closed too (Flink's rule: merge first, then judge the
+    /// merged window). Late rows are counted and routed; the others'
+    /// sessions join `fresh`.
+    async fn rescue(
+        &mut self,
+        fresh: Option<RecordBatch>,
+        behind: Vec<OnTime>,
+        mark: i64,
+        time: DateTime<Utc>,
+        report: &mut EventReport,
+    ) -> Result<Option<RecordBatch>> {
+        let Some(candidates) = self.row_sessions(&behind).await? else {
+            for rows in behind {
+                self.events.late(rows, report)?;
+            }
+            return Ok(fresh);
+        };
+        let schema = candidates.schema();
+        let mut parts: Vec<&RecordBatch> = Vec::new();
+        if let Some(open) = &self.sessions {
+            parts.push(open);
+        }
+        if let Some(fresh) = &fresh {
+            parts.push(fresh);
+        }
+        let first_candidate: usize = parts.iter().map(|b| b.num_rows()).sum();
+        parts.push(&candidates);
+        let all = concat_batches(&schema, parts)?;
+        let (cluster_of, bounds) = self.clusters(&all, first_candidate)?;
+        // Each candidate session (one per group and event time) is kept
+        // when its merged cluster is still open.
+        let kept: Vec<bool> = (first_candidate..all.num_rows())
+            .map(|row| bounds[cluster_of[row]].1 > mark)
+            .collect();
+        let starts = millis_column(&candidates, self.start_column)?;
+        // Per event time: whether its candidates were kept (all, none, or
+        // some: then the group of each row decides).
+        let mut verdict: HashMap<i64, Verdict> = HashMap::new();
+        for (start, kept) in starts.iter().zip(&kept) {
+            let entry =
+                verdict
+                    .entry(*start)
+                    .or_insert(if *kept { Verdict::Kept } else { Verdict::Late });
+            if (*entry == Verdict::Kept) != *kept {
+                *entry = Verdict::Mixed;
+            }
+        }
+        let mixed_keys = if verdict.values().any(|v| *v == Verdict::Mixed) {
+            Some(self.group_keys(&candidates)?)
+        } else {
+            None
+        };
+        for rows in behind {
+            let mut keep = Vec::with_capacity(rows.rows.num_rows());
+            for row in 0..rows.rows.num_rows() {
+                let time = rows.times.value(row);
+                keep.push(match verdict.get(&time) {
+                    Some(Verdict::Kept) => true,
+                    Some(Verdict::Mixed) => {
+                        let one = OnTime {
+                            input: rows.input,
+                            rows: rows.rows.slice(row, 1),
+                            times: rows.times.slice(row, 1),
+                        };
+                        match (self.row_sessions(&[one]).await?, &mixed_keys) {
+                            (Some(session), Some(keys)) if session.num_rows() == 1 => {
+                                let own = self.group_keys(&session)?;
+                                (0..candidates.num_rows()).any(|c| {
+                                    starts[c] == time && kept[c] && keys.row(c) == own.row(0)
+                                })
+                            }
+                            _ => false,
+                        }
+                    }
+                    Some(Verdict::Late) | None => false,
+                });
+            }
+            let keep = BooleanArray::from(keep);
+            let rescued = OnTime {
+                input: rows.input,
+                rows: filter_record_batch(&rows.rows, &keep)?,
+                times: filter_times(&rows.times, &keep)?,
+            };
+            let late = not(&keep)?;
+            self.events.late(
+                OnTime {
+                    input: rows.input,
+                    rows: filter_record_batch(&rows.rows, &late)?,
+                    times: filter_times(&rows.times, &late)?,
+                },
+                report,
+            )?;
+            if rescued.rows.num_rows() > 0 {
+                self.events.rescued(&rescued, time, report);
+            }
+        }
+        let kept = filter_record_batch(&candidates, &BooleanArray::from(kept))?;
+        if kept.num_rows() == 0 {
+            return Ok(fresh);
+        }
+        Ok(Some(match fresh {
+            Some(fresh) => concat_batches(&schema, [&fresh, &kept])?,
+            None => kept,
+        }))
     }
 
     /// The non-window group keys of each row, comparable.
@@ -221,6 +345,15 @@ impl SessionEngine {
     }
 }
 
+/// What became of the rows behind the watermark at one event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Kept,
+    Late,
+    /// Kept in some groups, late in others.
+    Mixed,
+}
+
 /// A window column of a state as milliseconds (never null in a state).
 fn millis_column(state: &RecordBatch, column: usize) -> Result<Vec<i64>> {
     let values = state
@@ -238,9 +371,17 @@ impl BatchEngine for SessionEngine {
     }
 
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        let (on_time, mut report) = self.events.judge(batch)?;
+        let (on_time, behind, mut report) = self.events.sort_out(batch)?;
         let mut batches = Vec::new();
-        if let Some(fresh) = self.row_sessions(&on_time).await? {
+        let mut fresh = self.row_sessions(&on_time).await?;
+        if !behind.is_empty()
+            && let Some(mark) = self.events.clock.current()
+        {
+            fresh = self
+                .rescue(fresh, behind, mark, batch.time, &mut report)
+                .await?;
+        }
+        if let Some(fresh) = fresh {
             let old = self.sessions.take();
             let (merged, touched) = self.merge(old, fresh).await?;
             self.sessions = Some(merged);

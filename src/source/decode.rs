@@ -428,11 +428,13 @@ impl LineDecoder {
                 Some("empty line".to_string())
             } else if end > valid_until {
                 Some(invalid_utf8_message(line))
-            } else if has_carriage_return && memchr::memchr(b'\r', line).is_some() {
-                Some(
-                    "a carriage return inside a CSV record (a CSV line ends with \\n or \\r\\n)"
-                        .to_string(),
-                )
+            } else if has_carriage_return
+                && !(has_quote && memchr::memchr(b'"', line).is_some())
+                && memchr::memchr(b'\r', line).is_some()
+            {
+                // A record with quotes is checked field by field: a `\r`
+                // inside quotes is data (RFC 4180), outside it is not.
+                Some(CARRIAGE_RETURN_OUTSIDE_QUOTES.to_string())
             } else {
                 let row_start = fields.len();
                 let split = if has_quote && memchr::memchr(b'"', line).is_some() {
@@ -572,6 +574,10 @@ fn split_plain(line: &[u8], start: usize, delimiter: u8, fields: &mut Vec<(usize
 /// with `"` right before a delimiter (or at the line's end), and writes a
 /// quote inside as `""`; such a field is unescaped into `unescaped`, its
 /// range then counted from `chunk.len()`. Any other quote is an error.
+/// Why a record with a `\r` outside quotes is refused.
+const CARRIAGE_RETURN_OUTSIDE_QUOTES: &str =
+    "a carriage return inside a CSV record, outside quotes (a CSV line ends with \\n or \\r\\n)";
+
 fn split_quoted(
     chunk: &[u8],
     start: usize,
@@ -628,6 +634,9 @@ fn split_quoted(
                 return Err(format!(
                     "field {field}: a quote inside an unquoted field (quote the whole field and double the quotes inside it)"
                 ));
+            }
+            if memchr::memchr(b'\r', &chunk[position..field_end]).is_some() {
+                return Err(format!("field {field}: {CARRIAGE_RETURN_OUTSIDE_QUOTES}"));
             }
             fields.push((position, field_end));
             if field_end == end {

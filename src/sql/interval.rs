@@ -28,6 +28,12 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     }
 }
 
+/// Parses a delay in the same grammar as [`parse_duration`], zero
+/// included (a watermark `ts - INTERVAL '0' SECOND` is the same as `ts`).
+pub fn parse_delay(text: &str) -> Result<Duration> {
+    parse_non_negative(text)
+}
+
 /// Parses a timeout in the same grammar as [`parse_duration`]; zero means
 /// no timeout (`None`), as PostgreSQL's `statement_timeout = 0` does.
 pub fn parse_timeout(text: &str) -> Result<Option<Duration>> {

@@ -8,7 +8,9 @@ mod interval;
 mod statement;
 mod types;
 
-pub use interval::{format_duration, interval_duration, parse_duration, parse_timeout};
+pub use interval::{
+    format_duration, interval_duration, parse_delay, parse_duration, parse_timeout,
+};
 pub(crate) use statement::datafusion_sql_error;
 pub(crate) use statement::normalize_ident;
 pub use statement::{

@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::interval::parse_duration;
+use super::interval::{parse_delay, parse_duration};
 use super::types::arrow_type;
 use crate::error::{BrookError, Result, SqlLocation};
 
@@ -464,7 +464,7 @@ fn parse_watermark(tokens: Vec<TokenWithSpan>) -> Result<(String, Duration)> {
                 };
                 let text = interval.to_string();
                 let text = text.trim_start_matches("INTERVAL").replace('\'', " ");
-                parse_duration(text.trim()).map_err(|err| at(&expr_token, err.to_string()))?
+                parse_delay(text.trim()).map_err(|err| at(&expr_token, err.to_string()))?
             }
             _ => return Err(usage()),
         };

@@ -80,7 +80,40 @@ async fn regression_csv_quoted_newline_and_lone_cr_are_reported_the_same_in_one_
             vec![
                 "stream 's' line 1: unterminated quoted field: a CSV record is one line, so a quoted field cannot hold a newline",
                 "stream 's' line 2: field 1: a quote inside an unquoted field (quote the whole field and double the quotes inside it)",
-                "stream 's' line 3: a carriage return inside a CSV record (a CSV line ends with \\n or \\r\\n)",
+                "stream 's' line 3: a carriage return inside a CSV record, outside quotes (a CSV line ends with \\n or \\r\\n)",
+            ],
+            "cut at {cuts:?}"
+        );
+    }
+}
+
+/// Found by a catalogue of bad and edge-case input: a carriage return
+/// inside a quoted field is data (RFC 4180, PostgreSQL's `COPY ... CSV`,
+/// DuckDB), whatever reads the bytes are cut into; one outside quotes that
+/// does not end the line stays a bad row.
+#[tokio::test]
+async fn regression_a_carriage_return_inside_a_quoted_csv_field_is_data() {
+    let bytes = b"5,\"a\tb\rc\",1.5\r\n6,\"\r\",2\n7,x\ry,3\n8,\"ok\",z\rw\n9,\"\"\"\r\"\"\",4\n";
+    let cuttings: [&[usize]; 4] = [&[], &[8, 9], &[3, 20, 21], &[9, 10, 30]];
+    for cuts in cuttings {
+        let (rows, warnings) = through_socket(
+            "(id INT, s TEXT, v DOUBLE)",
+            ", format = 'csv'",
+            "id, s, length(s) AS n, v",
+            cut_at(bytes, cuts),
+            Duration::from_millis(60),
+        )
+        .await;
+        assert_eq!(
+            rows,
+            vec!["5|a\tb\rc|5|1.5", "6|\r|1|2.0", "9|\"\r\"|3|4.0"],
+            "cut at {cuts:?}"
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "stream 's' line 3: a carriage return inside a CSV record, outside quotes (a CSV line ends with \\n or \\r\\n)",
+                "stream 's' line 4: field 3: a carriage return inside a CSV record, outside quotes (a CSV line ends with \\n or \\r\\n)",
             ],
             "cut at {cuts:?}"
         );
@@ -548,7 +581,7 @@ fn the_property_test_inputs_hold_every_kind_of_line_and_both_outcomes() {
         "field 1",
         "column ",
         "empty line",
-        "a carriage return inside a CSV record (a CSV line ends with \\n or \\r\\n)",
+        "a carriage return inside a CSV record, outside quotes (a CSV line ends with \\n or \\r\\n)",
         "line longer than max_line_bytes (16)",
         "invalid UTF-8 at byte 3",
     ] {
