@@ -474,6 +474,13 @@ impl StreamContext {
             let stream = self.stream(name).ok_or_else(|| {
                 BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
             })?;
+            if let Some((checkpoints, ..)) = &checkpoints
+                && !stream.started.load(Ordering::SeqCst)
+            {
+                stream
+                    .source
+                    .checkpointed_as(&format!("{}#{name}", checkpoints.dir().display()));
+            }
             // A stream that can replay reads from where the checkpoint left
             // it, if this query is the one that starts it.
             if let Some(position) = positions.get(name) {

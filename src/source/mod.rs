@@ -64,6 +64,13 @@ pub(crate) trait Source: Send + Sync + Debug {
         None
     }
 
+    /// Before [`Source::start`]: the stream is started by a query that
+    /// keeps checkpoints, and `identity` names that query's checkpoints
+    /// (the same in every run that resumes from them). A Kafka stream joins
+    /// its group as a static member of that name, so that a restart takes
+    /// over the partitions of the run it replaces at once.
+    fn checkpointed_as(&self, _identity: &str) {}
+
     /// Before [`Source::start`]: read from `position` (which
     /// [`Source::position_after`] gave in an earlier run) instead of from
     /// the start.

@@ -15,6 +15,7 @@ mod group_by;
 mod kafka;
 #[path = "../support/kafka_broker.rs"]
 mod kafka_broker;
+mod kafka_restart;
 #[path = "../support/pg_server.rs"]
 mod pg_server;
 mod postgres;

@@ -64,6 +64,13 @@ const REBALANCE_WAIT: Duration = Duration::from_secs(10);
 /// How long dropping a stream waits for its last commit to be answered.
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
+/// The group session brook asks for unless `kafka.session.timeout.ms` is
+/// given (librdkafka's default is 45 s).
+const DEFAULT_SESSION_TIMEOUT_MS: &str = "6000";
+/// Heartbeats well within the session (unless
+/// `kafka.heartbeat.interval.ms` is given).
+const DEFAULT_HEARTBEAT_INTERVAL_MS: &str = "1000";
+
 /// Column names filled from the message rather than its value.
 const METADATA_COLUMNS: [&str; 4] = ["_key", "_partition", "_offset", "_timestamp"];
 
@@ -81,6 +88,9 @@ pub(crate) struct KafkaSource {
     /// assignment of that partition starts (before `start_offset` and the
     /// group's committed offset).
     resume: Mutex<BTreeMap<i32, i64>>,
+    /// The static group member this stream is (`group.instance.id`), when
+    /// a query keeping checkpoints started it: see [`static_member_id`].
+    static_member: Mutex<Option<String>>,
 }
 
 /// What a started Kafka stream shares between its reader thread, its
@@ -138,6 +148,7 @@ impl KafkaSource {
             running: Default::default(),
             tasks: Default::default(),
             resume: Default::default(),
+            static_member: Default::default(),
         })
     }
 }
@@ -655,6 +666,10 @@ impl Source for KafkaSource {
         Some(serde_json::json!({"topic": self.options.topic, "offsets": next}))
     }
 
+    fn checkpointed_as(&self, identity: &str) {
+        *lock(&self.static_member) = Some(static_member_id(&self.stream, identity));
+    }
+
     fn resume_from(&self, position: &serde_json::Value) -> Result<()> {
         let bad = || {
             BrookError::invalid(format!(
@@ -781,7 +796,20 @@ impl KafkaSource {
             // (1.4-1.7M text messages/s; benches/kafka_source.rs).
             .set("queued.min.messages", "10000000")
             .set("fetch.queue.backoff.ms", "0")
-            .set("partition.assignment.strategy", "range,roundrobin");
+            .set("partition.assignment.strategy", "range,roundrobin")
+            // librdkafka's 45 s session made a restart wait: a group's
+            // first join is answered after about half the session on
+            // tansu, and a killed member keeps its partitions for a whole
+            // session. 6 s (Kafka's own default was 10 s before 3.0):
+            // a member whose heartbeats stop for 6 s leaves the group.
+            .set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS)
+            .set("heartbeat.interval.ms", DEFAULT_HEARTBEAT_INTERVAL_MS);
+        // A query keeping checkpoints is a static member: its restart takes
+        // over the killed run's partitions without waiting for its session
+        // to expire (and without a rebalance of the others).
+        if let Some(member) = lock(&self.static_member).as_ref() {
+            config.set("group.instance.id", member);
+        }
         for (key, value) in &self.options.properties {
             config.set(key, value);
         }
@@ -799,6 +827,27 @@ impl KafkaSource {
                 ))
             })
     }
+}
+
+/// The `group.instance.id` of stream `stream` started by the query whose
+/// checkpoints `identity` names: the same in every run that resumes from
+/// them, different for another query or checkpoint directory. Kafka allows
+/// letters, digits, `.`, `_` and `-` in it.
+fn static_member_id(stream: &str, identity: &str) -> String {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x6272_6f6f_6b00).hash_one(identity);
+    let stream: String = stream
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("brook-{stream}-{hash:016x}")
 }
 
 /// One message's place, for its rows' metadata columns and bad-row reports.
