@@ -10,16 +10,18 @@
 //! Dependencies run one way, from the bottom up:
 //!
 //! - [`error`]: [`BrookError`] and whose fault it is ([`ErrorKind`]).
+//! - [`options`]: each source's and sink's options declared once
+//!   ([`options::OptionSpec`]) and read from `WITH (...)`.
 //! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
 //!   parsed with sqlparser; everything else goes to DataFusion.
-//! - [`source`]: queue, socket, directory and Kafka sources, decoding lines
-//!   (text, CSV, JSON) and reading Parquet files into Arrow, each stream's
-//!   bounded inbox, and the ledger of which cuts every query has finished
-//!   (what a Kafka stream may commit).
 //! - [`event_time`]: a stream's event-time column and watermark
 //!   declaration, and the watermark a query keeps over its streams.
-//! - `stream`: a registered stream: its source, inbox and counters.
-//! - `batcher`: the trigger clock that cuts batches and feeds queries.
+//! - `stream`: a stream's runtime in one place: the `Source` trait, the
+//!   bounded inbox, the open batch its queries read while it arrives, the
+//!   ledger of which cuts every query has finished (what a Kafka stream may
+//!   commit), the registered stream and the trigger clock.
+//! - [`source`]: queue, socket, directory and Kafka sources, decoding lines
+//!   (text, CSV, JSON) and reading Parquet files into Arrow.
 //! - `catalog`: what DataFusion sees: the table of each stream and the batch
 //!   slots its scans read, the window table functions (`HOP`, `TUMBLE`,
 //!   `SESSION`, `RUNNING`), the system tables (`brook.queries`, `brook.streams`).
@@ -75,7 +77,6 @@
 // returns errors instead (tests may unwrap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub(crate) mod batcher;
 pub(crate) mod catalog;
 pub mod checkpoint;
 pub mod cli;
@@ -84,10 +85,10 @@ pub(crate) mod engine;
 pub mod error;
 pub mod event_time;
 pub(crate) mod exec;
-pub(crate) mod feed;
 pub(crate) mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod options;
 pub(crate) mod planner;
 pub mod query;
 pub mod sink;

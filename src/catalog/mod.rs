@@ -5,6 +5,7 @@
 
 pub(crate) mod stream_table;
 pub(crate) mod system;
+pub(crate) mod window_kind;
 pub(crate) mod windows;
 
 use std::collections::BTreeMap;

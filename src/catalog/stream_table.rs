@@ -17,8 +17,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 
-use super::windows::WindowKind;
-use crate::feed::FeedReader;
+use super::window_kind::WindowKind;
+use crate::stream::feed::FeedReader;
 use crate::sync::lock;
 
 /// The table DataFusion sees for a stream. It can only be scanned while

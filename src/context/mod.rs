@@ -19,7 +19,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DataFusionStatement;
 use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableObject};
 
-use crate::batcher::Batcher;
 use crate::catalog::StreamMap;
 use crate::catalog::stream_table::StreamTable;
 use crate::catalog::system::{self, SystemTable};
@@ -40,6 +39,7 @@ use crate::sql::{
     BrookStatement, CreateSink, CreateStream, ParsedStatement, StreamClauses, datafusion_sql_error,
     parse_sql,
 };
+use crate::stream::clock::Batcher;
 use crate::stream::{LiveStream, StreamInfo};
 use crate::sync::{read, write};
 

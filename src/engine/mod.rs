@@ -39,7 +39,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use crate::catalog::stream_table::{BatchSlot, PieceMap};
 use crate::catalog::windows::window_time_type;
 use crate::error::Result;
-use crate::feed::FeedReader;
+use crate::stream::feed::FeedReader;
 use split::IncrementalPlan;
 
 /// Runs a cached plan once more. Operators keep run state (TopK heaps,

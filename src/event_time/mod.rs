@@ -32,13 +32,13 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_AHEAD: Duration = Duration::from_secs(3600);
 
 /// The options a stream with a `WATERMARK` takes besides its connector's.
-pub const EVENT_TIME_OPTIONS: &[crate::source::OptionSpec] = &[
-    crate::source::OptionSpec {
+pub const EVENT_TIME_OPTIONS: &[crate::options::OptionSpec] = &[
+    crate::options::OptionSpec {
         key: "idle_timeout",
         default: Some("5s"),
         help: "a stream that receives no row for this long stops holding the watermark back",
     },
-    crate::source::OptionSpec {
+    crate::options::OptionSpec {
         key: "max_ahead",
         default: Some("1h"),
         help: "a row whose event time is further ahead of the wall clock does not move the watermark",

@@ -15,7 +15,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::registry::QueryEntry;
 use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, WarningHandler};
-use crate::source::cuts::InFlight;
+use crate::stream::cuts::InFlight;
 use crate::sync::lock;
 
 /// What is done once a batch is done with (see the module docs). Dropped

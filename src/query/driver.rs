@@ -20,10 +20,10 @@ use super::BatchOutput;
 use super::completion::{BatchDone, CheckpointWriter, PendingCheckpoint};
 use super::engine::{BatchEnd, BatchEngine, Emission, LiveBatch, MicroBatch};
 use super::registry::{LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, Stop};
-use crate::batcher::{BatchStart, StreamFailure};
 use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, RecentWarnings, Result, WarningHandler, error_chain};
-use crate::source::cuts::InFlight;
+use crate::stream::clock::{BatchStart, StreamFailure};
+use crate::stream::cuts::InFlight;
 use crate::sync::lock;
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.

@@ -13,7 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{Retained, WindowBounds};
 use crate::error::Result;
-use crate::feed::{FeedEnd, FeedReader};
+use crate::stream::feed::{FeedEnd, FeedReader};
 
 /// One micro-batch as a query sees it.
 #[derive(Debug)]

@@ -17,9 +17,9 @@ use datafusion::parquet::arrow::ArrowWriter;
 
 use super::console::with_batch_columns;
 use crate::error::{BrookError, Result};
+use crate::options::OptionReader;
+use crate::options::OptionSpec;
 use crate::query::BatchOutput;
-use crate::source::OptionSpec;
-use crate::source::config::OptionReader;
 
 /// How a file sink encodes rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

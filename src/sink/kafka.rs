@@ -19,9 +19,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{BatchSink, SinkWrite};
 use crate::error::{BrookError, Result};
+use crate::options::OptionReader;
+use crate::options::OptionSpec;
 use crate::query::BatchOutput;
-use crate::source::OptionSpec;
-use crate::source::config::OptionReader;
 
 /// Messages awaiting the broker's acknowledgement at once.
 const IN_FLIGHT: usize = 10_000;

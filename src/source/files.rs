@@ -593,12 +593,14 @@ impl Watcher {
             let rest = batch.slice(skipped as usize, batch.num_rows() - skipped as usize);
             decoded.batch = (rest.num_rows() > 0).then_some(rest);
         }
-        let went_on = self
-            .inbox
-            .deliver(decoded, self.options.on_error, &self.warn, |bad| {
-                format!("file '{file}': {}", bad.message)
-            })
-            .await;
+        let went_on = super::deliver(
+            &self.inbox,
+            decoded,
+            self.options.on_error,
+            &self.warn,
+            |bad| format!("file '{file}': {}", bad.message),
+        )
+        .await;
         if rows > 0 {
             let items = self.inbox.items_pushed();
             let mut positions = crate::sync::lock(&self.positions);

@@ -2,28 +2,21 @@
 //! `Source`; a source decodes what it receives into Arrow and leaves it in
 //! the stream's `Inbox` for the next tick.
 
-pub(crate) mod config;
-pub(crate) mod cuts;
 pub(crate) mod decode;
 mod files;
-pub(crate) mod inbox;
 mod kafka;
+mod line_options;
 mod options;
 mod parquet;
 mod queue;
 mod queue_insert;
 mod socket;
 
-use std::fmt::Debug;
-use std::sync::Arc;
+use crate::error::{BrookError, WarningHandler};
 
-use async_trait::async_trait;
-
-use crate::error::{BrookError, Result};
-
-pub use config::OptionSpec;
+pub use crate::options::OptionSpec;
+pub(crate) use crate::stream::{Inbox, Source};
 pub(crate) use files::FilesSource;
-pub(crate) use inbox::Inbox;
 pub(crate) use kafka::KafkaSource;
 pub use kafka::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
 pub(crate) use options::Connector;
@@ -36,48 +29,40 @@ pub(crate) use queue::QueueSource;
 pub(crate) use queue_insert::conform_insert;
 pub(crate) use socket::SocketSource;
 
-/// A kind of source behind a stream.
-#[async_trait]
-pub(crate) trait Source: Send + Sync + Debug {
-    /// The connector's name as written in `CREATE STREAM ... WITH (connector = ...)`.
-    fn connector(&self) -> &'static str;
-
-    /// The source's options as a user would write them, for `SHOW STREAMS`.
-    fn describe(&self) -> String;
-
-    /// Whether each tick takes one item rather than everything that arrived
-    /// (a queue with `one_at_a_time = 'true'`).
-    fn one_item_per_batch(&self) -> bool {
-        false
+/// Reports decoded lines' bad rows (each as a warning, or failing the
+/// stream under `on_error = 'fail'`) and queues their good rows, waiting
+/// for room. `describe` gives a bad line's message (a directory source
+/// adds the file's name). Returns false when the stream has failed or
+/// was closed: the source stops reading.
+pub(crate) async fn deliver(
+    inbox: &Inbox,
+    decoded: decode::DecodedLines,
+    on_error: OnError,
+    warn: &WarningHandler,
+    describe: impl Fn(&decode::BadLine) -> String,
+) -> bool {
+    if !decoded.bad_lines.is_empty() {
+        inbox.rows_dropped.fetch_add(
+            decoded.bad_lines.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
-
-    /// Starts delivering into `inbox`. Called once, when the first query
-    /// that reads the stream starts; fails if the source cannot start
-    /// (for example, the connection is refused).
-    async fn start(&self, inbox: Arc<Inbox>) -> Result<()>;
-
-    /// Where the source stands once the first `items` items it pushed into
-    /// its inbox are consumed: what a checkpoint records so that a restart
-    /// reads from there. `None` for a source that cannot replay (queue,
-    /// socket).
-    fn position_after(&self, _items: u64) -> Option<serde_json::Value> {
-        None
+    for bad in &decoded.bad_lines {
+        let error = BrookError::BadRow {
+            stream: inbox.stream().to_string(),
+            line: bad.line,
+            message: describe(bad),
+        };
+        if on_error == OnError::Fail {
+            // Rows before the bad one in this chunk are lost with the
+            // stream; the queries stop on the error.
+            inbox.fail(error);
+            return false;
+        }
+        warn(&error);
     }
-
-    /// Before [`Source::start`]: the stream is started by a query that
-    /// keeps checkpoints, and `identity` names that query's checkpoints
-    /// (the same in every run that resumes from them). A Kafka stream joins
-    /// its group as a static member of that name, so that a restart takes
-    /// over the partitions of the run it replaces at once.
-    fn checkpointed_as(&self, _identity: &str) {}
-
-    /// Before [`Source::start`]: read from `position` (which
-    /// [`Source::position_after`] gave in an earlier run) instead of from
-    /// the start.
-    fn resume_from(&self, _position: &serde_json::Value) -> Result<()> {
-        Err(BrookError::invalid(format!(
-            "a {} stream cannot resume from a checkpoint",
-            self.connector()
-        )))
+    match decoded.batch {
+        Some(batch) => inbox.push(batch).await.is_ok(),
+        None => true,
     }
 }

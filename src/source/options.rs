@@ -1,146 +1,14 @@
 //! Connector options, from Rust builders or from `CREATE STREAM ... WITH (...)`.
 
-use super::config::{self, OptionReader, OptionSpec};
+use super::kafka::KafkaOptions;
+use super::line_options::{
+    FORMATS, LIMIT_OPTIONS, LINE_OPTIONS, ON_ERROR, choice_name, limit_value, read_delimiter,
+    read_limits, read_timestamp_format,
+};
+pub use super::line_options::{LineFormat, OnError, TimestampFormat};
 use crate::error::{BrookError, Result};
-
-/// The bounds between a stream's source and its queries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamLimits {
-    /// Rows waiting to be read before the source waits (a socket stops
-    /// reading; a queue refuses pushes); default 1,000,000.
-    pub max_pending_rows: usize,
-    /// Bytes of Arrow memory waiting to be read before the source waits;
-    /// default 32 MiB.
-    pub max_pending_bytes: usize,
-    /// Rows one batch takes at most; the rest waits for the next tick.
-    /// Default: no cap.
-    pub max_batch_rows: Option<usize>,
-}
-
-impl Default for StreamLimits {
-    fn default() -> Self {
-        Self {
-            max_pending_rows: 1_000_000,
-            max_pending_bytes: 32 << 20,
-            max_batch_rows: None,
-        }
-    }
-}
-
-impl StreamLimits {
-    /// Reads `max_pending_rows`, `max_pending_bytes` and `max_batch_rows`.
-    pub(super) fn read(options: &OptionReader) -> Result<Self> {
-        let defaults = Self::default();
-        Ok(Self {
-            max_pending_rows: options
-                .positive("max_pending_rows")?
-                .unwrap_or(defaults.max_pending_rows),
-            max_pending_bytes: options
-                .positive("max_pending_bytes")?
-                .unwrap_or(defaults.max_pending_bytes),
-            max_batch_rows: options.positive("max_batch_rows")?,
-        })
-    }
-
-    /// The limits' values, by option key.
-    fn value_of(&self, key: &str) -> Option<String> {
-        match key {
-            "max_pending_rows" => Some(self.max_pending_rows.to_string()),
-            "max_pending_bytes" => Some(self.max_pending_bytes.to_string()),
-            "max_batch_rows" => self.max_batch_rows.map(|rows| rows.to_string()),
-            _ => None,
-        }
-    }
-}
-
-/// The bounds every stream takes.
-pub(super) const LIMIT_OPTIONS: [OptionSpec; 3] = [
-    OptionSpec {
-        key: "max_pending_rows",
-        default: Some("1000000"),
-        help: "rows waiting for the next batch before the source waits",
-    },
-    OptionSpec {
-        key: "max_pending_bytes",
-        default: Some("33554432"),
-        help: "bytes of Arrow memory waiting for the next batch before the source waits",
-    },
-    OptionSpec {
-        key: "max_batch_rows",
-        default: None,
-        help: "rows one batch takes at most; the rest waits for the next tick",
-    },
-];
-
-/// How every stream of lines (socket, files, Kafka) cuts, splits and reads
-/// them.
-pub(super) const LINE_OPTIONS: [OptionSpec; 3] = [
-    OptionSpec {
-        key: "delimiter",
-        default: Some(","),
-        help: "CSV field delimiter",
-    },
-    OptionSpec {
-        key: "max_line_bytes",
-        default: Some("1048576"),
-        help: "longest line accepted",
-    },
-    OptionSpec {
-        key: "timestamp_format",
-        default: Some("text"),
-        help: "how CSV and JSON lines write a TIMESTAMP: 'text' (2024-01-02 10:00:00), or 'epoch_s', 'epoch_ms', 'epoch_us', 'epoch_ns' since 1970-01-01 UTC",
-    },
-];
-
-/// How a TIMESTAMP column's field is written in CSV and JSON lines. DATE
-/// columns are read the same under every format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TimestampFormat {
-    /// `YYYY-MM-DD`, then optionally `T` or a space and
-    /// `HH:MM[:SS[.fraction]]`, then optionally `Z` or `+HH:MM` / `-HH:MM`
-    /// (default).
-    #[default]
-    Text,
-    /// Seconds since 1970-01-01T00:00:00Z: an integer with an optional sign
-    /// and up to 9 fractional digits (`1700000000.5`).
-    EpochSeconds,
-    /// Whole milliseconds since 1970-01-01T00:00:00Z.
-    EpochMillis,
-    /// Whole microseconds since 1970-01-01T00:00:00Z.
-    EpochMicros,
-    /// Whole nanoseconds since 1970-01-01T00:00:00Z.
-    EpochNanos,
-}
-
-impl TimestampFormat {
-    /// Every format, in the order error messages list them.
-    const ALL: [TimestampFormat; 5] = [
-        TimestampFormat::Text,
-        TimestampFormat::EpochSeconds,
-        TimestampFormat::EpochMillis,
-        TimestampFormat::EpochMicros,
-        TimestampFormat::EpochNanos,
-    ];
-
-    /// The name written in `WITH (timestamp_format = '...')`.
-    pub fn name(self) -> &'static str {
-        match self {
-            TimestampFormat::Text => "text",
-            TimestampFormat::EpochSeconds => "epoch_s",
-            TimestampFormat::EpochMillis => "epoch_ms",
-            TimestampFormat::EpochMicros => "epoch_us",
-            TimestampFormat::EpochNanos => "epoch_ns",
-        }
-    }
-}
-
-/// The stream's `timestamp_format`, if given.
-pub(super) fn read_timestamp_format(options: &OptionReader) -> Result<Option<TimestampFormat>> {
-    options.choice(
-        "timestamp_format",
-        &TimestampFormat::ALL.map(|format| (format.name(), format)),
-    )
-}
+use crate::options::{self, OptionReader, OptionSpec};
+pub use crate::stream::StreamLimits;
 
 /// The options of a queue stream.
 pub const QUEUE_OPTIONS: &[OptionSpec] = &[
@@ -228,19 +96,6 @@ impl QueueOptions {
     }
 }
 
-/// How a socket's lines become rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LineFormat {
-    /// Each line is one row of one text column (default).
-    #[default]
-    Text,
-    /// Each line is one CSV record in the stream's schema.
-    Csv,
-    /// Each line is one JSON object; its fields are matched to the
-    /// stream's columns by name, a missing field is NULL.
-    Json,
-}
-
 /// How a directory source's files become rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilesFormat {
@@ -265,16 +120,6 @@ impl FilesFormat {
             FilesFormat::Parquet => None,
         }
     }
-}
-
-/// What to do with a row that cannot be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnError {
-    /// Skip it, count it, report it, and go on (default).
-    #[default]
-    Skip,
-    /// Fail the queries that read the stream.
-    Fail,
 }
 
 /// Options of a socket stream (Spark's `socketTextStream`).
@@ -432,7 +277,7 @@ impl FilesOptions {
 
     /// The options as `SHOW STREAMS` shows them.
     pub(crate) fn describe(&self) -> String {
-        config::describe(FILES_OPTIONS, |key| match key {
+        options::describe(FILES_OPTIONS, |key| match key {
             "path" => Some(self.path.display().to_string()),
             "format" => choice_name(FILES_FORMATS, self.format),
             "max_files_per_batch" => self.max_files_per_batch.map(|n| n.to_string()),
@@ -451,7 +296,7 @@ impl FilesOptions {
             "delimiter" => Some(char::from(self.delimiter).to_string()),
             "max_line_bytes" => Some(self.max_line_bytes.to_string()),
             "timestamp_format" => Some(self.timestamp_format.name().to_string()),
-            other => self.limits.value_of(other),
+            other => limit_value(&self.limits, other),
         })
     }
 }
@@ -520,22 +365,15 @@ pub(crate) enum Connector {
         options: SocketOptions,
     },
     Files(FilesOptions),
-    Kafka(Box<super::kafka::KafkaOptions>),
+    Kafka(Box<KafkaOptions>),
 }
 
-const FORMATS: &[(&str, LineFormat)] = &[
-    ("text", LineFormat::Text),
-    ("csv", LineFormat::Csv),
-    ("json", LineFormat::Json),
-];
 const FILES_FORMATS: &[(&str, FilesFormat)] = &[
     ("text", FilesFormat::Lines(LineFormat::Text)),
     ("csv", FilesFormat::Lines(LineFormat::Csv)),
     ("json", FilesFormat::Lines(LineFormat::Json)),
     ("parquet", FilesFormat::Parquet),
 ];
-const ON_ERROR: &[(&str, OnError)] = &[("skip", OnError::Skip), ("fail", OnError::Fail)];
-
 impl Connector {
     /// Reads `WITH (...)` options; every key must be known to the connector.
     pub fn from_options(stream: &str, options: &[(String, String)]) -> Result<Self> {
@@ -554,7 +392,7 @@ impl Connector {
                 let options = OptionReader::new(owner, options, QUEUE_OPTIONS)?;
                 Ok(Connector::Queue(QueueOptions {
                     one_at_a_time: options.bool("one_at_a_time")?.unwrap_or(false),
-                    limits: StreamLimits::read(&options)?,
+                    limits: read_limits(&options)?,
                 }))
             }
             "socket" => {
@@ -584,7 +422,7 @@ impl Connector {
                             .choice("on_error", ON_ERROR)?
                             .unwrap_or(defaults.on_error),
                         delimiter,
-                        limits: StreamLimits::read(&options)?,
+                        limits: read_limits(&options)?,
                         reconnect_attempts: options.positive("reconnect_attempts")?,
                         max_line_bytes: options
                             .positive("max_line_bytes")?
@@ -629,7 +467,7 @@ impl Connector {
                     .unwrap_or(files.max_line_bytes);
                 files.timestamp_format =
                     read_timestamp_format(&options)?.unwrap_or(files.timestamp_format);
-                files.limits = StreamLimits::read(&options)?;
+                files.limits = read_limits(&options)?;
                 files.max_files_per_batch = options.positive("max_files_per_batch")?;
                 Ok(Connector::Files(files))
             }
@@ -640,35 +478,12 @@ impl Connector {
     }
 }
 
-/// The CSV field delimiter: one ASCII character, or `\t` for a tab.
-pub(super) fn read_delimiter(options: &OptionReader) -> Result<Option<u8>> {
-    options
-        .text("delimiter")
-        .map(|text| match text.as_bytes() {
-            b"\\t" => Ok(b'\t'),
-            [byte] if byte.is_ascii() => Ok(*byte),
-            _ => Err(options.bad(
-                "delimiter",
-                format_args!("must be one ASCII character, got '{text}'"),
-            )),
-        })
-        .transpose()
-}
-
-/// The name under which `value` is written.
-fn choice_name<T: PartialEq>(choices: &[(&str, T)], value: T) -> Option<String> {
-    choices
-        .iter()
-        .find(|(_, choice)| *choice == value)
-        .map(|(name, _)| name.to_string())
-}
-
 impl QueueOptions {
     /// The options as `SHOW STREAMS` shows them.
     pub(crate) fn describe(&self) -> String {
-        config::describe(QUEUE_OPTIONS, |key| match key {
+        options::describe(QUEUE_OPTIONS, |key| match key {
             "one_at_a_time" => Some(self.one_at_a_time.to_string()),
-            other => self.limits.value_of(other),
+            other => limit_value(&self.limits, other),
         })
     }
 }
@@ -677,7 +492,7 @@ impl SocketOptions {
     /// The options as `SHOW STREAMS` shows them, for a socket to `address`.
     pub(crate) fn describe(&self, address: &str) -> String {
         let (host, port) = address.rsplit_once(':').unwrap_or((address, ""));
-        config::describe(SOCKET_OPTIONS, |key| match key {
+        options::describe(SOCKET_OPTIONS, |key| match key {
             "host" => Some(host.to_string()),
             "port" => Some(port.to_string()),
             "format" => choice_name(FORMATS, self.format),
@@ -690,7 +505,7 @@ impl SocketOptions {
             }),
             "max_line_bytes" => Some(self.max_line_bytes.to_string()),
             "timestamp_format" => Some(self.timestamp_format.name().to_string()),
-            other => self.limits.value_of(other),
+            other => limit_value(&self.limits, other),
         })
     }
 }

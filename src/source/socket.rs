@@ -258,10 +258,13 @@ impl SocketReader {
     /// Reports the bad lines and puts the rows in the inbox. Returns false
     /// when the stream has failed (`on_error = 'fail'`) or was dropped.
     async fn deliver(&mut self, decoded: DecodedLines) -> bool {
-        self.inbox
-            .deliver(decoded, self.options.on_error, &self.warn, |bad| {
-                bad.message.clone()
-            })
-            .await
+        super::deliver(
+            &self.inbox,
+            decoded,
+            self.options.on_error,
+            &self.warn,
+            |bad| bad.message.clone(),
+        )
+        .await
     }
 }

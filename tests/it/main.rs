@@ -16,6 +16,7 @@ mod kafka;
 #[path = "../support/kafka_broker.rs"]
 mod kafka_broker;
 mod kafka_restart;
+mod layout;
 #[path = "../support/pg_server.rs"]
 mod pg_server;
 mod postgres;

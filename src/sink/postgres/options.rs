@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 
 use crate::error::{BrookError, Result};
-use crate::source::OptionSpec;
-use crate::source::config::OptionReader;
+use crate::options::OptionReader;
+use crate::options::OptionSpec;
 
 /// How rows reach the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! stream's inbox is recorded with its offset range per partition; the
 //! offsets are committed to the group only once every query reading the
 //! stream has finished the cuts that took the chunk (see
-//! [`cuts`](super::cuts)): its engine ran the batch and its output was
+//! [`cuts`](crate::stream::cuts)): its engine ran the batch and its output was
 //! written. Delivery is at-least-once end to end: a restart, or a new owner
 //! of a partition, reads again whatever was not finished.
 //!

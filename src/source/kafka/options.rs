@@ -1,10 +1,13 @@
 //! A Kafka stream's options: where, what, how to decode, where to start, and
 //! librdkafka properties passed through with the `kafka.` prefix.
 
-use super::super::config::{OptionReader, OptionSpec};
-use super::super::options::{LIMIT_OPTIONS, LINE_OPTIONS, read_delimiter, read_timestamp_format};
-use super::super::{LineFormat, OnError, StreamLimits, TimestampFormat};
+use super::super::line_options::{
+    LIMIT_OPTIONS, LINE_OPTIONS, LineFormat, OnError, TimestampFormat, read_delimiter, read_limits,
+    read_timestamp_format,
+};
 use crate::error::{BrookError, Result};
+use crate::options::{OptionReader, OptionSpec};
+use crate::stream::StreamLimits;
 
 /// Where a consumer starts in partitions it has not read before in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +163,7 @@ impl KafkaOptions {
             delimiter: read_delimiter(&options)?.unwrap_or(b','),
             max_line_bytes: options.positive("max_line_bytes")?.unwrap_or(1 << 20),
             timestamp_format: read_timestamp_format(&options)?.unwrap_or_default(),
-            limits: StreamLimits::read(&options)?,
+            limits: read_limits(&options)?,
             properties,
         })
     }

@@ -8,9 +8,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::Notify;
 
-use super::StreamLimits;
 use super::cuts::{CutInFlight, CutLedger};
 use crate::error::{BrookError, Result};
+
+/// The bounds between a stream's source and its queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Rows waiting to be read before the source waits (a socket stops
+    /// reading; a queue refuses pushes); default 1,000,000.
+    pub max_pending_rows: usize,
+    /// Bytes of Arrow memory waiting to be read before the source waits;
+    /// default 32 MiB.
+    pub max_pending_bytes: usize,
+    /// Rows one batch takes at most; the rest waits for the next tick.
+    /// Default: no cap.
+    pub max_batch_rows: Option<usize>,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_pending_rows: 1_000_000,
+            max_pending_bytes: 32 << 20,
+            max_batch_rows: None,
+        }
+    }
+}
 
 /// Where a source leaves decoded rows until the next tick. Bounded by rows
 /// and bytes: a socket that runs ahead waits in [`Inbox::push`]; a queue's
@@ -88,6 +111,11 @@ pub(crate) fn batch_bytes(batch: &RecordBatch) -> usize {
 }
 
 impl Inbox {
+    /// The stream's name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
     pub(crate) fn new(stream: String, limits: StreamLimits) -> Self {
         Self {
             stream,
@@ -237,42 +265,6 @@ impl Inbox {
 
     pub fn pending_rows(&self) -> usize {
         self.lock().pending_rows
-    }
-
-    /// Reports decoded lines' bad rows (each as a warning, or failing the
-    /// stream under `on_error = 'fail'`) and queues their good rows, waiting
-    /// for room. `describe` gives a bad line's message (a directory source
-    /// adds the file's name). Returns false when the stream has failed or
-    /// was closed: the source stops reading.
-    pub(crate) async fn deliver(
-        &self,
-        decoded: super::decode::DecodedLines,
-        on_error: super::OnError,
-        warn: &crate::error::WarningHandler,
-        describe: impl Fn(&super::decode::BadLine) -> String,
-    ) -> bool {
-        if !decoded.bad_lines.is_empty() {
-            self.rows_dropped
-                .fetch_add(decoded.bad_lines.len() as u64, Ordering::Relaxed);
-        }
-        for bad in &decoded.bad_lines {
-            let error = BrookError::BadRow {
-                stream: self.stream.clone(),
-                line: bad.line,
-                message: describe(bad),
-            };
-            if on_error == super::OnError::Fail {
-                // Rows before the bad one in this chunk are lost with the
-                // stream; the queries stop on the error.
-                self.fail(error);
-                return false;
-            }
-            warn(&error);
-        }
-        match decoded.batch {
-            Some(batch) => self.push(batch).await.is_ok(),
-            None => true,
-        }
     }
 
     /// Items added so far (a batch pushed in slices counts each slice).

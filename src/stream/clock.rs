@@ -1,5 +1,5 @@
 //! The trigger clock. Every batch interval it cuts the batch each
-//! subscribed stream has been filling ([`crate::feed`]) and opens the next,
+//! subscribed stream has been filling ([`crate::stream::feed`]) and opens the next,
 //! which it hands to each running query as the streams' [`BatchStart`].
 //! Queries read a batch's rows while they arrive; the cut ends their input.
 //!
@@ -19,9 +19,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::LiveStream;
+use super::feed::{Feed, FeedReader};
 use crate::error::BrookError;
-use crate::feed::{Feed, FeedReader};
-use crate::stream::LiveStream;
 use crate::sync::lock;
 
 /// One batch as one query sees it when it opens.

@@ -35,10 +35,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::cuts::CutInFlight;
+use super::inbox::{Exhausted, Inbox, batch_bytes};
 use crate::error::BrookError;
-use crate::source::cuts::CutInFlight;
-use crate::source::inbox::{Exhausted, Inbox, batch_bytes};
-use crate::stream::LiveStream;
 use crate::sync::lock;
 
 /// Rows a reader hands on in one record batch at least, where the source
@@ -152,20 +151,28 @@ pub(crate) struct FeedEnd {
     pub ended: bool,
     /// The stream failed before this batch took any row.
     pub failure: Option<Arc<BrookError>>,
-    /// Shared by every query the batch went to (see [`crate::source::cuts`]).
+    /// Shared by every query the batch went to (see [`crate::stream::cuts`]).
     pub in_flight: Arc<CutInFlight>,
 }
 
 impl Feed {
-    /// The next batch of `stream`, with `readers` readers (more can join);
-    /// `first` for a stream's first batch (see `keep_for_joiners`).
-    pub fn open(stream: &LiveStream, readers: usize, first: bool) -> Arc<Feed> {
-        let inbox = Arc::clone(&stream.inbox);
+    /// The next batch of the stream whose rows of `schema` wait in
+    /// `inbox`, with `readers` readers (more can join); `one_item` when a
+    /// batch takes one inbox item; `first` for a stream's first batch (see
+    /// `keep_for_joiners`).
+    pub fn open(
+        inbox: &Arc<Inbox>,
+        schema: &SchemaRef,
+        one_item: bool,
+        readers: usize,
+        first: bool,
+    ) -> Arc<Feed> {
+        let inbox = Arc::clone(inbox);
         let limits = inbox.limits();
         Arc::new(Feed {
-            stream: stream.name.clone(),
-            schema: Arc::clone(&stream.schema),
-            one_item: stream.source.one_item_per_batch(),
+            stream: inbox.stream().to_string(),
+            schema: Arc::clone(schema),
+            one_item,
             max_rows: limits.max_batch_rows.unwrap_or(usize::MAX),
             bound: Bound {
                 rows: limits.max_pending_rows,

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::feed::{Feed, FeedReader};
+use super::{Inbox, Source, StreamLimits};
 use crate::error::Result;
-use crate::feed::{Feed, FeedReader};
-use crate::source::{Inbox, Source, StreamLimits};
 
 /// A registered stream, as `SHOW STREAMS`, `brook.streams` and `\\d NAME`
 /// show it.
@@ -154,7 +154,13 @@ impl LiveStream {
         match current.as_ref() {
             Some(feed) => feed.join(),
             None => {
-                let feed = Feed::open(self, 1, true);
+                let feed = Feed::open(
+                    &self.inbox,
+                    &self.schema,
+                    self.source.one_item_per_batch(),
+                    1,
+                    true,
+                );
                 let reader = feed.reader(0);
                 *current = Some(feed);
                 reader
@@ -174,7 +180,13 @@ impl LiveStream {
         if let Some(feed) = current.as_ref() {
             feed.cut(time, instant);
         }
-        let feed = Feed::open(self, readers, false);
+        let feed = Feed::open(
+            &self.inbox,
+            &self.schema,
+            self.source.one_item_per_batch(),
+            readers,
+            false,
+        );
         *current = Some(Arc::clone(&feed));
         feed
     }
