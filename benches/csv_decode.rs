@@ -22,13 +22,8 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// at TIMESTAMP)`; every `bad_every`-th line (if any) has a temperature
 /// that does not parse.
 fn csv_input(lines: usize, bad_every: Option<usize>) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = brook::testing::Rng::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next();
     let mut text = Vec::with_capacity(lines * 56);
     for line in 1..=lines {
         let r = next();

@@ -381,18 +381,13 @@ mod tests {
     fn the_word_at_a_time_scan_finds_every_delimiter_and_no_other_byte() {
         // Delimiters at every position of an 8-byte chunk, runs of them,
         // and bytes that differ from ' ' only in the high bit (0xA0).
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rng = crate::testing::Rng::new(0x2545_f491_4f6c_dd1d);
         let alphabet = ["a", " ", "  ", "\u{a0}", "é", "bcdefgh", "x"];
         let lines: Vec<String> = (0..40)
             .flat_map(|length| std::iter::repeat_n(length, 50))
             .map(|length| {
                 (0..length)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        alphabet[(state % alphabet.len() as u64) as usize]
-                    })
+                    .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
                     .collect()
             })
             .collect();

@@ -132,14 +132,11 @@ pub fn decode_lines(input: &[u8], csv: bool, cut: u8, max_line_bytes: usize) {
         };
     let whole = decode(&[input]);
     // Reads of 1 to 16 bytes, their lengths from a xorshift seeded by `cut`.
-    let mut state = u64::from(cut).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut rng = crate::testing::Rng::new(u64::from(cut).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut reads = Vec::new();
     let mut rest = input;
     while !rest.is_empty() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let len = (state % 16 + 1).min(rest.len() as u64) as usize;
+        let len = (rng.below(16) + 1).min(rest.len() as u64) as usize;
         let (read, after) = rest.split_at(len);
         reads.push(read);
         rest = after;

@@ -91,11 +91,14 @@ pub mod fuzzing;
 pub mod options;
 pub(crate) mod planner;
 pub mod query;
+pub(crate) mod retry;
 pub mod sink;
 pub mod source;
 pub mod sql;
 pub(crate) mod stream;
 pub(crate) mod sync;
+#[doc(hidden)]
+pub mod testing;
 pub mod ui;
 
 pub use catalog::windows::OutputMode;

@@ -8,6 +8,17 @@ use std::str::FromStr;
 
 use crate::error::{BrookError, Result};
 
+/// brook's one spelling of a boolean, in options, `SET` and meta-commands
+/// alike (PostgreSQL's): `true` / `false`, `on` / `off`, `yes` / `no`,
+/// `1` / `0`, in any case.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Some(true),
+        "false" | "off" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// One option a connector or sink takes.
 #[derive(Debug, Clone, Copy)]
 pub struct OptionSpec {
@@ -66,16 +77,16 @@ impl<'a> OptionReader<'a> {
         self.given.get(key).copied()
     }
 
-    /// `key` as `true` / `false` (also `on`/`off`, `yes`/`no`, `1`/`0`).
+    /// `key` as a boolean ([`parse_bool`]).
     pub fn bool(&self, key: &str) -> Result<Option<bool>> {
         self.text(key)
-            .map(|value| match value.to_ascii_lowercase().as_str() {
-                "true" | "on" | "yes" | "1" => Ok(true),
-                "false" | "off" | "no" | "0" => Ok(false),
-                _ => Err(self.bad(
-                    key,
-                    format_args!("must be 'true' or 'false', got '{value}'"),
-                )),
+            .map(|value| {
+                parse_bool(value).ok_or_else(|| {
+                    self.bad(
+                        key,
+                        format_args!("must be 'true' or 'false', got '{value}'"),
+                    )
+                })
             })
             .transpose()
     }
@@ -131,4 +142,22 @@ pub(crate) fn describe(specs: &[OptionSpec], value_of: impl Fn(&str) -> Option<S
         .filter_map(|spec| value_of(spec.key).map(|value| format!("{} = '{value}'", spec.key)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_boolean_spelling_reads_every_form_in_any_case_and_nothing_else() {
+        for yes in ["true", "ON", "Yes", "1", " true "] {
+            assert_eq!(parse_bool(yes), Some(true), "{yes}");
+        }
+        for no in ["false", "OFF", "no", "0"] {
+            assert_eq!(parse_bool(no), Some(false), "{no}");
+        }
+        for neither in ["", "t", "2", "enabled"] {
+            assert_eq!(parse_bool(neither), None, "{neither}");
+        }
+    }
 }

@@ -19,29 +19,9 @@ pub const WORD_COUNT_SPLIT: &str = "SELECT word, COUNT(*) AS count \
      FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) \
      GROUP BY word";
 
-/// The benches' one pseudo-random sequence (xorshift): inputs repeat
-/// exactly from run to run.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A sequence from `seed` (which must not be zero).
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next value.
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// The next value as a float in `[0, 1)`.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The benches' one pseudo-random sequence: inputs repeat exactly from
+/// run to run.
+pub use brook::testing::Rng;
 
 /// A queue stream `name` that gives each push a batch of its own.
 pub fn one_item_queue(ctx: &StreamContext, name: &str, schema: SchemaRef) -> QueueHandle {

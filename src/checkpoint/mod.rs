@@ -131,12 +131,15 @@ impl QueryCheckpoints {
         };
         let bytes = file::encode(&header, state)?;
         let path = self.dir.join(file_name(batch));
-        let temporary = self.dir.join(format!(".{}.tmp", file_name(batch)));
         let write = || -> std::io::Result<()> {
-            let mut out = fs::File::create(&temporary)?;
+            // Written whole under a hidden temporary name, then renamed
+            // into place: a checkpoint is never seen half written.
+            let mut out = tempfile::Builder::new()
+                .prefix(".checkpoint")
+                .tempfile_in(&self.dir)?;
             out.write_all(&bytes)?;
-            out.sync_all()?;
-            fs::rename(&temporary, &path)?;
+            out.as_file().sync_all()?;
+            out.persist(&path).map_err(|err| err.error)?;
             // The rename itself is durable once the directory is synced.
             fs::File::open(&self.dir)?.sync_all()
         };

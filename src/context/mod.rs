@@ -779,13 +779,8 @@ mod tests {
         ] {
             let ctx = readings_context(incremental, Duration::from_secs(3));
             let mut engine = plan(&ctx, sql).await.engine;
-            let mut seed = 0x5eed_u64;
-            let mut random = move |n: u64| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed % n
-            };
+            let mut rng = crate::testing::Rng::new(0x5eed);
+            let mut random = move |n: u64| rng.below(n);
             let (mut at_500, mut most_after, mut late, mut emitted) = (0, 0, 0, 0);
             for number in 1..=2_000u64 {
                 // 100 ms of event time per batch, 40 rows over 3 of 20

@@ -385,6 +385,9 @@ impl Watcher {
     /// The regular files of the directory whose names match the pattern.
     async fn list(&self) -> Vec<(OsString, std::fs::Metadata)> {
         let mut files = Vec::new();
+        // Checked when the stream was created; a library user's invalid
+        // pattern matches nothing.
+        let pattern = glob::Pattern::new(&self.options.pattern).ok();
         let mut entries = match tokio::fs::read_dir(&self.options.path).await {
             Ok(entries) => entries,
             Err(err) => {
@@ -406,7 +409,7 @@ impl Watcher {
             };
             if text.starts_with('.')
                 || text.starts_with('_')
-                || !matches(&self.options.pattern, text)
+                || !pattern.as_ref().is_some_and(|p| p.matches(text))
             {
                 continue;
             }
@@ -644,35 +647,13 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Whether `name` matches `pattern`, whose `*` stands for any run of
-/// characters and `?` for one.
-fn matches(pattern: &str, name: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let name: Vec<char> = name.chars().collect();
-    // The classic two-pointer wildcard match with backtracking to the last *.
-    let (mut p, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == name[n]) {
-            p += 1;
-            n += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            star = Some((p, n));
-            p += 1;
-        } else if let Some((star_p, star_n)) = star {
-            p = star_p + 1;
-            n = star_n + 1;
-            star = Some((star_p, star_n + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == '*')
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{TakenFiles, matches};
+    use super::TakenFiles;
+
+    fn matches(pattern: &str, name: &str) -> bool {
+        glob::Pattern::new(pattern).unwrap().matches(name)
+    }
 
     #[test]
     fn files_taken_are_listed_once_in_the_order_taken() {
@@ -685,7 +666,7 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_match_as_shells_do() {
+    fn patterns_match_names_as_shells_do() {
         assert!(matches("*", "a.csv"));
         assert!(matches("*.csv", "a.csv"));
         assert!(!matches("*.csv", "a.csv.tmp"));
@@ -693,5 +674,7 @@ mod tests {
         assert!(!matches("part-??.csv", "part-7.csv"));
         assert!(matches("a*b*c", "aXbYbZc"));
         assert!(!matches("a*b*c", "aXbYbZ"));
+        assert!(matches("part-[0-9]*.csv", "part-7.csv"));
+        assert!(!matches("part-[0-9]*.csv", "part-x.csv"));
     }
 }

@@ -447,6 +447,12 @@ impl Connector {
                     .choice("format", FILES_FORMATS)?
                     .unwrap_or(files.format);
                 if let Some(pattern) = options.text("pattern") {
+                    glob::Pattern::new(pattern).map_err(|err| {
+                        options.bad(
+                            "pattern",
+                            format_args!("is not a file-name wildcard: {err}"),
+                        )
+                    })?;
                     files.pattern = pattern.to_string();
                 }
                 files.start_existing = options

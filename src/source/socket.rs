@@ -20,8 +20,6 @@ use crate::error::{BrookError, Result, WarningHandler};
 /// Bytes asked for per read; lines are decoded a read at a time.
 const READ_BYTES: usize = 256 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub(crate) struct SocketSource {
@@ -167,11 +165,11 @@ struct SocketReader {
 impl SocketReader {
     async fn run(mut self, first_connection: Option<TcpStream>) {
         let mut connection = first_connection;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = crate::retry::Backoff::default();
         let mut failed_attempts: u32 = 0;
         loop {
             if let Some(socket) = connection.take() {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 failed_attempts = 0;
                 match self.read_connection(socket).await {
                     Disconnect::Failed => return,
@@ -189,8 +187,7 @@ impl SocketReader {
                     return;
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff.wait().await;
             match connect(&self.address).await {
                 Ok(socket) => connection = Some(socket),
                 Err(source) => {

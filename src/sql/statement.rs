@@ -602,10 +602,9 @@ fn parse_set_on_query_error(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement
 
 fn parse_set_incremental_windows(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
     let (value_token, value) = parse_set_value(tokens, "true or false")?;
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "on" => Ok(BrookStatement::SetIncrementalWindows(true)),
-        "false" | "off" => Ok(BrookStatement::SetIncrementalWindows(false)),
-        _ => Err(BrookError::Sql {
+    match crate::options::parse_bool(&value) {
+        Some(incremental) => Ok(BrookStatement::SetIncrementalWindows(incremental)),
+        None => Err(BrookError::Sql {
             message: format!("incremental_windows is true or false, not '{value}'"),
             location: Some(location_of(&value_token)),
         }),

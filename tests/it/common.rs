@@ -154,21 +154,8 @@ pub fn recording_warnings() -> (brook::WarningHandler, Arc<Mutex<Vec<String>>>) 
     (handler, warnings)
 }
 
-/// A deterministic pseudo-random sequence (xorshift), so inputs repeat exactly.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// A deterministic pseudo-random sequence, so inputs repeat exactly.
+pub use brook::testing::Rng;
 
 pub const WORD_COUNT_SQL: &str = "SELECT word, COUNT(*) AS count \
      FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \

@@ -88,9 +88,10 @@ pub(crate) const META_COMMANDS: &[MetaCommandSpec] = &[
 fn parse_timing(name: &str, argument: Option<&str>) -> Result<MetaCommand, String> {
     match argument {
         None => Ok(MetaCommand::Timing(None)),
-        Some("on") => Ok(MetaCommand::Timing(Some(true))),
-        Some("off") => Ok(MetaCommand::Timing(Some(false))),
-        Some(other) => Err(format!("{name} takes on or off, not '{other}'")),
+        Some(other) => match crate::options::parse_bool(other) {
+            Some(on) => Ok(MetaCommand::Timing(Some(on))),
+            None => Err(format!("{name} takes on or off, not '{other}'")),
+        },
     }
 }
 

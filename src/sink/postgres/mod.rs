@@ -15,8 +15,6 @@ mod copy;
 mod options;
 mod types;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use datafusion::arrow::datatypes::Schema;
@@ -38,10 +36,6 @@ use crate::query::BatchOutput;
 
 /// COPY data is sent in pieces of about this many bytes.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
-/// The first wait before a retry; doubled each time up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// The longest wait between two retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The temporary table an upsert copies a batch into.
 const STAGE_TABLE: &str = "pg_temp.brook_stage";
 
@@ -303,7 +297,7 @@ impl BatchSink for PostgresSink {
         let copy_data = encode_batch(&self.columns, output)
             .map_err(|err| BrookError::invalid(format!("batch {batch}: {err}")))?;
         let mut attempt = 0;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = crate::retry::Backoff::default();
         loop {
             attempt += 1;
             let err = match self.write_once(batch, rows, &copy_data).await {
@@ -356,13 +350,12 @@ impl BatchSink for PostgresSink {
                     "sink '{}': batch {batch}: lost connection to {} (retrying in {} ms, attempt {} of {limit})",
                     self.name,
                     self.options.server(),
-                    backoff.as_millis(),
+                    backoff.next_wait().as_millis(),
                     attempt + 1
                 ),
                 &err,
             ));
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff.wait().await;
         }
     }
 

@@ -973,12 +973,9 @@ mod tests {
 
     #[test]
     fn every_instant_written_in_epoch_seconds_reads_back_to_the_nanosecond() {
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rng = crate::testing::Rng::new(0x9E37_79B9_7F4A_7C15);
         for _ in 0..10_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let nanos = state as i64;
+            let nanos = rng.next() as i64;
             let (sign, magnitude) = if nanos < 0 {
                 ("-", nanos.unsigned_abs())
             } else {
