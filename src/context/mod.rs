@@ -258,6 +258,28 @@ impl StreamContext {
         &self.inner.session
     }
 
+    /// Registers a scalar function, DataFusion's own
+    /// [`ScalarUDF`](datafusion::logical_expr::ScalarUDF) (made with
+    /// `create_udf` or a `ScalarUDFImpl`), for every statement run from now
+    /// on: one-off queries and continuous queries in every engine. A
+    /// function of the same name is replaced.
+    pub fn register_udf(&self, function: datafusion::logical_expr::ScalarUDF) {
+        self.inner.session.register_udf(function);
+    }
+
+    /// Registers an aggregate function, DataFusion's own
+    /// [`AggregateUDF`](datafusion::logical_expr::AggregateUDF) (made with
+    /// `create_udaf` or an `AggregateUDFImpl`), for every statement run from
+    /// now on. An aggregate whose accumulator gives its state
+    /// (`Accumulator::state`) and merges states (`merge_batch`), as
+    /// DataFusion's own do, runs incrementally like `SUM`: per-batch panes in
+    /// `HOP` / `TUMBLE`, one state row per group in `RUNNING`, panes in
+    /// event-time windows, partial state per session. A function of the
+    /// same name is replaced.
+    pub fn register_udaf(&self, function: datafusion::logical_expr::AggregateUDF) {
+        self.inner.session.register_udaf(function);
+    }
+
     /// The registry of running and recently ended queries (the dashboard
     /// reads it).
     pub(crate) fn query_registry(&self) -> &QueryRegistry {

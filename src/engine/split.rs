@@ -38,27 +38,6 @@ use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::{WINDOW_END, WINDOW_START};
 use crate::exec::split_unnest::SplitUnnestExec;
 
-/// Aggregate functions whose partial states merge exactly.
-const MERGEABLE: &[&str] = &[
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "mean",
-    "bool_and",
-    "bool_or",
-    "bit_and",
-    "bit_or",
-    "bit_xor",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "var",
-    "var_pop",
-    "var_samp",
-];
-
 /// Which end of its window a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WindowBound {
@@ -116,10 +95,14 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
     if !aggregate.group_expr().is_single() {
         return Err("grouping sets are not merged incrementally".into());
     }
+    // Every DataFusion aggregate, built in or registered, gives its state
+    // and merges states (DataFusion's own partial / final plans rest on
+    // it); what depends on the order or the set of all rows does not
+    // merge per batch.
     for function in aggregate.aggr_expr() {
         let name = function.fun().name().to_ascii_lowercase();
-        if !MERGEABLE.contains(&name.as_str()) {
-            return Err(format!("{name}() is not merged incrementally"));
+        if name == "grouping" {
+            return Err("grouping() is not merged incrementally".into());
         }
         if function.is_distinct() {
             return Err(format!("{name}(DISTINCT ...) is not merged incrementally"));

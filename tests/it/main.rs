@@ -30,6 +30,7 @@ mod split;
 mod sql_errors;
 #[path = "../support/tcp_proxy.rs"]
 mod tcp_proxy;
+mod udf;
 mod ui;
 mod window;
 mod wrong_results;
