@@ -32,7 +32,7 @@ use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
 use crate::sink::{ConsoleSink, OutputFormat};
-use crate::sql::{BrookStatement, ParsedStatement, parse_sql};
+use crate::sql::{BrookStatement, ParsedStatement, column_list, parse_sql, sql_type_name};
 use helper::{ReplHelper, is_complete};
 use meta::{HINT, MetaCommand, is_meta_command, parse_meta};
 
@@ -425,7 +425,7 @@ impl Repl {
             let types: Vec<String> = schema
                 .fields()
                 .iter()
-                .map(|f| f.data_type().to_string())
+                .map(|f| sql_type_name(f.data_type()))
                 .collect();
             let batch = RecordBatch::try_new(
                 Arc::clone(&out),
@@ -477,14 +477,7 @@ impl Repl {
                 continue;
             }
             if let Ok(Some(table)) = schema.table(&name).await {
-                let columns = table
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{} {}", f.name(), f.data_type()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                tables.push((name, columns));
+                tables.push((name, column_list(&table.schema())));
             }
         }
         tables
