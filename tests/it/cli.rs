@@ -1095,3 +1095,82 @@ fn regression_show_streams_and_brook_streams_list_columns_with_sql_types() {
     );
     std::fs::remove_file(history).ok();
 }
+
+#[test]
+fn piped_input_whose_last_statement_has_no_semicolon_runs_it() {
+    let history = std::env::temp_dir().join(format!("brook-hist-last-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        "SELECT 1 AS one;\nSELECT 2\n  AS two\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stderr), "");
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "brook {} - SQL over live streams (batch interval 1s). \\? for help, \\q to quit.\n\
+             one\n1\ntwo\n2\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn regression_piped_input_ending_inside_a_string_names_the_statement_runs_nothing_after_and_exits_1()
+ {
+    let history = std::env::temp_dir().join(format!("brook-hist-open-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        "SELECT 1 AS one;\n-- the quote below is never closed\nSELECT 'abc AS two;\nSELECT 3 AS three;\n",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "ERROR: input ended inside a statement starting at line 3; it was not run\n\
+         line 3, column 8: Unterminated string literal\n \
+         3 | SELECT 'abc AS two;\n   \
+         |        ^\n"
+    );
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "brook {} - SQL over live streams (batch interval 1s). \\? for help, \\q to quit.\n\
+             one\n1\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn piped_input_ending_inside_a_comment_or_quoted_name_is_reported_and_exits_1() {
+    let history =
+        std::env::temp_dir().join(format!("brook-hist-comment-end-{}", std::process::id()));
+    for (input, reason) in [
+        (
+            "SELECT 1 AS one;\nSELECT 2 /* no end\n",
+            "line 2, column 19: Unexpected EOF while in a multi-line comment",
+        ),
+        (
+            "SELECT 1 AS one;\nSELECT \"two\nAS x;\n",
+            "line 2, column 8: Expected close delimiter '\"' before EOF.",
+        ),
+    ] {
+        let output = repl_piped(&["--format", "csv"], &history, input);
+        assert_eq!(output.status.code(), Some(1), "{input}");
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            stderr.lines().take(2).collect::<Vec<_>>(),
+            [
+                "ERROR: input ended inside a statement starting at line 2; it was not run",
+                reason
+            ],
+            "{input}"
+        );
+        assert!(text(&output.stdout).ends_with("one\n1\n"), "{input}");
+    }
+    std::fs::remove_file(history).ok();
+}
