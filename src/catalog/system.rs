@@ -1,6 +1,6 @@
 //! System tables: brook's own state as tables that SQL can query, like
 //! `information_schema` (`SELECT * FROM brook.queries WHERE lag_ms > 100`).
-//! `SHOW QUERIES` and `SHOW STREAMS` read them.
+//! `SHOW QUERIES` and `SHOW STREAMS` read them. Also `DESCRIBE`'s rows.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::error::Result;
+use crate::sql::sql_type_name;
 use crate::stream::StreamInfo;
 
 /// The schema system tables live in.
@@ -101,6 +102,32 @@ pub(crate) fn streams_schema() -> SchemaRef {
         Field::new("rows_dropped", DataType::UInt64, false),
         Field::new("rows_pending", DataType::UInt64, false),
     ]))
+}
+
+/// `DESCRIBE`'s rows for a table or stream of `columns`, in DataFusion's
+/// `output_schema` (`column_name`, `data_type`, `is_nullable`), with the
+/// SQL type names `CREATE STREAM` takes where DataFusion shows Arrow's.
+pub(crate) fn describe_rows(columns: &Schema, output_schema: SchemaRef) -> Result<RecordBatch> {
+    let text = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+    let fields = columns.fields();
+    Ok(RecordBatch::try_new(
+        output_schema,
+        vec![
+            text(fields.iter().map(|f| f.name().clone()).collect()),
+            text(
+                fields
+                    .iter()
+                    .map(|f| sql_type_name(f.data_type()))
+                    .collect(),
+            ),
+            text(
+                fields
+                    .iter()
+                    .map(|f| if f.is_nullable() { "YES" } else { "NO" }.to_string())
+                    .collect(),
+            ),
+        ],
+    )?)
 }
 
 /// The rows of `brook.streams`.

@@ -4,7 +4,7 @@
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::{BrookError, ErrorKind, error_chain};
+use crate::error::{BrookError, ErrorKind, SqlLocation, error_chain};
 
 /// Set once an internal error or a panic has been reported: the run then
 /// exits with the internal-error code, whatever else happened.
@@ -69,15 +69,49 @@ pub(crate) fn format_repl_error(input: &str, err: &BrookError) -> String {
     }
 }
 
+/// Formats the end of piped input inside a statement: `pending`, the input
+/// from line `first_line` on, holds a statement whose string, quoted name
+/// or comment `err` (located in `pending`) says is still open. Names the
+/// line the statement starts at (past leading `--` comments) and, as
+/// `brook run` does, the line and column of the reason, with a caret.
+pub(crate) fn format_unfinished_input(first_line: u64, pending: &str, err: &BrookError) -> String {
+    let skipped = pending
+        .lines()
+        .take_while(|line| {
+            let line = line.trim();
+            line.is_empty() || line.starts_with("--")
+        })
+        .count() as u64;
+    let mut text = format!(
+        "ERROR: input ended inside a statement starting at line {}; it was not run",
+        first_line + skipped
+    );
+    match err.location() {
+        Some(location) => {
+            let line = first_line + location.line.saturating_sub(1);
+            text.push_str(&format!("\nline {line}, column {}: {err}", location.column));
+            caret_at(text, pending, location, first_line)
+        }
+        None => format!("{text}\n{err}"),
+    }
+}
+
 /// `text` followed, when `err` has a location in `script`, by the line and
 /// a caret under the column.
-fn with_caret(mut text: String, script: &str, err: &BrookError) -> String {
-    let Some(location) = err.location() else {
-        return text;
-    };
+fn with_caret(text: String, script: &str, err: &BrookError) -> String {
+    match err.location() {
+        Some(location) => caret_at(text, script, location, 1),
+        None => text,
+    }
+}
+
+/// `text` followed by the line of `script` at `location` and a caret under
+/// the column; the line is numbered as if `script` began at line
+/// `first_line`.
+fn caret_at(mut text: String, script: &str, location: SqlLocation, first_line: u64) -> String {
     let line_index = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
     if let Some(line) = script.lines().nth(line_index) {
-        let number = location.line.to_string();
+        let number = (first_line + location.line.saturating_sub(1)).to_string();
         let padding = " ".repeat(number.len());
         let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(0);
         let (shown, column) = around_column(line, column);

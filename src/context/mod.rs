@@ -406,6 +406,14 @@ impl StreamContext {
             .await
             .map_err(|e| datafusion_sql_error(e, Some(location)))?;
         planner::check_readable(&plan)?;
+        if let LogicalPlan::DescribeTable(describe) = &plan {
+            let schema = Arc::clone(describe.output_schema.inner());
+            let batch = system::describe_rows(&describe.schema, Arc::clone(&schema))?;
+            return Ok(SqlOutput::Rows {
+                schema,
+                batches: vec![batch],
+            });
+        }
         if !clauses.is_empty() && !planner::reads_streams(&plan)? {
             return Err(BrookError::Sql {
                 message: "EMIT ON ... and LATE DATA TO ... follow a continuous query over an event-time window (TUMBLE, HOP or SESSION with a time column)".into(),

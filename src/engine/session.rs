@@ -150,13 +150,12 @@ impl SessionEngine {
 
     /// Sorts the sessions in `all` into clusters: runs of one group's
     /// sessions that overlap (so merge into one). Returns each row's
-    /// cluster and each cluster's `(start, end, holds a row at or after
-    /// index fresh_from)`.
+    /// cluster and each cluster's [`ClusterBounds`].
     fn clusters(
         &self,
         all: &RecordBatch,
         fresh_from: usize,
-    ) -> Result<(Vec<usize>, Vec<(i64, i64, bool)>)> {
+    ) -> Result<(Vec<usize>, Vec<ClusterBounds>)> {
         let keys = self.group_keys(all)?;
         let starts = millis_column(all, self.start_column)?;
         let ends = millis_column(all, self.end_column)?;
@@ -168,7 +167,7 @@ impl SessionEngine {
         });
         // Sweep: a cluster is a run of one group's sessions that overlap.
         let mut cluster_of = vec![0usize; all.num_rows()];
-        let mut bounds: Vec<(i64, i64, bool)> = Vec::new();
+        let mut bounds: Vec<ClusterBounds> = Vec::new();
         let mut previous: Option<usize> = None;
         for &row in &order {
             let fresh_row = row >= fresh_from;
@@ -344,6 +343,10 @@ impl SessionEngine {
         Ok(Some(closed))
     }
 }
+
+/// A cluster of overlapping sessions: `(start, end, holds a row at or
+/// after index fresh_from)`.
+type ClusterBounds = (i64, i64, bool);
 
 /// What became of the rows behind the watermark at one event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

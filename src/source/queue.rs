@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::Inbox;
@@ -85,8 +85,8 @@ impl QueueHandle {
             return Err(BrookError::invalid(format!(
                 "stream '{}' expects columns ({}), got ({})",
                 self.stream,
-                crate::sql::column_list(&self.schema),
-                crate::sql::column_list(&given)
+                arrow_columns(&self.schema),
+                arrow_columns(&given)
             )));
         }
         Ok(RecordBatch::try_new(
@@ -105,4 +105,16 @@ impl QueueHandle {
     pub fn is_closed(&self) -> bool {
         self.inbox.is_closed()
     }
+}
+
+/// `schema`'s columns as `name ArrowType, ...`: a batch pushed from Rust
+/// is refused for its Arrow types (`Utf8` where the stream holds
+/// `Utf8View`), which SQL type names would not tell apart.
+fn arrow_columns(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -16,4 +16,4 @@ pub(crate) use statement::normalize_ident;
 pub use statement::{
     BrookStatement, CreateSink, CreateStream, EmitMode, ParsedStatement, StreamClauses, parse_sql,
 };
-pub use types::column_list;
+pub use types::{column_list, sql_type_name};

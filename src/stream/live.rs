@@ -42,7 +42,7 @@ pub struct StreamInfo {
 }
 
 impl StreamInfo {
-    /// The columns as `name type, ...`.
+    /// The columns as `name TYPE, ...`, with SQL type names (`word TEXT`).
     pub fn columns(&self) -> String {
         crate::sql::column_list(&self.schema)
     }

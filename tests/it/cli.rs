@@ -1001,3 +1001,176 @@ fn regression_help_lists_the_meta_commands_once_accepted_but_unlisted() {
     assert!(stdout.contains("Streams\n"), "{stdout}");
     std::fs::remove_file(history).ok();
 }
+
+/// `CREATE STREAM s` with one column of each type brook stores, each as
+/// README lists it.
+const EVERY_TYPE: &str = "CREATE STREAM s (b BOOLEAN, ti TINYINT, si SMALLINT, i INT, bi BIGINT, \
+     uti TINYINT UNSIGNED, usi SMALLINT UNSIGNED, ui INT UNSIGNED, ubi BIGINT UNSIGNED, \
+     r REAL, f FLOAT, d DOUBLE, dec DECIMAL(10, 2), t TEXT, vc VARCHAR, st STRING, \
+     day DATE, at TIMESTAMP) WITH (connector = 'queue');";
+
+/// The columns of [`EVERY_TYPE`] with the SQL types brook shows for them.
+const EVERY_TYPE_SHOWN: [(&str, &str); 18] = [
+    ("b", "BOOLEAN"),
+    ("ti", "TINYINT"),
+    ("si", "SMALLINT"),
+    ("i", "INT"),
+    ("bi", "BIGINT"),
+    ("uti", "TINYINT UNSIGNED"),
+    ("usi", "SMALLINT UNSIGNED"),
+    ("ui", "INT UNSIGNED"),
+    ("ubi", "BIGINT UNSIGNED"),
+    ("r", "REAL"),
+    ("f", "DOUBLE"),
+    ("d", "DOUBLE"),
+    ("dec", "\"DECIMAL(10, 2)\""),
+    ("t", "TEXT"),
+    ("vc", "TEXT"),
+    ("st", "TEXT"),
+    ("day", "DATE"),
+    ("at", "TIMESTAMP"),
+];
+
+#[test]
+fn regression_d_and_describe_show_the_sql_types_create_stream_takes_not_arrow_types() {
+    let history = std::env::temp_dir().join(format!("brook-hist-types-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        format!("{EVERY_TYPE}\n\\d s\nDESCRIBE s;\n"),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stderr), "");
+    let d_rows: String = EVERY_TYPE_SHOWN
+        .iter()
+        .map(|(column, shown)| format!("{column},{shown}\n"))
+        .collect();
+    let describe_rows: String = EVERY_TYPE_SHOWN
+        .iter()
+        .map(|(column, shown)| format!("{column},{shown},YES\n"))
+        .collect();
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "brook {} - SQL over live streams (batch interval 1s). \\? for help, \\q to quit.\n\
+             CREATE STREAM\n\
+             Stream \"s\" (queue)\n\
+             column,type\n\
+             {d_rows}\
+             options: one_at_a_time = 'false', max_pending_rows = '1000000', max_pending_bytes = '33554432'\n\
+             state: idle | rows received: 0 | rows dropped: 0 | rows pending: 0\n\
+             column_name,data_type,is_nullable\n\
+             {describe_rows}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn regression_show_streams_and_brook_streams_list_columns_with_sql_types() {
+    let history = std::env::temp_dir().join(format!("brook-hist-listed-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        format!("{EVERY_TYPE}\nSHOW STREAMS;\nSELECT name, columns FROM brook.streams;\n"),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stderr), "");
+    let columns = "b BOOLEAN, ti TINYINT, si SMALLINT, i INT, bi BIGINT, \
+         uti TINYINT UNSIGNED, usi SMALLINT UNSIGNED, ui INT UNSIGNED, ubi BIGINT UNSIGNED, \
+         r REAL, f DOUBLE, d DOUBLE, dec DECIMAL(10, 2), t TEXT, vc TEXT, st TEXT, \
+         day DATE, at TIMESTAMP";
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "brook {} - SQL over live streams (batch interval 1s). \\? for help, \\q to quit.\n\
+             CREATE STREAM\n\
+             name,connector,columns,options,state,rows_received,rows_dropped,rows_pending\n\
+             s,queue,\"{columns}\",\"one_at_a_time = 'false', max_pending_rows = '1000000', max_pending_bytes = '33554432'\",idle,0,0,0\n\
+             name,columns\n\
+             s,\"{columns}\"\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn piped_input_whose_last_statement_has_no_semicolon_runs_it() {
+    let history = std::env::temp_dir().join(format!("brook-hist-last-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        "SELECT 1 AS one;\nSELECT 2\n  AS two\n",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stderr), "");
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "brook {} - SQL over live streams (batch interval 1s). \\? for help, \\q to quit.\n\
+             one\n1\ntwo\n2\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn regression_piped_input_ending_inside_a_string_names_the_statement_runs_nothing_after_and_exits_1()
+ {
+    let history = std::env::temp_dir().join(format!("brook-hist-open-{}", std::process::id()));
+    let output = repl_piped(
+        &["--format", "csv"],
+        &history,
+        "SELECT 1 AS one;\n-- the quote below is never closed\nSELECT 'abc AS two;\nSELECT 3 AS three;\n",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "ERROR: input ended inside a statement starting at line 3; it was not run\n\
+         line 3, column 8: Unterminated string literal\n \
+         3 | SELECT 'abc AS two;\n   \
+         |        ^\n"
+    );
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "brook {} - SQL over live streams (batch interval 1s). \\? for help, \\q to quit.\n\
+             one\n1\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    std::fs::remove_file(history).ok();
+}
+
+#[test]
+fn piped_input_ending_inside_a_comment_or_quoted_name_is_reported_and_exits_1() {
+    let history =
+        std::env::temp_dir().join(format!("brook-hist-comment-end-{}", std::process::id()));
+    for (input, reason) in [
+        (
+            "SELECT 1 AS one;\nSELECT 2 /* no end\n",
+            "line 2, column 19: Unexpected EOF while in a multi-line comment",
+        ),
+        (
+            "SELECT 1 AS one;\nSELECT \"two\nAS x;\n",
+            "line 2, column 8: Expected close delimiter '\"' before EOF.",
+        ),
+    ] {
+        let output = repl_piped(&["--format", "csv"], &history, input);
+        assert_eq!(output.status.code(), Some(1), "{input}");
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            stderr.lines().take(2).collect::<Vec<_>>(),
+            [
+                "ERROR: input ended inside a statement starting at line 2; it was not run",
+                reason
+            ],
+            "{input}"
+        );
+        assert!(text(&output.stdout).ends_with("one\n1\n"), "{input}");
+    }
+    std::fs::remove_file(history).ok();
+}

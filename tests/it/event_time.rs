@@ -478,6 +478,40 @@ async fn late_rows_are_counted_routed_with_their_lateness_and_never_in_a_result(
 }
 
 #[tokio::test]
+async fn describe_shows_sql_types_of_the_late_rows_stream_brook_creates_lateness_ms_as_bigint() {
+    let ctx = StreamContext::new(TICK);
+    ctx.sql(
+        "CREATE STREAM readings (sensor TEXT, v BIGINT, ts TIMESTAMP, \
+         WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (connector = 'queue')",
+    )
+    .await
+    .unwrap();
+    let _query = start(
+        &ctx,
+        &window_sql(
+            "TUMBLE(readings, ts, INTERVAL '10' SECOND)",
+            "LATE DATA TO late_readings",
+        ),
+    )
+    .await;
+    // The event-time column holds no NULLs (a row without one is dropped).
+    let SqlOutput::Rows { batches, .. } = ctx.sql("DESCRIBE late_readings").await.unwrap() else {
+        panic!("DESCRIBE returns rows");
+    };
+    let row =
+        |column: &str, shown: &str| vec![column.to_string(), shown.to_string(), "YES".to_string()];
+    assert_eq!(
+        crate::common::table_rows(&batches),
+        vec![
+            row("sensor", "TEXT"),
+            row("v", "BIGINT"),
+            vec!["ts".to_string(), "TIMESTAMP".to_string(), "NO".to_string()],
+            row("lateness_ms", "BIGINT"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn show_queries_and_explain_show_the_watermark_the_emit_mode_and_late_rows() {
     let batches: &[&[Row]] = &[&[("a", 1, 12_000)], &[("a", 2, 1_000)]];
     let ctx = readings(&owned(batches), 0, true, false);

@@ -11,7 +11,9 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Helper};
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, TokenizerError};
+
+use crate::error::{BrookError, SqlLocation};
 
 /// SQL keywords offered by tab completion.
 const KEYWORDS: &[&str] = &[
@@ -116,11 +118,33 @@ pub(crate) fn is_complete(input: &str) -> bool {
             .rev()
             .find(|token| !matches!(token, Token::Whitespace(_)))
             .is_some_and(|token| *token == Token::SemiColon),
-        // A string, quoted name or comment still open at the end of the
-        // input: the user is typing it. Any other error is reported once
-        // the statement runs, so it must not keep the statement open.
-        Err(err) => !(err.message.contains("EOF") || err.message.starts_with("Unterminated")),
+        // The user is still typing a string, quoted name or comment. Any
+        // other error is reported once the statement runs, so it must not
+        // keep the statement open.
+        Err(err) => !ends_inside_a_token(&err),
     }
+}
+
+/// When `input` ends inside a string, quoted name or comment: the error
+/// that says so, located in `input` (`Unterminated string literal` at the
+/// opening quote).
+pub(crate) fn unclosed(input: &str) -> Option<BrookError> {
+    match Tokenizer::new(&GenericDialect {}, input).tokenize() {
+        Err(err) if ends_inside_a_token(&err) => Some(BrookError::Sql {
+            message: err.message,
+            location: Some(SqlLocation {
+                line: err.location.line,
+                column: err.location.column,
+            }),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether the tokenizer failed because the input ended inside a string,
+/// quoted name or comment, rather than at a bad character.
+fn ends_inside_a_token(err: &TokenizerError) -> bool {
+    err.message.contains("EOF") || err.message.starts_with("Unterminated")
 }
 
 impl Validator for ReplHelper {
@@ -222,6 +246,34 @@ mod tests {
         assert!(!is_complete("SELECT 1 /* open;"));
         assert!(!is_complete("SELECT \"a;"));
         assert!(is_complete("SELECT 'it''s';"));
+    }
+
+    #[test]
+    fn only_an_open_string_quoted_name_or_comment_is_unclosed() {
+        assert!(unclosed("SELECT 1").is_none());
+        assert!(unclosed("SELECT 1 -- the end").is_none());
+        let located = |input: &str| {
+            let err = unclosed(input).expect(input);
+            (err.to_string(), err.location().map(|l| (l.line, l.column)))
+        };
+        assert_eq!(
+            located("SELECT 1;\nSELECT 'abc;"),
+            ("Unterminated string literal".to_string(), Some((2, 8)))
+        );
+        assert_eq!(
+            located("SELECT \"a;"),
+            (
+                "Expected close delimiter '\"' before EOF.".to_string(),
+                Some((1, 8))
+            )
+        );
+        assert_eq!(
+            located("SELECT 1 /* open;"),
+            (
+                "Unexpected EOF while in a multi-line comment".to_string(),
+                Some((1, 18))
+            )
+        );
     }
 
     #[test]

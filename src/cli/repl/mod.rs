@@ -25,15 +25,15 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config, Editor};
 
-use super::report::{format_error, format_repl_error};
+use super::report::{format_error, format_repl_error, format_unfinished_input};
 use super::script::read_script;
 use super::session::Session;
 use crate::context::{SqlOutput, StreamContext};
 use crate::error::BrookError;
 use crate::query::ContinuousQuery;
 use crate::sink::{ConsoleSink, OutputFormat};
-use crate::sql::{BrookStatement, ParsedStatement, parse_sql};
-use helper::{ReplHelper, is_complete};
+use crate::sql::{BrookStatement, ParsedStatement, column_list, parse_sql, sql_type_name};
+use helper::{ReplHelper, is_complete, unclosed};
 use meta::{HINT, MetaCommand, is_meta_command, parse_meta};
 
 /// How the REPL starts.
@@ -110,6 +110,9 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     let mut pending = String::new();
     // Lines read so far, to name a line that cannot be read.
     let mut lines_read: u64 = 0;
+    // The input line `pending` begins at, to name a statement the input
+    // ends inside.
+    let mut pending_line: u64 = 1;
     // Set when a line of the statement being typed was unreadable: the
     // statement is skipped rather than run without that line.
     let mut skip_statement = false;
@@ -141,7 +144,12 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
                 skip_statement = false;
                 continue;
             }
-            Err(ReadlineError::Eof) => break,
+            Err(ReadlineError::Eof) => {
+                if !skip_statement && !repl.run_unfinished(&pending, pending_line).await {
+                    exit_code = ExitCode::from(1);
+                }
+                break;
+            }
             Err(ReadlineError::Io(err)) if err.kind() == io::ErrorKind::InvalidData => {
                 // The reader consumed the bad line: report it and go on.
                 lines_read += 1;
@@ -163,7 +171,9 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
                 break;
             }
         };
-        if !pending.is_empty() {
+        if pending.is_empty() {
+            pending_line = lines_read - line.matches('\n').count() as u64;
+        } else {
             pending.push('\n');
         }
         pending.push_str(&line);
@@ -261,6 +271,25 @@ impl Repl {
                 }
                 Ok(SqlOutput::Query(query)) => self.run_foreground(query).await,
                 Err(err) => return report(&err),
+            }
+        }
+    }
+
+    /// Runs `pending`, what the input held after its last complete
+    /// statement (piped input, say, whose last statement has no `;`),
+    /// beginning at input line `first_line`. When only the `;` is missing
+    /// it runs, as `brook run` runs a script's last statement; when a
+    /// string, quoted name or comment is still open it is reported and not
+    /// run, and the result is `false` (brook then exits 1).
+    async fn run_unfinished(&mut self, pending: &str, first_line: u64) -> bool {
+        match unclosed(pending) {
+            None => {
+                self.run_input(pending, None).await;
+                true
+            }
+            Some(err) => {
+                eprintln!("{}", format_unfinished_input(first_line, pending, &err));
+                false
             }
         }
     }
@@ -425,7 +454,7 @@ impl Repl {
             let types: Vec<String> = schema
                 .fields()
                 .iter()
-                .map(|f| f.data_type().to_string())
+                .map(|f| sql_type_name(f.data_type()))
                 .collect();
             let batch = RecordBatch::try_new(
                 Arc::clone(&out),
@@ -477,14 +506,7 @@ impl Repl {
                 continue;
             }
             if let Ok(Some(table)) = schema.table(&name).await {
-                let columns = table
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{} {}", f.name(), f.data_type()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                tables.push((name, columns));
+                tables.push((name, column_list(&table.schema())));
             }
         }
         tables
