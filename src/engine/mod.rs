@@ -23,6 +23,8 @@ pub(crate) mod session;
 pub(crate) mod sliding;
 pub(crate) mod split;
 pub(crate) mod state;
+#[cfg(test)]
+mod tests;
 pub(crate) mod two_stacks;
 
 use std::sync::Arc;
