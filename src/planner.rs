@@ -16,10 +16,12 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 
-use crate::catalog::stream_table::{BoundScan, QueryBindings, StreamTable};
-use crate::catalog::windows::{EventShape, EventWindow, WindowKind, format_duration};
+use crate::catalog::stream_table::{BatchSlot, BoundScan, QueryBindings, StreamTable};
+use crate::catalog::windows::{
+    EventShape, EventWindow, OutputMode, SlidingWindow, WindowKind, format_duration,
+};
 use crate::engine::event_window::{
-    EventClock, EventHopEngine, IncrementalPanes, LATENESS_COLUMN, LateRoute, RowPanes, late_schema,
+    EventClock, EventHopEngine, IncrementalPanes, LateRoute, RowPanes, late_schema,
 };
 use crate::engine::incremental::IncrementalStore;
 use crate::engine::per_batch::{PerBatchEngine, PlanVariant};
@@ -32,7 +34,7 @@ use crate::error::{BrookError, Result};
 use crate::event_time::watermark::WatermarkClock;
 use crate::exec::PlanShape;
 use crate::query::engine::BatchEngine;
-use crate::sql::{EmitMode, StreamClauses};
+use crate::sql::StreamClauses;
 
 /// Batches of at least this many rows run on a plan over all cores; smaller
 /// ones on one partition, where repartitioning costs more than it saves.
@@ -167,177 +169,79 @@ impl Planner<'_> {
             }
             _ => PlanShape::Executed,
         };
-        let planned = self.physical_plan(plan, shape, 1).await?;
-        let scans = index_scans(&streams, planned.bound);
+        let mut planned = self.physical_plan(plan, shape, 1).await?;
+        let scans = index_scans(&streams, std::mem::take(&mut planned.bound));
         let head = format!(
             "continuous query over {} (trigger interval {})",
             streams.join(", "),
             format_duration(self.batch_interval)
         );
-        let physical = Arc::clone(&planned.physical);
-        let mut late_route = None;
-        let (engine, how): (Box<dyn BatchEngine>, String) = match window {
+        // The planner only chooses the engine; each engine is built from
+        // the plan and says itself how it runs (`describe`).
+        let (engine, late_route): (Box<dyn BatchEngine>, Option<LateRoute>) = match window {
+            None => (
+                self.per_batch_engine(plan, &planned, scans, &streams, purpose)
+                    .await,
+                None,
+            ),
+            Some(WindowKind::Running(mode)) => {
+                (running_engine(mode, &planned, window_scans(scans))?, None)
+            }
+            Some(WindowKind::Sliding(window)) => (
+                sliding_engine(window, &planned, shape, window_scans(scans), streams.len()),
+                None,
+            ),
             Some(WindowKind::Event(window)) => {
-                let scans: Vec<_> = scans
-                    .into_iter()
-                    .filter_map(|(input, slots)| slots.into_iter().next().map(|s| (input, s)))
-                    .collect();
-                let (engine, how, route) = self.event_engine(
-                    window,
-                    &streams,
-                    &planned.physical,
-                    &planned.state,
-                    shape,
-                    scans,
-                )?;
-                late_route = route;
-                (engine, how)
-            }
-            None => {
-                let first = PlanVariant {
-                    plan: Arc::clone(&planned.physical),
-                    task_ctx: planned.state.task_ctx(),
-                    min_rows: 0,
-                    scans,
-                };
-                // The parallel plan is an optimisation: if it cannot be
-                // planned, every batch runs on the single-partition plan.
-                let parallel = match purpose {
-                    Purpose::Run => self.parallel_variant(plan, &streams).await.ok().flatten(),
-                    // EXPLAIN shows the plan small batches run; the
-                    // all-cores variant would be planned for nothing.
-                    Purpose::Explain => None,
-                };
-                let reading = if crate::engine::per_batch::reads_freely(&first.plan, false) {
-                    "it reads each batch's rows as they arrive"
-                } else {
-                    "it keeps the rows it reads until the batch ends, so it reads at most the streams' bounds before each tick"
-                };
-                (
-                    Box::new(PerBatchEngine::new(first, parallel)),
-                    format!(
-                        "per batch: the plan below runs once per micro-batch; nothing is retained between batches; {reading}"
-                    ),
-                )
-            }
-            Some(kind) => {
-                // Window queries run on one partition: one slot per scan.
-                let scans: Vec<_> = scans
-                    .into_iter()
-                    .filter_map(|(input, slots)| slots.into_iter().next().map(|s| (input, s)))
-                    .collect();
-                let task_ctx = planned.state.task_ctx();
-                let split = match (shape, scans.as_slice()) {
-                    (PlanShape::Executed, _) => None,
-                    (PlanShape::Split, [_]) => Some(split::split(&planned.physical)),
-                    (PlanShape::Split, []) => {
-                        Some(Err("the query reads no rows of its stream".to_string()))
-                    }
-                    (PlanShape::Split, _) => {
-                        Some(Err("the query reads more than one window scan".to_string()))
-                    }
-                };
-                let how = format!("window: {kind}\n");
-                match (kind, split) {
-                    (WindowKind::Running(mode), Some(Ok(split))) => {
-                        let (input, slot) = scans.into_iter().next().ok_or_else(|| {
-                            BrookError::Internal("a split plan without its scan".into())
-                        })?;
-                        (
-                            Box::new(RunningEngine::new(mode, split, task_ctx, input, slot)),
-                            how + "incremental: each batch is aggregated once into partial state and merged into the running state; retains one state row per group",
-                        )
-                    }
-                    // A RUNNING query whose plan reads nothing of its stream
-                    // (`WHERE false`) gives the same result every batch.
-                    (WindowKind::Running(_), _) if scans.is_empty() => {
-                        let first = PlanVariant {
-                            plan: Arc::clone(&planned.physical),
-                            task_ctx,
-                            min_rows: 0,
-                            scans: Vec::new(),
-                        };
-                        (
-                            Box::new(PerBatchEngine::new(first, None)),
-                            how + "constant: the plan reads no rows of its stream; it runs once per micro-batch",
-                        )
-                    }
-                    (WindowKind::Running(_), Some(Err(reason))) => {
-                        return Err(BrookError::invalid(format!(
-                            "RUNNING needs a GROUP BY query whose aggregates merge (COUNT, SUM, MIN, MAX, AVG, ...) over row-by-row operators; here {reason}"
-                        )));
-                    }
-                    (WindowKind::Running(_), None) => {
-                        return Err(BrookError::Internal(
-                            "RUNNING planned without a split".into(),
-                        ));
-                    }
-                    (WindowKind::Sliding(window), Some(Ok(split))) => {
-                        let (input, slot) = scans.into_iter().next().ok_or_else(|| {
-                            BrookError::Internal("a split plan without its scan".into())
-                        })?;
-                        let retains = window.size_batches();
-                        (
-                            Box::new(SlidingEngine::new(
-                                window,
-                                IncrementalStore::new(split, task_ctx, input, slot),
-                            )),
-                            how + &format!(
-                                "incremental: each batch is aggregated once into partial state (a pane); a window merges at most 2 merged panes; retains at most {retains} panes"
-                            ),
-                        )
-                    }
-                    (WindowKind::Event(_), _) => {
-                        return Err(BrookError::Internal(
-                            "an event-time window reached the batch-window planner".into(),
-                        ));
-                    }
-                    (WindowKind::Sliding(window), split) => {
-                        let reason = match split {
-                            Some(Err(reason)) => reason,
-                            _ if window.size_batches() == 1 => "a window of one batch".to_string(),
-                            _ => "SET incremental_windows = false".to_string(),
-                        };
-                        let retains = window.size_batches();
-                        (
-                            Box::new(SlidingEngine::new(
-                                window,
-                                RecomputeStore::new(
-                                    Arc::clone(&planned.physical),
-                                    task_ctx,
-                                    scans,
-                                    streams.len(),
-                                ),
-                            )),
-                            how + &format!(
-                                "recompute ({reason}): the plan below runs over the window's raw batches; retains at most {retains} batches"
-                            ),
-                        )
-                    }
-                }
+                self.event_engine(window, &streams, &planned, shape, window_scans(scans))?
             }
         };
         Ok(Some(ContinuousPlan {
             streams,
+            description: format!("{head}\n{}", engine.describe()),
             engine,
-            description: format!("{head}\n{how}"),
-            physical,
+            physical: Arc::clone(&planned.physical),
             logical: planned.logical,
             late_route,
         }))
     }
 
-    /// The engine of an event-time window query, what `EXPLAIN` says of it,
-    /// and where its late rows go.
+    /// A query without a window: its plan per batch and, for large
+    /// batches, a plan over every core.
+    async fn per_batch_engine(
+        &self,
+        plan: &LogicalPlan,
+        planned: &Planned,
+        scans: Vec<(usize, Vec<Arc<BatchSlot>>)>,
+        streams: &[String],
+        purpose: Purpose,
+    ) -> Box<dyn BatchEngine> {
+        let first = PlanVariant {
+            plan: Arc::clone(&planned.physical),
+            task_ctx: planned.state.task_ctx(),
+            min_rows: 0,
+            scans,
+        };
+        // The parallel plan is an optimisation: if it cannot be planned,
+        // every batch runs on the single-partition plan.
+        let parallel = match purpose {
+            Purpose::Run => self.parallel_variant(plan, streams).await.ok().flatten(),
+            // EXPLAIN shows the plan small batches run; the all-cores
+            // variant would be planned for nothing.
+            Purpose::Explain => None,
+        };
+        Box::new(PerBatchEngine::new(first, parallel))
+    }
+
+    /// The engine of an event-time window query and where its late rows
+    /// go.
     fn event_engine(
         &self,
         window: EventWindow,
         streams: &[String],
-        physical: &Arc<dyn ExecutionPlan>,
-        state: &SessionState,
+        planned: &Planned,
         shape: PlanShape,
-        scans: Vec<(usize, Arc<crate::catalog::stream_table::BatchSlot>)>,
-    ) -> Result<(Box<dyn BatchEngine>, String, Option<LateRoute>)> {
+        scans: Vec<(usize, Arc<BatchSlot>)>,
+    ) -> Result<(Box<dyn BatchEngine>, Option<LateRoute>)> {
         let mut inputs = Vec::with_capacity(streams.len());
         let mut declared = Vec::new();
         let mut source_schema = None;
@@ -389,77 +293,39 @@ impl Planner<'_> {
                 ));
             }
         }
-        let events = EventClock::new(window.clone(), emit, clock, late_route.clone());
-        let task_ctx = state.task_ctx();
-        let split = match (shape, scans.as_slice()) {
-            (PlanShape::Executed, _) => Err("SET incremental_windows = false".to_string()),
-            (PlanShape::Split, [_]) => split::split(physical),
-            (PlanShape::Split, []) => Err("the query reads no rows of its stream".to_string()),
-            (PlanShape::Split, _) => Err("the query reads more than one window scan".to_string()),
+        let shape_of_window = window.shape;
+        let events = EventClock::new(window, emit, clock, late_route.clone(), declared.join("; "));
+        let task_ctx = planned.state.task_ctx();
+        let split = match shape {
+            PlanShape::Executed => Err("SET incremental_windows = false".to_string()),
+            PlanShape::Split => split_one_scan(&planned.physical, &scans),
         };
-        let (engine, store): (Box<dyn BatchEngine>, String) = match (window.shape, split) {
-            (EventShape::Session { .. }, Ok(split)) => {
-                let (_, slot) = scans
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| BrookError::Internal("a split plan without its scan".into()))?;
-                let engine = SessionEngine::new(events, split, task_ctx, slot)
-                    .map_err(BrookError::invalid)?;
-                (
-                    Box::new(engine),
-                    "incremental: each row enters as a session [ts, ts + gap) of partial state; a group's overlapping sessions merge after every batch; retains one state row per open session".to_string(),
-                )
-            }
+        let engine: Box<dyn BatchEngine> = match (shape_of_window, split) {
+            (EventShape::Session { gap }, Ok((split, _, slot))) => Box::new(
+                SessionEngine::new(events, gap, split, task_ctx, slot)
+                    .map_err(BrookError::invalid)?,
+            ),
             (EventShape::Session { .. }, Err(reason)) => {
                 return Err(BrookError::invalid(format!(
                     "SESSION needs a GROUP BY window_start, window_end query whose aggregates merge (COUNT, SUM, MIN, MAX, AVG, ...) over row-by-row operators; here {reason}"
                 )));
             }
-            (EventShape::Hop { .. }, Ok(split)) => {
-                let (_, slot) = scans
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| BrookError::Internal("a split plan without its scan".into()))?;
-                (
-                    Box::new(EventHopEngine::new(
-                        events,
-                        IncrementalPanes::new(split, task_ctx, slot),
-                    )?),
-                    "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes; a pane is freed once the watermark passes the last window holding it".to_string(),
-                )
-            }
-            (EventShape::Hop { .. }, Err(reason)) => (
+            (EventShape::Hop { slide, size }, Ok((split, _, slot))) => {
                 Box::new(EventHopEngine::new(
                     events,
-                    RowPanes::new(Arc::clone(physical), task_ctx, scans),
-                )?),
-                format!(
-                    "recompute ({reason}): rows are kept per pane and the plan below runs over a window's rows when it is emitted; a pane is freed once the watermark passes the last window holding it"
-                ),
-            ),
-        };
-        let emit_text = match emit {
-            EmitMode::OnWindowClose => {
-                "emit: on window close (each window's final result once, in the batch after which the watermark reaches window_end)"
+                    slide,
+                    size,
+                    IncrementalPanes::new(split, task_ctx, slot),
+                ))
             }
-            EmitMode::OnUpdate => {
-                "emit: on update (every batch, the current result of each window the batch changed; a window is dropped once the watermark reaches window_end)"
-            }
+            (EventShape::Hop { slide, size }, Err(reason)) => Box::new(EventHopEngine::new(
+                events,
+                slide,
+                size,
+                RowPanes::new(Arc::clone(&planned.physical), task_ctx, scans, reason),
+            )),
         };
-        let late_text = match &late_route {
-            Some(route) => format!(
-                "late rows (every window of the row already closed): counted and sent to stream '{}' with {LATENESS_COLUMN}",
-                route.stream
-            ),
-            None => "late rows (every window of the row already closed): counted and skipped"
-                .to_string(),
-        };
-        let how = format!(
-            "window: {}\n{emit_text}\nwatermark: {}\n{late_text}\n{store}",
-            WindowKind::Event(window),
-            declared.join("; ")
-        );
-        Ok((engine, how, late_route))
+        Ok((engine, late_route))
     }
 
     /// A session state for planning a query of `shape` over `partitions`,
@@ -543,6 +409,96 @@ fn index_scans(
                 .map(|index| (index, slots))
         })
         .collect()
+}
+
+/// A window query's scans, one slot each: window queries run on one
+/// partition.
+fn window_scans(scans: Vec<(usize, Vec<Arc<BatchSlot>>)>) -> Vec<(usize, Arc<BatchSlot>)> {
+    scans
+        .into_iter()
+        .filter_map(|(input, slots)| slots.into_iter().next().map(|slot| (input, slot)))
+        .collect()
+}
+
+/// A plan split for incremental execution, with the one scan it reads.
+type OneScanSplit = (split::IncrementalPlan, usize, Arc<BatchSlot>);
+
+/// `physical` split for incremental execution, when it reads exactly one
+/// window scan; else why not.
+fn split_one_scan(
+    physical: &Arc<dyn ExecutionPlan>,
+    scans: &[(usize, Arc<BatchSlot>)],
+) -> std::result::Result<OneScanSplit, String> {
+    match scans {
+        [(input, slot)] => Ok((split::split(physical)?, *input, Arc::clone(slot))),
+        [] => Err("the query reads no rows of its stream".to_string()),
+        _ => Err("the query reads more than one window scan".to_string()),
+    }
+}
+
+/// A `RUNNING` query: merged into one state row per group.
+fn running_engine(
+    mode: OutputMode,
+    planned: &Planned,
+    scans: Vec<(usize, Arc<BatchSlot>)>,
+) -> Result<Box<dyn BatchEngine>> {
+    let task_ctx = planned.state.task_ctx();
+    if scans.is_empty() {
+        // A plan that reads nothing of its stream (`WHERE false`) gives
+        // the same result every batch.
+        return Ok(Box::new(PerBatchEngine::constant(
+            PlanVariant {
+                plan: Arc::clone(&planned.physical),
+                task_ctx,
+                min_rows: 0,
+                scans: Vec::new(),
+            },
+            WindowKind::Running(mode).to_string(),
+        )));
+    }
+    let (split, input, slot) = split_one_scan(&planned.physical, &scans).map_err(|reason| {
+        BrookError::invalid(format!(
+            "RUNNING needs a GROUP BY query whose aggregates merge (COUNT, SUM, MIN, MAX, AVG, ...) over row-by-row operators; here {reason}"
+        ))
+    })?;
+    Ok(Box::new(RunningEngine::new(
+        mode, split, task_ctx, input, slot,
+    )))
+}
+
+/// A `HOP` or `TUMBLE` query in processing time: panes of partial state
+/// when its plan splits, else the window's raw batches re-run.
+fn sliding_engine(
+    window: SlidingWindow,
+    planned: &Planned,
+    shape: PlanShape,
+    scans: Vec<(usize, Arc<BatchSlot>)>,
+    inputs: usize,
+) -> Box<dyn BatchEngine> {
+    let task_ctx = planned.state.task_ctx();
+    let split = match shape {
+        PlanShape::Split => split_one_scan(&planned.physical, &scans),
+        PlanShape::Executed if window.size_batches() == 1 => {
+            Err("a window of one batch".to_string())
+        }
+        PlanShape::Executed => Err("SET incremental_windows = false".to_string()),
+    };
+    match split {
+        Ok((split, input, slot)) => Box::new(SlidingEngine::new(
+            window,
+            IncrementalStore::new(split, task_ctx, input, slot),
+        )),
+        Err(reason) => Box::new(SlidingEngine::new(
+            window,
+            RecomputeStore::new(
+                Arc::clone(&planned.physical),
+                task_ctx,
+                scans,
+                inputs,
+                reason,
+            ),
+        )),
+    }
 }
 
 /// The window every stream read of a query goes through, if any. A query

@@ -28,7 +28,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::split::{IncrementalPlan, WindowBound};
 use super::{Rows, partial, reduce, run_on, state, with_window};
 use crate::catalog::stream_table::BatchSlot;
-use crate::catalog::windows::{EventShape, EventWindow};
+use crate::catalog::windows::EventWindow;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::{END_OF_TIME, WatermarkClock};
 use crate::query::Retained;
@@ -81,6 +81,8 @@ pub(crate) struct EventClock {
     pub late: Option<LateRoute>,
     /// Late rows since the query started (for the report).
     late_total: u64,
+    /// The streams' watermark declarations, as `EXPLAIN` shows them.
+    declared: String,
 }
 
 impl EventClock {
@@ -89,6 +91,7 @@ impl EventClock {
         emit: EmitMode,
         clock: WatermarkClock,
         late: Option<LateRoute>,
+        declared: String,
     ) -> Self {
         Self {
             window,
@@ -96,7 +99,34 @@ impl EventClock {
             clock,
             late,
             late_total: 0,
+            declared,
         }
+    }
+
+    /// The window, when it emits, the watermark and where late rows go, as
+    /// `EXPLAIN` shows them.
+    pub fn describe(&self) -> String {
+        let emit = match self.emit {
+            EmitMode::OnWindowClose => {
+                "emit: on window close (each window's final result once, in the batch after which the watermark reaches window_end)"
+            }
+            EmitMode::OnUpdate => {
+                "emit: on update (every batch, the current result of each window the batch changed; a window is dropped once the watermark reaches window_end)"
+            }
+        };
+        let late = match &self.late {
+            Some(route) => format!(
+                "late rows (every window of the row already closed): counted and sent to stream '{}' with {LATENESS_COLUMN}",
+                route.stream
+            ),
+            None => "late rows (every window of the row already closed): counted and skipped"
+                .to_string(),
+        };
+        format!(
+            "window: {}\n{emit}\nwatermark: {}\n{late}",
+            crate::catalog::windows::WindowKind::Event(self.window.clone()),
+            self.declared
+        )
     }
 
     /// Splits `batch` into the rows windows take and the late ones (counted
@@ -293,6 +323,8 @@ pub(crate) fn filter_times(
 #[async_trait]
 pub(crate) trait PaneStore: Send {
     fn schema(&self) -> SchemaRef;
+    /// How the panes are kept, for `EXPLAIN`.
+    fn describe(&self) -> String;
     /// Adds `rows` of input `input`, all in the pane starting at `pane`.
     async fn add(&mut self, input: usize, pane: i64, rows: RecordBatch) -> Result<()>;
     /// Adds `rows` of input `input`, whose event times are `times`, to
@@ -330,18 +362,17 @@ pub(crate) struct EventHopEngine<S> {
 }
 
 impl<S: PaneStore> EventHopEngine<S> {
-    pub fn new(events: EventClock, store: S) -> Result<Self> {
-        let EventShape::Hop { slide, size } = events.window.shape else {
-            return Err(BrookError::Internal("a hop engine for a session".into()));
-        };
-        Ok(Self {
+    /// A window of `size` every `slide` (milliseconds; a `TUMBLE` has
+    /// `slide == size`).
+    pub fn new(events: EventClock, slide: i64, size: i64, store: S) -> Self {
+        Self {
             events,
             slide,
             size,
             pane: gcd(slide, size),
             store,
             open: BTreeSet::new(),
-        })
+        }
     }
 
     /// The starts of the windows that hold the pane starting at `pane`.
@@ -392,6 +423,10 @@ impl<S: PaneStore> EventHopEngine<S> {
 
 #[async_trait]
 impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
+    fn describe(&self) -> String {
+        format!("{}\n{}", self.events.describe(), self.store.describe())
+    }
+
     fn schema(&self) -> SchemaRef {
         self.store.schema()
     }
@@ -610,6 +645,10 @@ impl IncrementalPanes {
 
 #[async_trait]
 impl PaneStore for IncrementalPanes {
+    fn describe(&self) -> String {
+        "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes; a pane is freed once the watermark passes the last window holding it".into()
+    }
+
     fn schema(&self) -> SchemaRef {
         self.plan.finish.schema()
     }
@@ -754,6 +793,8 @@ pub(crate) struct RowPanes {
     scans: Vec<(usize, Arc<BatchSlot>)>,
     /// Per pane, per input, the rows.
     panes: BTreeMap<i64, BTreeMap<usize, Vec<RecordBatch>>>,
+    /// Why the rows are kept rather than merged (for `EXPLAIN`).
+    reason: String,
 }
 
 impl RowPanes {
@@ -761,12 +802,14 @@ impl RowPanes {
         plan: Arc<dyn ExecutionPlan>,
         task_ctx: Arc<TaskContext>,
         scans: Vec<(usize, Arc<BatchSlot>)>,
+        reason: String,
     ) -> Self {
         Self {
             plan,
             task_ctx,
             scans,
             panes: BTreeMap::new(),
+            reason,
         }
     }
 }
@@ -775,6 +818,13 @@ impl RowPanes {
 impl PaneStore for RowPanes {
     fn schema(&self) -> SchemaRef {
         self.plan.schema()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "recompute ({}): rows are kept per pane and the plan below runs over a window's rows when it is emitted; a pane is freed once the watermark passes the last window holding it",
+            self.reason
+        )
     }
 
     async fn add(&mut self, input: usize, pane: i64, rows: RecordBatch) -> Result<()> {

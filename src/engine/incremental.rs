@@ -56,6 +56,12 @@ impl IncrementalStore {
 
 #[async_trait]
 impl WindowStore for IncrementalStore {
+    fn describe(&self, size: u64) -> String {
+        format!(
+            "incremental: each batch is aggregated once into partial state (a pane); a window merges at most 2 merged panes; retains at most {size} panes"
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         self.plan.finish.schema()
     }

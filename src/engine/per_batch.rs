@@ -50,6 +50,9 @@ pub(crate) struct PerBatchEngine {
     /// Per variant, whether its plan may read a batch as fast as it comes
     /// (see [`reads_freely`]).
     reads_freely: Vec<bool>,
+    /// The window of a `RUNNING` query whose plan reads no row of its
+    /// stream (`WHERE false`): the same result every batch.
+    constant: Option<String>,
 }
 
 impl PerBatchEngine {
@@ -68,6 +71,17 @@ impl PerBatchEngine {
             schema,
             last_rows: 0,
             reads_freely,
+            constant: None,
+        }
+    }
+
+    /// A `RUNNING` query (`window` as `EXPLAIN` names it) whose plan reads
+    /// no row of its stream: it runs once per batch, with the same result
+    /// each time.
+    pub fn constant(plan: PlanVariant, window: String) -> Self {
+        Self {
+            constant: Some(window),
+            ..Self::new(plan, None)
         }
     }
 
@@ -80,6 +94,22 @@ impl PerBatchEngine {
 
 #[async_trait]
 impl BatchEngine for PerBatchEngine {
+    fn describe(&self) -> String {
+        if let Some(window) = &self.constant {
+            return format!(
+                "window: {window}\nconstant: the plan reads no rows of its stream; it runs once per micro-batch"
+            );
+        }
+        let reading = if self.reads_freely.first().copied().unwrap_or(false) {
+            "it reads each batch's rows as they arrive"
+        } else {
+            "it keeps the rows it reads until the batch ends, so it reads at most the streams' bounds before each tick"
+        };
+        format!(
+            "per batch: the plan below runs once per micro-batch; nothing is retained between batches; {reading}"
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }

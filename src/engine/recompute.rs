@@ -29,6 +29,8 @@ pub(crate) struct RecomputeStore {
     inputs: usize,
     /// Per retained batch, the record batches of every input.
     retained: VecDeque<Vec<Vec<RecordBatch>>>,
+    /// Why the window is recomputed rather than merged (for `EXPLAIN`).
+    reason: String,
 }
 
 impl RecomputeStore {
@@ -37,6 +39,7 @@ impl RecomputeStore {
         task_ctx: Arc<TaskContext>,
         scans: Vec<(usize, Arc<BatchSlot>)>,
         inputs: usize,
+        reason: String,
     ) -> Self {
         Self {
             plan,
@@ -44,12 +47,20 @@ impl RecomputeStore {
             scans,
             inputs,
             retained: VecDeque::new(),
+            reason,
         }
     }
 }
 
 #[async_trait]
 impl WindowStore for RecomputeStore {
+    fn describe(&self, size: u64) -> String {
+        format!(
+            "recompute ({}): the plan below runs over the window's raw batches; retains at most {size} batches",
+            self.reason
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         self.plan.schema()
     }

@@ -86,6 +86,13 @@ impl RunningEngine {
 
 #[async_trait]
 impl BatchEngine for RunningEngine {
+    fn describe(&self) -> String {
+        format!(
+            "window: {}\nincremental: each batch is aggregated once into partial state and merged into the running state; retains one state row per group",
+            crate::catalog::windows::WindowKind::Running(self.mode)
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         self.plan.finish.schema()
     }

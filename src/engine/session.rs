@@ -24,7 +24,6 @@ use super::event_window::{EventClock, OnTime, end_of_input, filter_times};
 use super::split::{IncrementalPlan, WindowBound};
 use super::{reduce, run_on, state};
 use crate::catalog::stream_table::BatchSlot;
-use crate::catalog::windows::EventShape;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::END_OF_TIME;
 use crate::query::Retained;
@@ -50,13 +49,11 @@ impl SessionEngine {
     /// columns.
     pub fn new(
         events: EventClock,
+        gap: i64,
         plan: IncrementalPlan,
         task_ctx: Arc<TaskContext>,
         scan: Arc<BatchSlot>,
     ) -> std::result::Result<Self, String> {
-        let EventShape::Session { gap } = events.window.shape else {
-            return Err("not a session window".into());
-        };
         let column = |bound: WindowBound| {
             plan.window_keys
                 .iter()
@@ -369,6 +366,13 @@ fn millis_column(state: &RecordBatch, column: usize) -> Result<Vec<i64>> {
 
 #[async_trait]
 impl BatchEngine for SessionEngine {
+    fn describe(&self) -> String {
+        format!(
+            "{}\nincremental: each row enters as a session [ts, ts + gap) of partial state; a group's overlapping sessions merge after every batch; retains one state row per open session",
+            self.events.describe()
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         self.plan.finish.schema()
     }

@@ -23,6 +23,8 @@ use crate::query::{Retained, WindowBounds};
 pub(crate) trait WindowStore: Send {
     /// The schema of a window's result.
     fn schema(&self) -> SchemaRef;
+    /// How the store keeps a window of `size` batches, for `EXPLAIN`.
+    fn describe(&self, size: u64) -> String;
     /// Adds the next batch (the record batches of each input).
     async fn add(&mut self, inputs: &[Vec<RecordBatch>]) -> Result<()>;
     /// Adds the next batch while it arrives; by default read whole.
@@ -129,6 +131,14 @@ fn out_of_range(err: chrono::OutOfRangeError) -> BrookError {
 
 #[async_trait]
 impl<S: WindowStore> BatchEngine for SlidingEngine<S> {
+    fn describe(&self) -> String {
+        format!(
+            "window: {}\n{}",
+            crate::catalog::windows::WindowKind::Sliding(self.window.clone()),
+            self.store.describe(self.window.size_batches())
+        )
+    }
+
     fn schema(&self) -> SchemaRef {
         self.store.schema()
     }

@@ -159,6 +159,10 @@ pub(crate) trait BatchEngine: Send {
     /// The schema of every result.
     fn schema(&self) -> SchemaRef;
 
+    /// How the query runs, as `EXPLAIN` says it under the query's head:
+    /// the window, what is retained, what is emitted when.
+    fn describe(&self) -> String;
+
     /// Takes the next micro-batch; returns a result when the batch completes
     /// one (every batch for a per-batch query; once per slide for a window).
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>>;
