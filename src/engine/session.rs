@@ -31,6 +31,10 @@ use crate::query::Retained;
 use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
 use crate::sql::EmitMode;
 
+/// One cluster of overlapping sessions: its start and end (epoch
+/// milliseconds), and whether it holds a row of the batch being merged.
+type ClusterBounds = (i64, i64, bool);
+
 /// A `SESSION` query in progress.
 pub(crate) struct SessionEngine {
     events: EventClock,
@@ -156,7 +160,7 @@ impl SessionEngine {
         &self,
         all: &RecordBatch,
         fresh_from: usize,
-    ) -> Result<(Vec<usize>, Vec<(i64, i64, bool)>)> {
+    ) -> Result<(Vec<usize>, Vec<ClusterBounds>)> {
         let keys = self.group_keys(all)?;
         let starts = millis_column(all, self.start_column)?;
         let ends = millis_column(all, self.end_column)?;
@@ -168,7 +172,7 @@ impl SessionEngine {
         });
         // Sweep: a cluster is a run of one group's sessions that overlap.
         let mut cluster_of = vec![0usize; all.num_rows()];
-        let mut bounds: Vec<(i64, i64, bool)> = Vec::new();
+        let mut bounds: Vec<ClusterBounds> = Vec::new();
         let mut previous: Option<usize> = None;
         for &row in &order {
             let fresh_row = row >= fresh_from;
