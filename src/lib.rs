@@ -10,6 +10,7 @@
 //! Dependencies run one way, from the bottom up:
 //!
 //! - [`error`]: [`BrookError`] and whose fault it is ([`ErrorKind`]).
+//! - [`redact`]: credentials masked out of every text brook shows.
 //! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
 //!   parsed with sqlparser; everything else goes to DataFusion.
 //! - [`source`]: queue, socket, directory and Kafka sources, decoding lines
@@ -90,6 +91,7 @@ pub(crate) mod functions;
 pub mod fuzzing;
 pub(crate) mod planner;
 pub mod query;
+pub mod redact;
 pub mod sink;
 pub mod source;
 pub mod sql;

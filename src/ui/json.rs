@@ -1,7 +1,6 @@
 //! The dashboard's JSON: `/api/queries`, `/api/streams`, `/api/warnings`,
 //! `/api/history`, and the page's live updates, which hold all four. SQL,
-//! options and messages pass through
-//! [`redact_secrets`](crate::sink::postgres::redact_secrets) first.
+//! options and messages pass through [`redact_secrets`] first.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +12,7 @@ use super::history::{Dashboard, Sample};
 use crate::error::ErrorKind;
 use crate::query::QueryInfo;
 use crate::query::registry::{LatestResult, QueryEnd};
-use crate::sink::postgres::redact_secrets;
+use crate::redact::redact_secrets;
 use crate::sync::lock;
 
 /// Characters of a result cell shown; longer values are cut.

@@ -174,7 +174,7 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
         &mut text,
         QUERY_INFO,
         queries.iter().map(|q| {
-            let output = crate::sink::postgres::redact_secrets(&q.output);
+            let output = crate::redact::redact_secrets(&q.output);
             (
                 format!("{},output=\"{}\"", query_label(q.id), escape(&output)),
                 1.0,
