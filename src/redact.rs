@@ -13,8 +13,9 @@ pub const MASK: &str = "***";
 /// `text` with its credentials replaced by [`MASK`]:
 /// - the password of a URL: `postgres://user:secret@host` becomes
 ///   `postgres://user:***@host` (a password with `@` in it included);
-/// - the value of a setting or option whose key names a credential (see
-///   [`SECRET_KEY_WORDS`]), quoted or not, with its quotes kept:
+/// - the value of a setting or option whose key names a credential (holds
+///   `password`, `passwd`, `secret` or `token`), quoted or not, with its
+///   quotes kept:
 ///   `'kafka.sasl.password' = 'x'`, `s3.secret_access_key = 'x'`,
 ///   `password=x` in a connection string or a URL's query.
 ///
