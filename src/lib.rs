@@ -103,7 +103,9 @@ pub use catalog::windows::OutputMode;
 pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, ErrorKind, Result, SqlLocation, Warning, WarningHandler, error_chain};
 pub use event_time::EventTime;
-pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
+pub use query::{
+    BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, SinkProgress, WindowBounds,
+};
 pub use source::{
     FilesFormat, FilesOptions, KafkaOptions, LineFormat, OnError, QueueHandle, QueueOptions,
     SocketOptions, StartOffset, StreamLimits, TimestampFormat,

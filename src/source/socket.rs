@@ -171,6 +171,7 @@ impl SocketReader {
         let mut failed_attempts: u32 = 0;
         loop {
             if let Some(socket) = connection.take() {
+                self.inbox.set_reconnecting(false);
                 backoff = FIRST_BACKOFF;
                 failed_attempts = 0;
                 match self.read_connection(socket).await {
@@ -189,6 +190,7 @@ impl SocketReader {
                     return;
                 }
             }
+            self.inbox.set_reconnecting(true);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             match connect(&self.address).await {
