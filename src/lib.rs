@@ -12,6 +12,7 @@
 //! - [`error`]: [`BrookError`] and whose fault it is ([`ErrorKind`]).
 //! - [`options`]: each source's and sink's options declared once
 //!   ([`options::OptionSpec`]) and read from `WITH (...)`.
+//! - [`redact`]: credentials masked out of every text brook shows.
 //! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
 //!   parsed with sqlparser; everything else goes to DataFusion.
 //! - [`event_time`]: a stream's event-time column and watermark
@@ -91,6 +92,7 @@ pub mod fuzzing;
 pub mod options;
 pub(crate) mod planner;
 pub mod query;
+pub mod redact;
 pub(crate) mod retry;
 pub mod sink;
 pub mod source;
@@ -105,7 +107,9 @@ pub use catalog::windows::OutputMode;
 pub use context::{SqlOutput, StreamContext, line_schema};
 pub use error::{BrookError, ErrorKind, Result, SqlLocation, Warning, WarningHandler, error_chain};
 pub use event_time::EventTime;
-pub use query::{BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, WindowBounds};
+pub use query::{
+    BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, SinkProgress, WindowBounds,
+};
 pub use source::{
     FilesFormat, FilesOptions, KafkaOptions, LineFormat, OnError, QueueHandle, QueueOptions,
     SocketOptions, StartOffset, StreamLimits, TimestampFormat,

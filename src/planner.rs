@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -34,6 +35,7 @@ use crate::error::{BrookError, Result};
 use crate::event_time::watermark::WatermarkClock;
 use crate::exec::PlanShape;
 use crate::query::engine::BatchEngine;
+use crate::redact::redact_secrets;
 use crate::sql::StreamClauses;
 
 /// Batches of at least this many rows run on a plan over all cores; smaller
@@ -541,10 +543,41 @@ pub(crate) fn explain_rows(plan: &ContinuousPlan) -> Result<(SchemaRef, Vec<Reco
         "physical_plan",
     ]));
     let texts: ArrayRef = Arc::new(StringArray::from(vec![
-        plan.description.as_str(),
-        logical.as_str(),
-        physical.as_str(),
+        redact_secrets(&plan.description),
+        redact_secrets(&logical),
+        redact_secrets(&physical),
     ]));
     let batch = RecordBatch::try_new(Arc::clone(&schema), vec![types, texts])?;
     Ok((schema, vec![batch]))
+}
+
+/// DataFusion's own `EXPLAIN` rows with credentials masked in their text
+/// columns: a plan quotes a statement's literals whole.
+pub(crate) fn redact_explained(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|column| {
+                    let data_type = column.data_type();
+                    if !matches!(
+                        data_type,
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    ) {
+                        return Ok(Arc::clone(column));
+                    }
+                    let text = cast(column, &DataType::Utf8)?;
+                    let masked: StringArray = text
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|value| value.map(redact_secrets))
+                        .collect();
+                    Ok(cast(&masked, data_type)?)
+                })
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            Ok(RecordBatch::try_new(batch.schema(), columns)?)
+        })
+        .collect()
 }

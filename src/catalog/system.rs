@@ -140,7 +140,12 @@ pub(crate) fn streams_rows(streams: &[StreamInfo]) -> Result<RecordBatch> {
             text(streams.iter().map(|s| s.name.clone()).collect()),
             text(streams.iter().map(|s| s.connector.clone()).collect()),
             text(streams.iter().map(StreamInfo::columns).collect()),
-            text(streams.iter().map(|s| s.options.clone()).collect()),
+            text(
+                streams
+                    .iter()
+                    .map(|s| crate::redact::redact_secrets(&s.options))
+                    .collect(),
+            ),
             text(streams.iter().map(|s| s.state.clone()).collect()),
             count(streams.iter().map(|s| s.rows_received).collect()),
             count(streams.iter().map(|s| s.rows_dropped).collect()),

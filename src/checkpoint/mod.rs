@@ -33,7 +33,8 @@ pub struct QueryCheckpoints {
     dir: PathBuf,
     /// The query's name.
     name: String,
-    /// The query's SQL, which a checkpoint must match to be restored.
+    /// The query's SQL (credentials masked), which a checkpoint must match
+    /// to be restored.
     sql: String,
 }
 
@@ -208,7 +209,7 @@ pub fn describe_dir(root: &Path) -> Result<Vec<String>> {
                     header.written.format("%Y-%m-%d %H:%M:%S%.3f"),
                     state.len(),
                     serde_json::to_string(&header.positions).unwrap_or_default(),
-                    header.sql.replace('\n', " ")
+                    crate::redact::redact_secrets(&header.sql).replace('\n', " ")
                 ),
                 Err(err) => format!("{name}\tbatch {batch}\tunreadable: {err}"),
             };

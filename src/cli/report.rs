@@ -1,19 +1,23 @@
 //! Errors as the user sees them: `brook: <where>: <what>`, and for SQL the
-//! line with a caret under the column, as psql does.
+//! line with a caret under the column, as psql does. Credentials are
+//! masked ([`redact_secrets`]) in all of it: an error may quote a statement
+//! whole.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{BrookError, ErrorKind, SqlLocation, error_chain};
+use crate::redact::redact_secrets;
 
 /// Set once an internal error or a panic has been reported: the run then
 /// exits with the internal-error code, whatever else happened.
 static INTERNAL_ERROR_SEEN: AtomicBool = AtomicBool::new(false);
 
-/// `err` and its causes as the user reads them. An internal error says it
-/// is a bug and asks for a report, and marks the run as failed by one.
+/// `err` and its causes as the user reads them, credentials masked. An
+/// internal error says it is a bug and asks for a report, and marks the run
+/// as failed by one.
 pub(crate) fn describe(err: &BrookError) -> String {
-    let text = error_chain(err);
+    let text = redact_secrets(&error_chain(err));
     if err.kind() == ErrorKind::Internal {
         INTERNAL_ERROR_SEEN.store(true, Ordering::SeqCst);
         format!("{text} (this is a bug in brook; please report it with this message)")
@@ -47,8 +51,10 @@ pub(crate) fn format_error(label: &str, script: &str, err: &BrookError) -> Strin
         return format!("brook: {label}: {}", describe(err));
     };
     let text = format!(
-        "brook: {label}:{}:{}: {err}",
-        location.line, location.column
+        "brook: {label}:{}:{}: {}",
+        location.line,
+        location.column,
+        redact_secrets(&err.to_string())
     );
     with_caret(text, script, err)
 }
@@ -59,8 +65,10 @@ pub(crate) fn format_repl_error(input: &str, err: &BrookError) -> String {
     match err.location() {
         Some(location) if input.lines().count() > 1 => with_caret(
             format!(
-                "ERROR: line {}, column {}: {err}",
-                location.line, location.column
+                "ERROR: line {}, column {}: {}",
+                location.line,
+                location.column,
+                redact_secrets(&err.to_string())
             ),
             input,
             err,
@@ -114,7 +122,12 @@ fn caret_at(mut text: String, script: &str, location: SqlLocation, first_line: u
         let number = (first_line + location.line.saturating_sub(1)).to_string();
         let padding = " ".repeat(number.len());
         let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(0);
-        let (shown, column) = around_column(line, column);
+        // Masked before it is cut, so that a cut never shows the end of a
+        // password without what marks it as one; the caret moves by what
+        // masking took out before it.
+        let before: String = line.chars().take(column).collect();
+        let column = redact_secrets(&before).chars().count();
+        let (shown, column) = around_column(&redact_secrets(line), column);
         let caret_offset: String = shown
             .chars()
             .take(column)
@@ -166,6 +179,21 @@ mod tests {
         assert!(lines[0].starts_with("brook: bad.sql:2:10: "), "{text}");
         assert_eq!(lines[1], " 2 | SELECT * FORM t;");
         assert_eq!(lines[2], "   |          ^");
+    }
+
+    #[test]
+    fn a_password_in_the_line_shown_is_masked_and_the_caret_stays_under_its_column() {
+        let script = "SELECT 'postgres://u:hunter2@h/d' AS u, * FORM t;";
+        let err = parse_sql(script).unwrap_err();
+        let text = format_error("bad.sql", script, &err);
+        assert!(!text.contains("hunter2"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            " 1 | SELECT 'postgres://u:***@h/d' AS u, * FORM t;"
+        );
+        let caret = lines[2].find('^').unwrap();
+        assert_eq!(&lines[1][caret..caret + 4], "FORM", "{text}");
     }
 
     #[test]

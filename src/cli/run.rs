@@ -92,7 +92,7 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("brook: {err}");
+                eprintln!("brook: {}", report::describe(&err));
                 ExitCode::from(EXIT_ERROR)
             }
         };
@@ -106,7 +106,7 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
     if scripts.is_empty() {
         let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
         if let Err(err) = ctx.set_checkpoint_dir(args.checkpoint.clone()) {
-            eprintln!("brook: {err}");
+            eprintln!("brook: {}", report::describe(&err));
             return ExitCode::from(EXIT_ERROR);
         }
         // Served for as long as the shell runs.
@@ -124,7 +124,7 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
 
     let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
     if let Err(err) = ctx.set_checkpoint_dir(args.checkpoint.clone()) {
-        eprintln!("brook: {err}");
+        eprintln!("brook: {}", report::describe(&err));
         return ExitCode::from(EXIT_ERROR);
     }
     // Served until the run ends: brook does not stay up for the page.

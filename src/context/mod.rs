@@ -28,8 +28,8 @@ use crate::planner::{self, Planner};
 use crate::query::ContinuousQuery;
 use crate::query::driver::DriverSettings;
 use crate::query::registry::{QueryInfo, QueryRegistry, queries_rows, queries_schema};
+use crate::redact::redact_secrets;
 use crate::sink::lifecycle::SinkRegistry;
-use crate::sink::postgres::redact_secrets;
 use crate::sink::{BatchSink, FileSink, PostgresSink, SinkOptions};
 use crate::source::{
     Connector, FilesOptions, FilesSource, KafkaOptions, KafkaSource, QueueHandle, QueueOptions,
@@ -125,11 +125,14 @@ impl Default for StreamContext {
 impl StreamContext {
     /// A context whose clock cuts a batch every `batch_interval`. Problems
     /// that do not stop a query (skipped rows, lost connections) are printed
-    /// to stderr; see [`StreamContext::with_warning_handler`].
+    /// to stderr, credentials masked; see
+    /// [`StreamContext::with_warning_handler`].
     pub fn new(batch_interval: Duration) -> Self {
         Self::with_warning_handler(
             batch_interval,
-            Arc::new(|warning: &BrookError| eprintln!("brook: warning: {warning}")),
+            Arc::new(|warning: &BrookError| {
+                eprintln!("brook: warning: {}", redact_secrets(&warning.to_string()))
+            }),
         )
     }
 
@@ -461,7 +464,10 @@ impl StreamContext {
             .await
             .map_err(|e| datafusion_sql_error(e, Some(location)))?;
         let schema = physical.schema();
-        let batches = collect(physical, state.task_ctx()).await?;
+        let mut batches = collect(physical, state.task_ctx()).await?;
+        if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+            batches = planner::redact_explained(batches)?;
+        }
         Ok(SqlOutput::Rows { schema, batches })
     }
 
@@ -472,6 +478,11 @@ impl StreamContext {
         sql: &str,
         query_name: Option<&str>,
     ) -> Result<ContinuousQuery> {
+        // What SHOW QUERIES, the dashboard and the checkpoint files show of
+        // the statement. A query's checkpoints are still named after its
+        // whole text: two statements that differ only in a masked value
+        // keep apart.
+        let shown_sql = redact_secrets(sql);
         let mut positions = std::collections::BTreeMap::new();
         let checkpoints = match self.checkpoint_dir() {
             None => None,
@@ -479,7 +490,8 @@ impl StreamContext {
                 let name = query_name
                     .map(str::to_string)
                     .unwrap_or_else(|| crate::checkpoint::default_query_name(sql));
-                let checkpoints = crate::checkpoint::QueryCheckpoints::open(&dir, &name, sql)?;
+                let checkpoints =
+                    crate::checkpoint::QueryCheckpoints::open(&dir, &name, &shown_sql)?;
                 let mut restored_batch = 0;
                 if let Some(restored) = checkpoints.latest()? {
                     for skipped in &restored.skipped {
@@ -538,7 +550,7 @@ impl StreamContext {
             batches,
             DriverSettings {
                 id,
-                sql: sql.to_string(),
+                sql: shown_sql,
                 tick_now: self.inner.batcher.tick_now_handle(),
                 registry: self.inner.queries.clone(),
                 stop_on_error: self.inner.stop_on_query_error.load(Ordering::Relaxed),

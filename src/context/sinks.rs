@@ -58,13 +58,11 @@ impl StreamContext {
             )));
         }
         let options = SinkOptions::from_options(&create.name, &create.options)?;
-        // SHOW QUERIES shows the statement, without passwords.
-        let shown_sql = redact_secrets(&statement.sql);
         let query = match self
             .execute_datafusion(
                 &create.query,
                 &create.clauses,
-                &shown_sql,
+                &statement.sql,
                 statement.location,
                 Some(&create.name),
             )

@@ -30,6 +30,10 @@ use crate::query::Retained;
 use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
 use crate::sql::EmitMode;
 
+/// One cluster of overlapping sessions: its start and end (epoch
+/// milliseconds), and whether it holds a row of the batch being merged.
+type ClusterBounds = (i64, i64, bool);
+
 /// A `SESSION` query in progress.
 pub(crate) struct SessionEngine {
     events: EventClock,
@@ -340,10 +344,6 @@ impl SessionEngine {
         Ok(Some(closed))
     }
 }
-
-/// A cluster of overlapping sessions: `(start, end, holds a row at or
-/// after index fresh_from)`.
-type ClusterBounds = (i64, i64, bool);
 
 /// What became of the rows behind the watermark at one event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -103,6 +103,7 @@ impl PendingCheckpoint {
                 let mut stats = lock(&writer.entry.stats);
                 stats.checkpoint = Some(self.batch);
                 stats.checkpoint_bytes = bytes;
+                stats.checkpoint_written = Some(Utc::now());
             }
             Err(err) => {
                 // The next batch tries again; a restart resumes from the

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use super::BatchOutput;
 use super::completion::{BatchDone, CheckpointWriter, PendingCheckpoint};
 use super::engine::{BatchEnd, BatchEngine, Emission, LiveBatch, MicroBatch};
-use super::registry::{LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, Stop};
+use super::registry::{
+    LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, SinkProgress, Stop,
+};
 use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, RecentWarnings, Result, WarningHandler, error_chain};
 use crate::stream::clock::{BatchStart, StreamFailure};
@@ -176,6 +178,12 @@ impl ContinuousQuery {
     /// Names where the results go, for `SHOW QUERIES` (`console` unless set).
     pub(crate) fn set_output(&self, output: String) {
         *lock(&self.entry.output) = output;
+    }
+
+    /// Records what the query's sink did (a sink's query only: its stats
+    /// carry a [`SinkProgress`] from the first call on).
+    pub(crate) fn record_sink(&self, update: impl FnOnce(&mut SinkProgress)) {
+        update(lock(&self.entry.stats).sink.get_or_insert_default());
     }
 
     /// The schema of every result batch.

@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
 pub use driver::ContinuousQuery;
-pub use registry::{QueryInfo, QueryStats};
+pub use registry::{QueryInfo, QueryStats, SinkProgress};
 
 /// The result of one batch of a continuous query.
 #[derive(Debug, Clone)]

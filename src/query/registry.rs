@@ -51,12 +51,34 @@ pub struct QueryStats {
     /// Far-future rows so far (event-time windows).
     pub far_future_rows: u64,
     /// The watermark after the last batch (event-time windows).
-    pub watermark: Option<chrono::DateTime<chrono::Utc>>,
+    pub watermark: Option<DateTime<Utc>>,
     /// The last batch whose checkpoint was written (with a checkpoint
     /// directory).
     pub checkpoint: Option<u64>,
     /// The size of that checkpoint, in bytes.
     pub checkpoint_bytes: u64,
+    /// When that checkpoint was written (`None` for one restored at start
+    /// until the next is written).
+    pub checkpoint_written: Option<DateTime<Utc>>,
+    /// For a sink's query (`CREATE SINK`): what the sink has written.
+    pub sink: Option<SinkProgress>,
+}
+
+/// What a sink has done with its query's outputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// Batches whose rows the sink wrote (and committed, where it has
+    /// transactions).
+    pub batches_written: u64,
+    /// Rows in those batches.
+    pub rows_written: u64,
+    /// The last batch written, and when its write completed.
+    pub last_written: Option<(u64, DateTime<Utc>)>,
+    /// Batches a replay after a restart found already written (and did not
+    /// write again).
+    pub batches_skipped: u64,
+    /// Batches that failed: the sink's write, or the query's batch.
+    pub batches_failed: u64,
 }
 
 /// A running query as `SHOW QUERIES` lists it.

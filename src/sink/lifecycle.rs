@@ -2,21 +2,44 @@
 //! every batch to its sink, until its streams end, `DROP SINK` or
 //! `STOP QUERY`. A write that fails is reported; after
 //! [`MAX_CONSECUTIVE_FAILURES`] failed batches in a row the sink stops, and
-//! every failure is remembered so that `brook run` exits non-zero.
+//! every failure is remembered so that `brook run` exits non-zero. What the
+//! sink wrote is kept in its query's stats
+//! ([`SinkProgress`](crate::query::SinkProgress)) for the dashboard.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use chrono::Utc;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::BatchSink;
+use super::{BatchSink, SinkWrite};
 use crate::error::{BrookError, Result, WarningHandler};
-use crate::query::ContinuousQuery;
+use crate::query::{BatchOutput, ContinuousQuery};
 use crate::sync::lock;
 
 /// Failed batches in a row after which a sink stops its query.
 pub const MAX_CONSECUTIVE_FAILURES: usize = 3;
+
+/// Records in `query`'s stats what its sink did with `output`: `written`,
+/// or `None` when the write failed.
+fn record(query: &ContinuousQuery, output: &BatchOutput, written: Option<&SinkWrite>) {
+    query.record_sink(|progress| match written {
+        Some(SinkWrite::Written) => {
+            progress.batches_written += 1;
+            progress.rows_written += output.rows_out() as u64;
+            progress.last_written = Some((output.batch_number, Utc::now()));
+        }
+        Some(SinkWrite::Skipped) => progress.batches_skipped += 1,
+        Some(SinkWrite::Empty) => {}
+        None => progress.batches_failed += 1,
+    });
+}
+
+/// Records in `query`'s stats a batch the query itself failed.
+fn record_failure(query: &ContinuousQuery) {
+    query.record_sink(|progress| progress.batches_failed += 1);
+}
 
 /// The running sinks of a context, by name.
 #[derive(Clone, Default)]
@@ -59,6 +82,8 @@ impl SinkRegistry {
         warn: WarningHandler,
     ) {
         query.set_output(format!("sink {name}"));
+        // Shown as a sink's query, with nothing written yet.
+        query.record_sink(|_| {});
         let query_id = query.id();
         let running = Arc::clone(&self.running);
         let failures = Arc::clone(&self.failures);
@@ -76,9 +101,13 @@ impl SinkRegistry {
                             // and its rows' offsets must not be committed.
                             query.hold_back_last_output();
                         }
+                        record(&query, &output, written.as_ref().ok());
                         written
                     }
-                    Err(err) => Err(err),
+                    Err(err) => {
+                        record_failure(&query);
+                        Err(err)
+                    }
                 };
                 let Err(err) = written else {
                     failed_in_a_row = 0;

@@ -169,6 +169,7 @@ impl SocketReader {
         let mut failed_attempts: u32 = 0;
         loop {
             if let Some(socket) = connection.take() {
+                self.inbox.set_reconnecting(false);
                 backoff.reset();
                 failed_attempts = 0;
                 match self.read_connection(socket).await {
@@ -187,6 +188,7 @@ impl SocketReader {
                     return;
                 }
             }
+            self.inbox.set_reconnecting(true);
             backoff.wait().await;
             match connect(&self.address).await {
                 Ok(socket) => connection = Some(socket),

@@ -758,7 +758,9 @@ pub(crate) fn datafusion_sql_error(
         },
         root => root.strip_backtrace(),
     };
-    match split_location(message) {
+    // DataFusion quotes a statement it does not support whole, options
+    // and all.
+    match split_location(crate::redact::redact_secrets(&message)) {
         BrookError::Sql { message, location } => BrookError::Sql {
             message,
             location: location.or(span_location).or(fallback),

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::Notify;
@@ -53,6 +53,10 @@ pub(crate) struct Inbox {
     /// The most rows and bytes the inbox has held at once.
     pub peak_pending_rows: AtomicU64,
     pub peak_pending_bytes: AtomicU64,
+    /// Set while a source that reconnects (a socket with `reconnect`) has
+    /// no connection and is trying to get one: the stream's `reconnecting`
+    /// state.
+    reconnecting: AtomicBool,
     /// Asks the clock for a cut now (a Kafka rebalance that must wait for
     /// the open batch to be done with); set when a query subscribes.
     cut_now: std::sync::Mutex<Option<Arc<Notify>>>,
@@ -131,6 +135,7 @@ impl Inbox {
             rows_dropped: AtomicU64::new(0),
             peak_pending_rows: AtomicU64::new(0),
             peak_pending_bytes: AtomicU64::new(0),
+            reconnecting: AtomicBool::new(false),
             ledger: Arc::default(),
             cut_now: std::sync::Mutex::new(None),
         }
@@ -251,6 +256,16 @@ impl Inbox {
 
     pub fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// Says whether the source is between connections, trying to get one.
+    pub fn set_reconnecting(&self, reconnecting: bool) {
+        self.reconnecting.store(reconnecting, Ordering::Relaxed);
+    }
+
+    /// Whether the source is between connections, trying to get one.
+    pub fn is_reconnecting(&self) -> bool {
+        self.reconnecting.load(Ordering::Relaxed)
     }
 
     /// The bounds the inbox holds its source to.

@@ -22,8 +22,9 @@ pub struct StreamInfo {
     pub schema: SchemaRef,
     /// The connector's options as a user would write them.
     pub options: String,
-    /// `idle` (no query reads it), `running`, `closed` (its source ended)
-    /// or `failed` (see `failure`).
+    /// `idle` (no query reads it), `running`, `reconnecting` (a socket
+    /// with `reconnect` that lost its peer, or never reached it, and tries
+    /// again), `closed` (its source ended) or `failed` (see `failure`).
     pub state: String,
     /// Why the stream failed, when it did.
     pub failure: Option<String>,
@@ -123,6 +124,8 @@ impl LiveStream {
                 "failed"
             } else if inbox.is_closed() {
                 "closed"
+            } else if inbox.is_reconnecting() {
+                "reconnecting"
             } else if read {
                 "running"
             } else {

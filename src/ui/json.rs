@@ -1,7 +1,6 @@
 //! The dashboard's JSON: `/api/queries`, `/api/streams`, `/api/warnings`,
 //! `/api/history`, and the page's live updates, which hold all four. SQL,
-//! options and messages pass through
-//! [`redact_secrets`](crate::sink::postgres::redact_secrets) first.
+//! options and messages pass through [`redact_secrets`] first.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +10,9 @@ use serde_json::{Value, json};
 
 use super::history::{Dashboard, Sample};
 use crate::error::ErrorKind;
-use crate::query::QueryInfo;
 use crate::query::registry::{LatestResult, QueryEnd};
-use crate::sink::postgres::redact_secrets;
+use crate::query::{QueryInfo, QueryStats, SinkProgress};
+use crate::redact::redact_secrets;
 use crate::sync::lock;
 
 /// Characters of a result cell shown; longer values are cut.
@@ -77,7 +76,47 @@ fn query(
         "late_rows": stats.late_rows,
         "far_future_rows": stats.far_future_rows,
         "watermark": stats.watermark.map(timestamp),
+        "event_time": event_time(stats),
+        "checkpoint": stats.checkpoint.map(|batch| json!({
+            "batch": batch,
+            "written": stats.checkpoint_written.map(timestamp),
+            "bytes": stats.checkpoint_bytes,
+        })),
+        "sink": stats.sink.as_ref().map(sink_progress),
         "latest_result": latest.map(latest_result),
+    })
+}
+
+/// An event-time query's watermark (`ended` once every stream has ended),
+/// how far it is behind the wall clock now, and its late and far-future
+/// rows; `null` for a query that has neither a watermark nor such rows.
+fn event_time(stats: &QueryStats) -> Value {
+    if stats.watermark.is_none() && stats.late_rows == 0 && stats.far_future_rows == 0 {
+        return Value::Null;
+    }
+    let ended = stats.watermark == Some(DateTime::<Utc>::MAX_UTC);
+    let behind = stats
+        .watermark
+        .filter(|_| !ended)
+        .map(|mark| (Utc::now() - mark).num_milliseconds() as f64 / 1000.0);
+    json!({
+        "watermark": stats.watermark.filter(|_| !ended).map(timestamp),
+        "ended": ended,
+        "behind_seconds": behind,
+        "late_rows": stats.late_rows,
+        "far_future_rows": stats.far_future_rows,
+    })
+}
+
+/// What a sink's query has written.
+fn sink_progress(progress: &SinkProgress) -> Value {
+    json!({
+        "batches_written": progress.batches_written,
+        "rows_written": progress.rows_written,
+        "last_batch": progress.last_written.map(|(batch, _)| batch),
+        "last_written": progress.last_written.map(|(_, at)| timestamp(at)),
+        "batches_skipped": progress.batches_skipped,
+        "batches_failed": progress.batches_failed,
     })
 }
 

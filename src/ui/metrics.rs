@@ -77,6 +77,31 @@ const QUERY_WATERMARK: Metric = metric(
     "gauge",
     "An event-time query's watermark, in seconds since the epoch (absent before its first event time).",
 );
+const QUERY_CHECKPOINT_BATCH: Metric = metric(
+    "brook_query_checkpoint_batch",
+    "gauge",
+    "The last batch whose checkpoint the query wrote (with a checkpoint directory).",
+);
+const QUERY_CHECKPOINT_BYTES: Metric = metric(
+    "brook_query_checkpoint_bytes",
+    "gauge",
+    "The size of the query's last checkpoint.",
+);
+const QUERY_SINK_BATCHES: Metric = metric(
+    "brook_query_sink_batches_written_total",
+    "counter",
+    "Batches a sink's query has written (and committed, where the sink has transactions).",
+);
+const QUERY_SINK_ROWS: Metric = metric(
+    "brook_query_sink_rows_written_total",
+    "counter",
+    "Rows a sink's query has written.",
+);
+const QUERY_SINK_FAILED: Metric = metric(
+    "brook_query_sink_batches_failed_total",
+    "counter",
+    "Batches a sink's query failed to write.",
+);
 const STREAM_INFO: Metric = metric(
     "brook_stream_info",
     "gauge",
@@ -142,6 +167,11 @@ pub const METRICS: &[Metric] = &[
     QUERY_RETAINED_BYTES,
     QUERY_LATE_ROWS,
     QUERY_WATERMARK,
+    QUERY_CHECKPOINT_BATCH,
+    QUERY_CHECKPOINT_BYTES,
+    QUERY_SINK_BATCHES,
+    QUERY_SINK_ROWS,
+    QUERY_SINK_FAILED,
     STREAM_INFO,
     STREAM_RECEIVED,
     STREAM_DROPPED,
@@ -155,6 +185,9 @@ pub const METRICS: &[Metric] = &[
 
 /// A query's value of one metric.
 type QueryValue = fn(&crate::query::QueryInfo) -> f64;
+/// A query's value of a metric only some queries have (a checkpoint, a
+/// sink).
+type OptionalQueryValue = fn(&crate::query::QueryInfo) -> Option<f64>;
 /// A stream's value of one metric.
 type StreamValue = fn(&crate::StreamInfo) -> f64;
 
@@ -174,7 +207,7 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
         &mut text,
         QUERY_INFO,
         queries.iter().map(|q| {
-            let output = crate::sink::postgres::redact_secrets(&q.output);
+            let output = crate::redact::redact_secrets(&q.output);
             (
                 format!("{},output=\"{}\"", query_label(q.id), escape(&output)),
                 1.0,
@@ -214,6 +247,32 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
             Some((query_label(q.id), seconds))
         }),
     );
+    let optional: [(Metric, OptionalQueryValue); 5] = [
+        (QUERY_CHECKPOINT_BATCH, |q| {
+            q.stats.checkpoint.map(|b| b as f64)
+        }),
+        (QUERY_CHECKPOINT_BYTES, |q| {
+            q.stats.checkpoint.map(|_| q.stats.checkpoint_bytes as f64)
+        }),
+        (QUERY_SINK_BATCHES, |q| {
+            q.stats.sink.as_ref().map(|s| s.batches_written as f64)
+        }),
+        (QUERY_SINK_ROWS, |q| {
+            q.stats.sink.as_ref().map(|s| s.rows_written as f64)
+        }),
+        (QUERY_SINK_FAILED, |q| {
+            q.stats.sink.as_ref().map(|s| s.batches_failed as f64)
+        }),
+    ];
+    for (metric, value) in optional {
+        family(
+            &mut text,
+            metric,
+            queries
+                .iter()
+                .filter_map(|q| Some((query_label(q.id), value(q)?))),
+        );
+    }
     let stream_label = |name: &str| format!("stream=\"{}\"", escape(name));
     family(
         &mut text,

@@ -44,25 +44,25 @@ fn queries(queries: &Value) -> String {
         if let Some(error) = query["error"].as_str() {
             let _ = write!(html, "<p class=\"error\">{}</p>", escape(error));
         }
-        html.push_str("<dl class=\"stats\">");
-        for (label, value) in [
-            ("batches", text(&query["batches"])),
-            ("rows in", text(&query["rows_in"])),
-            ("rows out", text(&query["rows_out"])),
-            ("rows in/s", rate(&query["rows_in_per_second"])),
-            ("rows out/s", rate(&query["rows_out_per_second"])),
-            ("last batch", millis(&query["last_batch_seconds"])),
-            ("lag", millis(&query["lag_seconds"])),
-            ("retained rows", text(&query["retained_rows"])),
-            ("retained bytes", text(&query["retained_bytes"])),
-        ] {
-            let _ = write!(
-                html,
-                "<div><dt>{label}</dt><dd>{}</dd></div>",
-                escape(&value)
-            );
+        stats(
+            &mut html,
+            "stats",
+            &[
+                ("batches", text(&query["batches"])),
+                ("rows in", text(&query["rows_in"])),
+                ("rows out", text(&query["rows_out"])),
+                ("rows in/s", rate(&query["rows_in_per_second"])),
+                ("rows out/s", rate(&query["rows_out_per_second"])),
+                ("last batch", millis(&query["last_batch_seconds"])),
+                ("lag", millis(&query["lag_seconds"])),
+                ("retained rows", text(&query["retained_rows"])),
+                ("retained bytes", text(&query["retained_bytes"])),
+            ],
+        );
+        let progress = progress(query);
+        if !progress.is_empty() {
+            stats(&mut html, "stats progress", &progress);
         }
-        html.push_str("</dl>");
         let result = &query["latest_result"];
         if let (Some(columns), Some(rows)) =
             (result["columns"].as_array(), result["rows"].as_array())
@@ -89,6 +89,84 @@ fn queries(queries: &Value) -> String {
         html.push_str("</section>");
     }
     html
+}
+
+/// A `<dl>` of `(label, value)` pairs.
+fn stats(html: &mut String, class: &str, pairs: &[(&str, String)]) {
+    let _ = write!(html, "<dl class=\"{class}\">");
+    for (label, value) in pairs {
+        let _ = write!(
+            html,
+            "<div><dt>{label}</dt><dd>{}</dd></div>",
+            escape(value)
+        );
+    }
+    html.push_str("</dl>");
+}
+
+/// What a query has got to, where it has any of it: its event time
+/// (watermark, how far behind, late rows), its last checkpoint, and what
+/// its sink has written. `assets/dashboard.js` shows the same.
+fn progress(query: &Value) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    let event_time = &query["event_time"];
+    if event_time.is_object() {
+        let ended = event_time["ended"] == Value::Bool(true);
+        pairs.push((
+            "watermark",
+            if ended {
+                "end of input".to_string()
+            } else {
+                text(&event_time["watermark"])
+            },
+        ));
+        pairs.push((
+            "watermark behind",
+            if event_time["behind_seconds"].is_number() {
+                duration(&event_time["behind_seconds"])
+            } else {
+                "—".to_string()
+            },
+        ));
+        pairs.push(("late rows", text(&event_time["late_rows"])));
+        pairs.push(("far-future rows", text(&event_time["far_future_rows"])));
+    }
+    let checkpoint = &query["checkpoint"];
+    if checkpoint.is_object() {
+        pairs.push((
+            "checkpoint",
+            format!("batch {}", text(&checkpoint["batch"])),
+        ));
+        pairs.push((
+            "checkpoint written",
+            if checkpoint["written"].is_string() {
+                text(&checkpoint["written"])
+            } else {
+                "restored at start".to_string()
+            },
+        ));
+        pairs.push(("checkpoint bytes", text(&checkpoint["bytes"])));
+    }
+    let sink = &query["sink"];
+    if sink.is_object() {
+        pairs.push(("sink batches written", text(&sink["batches_written"])));
+        pairs.push(("sink rows written", text(&sink["rows_written"])));
+        pairs.push((
+            "sink last written",
+            if sink["last_batch"].is_number() {
+                format!(
+                    "batch {} at {}",
+                    text(&sink["last_batch"]),
+                    text(&sink["last_written"])
+                )
+            } else {
+                "none yet".to_string()
+            },
+        ));
+        pairs.push(("sink batches skipped", text(&sink["batches_skipped"])));
+        pairs.push(("sink batches failed", text(&sink["batches_failed"])));
+    }
+    pairs
 }
 
 fn streams(streams: &Value) -> String {
@@ -158,6 +236,22 @@ fn millis(seconds: &Value) -> String {
     format!("{:.1} ms", seconds.as_f64().unwrap_or(0.0) * 1000.0)
 }
 
+/// Seconds in the unit that reads best: `42.0 s`, `12.5 min`, `3.0 h`,
+/// `400.2 d`.
+fn duration(seconds: &Value) -> String {
+    let seconds = seconds.as_f64().unwrap_or(0.0);
+    let (value, unit) = if seconds.abs() < 90.0 {
+        (seconds, "s")
+    } else if seconds.abs() < 90.0 * 60.0 {
+        (seconds / 60.0, "min")
+    } else if seconds.abs() < 36.0 * 3600.0 {
+        (seconds / 3600.0, "h")
+    } else {
+        (seconds / 86_400.0, "d")
+    };
+    format!("{value:.1} {unit}")
+}
+
 /// `text` safe inside HTML elements and quoted attributes.
 pub(crate) fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -172,4 +266,19 @@ pub(crate) fn escape(text: &str) -> String {
         }
     }
     escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_in_the_unit_that_fits() {
+        let shown = |seconds: f64| duration(&serde_json::json!(seconds));
+        assert_eq!(shown(33.94), "33.9 s");
+        assert_eq!(shown(-2.0), "-2.0 s");
+        assert_eq!(shown(90.0), "1.5 min");
+        assert_eq!(shown(7200.0), "2.0 h");
+        assert_eq!(shown(36.0 * 3600.0), "1.5 d");
+    }
 }

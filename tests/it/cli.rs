@@ -1174,3 +1174,149 @@ fn piped_input_ending_inside_a_comment_or_quoted_name_is_reported_and_exits_1() 
     }
     std::fs::remove_file(history).ok();
 }
+
+// ---------------------------------------------------------------------------
+// Credentials are masked in every statement text brook prints (issue 31,
+// item 9).
+
+/// A statement brook does not support, with a password in a URL and two
+/// options that name credentials.
+const UNSUPPORTED_WITH_PASSWORDS: &str = "CREATE TABLE sensors (id INT) WITH (connector = 'postgres', url = 'postgres://user:url-s3cret@db.example/app', 'kafka.sasl.password' = 'sasl-s3cret', 's3.secret_access_key' = 'key-s3cret');";
+
+/// The same statement as the user reads it back.
+const UNSUPPORTED_MASKED: &str = "CREATE TABLE sensors (id INT) WITH (connector = 'postgres', url = 'postgres://user:***@db.example/app', 'kafka.sasl.password' = '***', 's3.secret_access_key' = '***')";
+
+#[test]
+fn an_unsupported_statement_with_a_password_is_never_echoed_with_it() {
+    let script = temp_sql("unsupported-passwords.sql", UNSUPPORTED_WITH_PASSWORDS);
+    let run = brook(&["run", script.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = text(&run.stderr);
+    assert_eq!(
+        stderr.lines().next().unwrap(),
+        format!(
+            "brook: {}:1:1: This feature is not implemented: Unsupported SQL statement: {UNSUPPORTED_MASKED}",
+            script.display()
+        )
+    );
+    // The statement's line under the message is masked too.
+    assert!(
+        stderr
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(" 1 | CREATE TABLE sensors"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert_eq!(text(&run.stdout), "");
+
+    let history = std::env::temp_dir().join(format!("brook-hist-pw-{}", std::process::id()));
+    let repl = repl_piped(
+        &["--format", "csv"],
+        &history,
+        format!("{UNSUPPORTED_WITH_PASSWORDS}\nSELECT 1 AS still_here;\n"),
+    );
+    let (stdout, stderr) = (text(&repl.stdout), text(&repl.stderr));
+    assert_eq!(repl.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.lines().next().unwrap(),
+        format!(
+            "ERROR: This feature is not implemented: Unsupported SQL statement: {UNSUPPORTED_MASKED}"
+        )
+    );
+    assert!(stdout.contains("still_here\n1\n"), "{stdout}");
+    for shown in [
+        &stdout,
+        &stderr,
+        &std::fs::read_to_string(&history).unwrap(),
+    ] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    std::fs::remove_file(history).ok();
+    std::fs::remove_file(script).ok();
+}
+
+#[test]
+fn show_queries_and_explain_mask_the_passwords_of_a_sink_and_a_query() {
+    let broker = closed_port_address();
+    let script = temp_sql(
+        "sink-passwords.sql",
+        &format!(
+            "CREATE STREAM s (line TEXT) WITH (connector = 'queue');\n\
+             CREATE SINK out WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 't', 'kafka.sasl.password' = 'hunter2') \
+               AS SELECT line FROM s WHERE line <> 'postgres://bob:hunter2@db.example/app';\n\
+             SELECT sql FROM brook.queries;\n\
+             EXPLAIN SELECT line FROM s WHERE line <> 'postgres://bob:hunter2@db.example/app';\n\
+             EXPLAIN SELECT 'postgres://bob:hunter2@db.example/app' AS one_off;\n",
+            broker
+        ),
+    );
+    let output = brook(&["--format", "csv", "run", script.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "sql\n\"CREATE SINK out WITH (connector = 'kafka', bootstrap_servers = '{}', topic = 't', 'kafka.sasl.password' = '***') \
+               AS SELECT line FROM s WHERE line <> 'postgres://bob:***@db.example/app'\"\n",
+            broker
+        )),
+        "{stdout}"
+    );
+    // EXPLAIN of a continuous query (brook's plan) and of a one-off one
+    // (DataFusion's).
+    assert!(
+        stdout.contains("FilterExec: line@0 != postgres://bob:***@db.example/app\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ProjectionExec: expr=[postgres://bob:***@db.example/app as one_off]"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+        "{stdout}{stderr}"
+    );
+    std::fs::remove_file(script).ok();
+}
+
+#[test]
+fn a_checkpointed_query_keeps_no_password_in_its_files_or_its_listing() {
+    let checkpoints = std::env::temp_dir().join(format!("brook-ckpt-pw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&checkpoints);
+    let script = temp_sql(
+        "checkpoint-passwords.sql",
+        "SET batch_interval = '100ms';\n\
+         CREATE STREAM s (line TEXT) WITH (connector = 'queue');\n\
+         SELECT line FROM s WHERE line <> 'postgres://bob:hunter2@db.example/app';\n\
+         INSERT INTO s VALUES ('kept');\n",
+    );
+    let run = brook(&[
+        "--checkpoint",
+        checkpoints.to_str().unwrap(),
+        "run",
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("kept"));
+    let listed = brook(&["checkpoints", checkpoints.to_str().unwrap()]);
+    let listing = text(&listed.stdout);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    assert!(
+        listing
+            .contains("\tSELECT line FROM s WHERE line <> 'postgres://bob:***@db.example/app'\n"),
+        "{listing}"
+    );
+    assert!(!listing.contains("hunter2"), "{listing}");
+    let mut files = 0;
+    for query in std::fs::read_dir(&checkpoints).unwrap() {
+        for file in std::fs::read_dir(query.unwrap().path()).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            assert!(!String::from_utf8_lossy(&bytes).contains("hunter2"));
+            files += 1;
+        }
+    }
+    assert!(files >= 1);
+    std::fs::remove_dir_all(checkpoints).ok();
+    std::fs::remove_file(script).ok();
+}

@@ -910,20 +910,57 @@ impl Drop for Browser {
     }
 }
 
-/// The number shown under `label` in the page's text (`label\nvalue`).
-fn shown_number(text: &str, label: &str) -> f64 {
+/// What the page's text shows under `label` (`label\nvalue`), the first
+/// time it shows `label`.
+fn shown<'a>(text: &'a str, label: &str) -> &'a str {
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         if line.trim() == label {
-            let value = lines.next().unwrap_or_default();
-            return value
-                .trim()
-                .trim_end_matches(" ms")
-                .parse()
-                .unwrap_or_else(|_| panic!("{label}: {value:?}"));
+            return lines.next().unwrap_or_default().trim();
         }
     }
     panic!("the page shows no {label}:\n{text}")
+}
+
+/// The number shown under `label`.
+fn shown_number(text: &str, label: &str) -> f64 {
+    let value = shown(text, label);
+    value
+        .trim_end_matches(" ms")
+        .parse()
+        .unwrap_or_else(|_| panic!("{label}: {value:?}"))
+}
+
+/// A duration shown under `label` (`42.0 s`, `1.5 min`, ...), in seconds.
+fn shown_seconds(text: &str, label: &str) -> f64 {
+    let value = shown(text, label);
+    let (number, unit) = value
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{label}: {value:?}"));
+    let number: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("{label}: {value:?}"));
+    number
+        * match unit {
+            "s" => 1.0,
+            "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            _ => panic!("{label}: {value:?}"),
+        }
+}
+
+/// A short directory under /tmp for Chromium (see the word count test).
+fn chromium_temp() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "brook-cr-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -968,15 +1005,7 @@ async fn a_browser_shows_a_socket_word_count_live() {
     // A short path under /tmp, not the target directory: Chromium puts its
     // singleton socket under TMPDIR, and a Unix socket path over 107 bytes
     // makes it abort (SIGTRAP) at start; a clone in a deep directory hit it.
-    let temp = std::env::temp_dir().join(format!(
-        "brook-cr-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000
-    ));
+    let temp = chromium_temp();
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-dashboard.png");
     let url = format!("http://{addr}/");
     let browse = {
@@ -1014,4 +1043,231 @@ async fn a_browser_shows_a_socket_word_count_live() {
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);
     drop(ctx);
     reader.abort();
+}
+
+/// Issue 31, item 8: the page showed none of an event-time query's
+/// watermark and late rows, a query's checkpoints, a sink's progress, nor a
+/// stream that is reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_shows_watermarks_late_rows_checkpoints_sink_progress_and_reconnecting() {
+    use chrono::{DateTime, TimeDelta, Utc};
+    let chromium = chromium_path();
+    assert!(chromium.exists());
+    let scratch = std::env::temp_dir().join(format!("brook-ui-progress-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    // The socket's failed reconnect attempts are warnings: not printed.
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(100), Arc::new(|_| {}));
+    ctx.set_checkpoint_dir(Some(scratch.join("checkpoints")))
+        .unwrap();
+    let (_ui, addr) = serve(&ctx).await;
+
+    // Event time, a batch per INSERT: the first moves the watermark to
+    // base + 11 s, closing the window [base, base + 10 s); the second's
+    // row at base + 3.25 s is then late, and its row at base + 13 s moves
+    // the watermark to base + 12 s. No idleness moves it on after.
+    let now = Utc::now() - TimeDelta::seconds(40);
+    let base = DateTime::from_timestamp_millis(now.timestamp_millis() / 10_000 * 10_000).unwrap();
+    let at = |millis: i64| {
+        (base + TimeDelta::milliseconds(millis))
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string()
+    };
+    let watermark = base + TimeDelta::seconds(12);
+    let watermark_text = watermark.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for statement in [
+        "CREATE STREAM readings (v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH (connector = 'queue', one_at_a_time = 'true', idle_timeout = '1h')"
+            .to_string(),
+        format!(
+            "INSERT INTO readings VALUES (1, '{}'), (2, '{}')",
+            at(1_000),
+            at(12_000)
+        ),
+        format!(
+            "INSERT INTO readings VALUES (3, '{}'), (4, '{}')",
+            at(3_250),
+            at(13_000)
+        ),
+    ] {
+        ctx.sql(&statement).await.unwrap();
+    }
+    let windows = start(
+        &ctx,
+        "SELECT window_start, COUNT(*) AS n FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) GROUP BY window_start",
+    )
+    .await;
+    let windows_id = windows.id();
+    let windows_reader = drain(windows);
+
+    // A sink: one batch of three rows written.
+    ctx.sql("CREATE STREAM events (n INT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK out WITH (connector = 'file', path = '{}', format = 'csv') AS SELECT n FROM events",
+        scratch.join("out").display()
+    ))
+    .await
+    .unwrap();
+    ctx.sql("INSERT INTO events VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+
+    // A socket stream whose peer is gone, trying again.
+    let gone = closed_port_address();
+    ctx.sql(&format!(
+        "CREATE STREAM feed WITH (connector = 'socket', host = '127.0.0.1', port = '{}', reconnect = 'true')",
+        port_of(&gone)
+    ))
+    .await
+    .unwrap();
+    let feed_reader = drain(start(&ctx, "SELECT line FROM feed").await);
+
+    // The API first: the exact values the page must show.
+    let of = |queries: &Value, id: u64| -> Value {
+        queries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["id"] == json!(id))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let queries = wait_for_json(addr, "/api/queries", |q| {
+        let windows = of(q, windows_id);
+        windows["event_time"]["late_rows"] == json!(1)
+            && windows["event_time"]["watermark"] == json!(watermark_text)
+            && windows["checkpoint"]["batch"].as_u64() >= Some(2)
+            && q.as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["sink"]["rows_written"] == json!(3))
+    })
+    .await;
+    let windows = of(&queries, windows_id);
+    assert_eq!(windows["event_time"]["ended"], json!(false));
+    assert_eq!(windows["event_time"]["far_future_rows"], json!(0));
+    let behind = windows["event_time"]["behind_seconds"].as_f64().unwrap();
+    let expected_behind = (Utc::now() - watermark).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        (behind - expected_behind).abs() < 2.0,
+        "{behind} vs {expected_behind}"
+    );
+    assert!(windows["checkpoint"]["written"].is_string());
+    assert!(windows["checkpoint"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(windows["sink"], Value::Null);
+    let sink = queries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["output"] == "sink out")
+        .unwrap();
+    let sink_id = sink["id"].as_u64().unwrap();
+    assert_eq!(sink["event_time"], Value::Null);
+    assert_eq!(sink["sink"]["batches_written"], json!(1));
+    assert_eq!(sink["sink"]["batches_skipped"], json!(0));
+    assert_eq!(sink["sink"]["batches_failed"], json!(0));
+    assert!(sink["sink"]["last_batch"].as_u64().unwrap() >= 1);
+    let streams = wait_for_json(addr, "/api/streams", |s| {
+        s.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "feed" && s["state"] == "reconnecting")
+    })
+    .await;
+    assert!(
+        streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "readings" && s["state"] == "running"),
+        "{streams:#}"
+    );
+    let samples = metrics(addr).await;
+    assert_eq!(
+        samples[&format!("brook_query_late_rows_total{{query=\"{windows_id}\"}}")],
+        1.0
+    );
+    assert_eq!(
+        samples[&format!("brook_query_watermark_seconds{{query=\"{windows_id}\"}}")],
+        watermark.timestamp() as f64
+    );
+    assert!(samples[&format!("brook_query_checkpoint_batch{{query=\"{windows_id}\"}}")] >= 2.0);
+    assert_eq!(
+        samples[&format!("brook_query_sink_rows_written_total{{query=\"{sink_id}\"}}")],
+        3.0
+    );
+    assert_eq!(
+        samples[&format!("brook_query_sink_batches_written_total{{query=\"{sink_id}\"}}")],
+        1.0
+    );
+    assert!(!samples.contains_key(&format!(
+        "brook_query_sink_rows_written_total{{query=\"{windows_id}\"}}"
+    )));
+    assert_eq!(
+        samples["brook_stream_info{connector=\"socket\",state=\"reconnecting\",stream=\"feed\"}"],
+        1.0
+    );
+
+    // Then the page, live in a browser.
+    let temp = chromium_temp();
+    let url = format!("http://{addr}/");
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-progress.png");
+    let browse = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::launch(&temp);
+        browser.open(&url);
+        let text = browser.wait_for_text(
+            "the progress of each query, and the reconnecting stream",
+            |text| {
+                text.contains("live · updated")
+                    && text.contains("sink rows written")
+                    && text.contains("feed\tsocket\treconnecting")
+            },
+        );
+        browser.screenshot(&screenshot);
+        text
+    });
+    let page = tokio::time::timeout(Duration::from_secs(120), browse)
+        .await
+        .expect("the browser test finished in time")
+        .expect("the browser test passed");
+    // The event-time query is the first on the page: its section shows
+    // the first watermark, late rows and checkpoint.
+    assert_eq!(shown(&page, "watermark"), watermark_text, "{page}");
+    let shown_behind = shown_seconds(&page, "watermark behind");
+    let expected_behind = (Utc::now() - watermark).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        (shown_behind - expected_behind).abs() < 3.0,
+        "{shown_behind} vs {expected_behind}"
+    );
+    assert_eq!(shown_number(&page, "late rows"), 1.0);
+    assert_eq!(shown_number(&page, "far-future rows"), 0.0);
+    let checkpoint = shown(&page, "checkpoint");
+    let checkpoint_batch: u64 = checkpoint
+        .strip_prefix("batch ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("checkpoint: {checkpoint:?}"));
+    assert!(checkpoint_batch >= 2, "{page}");
+    assert!(shown(&page, "checkpoint written").ends_with('Z'), "{page}");
+    assert_eq!(shown_number(&page, "sink batches written"), 1.0);
+    assert_eq!(shown_number(&page, "sink rows written"), 3.0);
+    assert!(
+        shown(&page, "sink last written").starts_with("batch "),
+        "{page}"
+    );
+    assert_eq!(shown_number(&page, "sink batches failed"), 0.0);
+    // The page's first rendering, before any script, says the same.
+    let first = get(addr, "/").await.body;
+    for text in [
+        format!("<dt>watermark</dt><dd>{watermark_text}</dd>"),
+        "<dt>late rows</dt><dd>1</dd>".to_string(),
+        "<dt>sink rows written</dt><dd>3</dd>".to_string(),
+        "<span class=\"state state-reconnecting\">reconnecting</span>".to_string(),
+    ] {
+        assert!(first.contains(&text), "the page lacks {text:?}: {first}");
+    }
+    drop(ctx);
+    windows_reader.abort();
+    feed_reader.abort();
+    let _ = std::fs::remove_dir_all(&scratch);
 }

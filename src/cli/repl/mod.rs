@@ -190,7 +190,7 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
             continue;
         }
         // The history file keeps no passwords (connection URLs show `***`).
-        let _ = editor.add_history_entry(crate::sink::postgres::redact_secrets(trimmed));
+        let _ = editor.add_history_entry(crate::redact::redact_secrets(trimmed));
         if let Some(path) = &options.history
             && let Err(err) = editor.save_history(path)
         {
@@ -222,7 +222,7 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     match repl.ctx.wait_for_sinks().await {
         Ok(()) => exit_code,
         Err(err) => {
-            eprintln!("brook: {}", crate::error::error_chain(&err));
+            eprintln!("brook: {}", crate::cli::report::describe(&err));
             ExitCode::from(1)
         }
     }

@@ -27,7 +27,7 @@ use self::copy::{CopyColumn, HEADER, TRAILER, stage};
 use self::options::quote_identifier;
 pub use self::options::{
     DEFAULT_PROGRESS_TABLE, DEFAULT_RECONNECT_ATTEMPTS, POSTGRES_SINK_OPTIONS, PostgresSinkOptions,
-    UpsertMode, redact_secrets,
+    UpsertMode,
 };
 use self::types::{created_type, encoding_for};
 use super::{BatchSink, SinkWrite};

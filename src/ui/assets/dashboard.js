@@ -22,6 +22,47 @@ function millis(seconds) {
   return fixed(seconds * 1000, 1) + " ms";
 }
 
+// Seconds in the unit that reads best, as the server renders them.
+function duration(seconds) {
+  const s = Number(seconds || 0), a = Math.abs(s);
+  if (a < 90) return fixed(s, 1) + " s";
+  if (a < 90 * 60) return fixed(s / 60, 1) + " min";
+  if (a < 36 * 3600) return fixed(s / 3600, 1) + " h";
+  return fixed(s / 86400, 1) + " d";
+}
+
+// What a query has got to (event time, checkpoint, sink), where it has any,
+// as [label, value] pairs: the same as the server's first rendering.
+function progress(q) {
+  const pairs = [];
+  const e = q.event_time;
+  if (e) {
+    pairs.push(["watermark", e.ended ? "end of input" : e.watermark]);
+    pairs.push(["watermark behind", typeof e.behind_seconds === "number" ? duration(e.behind_seconds) : "—"]);
+    pairs.push(["late rows", e.late_rows]);
+    pairs.push(["far-future rows", e.far_future_rows]);
+  }
+  const c = q.checkpoint;
+  if (c) {
+    pairs.push(["checkpoint", `batch ${c.batch}`]);
+    pairs.push(["checkpoint written", c.written || "restored at start"]);
+    pairs.push(["checkpoint bytes", c.bytes]);
+  }
+  const k = q.sink;
+  if (k) {
+    pairs.push(["sink batches written", k.batches_written]);
+    pairs.push(["sink rows written", k.rows_written]);
+    pairs.push(["sink last written", typeof k.last_batch === "number" ? `batch ${k.last_batch} at ${k.last_written}` : "none yet"]);
+    pairs.push(["sink batches skipped", k.batches_skipped]);
+    pairs.push(["sink batches failed", k.batches_failed]);
+  }
+  return pairs;
+}
+
+function statsList(className, pairs) {
+  return `<dl class="${className}">` + pairs.map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${esc(v)}</dd></div>`).join("") + `</dl>`;
+}
+
 function merge(history) {
   for (const [id, points] of Object.entries(history || {})) {
     const kept = histories.get(id) || [];
@@ -83,7 +124,9 @@ function renderQuery(q) {
     ["retained rows", q.retained_rows],
     ["retained bytes", q.retained_bytes],
   ];
-  html += `<dl class="stats">` + stats.map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${esc(v)}</dd></div>`).join("") + `</dl>`;
+  html += statsList("stats", stats);
+  const more = progress(q);
+  if (more.length > 0) html += statsList("stats progress", more);
   const points = histories.get(String(q.id)) || [];
   html += `<div class="charts">`;
   html += chart("rows/s", points, [
