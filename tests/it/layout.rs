@@ -1,5 +1,7 @@
 //! The module graph has no cycles: no file of `src/` reaches itself through
-//! `crate::` / `super::` paths (tests and comments aside), and no top-level
+//! `crate::` / `super::` paths (tests and comments aside: a file's
+//! `#[cfg(test)] mod tests { ... }` and a module declared `#[cfg(test)] mod
+//! name;`), and no top-level
 //! module reaches itself through another. A new cycle fails here, naming
 //! the files and the paths that tie them.
 
@@ -115,8 +117,30 @@ fn file_edges(src: &Path) -> BTreeMap<ModulePath, BTreeMap<ModulePath, String>> 
         .iter()
         .map(|f| (module_path(src, f), f.clone()))
         .collect();
+    // Modules declared `#[cfg(test)] mod name;` are tests, in a file of
+    // their own.
+    let mut test_only: BTreeSet<ModulePath> = BTreeSet::new();
+    for (module, file) in &modules {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut lines = text.lines().map(str::trim).peekable();
+        while let Some(line) = lines.next() {
+            if line == "#[cfg(test)]"
+                && let Some(name) = lines
+                    .peek()
+                    .and_then(|next| next.strip_prefix("mod "))
+                    .and_then(|rest| rest.strip_suffix(';'))
+            {
+                let mut child = module.clone();
+                child.push(name.to_string());
+                test_only.insert(child);
+            }
+        }
+    }
     let mut edges: BTreeMap<ModulePath, BTreeMap<ModulePath, String>> = BTreeMap::new();
     for (module, file) in &modules {
+        if test_only.contains(module) {
+            continue;
+        }
         let code = code_of(&std::fs::read_to_string(file).unwrap());
         // The module `super` names from this file (`a/b.rs` and
         // `a/b/mod.rs` alike are module `a::b`).
