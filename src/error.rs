@@ -169,6 +169,15 @@ impl BrookError {
         BrookError::Invalid(message.into())
     }
 
+    /// An [`BrookError::External`]: something outside brook (a broker, a
+    /// server, the network) failed while brook was doing `context`.
+    pub(crate) fn external(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        BrookError::External {
+            context: context.into(),
+            message: message.to_string(),
+        }
+    }
+
     /// Where in the SQL text the error was found, if it came from SQL.
     pub fn location(&self) -> Option<SqlLocation> {
         match self {

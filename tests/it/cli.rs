@@ -1320,3 +1320,64 @@ fn a_checkpointed_query_keeps_no_password_in_its_files_or_its_listing() {
     std::fs::remove_dir_all(checkpoints).ok();
     std::fs::remove_file(script).ok();
 }
+
+/// Found by a review: a broker that cannot be reached was built as the
+/// user's error and printed like bad SQL, under a caret at the statement.
+/// What fails outside brook is reported with what brook was doing and no
+/// caret; what the user wrote wrong keeps its line, column and caret; both
+/// exit 1.
+#[test]
+fn regression_a_broker_or_server_that_is_down_is_reported_without_a_caret_a_bad_option_with_one() {
+    let closed = crate::common::closed_port_address();
+    let cases = [
+        (
+            "kafka-down.sql",
+            format!(
+                "CREATE STREAM away (line TEXT) WITH (connector = 'kafka', bootstrap_servers = '{closed}', topic = 't');\n\
+                 SELECT line FROM away;\n"
+            ),
+            format!("stream 'away': cannot reach Kafka at {closed}: "),
+            false,
+        ),
+        (
+            "postgres-down.sql",
+            format!(
+                "CREATE STREAM q (a INT) WITH (connector = 'queue');\n\
+                 CREATE SINK out WITH (connector = 'postgres', url = 'postgres://u:pw@{closed}/db', table = 't') AS SELECT a FROM q;\n"
+            ),
+            format!("sink 'out': cannot connect to PostgreSQL at {closed} (database db, user u): "),
+            false,
+        ),
+        (
+            "bad-option.sql",
+            "SELECT 1;\nCREATE STREAM s (a INT) WITH (connector = 'queue', colour = 'red');\n".to_string(),
+            "stream 's': unknown option 'colour' for this connector (known: connector, one_at_a_time, max_pending_rows, max_pending_bytes, max_batch_rows)".to_string(),
+            true,
+        ),
+    ];
+    for (name, sql, message, located) in cases {
+        let script = temp_sql(name, &sql);
+        let output = brook(&["run", script.to_str().unwrap(), "--quiet"]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        let at = if located {
+            format!("{}:2:1: ", script.display())
+        } else {
+            format!("{}: ", script.display())
+        };
+        assert!(
+            first.starts_with(&format!("brook: {at}{message}")),
+            "{name}: {stderr}"
+        );
+        assert_eq!(
+            stderr
+                .lines()
+                .any(|line| line.trim_start().starts_with("| ^") || line.trim_end().ends_with('^')),
+            located,
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("pw@"), "{name}: {stderr}");
+        std::fs::remove_file(script).ok();
+    }
+}

@@ -338,11 +338,11 @@ async fn a_missing_topic_or_broker_is_a_clear_error() {
     ))
     .await
     .unwrap();
-    let err = ctx
-        .sql("SELECT line FROM away")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = ctx.sql("SELECT line FROM away").await.unwrap_err();
+    // The broker's failure, not the statement's: no location in the SQL.
+    assert_eq!(err.kind(), brook::ErrorKind::External, "{err:?}");
+    assert!(err.location().is_none(), "{err:?}");
+    let err = err.to_string();
     assert!(
         err.contains(&format!("cannot reach Kafka at {closed}")),
         "{err}"

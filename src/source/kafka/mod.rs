@@ -173,10 +173,13 @@ impl Running {
     fn commit_finished_before_close(&self) {
         let offsets = &self.offsets;
         if offsets.inbox.ledger().is_held_back() {
-            (offsets.warn)(&BrookError::invalid(format!(
-                "stream '{}': offsets of topic '{}' were not committed past a batch that was not delivered; a restart reads those rows again",
-                offsets.stream, offsets.topic
-            )));
+            (offsets.warn)(&BrookError::external(
+                format!("stream '{}'", offsets.stream),
+                format!(
+                    "offsets of topic '{}' were not committed past a batch that was not delivered; a restart reads those rows again",
+                    offsets.topic
+                ),
+            ));
         }
         // All finished offsets, also those an asynchronous commit still
         // carries: this answer is the one waited for.
@@ -196,12 +199,14 @@ impl Running {
             Ok(Err(_)) => format!("no answer within {} s", FINAL_COMMIT_WAIT.as_secs()),
             Err(err) => err.to_string(),
         };
-        (offsets.warn)(&BrookError::invalid(format!(
-            "stream '{}': the last commit of offsets {} of topic '{}' failed: {failure} (a restart may read those rows again)",
-            offsets.stream,
-            offsets.describe_commit(),
-            offsets.topic
-        )));
+        (offsets.warn)(&BrookError::external(
+            format!("stream '{}'", offsets.stream),
+            format!(
+                "the last commit of offsets {} of topic '{}' failed: {failure} (a restart may read those rows again)",
+                offsets.describe_commit(),
+                offsets.topic
+            ),
+        ));
     }
 }
 
@@ -429,21 +434,26 @@ impl Offsets {
         if !self.closing.load(Ordering::Acquire)
             && !self.inbox.ledger().wait_finished(taken, REBALANCE_WAIT)
         {
-            (self.warn)(&BrookError::invalid(format!(
-                "stream '{}': the batches in progress did not finish within {} s of a rebalance of topic '{}'; the partitions' next owner may read their rows again",
-                self.stream,
-                REBALANCE_WAIT.as_secs(),
-                self.topic
-            )));
+            (self.warn)(&BrookError::external(
+                format!("stream '{}'", self.stream),
+                format!(
+                    "the batches in progress did not finish within {} s of a rebalance of topic '{}'; the partitions' next owner may read their rows again",
+                    REBALANCE_WAIT.as_secs(),
+                    self.topic
+                ),
+            ));
         }
         if let Some(list) = self.pending_commit(Some(partitions))
             && let Err(err) = consumer.commit(&list, CommitMode::Sync)
         {
             self.commit_failed(&list);
-            (self.warn)(&BrookError::invalid(format!(
-                "stream '{}': committing offsets of topic '{}' before a rebalance failed: {err} (the partitions' next owner may read some rows again)",
-                self.stream, self.topic
-            )));
+            (self.warn)(&BrookError::external(
+                format!("stream '{}'", self.stream),
+                format!(
+                    "committing offsets of topic '{}' before a rebalance failed: {err} (the partitions' next owner may read some rows again)",
+                    self.topic
+                ),
+            ));
         }
     }
 }
@@ -474,10 +484,13 @@ impl ConsumerContext for StartContext {
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, list: &TopicPartitionList) {
         if let Err(err) = result {
             self.offsets.commit_failed(list);
-            (self.offsets.warn)(&BrookError::invalid(format!(
-                "stream '{}': committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
-                self.offsets.stream, self.offsets.topic
-            )));
+            (self.offsets.warn)(&BrookError::external(
+                format!("stream '{}'", self.offsets.stream),
+                format!(
+                    "committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
+                    self.offsets.topic
+                ),
+            ));
         }
     }
 
@@ -529,10 +542,13 @@ impl ConsumerContext for StartContext {
                 let rebalance = self.offsets.rebalances.fetch_add(1, Ordering::AcqRel) + 1;
                 self.offsets.assigned(&numbers, rebalance);
                 if let Err(err) = consumer.assign(partitions) {
-                    (self.offsets.warn)(&BrookError::invalid(format!(
-                        "stream '{}': taking partitions {numbers:?} of topic '{}' failed: {err}",
-                        self.offsets.stream, self.offsets.topic
-                    )));
+                    (self.offsets.warn)(&BrookError::external(
+                        format!("stream '{}'", self.offsets.stream),
+                        format!(
+                            "taking partitions {numbers:?} of topic '{}' failed: {err}",
+                            self.offsets.topic
+                        ),
+                    ));
                 }
             }
             _ => {
@@ -716,9 +732,10 @@ impl Source for KafkaSource {
         .map_err(|e| BrookError::Internal(format!("metadata task: {e}")))?;
         let topic = &self.options.topic;
         let unreachable = |err: &dyn std::fmt::Display| {
-            BrookError::invalid(format!(
-                "stream '{stream}': cannot reach Kafka at {servers}: {err}"
-            ))
+            BrookError::external(
+                format!("stream '{stream}'"),
+                format!("cannot reach Kafka at {servers}: {err}"),
+            )
         };
         let metadata = metadata.map_err(|err| unreachable(&err))?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
@@ -925,10 +942,10 @@ impl Reader {
                 Ok(message) if self.before_checkpoint(&message) => continue,
                 Ok(message) => {
                     if lost {
-                        (self.warn)(&BrookError::invalid(format!(
-                            "stream '{}': reading topic '{}' again",
-                            self.stream, self.topic
-                        )));
+                        (self.warn)(&BrookError::external(
+                            format!("stream '{}'", self.stream),
+                            format!("reading topic '{}' again", self.topic),
+                        ));
                         lost = false;
                     }
                     add_message(&message, &mut chunk, &mut places);
@@ -1111,9 +1128,12 @@ fn with_metadata(schema: &SchemaRef, values: RecordBatch, places: &[Place]) -> R
 }
 
 fn kafka_warning(stream: &str, topic: &str, err: &KafkaError) -> BrookError {
-    BrookError::invalid(format!(
-        "stream '{stream}': reading topic '{topic}' failed: {err} (librdkafka retries; rows resume when the broker answers)"
-    ))
+    BrookError::external(
+        format!("stream '{stream}'"),
+        format!(
+            "reading topic '{topic}' failed: {err} (librdkafka retries; rows resume when the broker answers)"
+        ),
+    )
 }
 
 /// Commits to the group the offsets of the rows every query has finished,
@@ -1134,10 +1154,13 @@ impl Committer {
             // callback, and the offsets are due again at the next commit.
             if let Err(err) = self.consumer.commit(&list, CommitMode::Async) {
                 self.offsets.commit_failed(&list);
-                (self.offsets.warn)(&BrookError::invalid(format!(
-                    "stream '{}': committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
-                    self.offsets.stream, self.offsets.topic
-                )));
+                (self.offsets.warn)(&BrookError::external(
+                    format!("stream '{}'", self.offsets.stream),
+                    format!(
+                        "committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
+                        self.offsets.topic
+                    ),
+                ));
             }
         }
     }
