@@ -1,0 +1,311 @@
+//! The reader thread: messages taken from the consumer in chunks, decoded
+//! like a socket's lines, bad ones reported by partition and offset, the
+//! metadata columns (`_key`, `_partition`, `_offset`, `_timestamp`) added,
+//! and the rows queued in the stream's inbox (pausing the partitions while
+//! it is full).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::buffer::Buffer;
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::FutureExt;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use tokio::sync::Notify;
+
+use crate::error::{BrookError, Result, WarningHandler};
+use crate::source::decode::{DecodedLines, LineDecoder};
+use crate::stream::Inbox;
+
+use super::offsets::Offsets;
+use super::rebalance::KafkaConsumer;
+use super::{BYTES_PER_CHUNK, MESSAGES_PER_CHUNK, METADATA_COLUMNS};
+
+/// One message's place, for its rows' metadata columns and bad-row reports.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Place {
+    pub(super) key: Option<String>,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) timestamp: Option<i64>,
+}
+
+pub(super) struct Reader {
+    pub(super) stream: String,
+    pub(super) topic: String,
+    pub(super) schema: SchemaRef,
+    pub(super) consumer: Arc<KafkaConsumer>,
+    pub(super) decoder: LineDecoder,
+    pub(super) on_error: crate::source::OnError,
+    pub(super) inbox: Arc<Inbox>,
+    pub(super) warn: WarningHandler,
+    pub(super) offsets: Arc<Offsets>,
+    pub(super) next_line: u64,
+    /// A checkpoint's offsets: a message before them is in the restored
+    /// state already and is skipped, whatever offset the group's
+    /// assignment started the partition at.
+    pub(super) resume: BTreeMap<i32, i64>,
+}
+
+impl Reader {
+    /// Whether `message` was already read before the checkpoint the stream
+    /// resumed from.
+    pub(super) fn before_checkpoint(
+        &self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+    ) -> bool {
+        self.resume
+            .get(&message.partition())
+            .is_some_and(|at| message.offset() < *at)
+    }
+    /// Reads on a thread of its own (with a runtime of its own), so that
+    /// the rebalance callback, which librdkafka runs inside `recv`, may
+    /// block while the batches in progress finish, without holding up a
+    /// thread of the runtime that runs them.
+    pub(super) fn spawn(self, stop: Arc<Notify>) -> Result<()> {
+        let stream = self.stream.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|err| {
+                BrookError::Internal(format!(
+                    "stream '{stream}': a runtime for its reader: {err}"
+                ))
+            })?;
+        std::thread::Builder::new()
+            .name("brook-kafka-read".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = self.run() => {}
+                        _ = stop.notified() => {}
+                    }
+                })
+            })
+            .map(|_| ())
+            .map_err(|err| {
+                BrookError::Internal(format!("stream '{stream}': a thread for its reader: {err}"))
+            })
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut lost = false;
+        loop {
+            // The first message waits; the rest are what is ready now. A
+            // rebalance inside `recv` ends the chunk (it returns pending).
+            let mut chunk = Vec::new();
+            let mut places = Vec::new();
+            match self.consumer.recv().await {
+                Ok(message) if self.before_checkpoint(&message) => continue,
+                Ok(message) => {
+                    if lost {
+                        (self.warn)(&BrookError::external(
+                            format!("stream '{}'", self.stream),
+                            format!("reading topic '{}' again", self.topic),
+                        ));
+                        lost = false;
+                    }
+                    add_message(&message, &mut chunk, &mut places);
+                }
+                Err(err) => {
+                    if !lost {
+                        (self.warn)(&kafka_warning(&self.stream, &self.topic, &err));
+                        lost = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            let rebalance = self.offsets.rebalances.load(Ordering::Acquire);
+            // A chunk fits in the inbox's bound (an empty inbox would take
+            // a larger one whole).
+            let most = MESSAGES_PER_CHUNK.min(self.inbox.limits().max_pending_rows);
+            while places.len() < most && chunk.len() < BYTES_PER_CHUNK {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) if self.before_checkpoint(&message) => {}
+                    Some(Ok(message)) => add_message(&message, &mut chunk, &mut places),
+                    _ => break,
+                }
+            }
+            if self.offsets.rebalances.load(Ordering::Acquire) != rebalance {
+                // Read before its partitions were revoked: their next
+                // owner reads these messages again from the committed
+                // offset.
+                continue;
+            }
+            if !self.deliver(chunk, places, rebalance).await {
+                return;
+            }
+        }
+    }
+
+    /// Decodes a chunk of lines, reports bad ones with partition and
+    /// offset, adds the metadata columns, queues the rows (pausing the
+    /// partitions while the inbox is full) and records the chunk's offsets.
+    pub(super) async fn deliver(
+        &mut self,
+        chunk: Vec<u8>,
+        places: Vec<Place>,
+        rebalance: u64,
+    ) -> bool {
+        let first_line = self.next_line;
+        self.next_line += places.len() as u64;
+        let decoded: DecodedLines = self.decoder.decode(&Buffer::from(chunk), first_line);
+        let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for place in &places {
+            let range = ranges
+                .entry(place.partition)
+                .or_insert((place.offset, place.offset));
+            range.0 = range.0.min(place.offset);
+            range.1 = range.1.max(place.offset);
+        }
+        let bad: HashSet<u64> = decoded.bad_lines.iter().map(|b| b.line).collect();
+        if !decoded.bad_lines.is_empty() {
+            self.inbox.rows_dropped.fetch_add(
+                decoded.bad_lines.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        for line in &decoded.bad_lines {
+            let place = &places[(line.line - first_line) as usize];
+            let error = BrookError::BadRow {
+                stream: self.stream.clone(),
+                line: line.line,
+                message: format!(
+                    "topic '{}' partition {} offset {}: {}",
+                    self.topic, place.partition, place.offset, line.message
+                ),
+            };
+            if self.on_error == crate::source::OnError::Fail {
+                self.inbox.fail(error);
+                return false;
+            }
+            (self.warn)(&error);
+        }
+        if let Some(values) = decoded.batch {
+            let kept: Vec<Place> = places
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| !bad.contains(&(first_line + *index as u64)))
+                .map(|(_, place)| place.clone())
+                .collect();
+            let batch = match with_metadata(&self.schema, values, &kept) {
+                Ok(batch) => batch,
+                Err(err) => {
+                    self.inbox.fail(err);
+                    return false;
+                }
+            };
+            // A message of many lines can still make more rows than the
+            // bound: `push` then queues it in slices.
+            let fits = batch.num_rows() <= self.inbox.limits().max_pending_rows;
+            if !fits || self.inbox.push_now(batch.clone()).is_err() {
+                // Full: stop fetching until a cut makes room.
+                let assigned = self.consumer.assignment().ok();
+                if let Some(assigned) = &assigned {
+                    let _ = self.consumer.pause(assigned);
+                }
+                let pushed = self.inbox.push(batch).await;
+                if let Some(assigned) = &assigned {
+                    let _ = self.consumer.resume(assigned);
+                }
+                if pushed.is_err() {
+                    return false;
+                }
+            }
+        }
+        self.offsets
+            .record(self.inbox.items_pushed(), rebalance, ranges);
+        true
+    }
+}
+
+pub(super) fn add_message(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    chunk: &mut Vec<u8>,
+    places: &mut Vec<Place>,
+) {
+    let place = Place {
+        key: message
+            .key()
+            .map(|key| String::from_utf8_lossy(key).into_owned()),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+    };
+    let value = message.payload().unwrap_or_default();
+    let value = value.strip_suffix(b"\n").unwrap_or(value);
+    // Each line of the value is a row with the message's place.
+    for line in value.split(|b| *b == b'\n') {
+        chunk.extend_from_slice(line);
+        chunk.push(b'\n');
+        places.push(place.clone());
+    }
+}
+
+pub(super) fn metadata_array(name: &str, places: &[Place]) -> ArrayRef {
+    match name {
+        "_key" => Arc::new(StringArray::from(
+            places.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        )),
+        "_partition" => Arc::new(Int32Array::from(
+            places.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        )),
+        "_offset" => Arc::new(Int64Array::from(
+            places.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        )),
+        _ => Arc::new(TimestampMillisecondArray::from(
+            places.iter().map(|p| p.timestamp).collect::<Vec<_>>(),
+        )),
+    }
+}
+
+/// The declared columns in order: value columns from `values`, metadata
+/// columns from `places`.
+pub(super) fn with_metadata(
+    schema: &SchemaRef,
+    values: RecordBatch,
+    places: &[Place],
+) -> Result<RecordBatch> {
+    if values.num_columns() == schema.fields().len() {
+        return Ok(values);
+    }
+    let mut value_columns = values.columns().iter();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            if METADATA_COLUMNS.contains(&field.name().as_str()) {
+                let array = metadata_array(field.name(), places);
+                Ok(cast_with_options(
+                    &array,
+                    field.data_type(),
+                    &CastOptions::default(),
+                )?)
+            } else {
+                value_columns
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| BrookError::Internal("a value column is missing".into()))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+pub(super) fn kafka_warning(stream: &str, topic: &str, err: &KafkaError) -> BrookError {
+    BrookError::external(
+        format!("stream '{stream}'"),
+        format!(
+            "reading topic '{topic}' failed: {err} (librdkafka retries; rows resume when the broker answers)"
+        ),
+    )
+}
