@@ -132,15 +132,16 @@ impl QueryCheckpoints {
         };
         let bytes = file::encode(&header, state)?;
         let path = self.dir.join(file_name(batch));
+        // Written whole under a hidden temporary name, then renamed into
+        // place: a checkpoint is never seen half written. The name is the
+        // checkpoint's own (not a random one), so that a run killed while
+        // writing leaves nothing the next write does not replace.
+        let temporary = self.dir.join(format!(".{}.tmp", file_name(batch)));
         let write = || -> std::io::Result<()> {
-            // Written whole under a hidden temporary name, then renamed
-            // into place: a checkpoint is never seen half written.
-            let mut out = tempfile::Builder::new()
-                .prefix(".checkpoint")
-                .tempfile_in(&self.dir)?;
+            let mut out = fs::File::create(&temporary)?;
             out.write_all(&bytes)?;
-            out.as_file().sync_all()?;
-            out.persist(&path).map_err(|err| err.error)?;
+            out.sync_all()?;
+            fs::rename(&temporary, &path)?;
             // The rename itself is durable once the directory is synced.
             fs::File::open(&self.dir)?.sync_all()
         };

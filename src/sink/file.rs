@@ -255,14 +255,8 @@ impl FileSink {
                     format.extension()
                 );
                 let path = self.options.path.join(&file_name);
-                // Written whole under a hidden temporary name (removed if
-                // the write fails), then renamed into place: a reader of
-                // the directory never sees a file half written.
-                let temporary = tempfile::Builder::new()
-                    .prefix(&format!(".{file_name}"))
-                    .tempfile_in(&self.options.path)
-                    .map_err(|e| failed(&path, e))?;
-                let written = temporary.reopen().and_then(|file| {
+                let temporary = self.options.path.join(format!(".{file_name}.tmp"));
+                let written = File::create(&temporary).and_then(|file| {
                     let file = match format {
                         FileFormat::Parquet => write_parquet(file, &schema, &batches)?,
                         FileFormat::Csv | FileFormat::Json => {
@@ -274,11 +268,10 @@ impl FileSink {
                     file.sync_data()
                 });
                 if let Err(err) = written {
-                    return Err(failed(temporary.path(), err));
+                    let _ = std::fs::remove_file(&temporary);
+                    return Err(failed(&temporary, err));
                 }
-                temporary
-                    .persist(&path)
-                    .map_err(|e| failed(&path, e.error))?;
+                std::fs::rename(&temporary, &path).map_err(|e| failed(&path, e))?;
                 Ok(Some(path))
             }
         }
