@@ -6,18 +6,24 @@
 //! 100 ms at a 100 ms interval) with 1,000 groups. 10,000 words per batch
 //! from a queue (one item per batch; the clock at 1 ms so that the query
 //! sets the pace), 300 batches. Per-batch time is the run's wall time over
-//! its batches (the query's work plus, with checkpoints, writing each).
+//! its 300 input batches (the query's work plus, with checkpoints, writing
+//! each); every input row must have been read, one input batch per batch.
 //! Restore: from starting the query again on the checkpoint directory to
-//! its first output.
+//! its return (planning and reading the checkpoint); its first batch, one
+//! more input batch, must then give the counts of the restored state plus
+//! that batch: every word's total for `RUNNING`, the last 100 batches' for
+//! `HOP`.
 //!
 //! Run: `cargo bench --bench checkpoint`
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use brook::{SqlOutput, StreamContext};
-use datafusion::arrow::array::StringArray;
+use brook::{BatchOutput, SqlOutput, StreamContext};
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
@@ -44,9 +50,57 @@ fn batches(groups: u64) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// Word counts of a batch of words.
+fn word_counts(batch: &RecordBatch) -> HashMap<String, i64> {
+    let words = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("words");
+    let mut counts = HashMap::new();
+    for word in words.iter().flatten() {
+        *counts.entry(word.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The `(word, n)` rows of an output.
+fn output_counts(output: &BatchOutput) -> HashMap<String, i64> {
+    let mut counts = HashMap::new();
+    for batch in &output.batches {
+        let words = cast(batch.column(0), &DataType::Utf8).expect("word column");
+        let words = words.as_any().downcast_ref::<StringArray>().expect("words");
+        let n = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("counts");
+        for row in 0..batch.num_rows() {
+            let earlier = counts.insert(words.value(row).to_string(), n.value(row));
+            assert!(
+                earlier.is_none(),
+                "{} twice in one result",
+                words.value(row)
+            );
+        }
+    }
+    counts
+}
+
+/// What a query's result holds at a batch: `RUNNING`, every batch so
+/// far, or a window, this many of the last batches.
+#[derive(Clone, Copy)]
+enum Holds {
+    Running,
+    LastBatches(usize),
+}
+
 struct Measured {
     per_batch: Duration,
     checkpoint_bytes: u64,
+    /// Each batch's number and the input batch it held, if any (the queue
+    /// hands one item per batch, in order).
+    inputs_of_batches: Vec<(u64, Option<usize>)>,
 }
 
 async fn run(sql: &str, batches: &[RecordBatch], dir: Option<PathBuf>) -> Measured {
@@ -73,22 +127,52 @@ async fn run(sql: &str, batches: &[RecordBatch], dir: Option<PathBuf>) -> Measur
         }
         queue.close();
     });
-    let mut outputs = 0;
+    let mut inputs_of_batches = Vec::new();
+    let mut inputs_read = 0;
     while let Some(output) = query.next().await {
-        output.expect("batch");
-        outputs += 1;
+        let output = output.expect("batch");
+        // The end of input emits once more, as no batch of its own.
+        if inputs_of_batches
+            .last()
+            .is_some_and(|(number, _)| *number == output.batch_number)
+        {
+            continue;
+        }
+        let input = match output.rows_in {
+            0 => None,
+            ROWS => {
+                inputs_read += 1;
+                Some(inputs_read - 1)
+            }
+            rows => panic!(
+                "{sql}: batch {} read {rows} rows, not one input batch",
+                output.batch_number
+            ),
+        };
+        inputs_of_batches.push((output.batch_number, input));
     }
     let elapsed = started.elapsed();
     feeder.await.expect("feeder");
+    assert_eq!(inputs_read, batches.len(), "{sql}: input batches read");
     let stats = query.stats();
     Measured {
-        per_batch: elapsed / outputs.max(1),
+        per_batch: elapsed / batches.len() as u32,
         checkpoint_bytes: stats.checkpoint_bytes,
+        inputs_of_batches,
     }
 }
 
-/// From starting `sql` again on `dir` to its first output.
-async fn restore(sql: &str, batches: &[RecordBatch], dir: PathBuf) -> Duration {
+/// Starts `sql` again on `dir` with `batches[0]` queued: returns the time
+/// until the query is returned (planning and reading the checkpoint; the
+/// first output waits for the clock too), having checked that its first
+/// batch counts the state of `checkpointed` plus that batch.
+async fn restore(
+    sql: &str,
+    holds: Holds,
+    batches: &[RecordBatch],
+    checkpointed: &Measured,
+    dir: PathBuf,
+) -> Duration {
     let ctx = StreamContext::new(Duration::from_millis(100));
     ctx.set_checkpoint_dir(Some(dir)).expect("dir");
     let queue = common::one_item_queue(&ctx, "words", batches[0].schema());
@@ -99,9 +183,42 @@ async fn restore(sql: &str, batches: &[RecordBatch], dir: PathBuf) -> Duration {
         other => panic!("{sql}: {other:?}"),
     };
     let restored = started.elapsed();
-    let _ = query.next().await;
-    // The restore itself: planning and reading the checkpoint happen before
-    // the query is returned; the first output waits for the clock too.
+    let last = checkpointed
+        .inputs_of_batches
+        .last()
+        .expect("batches ran")
+        .0;
+    assert_eq!(
+        query.restored_batch(),
+        Some(last),
+        "{sql}: restored after batch"
+    );
+    let first = query
+        .next()
+        .await
+        .expect("a first batch")
+        .expect("the first batch runs");
+    assert_eq!(first.batch_number, last + 1, "{sql}: numbered on");
+    // The input batches the state holds, then the one just queued.
+    let held: Vec<usize> = checkpointed
+        .inputs_of_batches
+        .iter()
+        .filter(|(number, _)| match holds {
+            Holds::Running => true,
+            Holds::LastBatches(size) => *number + size as u64 > last + 1,
+        })
+        .filter_map(|(_, input)| *input)
+        .collect();
+    let mut expected: HashMap<String, i64> = word_counts(&batches[0]);
+    for input in held {
+        for (word, n) in word_counts(&batches[input]) {
+            *expected.entry(word).or_insert(0) += n;
+        }
+    }
+    assert!(
+        output_counts(&first) == expected,
+        "{sql}: the first batch after the restore does not count the restored state"
+    );
     restored
 }
 
@@ -115,20 +232,23 @@ fn main() {
             "running_1k_groups",
             1_000,
             "SELECT word, COUNT(*) AS n FROM RUNNING(words) GROUP BY word",
+            Holds::Running,
         ),
         (
             "running_100k_groups",
             100_000,
             "SELECT word, COUNT(*) AS n FROM RUNNING(words) GROUP BY word",
+            Holds::Running,
         ),
         (
             "hop_100_batches_1k_groups",
             1_000,
             "SELECT word, COUNT(*) AS n FROM HOP(words, INTERVAL '100 milliseconds', INTERVAL '10 seconds') GROUP BY word",
+            Holds::LastBatches(100),
         ),
     ];
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    for (name, groups, sql) in scenarios {
+    for (name, groups, sql, holds) in scenarios {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
@@ -141,7 +261,7 @@ fn main() {
             ));
             let _ = std::fs::remove_dir_all(&dir);
             let with = runtime.block_on(run(sql, &input, Some(dir.clone())));
-            let restored = runtime.block_on(restore(sql, &input, dir.clone()));
+            let restored = runtime.block_on(restore(sql, holds, &input, &with, dir.clone()));
             let _ = std::fs::remove_dir_all(&dir);
             println!(
                 "checkpoint/{name} run {attempt}: {:.2} ms a batch without checkpoints, {:.2} ms with (+{:.2} ms), checkpoint {:.1} KiB, restore {:.1} ms",

@@ -2,7 +2,9 @@
 //! topic on a tansu broker (127.0.0.1, in-memory storage), then consumed
 //! by a word count over text lines and by a `GROUP BY` over JSON records.
 //! Messages per second from the query's start (before the first fetch) to
-//! the result that holds the last message.
+//! the result that holds the last message. Each run must read every
+//! message exactly once (no batch more, however long it waits after) and
+//! its per-batch results must add up to the exact counts and sums.
 //!
 //! Run: `cargo bench --bench kafka_source` (tansu at `target/tools/tansu`,
 //! or `BROOK_TANSU`; `bash .ci/install-tansu` fetches it).
@@ -11,9 +13,13 @@
 #[path = "../tests/support/kafka_broker.rs"]
 mod kafka_broker;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use brook::{SqlOutput, StreamContext};
+use brook::{BatchOutput, SqlOutput, StreamContext};
+use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use futures::StreamExt;
 use kafka_broker::KafkaBroker;
 use rdkafka::config::ClientConfig;
@@ -64,15 +70,57 @@ fn produce(
     started.elapsed()
 }
 
+/// Per group key, the sums of the per-batch results' columns (for an
+/// average, times the batch's count): what a run's batches add up to.
+type Totals = HashMap<String, Vec<i64>>;
+
+/// Adds an output's rows to `totals`: the first column is the key, the
+/// others Int64 counts or Float64 averages, an average weighted by the
+/// row's last column (its count) and kept in halves (every value here is
+/// a whole number and a half, so the sum is exact).
+fn add_output(totals: &mut Totals, output: &BatchOutput) {
+    for batch in &output.batches {
+        let keys = cast(batch.column(0), &DataType::Utf8).expect("key column");
+        let keys = keys.as_any().downcast_ref::<StringArray>().expect("keys");
+        let last = batch.num_columns() - 1;
+        let counts = batch
+            .column(last)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("the last column is a count");
+        for row in 0..batch.num_rows() {
+            let sums = totals
+                .entry(keys.value(row).to_string())
+                .or_insert_with(|| vec![0; last]);
+            for (column, sum) in (1..=last).zip(sums.iter_mut()) {
+                let values = batch.column(column);
+                *sum += match values.as_any().downcast_ref::<Float64Array>() {
+                    Some(averages) => {
+                        (averages.value(row) * counts.value(row) as f64 * 2.0).round() as i64
+                    }
+                    None => values
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("an Int64 or Float64 column")
+                        .value(row),
+                };
+            }
+        }
+    }
+}
+
 /// Consumes `count` messages of `topic` with `sql` in a group of its own;
 /// returns the time from the query's start and from its first batch with
-/// rows (after the group join and the first fetch) to the last message.
+/// rows (after the group join and the first fetch) to the last message,
+/// having checked that no batch read a message more and that the batches'
+/// results add up to `expected`.
 async fn consume(
     broker: &KafkaBroker,
     topic: &str,
     (format, columns): (&str, &str),
     sql: &str,
     count: usize,
+    expected: &Totals,
     attempt: u32,
 ) -> (Duration, Duration) {
     let ctx = StreamContext::new(Duration::from_millis(100));
@@ -92,7 +140,11 @@ async fn consume(
     };
     let mut seen = 0;
     let mut first_rows = None;
-    while seen < count {
+    let mut totals = Totals::new();
+    let mut end = None;
+    // Past the last message, a second of batches that must read nothing.
+    let mut quiet_until = None;
+    while quiet_until.is_none_or(|until| Instant::now() < until) {
         match tokio::time::timeout(Duration::from_secs(120), query.next()).await {
             Ok(Some(Ok(output))) => {
                 if output.rows_in > 0 && first_rows.is_none() {
@@ -100,11 +152,22 @@ async fn consume(
                     first_rows = Some(Instant::now() - output.elapsed);
                 }
                 seen += output.rows_in;
+                add_output(&mut totals, &output);
             }
             other => panic!("{sql}: stopped at {seen} of {count}: {other:?}"),
         }
+        assert!(seen <= count, "{sql}: read {seen} messages of {count}");
+        if seen == count && end.is_none() {
+            let now = Instant::now();
+            end = Some(now);
+            quiet_until = Some(now + Duration::from_secs(1));
+        }
     }
-    let end = Instant::now();
+    assert!(
+        totals == *expected,
+        "{sql}: the batches' results do not add up"
+    );
+    let end = end.expect("every message read");
     (end - started, end - first_rows.unwrap_or(started))
 }
 
@@ -124,6 +187,20 @@ fn main() {
         produced_text.as_secs_f64(),
         produced_json.as_secs_f64()
     );
+    // What every message adds: three words of a line; a sensor's reading.
+    let mut words = Totals::new();
+    let mut sensors = Totals::new();
+    for n in 0..count {
+        for word in [n % 1000, (n * 7) % 1000, (n * 13) % 1000] {
+            words.entry(format!("w{word}")).or_insert_with(|| vec![0])[0] += 1;
+        }
+        let sums = sensors
+            .entry(format!("s{}", n % 1000))
+            .or_insert_with(|| vec![0, 0]);
+        // The temperature in halves, then one more reading.
+        sums[0] += (n % 40) as i64 * 2 + 1;
+        sums[1] += 1;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,6 +213,7 @@ fn main() {
             ("text", "line TEXT"),
             "SELECT word, COUNT(*) AS n FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) GROUP BY word",
             count,
+            &words,
             attempt,
         ));
         let (json_all, json) = runtime.block_on(consume(
@@ -144,6 +222,7 @@ fn main() {
             ("json", "sensor TEXT, temp DOUBLE"),
             "SELECT sensor, AVG(temp) AS t, COUNT(*) AS n FROM records GROUP BY sensor",
             count,
+            &sensors,
             attempt,
         ));
         let rate = |d: Duration| count as f64 / d.as_secs_f64() / 1e6;

@@ -30,9 +30,14 @@ use crate::query::Retained;
 use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
 use crate::sql::EmitMode;
 
-/// One cluster of overlapping sessions: its start and end (epoch
-/// milliseconds), and whether it holds a row of the batch being merged.
-type ClusterBounds = (i64, i64, bool);
+/// Sessions of one group that overlap, merged: the merged session's
+/// bounds (epoch milliseconds), and whether one of its sessions is fresh
+/// (see [`SessionEngine::clusters`]).
+struct Cluster {
+    start: i64,
+    end: i64,
+    fresh: bool,
+}
 
 /// A `SESSION` query in progress.
 pub(crate) struct SessionEngine {
@@ -123,11 +128,11 @@ impl SessionEngine {
         };
         let (cluster_of, bounds) = self.clusters(&all, old_rows)?;
         let new_start: TimestampMillisecondArray = (0..all.num_rows())
-            .map(|row| Some(bounds[cluster_of[row]].0))
+            .map(|row| Some(bounds[cluster_of[row]].start))
             .collect::<TimestampMillisecondArray>()
             .with_timezone("+00:00");
         let new_end: TimestampMillisecondArray = (0..all.num_rows())
-            .map(|row| Some(bounds[cluster_of[row]].1))
+            .map(|row| Some(bounds[cluster_of[row]].end))
             .collect::<TimestampMillisecondArray>()
             .with_timezone("+00:00");
         let mut columns = all.columns().to_vec();
@@ -136,7 +141,7 @@ impl SessionEngine {
         let all = RecordBatch::try_new(schema, columns)?;
         // Sessions without fresh rows are single rows already.
         let touched: BooleanArray = (0..all.num_rows())
-            .map(|row| Some(bounds[cluster_of[row]].2))
+            .map(|row| Some(bounds[cluster_of[row]].fresh))
             .collect();
         let untouched = filter_record_batch(&all, &not(&touched)?)?;
         let touched = filter_record_batch(&all, &touched)?;
@@ -151,12 +156,9 @@ impl SessionEngine {
 
     /// Sorts the sessions in `all` into clusters: runs of one group's
     /// sessions that overlap (so merge into one). Returns each row's
-    /// cluster and each cluster's [`ClusterBounds`].
-    fn clusters(
-        &self,
-        all: &RecordBatch,
-        fresh_from: usize,
-    ) -> Result<(Vec<usize>, Vec<ClusterBounds>)> {
+    /// cluster and the clusters, `fresh` when one holds a row at or after
+    /// index `fresh_from`.
+    fn clusters(&self, all: &RecordBatch, fresh_from: usize) -> Result<(Vec<usize>, Vec<Cluster>)> {
         let keys = self.group_keys(all)?;
         let starts = millis_column(all, self.start_column)?;
         let ends = millis_column(all, self.end_column)?;
@@ -168,21 +170,25 @@ impl SessionEngine {
         });
         // Sweep: a cluster is a run of one group's sessions that overlap.
         let mut cluster_of = vec![0usize; all.num_rows()];
-        let mut bounds: Vec<ClusterBounds> = Vec::new();
+        let mut bounds: Vec<Cluster> = Vec::new();
         let mut previous: Option<usize> = None;
         for &row in &order {
             let fresh_row = row >= fresh_from;
             let joins = previous.is_some_and(|p| {
                 keys.row(p) == keys.row(row)
-                    && bounds.last().is_some_and(|(_, end, _)| starts[row] < *end)
+                    && bounds.last().is_some_and(|last| starts[row] < last.end)
             });
             if joins {
                 if let Some(last) = bounds.last_mut() {
-                    last.1 = last.1.max(ends[row]);
-                    last.2 |= fresh_row;
+                    last.end = last.end.max(ends[row]);
+                    last.fresh |= fresh_row;
                 }
             } else {
-                bounds.push((starts[row], ends[row], fresh_row));
+                bounds.push(Cluster {
+                    start: starts[row],
+                    end: ends[row],
+                    fresh: fresh_row,
+                });
             }
             cluster_of[row] = bounds.len() - 1;
             previous = Some(row);
@@ -225,7 +231,7 @@ impl SessionEngine {
         // Each candidate session (one per group and event time) is kept
         // when its merged cluster is still open.
         let kept: Vec<bool> = (first_candidate..all.num_rows())
-            .map(|row| bounds[cluster_of[row]].1 > mark)
+            .map(|row| bounds[cluster_of[row]].end > mark)
             .collect();
         let starts = millis_column(&candidates, self.start_column)?;
         // Per event time: whether its candidates were kept (all, none, or

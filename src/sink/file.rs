@@ -188,7 +188,7 @@ impl FileSink {
     /// may have written them; their batches are numbered and written
     /// again). Returns how many went. An appended file cannot be undone.
     pub fn forget_after(&self, batch: u64) -> Result<usize> {
-        if self.appending.is_some() {
+        if self.options.mode == FileMode::Append {
             return Ok(0);
         }
         let prefix = format!("{}-", self.name);
@@ -220,6 +220,18 @@ impl FileSink {
         Ok(removed)
     }
 
+    /// This sink, with its open file in append mode, leaving a copy without
+    /// the file in its place: a write on another thread takes the sink
+    /// along and puts it back.
+    pub(crate) fn take_for_write(&mut self) -> FileSink {
+        let left = FileSink {
+            name: self.name.clone(),
+            options: self.options.clone(),
+            appending: None,
+        };
+        std::mem::replace(self, left)
+    }
+
     /// Writes one batch's result; returns the file written, if any (a
     /// result without rows writes nothing).
     pub fn write(&mut self, output: &BatchOutput) -> Result<Option<PathBuf>> {
@@ -238,8 +250,16 @@ impl FileSink {
                 err,
             )
         };
-        match &mut self.appending {
-            Some((file, header_written)) => {
+        match self.options.mode {
+            FileMode::Append => {
+                let Some((file, header_written)) = &mut self.appending else {
+                    return Err(BrookError::Internal(format!(
+                        "sink '{}': batch {}: {} is not open (its last write did not finish)",
+                        self.name,
+                        output.batch_number,
+                        self.options.path.display()
+                    )));
+                };
                 let header = !*header_written;
                 encode(file, format, &batches, header)
                     .and_then(|()| file.flush())
@@ -247,7 +267,7 @@ impl FileSink {
                 *header_written = true;
                 Ok(Some(self.options.path.clone()))
             }
-            None => {
+            FileMode::PerBatch => {
                 let file_name = format!(
                     "{}-{:06}.{}",
                     self.name,

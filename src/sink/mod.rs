@@ -49,8 +49,30 @@ pub trait BatchSink: Send {
 
 #[async_trait]
 impl BatchSink for FileSink {
+    /// Writes on tokio's blocking pool: encoding a batch and syncing its
+    /// file hold a thread for as long as the disk takes, and on a runtime
+    /// thread a slow disk would hold up the clock and every other query
+    /// scheduled there (with a one-thread runtime, all of them).
     async fn write(&mut self, output: &BatchOutput) -> Result<SinkWrite> {
-        Ok(match FileSink::write(self, output)? {
+        let mut sink = self.take_for_write();
+        let output = output.clone();
+        let (sink, written) = match tokio::task::spawn_blocking(move || {
+            let written = FileSink::write(&mut sink, &output);
+            (sink, written)
+        })
+        .await
+        {
+            Ok(done) => done,
+            // A panic in the write is the sink task's, as if it ran here.
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => {
+                return Err(BrookError::Internal(
+                    "a file sink's write was cancelled (the runtime is shutting down)".into(),
+                ));
+            }
+        };
+        *self = sink;
+        Ok(match written? {
             Some(_) => SinkWrite::Written,
             None => SinkWrite::Empty,
         })

@@ -429,6 +429,7 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in
     // A few more batches: nothing moves past the exact totals.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = totals(pg.rows("SELECT word, n FROM totals ORDER BY word").await);
+    let windows_written = window_rows(windows.path());
     child.kill().unwrap();
     child.wait().unwrap();
     pg.stop();
@@ -439,6 +440,7 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in
         "rows lost and counted twice"
     );
     assert_eq!(after, expected);
+    assert_eq!(each_window_once(windows_written), expected_windows);
 }
 
 #[tokio::test]
@@ -532,6 +534,20 @@ pub(crate) fn window_rows(dir: &Path) -> Vec<((i64, String), i64)> {
         }
     }
     rows
+}
+
+/// Window rows as a map from window to count; fails naming a window that
+/// was written more than once (a batch written again after a restart).
+pub(crate) fn each_window_once(
+    rows: Vec<((i64, String), i64)>,
+) -> std::collections::BTreeMap<(i64, String), i64> {
+    let mut once = std::collections::BTreeMap::new();
+    for (window, n) in rows {
+        if let Some(earlier) = once.insert(window.clone(), n) {
+            panic!("window {window:?} written twice: {earlier} and {n}");
+        }
+    }
+    once
 }
 
 /// How many counts `seen` lacks and how many it has too many, against

@@ -1052,7 +1052,9 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
     // Each run joins groups of its own (no wait for a killed member's
     // session to expire): the checkpoints' offsets, not the groups', say
     // where it starts. Each query reads the topic through a stream of its
-    // own: a stream resumes from the checkpoint of one query.
+    // own: a stream resumes from the checkpoint of one query. The windows'
+    // stream keeps a watermark per partition, each in event-time order, so
+    // a 2-second delay closes windows as the runs read and none is late.
     let script = |run: usize| -> std::path::PathBuf {
         let path = base.join(format!("run{run}.sql"));
         std::fs::write(
@@ -1062,7 +1064,8 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
                  CREATE STREAM events (word TEXT, ts TIMESTAMP) \
                    WITH (connector = 'kafka', bootstrap_servers = '{0}', topic = 'events', format = 'csv', \
                    group_id = 'kill-{run}-totals', start_offset = 'earliest', {GROUP});\n\
-                 CREATE STREAM readings (word TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1000' SECOND) \
+                 CREATE STREAM readings (word TEXT, ts TIMESTAMP, _partition INT, \
+                   WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) \
                    WITH (connector = 'kafka', bootstrap_servers = '{0}', topic = 'events', format = 'csv', \
                    group_id = 'kill-{run}-windows', start_offset = 'earliest', idle_timeout = '1h', {GROUP});\n\
                  CREATE SINK totals WITH (connector = 'postgres', url = '{1}', table = 'totals', \
@@ -1088,9 +1091,12 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
             .spawn()
             .unwrap()
     };
-    // 30 rounds of 200 messages over the four partitions, 2 s of event time
-    // each, produced while brook runs and is killed.
-    const ROUNDS: i64 = 30;
+    // Rounds of 200 messages over the four partitions, 2 s of event time
+    // each: five (one 10-second window) produced while each killed run
+    // runs, so that run k closes window k - 1; the rest before the last.
+    const ROUNDS: i64 = 60;
+    const ROUNDS_PER_RUN: i64 = 5;
+    const RUNS_KILLED: i64 = 10;
     let round = |r: i64| -> Vec<(i32, Option<String>, String)> {
         (0..200)
             .map(|i| {
@@ -1119,14 +1125,69 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
                 .or_default() += 1;
         }
     }
+    // Messages the totals table has counted (the sink's committed batches).
+    let counted = |pg: &crate::pg_server::PgServer| {
+        let pg = pg.url();
+        async move {
+            let (client, connection) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test server");
+            tokio::spawn(connection);
+            // Before the first run creates the table, nothing is counted.
+            match client
+                .query_one("SELECT SUM(n)::BIGINT FROM totals", &[])
+                .await
+            {
+                Ok(row) => row.get::<_, Option<i64>>(0).unwrap_or(0),
+                Err(_) => 0,
+            }
+        }
+    };
+    let window_starts = |dir: &std::path::Path| -> std::collections::BTreeSet<i64> {
+        crate::checkpoint::window_rows(dir)
+            .into_iter()
+            .map(|((start, _), _)| start)
+            .collect()
+    };
     let mut rng = crate::common::Rng(0x00ca_fe00);
     let mut produced = 0;
-    for run in 0..10 {
-        let mut child = brook(run);
-        // Past the group's first join (~3 s), then a random moment.
-        let until = Instant::now() + Duration::from_millis(3_000 + rng.below(2_000));
+    let mut counted_before = 0;
+    for run in 0..RUNS_KILLED {
+        let mut child = brook(run as usize);
+        let rounds_by_now = (run + 1) * ROUNDS_PER_RUN;
+        // The rounds the last run was killed before, and two of this run's,
+        // wait for it. Before it is killed it must have made progress: once
+        // it has joined its groups (~3 s), more messages counted than the
+        // runs before it committed and, its second round taking the
+        // watermark past the window's end, window run - 1 written.
+        while produced < run * ROUNDS_PER_RUN + 2 {
+            produce(&broker, "events", &round(produced)).await;
+            produced += 1;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let counted_now = counted(&pg).await;
+            let closed = run == 0 || window_starts(&windows).contains(&((run - 1) * 10_000));
+            if counted_now > counted_before && closed {
+                break;
+            }
+            if Instant::now() >= deadline {
+                // Not left running past the test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "run {run} made no progress: {counted_now} messages counted ({counted_before} \
+                     before it), windows starting at {:?}",
+                    window_starts(&windows)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Then the rest of its rounds arrive, one every 150 ms, and it is
+        // killed at a random moment.
+        let until = Instant::now() + Duration::from_millis(rng.below(1_000));
         while Instant::now() < until {
-            if produced < ROUNDS {
+            if produced < rounds_by_now {
                 produce(&broker, "events", &round(produced)).await;
                 produced += 1;
             }
@@ -1134,6 +1195,7 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        counted_before = counted(&pg).await;
     }
     while produced < ROUNDS {
         produce(&broker, "events", &round(produced)).await;
@@ -1144,7 +1206,7 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
             .map(|r| (r[0].clone(), r[1].parse().unwrap()))
             .collect()
     };
-    let mut child = brook(10);
+    let mut child = brook(RUNS_KILLED as usize);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut seen = BTreeMap::new();
     while Instant::now() < deadline {
@@ -1154,13 +1216,18 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Every message counted: one far ahead closes every window.
-    produce(
-        &broker,
-        "events",
-        &[(0, None, format!("end,{}", event_time_text(10_000_000)))],
-    )
-    .await;
+    // Every message counted: one far ahead on each partition closes every
+    // window.
+    let ends: Vec<(i32, Option<String>, String)> = (0..4)
+        .map(|partition| {
+            (
+                partition,
+                None,
+                format!("end,{}", event_time_text(10_000_000)),
+            )
+        })
+        .collect();
+    produce(&broker, "events", &ends).await;
     while Instant::now() < deadline {
         if crate::checkpoint::window_rows(&windows).len() >= expected_windows.len() {
             break;
@@ -1179,16 +1246,9 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
         (0, 0),
         "messages lost and counted twice"
     );
-    // "end" counted once more by the running total.
+    // "end" counted once per partition by the running total.
     let mut expected_after = expected.clone();
-    expected_after.insert("end".to_string(), 1);
+    expected_after.insert("end".to_string(), 4);
     assert_eq!(after, expected_after);
-    let mut once: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for (key, n) in rows {
-        assert!(
-            once.insert(key.clone(), n).is_none(),
-            "window {key:?} written twice"
-        );
-    }
-    assert_eq!(once, expected_windows);
+    assert_eq!(crate::checkpoint::each_window_once(rows), expected_windows);
 }

@@ -188,6 +188,85 @@ async fn stop_query_stops_a_sink_on_a_live_socket_and_leaves_only_whole_files() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A disk that takes its time, made with a FIFO where the sink writes
+/// batch 1's temporary file: opening it blocks until a reader comes, as a
+/// write or sync on a slow disk blocks its thread. The test's runtime has
+/// one thread, so a sink that blocked it would stop everything.
+#[tokio::test]
+async fn a_sink_blocked_on_its_disk_holds_up_no_other_query_and_stop_query_waits_for_its_file() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = temp_dir("blocked");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join(".blocked-000001.csv.tmp");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let ctx = StreamContext::new(Duration::from_millis(50));
+    ctx.sql("CREATE STREAM words (word TEXT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    ctx.sql("CREATE STREAM other (x BIGINT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    // Queued before the sink's query starts: its batch 1 holds the row.
+    ctx.sql("INSERT INTO words VALUES ('a')").await.unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK blocked WITH (connector = 'file', path = '{}') AS \
+         SELECT word, COUNT(*) AS n FROM words GROUP BY word",
+        dir.display()
+    ))
+    .await
+    .unwrap();
+    let mut other = crate::common::start(&ctx, "SELECT x FROM other").await;
+    let disk_answered = Arc::new(AtomicBool::new(false));
+    let disk = {
+        let disk_answered = Arc::clone(&disk_answered);
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            disk_answered.store(true, Ordering::SeqCst);
+            std::fs::read_to_string(&fifo).expect("read what the sink wrote")
+        })
+    };
+    // For a second of the two the disk keeps the sink waiting, the other
+    // query runs batch after batch (one every 50 ms).
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut batches_meanwhile = 0;
+    while let Ok(output) =
+        tokio::time::timeout_at(until, futures::StreamExt::next(&mut other)).await
+    {
+        output
+            .expect("a query over another stream goes on")
+            .unwrap();
+        batches_meanwhile += 1;
+    }
+    assert!(
+        !disk_answered.load(Ordering::SeqCst),
+        "the other query waited for the sink's disk ({batches_meanwhile} batches)"
+    );
+    assert!(batches_meanwhile >= 5, "{batches_meanwhile} batches");
+    // STOP QUERY returns once the sink's write in progress is done, however
+    // long its disk takes (this write then fails: a FIFO cannot be synced,
+    // and the sink reports it).
+    let sink_query = ctx
+        .running_queries()
+        .into_iter()
+        .find(|q| q.output == "sink blocked")
+        .expect("the sink's query runs")
+        .id;
+    ctx.sql(&format!("STOP QUERY {sink_query}")).await.unwrap();
+    assert!(disk_answered.load(Ordering::SeqCst));
+    let written = disk.join().unwrap();
+    let rows: Vec<String> = written
+        .lines()
+        .map(|line| line.split(',').skip(2).collect::<Vec<_>>().join(","))
+        .collect();
+    assert_eq!(rows, vec!["word,n", "a,1"], "{written}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn an_append_sink_writes_json_lines_to_one_file() {
     let dir = temp_dir("append");
