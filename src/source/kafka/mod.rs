@@ -26,9 +26,9 @@ mod options;
 mod reader;
 mod rebalance;
 
-use self::offsets::{Committer, Offsets, offsets_text};
+use self::offsets::{Offsets, offsets_text};
 use self::reader::{Reader, metadata_array};
-use self::rebalance::{KafkaConsumer, StartContext};
+use self::rebalance::{Committer, KafkaConsumer, StartContext};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,13 +1,12 @@
 //! The offsets of a Kafka stream's topic: what was read per partition,
 //! which rows every query has finished (chunk by chunk, against the
-//! stream's cut ledger), what was committed, and the task that commits to
-//! the group as finished cuts move on.
+//! stream's cut ledger), and what was committed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{BrookError, WarningHandler};
@@ -15,7 +14,6 @@ use crate::stream::Inbox;
 use crate::sync::lock;
 
 use super::REBALANCE_WAIT;
-use super::rebalance::{KafkaConsumer, StartContext};
 
 /// The offsets of a stream's topic: what was read, which rows every query
 /// has finished, and what was committed.
@@ -221,7 +219,11 @@ impl Offsets {
     /// the batches in progress, drops the rows no batch has taken (the
     /// partitions' next owner reads them again), and commits what is
     /// finished, synchronously, before the partitions go.
-    pub(super) fn before_revoke(&self, consumer: &BaseConsumer<StartContext>, partitions: &[i32]) {
+    pub(super) fn before_revoke<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[i32],
+    ) {
         let taken = self.inbox.discard_pending();
         // The open batch has taken rows of these partitions: it is cut now
         // instead of at its tick, so the wait below is short.
@@ -259,36 +261,6 @@ pub(super) fn offsets_text(offsets: impl Iterator<Item = (i32, i64)>) -> String 
         .map(|(partition, offset)| format!("{partition}:{offset}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Commits to the group the offsets of the rows every query has finished,
-/// each time the stream's finished cuts move on.
-pub(super) struct Committer {
-    pub(super) consumer: Arc<KafkaConsumer>,
-    pub(super) offsets: Arc<Offsets>,
-}
-
-impl Committer {
-    pub(super) async fn run(self) {
-        let mut finished = self.offsets.inbox.ledger().watch_finished();
-        while finished.changed().await.is_ok() {
-            let Some(list) = self.offsets.pending_commit(None) else {
-                continue;
-            };
-            // Asynchronous: a failure is reported by the consumer's commit
-            // callback, and the offsets are due again at the next commit.
-            if let Err(err) = self.consumer.commit(&list, CommitMode::Async) {
-                self.offsets.commit_failed(&list);
-                (self.offsets.warn)(&BrookError::external(
-                    format!("stream '{}'", self.offsets.stream),
-                    format!(
-                        "committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
-                        self.offsets.topic
-                    ),
-                ));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,15 @@
 //! The consumer's side of the group: where each assigned partition starts
 //! (a checkpoint's offset, `start_offset`, or the group's commit), and
 //! what a rebalance does (wait for the batches in progress, commit, drop
-//! what no batch took); and the consumer, closed off the runtime.
+//! what no batch took); the consumer, closed off the runtime; and the task
+//! that commits to the group as the stream's finished cuts move on.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
@@ -145,6 +146,36 @@ impl Drop for KafkaConsumer {
             let _ = std::thread::Builder::new()
                 .name("brook-kafka-close".into())
                 .spawn(move || drop(consumer));
+        }
+    }
+}
+
+/// Commits to the group the offsets of the rows every query has finished,
+/// each time the stream's finished cuts move on.
+pub(super) struct Committer {
+    pub(super) consumer: Arc<KafkaConsumer>,
+    pub(super) offsets: Arc<Offsets>,
+}
+
+impl Committer {
+    pub(super) async fn run(self) {
+        let mut finished = self.offsets.inbox.ledger().watch_finished();
+        while finished.changed().await.is_ok() {
+            let Some(list) = self.offsets.pending_commit(None) else {
+                continue;
+            };
+            // Asynchronous: a failure is reported by the consumer's commit
+            // callback, and the offsets are due again at the next commit.
+            if let Err(err) = self.consumer.commit(&list, CommitMode::Async) {
+                self.offsets.commit_failed(&list);
+                (self.offsets.warn)(&BrookError::external(
+                    format!("stream '{}'", self.offsets.stream),
+                    format!(
+                        "committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
+                        self.offsets.topic
+                    ),
+                ));
+            }
         }
     }
 }
