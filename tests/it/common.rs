@@ -7,9 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use brook::{BatchOutput, BrookError, ContinuousQuery, SqlOutput, StreamContext};
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::Int64Type;
+use brook::{BatchOutput, BrookError, ContinuousQuery, QueueOptions, SqlOutput, StreamContext};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use futures::StreamExt;
 
 /// Every test's upper bound on waiting for a query.
@@ -160,3 +160,46 @@ pub use brook::testing::Rng;
 pub const WORD_COUNT_SQL: &str = "SELECT word, COUNT(*) AS count \
      FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) \
      GROUP BY word ORDER BY count DESC, word";
+
+/// A context with a queue stream `events (word TEXT, v BIGINT)` holding
+/// `batches`, one per tick, then closed; `prepare` runs on the context
+/// first (registering functions, say).
+pub fn word_events(
+    batches: &[&[(&str, i64)]],
+    incremental: bool,
+    tick: Duration,
+    prepare: impl FnOnce(&StreamContext),
+) -> StreamContext {
+    let ctx = StreamContext::new(tick);
+    prepare(&ctx);
+    ctx.set_incremental_windows(incremental);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("word", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    let queue = ctx
+        .register_queue(
+            "events",
+            Arc::clone(&schema),
+            QueueOptions::default().with_one_at_a_time(true),
+        )
+        .unwrap();
+    for batch in batches {
+        let words: Vec<&str> = batch.iter().map(|(w, _)| *w).collect();
+        let values: Vec<i64> = batch.iter().map(|(_, v)| *v).collect();
+        queue
+            .push(
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![
+                        Arc::new(StringArray::from(words)),
+                        Arc::new(Int64Array::from(values)),
+                    ],
+                )
+                .unwrap(),
+            )
+            .unwrap();
+    }
+    queue.close();
+    ctx
+}

@@ -366,56 +366,45 @@ async fn sessions_close_after_a_gap_per_key_and_a_bridging_row_merges_two() {
 /// the row is not late (Flink merges first, then judges the merged window).
 #[tokio::test]
 async fn a_row_behind_the_watermark_that_overlaps_an_open_session_joins_it_and_is_not_late() {
-    {
-        let incremental = true;
-        let batches: &[&[Row]] = &[
-            &[("a", 1, 30_739)],
-            &[("a", 2, 37_495)], // watermark 35.495: [30.739, 35.739) still open
-            &[("a", 4, 28_984)], // own session closed, overlaps the open one
-            // Behind and overlapping nothing open: late.
-            &[("a", 8, 20_000), ("b", 16, 28_000)],
-        ];
-        let ctx = readings(&owned(batches), 2_000, incremental, true);
-        let query = start(
-            &ctx,
-            &window_sql("SESSION(readings, ts, INTERVAL '5' SECOND)", ""),
-        )
-        .await;
-        let outputs = collect_all(query).await;
-        let (emitted, late) = by_batch(&outputs);
-        assert_eq!(
-            late,
-            BTreeMap::from([(4, 2)]),
-            "incremental = {incremental}"
-        );
-        let all: Vec<Result5> = emitted.into_values().flatten().collect();
-        assert_eq!(
-            all,
-            vec![r(28_984, 35_739, "a", 2, 5), r(37_495, 42_495, "a", 1, 2)],
-            "incremental = {incremental}"
-        );
-    }
+    let (all, late) = five_second_sessions(&[
+        &[("a", 1, 30_739)],
+        &[("a", 2, 37_495)], // watermark 35.495: [30.739, 35.739) still open
+        &[("a", 4, 28_984)], // own session closed, overlaps the open one
+        // Behind and overlapping nothing open: late.
+        &[("a", 8, 20_000), ("b", 16, 28_000)],
+    ])
+    .await;
+    assert_eq!(late, BTreeMap::from([(4, 2)]));
+    assert_eq!(
+        all,
+        vec![r(28_984, 35_739, "a", 2, 5), r(37_495, 42_495, "a", 1, 2)]
+    );
 }
 
-/// Two rows behind the watermark at the same event time, in two groups:
-/// one overlaps its group's open session, the other does not.
-#[tokio::test]
-async fn rows_behind_the_watermark_at_one_time_are_judged_by_their_own_group() {
-    let batches: &[&[Row]] = &[
-        &[("a", 1, 30_739), ("b", 1, 10_000)],
-        &[("a", 2, 37_495)],
-        &[("a", 4, 28_984), ("b", 8, 28_984)],
-    ];
+/// Every session of a 5-second `SESSION` query over `batches` (watermark
+/// 2 s behind), in order, and the late rows per batch.
+async fn five_second_sessions(batches: &[&[Row]]) -> (Vec<Result5>, BTreeMap<u64, u64>) {
     let ctx = readings(&owned(batches), 2_000, true, true);
     let query = start(
         &ctx,
         &window_sql("SESSION(readings, ts, INTERVAL '5' SECOND)", ""),
     )
     .await;
-    let outputs = collect_all(query).await;
-    let (emitted, late) = by_batch(&outputs);
+    let (emitted, late) = by_batch(&collect_all(query).await);
+    (emitted.into_values().flatten().collect(), late)
+}
+
+/// Two rows behind the watermark at the same event time, in two groups:
+/// one overlaps its group's open session, the other does not.
+#[tokio::test]
+async fn rows_behind_the_watermark_at_one_time_are_judged_by_their_own_group() {
+    let (all, late) = five_second_sessions(&[
+        &[("a", 1, 30_739), ("b", 1, 10_000)],
+        &[("a", 2, 37_495)],
+        &[("a", 4, 28_984), ("b", 8, 28_984)],
+    ])
+    .await;
     assert_eq!(late, BTreeMap::from([(3, 1)]));
-    let all: Vec<Result5> = emitted.into_values().flatten().collect();
     assert_eq!(
         all,
         vec![

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use brook::{QueueOptions, StreamContext};
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use brook::StreamContext;
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DataFusionResult;
 use datafusion::logical_expr::{Accumulator, ColumnarValue, Volatility, create_udaf, create_udf};
@@ -84,39 +84,10 @@ fn sum_of_squares() -> datafusion::logical_expr::AggregateUDF {
 /// A context with both functions and a queue stream `events (word, v)`
 /// holding `batches`, one per tick, then closed.
 fn events(batches: &[&[(&str, i64)]], incremental: bool) -> StreamContext {
-    let ctx = StreamContext::new(TICK);
-    ctx.register_udf(times_ten());
-    ctx.register_udaf(sum_of_squares());
-    ctx.set_incremental_windows(incremental);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("word", DataType::Utf8, true),
-        Field::new("v", DataType::Int64, true),
-    ]));
-    let queue = ctx
-        .register_queue(
-            "events",
-            Arc::clone(&schema),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .unwrap();
-    for batch in batches {
-        let words: Vec<&str> = batch.iter().map(|(w, _)| *w).collect();
-        let values: Vec<i64> = batch.iter().map(|(_, v)| *v).collect();
-        queue
-            .push(
-                RecordBatch::try_new(
-                    Arc::clone(&schema),
-                    vec![
-                        Arc::new(StringArray::from(words)),
-                        Arc::new(Int64Array::from(values)),
-                    ],
-                )
-                .unwrap(),
-            )
-            .unwrap();
-    }
-    queue.close();
-    ctx
+    crate::common::word_events(batches, incremental, TICK, |ctx| {
+        ctx.register_udf(times_ten());
+        ctx.register_udaf(sum_of_squares());
+    })
 }
 
 const BATCHES: &[&[(&str, i64)]] = &[&[("a", 1), ("b", 2)], &[("a", 3)], &[("b", 4), ("a", 5)]];

@@ -3,13 +3,9 @@
 //! Each window query runs both ways, incremental and recompute, and both
 //! must give the exact rows expected.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use brook::{BatchOutput, BrookError, QueueOptions, StreamContext};
-use datafusion::arrow::array::{Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
+use brook::{BatchOutput, BrookError, StreamContext};
 
 use crate::common::{Rng, collect_all, explain, rows, start};
 
@@ -18,37 +14,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// A context with a queue stream `events (word TEXT, v BIGINT)` holding
 /// `batches`, one per tick, then closed.
 fn events(batches: &[&[(&str, i64)]], incremental: bool, tick: Duration) -> StreamContext {
-    let ctx = StreamContext::new(tick);
-    ctx.set_incremental_windows(incremental);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("word", DataType::Utf8, true),
-        Field::new("v", DataType::Int64, true),
-    ]));
-    let queue = ctx
-        .register_queue(
-            "events",
-            Arc::clone(&schema),
-            QueueOptions::default().with_one_at_a_time(true),
-        )
-        .unwrap();
-    for batch in batches {
-        let words: Vec<&str> = batch.iter().map(|(w, _)| *w).collect();
-        let values: Vec<i64> = batch.iter().map(|(_, v)| *v).collect();
-        queue
-            .push(
-                RecordBatch::try_new(
-                    Arc::clone(&schema),
-                    vec![
-                        Arc::new(StringArray::from(words)),
-                        Arc::new(Int64Array::from(values)),
-                    ],
-                )
-                .unwrap(),
-            )
-            .unwrap();
-    }
-    queue.close();
-    ctx
+    crate::common::word_events(batches, incremental, tick, |_| {})
 }
 
 /// Each output's rows, each row's cells joined with `,`.
