@@ -21,10 +21,10 @@ use crate::catalog::stream_table::{BatchSlot, BoundScan, QueryBindings, StreamTa
 use crate::catalog::windows::{
     EventShape, EventWindow, OutputMode, SlidingWindow, WindowKind, format_duration,
 };
-use crate::engine::event_window::{
-    EventClock, EventHopEngine, IncrementalPanes, LateRoute, RowPanes, late_schema,
-};
+use crate::engine::event_clock::{EventClock, LateRoute, late_schema};
+use crate::engine::event_window::EventHopEngine;
 use crate::engine::incremental::IncrementalStore;
+use crate::engine::panes::{IncrementalPanes, RowPanes};
 use crate::engine::per_batch::{PerBatchEngine, PlanVariant};
 use crate::engine::recompute::RecomputeStore;
 use crate::engine::running::RunningEngine;

@@ -568,9 +568,9 @@ impl StreamContext {
     /// with the late rows' columns, or a new one.
     fn late_stream(
         &self,
-        route: &crate::engine::event_window::LateRoute,
-    ) -> Result<crate::engine::event_window::LateInbox> {
-        use crate::engine::event_window::LateInbox;
+        route: &crate::engine::event_clock::LateRoute,
+    ) -> Result<crate::engine::event_clock::LateInbox> {
+        use crate::engine::event_clock::LateInbox;
         if let Some(stream) = self.stream(&route.stream) {
             if stream.source.connector() != "queue" {
                 return Err(BrookError::invalid(format!(

@@ -9,13 +9,18 @@
 //!     (see [`split`]), merged per window with [`two_stacks`];
 //! - [`running`]: `RUNNING`, one state row per group since the start;
 //! - [`event_window`]: `TUMBLE` / `HOP` on an event-time column, closed by
-//!   the watermark, over panes of partial state or of rows;
-//! - [`session`]: `SESSION` windows per group in event time.
+//!   the watermark, over [`panes`] of partial state or of rows;
+//! - [`session`]: `SESSION` windows per group in event time;
+//! - [`event_clock`]: what the event-time engines share: judging rows
+//!   against the watermark, late rows, moving the watermark.
 //!
-//! The planner ([`crate::planner`]) chooses the engine.
+//! The planner ([`crate::planner`]) chooses the engine; each engine says
+//! how it runs (`BatchEngine::describe`).
 
+pub(crate) mod event_clock;
 pub(crate) mod event_window;
 pub(crate) mod incremental;
+pub(crate) mod panes;
 pub(crate) mod per_batch;
 pub(crate) mod recompute;
 pub(crate) mod running;

@@ -20,7 +20,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
-use super::event_window::{EventClock, OnTime, end_of_input, filter_times};
+use super::event_clock::{EventClock, OnTime, filter_times};
+use super::event_window::end_of_input;
 use super::split::{IncrementalPlan, WindowBound};
 use super::{reduce, run_on, state};
 use crate::catalog::stream_table::BatchSlot;
