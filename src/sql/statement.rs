@@ -2,18 +2,22 @@
 
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::Field;
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DataFusionStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, SqlOption, Value};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::interval::{parse_delay, parse_duration};
-use super::types::arrow_type;
+use super::interval::parse_duration;
 use crate::error::{BrookError, Result, SqlLocation};
+
+pub use super::create_stream::CreateStream;
+use super::create_stream::parse_create_stream;
+use super::tokens::{
+    at, brook_parser, expect_end, expr_text, location_of, object_name, option_pair, parser_error,
+    split_location,
+};
 
 /// One statement of a script, parsed, with the text it came from.
 #[derive(Debug, Clone)]
@@ -106,22 +110,6 @@ pub enum BrookStatement {
     /// Any other statement, parsed by DataFusion (queries, `INSERT`,
     /// `CREATE EXTERNAL TABLE`, `SET datafusion.*`, ...).
     DataFusion(Box<DataFusionStatement>),
-}
-
-/// A parsed `CREATE STREAM`.
-#[derive(Debug, Clone)]
-pub struct CreateStream {
-    /// The stream's name (unquoted names are lower-cased, as DataFusion does).
-    pub name: String,
-    /// `IF NOT EXISTS` was given.
-    pub if_not_exists: bool,
-    /// The declared columns; empty when no column list was given.
-    pub columns: Vec<Field>,
-    /// `WITH (key = 'value', ...)`: keys lower-cased, values as written.
-    pub options: Vec<(String, String)>,
-    /// `WATERMARK FOR column AS column - INTERVAL '...'`: the event-time
-    /// column and the watermark's delay.
-    pub watermark: Option<(String, Duration)>,
 }
 
 /// A parsed `CREATE SINK`.
@@ -332,159 +320,6 @@ fn split_stream_clauses(
     Ok((tokens, clauses))
 }
 
-fn brook_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
-    static DIALECT: GenericDialect = GenericDialect {};
-    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
-}
-
-fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
-    let (tokens, watermark) = split_watermark(tokens)?;
-    let watermark = watermark.map(parse_watermark).transpose()?;
-    let mut parser = brook_parser(tokens);
-    let mut create = || -> Result<CreateStream, ParserError> {
-        parser.expect_keyword(Keyword::CREATE)?;
-        parser.next_token(); // STREAM, checked by the caller
-        let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-        let name_token = parser.peek_token();
-        let name = parser.parse_object_name(false)?;
-        let (column_defs, _constraints) = parser.parse_columns()?;
-        let options = parser.parse_options(Keyword::WITH)?;
-        expect_end(&mut parser)?;
-        Ok(CreateStream {
-            name: object_name(&name).map_err(|m| at(&name_token, m))?,
-            if_not_exists,
-            columns: column_defs
-                .iter()
-                .map(|c| {
-                    arrow_type(&c.data_type)
-                        .map(|t| Field::new(normalize_ident(&c.name), t, true))
-                        .map_err(|e| at_span(c.name.span.start, e.to_string()))
-                })
-                .collect::<Result<_, _>>()?,
-            options: options.iter().map(option_pair).collect::<Result<_, _>>()?,
-            watermark: watermark.clone(),
-        })
-    };
-    create().map_err(parser_error)
-}
-
-/// Takes a `WATERMARK FOR ...` entry out of a `CREATE STREAM`'s column list:
-/// the remaining tokens, and the entry's tokens.
-fn split_watermark(
-    mut tokens: Vec<TokenWithSpan>,
-) -> Result<(Vec<TokenWithSpan>, Option<Vec<TokenWithSpan>>)> {
-    let mut depth = 0;
-    let mut previous: Option<usize> = None;
-    let mut start = None;
-    for (i, token) in tokens.iter().enumerate() {
-        match &token.token {
-            Token::Whitespace(_) => continue,
-            Token::Word(w)
-                if depth == 1
-                    && w.quote_style.is_none()
-                    && w.value.eq_ignore_ascii_case("watermark")
-                    && previous.is_some_and(|p| {
-                        matches!(tokens[p].token, Token::LParen | Token::Comma)
-                    }) =>
-            {
-                start = Some(i);
-                break;
-            }
-            Token::LParen => depth += 1,
-            Token::RParen => depth -= 1,
-            _ => {}
-        }
-        previous = Some(i);
-    }
-    let Some(start) = start else {
-        return Ok((tokens, None));
-    };
-    // The entry ends at the next comma or closing parenthesis of the list.
-    let mut depth = 0;
-    let mut end = tokens.len();
-    for (i, token) in tokens.iter().enumerate().skip(start) {
-        match token.token {
-            Token::LParen => depth += 1,
-            Token::RParen if depth == 0 => {
-                end = i;
-                break;
-            }
-            Token::RParen => depth -= 1,
-            Token::Comma if depth == 0 => {
-                end = i;
-                break;
-            }
-            _ => {}
-        }
-    }
-    let entry: Vec<TokenWithSpan> = tokens[start..end].to_vec();
-    let before = previous.unwrap_or(start);
-    if matches!(tokens[before].token, Token::Comma) {
-        tokens.drain(before..end);
-    } else if end < tokens.len() && matches!(tokens[end].token, Token::Comma) {
-        tokens.drain(start..=end);
-    } else {
-        tokens.drain(start..end);
-    }
-    Ok((tokens, Some(entry)))
-}
-
-/// `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND` (or `AS ts`): the column
-/// and the delay.
-fn parse_watermark(tokens: Vec<TokenWithSpan>) -> Result<(String, Duration)> {
-    let first = tokens.first().cloned();
-    let mut parser = brook_parser(tokens);
-    let mut watermark = || -> Result<(String, Duration), ParserError> {
-        parser.next_token(); // WATERMARK
-        parser.expect_keyword(Keyword::FOR)?;
-        let column = parser.parse_identifier()?;
-        parser.expect_keyword(Keyword::AS)?;
-        let expr_token = parser.peek_token();
-        let expr = parser.parse_expr()?;
-        expect_end(&mut parser)?;
-        let usage = || {
-            at(
-                &expr_token,
-                format!(
-                    "the watermark is the event-time column or the column minus an interval: WATERMARK FOR {0} AS {0} - INTERVAL '5' SECOND",
-                    column.value
-                ),
-            )
-        };
-        let same_column = |expr: &Expr| matches!(expr, Expr::Identifier(ident) if normalize_ident(ident) == normalize_ident(&column));
-        let delay = match &expr {
-            e if same_column(e) => Duration::ZERO,
-            Expr::BinaryOp {
-                left,
-                op: datafusion::sql::sqlparser::ast::BinaryOperator::Minus,
-                right,
-            } if same_column(left) => {
-                let Expr::Interval(interval) = right.as_ref() else {
-                    return Err(usage());
-                };
-                let text = interval.to_string();
-                let text = text.trim_start_matches("INTERVAL").replace('\'', " ");
-                parse_delay(text.trim()).map_err(|err| at(&expr_token, err.to_string()))?
-            }
-            _ => return Err(usage()),
-        };
-        Ok((normalize_ident(&column), delay))
-    };
-    watermark().map_err(|err| match (parser_error(err), &first) {
-        (
-            BrookError::Sql {
-                message,
-                location: None,
-            },
-            Some(first),
-        ) => BrookError::Sql {
-            message,
-            location: Some(location_of(first)),
-        },
-        (other, _) => other,
-    })
-}
-
 /// `CREATE SINK`'s head: name, `IF NOT EXISTS`, options, and the index of
 /// the query's first token.
 type SinkHead = (String, bool, Vec<(String, String)>, usize);
@@ -630,114 +465,6 @@ impl BrookError {
     }
 }
 
-fn expect_end(parser: &mut Parser) -> Result<(), ParserError> {
-    let next = parser.peek_token();
-    if next.token == Token::EOF {
-        Ok(())
-    } else {
-        parser.expected("end of statement", next)
-    }
-}
-
-fn option_pair(option: &SqlOption) -> Result<(String, String), ParserError> {
-    match option {
-        SqlOption::KeyValue { key, value } => {
-            let text = expr_text(value).ok_or_else(|| {
-                at_span(
-                    key.span.start,
-                    format!("option '{}' needs a value such as '9000'", key.value),
-                )
-            })?;
-            Ok((key.value.to_ascii_lowercase(), text))
-        }
-        other => Err(ParserError::ParserError(format!(
-            "expected an option of the form key = 'value', found {other}"
-        ))),
-    }
-}
-
-/// The text of an option value: a string, a number, a boolean or a bare word.
-fn expr_text(value: &Expr) -> Option<String> {
-    match value {
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
-            Value::Number(n, _) => Some(n.to_string()),
-            Value::Boolean(b) => Some(b.to_string()),
-            _ => None,
-        },
-        Expr::Identifier(ident) => Some(ident.value.clone()),
-        _ => None,
-    }
-}
-
-fn object_name(name: &ObjectName) -> Result<String, String> {
-    match name.0.as_slice() {
-        [part] => part
-            .as_ident()
-            .map(normalize_ident)
-            .ok_or_else(|| format!("expected a stream name, found {name}")),
-        _ => Err(format!("stream names have one part; found {name}")),
-    }
-}
-
-/// Unquoted identifiers are lower-cased, as DataFusion does for table names.
-pub(crate) fn normalize_ident(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_ascii_lowercase()
-    }
-}
-
-fn location_of(token: &TokenWithSpan) -> SqlLocation {
-    SqlLocation {
-        line: token.span.start.line,
-        column: token.span.start.column,
-    }
-}
-
-fn at(token: &TokenWithSpan, message: String) -> ParserError {
-    at_span(token.span.start, message)
-}
-
-fn at_span(
-    location: datafusion::sql::sqlparser::tokenizer::Location,
-    message: String,
-) -> ParserError {
-    ParserError::ParserError(format!(
-        "{message} at Line: {}, Column: {}",
-        location.line, location.column
-    ))
-}
-
-fn parser_error(err: ParserError) -> BrookError {
-    let message = match err {
-        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
-        ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
-    };
-    split_location(message)
-}
-
-/// sqlparser puts the position at the end of its messages: `... at Line: 3, Column: 7`.
-fn split_location(message: String) -> BrookError {
-    if let Some(at) = message.rfind(" at Line: ") {
-        let position = &message[at + " at Line: ".len()..];
-        let mut numbers = position
-            .split(", Column: ")
-            .map(|n| n.trim().parse::<u64>());
-        if let (Some(Ok(line)), Some(Ok(column))) = (numbers.next(), numbers.next()) {
-            return BrookError::Sql {
-                message: message[..at].to_string(),
-                location: Some(SqlLocation { line, column }),
-            };
-        }
-    }
-    BrookError::Sql {
-        message,
-        location: None,
-    }
-}
-
 /// Turns a DataFusion parse or planning error into a [`BrookError::Sql`],
 /// using the position DataFusion reports (its diagnostic span, or the
 /// parser's `at Line: .., Column: ..`), else `fallback`.
@@ -810,7 +537,7 @@ impl<'a> ScriptText<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::datatypes::{DataType, Field};
 
     #[test]
     fn splits_brook_and_datafusion_statements_keeping_their_text() {

@@ -1,0 +1,123 @@
+//! The small pieces brook's statement parsers share: a sqlparser parser
+//! over a statement's tokens, option pairs and names, and errors located at
+//! a token (line and column in the whole script).
+
+use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, SqlOption, Value};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+
+use crate::error::{BrookError, Result, SqlLocation};
+
+pub(super) fn brook_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
+    static DIALECT: GenericDialect = GenericDialect {};
+    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+}
+
+pub(super) fn expect_end(parser: &mut Parser) -> Result<(), ParserError> {
+    let next = parser.peek_token();
+    if next.token == Token::EOF {
+        Ok(())
+    } else {
+        parser.expected("end of statement", next)
+    }
+}
+
+pub(super) fn option_pair(option: &SqlOption) -> Result<(String, String), ParserError> {
+    match option {
+        SqlOption::KeyValue { key, value } => {
+            let text = expr_text(value).ok_or_else(|| {
+                at_span(
+                    key.span.start,
+                    format!("option '{}' needs a value such as '9000'", key.value),
+                )
+            })?;
+            Ok((key.value.to_ascii_lowercase(), text))
+        }
+        other => Err(ParserError::ParserError(format!(
+            "expected an option of the form key = 'value', found {other}"
+        ))),
+    }
+}
+
+/// The text of an option value: a string, a number, a boolean or a bare word.
+pub(super) fn expr_text(value: &Expr) -> Option<String> {
+    match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.to_string()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        Expr::Identifier(ident) => Some(ident.value.clone()),
+        _ => None,
+    }
+}
+
+pub(super) fn object_name(name: &ObjectName) -> Result<String, String> {
+    match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .map(normalize_ident)
+            .ok_or_else(|| format!("expected a stream name, found {name}")),
+        _ => Err(format!("stream names have one part; found {name}")),
+    }
+}
+
+/// Unquoted identifiers are lower-cased, as DataFusion does for table names.
+pub(crate) fn normalize_ident(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    }
+}
+
+pub(super) fn location_of(token: &TokenWithSpan) -> SqlLocation {
+    SqlLocation {
+        line: token.span.start.line,
+        column: token.span.start.column,
+    }
+}
+
+pub(super) fn at(token: &TokenWithSpan, message: String) -> ParserError {
+    at_span(token.span.start, message)
+}
+
+pub(super) fn at_span(
+    location: datafusion::sql::sqlparser::tokenizer::Location,
+    message: String,
+) -> ParserError {
+    ParserError::ParserError(format!(
+        "{message} at Line: {}, Column: {}",
+        location.line, location.column
+    ))
+}
+
+pub(super) fn parser_error(err: ParserError) -> BrookError {
+    let message = match err {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+    };
+    split_location(message)
+}
+
+/// sqlparser puts the position at the end of its messages: `... at Line: 3, Column: 7`.
+pub(super) fn split_location(message: String) -> BrookError {
+    if let Some(at) = message.rfind(" at Line: ") {
+        let position = &message[at + " at Line: ".len()..];
+        let mut numbers = position
+            .split(", Column: ")
+            .map(|n| n.trim().parse::<u64>());
+        if let (Some(Ok(line)), Some(Ok(column))) = (numbers.next(), numbers.next()) {
+            return BrookError::Sql {
+                message: message[..at].to_string(),
+                location: Some(SqlLocation { line, column }),
+            };
+        }
+    }
+    BrookError::Sql {
+        message,
+        location: None,
+    }
+}
