@@ -1,10 +1,12 @@
 //! What follows a batch once it is done with — run by the engine and, when
 //! it has an output, that output handled (the consumer asked for the next
-//! one: the console printed it, a sink wrote it): the query's checkpoint
-//! after the batch is written, then its streams' cuts are finished (a Kafka
-//! stream may commit their offsets). An output its consumer could not
-//! handle is held back ([`BatchDone::hold_back`]): no later checkpoint or
-//! commit is made.
+//! one: the console printed it, a sink wrote it). Both ends are calls:
+//! [`BatchDone::complete`] writes the query's checkpoint after the batch,
+//! then releases its streams' cuts (a Kafka stream may commit their
+//! offsets once every query released them); [`BatchDone::abandon`], for
+//! an output its consumer could not handle, writes no checkpoint and holds
+//! the cuts back, so that no later checkpoint or commit is made. A
+//! `BatchDone` dropped without either call writes no checkpoint.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,22 +20,38 @@ use crate::error::{BrookError, WarningHandler};
 use crate::stream::cuts::InFlight;
 use crate::sync::lock;
 
-/// What is done once a batch is done with (see the module docs). Dropped
-/// in field order: the checkpoint first, then the cuts.
+/// What is done once a batch is done with (see the module docs).
 #[derive(Debug, Default)]
+#[must_use = "a batch is done with by complete() or abandon()"]
 pub(crate) struct BatchDone {
-    pub checkpoint: Option<PendingCheckpoint>,
-    pub cuts: InFlight,
+    checkpoint: Option<PendingCheckpoint>,
+    cuts: InFlight,
 }
 
 impl BatchDone {
+    /// What follows the batch: its checkpoint (if one is due) and its cuts.
+    pub fn new(checkpoint: Option<PendingCheckpoint>, cuts: InFlight) -> Self {
+        Self { checkpoint, cuts }
+    }
+
+    /// The batch is done with: its checkpoint is written, then its cuts are
+    /// released (in that order, so that no offset is committed past a
+    /// state that was not saved).
+    pub fn complete(self) {
+        if let Some(pending) = &self.checkpoint {
+            pending.write();
+        }
+        self.cuts.release();
+    }
+
     /// The batch was not handled (a sink failed to write its output): its
     /// checkpoint and cuts, and every later one of the query, do not count.
-    pub fn hold_back(&self) {
+    pub fn abandon(self) {
         if let Some(pending) = &self.checkpoint {
             pending.checkpoints.abandoned.store(true, Ordering::Relaxed);
         }
         self.cuts.hold_back();
+        self.cuts.release();
     }
 }
 
@@ -114,11 +132,5 @@ impl PendingCheckpoint {
                 )));
             }
         }
-    }
-}
-
-impl Drop for PendingCheckpoint {
-    fn drop(&mut self) {
-        self.write();
     }
 }

@@ -210,8 +210,8 @@ impl ContinuousQuery {
     /// write it): neither its checkpoint nor any later one is written, and
     /// its streams' offsets are not committed past its rows, so that a
     /// restart reads them again.
-    pub fn hold_back_last_output(&self) {
-        self.in_flight.hold_back();
+    pub fn abandon_last_output(&mut self) {
+        std::mem::take(&mut self.in_flight).abandon();
     }
 }
 
@@ -219,6 +219,13 @@ impl Drop for ContinuousQuery {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+        // Dropping a query is the user's choice not to read on: the output
+        // last handed out, and those still queued, are done with.
+        std::mem::take(&mut self.in_flight).complete();
+        self.outputs.close();
+        while let Ok((_, done)) = self.outputs.try_recv() {
+            done.complete();
         }
         // A no-op when the driver already said how the query ended.
         self.registry.retire(self.entry.id, QueryEnd::Stopped);
@@ -230,7 +237,7 @@ impl Stream for ContinuousQuery {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // Asking for the next output: the last one is done with.
-        self.in_flight = BatchDone::default();
+        std::mem::take(&mut self.in_flight).complete();
         match self.outputs.poll_recv(cx) {
             Poll::Ready(None) => {}
             Poll::Ready(Some((output, in_flight))) => {
@@ -336,11 +343,10 @@ impl Driver {
                 });
                 self.warnings.push(&error);
                 let end = QueryEnd::Failed(error_chain(&error));
-                let done = BatchDone {
-                    checkpoint: None,
-                    cuts: in_flight,
-                };
-                let _ = self.outputs.send((Err(error), done)).await;
+                let done = BatchDone::new(None, in_flight);
+                if let Err(unsent) = self.outputs.send((Err(error), done)).await {
+                    (unsent.0).1.abandon();
+                }
                 return end;
             }
             let ended = end.ended();
@@ -383,12 +389,7 @@ impl Driver {
                     _ => None,
                 };
                 let output = self.output(result, &batch, end.instant, execution, lag);
-                // Without an output the batch is done with here, at the end
-                // of this block.
-                let done = BatchDone {
-                    checkpoint,
-                    cuts: std::mem::take(&mut in_flight),
-                };
+                let done = BatchDone::new(checkpoint, std::mem::take(&mut in_flight));
                 self.record(&batch, output.as_ref(), execution, lag);
                 let failure = match &output {
                     Some(Err(err)) => {
@@ -397,10 +398,17 @@ impl Driver {
                     }
                     _ => None,
                 };
-                if let Some(output) = output
-                    && self.outputs.send((output, done)).await.is_err()
-                {
-                    return QueryEnd::Stopped;
+                match output {
+                    // Without an output the batch is done with here.
+                    None => done.complete(),
+                    Some(output) => {
+                        if let Err(unsent) = self.outputs.send((output, done)).await {
+                            // The query was dropped: stopping is the user's
+                            // choice not to read on.
+                            (unsent.0).1.complete();
+                            return QueryEnd::Stopped;
+                        }
+                    }
                 }
                 if let Some(failure) = failure
                     && self.stop_on_error
@@ -432,18 +440,20 @@ impl Driver {
                     self.keep_latest(output.as_ref().ok());
                     // With the last batch's cuts, if its own run emitted
                     // nothing (a window emits its rows here).
-                    let done = BatchDone {
-                        checkpoint: None,
-                        cuts: in_flight,
-                    };
-                    let _ = self.outputs.send((output, done)).await;
+                    let done = BatchDone::new(None, std::mem::take(&mut in_flight));
+                    if let Err(unsent) = self.outputs.send((output, done)).await {
+                        (unsent.0).1.complete();
+                    }
                 }
+                in_flight.release();
                 return if all_ended {
                     QueryEnd::Finished
                 } else {
                     QueryEnd::Stopped
                 };
             }
+            // A batch without rows ran nothing: its cuts are done with.
+            in_flight.release();
         }
     }
 

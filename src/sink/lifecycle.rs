@@ -99,7 +99,7 @@ impl SinkRegistry {
                         if written.is_err() {
                             // Not written: no checkpoint may claim it was,
                             // and its rows' offsets must not be committed.
-                            query.hold_back_last_output();
+                            query.abandon_last_output();
                         }
                         record(&query, &output, written.as_ref().ok());
                         written

@@ -200,6 +200,12 @@ impl InFlight {
             cut.hold_back();
         }
     }
+
+    /// This query is done with the cuts: each is finished once every query
+    /// it went to has released it.
+    pub fn release(self) {
+        drop(self);
+    }
 }
 
 #[cfg(test)]
