@@ -8,10 +8,19 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::streaming::StreamingTableExec;
+use datafusion::physical_plan::unnest::UnnestExec;
 
 use crate::catalog::stream_table::BatchSlot;
 use crate::error::Result;
+use crate::exec::split_unnest::SplitUnnestExec;
+use crate::exec::text_group_by::TextGroupByExec;
 use crate::query::engine::{BatchEngine, Emission, LiveBatch, MicroBatch};
 
 /// Rows per piece when a micro-batch is dealt out over partitions.
@@ -169,17 +178,22 @@ impl BatchEngine for PerBatchEngine {
     }
 }
 
-/// Operators that pass rows on without keeping them.
-const PASSING: &[&str] = &[
-    "ProjectionExec",
-    "FilterExec",
-    "SplitUnnestExec",
-    "UnnestExec",
-    "CoalesceBatchesExec",
-    "RepartitionExec",
-    "CoalescePartitionsExec",
-    "CooperativeExec",
-];
+/// Whether `plan` passes rows on without keeping them.
+fn passes_rows_on(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<SplitUnnestExec>().is_some()
+        || plan.downcast_ref::<UnnestExec>().is_some()
+        || plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some()
+}
+
+/// Whether `plan` aggregates (its state is one row per group).
+fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>().is_some()
+        || plan.downcast_ref::<TextGroupByExec>().is_some()
+}
 
 /// Whether every stream scan of `plan` reaches an aggregate (whose state is
 /// one row per group, whatever the rows) through operators that only pass
@@ -190,11 +204,7 @@ pub(crate) fn reads_freely(plan: &Arc<dyn ExecutionPlan>, under_aggregate: bool)
     if plan.downcast_ref::<StreamingTableExec>().is_some() {
         return under_aggregate;
     }
-    let name = plan.name();
-    let under_aggregate = match name {
-        "AggregateExec" | "TextGroupByExec" => true,
-        _ => under_aggregate && PASSING.contains(&name),
-    };
+    let under_aggregate = aggregates(plan) || (under_aggregate && passes_rows_on(plan));
     plan.children()
         .iter()
         .all(|child| reads_freely(child, under_aggregate))
