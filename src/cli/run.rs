@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use futures::StreamExt;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::args::{Args, Command};
 use super::repl::ReplOptions;
@@ -133,9 +134,10 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         Err(code) => return code,
     };
     let mut session = Session::new(ctx.clone());
-    let (stop_sender, stop) = watch::channel(false);
-    let stop_sender = Arc::new(stop_sender);
-    spawn_signal_handler(Arc::clone(&stop_sender), interrupted);
+    // One token for every way a run is asked to stop: a signal,
+    // --duration, a closed stdout.
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), interrupted);
     let failed = Arc::new(AtomicBool::new(false));
     let mut printers = JoinSet::new();
     let status = StatusLine::start(&ctx, args.quiet);
@@ -152,12 +154,7 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         for statement in &statements {
             // A signal (or a closed stdout) also cancels a one-off
             // statement in progress, such as a query that never ends.
-            let mut stop_requested = stop.clone();
-            let stopped = async move {
-                if stop_requested.wait_for(|s| *s).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
+            let stopped = stop.clone().cancelled_owned();
             match session.execute(statement, stopped).await {
                 Ok(SqlOutput::Done) => {}
                 Ok(SqlOutput::Rows { schema, batches }) => {
@@ -178,7 +175,6 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
                         args.batches,
                         stop.clone(),
                         Arc::clone(&failed),
-                        Arc::clone(&stop_sender),
                     ));
                 }
                 Err(err) => {
@@ -194,11 +190,10 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
     // the sinks' queries, through one final batch.
     {
         let ctx = ctx.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            if stop.wait_for(|s| *s).await.is_ok() {
-                ctx.finish_queries();
-            }
+            stop.cancelled().await;
+            ctx.finish_queries();
         });
     }
     if failed.load(Ordering::SeqCst) {
@@ -207,10 +202,10 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         // Queues created by the script end once drained, so their queries end.
         ctx.close_queues();
         if let Some(duration) = args.duration {
-            let stop_sender = Arc::clone(&stop_sender);
+            let stop = stop.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(duration).await;
-                let _ = stop_sender.send(true);
+                stop.cancel();
             });
         }
     }
@@ -260,15 +255,14 @@ async fn print_query(
     mut sink: ConsoleSink,
     status: StatusLine,
     max_batches: Option<u64>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     failed: Arc<AtomicBool>,
-    stop_all: Arc<watch::Sender<bool>>,
 ) {
     let mut stopping = false;
     loop {
         let next = tokio::select! {
             next = query.next() => next,
-            _ = stop.wait_for(|s| *s), if !stopping => {
+            _ = stop.cancelled(), if !stopping => {
                 // Run what has arrived through one final batch, then end.
                 stopping = true;
                 query.finish();
@@ -289,7 +283,7 @@ async fn print_query(
                         failed.store(true, Ordering::SeqCst);
                     }
                     // Nobody reads the output any more: stop everything quietly.
-                    let _ = stop_all.send(true);
+                    stop.cancel();
                     return;
                 }
                 if max_batches.is_some_and(|max| output.batch_number >= max) {
@@ -312,7 +306,7 @@ async fn print_query(
 
 /// Ctrl-C or SIGTERM: run what has arrived through a final batch and exit
 /// 0; a second signal ends the run at once (through `interrupted`).
-fn spawn_signal_handler(stop: Arc<watch::Sender<bool>>, interrupted: Arc<Notify>) {
+fn spawn_signal_handler(stop: CancellationToken, interrupted: Arc<Notify>) {
     tokio::spawn(async move {
         let mut signals = 0;
         loop {
@@ -322,7 +316,7 @@ fn spawn_signal_handler(stop: Arc<watch::Sender<bool>>, interrupted: Arc<Notify>
                 interrupted.notify_one();
                 return;
             }
-            let _ = stop.send(true);
+            stop.cancel();
         }
     });
 }
