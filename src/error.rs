@@ -307,7 +307,7 @@ pub struct Warning {
 /// which the handler formats anyway.
 #[derive(Debug, Default)]
 pub(crate) struct RecentWarnings {
-    state: std::sync::Mutex<RecentState>,
+    state: parking_lot::Mutex<RecentState>,
 }
 
 #[derive(Debug, Default)]
@@ -325,7 +325,7 @@ impl RecentWarnings {
             kind: warning.kind(),
             message: error_chain(warning),
         };
-        let mut state = crate::sync::lock(&self.state);
+        let mut state = self.state.lock();
         if state.warnings.len() >= RECENT_WARNINGS {
             state.warnings.pop_front();
         }
@@ -335,7 +335,7 @@ impl RecentWarnings {
 
     /// The kept warnings, oldest first, and how many were ever pushed.
     pub fn snapshot(&self) -> (Vec<Warning>, u64) {
-        let state = crate::sync::lock(&self.state);
+        let state = self.state.lock();
         (state.warnings.iter().cloned().collect(), state.total)
     }
 }

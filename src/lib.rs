@@ -98,7 +98,6 @@ pub mod sink;
 pub mod source;
 pub mod sql;
 pub(crate) mod stream;
-pub(crate) mod sync;
 #[doc(hidden)]
 pub mod testing;
 pub mod ui;

@@ -248,14 +248,9 @@ impl Planner<'_> {
         let mut declared = Vec::new();
         let mut source_schema = None;
         for name in streams {
-            let stream = crate::sync::read(self.streams)
-                .get(name)
-                .cloned()
-                .ok_or_else(|| {
-                    BrookError::Internal(format!(
-                        "stream '{name}' was planned but is not registered"
-                    ))
-                })?;
+            let stream = self.streams.read().get(name).cloned().ok_or_else(|| {
+                BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
+            })?;
             let Some(event_time) = stream.event_time() else {
                 return Err(BrookError::invalid(format!(
                     "stream '{name}' declares no event time, and an event-time window reads every stream of its query"
@@ -284,7 +279,7 @@ impl Planner<'_> {
         // A Kafka stream that declares `_partition` keeps a watermark per
         // partition.
         for (input, name) in streams.iter().enumerate() {
-            if let Some(stream) = crate::sync::read(self.streams).get(name)
+            if let Some(stream) = self.streams.read().get(name)
                 && stream.source.connector() == "kafka"
                 && let Ok(column) = stream.schema.index_of("_partition")
                 && stream.schema.field(column).data_type().is_integer()

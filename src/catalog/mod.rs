@@ -8,8 +8,9 @@ pub(crate) mod system;
 pub(crate) mod window_kind;
 pub(crate) mod windows;
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::stream::LiveStream;
 

@@ -2,7 +2,8 @@
 //! query binds each of its scans to a [`BatchSlot`] that the query fills
 //! with each batch (or points at the batch while it arrives).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -19,7 +20,6 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 
 use super::window_kind::WindowKind;
 use crate::stream::feed::FeedReader;
-use crate::sync::lock;
 
 /// The table DataFusion sees for a stream. It can only be scanned while
 /// planning a continuous query, which binds each scan to a [`BatchSlot`].
@@ -94,12 +94,12 @@ pub(crate) struct BoundScan {
 
 impl QueryBindings {
     fn bind(&self, scan: BoundScan) {
-        lock(&self.scans).push(scan);
+        self.scans.lock().push(scan);
     }
 
     /// The scans bound so far.
     pub fn take(&self) -> Vec<BoundScan> {
-        std::mem::take(&mut *lock(&self.scans))
+        std::mem::take(&mut *self.scans.lock())
     }
 }
 
@@ -156,20 +156,20 @@ impl BatchSlot {
 
     /// What the next execution reads.
     pub fn set(&self, batches: Vec<RecordBatch>) {
-        *lock(&self.batches) = batches;
+        *self.batches.lock() = batches;
     }
 
     /// What the next execution reads: the pieces of a stream's batch as
     /// they arrive. Partitions given the same reader share out its pieces.
     /// With `map`, each piece is what it makes of it.
     pub fn set_live(&self, reader: Arc<FeedReader>, map: Option<PieceMap>) {
-        *lock(&self.live) = Some((reader, map));
+        *self.live.lock() = Some((reader, map));
     }
 
     /// Empties the slot, so that it holds no batch between executions.
     pub fn clear(&self) {
-        lock(&self.batches).clear();
-        *lock(&self.live) = None;
+        self.batches.lock().clear();
+        *self.live.lock() = None;
     }
 }
 
@@ -179,7 +179,7 @@ impl PartitionStream for BatchSlot {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        if let Some((reader, map)) = lock(&self.live).as_ref() {
+        if let Some((reader, map)) = self.live.lock().as_ref() {
             let pieces = reader.stream();
             return match map {
                 None => pieces,
@@ -192,7 +192,7 @@ impl PartitionStream for BatchSlot {
                 }
             };
         }
-        let batches = lock(&self.batches).clone();
+        let batches = self.batches.lock().clone();
         Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             futures::stream::iter(batches.into_iter().map(Ok)),

@@ -141,7 +141,7 @@ impl TableFunctionImpl for WindowFunction {
                 )));
             }
         };
-        let stream = crate::sync::read(&self.streams).get(&stream_name).cloned();
+        let stream = self.streams.read().get(&stream_name).cloned();
         let Some(stream) = stream else {
             return Err(plan_error(format!(
                 "'{stream_name}' is not a stream; windows read streams (SHOW STREAMS lists them)"

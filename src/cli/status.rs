@@ -2,9 +2,10 @@
 //! per second in, lag. Redrawn on stderr once a second; cleared before any
 //! batch is printed so it never mixes with results.
 
+use parking_lot::Mutex;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::context::StreamContext;
@@ -50,7 +51,7 @@ impl StatusLine {
                     rate,
                     lag.as_secs_f64() * 1000.0
                 );
-                let _guard = ticker.writing.lock().unwrap_or_else(|p| p.into_inner());
+                let _guard = ticker.writing.lock();
                 let mut err = std::io::stderr().lock();
                 let _ = write!(err, "\r\x1b[2K{line}");
                 let _ = err.flush();
@@ -62,7 +63,7 @@ impl StatusLine {
 
     /// Clears the line (if shown) and holds it off while `write` runs.
     pub fn around<T>(&self, write: impl FnOnce() -> T) -> T {
-        let _guard = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.writing.lock();
         if self.shown.swap(false, Ordering::SeqCst) {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");

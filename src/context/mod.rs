@@ -4,9 +4,10 @@
 //! [`crate::planner`], running queries to [`crate::query`], sinks to
 //! [`crate::sink`].
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use datafusion::arrow::compute::concat_batches;
@@ -41,7 +42,6 @@ use crate::sql::{
 };
 use crate::stream::clock::Batcher;
 use crate::stream::{LiveStream, StreamInfo};
-use crate::sync::{read, write};
 
 mod insert;
 mod sinks;
@@ -92,7 +92,7 @@ struct ContextInner {
     stop_on_query_error: AtomicBool,
     /// Where continuous queries keep their checkpoints (`SET
     /// checkpoint_dir`, `brook run --checkpoint`); none by default.
-    checkpoint_dir: std::sync::Mutex<Option<std::path::PathBuf>>,
+    checkpoint_dir: parking_lot::Mutex<Option<std::path::PathBuf>>,
     /// A checkpoint every this many batches (`SET checkpoint_interval`).
     checkpoint_interval: AtomicU64,
     batcher: Arc<Batcher>,
@@ -178,7 +178,7 @@ impl StreamContext {
                 streams,
                 incremental_windows: AtomicBool::new(true),
                 stop_on_query_error: AtomicBool::new(false),
-                checkpoint_dir: std::sync::Mutex::new(None),
+                checkpoint_dir: parking_lot::Mutex::new(None),
                 checkpoint_interval: AtomicU64::new(1),
                 batcher,
                 next_query_id: AtomicU64::new(1),
@@ -228,7 +228,7 @@ impl StreamContext {
                 source,
             })?;
         }
-        *crate::sync::lock(&self.inner.checkpoint_dir) = dir;
+        *self.inner.checkpoint_dir.lock() = dir;
         Ok(())
     }
 
@@ -244,7 +244,7 @@ impl StreamContext {
 
     /// The checkpoint directory, if set.
     pub fn checkpoint_dir(&self) -> Option<std::path::PathBuf> {
-        crate::sync::lock(&self.inner.checkpoint_dir).clone()
+        self.inner.checkpoint_dir.lock().clone()
     }
 
     /// Whether queries started from now on stop after a batch they cannot

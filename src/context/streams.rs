@@ -121,7 +121,7 @@ impl StreamContext {
         limits: StreamLimits,
     ) -> Result<Arc<LiveStream>> {
         check_columns(name, &schema)?;
-        let mut streams = write(&self.inner.streams);
+        let mut streams = self.inner.streams.write();
         if streams.contains_key(name) {
             return Err(BrookError::invalid(format!(
                 "stream '{name}' already exists"
@@ -151,12 +151,12 @@ impl StreamContext {
     }
 
     pub(super) fn stream(&self, name: &str) -> Option<Arc<LiveStream>> {
-        read(&self.inner.streams).get(name).cloned()
+        self.inner.streams.read().get(name).cloned()
     }
 
     /// Names of the registered streams, sorted.
     pub fn stream_names(&self) -> Vec<String> {
-        read(&self.inner.streams).keys().cloned().collect()
+        self.inner.streams.read().keys().cloned().collect()
     }
 
     /// The handle of queue stream `name`, if there is one.
@@ -179,7 +179,7 @@ impl StreamContext {
                 ids.join(", ")
             )));
         }
-        match write(&self.inner.streams).remove(name) {
+        match self.inner.streams.write().remove(name) {
             Some(_) => {
                 self.inner.session.deregister_table(name)?;
                 Ok(())
@@ -325,7 +325,7 @@ pub(super) fn check_columns(stream: &str, schema: &Schema) -> Result<()> {
 
 /// Every stream's [`StreamInfo`], by name.
 pub(super) fn stream_infos(streams: &StreamMap, batcher: &Batcher) -> Vec<StreamInfo> {
-    let streams: Vec<Arc<LiveStream>> = read(streams).values().cloned().collect();
+    let streams: Vec<Arc<LiveStream>> = streams.read().values().cloned().collect();
     streams
         .iter()
         .map(|s| s.info(!batcher.readers_of(&s.name).is_empty()))

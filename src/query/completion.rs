@@ -8,8 +8,9 @@
 //! the cuts back, so that no later checkpoint or commit is made. A
 //! `BatchDone` dropped without either call writes no checkpoint.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -18,7 +19,6 @@ use super::registry::QueryEntry;
 use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, WarningHandler};
 use crate::stream::cuts::InFlight;
-use crate::sync::lock;
 
 /// What is done once a batch is done with (see the module docs).
 #[derive(Debug, Default)]
@@ -98,8 +98,11 @@ impl PendingCheckpoint {
         if writer.abandoned.load(Ordering::Relaxed) {
             return;
         }
-        let _writing = lock(&writer.writing);
-        if lock(&writer.entry.stats)
+        let _writing = writer.writing.lock();
+        if writer
+            .entry
+            .stats
+            .lock()
             .checkpoint
             .is_some_and(|done| done >= self.batch)
         {
@@ -118,7 +121,7 @@ impl PendingCheckpoint {
             .commit(self.batch, self.batch_time, &self.state, positions)
         {
             Ok(bytes) => {
-                let mut stats = lock(&writer.entry.stats);
+                let mut stats = writer.entry.stats.lock();
                 stats.checkpoint = Some(self.batch);
                 stats.checkpoint_bytes = bytes;
                 stats.checkpoint_written = Some(Utc::now());

@@ -26,7 +26,6 @@ use crate::checkpoint::QueryCheckpoints;
 use crate::error::{BrookError, RecentWarnings, Result, WarningHandler, error_chain};
 use crate::stream::clock::{BatchStart, StreamFailure};
 use crate::stream::cuts::InFlight;
-use crate::sync::lock;
 
 /// A continuous query: an async [`Stream`] of one [`BatchOutput`] per batch.
 ///
@@ -98,17 +97,17 @@ impl ContinuousQuery {
             id: settings.id,
             sql: settings.sql,
             started: Utc::now(),
-            output: std::sync::Mutex::new("console".to_string()),
-            stats: std::sync::Mutex::new(QueryStats::default()),
+            output: parking_lot::Mutex::new("console".to_string()),
+            stats: parking_lot::Mutex::new(QueryStats::default()),
             stop,
             tick_now: settings.tick_now,
-            latest: std::sync::Mutex::new(None),
+            latest: parking_lot::Mutex::new(None),
         });
         let registry = settings.registry;
         registry.insert(Arc::clone(&entry));
         let (checkpoints, first_batch) = match settings.checkpoints {
             Some((checkpoints, restored, interval)) => {
-                lock(&entry.stats).checkpoint = (restored > 0).then_some(restored);
+                entry.stats.lock().checkpoint = (restored > 0).then_some(restored);
                 (
                     Some(Arc::new(CheckpointWriter {
                         checkpoints,
@@ -117,7 +116,7 @@ impl ContinuousQuery {
                         entry: Arc::clone(&entry),
                         warn: settings.warn,
                         abandoned: AtomicBool::new(false),
-                        writing: std::sync::Mutex::new(()),
+                        writing: parking_lot::Mutex::new(()),
                     })),
                     restored,
                 )
@@ -172,18 +171,18 @@ impl ContinuousQuery {
 
     /// The query's progress so far.
     pub fn stats(&self) -> QueryStats {
-        lock(&self.entry.stats).clone()
+        self.entry.stats.lock().clone()
     }
 
     /// Names where the results go, for `SHOW QUERIES` (`console` unless set).
     pub(crate) fn set_output(&self, output: String) {
-        *lock(&self.entry.output) = output;
+        *self.entry.output.lock() = output;
     }
 
     /// Records what the query's sink did (a sink's query only: its stats
     /// carry a [`SinkProgress`] from the first call on).
     pub(crate) fn record_sink(&self, update: impl FnOnce(&mut SinkProgress)) {
-        update(lock(&self.entry.stats).sink.get_or_insert_default());
+        update(self.entry.stats.lock().sink.get_or_insert_default());
     }
 
     /// The schema of every result batch.
@@ -517,7 +516,7 @@ impl Driver {
                     watermark: event.watermark.map(watermark_time),
                     late_rows: event.late_rows,
                     far_future_rows: event.far_future_rows,
-                    checkpoint: lock(&self.entry.stats).checkpoint,
+                    checkpoint: self.entry.stats.lock().checkpoint,
                 }))
             }
             // A batch the plan cannot run (a division by zero, a failed
@@ -538,7 +537,7 @@ impl Driver {
         execution: Duration,
         lag: Duration,
     ) {
-        let mut stats = lock(&self.entry.stats);
+        let mut stats = self.entry.stats.lock();
         stats.batches = batch.number;
         stats.rows_in += batch.rows as u64;
         stats.rows_out += output
@@ -572,7 +571,7 @@ impl Driver {
                 &output.batches,
                 limit,
             );
-            *lock(&self.entry.latest) = Some(latest);
+            *self.entry.latest.lock() = Some(latest);
         }
     }
 }

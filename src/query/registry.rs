@@ -1,9 +1,10 @@
 //! The running queries of a context: what `SHOW QUERIES` and `brook.queries`
 //! list, and the handle `STOP QUERY n` uses.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,6 @@ use tokio::time::Instant;
 
 use super::Retained;
 use crate::error::Result;
-use crate::sync::lock;
 
 /// What a query has been asked to do about stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,10 +207,10 @@ impl QueryEntry {
     pub fn info(&self) -> QueryInfo {
         QueryInfo {
             id: self.id,
-            output: lock(&self.output).clone(),
+            output: self.output.lock().clone(),
             sql: self.sql.clone(),
             started: self.started,
-            stats: lock(&self.stats).clone(),
+            stats: self.stats.lock().clone(),
         }
     }
 }
@@ -228,24 +228,26 @@ pub(crate) struct QueryRegistry {
 
 impl QueryRegistry {
     pub fn insert(&self, entry: Arc<QueryEntry>) {
-        lock(&self.entries).insert(entry.id, entry);
+        self.entries.lock().insert(entry.id, entry);
     }
 
     /// Removes running query `id` and remembers how it ended; a second
     /// call for the same query does nothing (the first says how it ended).
     pub fn retire(&self, id: u64, end: QueryEnd) {
-        let Some(entry) = lock(&self.entries).remove(&id) else {
+        let Some(entry) = self.entries.lock().remove(&id) else {
             return;
         };
         let ended = EndedQuery {
             info: entry.info(),
             end,
             ended_at: Utc::now(),
-            latest: lock(&entry.latest)
+            latest: entry
+                .latest
+                .lock()
                 .take()
                 .filter(|latest| latest.memory_bytes() <= ENDED_LATEST_BYTES),
         };
-        let mut all = lock(&self.ended);
+        let mut all = self.ended.lock();
         if all.len() >= ENDED_QUERIES {
             all.pop_front();
         }
@@ -254,7 +256,7 @@ impl QueryRegistry {
 
     /// The queries that ended, oldest first.
     pub fn ended(&self) -> Vec<EndedQuery> {
-        lock(&self.ended).iter().cloned().collect()
+        self.ended.lock().iter().cloned().collect()
     }
 
     /// Rows of each latest result to keep (0: none).
@@ -269,11 +271,11 @@ impl QueryRegistry {
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<QueryEntry>> {
-        lock(&self.entries).get(&id).cloned()
+        self.entries.lock().get(&id).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<QueryEntry>> {
-        lock(&self.entries).values().cloned().collect()
+        self.entries.lock().values().cloned().collect()
     }
 }
 

@@ -6,8 +6,9 @@
 //! sink wrote is kept in its query's stats
 //! ([`SinkProgress`](crate::query::SinkProgress)) for the dashboard.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -16,7 +17,6 @@ use tokio::task::JoinHandle;
 use super::{BatchSink, SinkWrite};
 use crate::error::{BrookError, Result, WarningHandler};
 use crate::query::{BatchOutput, ContinuousQuery};
-use crate::sync::lock;
 
 /// Failed batches in a row after which a sink stops its query.
 pub const MAX_CONSECUTIVE_FAILURES: usize = 3;
@@ -57,17 +57,18 @@ struct SinkTask {
 
 impl SinkRegistry {
     pub fn contains(&self, name: &str) -> bool {
-        lock(&self.running).contains_key(name)
+        self.running.lock().contains_key(name)
     }
 
     /// Names of the sinks whose queries run.
     pub fn names(&self) -> Vec<String> {
-        lock(&self.running).keys().cloned().collect()
+        self.running.lock().keys().cloned().collect()
     }
 
     /// The sink whose query is `query_id`.
     pub fn of_query(&self, query_id: u64) -> Option<String> {
-        lock(&self.running)
+        self.running
+            .lock()
             .iter()
             .find(|(_, sink)| sink.query_id == query_id)
             .map(|(name, _)| name.clone())
@@ -134,10 +135,10 @@ impl SinkRegistry {
                 }
             }
             if let Some(failure) = first_failure {
-                lock(&failures).push(failure);
+                failures.lock().push(failure);
             }
             // Gone from the list once done, unless DROP SINK took it first.
-            let mut running = lock(&running);
+            let mut running = running.lock();
             if running
                 .get(&sink_name)
                 .is_some_and(|s| s.query_id == query_id)
@@ -145,13 +146,15 @@ impl SinkRegistry {
                 running.remove(&sink_name);
             }
         });
-        lock(&self.running).insert(name.to_string(), SinkTask { query_id, task });
+        self.running
+            .lock()
+            .insert(name.to_string(), SinkTask { query_id, task });
     }
 
     /// Takes sink `name` out of the registry and waits for its task, which
     /// the caller has asked to stop.
     pub async fn remove_and_wait(&self, name: &str) -> Result<u64> {
-        let Some(sink) = lock(&self.running).remove(name) else {
+        let Some(sink) = self.running.lock().remove(name) else {
             return Err(BrookError::invalid(format!("sink '{name}' does not exist")));
         };
         let _ = sink.task.await;
@@ -160,20 +163,20 @@ impl SinkRegistry {
 
     /// The query of sink `name`.
     pub fn query_of(&self, name: &str) -> Option<u64> {
-        lock(&self.running).get(name).map(|sink| sink.query_id)
+        self.running.lock().get(name).map(|sink| sink.query_id)
     }
 
     /// Waits until every sink's query has ended and its files are closed;
     /// fails with the first failure of a sink, if any failed.
     pub async fn wait_all(&self) -> Result<()> {
         loop {
-            let next = lock(&self.running).pop_first();
+            let next = self.running.lock().pop_first();
             let Some((_, sink)) = next else {
                 break;
             };
             let _ = sink.task.await;
         }
-        let mut failures = lock(&self.failures);
+        let mut failures = self.failures.lock();
         if failures.is_empty() {
             Ok(())
         } else {

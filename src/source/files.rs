@@ -39,14 +39,14 @@ pub(crate) struct FilesSource {
     schema: SchemaRef,
     warn: WarningHandler,
     /// The watching task; aborted when the stream is dropped.
-    watcher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    watcher: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// The files taken so far, shared with the watching task.
-    taken: Arc<std::sync::Mutex<TakenFiles>>,
+    taken: Arc<parking_lot::Mutex<TakenFiles>>,
     /// Which rows of which files each inbox item ends after: what a
     /// checkpoint records so that a restart reads no row twice.
-    positions: Arc<std::sync::Mutex<FilePositions>>,
+    positions: Arc<parking_lot::Mutex<FilePositions>>,
     /// Set by [`Source::resume_from`] before the start.
-    resume: std::sync::Mutex<Option<FilePosition>>,
+    resume: parking_lot::Mutex<Option<FilePosition>>,
 }
 
 /// Where a directory stream stands: the files whose rows were all
@@ -210,7 +210,7 @@ impl FilesSource {
 
 impl Drop for FilesSource {
     fn drop(&mut self) {
-        if let Some(watcher) = crate::sync::lock(&self.watcher).take() {
+        if let Some(watcher) = self.watcher.lock().take() {
             watcher.abort();
         }
     }
@@ -227,11 +227,7 @@ impl Source for FilesSource {
     }
 
     fn position_after(&self, items: u64) -> Option<serde_json::Value> {
-        Some(
-            crate::sync::lock(&self.positions)
-                .position_after(items)
-                .to_json(),
-        )
+        Some(self.positions.lock().position_after(items).to_json())
     }
 
     fn resume_from(&self, position: &serde_json::Value) -> Result<()> {
@@ -241,7 +237,7 @@ impl Source for FilesSource {
                 self.stream
             ))
         })?;
-        *crate::sync::lock(&self.resume) = Some(position);
+        *self.resume.lock() = Some(position);
         Ok(())
     }
 
@@ -277,18 +273,18 @@ impl Source for FilesSource {
             skip_rows: HashMap::new(),
         };
         let mut watcher = watcher;
-        let resume = crate::sync::lock(&self.resume).take();
+        let resume = self.resume.lock().take();
         match resume {
             // Where a checkpoint left the stream: its files done are not read
             // again, and a file read in part goes on after its rows.
             Some(position) => {
-                let mut taken = crate::sync::lock(&watcher.taken);
+                let mut taken = watcher.taken.lock();
                 for file in &position.done {
                     taken.insert(OsString::from(file));
                 }
                 drop(taken);
                 watcher.skip_rows = position.partial.iter().cloned().collect();
-                let mut positions = crate::sync::lock(&self.positions);
+                let mut positions = self.positions.lock();
                 // Files read in part stay so until more of them is read.
                 for (file, rows) in &position.partial {
                     positions.log.push_back((0, file.clone(), *rows, false));
@@ -299,14 +295,14 @@ impl Source for FilesSource {
                 let mut present = Vec::new();
                 for (name, _) in watcher.list().await {
                     present.push(name.to_string_lossy().to_string());
-                    crate::sync::lock(&watcher.taken).insert(name);
+                    watcher.taken.lock().insert(name);
                 }
                 // Never read, so never to be read after a restart either.
-                crate::sync::lock(&self.positions).done = present;
+                self.positions.lock().done = present;
             }
             None => {}
         }
-        *crate::sync::lock(&self.watcher) = Some(tokio::spawn(watcher.run()));
+        *self.watcher.lock() = Some(tokio::spawn(watcher.run()));
         Ok(())
     }
 }
@@ -328,14 +324,14 @@ struct Watcher {
     warn: WarningHandler,
     inbox: Arc<Inbox>,
     /// The files already taken (kept so that a file is read once).
-    taken: Arc<std::sync::Mutex<TakenFiles>>,
+    taken: Arc<parking_lot::Mutex<TakenFiles>>,
     pending: HashMap<OsString, Pending>,
     /// Files read since the inbox was last empty: with
     /// `max_files_per_batch`, how many the coming batch holds.
     files_in_batch: usize,
     /// Which rows of which files the inbox's items hold (see
     /// [`FilesSource::position_after`]).
-    positions: Arc<std::sync::Mutex<FilePositions>>,
+    positions: Arc<parking_lot::Mutex<FilePositions>>,
     /// Per file read in part before a restart, the rows to skip.
     skip_rows: HashMap<String, u64>,
 }
@@ -346,7 +342,7 @@ impl Watcher {
             let now = Instant::now();
             let mut ready: Vec<(Instant, OsString)> = Vec::new();
             for (name, metadata) in self.list().await {
-                if crate::sync::lock(&self.taken).contains(&name) {
+                if self.taken.lock().contains(&name) {
                     continue;
                 }
                 let (len, modified) = (metadata.len(), metadata.modified().ok());
@@ -368,7 +364,7 @@ impl Watcher {
             for (_, name) in ready {
                 self.pending.remove(&name);
                 self.wait_for_room_in_batch().await;
-                crate::sync::lock(&self.taken).insert(name.clone());
+                self.taken.lock().insert(name.clone());
                 let path = self.options.path.join(&name);
                 let went_on = match self.options.format {
                     FilesFormat::Lines(format) => self.read_lines(&path, format).await,
@@ -606,7 +602,7 @@ impl Watcher {
         .await;
         if rows > 0 {
             let items = self.inbox.items_pushed();
-            let mut positions = crate::sync::lock(&self.positions);
+            let mut positions = self.positions.lock();
             // Rows of the file queued before (in this run, or before the
             // checkpoint it resumed from).
             let so_far = positions
@@ -627,7 +623,7 @@ impl Watcher {
     /// Records file `name` as read whole.
     fn file_done(&mut self, name: &str) {
         let items = self.inbox.items_pushed();
-        let mut positions = crate::sync::lock(&self.positions);
+        let mut positions = self.positions.lock();
         let rows = positions
             .log
             .iter()

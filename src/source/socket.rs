@@ -29,7 +29,7 @@ pub(crate) struct SocketSource {
     schema: SchemaRef,
     warn: WarningHandlerDebug,
     /// The reading task; aborted when the stream is dropped.
-    reader: std::sync::Mutex<Option<JoinHandle<()>>>,
+    reader: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A [`WarningHandler`] that can sit in a `#[derive(Debug)]` struct.
@@ -70,7 +70,7 @@ impl SocketSource {
 
 impl Drop for SocketSource {
     fn drop(&mut self) {
-        if let Some(reader) = self.reader.lock().ok().and_then(|mut r| r.take()) {
+        if let Some(reader) = self.reader.lock().take() {
             reader.abort();
         }
     }
@@ -124,9 +124,7 @@ impl Source for SocketSource {
             warn: self.warn.0.clone(),
         };
         let task = tokio::spawn(reader.run(first_connection));
-        if let Ok(mut slot) = self.reader.lock() {
-            *slot = Some(task);
-        }
+        *self.reader.lock() = Some(task);
         Ok(())
     }
 }

@@ -10,8 +10,9 @@
 //! its next batch, so the open batch goes on filling (its rows wait in the
 //! streams' bounded inboxes, holding the sources back), while every other
 //! group keeps its pace.
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,7 +23,6 @@ use tokio::time::Instant;
 use super::LiveStream;
 use super::feed::{Feed, FeedReader};
 use crate::error::BrookError;
-use crate::sync::lock;
 
 /// One batch as one query sees it when it opens.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ impl std::fmt::Debug for Batcher {
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        if let Some(clock) = self.clock.get_mut().ok().and_then(Option::take) {
+        if let Some(clock) = self.clock.get_mut().take() {
             clock.abort();
         }
     }
@@ -140,11 +140,11 @@ impl Batcher {
     }
 
     pub fn batch_interval(&self) -> Duration {
-        *lock(&self.batch_interval)
+        *self.batch_interval.lock()
     }
 
     pub fn set_batch_interval(&self, interval: Duration) {
-        *lock(&self.batch_interval) = interval;
+        *self.batch_interval.lock() = interval;
     }
 
     /// Subscribes a query to `streams`: it reads the batch each is filling
@@ -156,7 +156,7 @@ impl Batcher {
         streams: Vec<Arc<LiveStream>>,
     ) -> mpsc::Receiver<BatchStart> {
         let (sender, receiver) = mpsc::channel(BATCHES_HANDED);
-        let mut subscriptions = lock(&self.subscriptions);
+        let mut subscriptions = self.subscriptions.lock();
         for stream in &streams {
             stream.inbox.set_cut_request(Arc::clone(&self.tick_now));
         }
@@ -176,7 +176,7 @@ impl Batcher {
             owed_cut,
         });
         drop(subscriptions);
-        let mut clock = lock(&self.clock);
+        let mut clock = self.clock.lock();
         if clock.is_none() {
             *clock = Some(tokio::spawn(run_clock(
                 Arc::downgrade(self),
@@ -189,7 +189,8 @@ impl Batcher {
 
     /// Query ids currently subscribed to `stream`.
     pub fn readers_of(&self, stream: &str) -> Vec<u64> {
-        lock(&self.subscriptions)
+        self.subscriptions
+            .lock()
             .iter()
             .filter(|s| !s.batches.is_closed() && s.streams.iter().any(|st| st.name == stream))
             .map(|s| s.query_id)
@@ -201,7 +202,7 @@ impl Batcher {
     /// A group that is not ready is owed the cut; `only_owed` cuts only
     /// groups owed one (a query has just started its batch).
     fn cut(&self, time: DateTime<Utc>, instant: Instant, only_owed: bool) {
-        let mut subscriptions = lock(&self.subscriptions);
+        let mut subscriptions = self.subscriptions.lock();
         subscriptions.retain(|s| !s.batches.is_closed());
         for members in groups(&subscriptions) {
             let owed = |i: usize| subscriptions[i].owed_cut.load(Ordering::SeqCst);

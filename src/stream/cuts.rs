@@ -19,14 +19,13 @@
 //! Nothing after such a cut ever counts as finished in this run, so a
 //! source commits nothing past it and a restart reads those rows again.
 
+use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-
-use crate::sync::lock;
 
 /// The cuts of one stream still in flight, in order, and how many inbox
 /// items the finished ones took.
@@ -72,7 +71,7 @@ impl CutLedger {
     /// Records a cut that took the inbox's items up to `taken_after` (they
     /// were `taken_before` before it). Called in cut order.
     pub fn open(self: &Arc<Self>, taken_before: u64, taken_after: u64) -> Arc<CutInFlight> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let cut = state.next_cut;
         state.next_cut += 1;
         state.last_cut = (taken_before, taken_after);
@@ -89,7 +88,7 @@ impl CutLedger {
     }
 
     fn finish(&self, cut: u64, held_back: bool) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let Some(index) = cut.checked_sub(state.first_open) else {
             return;
         };
@@ -119,17 +118,13 @@ impl CutLedger {
     /// all finished, or `timeout` has passed; says whether they are.
     pub fn wait_finished(&self, items: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         while state.items_finished < items {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || state.held_back_at.is_some() {
                 return false;
             }
-            state = self
-                .moved
-                .wait_timeout(state, left)
-                .map(|(state, _)| state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            self.moved.wait_for(&mut state, left);
         }
         true
     }
@@ -147,12 +142,12 @@ impl CutLedger {
 
     /// Inbox items taken before and after the latest cut.
     pub fn last_cut(&self) -> (u64, u64) {
-        lock(&self.state).last_cut
+        self.state.lock().last_cut
     }
 
     /// Whether a cut was held back: nothing after it will finish.
     pub fn is_held_back(&self) -> bool {
-        lock(&self.state).held_back_at.is_some()
+        self.state.lock().held_back_at.is_some()
     }
 }
 

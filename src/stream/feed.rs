@@ -21,9 +21,10 @@
 //! returns or sorts its rows, a window that recomputes) reads at most those
 //! bounds before the cut ([`FeedReader::hold_rows`]).
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,7 +39,6 @@ use tokio::time::Instant;
 use super::cuts::CutInFlight;
 use super::inbox::{Exhausted, Inbox, batch_bytes};
 use crate::error::BrookError;
-use crate::sync::lock;
 
 /// Rows a reader hands on in one record batch at least, where the source
 /// delivered smaller pieces and more are already there (DataFusion's
@@ -212,7 +212,7 @@ impl Feed {
     /// A new reader, which reads the pieces taken from now on (in a
     /// stream's first batch, from its start).
     pub fn join(self: &Arc<Self>) -> Arc<FeedReader> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let next = if state.keep_for_joiners {
             state.first
         } else {
@@ -226,12 +226,12 @@ impl Feed {
 
     /// Whether a reader is still reading the feed.
     pub fn has_readers(&self) -> bool {
-        lock(&self.state).cursors.iter().any(Option::is_some)
+        self.state.lock().cursors.iter().any(Option::is_some)
     }
 
     /// The tick: the batch takes what waits in the inbox and ends.
     pub fn cut(&self, time: DateTime<Utc>, instant: Instant) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if state.end.is_none() {
             self.end(&mut state, time, instant);
         }
@@ -360,7 +360,7 @@ impl FeedReader {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if let Next::End = self.look(Look::Skip).await {
-                if let Some(end) = lock(&self.feed.state).end.clone() {
+                if let Some(end) = self.feed.state.lock().end.clone() {
                     return end;
                 }
                 changed.await;
@@ -392,7 +392,7 @@ impl FeedReader {
         let mut wake_ups = None;
         loop {
             {
-                let mut state = lock(&feed.state);
+                let mut state = feed.state.lock();
                 let Some(cursor) = state.cursors.get(self.index).copied().flatten() else {
                     return Next::End;
                 };
@@ -521,7 +521,7 @@ enum Look {
 
 impl Drop for FeedReader {
     fn drop(&mut self) {
-        let mut state = lock(&self.feed.state);
+        let mut state = self.feed.state.lock();
         if let Some(cursor) = state.cursors.get_mut(self.index) {
             *cursor = None;
         }

@@ -41,7 +41,7 @@ impl Default for StreamLimits {
 #[derive(Debug)]
 pub(crate) struct Inbox {
     stream: String,
-    state: std::sync::Mutex<InboxState>,
+    state: parking_lot::Mutex<InboxState>,
     /// Woken after each take, so a source waiting for space can go on.
     space_freed: Notify,
     /// Woken when an item arrives or the source ends, so that a batch
@@ -59,7 +59,7 @@ pub(crate) struct Inbox {
     reconnecting: AtomicBool,
     /// Asks the clock for a cut now (a Kafka rebalance that must wait for
     /// the open batch to be done with); set when a query subscribes.
-    cut_now: std::sync::Mutex<Option<Arc<Notify>>>,
+    cut_now: parking_lot::Mutex<Option<Arc<Notify>>>,
     /// Which cuts every query has finished with: what a source that can
     /// replay (Kafka) may commit.
     ledger: Arc<CutLedger>,
@@ -137,25 +137,25 @@ impl Inbox {
             peak_pending_bytes: AtomicU64::new(0),
             reconnecting: AtomicBool::new(false),
             ledger: Arc::default(),
-            cut_now: std::sync::Mutex::new(None),
+            cut_now: parking_lot::Mutex::new(None),
         }
     }
 
     /// Where [`Inbox::request_cut`] goes: the clock of the queries that
     /// read the stream.
     pub fn set_cut_request(&self, clock: Arc<Notify>) {
-        *crate::sync::lock(&self.cut_now) = Some(clock);
+        *self.cut_now.lock() = Some(clock);
     }
 
     /// Asks the clock to cut the open batch now, rather than at its tick.
     pub fn request_cut(&self) {
-        if let Some(clock) = crate::sync::lock(&self.cut_now).as_ref() {
+        if let Some(clock) = self.cut_now.lock().as_ref() {
             clock.notify_one();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
-        crate::sync::lock(&self.state)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, InboxState> {
+        self.state.lock()
     }
 
     fn add(&self, state: &mut InboxState, batch: RecordBatch, bytes: usize) {

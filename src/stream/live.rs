@@ -65,7 +65,7 @@ pub(crate) struct LiveStream {
     /// with the queues at the end of a script.
     pub fed_by_query: AtomicBool,
     /// The batch being filled, once a query reads the stream.
-    feed: std::sync::Mutex<Option<Arc<Feed>>>,
+    feed: parking_lot::Mutex<Option<Arc<Feed>>>,
 }
 
 impl LiveStream {
@@ -84,7 +84,7 @@ impl LiveStream {
             started: AtomicBool::new(false),
             event_time: std::sync::OnceLock::new(),
             fed_by_query: AtomicBool::new(false),
-            feed: std::sync::Mutex::new(None),
+            feed: parking_lot::Mutex::new(None),
         }
     }
 
@@ -145,7 +145,7 @@ impl LiveStream {
     /// A reader of the batch being filled, for a query that starts reading
     /// the stream now (the batch opens if none is).
     pub fn join_feed(&self) -> Arc<FeedReader> {
-        let mut current = crate::sync::lock(&self.feed);
+        let mut current = self.feed.lock();
         if let Some(feed) = current.as_ref()
             && !feed.has_readers()
         {
@@ -179,7 +179,7 @@ impl LiveStream {
         instant: tokio::time::Instant,
         readers: usize,
     ) -> Arc<Feed> {
-        let mut current = crate::sync::lock(&self.feed);
+        let mut current = self.feed.lock();
         if let Some(feed) = current.as_ref() {
             feed.cut(time, instant);
         }

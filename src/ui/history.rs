@@ -2,8 +2,9 @@
 //! history of rates and durations, sampled once a second by a timer so
 //! that a query's batches never wait for the dashboard.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -11,7 +12,6 @@ use tokio::sync::watch;
 
 use crate::context::StreamContext;
 use crate::query::QueryInfo;
-use crate::sync::lock;
 
 /// Points each query's charts keep: ten minutes at one a second.
 pub(crate) const HISTORY_POINTS: usize = 600;
@@ -68,7 +68,7 @@ impl Dashboard {
             .collect();
         let now = Instant::now();
         let at_ms = Utc::now().timestamp_millis();
-        let mut history = lock(&self.history);
+        let mut history = self.history.lock();
         history.retain(|id, _| running.iter().any(|q| q.id == *id) || ended.contains(id));
         for query in &running {
             let entry = history.entry(query.id).or_default();
@@ -83,7 +83,8 @@ impl Dashboard {
 
     /// The newest sample of query `id`, if any.
     pub fn latest_sample(&self, id: u64) -> Option<Sample> {
-        lock(&self.history)
+        self.history
+            .lock()
             .get(&id)
             .and_then(|h| h.samples.back().copied())
     }
@@ -91,7 +92,8 @@ impl Dashboard {
     /// Each query's samples taken after `after_ms` (all of them for a
     /// query not in `after_ms`), by id.
     pub fn samples_since(&self, after_ms: &BTreeMap<u64, i64>) -> BTreeMap<u64, Vec<Sample>> {
-        lock(&self.history)
+        self.history
+            .lock()
             .iter()
             .map(|(id, history)| {
                 let after = after_ms.get(id).copied().unwrap_or(i64::MIN);

@@ -13,7 +13,6 @@ use crate::error::ErrorKind;
 use crate::query::registry::{LatestResult, QueryEnd};
 use crate::query::{QueryInfo, QueryStats, SinkProgress};
 use crate::redact::redact_secrets;
-use crate::sync::lock;
 
 /// Characters of a result cell shown; longer values are cut.
 const MAX_CELL_CHARS: usize = 200;
@@ -24,7 +23,7 @@ pub(crate) fn queries(dashboard: &Dashboard) -> Value {
     let mut all = Vec::new();
     for entry in registry.all() {
         let info = entry.info();
-        let latest = lock(&entry.latest).clone();
+        let latest = entry.latest.lock().clone();
         let rates = dashboard.latest_sample(info.id);
         all.push(query(&info, "running", None, None, latest.as_ref(), rates));
     }

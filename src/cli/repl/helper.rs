@@ -2,7 +2,8 @@
 //! and tab completion of keywords, meta-commands, and stream, table and
 //! column names.
 
-use std::sync::{Arc, RwLock};
+use parking_lot::RwLock;
+use std::sync::Arc;
 
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
@@ -183,7 +184,7 @@ impl Completer for ReplHelper {
                 k.to_lowercase()
             }
         };
-        let names = self.names.read().map(|n| n.clone()).unwrap_or_default();
+        let names = self.names.read().clone();
         let mut candidates: Vec<String> = if prefix.starts_with('\\') || prefix.starts_with('.') {
             super::meta::completions(prefix)
                 .map(str::to_string)

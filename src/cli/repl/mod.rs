@@ -11,10 +11,11 @@
 mod helper;
 pub(crate) mod meta;
 
+use parking_lot::RwLock;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{ArrayRef, StringArray};
@@ -527,8 +528,6 @@ impl Repl {
         }
         names.sort();
         names.dedup();
-        if let Ok(mut shared) = self.names.write() {
-            *shared = names;
-        }
+        *self.names.write() = names;
     }
 }

@@ -30,9 +30,10 @@ use self::offsets::{Offsets, offsets_text};
 use self::reader::{Reader, metadata_array};
 use self::rebalance::{Committer, KafkaConsumer, StartContext};
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,7 +48,6 @@ pub use self::options::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
 use super::decode::LineDecoder;
 use super::{Inbox, Source};
 use crate::error::{BrookError, Result, WarningHandler};
-use crate::sync::lock;
 
 /// Messages decoded together at most.
 pub(super) const MESSAGES_PER_CHUNK: usize = 8192;
@@ -152,10 +152,10 @@ impl KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        for task in lock(&self.tasks).drain(..) {
+        for task in self.tasks.lock().drain(..) {
             task.abort();
         }
-        if let Some(running) = lock(&self.running).take() {
+        if let Some(running) = self.running.lock().take() {
             running.offsets.closing.store(true, Ordering::Release);
             running.stop_reader.notify_one();
             running.commit_finished_before_close();
@@ -234,12 +234,12 @@ impl Source for KafkaSource {
             format!("{:?}", self.options.format).to_ascii_lowercase(),
             self.options.timestamp_format.name(),
         );
-        let running = lock(&self.running);
+        let running = self.running.lock();
         let Some(offsets) = running.as_ref().map(|r| &r.offsets) else {
             return text;
         };
         let last_cut = offsets.inbox.ledger().last_cut();
-        let book = lock(&offsets.book);
+        let book = offsets.book.lock();
         if !book.assigned.is_empty() {
             let assigned: Vec<String> = book.assigned.keys().map(i32::to_string).collect();
             text += &format!(", assigned partitions {}", assigned.join(" "));
@@ -272,12 +272,12 @@ impl Source for KafkaSource {
     }
 
     fn position_after(&self, items: u64) -> Option<serde_json::Value> {
-        let running = lock(&self.running);
+        let running = self.running.lock();
         let offsets = &running.as_ref()?.offsets;
-        let book = lock(&offsets.book);
+        let book = offsets.book.lock();
         // Where the run started (a checkpoint's offsets), moved on by what
         // it has read since.
-        let mut next = lock(&self.resume).clone();
+        let mut next = self.resume.lock().clone();
         for (partition, offset) in &book.finished {
             let at = next.entry(*partition).or_insert(*offset);
             *at = (*at).max(*offset);
@@ -305,7 +305,7 @@ impl Source for KafkaSource {
     }
 
     fn checkpointed_as(&self, identity: &str) {
-        *lock(&self.static_member) = Some(static_member_id(&self.stream, identity));
+        *self.static_member.lock() = Some(static_member_id(&self.stream, identity));
     }
 
     fn resume_from(&self, position: &serde_json::Value) -> Result<()> {
@@ -327,7 +327,7 @@ impl Source for KafkaSource {
             let partition: i32 = partition.parse().map_err(|_| bad())?;
             resume.insert(partition, offset.as_i64().ok_or_else(bad)?);
         }
-        *lock(&self.resume) = resume;
+        *self.resume.lock() = resume;
         Ok(())
     }
 
@@ -392,15 +392,15 @@ impl Source for KafkaSource {
             warn: Arc::clone(&self.warn),
             offsets: Arc::clone(&offsets),
             next_line: 1,
-            resume: lock(&self.resume).clone(),
+            resume: self.resume.lock().clone(),
         };
         reader.spawn(Arc::clone(&stop_reader))?;
         let committer = Committer {
             consumer: Arc::clone(&consumer),
             offsets: Arc::clone(&offsets),
         };
-        lock(&self.tasks).push(tokio::spawn(committer.run()));
-        *lock(&self.running) = Some(Running {
+        self.tasks.lock().push(tokio::spawn(committer.run()));
+        *self.running.lock() = Some(Running {
             consumer,
             offsets,
             stop_reader,
@@ -446,7 +446,7 @@ impl KafkaSource {
         // A query keeping checkpoints is a static member: its restart takes
         // over the killed run's partitions without waiting for its session
         // to expire (and without a rebalance of the others).
-        if let Some(member) = lock(&self.static_member).as_ref() {
+        if let Some(member) = self.static_member.lock().as_ref() {
             config.set("group.instance.id", member);
         }
         for (key, value) in &self.options.properties {
@@ -455,7 +455,7 @@ impl KafkaSource {
         config
             .create_with_context(StartContext {
                 start: self.options.start_offset,
-                resume: lock(&self.resume).clone(),
+                resume: self.resume.lock().clone(),
                 seen: Default::default(),
                 offsets,
             })

@@ -2,16 +2,16 @@
 //! which rows every query has finished (chunk by chunk, against the
 //! stream's cut ledger), and what was committed.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::error::{BrookError, WarningHandler};
 use crate::stream::Inbox;
-use crate::sync::lock;
 
 use super::REBALANCE_WAIT;
 
@@ -124,7 +124,7 @@ impl Offsets {
         let items_finished = ledger.items_finished();
         let last_cut_start = ledger.last_cut().0;
         let held_back = ledger.is_held_back();
-        let mut book = lock(&self.book);
+        let mut book = self.book.lock();
         book.fold(items_finished, last_cut_start, held_back);
         let due: Vec<(i32, i64)> = book
             .finished
@@ -148,7 +148,7 @@ impl Offsets {
     /// committed.
     pub(super) fn finished_commit(&self) -> Option<TopicPartitionList> {
         self.pending_commit(None);
-        let mut book = lock(&self.book);
+        let mut book = self.book.lock();
         if book.finished.is_empty() {
             return None;
         }
@@ -162,7 +162,7 @@ impl Offsets {
 
     /// A commit of `list` failed: its offsets are due again.
     pub(super) fn commit_failed(&self, list: &TopicPartitionList) {
-        let mut book = lock(&self.book);
+        let mut book = self.book.lock();
         for element in list.elements() {
             if let Offset::Offset(offset) = element.offset()
                 && book.committed.get(&element.partition()) == Some(&offset)
@@ -174,7 +174,7 @@ impl Offsets {
 
     /// The committed offsets as `partition:offset ...`.
     pub(super) fn describe_commit(&self) -> String {
-        let book = lock(&self.book);
+        let book = self.book.lock();
         offsets_text(book.committed.iter().map(|(p, o)| (*p, *o)))
     }
 
@@ -184,7 +184,7 @@ impl Offsets {
         let ledger = self.inbox.ledger();
         let (items_finished, last_cut_start) = (ledger.items_finished(), ledger.last_cut().0);
         let held_back = ledger.is_held_back();
-        let mut book = lock(&self.book);
+        let mut book = self.book.lock();
         for (partition, (_, last)) in &ranges {
             book.read.insert(*partition, last + 1);
         }
@@ -198,7 +198,7 @@ impl Offsets {
 
     /// Partitions assigned at rebalance `rebalance`.
     pub(super) fn assigned(&self, partitions: &[i32], rebalance: u64) {
-        let mut book = lock(&self.book);
+        let mut book = self.book.lock();
         for partition in partitions {
             book.assigned.insert(*partition, rebalance);
         }
@@ -206,7 +206,7 @@ impl Offsets {
 
     /// Partitions revoked: forgotten until assigned again.
     pub(super) fn revoked(&self, partitions: &[i32]) {
-        let mut book = lock(&self.book);
+        let mut book = self.book.lock();
         for partition in partitions {
             book.assigned.remove(partition);
             book.finished.remove(partition);

@@ -4,9 +4,10 @@
 //! what no batch took); the consumer, closed off the runtime; and the task
 //! that commits to the group as the stream's finished cuts move on.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -15,7 +16,6 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::options::StartOffset;
 use crate::error::BrookError;
-use crate::sync::lock;
 
 use super::offsets::Offsets;
 
@@ -65,9 +65,9 @@ impl ConsumerContext for StartContext {
                     StartOffset::Latest => Some(Offset::End),
                     StartOffset::Committed => None,
                 };
-                let mut seen = lock(&self.seen);
+                let mut seen = self.seen.lock();
                 let committed: HashSet<i32> =
-                    lock(&self.offsets.book).committed.keys().copied().collect();
+                    self.offsets.book.lock().committed.keys().copied().collect();
                 for mut element in partitions.elements() {
                     let partition = element.partition();
                     let first_time = seen.insert(partition);
