@@ -23,14 +23,13 @@ use crate::catalog::windows::{
 };
 use crate::engine::event_clock::{EventClock, LateRoute, late_schema};
 use crate::engine::event_window::EventHopEngine;
-use crate::engine::incremental::IncrementalStore;
 use crate::engine::panes::{IncrementalPanes, RowPanes};
 use crate::engine::per_batch::{PerBatchEngine, PlanVariant};
-use crate::engine::recompute::RecomputeStore;
 use crate::engine::running::RunningEngine;
 use crate::engine::session::SessionEngine;
 use crate::engine::sliding::SlidingEngine;
 use crate::engine::split;
+use crate::engine::stacked::StackedPanes;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::WatermarkClock;
 use crate::exec::PlanShape;
@@ -190,7 +189,7 @@ impl Planner<'_> {
                 (running_engine(mode, &planned, window_scans(scans))?, None)
             }
             Some(WindowKind::Sliding(window)) => (
-                sliding_engine(window, &planned, shape, window_scans(scans), streams.len()),
+                sliding_engine(window, &planned, shape, window_scans(scans)),
                 None,
             ),
             Some(WindowKind::Event(window)) => {
@@ -470,7 +469,6 @@ fn sliding_engine(
     planned: &Planned,
     shape: PlanShape,
     scans: Vec<(usize, Arc<BatchSlot>)>,
-    inputs: usize,
 ) -> Box<dyn BatchEngine> {
     let task_ctx = planned.state.task_ctx();
     let split = match shape {
@@ -483,17 +481,11 @@ fn sliding_engine(
     match split {
         Ok((split, input, slot)) => Box::new(SlidingEngine::new(
             window,
-            IncrementalStore::new(split, task_ctx, input, slot),
+            StackedPanes::new(split, task_ctx, input, slot),
         )),
         Err(reason) => Box::new(SlidingEngine::new(
             window,
-            RecomputeStore::new(
-                Arc::clone(&planned.physical),
-                task_ctx,
-                scans,
-                inputs,
-                reason,
-            ),
+            RowPanes::new(Arc::clone(&planned.physical), task_ctx, scans, reason),
         )),
     }
 }

@@ -266,7 +266,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let batch =
             RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![value]))]).unwrap();
-        vec![crate::engine::state::label(batch, "running").unwrap()]
+        vec![crate::engine::state::label(batch, crate::engine::state::Part::Running).unwrap()]
     }
 
     #[test]

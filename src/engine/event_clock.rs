@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{filter, filter_record_batch, min, not};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::state;
+use super::state::{self, Part};
 use crate::catalog::windows::EventWindow;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::WatermarkClock;
@@ -228,14 +228,14 @@ impl EventClock {
 
     /// The clock's state, labelled.
     pub fn snapshot(&self) -> Result<RecordBatch> {
-        state::label(self.clock.snapshot()?, "event_clock")
+        state::label(self.clock.snapshot()?, Part::EventClock)
     }
 
     /// Restores the clock from a snapshot's batches (finding its own).
     pub fn restore(&mut self, batches: &[RecordBatch]) -> Result<()> {
         let clock = batches
             .iter()
-            .find(|b| state::label_of(b) == Some("event_clock"))
+            .find(|b| matches!(state::part_of(b), Ok(Part::EventClock)))
             .ok_or_else(|| BrookError::Internal("an event-time state without its clock".into()))?;
         self.clock.restore(clock)
     }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::state;
+use super::state::{self, Part};
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::END_OF_TIME;
 use crate::query::Retained;
@@ -22,7 +22,7 @@ use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
 use crate::sql::EmitMode;
 
 use super::event_clock::{EventClock, OnTime};
-use super::panes::PaneStore;
+use super::panes::{Bounds, PaneStore};
 
 /// `TUMBLE` / `HOP` in event time.
 pub(crate) struct EventHopEngine<S> {
@@ -63,7 +63,9 @@ impl<S: PaneStore> EventHopEngine<S> {
     async fn results(&mut self, starts: Vec<i64>) -> Result<Vec<RecordBatch>> {
         let mut batches = Vec::new();
         for start in starts {
-            batches.extend(self.store.window(start, start + self.size).await?);
+            let end = start + self.size;
+            let window = self.store.window(start..end, Bounds { start, end }).await?;
+            batches.extend(window);
         }
         Ok(batches)
     }
@@ -91,7 +93,7 @@ impl<S: PaneStore> EventHopEngine<S> {
             .div_euclid(self.slide)
             .saturating_add(1)
             .saturating_mul(self.slide);
-        self.store.drop_before(first_needed);
+        self.store.drop_before(first_needed).await?;
         Ok(batches)
     }
 }
@@ -99,7 +101,12 @@ impl<S: PaneStore> EventHopEngine<S> {
 #[async_trait]
 impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
     fn describe(&self) -> String {
-        format!("{}\n{}", self.events.describe(), self.store.describe())
+        format!(
+            "{}\n{}; a pane is {}: freed once the watermark passes the last window holding it",
+            self.events.describe(),
+            self.store.describe(),
+            crate::sql::format_duration(std::time::Duration::from_millis(self.pane.max(0) as u64))
+        )
     }
 
     fn schema(&self) -> SchemaRef {
@@ -169,7 +176,10 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
             Arc::new(Schema::new(vec![Field::new("open", DataType::Int64, true)])),
             vec![Arc::new(open)],
         )?;
-        let mut batches = vec![self.events.snapshot()?, state::label(open, "open_windows")?];
+        let mut batches = vec![
+            self.events.snapshot()?,
+            state::label(open, Part::OpenWindows)?,
+        ];
         batches.extend(self.store.snapshot()?);
         Ok(batches)
     }
@@ -179,9 +189,9 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
         let mut panes = Vec::new();
         self.open.clear();
         for batch in batches {
-            match state::label_of(&batch) {
-                Some("event_clock") => {}
-                Some("open_windows") => {
+            match state::part_of(&batch)? {
+                Part::EventClock => {}
+                Part::OpenWindows => {
                     let open = batch
                         .column(0)
                         .as_any()
@@ -192,7 +202,7 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
                 _ => panes.push(batch),
             }
         }
-        self.store.restore(panes)
+        self.store.restore(panes).await
     }
 }
 

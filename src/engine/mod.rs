@@ -3,13 +3,14 @@
 //!
 //! - [`per_batch`]: one result per micro-batch, from the batch alone;
 //! - [`sliding`]: `HOP` / `TUMBLE` windows of whole micro-batches, emitted
-//!   once per slide, over a store of what the window still needs:
-//!   - [`recompute`]: the window's raw batches, the plan re-run over them;
-//!   - [`incremental`]: one pane of partial aggregate state per batch
-//!     (see [`split`]), merged per window with [`two_stacks`];
-//! - [`running`]: `RUNNING`, one state row per group since the start;
+//!   once per slide, each batch a pane;
 //! - [`event_window`]: `TUMBLE` / `HOP` on an event-time column, closed by
-//!   the watermark, over [`panes`] of partial state or of rows;
+//!   the watermark, each `gcd(slide, size)` of event time a pane;
+//! - [`panes`]: the one [`panes::PaneStore`] both keep their panes in: raw
+//!   rows re-run through the plan, or partial aggregate state (see
+//!   [`split`]) merged per window, in any order or, in processing time,
+//!   stacked in arrival order ([`stacked`], [`two_stacks`]);
+//! - [`running`]: `RUNNING`, one state row per group since the start;
 //! - [`session`]: `SESSION` windows per group in event time;
 //! - [`event_clock`]: what the event-time engines share: judging rows
 //!   against the watermark, late rows, moving the watermark.
@@ -19,14 +20,13 @@
 
 pub(crate) mod event_clock;
 pub(crate) mod event_window;
-pub(crate) mod incremental;
 pub(crate) mod panes;
 pub(crate) mod per_batch;
-pub(crate) mod recompute;
 pub(crate) mod running;
 pub(crate) mod session;
 pub(crate) mod sliding;
 pub(crate) mod split;
+pub(crate) mod stacked;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,15 @@
-//! Where a `TUMBLE` or `HOP` window in event time keeps its panes (of
-//! `gcd(slide, size)`): partial aggregate state when the query's
-//! aggregates merge ([`IncrementalPanes`]), raw rows otherwise
+//! Where a window keeps its panes, and how a window's result is computed
+//! from them: the one [`PaneStore`] trait, and its stores. A pane is a slice
+//! of a stream that windows are made of: in processing time one micro-batch
+//! (its key is the batch's number), in event time `gcd(slide, size)` of
+//! event time (its key is its start, in milliseconds). The stores keep
+//! partial aggregate state when the query's aggregates merge
+//! ([`IncrementalPanes`], keyed panes in any order; [`StackedPanes`],
+//! panes in arrival order, merged in two stacks), raw rows otherwise
 //! ([`RowPanes`]).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,19 +25,40 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::split::{IncrementalPlan, WindowBound};
-use super::{Rows, partial, reduce, run_on, state, with_window};
+use super::state::{self, Part};
+use super::{Rows, partial, reduce, run_on, timestamps, with_window};
 use crate::catalog::stream_table::BatchSlot;
 use crate::error::{BrookError, Result};
 use crate::query::Retained;
+use crate::query::engine::LiveBatch;
 
-/// Where a `TUMBLE` or `HOP` window keeps its panes.
+/// A window's bounds in milliseconds since the epoch: the values its
+/// `window_start` and `window_end` columns take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Where a window keeps its panes, and how it computes a window's result
+/// from them.
 #[async_trait]
 pub(crate) trait PaneStore: Send {
+    /// The schema of a window's result.
     fn schema(&self) -> SchemaRef;
-    /// How the panes are kept, for `EXPLAIN`.
+    /// How the panes are kept, for `EXPLAIN` (the engine adds when they go).
     fn describe(&self) -> String;
-    /// Adds `rows` of input `input`, all in the pane starting at `pane`.
-    async fn add(&mut self, input: usize, pane: i64, rows: RecordBatch) -> Result<()>;
+    /// Adds the rows `rows` of input `input` to the pane `pane`.
+    async fn add(&mut self, input: usize, pane: i64, rows: &[RecordBatch]) -> Result<()>;
+    /// Adds a whole micro-batch, every input, as the pane `pane`, reading
+    /// it while it arrives where the store can; by default read whole.
+    async fn add_live(&mut self, pane: i64, batch: &LiveBatch) -> Result<()> {
+        let batch = batch.collect().await?;
+        for (input, rows) in batch.inputs.iter().enumerate() {
+            self.add(input, pane, rows).await?;
+        }
+        Ok(())
+    }
     /// Adds `rows` of input `input`, whose event times are `times`, to
     /// their panes of length `pane`; returns the panes they fell in.
     async fn add_rows(
@@ -43,29 +70,27 @@ pub(crate) trait PaneStore: Send {
     ) -> Result<Vec<i64>> {
         add_pane_by_pane(self, input, rows, times, pane).await
     }
-    /// The result of window `[start, end)` from the panes it holds.
-    async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>>;
-    /// Drops the panes starting before `pane`.
-    fn drop_before(&mut self, pane: i64);
+    /// The result of the window made of the panes `panes`, whose bounds
+    /// are `bounds`.
+    async fn window(&mut self, panes: Range<i64>, bounds: Bounds) -> Result<Vec<RecordBatch>>;
+    /// Drops the panes before `pane`.
+    async fn drop_before(&mut self, pane: i64) -> Result<()>;
+    /// What the store holds.
     fn retained(&self) -> Retained;
-    /// The panes as labelled record batches.
+    /// The panes as labelled record batches (see [`state`]).
     fn snapshot(&self) -> Result<Vec<RecordBatch>>;
     /// Replaces the panes by a snapshot's.
-    fn restore(&mut self, state: Vec<RecordBatch>) -> Result<()>;
+    async fn restore(&mut self, state: Vec<RecordBatch>) -> Result<()>;
 }
 
-/// The pane a labelled state batch holds: `pane:<start>[:<input>]`.
-fn pane_label(batch: &RecordBatch) -> Result<(i64, Option<usize>)> {
-    let label = state::label_of(batch)
-        .and_then(|l| l.strip_prefix("pane:"))
-        .ok_or_else(|| BrookError::Internal("a pane state without its label".into()))?;
-    let mut parts = label.split(':');
-    let start = parts
-        .next()
-        .and_then(|p| p.parse::<i64>().ok())
-        .ok_or_else(|| BrookError::Internal(format!("a pane label '{label}'")))?;
-    let input = parts.next().and_then(|p| p.parse::<usize>().ok());
-    Ok((start, input))
+/// The pane a state batch holds.
+fn pane_of(batch: &RecordBatch) -> Result<(i64, Option<usize>)> {
+    match state::part_of(batch)? {
+        Part::Pane { start, input } => Ok((start, input)),
+        other => Err(BrookError::Internal(format!(
+            "a window's panes hold a '{other}' state"
+        ))),
+    }
 }
 
 /// Adds `rows` to `store` one pane at a time (see [`PaneStore::add_rows`]).
@@ -78,7 +103,7 @@ async fn add_pane_by_pane<S: PaneStore + ?Sized>(
 ) -> Result<Vec<i64>> {
     let mut panes = Vec::new();
     for (start, rows) in split_by_pane(&rows, times, pane)? {
-        store.add(input, start, rows).await?;
+        store.add(input, start, std::slice::from_ref(&rows)).await?;
         panes.push(start);
     }
     Ok(panes)
@@ -159,18 +184,18 @@ impl IncrementalPanes {
 #[async_trait]
 impl PaneStore for IncrementalPanes {
     fn describe(&self) -> String {
-        "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes; a pane is freed once the watermark passes the last window holding it".into()
+        "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes".into()
     }
 
     fn schema(&self) -> SchemaRef {
         self.plan.finish.schema()
     }
 
-    async fn add(&mut self, _input: usize, pane: i64, rows: RecordBatch) -> Result<()> {
+    async fn add(&mut self, _input: usize, pane: i64, rows: &[RecordBatch]) -> Result<()> {
         let state = partial(
             &self.plan,
             &self.scan,
-            Rows::Whole(&[rows]),
+            Rows::Whole(rows),
             &self.task_ctx,
             true,
         )
@@ -249,13 +274,11 @@ impl PaneStore for IncrementalPanes {
 
     /// The window's panes, their window columns set to the window's bounds,
     /// through the final aggregate (which merges a group's partial states).
-    async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>> {
+    async fn window(&mut self, panes: Range<i64>, bounds: Bounds) -> Result<Vec<RecordBatch>> {
         let states = self
             .panes
-            .range(start..end)
-            .map(|(_, state)| {
-                super::incremental::fill_window_keys(state, &self.plan.window_keys, start, end)
-            })
+            .range(panes)
+            .map(|(_, state)| fill_window_keys(state, &self.plan.window_keys, bounds))
             .collect::<Result<Vec<_>>>()?;
         if states.is_empty() {
             return Ok(Vec::new());
@@ -269,8 +292,9 @@ impl PaneStore for IncrementalPanes {
         .await
     }
 
-    fn drop_before(&mut self, pane: i64) {
+    async fn drop_before(&mut self, pane: i64) -> Result<()> {
         self.panes = self.panes.split_off(&pane);
+        Ok(())
     }
 
     fn retained(&self) -> Retained {
@@ -283,14 +307,20 @@ impl PaneStore for IncrementalPanes {
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
         self.panes
             .iter()
-            .map(|(start, pane)| state::label(pane.clone(), &format!("pane:{start}")))
+            .map(|(start, pane)| {
+                let part = Part::Pane {
+                    start: *start,
+                    input: None,
+                };
+                state::label(pane.clone(), part)
+            })
             .collect()
     }
 
-    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+    async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         self.panes.clear();
         for batch in batches {
-            let (start, _) = pane_label(&batch)?;
+            let (start, _) = pane_of(&batch)?;
             self.panes.insert(start, state::unlabel(batch)?);
         }
         Ok(())
@@ -335,27 +365,32 @@ impl PaneStore for RowPanes {
 
     fn describe(&self) -> String {
         format!(
-            "recompute ({}): rows are kept per pane and the plan below runs over a window's rows when it is emitted; a pane is freed once the watermark passes the last window holding it",
+            "recompute ({}): rows are kept per pane and the plan below runs over a window's rows when it is emitted",
             self.reason
         )
     }
 
-    async fn add(&mut self, input: usize, pane: i64, rows: RecordBatch) -> Result<()> {
+    /// Rows of an input no scan reads are not kept (nothing reads them).
+    async fn add(&mut self, input: usize, pane: i64, rows: &[RecordBatch]) -> Result<()> {
+        if !self.scans.iter().any(|(read, _)| *read == input) {
+            return Ok(());
+        }
         self.panes
             .entry(pane)
             .or_default()
             .entry(input)
             .or_default()
-            .push(rows);
+            .extend(rows.iter().cloned());
         Ok(())
     }
 
-    async fn window(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>> {
+    async fn window(&mut self, panes: Range<i64>, bounds: Bounds) -> Result<Vec<RecordBatch>> {
+        let Bounds { start, end } = bounds;
         for (input, slot) in &self.scans {
             let schema = Arc::clone(slot.schema_ref());
             let rows = self
                 .panes
-                .range(start..end)
+                .range(panes.clone())
                 .filter_map(|(_, inputs)| inputs.get(input))
                 .flatten()
                 .map(|rows| with_window(rows, &schema, Some((start, end))))
@@ -369,8 +404,9 @@ impl PaneStore for RowPanes {
         result
     }
 
-    fn drop_before(&mut self, pane: i64) {
+    async fn drop_before(&mut self, pane: i64) -> Result<()> {
         self.panes = self.panes.split_off(&pane);
+        Ok(())
     }
 
     fn retained(&self) -> Retained {
@@ -390,16 +426,20 @@ impl PaneStore for RowPanes {
             for (input, rows) in inputs {
                 let Some(first) = rows.first() else { continue };
                 let joined = concat_batches(first.schema_ref(), rows)?;
-                batches.push(state::label(joined, &format!("pane:{start}:{input}"))?);
+                let part = Part::Pane {
+                    start: *start,
+                    input: Some(*input),
+                };
+                batches.push(state::label(joined, part)?);
             }
         }
         Ok(batches)
     }
 
-    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+    async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         self.panes.clear();
         for batch in batches {
-            let (start, input) = pane_label(&batch)?;
+            let (start, input) = pane_of(&batch)?;
             let input =
                 input.ok_or_else(|| BrookError::Internal("a row pane without its input".into()))?;
             self.panes
@@ -411,4 +451,24 @@ impl PaneStore for RowPanes {
         }
         Ok(())
     }
+}
+
+/// A merged pane with its window-bound group keys set to the window's.
+pub(super) fn fill_window_keys(
+    state: &RecordBatch,
+    keys: &[(usize, WindowBound)],
+    bounds: Bounds,
+) -> Result<RecordBatch> {
+    if keys.is_empty() {
+        return Ok(state.clone());
+    }
+    let mut columns = state.columns().to_vec();
+    for (index, bound) in keys {
+        let value = match bound {
+            WindowBound::Start => bounds.start,
+            WindowBound::End => bounds.end,
+        };
+        columns[*index] = timestamps(value, state.num_rows());
+    }
+    Ok(RecordBatch::try_new(state.schema(), columns)?)
 }

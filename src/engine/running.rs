@@ -15,7 +15,8 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
 use super::split::IncrementalPlan;
-use super::{Rows, partial, reduce, run_on, state};
+use super::state::{self, Part};
+use super::{Rows, partial, reduce, run_on};
 use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::OutputMode;
 use crate::error::{BrookError, Result};
@@ -117,20 +118,20 @@ impl BatchEngine for RunningEngine {
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
         self.state
             .iter()
-            .map(|state| state::label(state.clone(), "running"))
+            .map(|state| state::label(state.clone(), Part::Running))
             .collect()
     }
 
     async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         self.state = match <[RecordBatch; 1]>::try_from(batches) {
-            Ok([state]) if state::label_of(&state) == Some("running") => {
-                Some(state::unlabel(state)?)
-            }
-            Ok(_) => {
-                return Err(BrookError::Internal(
-                    "a running state without its label".into(),
-                ));
-            }
+            Ok([state]) => match state::part_of(&state)? {
+                Part::Running => Some(state::unlabel(state)?),
+                other => {
+                    return Err(BrookError::Internal(format!(
+                        "a RUNNING state holds a '{other}' part"
+                    )));
+                }
+            },
             Err(batches) if batches.is_empty() => None,
             Err(_) => return Err(BrookError::Internal("a running state is one batch".into())),
         };

@@ -23,7 +23,8 @@ use datafusion::execution::TaskContext;
 use super::event_clock::{EventClock, OnTime, filter_times};
 use super::event_window::end_of_input;
 use super::split::{IncrementalPlan, WindowBound};
-use super::{reduce, run_on, state};
+use super::state::{self, Part};
+use super::{reduce, run_on};
 use crate::catalog::stream_table::BatchSlot;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::END_OF_TIME;
@@ -446,7 +447,7 @@ impl BatchEngine for SessionEngine {
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
         let mut batches = vec![self.events.snapshot()?];
         if let Some(sessions) = &self.sessions {
-            batches.push(state::label(sessions.clone(), "sessions")?);
+            batches.push(state::label(sessions.clone(), Part::Sessions)?);
         }
         Ok(batches)
     }
@@ -455,8 +456,14 @@ impl BatchEngine for SessionEngine {
         self.events.restore(&batches)?;
         self.sessions = None;
         for batch in batches {
-            if state::label_of(&batch) == Some("sessions") {
-                self.sessions = Some(state::unlabel(batch)?);
+            match state::part_of(&batch)? {
+                Part::EventClock => {}
+                Part::Sessions => self.sessions = Some(state::unlabel(batch)?),
+                other => {
+                    return Err(BrookError::Internal(format!(
+                        "a SESSION state holds a '{other}' part"
+                    )));
+                }
             }
         }
         Ok(())

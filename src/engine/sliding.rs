@@ -1,8 +1,8 @@
 //! The sliding (and tumbling) window engine: windows of whole micro-batches
 //! in processing time, one emitted every slide. When a window is due and
 //! what it covers is decided here; what a window holds and how its result is
-//! computed belong to a [`WindowStore`] (raw batches re-run, or panes
-//! merged).
+//! computed belong to a [`PaneStore`] whose panes are the batches, keyed
+//! by their number (raw batches re-run, or partial state merged).
 
 use std::sync::Arc;
 
@@ -11,43 +11,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::state;
+use super::panes::{Bounds, PaneStore};
+use super::state::{self, Part};
 use crate::catalog::windows::SlidingWindow;
 use crate::error::{BrookError, Result};
 use crate::query::engine::{BatchEngine, Emission, LiveBatch, MicroBatch};
 use crate::query::{Retained, WindowBounds};
 
-/// What a sliding window keeps of its batches, and how it computes a
-/// window's result from them.
-#[async_trait]
-pub(crate) trait WindowStore: Send {
-    /// The schema of a window's result.
-    fn schema(&self) -> SchemaRef;
-    /// How the store keeps a window of `size` batches, for `EXPLAIN`.
-    fn describe(&self, size: u64) -> String;
-    /// Adds the next batch (the record batches of each input).
-    async fn add(&mut self, inputs: &[Vec<RecordBatch>]) -> Result<()>;
-    /// Adds the next batch while it arrives; by default read whole.
-    async fn add_live(&mut self, batch: &LiveBatch) -> Result<()> {
-        let batch = batch.collect().await?;
-        self.add(&batch.inputs).await
-    }
-    /// Drops the oldest batches until `keep` remain.
-    async fn evict_to(&mut self, keep: usize) -> Result<()>;
-    /// The result of the window made of the batches held, whose bounds are
-    /// `start` and `end` (milliseconds since the epoch).
-    async fn compute(&mut self, start: i64, end: i64) -> Result<Vec<RecordBatch>>;
-    /// What the store holds.
-    fn retained(&self) -> Retained;
-    /// The store's contents as record batches (see [`state`]).
-    #[cfg_attr(not(test), allow(dead_code))] // used by checkpoints and the state tests
-    fn snapshot(&self) -> Result<Vec<RecordBatch>>;
-    /// Replaces the contents by a snapshot's.
-    #[cfg_attr(not(test), allow(dead_code))] // used by checkpoints and the state tests
-    async fn restore(&mut self, state: Vec<RecordBatch>) -> Result<()>;
-}
-
-/// A `HOP` or `TUMBLE` query over a [`WindowStore`].
+/// A `HOP` or `TUMBLE` query over a [`PaneStore`] of batches.
 pub(crate) struct SlidingEngine<S> {
     window: SlidingWindow,
     store: S,
@@ -56,7 +27,7 @@ pub(crate) struct SlidingEngine<S> {
     last_time: Option<DateTime<Utc>>,
 }
 
-impl<S: WindowStore> SlidingEngine<S> {
+impl<S: PaneStore> SlidingEngine<S> {
     pub fn new(window: SlidingWindow, store: S) -> Self {
         Self {
             window,
@@ -83,10 +54,14 @@ impl<S: WindowStore> SlidingEngine<S> {
                 last_batch,
             ),
         };
-        let batches = self
-            .store
-            .compute(start.timestamp_millis(), end.timestamp_millis())
-            .await?;
+        let size = self.window.size_batches() as i64;
+        let last = last_batch as i64;
+        let panes = (last - size + 1)..(last + 1);
+        let millis = Bounds {
+            start: start.timestamp_millis(),
+            end: end.timestamp_millis(),
+        };
+        let batches = self.store.window(panes, millis).await?;
         Ok(Emission {
             batches,
             window: Some(bounds),
@@ -95,7 +70,7 @@ impl<S: WindowStore> SlidingEngine<S> {
     }
 }
 
-impl<S: WindowStore> SlidingEngine<S> {
+impl<S: PaneStore> SlidingEngine<S> {
     /// Counts a batch (cut at `time`) that the store has taken (or failed
     /// to: the batch still counts), and emits the window when a slide is
     /// complete.
@@ -107,9 +82,7 @@ impl<S: WindowStore> SlidingEngine<S> {
         self.batches_seen += 1;
         self.last_time = Some(time);
         added?;
-        self.store
-            .evict_to(self.window.size_batches() as usize)
-            .await?;
+        self.keep_last(self.window.size_batches()).await?;
         if !self
             .batches_seen
             .is_multiple_of(self.window.slide_batches())
@@ -120,8 +93,14 @@ impl<S: WindowStore> SlidingEngine<S> {
         // The batches no later window needs go.
         self.last_emitted = self.batches_seen;
         let keep = (self.window.size_batches()).saturating_sub(self.window.slide_batches());
-        self.store.evict_to(keep as usize).await?;
+        self.keep_last(keep).await?;
         Ok(Some(emission))
+    }
+
+    /// Frees every batch but the last `keep` seen.
+    async fn keep_last(&mut self, keep: u64) -> Result<()> {
+        let first_kept = self.batches_seen as i64 - keep as i64 + 1;
+        self.store.drop_before(first_kept).await
     }
 }
 
@@ -130,12 +109,13 @@ fn out_of_range(err: chrono::OutOfRangeError) -> BrookError {
 }
 
 #[async_trait]
-impl<S: WindowStore> BatchEngine for SlidingEngine<S> {
+impl<S: PaneStore> BatchEngine for SlidingEngine<S> {
     fn describe(&self) -> String {
         format!(
-            "window: {}\n{}",
+            "window: {}\n{}; a pane is one batch: retains at most {} panes",
             crate::catalog::windows::WindowKind::Sliding(self.window.clone()),
-            self.store.describe(self.window.size_batches())
+            self.store.describe(),
+            self.window.size_batches()
         )
     }
 
@@ -144,13 +124,21 @@ impl<S: WindowStore> BatchEngine for SlidingEngine<S> {
     }
 
     async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
-        let added = self.store.add_live(batch).await;
+        let pane = self.batches_seen as i64 + 1;
+        let added = self.store.add_live(pane, batch).await;
         let time = batch.end().await.time;
         self.after_add(added, time).await
     }
 
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        let added = self.store.add(&batch.inputs).await;
+        let pane = self.batches_seen as i64 + 1;
+        let mut added = Ok(());
+        for (input, rows) in batch.inputs.iter().enumerate() {
+            added = self.store.add(input, pane, rows).await;
+            if added.is_err() {
+                break;
+            }
+        }
         self.after_add(added, batch.time).await
     }
     /// At the end of the streams: the window holding the last batches, if
@@ -171,9 +159,7 @@ impl<S: WindowStore> BatchEngine for SlidingEngine<S> {
         // The window ending at the boundary starts `missing` batches later
         // than the one ending now.
         let size = self.window.size_batches();
-        self.store
-            .evict_to((size - missing.min(size)) as usize)
-            .await?;
+        self.keep_last(size - missing.min(size)).await?;
         let ahead = self
             .window
             .interval
@@ -206,7 +192,7 @@ impl<S: WindowStore> BatchEngine for SlidingEngine<S> {
                 ])),
             ],
         )?;
-        let mut batches = vec![state::label(header, "sliding")?];
+        let mut batches = vec![state::label(header, Part::Sliding)?];
         batches.extend(self.store.snapshot()?);
         Ok(batches)
     }
@@ -216,7 +202,7 @@ impl<S: WindowStore> BatchEngine for SlidingEngine<S> {
             return Err(BrookError::Internal("an empty window state".into()));
         }
         let header = batches.remove(0);
-        if state::label_of(&header) != Some("sliding") || header.num_rows() != 1 {
+        if state::part_of(&header)? != Part::Sliding || header.num_rows() != 1 {
             return Err(BrookError::Internal(
                 "a window state without its header".into(),
             ));

@@ -9,7 +9,7 @@ use datafusion::execution::TaskContext;
 
 use super::reduce;
 use super::split::IncrementalPlan;
-use super::state;
+use super::state::{self, Part};
 use crate::error::{BrookError, Result};
 
 /// `front` holds merged suffixes of the older panes, the oldest pane's
@@ -86,35 +86,33 @@ impl TwoStacks {
     }
 
     /// The stacks as labelled batches: `front`, `back`, `back_merged`.
-    #[cfg_attr(not(test), allow(dead_code))] // used by checkpoints and the state tests
     pub fn snapshot(&self) -> Result<Vec<RecordBatch>> {
         let mut batches = Vec::with_capacity(self.len() + 1);
-        for (label, states) in [("front", &self.front), ("back", &self.back)] {
+        for (part, states) in [(Part::Front, &self.front), (Part::Back, &self.back)] {
             for pane in states {
-                batches.push(state::label(pane.clone(), label)?);
+                batches.push(state::label(pane.clone(), part)?);
             }
         }
         if let Some(merged) = &self.back_merged {
-            batches.push(state::label(merged.clone(), "back_merged")?);
+            batches.push(state::label(merged.clone(), Part::BackMerged)?);
         }
         Ok(batches)
     }
 
     /// Stacks rebuilt from [`TwoStacks::snapshot`]'s batches.
-    #[cfg_attr(not(test), allow(dead_code))] // used by checkpoints and the state tests
     pub fn restore(batches: Vec<RecordBatch>) -> Result<Self> {
         let mut stacks = Self::default();
         for batch in batches {
-            let label = state::label_of(&batch).map(str::to_string);
+            let part = state::part_of(&batch)?;
             let batch = state::unlabel(batch)?;
-            match label.as_deref() {
-                Some("front") => stacks.front.push(batch),
-                Some("back") => stacks.back.push(batch),
-                Some("back_merged") => stacks.back_merged = Some(batch),
-                _ => {
-                    return Err(BrookError::Internal(
-                        "an unlabelled pane in a window state".into(),
-                    ));
+            match part {
+                Part::Front => stacks.front.push(batch),
+                Part::Back => stacks.back.push(batch),
+                Part::BackMerged => stacks.back_merged = Some(batch),
+                other => {
+                    return Err(BrookError::Internal(format!(
+                        "a window's stacked panes hold a '{other}' state"
+                    )));
                 }
             }
         }

@@ -217,7 +217,10 @@ async fn explain_shows_the_window_and_whether_it_is_incremental() {
         text.contains("recompute (the query aggregates more than once)"),
         "{text}"
     );
-    assert!(text.contains("retains at most 2 batches"), "{text}");
+    assert!(
+        text.contains("a pane is one batch: retains at most 2 panes"),
+        "{text}"
+    );
     let text = explain(&ctx, "SELECT word FROM events").await;
     assert!(
         text.contains("per batch: the plan below runs once per micro-batch"),
