@@ -279,9 +279,85 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Receives problems that do not stop a query: skipped rows, lost
-/// connections, reconnect attempts. The default prints them to stderr.
-pub type WarningHandler = std::sync::Arc<dyn Fn(&BrookError) + Send + Sync>;
+/// A problem that does not stop a query, reported to the context's
+/// [`WarningHandler`] (the default prints it to stderr) and listed by the
+/// dashboard. What happened is the [`BrookError`] it holds (its kind says
+/// whose fault it is); the variant says what brook did about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// An input row could not be decoded and was skipped
+    /// (`on_error = 'skip'`); the error names the stream and where.
+    #[error(transparent)]
+    SkippedRow(BrookError),
+    /// A source could not read something (a file, a connection, a broker)
+    /// and goes on: it retries, reconnects or skips what it cannot read.
+    #[error(transparent)]
+    Source(BrookError),
+    /// A sink could not write and retries.
+    #[error(transparent)]
+    Sink(BrookError),
+    /// A query's batch failed; the query goes on with the next batch.
+    #[error(transparent)]
+    Query(BrookError),
+    /// A query's checkpoint could not be written; the next batch tries
+    /// again, and a restart resumes from the last one written.
+    #[error("query {query}: checkpoint after batch {batch} not written: {source}")]
+    Checkpoint {
+        /// The query's id.
+        query: u64,
+        /// The batch whose checkpoint it was.
+        batch: u64,
+        /// Why it was not written.
+        source: BrookError,
+    },
+    /// Something brook does on its own failed (registering a system
+    /// table); nothing the user ran stops.
+    #[error(transparent)]
+    Context(BrookError),
+    /// Something the user should know that is not a failure (rows behind
+    /// the watermark dropped, an unreadable checkpoint passed over for an
+    /// older one); the text names the query or stream.
+    #[error("{0}")]
+    Notice(String),
+}
+
+impl Warning {
+    /// Whose fault it is: its cause's kind; a notice is about the user's
+    /// data.
+    pub fn kind(&self) -> ErrorKind {
+        self.cause().map_or(ErrorKind::User, BrookError::kind)
+    }
+
+    /// The error behind the warning, taken out of it.
+    pub(crate) fn into_cause(self) -> Option<BrookError> {
+        match self {
+            Warning::SkippedRow(cause)
+            | Warning::Source(cause)
+            | Warning::Sink(cause)
+            | Warning::Query(cause)
+            | Warning::Context(cause)
+            | Warning::Checkpoint { source: cause, .. } => Some(cause),
+            Warning::Notice(_) => None,
+        }
+    }
+
+    /// The error behind the warning, when there is one.
+    pub fn cause(&self) -> Option<&BrookError> {
+        match self {
+            Warning::SkippedRow(cause)
+            | Warning::Source(cause)
+            | Warning::Sink(cause)
+            | Warning::Query(cause)
+            | Warning::Context(cause)
+            | Warning::Checkpoint { source: cause, .. } => Some(cause),
+            Warning::Notice(_) => None,
+        }
+    }
+}
+
+/// Receives [`Warning`]s: problems that do not stop a query.
+pub type WarningHandler = std::sync::Arc<dyn Fn(&Warning) + Send + Sync>;
 
 /// Shorthand for results in brook.
 pub type Result<T, E = BrookError> = std::result::Result<T, E>;
@@ -291,7 +367,7 @@ pub(crate) const RECENT_WARNINGS: usize = 100;
 
 /// One warning as the dashboard lists it.
 #[derive(Debug, Clone)]
-pub struct Warning {
+pub struct ReportedWarning {
     /// When it was reported.
     pub time: chrono::DateTime<chrono::Utc>,
     /// Whose fault it is.
@@ -312,18 +388,28 @@ pub(crate) struct RecentWarnings {
 
 #[derive(Debug, Default)]
 struct RecentState {
-    warnings: std::collections::VecDeque<Warning>,
+    warnings: std::collections::VecDeque<ReportedWarning>,
     /// Warnings ever pushed, kept and evicted ones alike.
     total: u64,
 }
 
 impl RecentWarnings {
     /// Records `warning`, evicting the oldest past [`RECENT_WARNINGS`].
-    pub fn push(&self, warning: &BrookError) {
-        let entry = Warning {
+    pub fn push(&self, warning: &Warning) {
+        self.record(warning.kind(), error_chain(warning));
+    }
+
+    /// Records a query's failed batch (a [`Warning::Query`] the query
+    /// reports itself).
+    pub fn push_failure(&self, failure: &BrookError) {
+        self.record(failure.kind(), error_chain(failure));
+    }
+
+    fn record(&self, kind: ErrorKind, message: String) {
+        let entry = ReportedWarning {
             time: chrono::Utc::now(),
-            kind: warning.kind(),
-            message: error_chain(warning),
+            kind,
+            message,
         };
         let mut state = self.state.lock();
         if state.warnings.len() >= RECENT_WARNINGS {
@@ -334,7 +420,7 @@ impl RecentWarnings {
     }
 
     /// The kept warnings, oldest first, and how many were ever pushed.
-    pub fn snapshot(&self) -> (Vec<Warning>, u64) {
+    pub fn snapshot(&self) -> (Vec<ReportedWarning>, u64) {
         let state = self.state.lock();
         (state.warnings.iter().cloned().collect(), state.total)
     }

@@ -104,7 +104,10 @@ pub mod ui;
 
 pub use catalog::windows::OutputMode;
 pub use context::{SqlOutput, StreamContext, line_schema};
-pub use error::{BrookError, ErrorKind, Result, SqlLocation, Warning, WarningHandler, error_chain};
+pub use error::{
+    BrookError, ErrorKind, ReportedWarning, Result, SqlLocation, Warning, WarningHandler,
+    error_chain,
+};
 pub use event_time::EventTime;
 pub use query::{
     BatchOutput, ContinuousQuery, QueryInfo, QueryStats, Retained, SinkProgress, WindowBounds,

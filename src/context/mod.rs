@@ -23,7 +23,7 @@ use datafusion::sql::sqlparser::ast::{Insert, Statement as SqlStatement, TableOb
 use crate::catalog::StreamMap;
 use crate::catalog::stream_table::StreamTable;
 use crate::catalog::system::{self, SystemTable};
-use crate::error::{BrookError, RecentWarnings, Result, SqlLocation, WarningHandler};
+use crate::error::{BrookError, RecentWarnings, Result, SqlLocation, Warning, WarningHandler};
 use crate::exec::PlanShape;
 use crate::planner::{self, Planner};
 use crate::query::ContinuousQuery;
@@ -130,7 +130,7 @@ impl StreamContext {
     pub fn new(batch_interval: Duration) -> Self {
         Self::with_warning_handler(
             batch_interval,
-            Arc::new(|warning: &BrookError| {
+            Arc::new(|warning: &Warning| {
                 eprintln!("brook: warning: {}", redact_secrets(&warning.to_string()))
             }),
         )
@@ -141,7 +141,7 @@ impl StreamContext {
         let recent_warnings = Arc::new(RecentWarnings::default());
         let warn: WarningHandler = {
             let recent_warnings = Arc::clone(&recent_warnings);
-            Arc::new(move |warning: &BrookError| {
+            Arc::new(move |warning: &Warning| {
                 recent_warnings.push(warning);
                 warn(warning);
             })
@@ -495,7 +495,7 @@ impl StreamContext {
                 let mut restored_batch = 0;
                 if let Some(restored) = checkpoints.latest()? {
                     for skipped in &restored.skipped {
-                        (self.inner.warn)(&BrookError::invalid(skipped.clone()));
+                        (self.inner.warn)(&Warning::Notice(skipped.clone()));
                     }
                     if restored.header.batch > 0 {
                         plan.engine.restore(restored.state).await?;
@@ -527,7 +527,7 @@ impl StreamContext {
             // it, if this query is the one that starts it.
             if let Some(position) = positions.get(name) {
                 if stream.started.load(Ordering::SeqCst) {
-                    (self.inner.warn)(&BrookError::invalid(format!(
+                    (self.inner.warn)(&Warning::Notice(format!(
                         "stream '{name}' is already read by a running query: this query's state is restored, but the stream goes on from where it is, not from the checkpoint"
                     )));
                 } else {

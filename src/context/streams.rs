@@ -1,6 +1,7 @@
 //! Registering, listing and removing streams; `brook.streams`.
 
 use super::*;
+use crate::error::Warning;
 use crate::event_time::EventTime;
 
 impl StreamContext {
@@ -24,9 +25,9 @@ impl StreamContext {
             ),
         ] {
             if let Err(err) = system::register(&self.inner.session, name, table) {
-                (self.inner.warn)(&BrookError::Internal(format!(
+                (self.inner.warn)(&Warning::Context(BrookError::Internal(format!(
                     "cannot register brook.{name}: {err}"
-                )));
+                ))));
             }
         }
     }

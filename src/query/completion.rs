@@ -17,7 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::registry::QueryEntry;
 use crate::checkpoint::QueryCheckpoints;
-use crate::error::{BrookError, WarningHandler};
+use crate::error::{Warning, WarningHandler};
 use crate::stream::cuts::InFlight;
 
 /// What is done once a batch is done with (see the module docs).
@@ -129,10 +129,11 @@ impl PendingCheckpoint {
             Err(err) => {
                 // The next batch tries again; a restart resumes from the
                 // last checkpoint written.
-                (writer.warn)(&BrookError::invalid(format!(
-                    "query {}: checkpoint after batch {} not written: {err}",
-                    writer.entry.id, self.batch
-                )));
+                (writer.warn)(&Warning::Checkpoint {
+                    query: writer.entry.id,
+                    batch: self.batch,
+                    source: err,
+                });
             }
         }
     }

@@ -23,7 +23,7 @@ use super::registry::{
     LatestResult, QueryEnd, QueryEntry, QueryRegistry, QueryStats, SinkProgress, Stop,
 };
 use crate::checkpoint::QueryCheckpoints;
-use crate::error::{BrookError, RecentWarnings, Result, WarningHandler, error_chain};
+use crate::error::{BrookError, RecentWarnings, Result, Warning, WarningHandler, error_chain};
 use crate::stream::clock::{BatchStart, StreamFailure};
 use crate::stream::cuts::InFlight;
 
@@ -340,7 +340,7 @@ impl Driver {
                     stream: input.stream_name().to_string(),
                     cause: failure,
                 });
-                self.warnings.push(&error);
+                self.warnings.push_failure(&error);
                 let end = QueryEnd::Failed(error_chain(&error));
                 let done = BatchDone::new(None, in_flight);
                 if let Err(unsent) = self.outputs.send((Err(error), done)).await {
@@ -380,7 +380,11 @@ impl Driver {
                                 items_after: std::mem::take(&mut items_after),
                             }),
                             Err(err) => {
-                                self.warnings.push(&err);
+                                self.warnings.push(&Warning::Checkpoint {
+                                    query: self.entry.id,
+                                    batch: batch.number,
+                                    source: err,
+                                });
                                 None
                             }
                         }
@@ -392,7 +396,7 @@ impl Driver {
                 self.record(&batch, output.as_ref(), execution, lag);
                 let failure = match &output {
                     Some(Err(err)) => {
-                        self.warnings.push(err);
+                        self.warnings.push_failure(err);
                         Some(error_chain(err))
                     }
                     _ => None,
@@ -497,7 +501,7 @@ impl Driver {
             Ok(Some(emission)) => {
                 let event = emission.event.unwrap_or_default();
                 for warning in &event.warnings {
-                    self.warnings.push(&BrookError::invalid(format!(
+                    self.warnings.push(&Warning::Notice(format!(
                         "query {}: {warning}",
                         self.entry.id
                     )));

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{BatchSink, SinkWrite};
-use crate::error::{BrookError, Result, WarningHandler};
+use crate::error::{BrookError, Result, Warning, WarningHandler};
 use crate::query::{BatchOutput, ContinuousQuery};
 
 /// Failed batches in a row after which a sink stops its query.
@@ -118,18 +118,24 @@ impl SinkRegistry {
                     sink: sink_name.clone(),
                     source: Box::new(err),
                 };
-                warn(&err);
+                let warning = Warning::Sink(err);
+                warn(&warning);
                 failed_in_a_row += 1;
                 let gave_up = sink.gave_up();
                 let stopping = gave_up || failed_in_a_row >= MAX_CONSECUTIVE_FAILURES;
-                first_failure.get_or_insert(err);
+                first_failure = first_failure.or(warning.into_cause());
+                let sink_context = || format!("sink '{sink_name}'");
                 if gave_up {
-                    warn(&BrookError::invalid(format!("sink '{sink_name}': stopped")));
+                    warn(&Warning::Sink(BrookError::external(
+                        sink_context(),
+                        "stopped",
+                    )));
                     break;
                 }
                 if stopping {
-                    warn(&BrookError::invalid(format!(
-                        "sink '{sink_name}': stopped after {MAX_CONSECUTIVE_FAILURES} failed batches in a row"
+                    warn(&Warning::Sink(BrookError::external(
+                        sink_context(),
+                        format!("stopped after {MAX_CONSECUTIVE_FAILURES} failed batches in a row"),
                     )));
                     break;
                 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::decode::{DecodedLines, LineDecoder, LineSplitter};
 use super::parquet::ParquetPieces;
 use super::{FilesFormat, FilesOptions, Inbox, LineFormat, Source};
-use crate::error::{BrookError, Result, WarningHandler};
+use crate::error::{BrookError, Result, Warning, WarningHandler};
 
 /// Bytes read from a file at a time: files larger than the stream's bounds
 /// go through in pieces.
@@ -387,14 +387,14 @@ impl Watcher {
         let mut entries = match tokio::fs::read_dir(&self.options.path).await {
             Ok(entries) => entries,
             Err(err) => {
-                (self.warn)(&BrookError::io(
+                (self.warn)(&Warning::Source(BrookError::io(
                     format!(
                         "stream '{}': cannot list directory {}",
                         self.stream,
                         self.options.path.display()
                     ),
                     err,
-                ));
+                )));
                 return files;
             }
         };
@@ -463,14 +463,16 @@ impl Watcher {
         let mut pieces = match opened {
             Ok(Ok(pieces)) => pieces,
             Ok(Err(why)) => {
-                (self.warn)(&self.cannot_read(&path, std::io::Error::other(why)));
+                (self.warn)(&Warning::Source(
+                    self.cannot_read(&path, std::io::Error::other(why)),
+                ));
                 return true;
             }
             Err(panicked) => {
-                (self.warn)(&self.cannot_read(
+                (self.warn)(&Warning::Source(self.cannot_read(
                     &path,
                     std::io::Error::other(format!("the Parquet reader failed: {panicked}")),
-                ));
+                )));
                 return true;
             }
         };
@@ -487,10 +489,10 @@ impl Watcher {
                     piece
                 }
                 Err(panicked) => {
-                    (self.warn)(&self.cannot_read(
+                    (self.warn)(&Warning::Source(self.cannot_read(
                         &path,
                         std::io::Error::other(format!("the Parquet reader failed: {panicked}")),
-                    ));
+                    )));
                     return true;
                 }
             };
@@ -505,7 +507,9 @@ impl Watcher {
                     }
                 }
                 Some(Err(why)) => {
-                    (self.warn)(&self.cannot_read(&path, std::io::Error::other(why)));
+                    (self.warn)(&Warning::Source(
+                        self.cannot_read(&path, std::io::Error::other(why)),
+                    ));
                     return true;
                 }
             }
@@ -519,7 +523,7 @@ impl Watcher {
         let mut file = match tokio::fs::File::open(path).await {
             Ok(file) => file,
             Err(err) => {
-                (self.warn)(&self.cannot_read(path, err));
+                (self.warn)(&Warning::Source(self.cannot_read(path, err)));
                 return true;
             }
         };
@@ -567,7 +571,7 @@ impl Watcher {
                     lines.decode_read()
                 }
                 Err(err) => {
-                    (self.warn)(&self.cannot_read(path, err));
+                    (self.warn)(&Warning::Source(self.cannot_read(path, err)));
                     return true;
                 }
             };

@@ -12,7 +12,7 @@ mod queue;
 mod queue_insert;
 mod socket;
 
-use crate::error::{BrookError, WarningHandler};
+use crate::error::{BrookError, Warning, WarningHandler};
 
 pub use crate::options::OptionSpec;
 pub(crate) use crate::stream::{Inbox, Source};
@@ -59,7 +59,7 @@ pub(crate) async fn deliver(
             inbox.fail(error);
             return false;
         }
-        warn(&error);
+        warn(&Warning::SkippedRow(error));
     }
     match decoded.batch {
         Some(batch) => inbox.push(batch).await.is_ok(),

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::Inbox;
 use super::decode::{DecodedLines, LineDecoder, LineSplitter};
 use super::{SocketOptions, Source};
-use crate::error::{BrookError, Result, WarningHandler};
+use crate::error::{BrookError, Result, Warning, WarningHandler};
 
 /// Bytes asked for per read; lines are decoded a read at a time.
 const READ_BYTES: usize = 256 * 1024;
@@ -97,11 +97,11 @@ impl Source for SocketSource {
                 });
             }
             Err(source) => {
-                (self.warn.0)(&BrookError::Connect {
+                (self.warn.0)(&Warning::Source(BrookError::Connect {
                     stream: self.stream.clone(),
                     address: self.address.clone(),
                     source,
-                });
+                }));
                 None
             }
         };
@@ -173,13 +173,15 @@ impl SocketReader {
                 match self.read_connection(socket).await {
                     Disconnect::Failed => return,
                     Disconnect::Closed => {}
-                    Disconnect::Lost(source) => (self.warn)(&BrookError::SourceIo {
-                        stream: self.stream.clone(),
-                        source: std::io::Error::new(
-                            source.kind(),
-                            format!("connection to {} lost: {source}", self.address),
-                        ),
-                    }),
+                    Disconnect::Lost(source) => {
+                        (self.warn)(&Warning::Source(BrookError::SourceIo {
+                            stream: self.stream.clone(),
+                            source: std::io::Error::new(
+                                source.kind(),
+                                format!("connection to {} lost: {source}", self.address),
+                            ),
+                        }))
+                    }
                 }
                 if !self.options.reconnect {
                     self.inbox.close();
@@ -210,11 +212,11 @@ impl SocketReader {
                         });
                         return;
                     }
-                    (self.warn)(&BrookError::Connect {
+                    (self.warn)(&Warning::Source(BrookError::Connect {
                         stream: self.stream.clone(),
                         address: self.address.clone(),
                         source,
-                    });
+                    }));
                 }
             }
         }
@@ -234,11 +236,11 @@ impl SocketReader {
                 Ok(_) => self.lines.decode_read(),
                 Err(err) => {
                     if let Some(dropped) = self.lines.decode_loss() {
-                        (self.warn)(&BrookError::BadRow {
+                        (self.warn)(&Warning::Source(BrookError::BadRow {
                             stream: self.stream.clone(),
                             line: dropped.line,
                             message: dropped.message,
-                        });
+                        }));
                         self.inbox
                             .rows_dropped
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -1381,3 +1381,76 @@ fn regression_a_broker_or_server_that_is_down_is_reported_without_a_caret_a_bad_
         std::fs::remove_file(script).ok();
     }
 }
+
+/// Issue 24: an internal error (a bug: here brook's own intact checkpoint
+/// holding a state part it does not know) exits with 70, sysexits'
+/// EX_SOFTWARE, says it is a bug, and is not shown with a caret.
+#[test]
+fn an_internal_error_exits_with_70_and_asks_for_a_report() {
+    let checkpoints =
+        std::env::temp_dir().join(format!("brook-ckpt-internal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&checkpoints);
+    let script = temp_sql(
+        "checkpoint-internal.sql",
+        "SET batch_interval = '100ms';\n\
+         CREATE STREAM s (k TEXT) WITH (connector = 'queue');\n\
+         SELECT k, COUNT(*) AS n FROM RUNNING(s) GROUP BY k;\n\
+         INSERT INTO s VALUES ('a'), ('a'), ('b');\n",
+    );
+    let run = |script: &std::path::Path| {
+        brook(&[
+            "--checkpoint",
+            checkpoints.to_str().unwrap(),
+            "run",
+            script.to_str().unwrap(),
+            "--quiet",
+        ])
+    };
+    let first = run(&script);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    // Every checkpoint's state part 'running' becomes 'runnixg', with the
+    // file's checksum (FNV-1a of all before it) made right again: the file
+    // is intact, and brook cannot read what it holds.
+    let mut patched = 0;
+    for query in std::fs::read_dir(&checkpoints).unwrap() {
+        for file in std::fs::read_dir(query.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes.truncate(bytes.len() - 8);
+            let mut found = false;
+            for at in 0..bytes.len().saturating_sub(7) {
+                if &bytes[at..at + 7] == b"running" {
+                    bytes[at + 5] = b'x';
+                    found = true;
+                }
+            }
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in &bytes {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            std::fs::write(&path, bytes).unwrap();
+            patched += usize::from(found);
+        }
+    }
+    assert!(patched >= 1, "no checkpoint holds a RUNNING state");
+    let second = run(&script);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(70), "{stderr}");
+    let first_line = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first_line.starts_with(&format!(
+            "brook: {}: internal error: a checkpoint's state holds a part labelled 'runnixg', which brook does not write",
+            script.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        first_line.ends_with("(this is a bug in brook; please report it with this message)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('^'), "{stderr}");
+    std::fs::remove_dir_all(checkpoints).ok();
+    std::fs::remove_file(script).ok();
+}

@@ -150,7 +150,7 @@ pub fn recording_warnings() -> (brook::WarningHandler, Arc<Mutex<Vec<String>>>) 
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&warnings);
     let handler: brook::WarningHandler =
-        Arc::new(move |w: &BrookError| sink.lock().unwrap().push(w.to_string()));
+        Arc::new(move |w: &brook::Warning| sink.lock().unwrap().push(w.to_string()));
     (handler, warnings)
 }
 

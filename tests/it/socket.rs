@@ -373,3 +373,69 @@ async fn reconnect_attempts_bounds_the_retries_then_the_query_fails_naming_the_a
         warnings.lock().unwrap()
     );
 }
+
+#[tokio::test]
+async fn warnings_say_what_brook_did_and_whose_fault_it_was() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for text in ["a,1\nb,x\n", "c,3\n"] {
+            let Ok((mut client, _)) = listener.accept() else {
+                return;
+            };
+            client.write_all(text.as_bytes()).ok();
+        }
+        // The listener goes: the next reconnect is refused.
+    });
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    let warn: brook::WarningHandler = std::sync::Arc::new(move |w: &brook::Warning| {
+        let what = match w {
+            brook::Warning::SkippedRow(_) => "skipped row",
+            brook::Warning::Source(_) => "source",
+            _ => "other",
+        };
+        record.lock().unwrap().push((what, w.kind(), w.to_string()));
+    });
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(30), warn);
+    ctx.sql(&format!(
+        "CREATE STREAM pairs (k TEXT, v BIGINT) WITH (connector = 'socket', host = '127.0.0.1', port = '{}', format = 'csv', reconnect = 'true')",
+        crate::common::port_of(&address)
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT k, v FROM pairs").await;
+    let mut keys = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let refused = seen.lock().unwrap().iter().any(|w| w.0 == "source");
+        if keys.len() == 2 && refused {
+            break;
+        }
+        let Ok(Some(Ok(output))) = tokio::time::timeout(
+            Duration::from_secs(1),
+            crate::common::next_batch(&mut query),
+        )
+        .await
+        else {
+            continue;
+        };
+        keys.extend(rows(&output).into_iter().map(|r| r[0].clone()));
+    }
+    assert_eq!(keys, vec!["a", "c"]);
+    let seen = seen.lock().unwrap();
+    let skipped: Vec<_> = seen.iter().filter(|w| w.0 == "skipped row").collect();
+    assert_eq!(skipped.len(), 1, "{seen:?}");
+    assert_eq!(skipped[0].1, brook::ErrorKind::User, "{seen:?}");
+    assert!(skipped[0].2.contains("stream 'pairs' line 2"), "{seen:?}");
+    let refused = seen
+        .iter()
+        .find(|w| w.0 == "source")
+        .expect("a refused reconnect is reported");
+    assert_eq!(refused.1, brook::ErrorKind::External, "{seen:?}");
+    assert!(refused.2.contains(&address), "{seen:?}");
+    assert!(
+        seen.iter().all(|w| w.0 != "other"),
+        "every warning here is a skipped row or a source's: {seen:?}"
+    );
+}

@@ -31,7 +31,7 @@ pub use self::options::{
 };
 use self::types::{created_type, encoding_for};
 use super::{BatchSink, SinkWrite};
-use crate::error::{BrookError, Result, WarningHandler};
+use crate::error::{BrookError, Result, Warning, WarningHandler};
 use crate::query::BatchOutput;
 
 /// COPY data is sent in pieces of about this many bytes.
@@ -303,7 +303,7 @@ impl BatchSink for PostgresSink {
             let err = match self.write_once(batch, rows, &copy_data).await {
                 Ok(written) => {
                     if attempt > 1 {
-                        (self.warn)(&BrookError::External {
+                        (self.warn)(&Warning::Sink(BrookError::External {
                             context: format!("sink '{}'", self.name),
                             message: format!(
                                 "reconnected to {}; batch {batch} {}",
@@ -314,7 +314,7 @@ impl BatchSink for PostgresSink {
                                     _ => "written",
                                 }
                             ),
-                        });
+                        }));
                     }
                     if written == SinkWrite::Written || written == SinkWrite::Skipped {
                         self.last_written = Some(batch);
@@ -345,7 +345,7 @@ impl BatchSink for PostgresSink {
                     &err,
                 ));
             }
-            (self.warn)(&external(
+            (self.warn)(&Warning::Sink(external(
                 format!(
                     "sink '{}': batch {batch}: lost connection to {} (retrying in {} ms, attempt {} of {limit})",
                     self.name,
@@ -354,7 +354,7 @@ impl BatchSink for PostgresSink {
                     attempt + 1
                 ),
                 &err,
-            ));
+            )));
             backoff.wait().await;
         }
     }

@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 pub use self::options::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
 use super::decode::LineDecoder;
 use super::{Inbox, Source};
-use crate::error::{BrookError, Result, WarningHandler};
+use crate::error::{BrookError, Result, Warning, WarningHandler};
 
 /// Messages decoded together at most.
 pub(super) const MESSAGES_PER_CHUNK: usize = 8192;
@@ -170,13 +170,13 @@ impl Running {
     fn commit_finished_before_close(&self) {
         let offsets = &self.offsets;
         if offsets.inbox.ledger().is_held_back() {
-            (offsets.warn)(&BrookError::external(
+            (offsets.warn)(&Warning::Source(BrookError::external(
                 format!("stream '{}'", offsets.stream),
                 format!(
                     "offsets of topic '{}' were not committed past a batch that was not delivered; a restart reads those rows again",
                     offsets.topic
                 ),
-            ));
+            )));
         }
         // All finished offsets, also those an asynchronous commit still
         // carries: this answer is the one waited for.
@@ -196,14 +196,14 @@ impl Running {
             Ok(Err(_)) => format!("no answer within {} s", FINAL_COMMIT_WAIT.as_secs()),
             Err(err) => err.to_string(),
         };
-        (offsets.warn)(&BrookError::external(
+        (offsets.warn)(&Warning::Source(BrookError::external(
             format!("stream '{}'", offsets.stream),
             format!(
                 "the last commit of offsets {} of topic '{}' failed: {failure} (a restart may read those rows again)",
                 offsets.describe_commit(),
                 offsets.topic
             ),
-        ));
+        )));
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::error::{BrookError, WarningHandler};
+use crate::error::{BrookError, Warning, WarningHandler};
 use crate::stream::Inbox;
 
 use super::REBALANCE_WAIT;
@@ -231,26 +231,26 @@ impl Offsets {
         if !self.closing.load(Ordering::Acquire)
             && !self.inbox.ledger().wait_finished(taken, REBALANCE_WAIT)
         {
-            (self.warn)(&BrookError::external(
+            (self.warn)(&Warning::Source(BrookError::external(
                 format!("stream '{}'", self.stream),
                 format!(
                     "the batches in progress did not finish within {} s of a rebalance of topic '{}'; the partitions' next owner may read their rows again",
                     REBALANCE_WAIT.as_secs(),
                     self.topic
                 ),
-            ));
+            )));
         }
         if let Some(list) = self.pending_commit(Some(partitions))
             && let Err(err) = consumer.commit(&list, CommitMode::Sync)
         {
             self.commit_failed(&list);
-            (self.warn)(&BrookError::external(
+            (self.warn)(&Warning::Source(BrookError::external(
                 format!("stream '{}'", self.stream),
                 format!(
                     "committing offsets of topic '{}' before a rebalance failed: {err} (the partitions' next owner may read some rows again)",
                     self.topic
                 ),
-            ));
+            )));
         }
     }
 }

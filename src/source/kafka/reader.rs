@@ -21,7 +21,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio::sync::Notify;
 
-use crate::error::{BrookError, Result, WarningHandler};
+use crate::error::{BrookError, Result, Warning, WarningHandler};
 use crate::source::decode::{DecodedLines, LineDecoder};
 use crate::stream::Inbox;
 
@@ -107,17 +107,21 @@ impl Reader {
                 Ok(message) if self.before_checkpoint(&message) => continue,
                 Ok(message) => {
                     if lost {
-                        (self.warn)(&BrookError::external(
+                        (self.warn)(&Warning::Source(BrookError::external(
                             format!("stream '{}'", self.stream),
                             format!("reading topic '{}' again", self.topic),
-                        ));
+                        )));
                         lost = false;
                     }
                     add_message(&message, &mut chunk, &mut places);
                 }
                 Err(err) => {
                     if !lost {
-                        (self.warn)(&kafka_warning(&self.stream, &self.topic, &err));
+                        (self.warn)(&Warning::Source(kafka_warning(
+                            &self.stream,
+                            &self.topic,
+                            &err,
+                        )));
                         lost = true;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -188,7 +192,7 @@ impl Reader {
                 self.inbox.fail(error);
                 return false;
             }
-            (self.warn)(&error);
+            (self.warn)(&Warning::SkippedRow(error));
         }
         if let Some(values) = decoded.batch {
             let kept: Vec<Place> = places

@@ -15,7 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::options::StartOffset;
-use crate::error::BrookError;
+use crate::error::{BrookError, Warning};
 
 use super::offsets::Offsets;
 
@@ -37,13 +37,13 @@ impl ConsumerContext for StartContext {
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, list: &TopicPartitionList) {
         if let Err(err) = result {
             self.offsets.commit_failed(list);
-            (self.offsets.warn)(&BrookError::external(
+            (self.offsets.warn)(&Warning::Source(BrookError::external(
                 format!("stream '{}'", self.offsets.stream),
                 format!(
                     "committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
                     self.offsets.topic
                 ),
-            ));
+            )));
         }
     }
 
@@ -95,13 +95,13 @@ impl ConsumerContext for StartContext {
                 let rebalance = self.offsets.rebalances.fetch_add(1, Ordering::AcqRel) + 1;
                 self.offsets.assigned(&numbers, rebalance);
                 if let Err(err) = consumer.assign(partitions) {
-                    (self.offsets.warn)(&BrookError::external(
+                    (self.offsets.warn)(&Warning::Source(BrookError::external(
                         format!("stream '{}'", self.offsets.stream),
                         format!(
                             "taking partitions {numbers:?} of topic '{}' failed: {err}",
                             self.offsets.topic
                         ),
-                    ));
+                    )));
                 }
             }
             _ => {
@@ -168,13 +168,13 @@ impl Committer {
             // callback, and the offsets are due again at the next commit.
             if let Err(err) = self.consumer.commit(&list, CommitMode::Async) {
                 self.offsets.commit_failed(&list);
-                (self.offsets.warn)(&BrookError::external(
+                (self.offsets.warn)(&Warning::Source(BrookError::external(
                     format!("stream '{}'", self.offsets.stream),
                     format!(
                         "committing offsets of topic '{}' failed: {err} (the next commit carries them again)",
                         self.offsets.topic
                     ),
-                ));
+                )));
             }
         }
     }
