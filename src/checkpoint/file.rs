@@ -82,8 +82,10 @@ pub(crate) fn read(path: &Path) -> Result<(CheckpointHeader, Vec<RecordBatch>)> 
     decode(&bytes)
 }
 
+/// A file that is not a whole checkpoint: torn by a crash, or changed by
+/// something else. Not the user's doing nor a bug: external.
 fn corrupt(why: &str) -> BrookError {
-    BrookError::invalid(format!("not a whole brook checkpoint: {why}"))
+    BrookError::external("not a whole brook checkpoint", why)
 }
 
 /// Parses a file's bytes, checking its checksum first.
