@@ -23,6 +23,8 @@ use crate::catalog::windows::{
 };
 use crate::engine::event_clock::{EventClock, LateRoute, late_schema};
 use crate::engine::event_window::EventHopEngine;
+use crate::engine::interval_join::{IntervalJoinEngine, SideClock};
+use crate::engine::join_bounds::{self, Found, JoinSite};
 use crate::engine::panes::{IncrementalPanes, RowPanes};
 use crate::engine::per_batch::{PerBatchEngine, PlanVariant};
 use crate::engine::running::RunningEngine;
@@ -80,6 +82,9 @@ pub(crate) struct ContinuousPlan {
     pub logical: LogicalPlan,
     /// Where late rows go (`LATE DATA TO`), once the stream exists.
     pub late_route: Option<LateRoute>,
+    /// What starting the query tells the user (a join of the same batch
+    /// only).
+    pub notices: Vec<String>,
 }
 
 /// A stream scan found in a logical plan.
@@ -179,12 +184,26 @@ impl Planner<'_> {
         );
         // The planner only chooses the engine; each engine is built from
         // the plan and says itself how it runs (`describe`).
+        let mut notices = Vec::new();
         let (engine, late_route): (Box<dyn BatchEngine>, Option<LateRoute>) = match window {
-            None => (
-                self.per_batch_engine(plan, &planned, scans, &streams, purpose)
-                    .await,
-                None,
-            ),
+            None => match self.find_join(&planned, &scans, &streams)? {
+                Found::Interval(site) => {
+                    (self.interval_join_engine(*site, &streams, &planned)?, None)
+                }
+                found => {
+                    if matches!(found, Found::Unbounded) {
+                        notices.push(format!(
+                            "the join of {} has no bound on the streams' event times: it joins rows of the same batch only; for pairs across batches, bound it (ON ... AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' MINUTE, with WATERMARK FOR on both streams)",
+                            streams.join(" and ")
+                        ));
+                    }
+                    (
+                        self.per_batch_engine(plan, &planned, scans, &streams, purpose)
+                            .await,
+                        None,
+                    )
+                }
+            },
             Some(WindowKind::Running(mode)) => {
                 (running_engine(mode, &planned, window_scans(scans))?, None)
             }
@@ -196,9 +215,15 @@ impl Planner<'_> {
                 self.event_engine(window, &streams, &planned, shape, window_scans(scans))?
             }
         };
+        let same_batch = if notices.is_empty() {
+            ""
+        } else {
+            "\njoin: rows of the same batch only (no bound on the streams' event times)"
+        };
         Ok(Some(ContinuousPlan {
             streams,
-            description: format!("{head}\n{}", engine.describe()),
+            description: format!("{head}\n{}{same_batch}", engine.describe()),
+            notices,
             engine,
             physical: Arc::clone(&planned.physical),
             logical: planned.logical,
@@ -231,6 +256,80 @@ impl Planner<'_> {
             Purpose::Explain => None,
         };
         Box::new(PerBatchEngine::new(first, parallel))
+    }
+
+    /// Whether the query (without a window) joins two streams, and how.
+    fn find_join(
+        &self,
+        planned: &Planned,
+        scans: &[(usize, Vec<Arc<BatchSlot>>)],
+        streams: &[String],
+    ) -> Result<Found> {
+        if streams.len() != 2 {
+            return Ok(Found::NotAJoin);
+        }
+        let mut event_columns = Vec::with_capacity(streams.len());
+        for name in streams {
+            let stream = self.registered(name)?;
+            let column = match stream.event_time() {
+                Some(event_time) => Some(event_time.column_index(name, &stream.schema)?),
+                None => None,
+            };
+            event_columns.push(column);
+        }
+        Ok(join_bounds::find(
+            &planned.physical,
+            &window_scans(scans.to_vec()),
+            &event_columns,
+        ))
+    }
+
+    /// The engine of an interval join.
+    fn interval_join_engine(
+        &self,
+        site: JoinSite,
+        streams: &[String],
+        planned: &Planned,
+    ) -> Result<Box<dyn BatchEngine>> {
+        let clock_of = |input: usize, column: usize| -> Result<SideClock> {
+            let name = streams.get(input).ok_or_else(|| {
+                BrookError::Internal(format!("an interval join reads input {input}"))
+            })?;
+            let stream = self.registered(name)?;
+            let event_time = stream.event_time().ok_or_else(|| {
+                BrookError::Internal(format!("stream '{name}' lost its event time"))
+            })?;
+            let declared = event_time.describe();
+            let mut clock = WatermarkClock::new(vec![(event_time, column)]);
+            if stream.source.connector() == "kafka"
+                && let Ok(partition) = stream.schema.index_of("_partition")
+                && stream.schema.field(partition).data_type().is_integer()
+            {
+                clock.partition_by(0, partition);
+            }
+            Ok(SideClock {
+                stream: name.clone(),
+                clock,
+                declared,
+            })
+        };
+        let clocks = [
+            clock_of(site.sides[0].input, site.sides[0].event_column)?,
+            clock_of(site.sides[1].input, site.sides[1].event_column)?,
+        ];
+        Ok(Box::new(IntervalJoinEngine::new(
+            &planned.physical,
+            site,
+            clocks,
+            planned.state.task_ctx(),
+        )?))
+    }
+
+    /// The registered stream `name`, which a plan read.
+    fn registered(&self, name: &str) -> Result<Arc<crate::stream::LiveStream>> {
+        self.streams.read().get(name).cloned().ok_or_else(|| {
+            BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
+        })
     }
 
     /// The engine of an event-time window query and where its late rows

@@ -538,6 +538,9 @@ impl StreamContext {
             sources.push((name.clone(), Arc::clone(&stream.source)));
             streams.push(stream);
         }
+        for notice in &plan.notices {
+            (self.inner.warn)(&Warning::Notice(notice.clone()));
+        }
         if let Some(route) = &plan.late_route {
             let late = self.late_stream(route)?;
             // A fresh route: set once, here.

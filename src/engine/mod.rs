@@ -20,6 +20,10 @@
 
 pub(crate) mod event_clock;
 pub(crate) mod event_window;
+pub(crate) mod interval_join;
+pub(crate) mod join_bounds;
+#[cfg(test)]
+mod join_tests;
 pub(crate) mod panes;
 pub(crate) mod per_batch;
 pub(crate) mod running;

@@ -324,7 +324,7 @@ fn referenced(
 }
 
 /// `plan` with the node `target` replaced by `replacement`.
-fn replace(
+pub(crate) fn replace(
     plan: &Arc<dyn ExecutionPlan>,
     target: &Arc<dyn ExecutionPlan>,
     replacement: &Arc<dyn ExecutionPlan>,

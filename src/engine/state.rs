@@ -37,6 +37,12 @@ pub(crate) enum Part {
     Back,
     /// The back stack merged.
     BackMerged,
+    /// An interval join side's watermark clock (0: left, 1: right).
+    JoinClock { side: usize },
+    /// Rows an interval join side holds, with their ids.
+    JoinRows { side: usize },
+    /// The ids of an interval join side's held rows that matched.
+    JoinMatched { side: usize },
 }
 
 impl fmt::Display for Part {
@@ -56,6 +62,9 @@ impl fmt::Display for Part {
             Part::Front => f.write_str("front"),
             Part::Back => f.write_str("back"),
             Part::BackMerged => f.write_str("back_merged"),
+            Part::JoinClock { side } => write!(f, "join_clock:{side}"),
+            Part::JoinRows { side } => write!(f, "join_rows:{side}"),
+            Part::JoinMatched { side } => write!(f, "join_matched:{side}"),
         }
     }
 }
@@ -74,6 +83,11 @@ impl Part {
             "back" => Part::Back,
             "back_merged" => Part::BackMerged,
             _ => {
+                if let Some((kind, side)) = label.split_once(':')
+                    && let Some(make) = join_part(kind)
+                {
+                    return Some(make(side.parse().ok()?));
+                }
                 let mut fields = label.strip_prefix("pane:")?.split(':');
                 let start = fields.next()?.parse().ok()?;
                 let input = match fields.next() {
@@ -87,6 +101,16 @@ impl Part {
             }
         };
         Some(part)
+    }
+}
+
+/// The join part a label's kind names.
+fn join_part(kind: &str) -> Option<fn(usize) -> Part> {
+    match kind {
+        "join_clock" => Some(|side| Part::JoinClock { side }),
+        "join_rows" => Some(|side| Part::JoinRows { side }),
+        "join_matched" => Some(|side| Part::JoinMatched { side }),
+        _ => None,
     }
 }
 
@@ -151,11 +175,22 @@ mod tests {
             Part::Front,
             Part::Back,
             Part::BackMerged,
+            Part::JoinClock { side: 0 },
+            Part::JoinRows { side: 1 },
+            Part::JoinMatched { side: 1 },
         ];
         for part in parts {
             assert_eq!(Part::parse(&part.to_string()), Some(part), "{part}");
         }
-        for label in ["pane:", "pane:x", "pane:1:2:3", "pane:1:-1", "window"] {
+        for label in [
+            "pane:",
+            "pane:x",
+            "pane:1:2:3",
+            "pane:1:-1",
+            "window",
+            "join_rows:",
+            "join_rows:x",
+        ] {
             assert_eq!(Part::parse(label), None, "{label}");
         }
     }
