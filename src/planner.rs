@@ -13,6 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
@@ -33,6 +34,7 @@ use crate::engine::sliding::SlidingEngine;
 use crate::engine::split;
 use crate::engine::stacked::StackedPanes;
 use crate::error::{BrookError, Result};
+use crate::event_time::EventTime;
 use crate::event_time::watermark::WatermarkClock;
 use crate::exec::PlanShape;
 use crate::query::engine::BatchEngine;
@@ -342,6 +344,34 @@ impl Planner<'_> {
         shape: PlanShape,
         scans: Vec<(usize, Arc<BatchSlot>)>,
     ) -> Result<(Box<dyn BatchEngine>, Option<LateRoute>)> {
+        let EventInputs {
+            inputs,
+            mut declared,
+            source_schema,
+        } = self.event_inputs(streams)?;
+        let late_route = self.late_route(streams, source_schema)?;
+        let emit = self.clauses.emit.unwrap_or_default();
+        let clock = self.watermark_clock(streams, inputs, &mut declared);
+        let shape_of_window = window.shape;
+        let events = EventClock::new(window, emit, clock, late_route.clone(), declared.join("; "));
+        let task_ctx = planned.state.task_ctx();
+        let split = match shape {
+            PlanShape::Executed => Err("SET incremental_windows = false".to_string()),
+            PlanShape::Split => split_one_scan(&planned.physical, &scans),
+        };
+        let engine = event_window_engine(
+            events,
+            shape_of_window,
+            split,
+            task_ctx,
+            &planned.physical,
+            scans,
+        )?;
+        Ok((engine, late_route))
+    }
+
+    /// The event time of each of `streams`, which must all declare one.
+    fn event_inputs(&self, streams: &[String]) -> Result<EventInputs> {
         let mut inputs = Vec::with_capacity(streams.len());
         let mut declared = Vec::new();
         let mut source_schema = None;
@@ -359,23 +389,43 @@ impl Planner<'_> {
             inputs.push((event_time, column));
             source_schema = Some(Arc::clone(&stream.schema));
         }
-        let late_route = match (&self.clauses.late_data_to, source_schema) {
-            (None, _) => None,
-            (Some(target), Some(schema)) if streams.len() == 1 => Some(LateRoute {
+        Ok(EventInputs {
+            inputs,
+            declared,
+            source_schema,
+        })
+    }
+
+    /// Where `LATE DATA TO` sends the late rows of a query of `streams`
+    /// (rows of `source_schema`), if it was given.
+    fn late_route(
+        &self,
+        streams: &[String],
+        source_schema: Option<SchemaRef>,
+    ) -> Result<Option<LateRoute>> {
+        match (&self.clauses.late_data_to, source_schema) {
+            (None, _) => Ok(None),
+            (Some(target), Some(schema)) if streams.len() == 1 => Ok(Some(LateRoute {
                 stream: target.clone(),
                 schema: late_schema(&schema),
                 inbox: Arc::new(std::sync::OnceLock::new()),
-            }),
-            (Some(_), _) => {
-                return Err(BrookError::invalid(
-                    "LATE DATA TO applies to a query that reads one stream",
-                ));
-            }
-        };
-        let emit = self.clauses.emit.unwrap_or_default();
+            })),
+            (Some(_), _) => Err(BrookError::invalid(
+                "LATE DATA TO applies to a query that reads one stream",
+            )),
+        }
+    }
+
+    /// The watermarks of `streams`' event times (`inputs`). A Kafka stream
+    /// that declares `_partition` keeps a watermark per partition, which is
+    /// added to `declared`.
+    fn watermark_clock(
+        &self,
+        streams: &[String],
+        inputs: Vec<(EventTime, usize)>,
+        declared: &mut Vec<String>,
+    ) -> WatermarkClock {
         let mut clock = WatermarkClock::new(inputs);
-        // A Kafka stream that declares `_partition` keeps a watermark per
-        // partition.
         for (input, name) in streams.iter().enumerate() {
             if let Some(stream) = self.streams.read().get(name)
                 && stream.source.connector() == "kafka"
@@ -388,39 +438,7 @@ impl Planner<'_> {
                 ));
             }
         }
-        let shape_of_window = window.shape;
-        let events = EventClock::new(window, emit, clock, late_route.clone(), declared.join("; "));
-        let task_ctx = planned.state.task_ctx();
-        let split = match shape {
-            PlanShape::Executed => Err("SET incremental_windows = false".to_string()),
-            PlanShape::Split => split_one_scan(&planned.physical, &scans),
-        };
-        let engine: Box<dyn BatchEngine> = match (shape_of_window, split) {
-            (EventShape::Session { gap }, Ok((split, _, slot))) => Box::new(
-                SessionEngine::new(events, gap, split, task_ctx, slot)
-                    .map_err(BrookError::invalid)?,
-            ),
-            (EventShape::Session { .. }, Err(reason)) => {
-                return Err(BrookError::invalid(format!(
-                    "SESSION needs a GROUP BY window_start, window_end query whose aggregates merge (COUNT, SUM, MIN, MAX, AVG, ...) over row-by-row operators; here {reason}"
-                )));
-            }
-            (EventShape::Hop { slide, size }, Ok((split, _, slot))) => {
-                Box::new(EventHopEngine::new(
-                    events,
-                    slide,
-                    size,
-                    IncrementalPanes::new(split, task_ctx, slot),
-                ))
-            }
-            (EventShape::Hop { slide, size }, Err(reason)) => Box::new(EventHopEngine::new(
-                events,
-                slide,
-                size,
-                RowPanes::new(Arc::clone(&planned.physical), task_ctx, scans, reason),
-            )),
-        };
-        Ok((engine, late_route))
+        clock
     }
 
     /// A session state for planning a query of `shape` over `partitions`,
@@ -529,6 +547,51 @@ fn split_one_scan(
         [] => Err("the query reads no rows of its stream".to_string()),
         _ => Err("the query reads more than one window scan".to_string()),
     }
+}
+
+/// The event times an event-time query reads, one per stream.
+struct EventInputs {
+    /// Each stream's event time and the column it is read from.
+    inputs: Vec<(EventTime, usize)>,
+    /// What each stream declares, for `EXPLAIN`.
+    declared: Vec<String>,
+    /// The schema of the (last) stream, for the rows `LATE DATA TO` routes.
+    source_schema: Option<SchemaRef>,
+}
+
+/// The engine of an event-time window of `shape`: over the query's plan
+/// `split` at its aggregate, or else over its rows (`physical` run per
+/// window), which a `SESSION` window cannot do.
+fn event_window_engine(
+    events: EventClock,
+    shape: EventShape,
+    split: std::result::Result<OneScanSplit, String>,
+    task_ctx: Arc<TaskContext>,
+    physical: &Arc<dyn ExecutionPlan>,
+    scans: Vec<(usize, Arc<BatchSlot>)>,
+) -> Result<Box<dyn BatchEngine>> {
+    Ok(match (shape, split) {
+        (EventShape::Session { gap }, Ok((split, _, slot))) => Box::new(
+            SessionEngine::new(events, gap, split, task_ctx, slot).map_err(BrookError::invalid)?,
+        ),
+        (EventShape::Session { .. }, Err(reason)) => {
+            return Err(BrookError::invalid(format!(
+                "SESSION needs a GROUP BY window_start, window_end query whose aggregates merge (COUNT, SUM, MIN, MAX, AVG, ...) over row-by-row operators; here {reason}"
+            )));
+        }
+        (EventShape::Hop { slide, size }, Ok((split, _, slot))) => Box::new(EventHopEngine::new(
+            events,
+            slide,
+            size,
+            IncrementalPanes::new(split, task_ctx, slot),
+        )),
+        (EventShape::Hop { slide, size }, Err(reason)) => Box::new(EventHopEngine::new(
+            events,
+            slide,
+            size,
+            RowPanes::new(Arc::clone(physical), task_ctx, scans, reason),
+        )),
+    })
 }
 
 /// A `RUNNING` query: merged into one state row per group.

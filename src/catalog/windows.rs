@@ -32,6 +32,7 @@ pub(crate) use super::window_kind::{EventShape, EventWindow, SlidingWindow, Wind
 pub use super::window_kind::{OutputMode, WINDOW_END, WINDOW_START, window_time_type};
 pub(crate) use crate::sql::format_duration;
 use crate::sql::{interval_duration, parse_duration};
+use crate::stream::LiveStream;
 use crate::stream::clock::Batcher;
 use datafusion::arrow::datatypes::IntervalMonthDayNano;
 
@@ -117,27 +118,14 @@ impl TableFunctionImpl for WindowFunction {
             Some(Expr::Column(column)) if column.relation.is_none() => Some(column.name.clone()),
             _ => None,
         };
-        let arity_ok = match (function, &time_column) {
-            (Function::Hop, None) => exprs.len() == 3,
-            (Function::Hop, Some(_)) => exprs.len() == 4,
-            (Function::Tumble, None) => exprs.len() == 2,
-            (Function::Tumble, Some(_)) | (Function::Session, _) => exprs.len() == 3,
-            (Function::Running, _) => matches!(exprs.len(), 1 | 2),
-        };
-        if !arity_ok {
-            return Err(plan_error(format!(
-                "expected {}, got {} argument{}",
-                function.usage(time_column.is_some()),
-                exprs.len(),
-                if exprs.len() == 1 { "" } else { "s" }
-            )));
-        }
+        let event_form = time_column.is_some();
+        check_arity(function, exprs, event_form).map_err(plan_error)?;
         let stream_name = match &exprs[0] {
             Expr::Column(column) if column.relation.is_none() => column.name.clone(),
             other => {
                 return Err(plan_error(format!(
                     "the first argument is the stream to read, not {other}; expected {}",
-                    function.usage(time_column.is_some())
+                    function.usage(event_form)
                 )));
             }
         };
@@ -147,129 +135,184 @@ impl TableFunctionImpl for WindowFunction {
                 "'{stream_name}' is not a stream; windows read streams (SHOW STREAMS lists them)"
             )));
         };
-        let interval = self.batcher.batch_interval();
-        let event_form = time_column.is_some();
         let kind = match (function, time_column) {
-            (Function::Session, None) => {
-                return Err(plan_error(format!(
-                    "the second argument is the stream's event-time column; expected {}",
-                    function.usage(event_form)
-                )));
-            }
+            (Function::Session, None) => Err(format!(
+                "the second argument is the stream's event-time column; expected {}",
+                function.usage(event_form)
+            )),
             (Function::Hop | Function::Tumble | Function::Session, Some(column)) => {
-                let declared = stream.event_time();
-                if declared.filter(|e| e.column == column).is_none() {
-                    let why = match stream.event_time() {
-                        Some(e) => format!("its event-time column is '{}'", e.column),
-                        None => format!(
-                            "it declares no event time (CREATE STREAM {stream_name} (..., {column} TIMESTAMP, WATERMARK FOR {column} AS {column} - INTERVAL '5' SECOND) ...)"
-                        ),
-                    };
-                    return Err(plan_error(format!(
-                        "'{column}' is not an event-time column of stream '{stream_name}': {why}"
-                    )));
-                };
-                let millis = |expr: &Expr, what: &str| -> Result<i64, String> {
-                    let duration = duration_arg(expr, what)?;
-                    let whole = duration.as_nanos().is_multiple_of(1_000_000);
-                    if duration.is_zero() {
-                        return Err(format!("the {what} must be greater than zero"));
-                    }
-                    match i64::try_from(duration.as_millis()) {
-                        Ok(ms) if whole && ms > 0 => Ok(ms),
-                        _ => Err(format!(
-                            "the {what} must be a whole number of milliseconds, not {}",
-                            format_duration(duration)
-                        )),
-                    }
-                };
-                let shape = match function {
-                    Function::Hop => {
-                        let slide = millis(&exprs[2], "slide").map_err(plan_error)?;
-                        let size = millis(&exprs[3], "size").map_err(plan_error)?;
-                        if slide > size {
-                            return Err(plan_error(
-                                "the slide must not exceed the size (rows between windows would belong to none); use TUMBLE for windows that do not overlap".into(),
-                            ));
-                        }
-                        EventShape::Hop { slide, size }
-                    }
-                    Function::Tumble => {
-                        let size = millis(&exprs[2], "size").map_err(plan_error)?;
-                        EventShape::Hop { slide: size, size }
-                    }
-                    _ => EventShape::Session {
-                        gap: millis(&exprs[2], "gap").map_err(plan_error)?,
-                    },
-                };
-                WindowKind::Event(EventWindow {
-                    function: function.name(),
-                    shape,
-                })
+                check_event_time_column(&stream, &stream_name, &column)
+                    .and_then(|()| event_window(function, exprs))
             }
-            (Function::Running, _) => {
-                let mode = match exprs.get(1) {
-                    None => OutputMode::Complete,
-                    Some(expr) => {
-                        match literal_text(expr).as_deref().map(str::to_ascii_lowercase) {
-                            Some(mode) if mode == "complete" => OutputMode::Complete,
-                            Some(mode) if mode == "update" => OutputMode::Update,
-                            _ => {
-                                return Err(plan_error(format!(
-                                    "the output mode is 'complete' or 'update', not {expr}"
-                                )));
-                            }
-                        }
-                    }
-                };
-                WindowKind::Running(mode)
-            }
+            (Function::Running, _) => output_mode(exprs.get(1)).map(WindowKind::Running),
             (Function::Hop | Function::Tumble, None) => {
-                let (slide, size) = match function {
-                    Function::Hop => (
-                        duration_arg(&exprs[1], "slide").map_err(plan_error)?,
-                        duration_arg(&exprs[2], "size").map_err(plan_error)?,
-                    ),
-                    _ => {
-                        let size = duration_arg(&exprs[1], "size").map_err(plan_error)?;
-                        (size, size)
-                    }
-                };
-                let window = SlidingWindow {
-                    function: function.name(),
-                    size,
-                    slide,
-                    interval,
-                };
-                validate(&window).map_err(plan_error)?;
-                WindowKind::Sliding(window)
-            }
-        };
-        let mut fields: Vec<Field> = stream
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        if let WindowKind::Sliding(_) | WindowKind::Event(_) = kind {
-            for name in [WINDOW_START, WINDOW_END] {
-                if stream.schema.field_with_name(name).is_ok() {
-                    return Err(plan_error(format!(
-                        "stream '{stream_name}' already has a column named {name}, which the window adds"
-                    )));
-                }
-                // Nullable: incremental windows aggregate each batch before
-                // its windows are known, with the window columns still null.
-                fields.push(Field::new(name, window_time_type(), true));
+                sliding_window(function, exprs, self.batcher.batch_interval())
             }
         }
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        .map_err(plan_error)?;
+        let schema = windowed_schema(&stream, &stream_name, &kind).map_err(plan_error)?;
         Ok(Arc::new(StreamTable {
             name: stream_name,
             schema,
             window: Some(kind),
         }))
     }
+}
+
+/// Checks the number of arguments against the form being called;
+/// `event_form`: the form with a time column.
+fn check_arity(function: Function, exprs: &[Expr], event_form: bool) -> Result<(), String> {
+    let arity_ok = match (function, event_form) {
+        (Function::Hop, false) => exprs.len() == 3,
+        (Function::Hop, true) => exprs.len() == 4,
+        (Function::Tumble, false) => exprs.len() == 2,
+        (Function::Tumble, true) | (Function::Session, _) => exprs.len() == 3,
+        (Function::Running, _) => matches!(exprs.len(), 1 | 2),
+    };
+    if arity_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "expected {}, got {} argument{}",
+        function.usage(event_form),
+        exprs.len(),
+        if exprs.len() == 1 { "" } else { "s" }
+    ))
+}
+
+/// Checks that `column` is the event-time column `stream` declares.
+fn check_event_time_column(
+    stream: &LiveStream,
+    stream_name: &str,
+    column: &str,
+) -> Result<(), String> {
+    let declared = stream.event_time();
+    if declared.filter(|e| e.column == column).is_some() {
+        return Ok(());
+    }
+    let why = match stream.event_time() {
+        Some(e) => format!("its event-time column is '{}'", e.column),
+        None => format!(
+            "it declares no event time (CREATE STREAM {stream_name} (..., {column} TIMESTAMP, WATERMARK FOR {column} AS {column} - INTERVAL '5' SECOND) ...)"
+        ),
+    };
+    Err(format!(
+        "'{column}' is not an event-time column of stream '{stream_name}': {why}"
+    ))
+}
+
+/// The event-time window of `HOP`, `TUMBLE` or `SESSION` called with a time
+/// column (`exprs[1]`), its durations in the arguments after it.
+fn event_window(function: Function, exprs: &[Expr]) -> Result<WindowKind, String> {
+    let shape = match function {
+        Function::Hop => {
+            let slide = whole_millis(&exprs[2], "slide")?;
+            let size = whole_millis(&exprs[3], "size")?;
+            if slide > size {
+                return Err(
+                    "the slide must not exceed the size (rows between windows would belong to none); use TUMBLE for windows that do not overlap".into(),
+                );
+            }
+            EventShape::Hop { slide, size }
+        }
+        Function::Tumble => {
+            let size = whole_millis(&exprs[2], "size")?;
+            EventShape::Hop { slide: size, size }
+        }
+        _ => EventShape::Session {
+            gap: whole_millis(&exprs[2], "gap")?,
+        },
+    };
+    Ok(WindowKind::Event(EventWindow {
+        function: function.name(),
+        shape,
+    }))
+}
+
+/// An event-time window's slide, size or gap: a positive whole number of
+/// milliseconds.
+fn whole_millis(expr: &Expr, what: &str) -> Result<i64, String> {
+    let duration = duration_arg(expr, what)?;
+    let whole = duration.as_nanos().is_multiple_of(1_000_000);
+    if duration.is_zero() {
+        return Err(format!("the {what} must be greater than zero"));
+    }
+    match i64::try_from(duration.as_millis()) {
+        Ok(ms) if whole && ms > 0 => Ok(ms),
+        _ => Err(format!(
+            "the {what} must be a whole number of milliseconds, not {}",
+            format_duration(duration)
+        )),
+    }
+}
+
+/// `RUNNING`'s output mode, from its optional second argument.
+fn output_mode(arg: Option<&Expr>) -> Result<OutputMode, String> {
+    let Some(expr) = arg else {
+        return Ok(OutputMode::Complete);
+    };
+    match literal_text(expr).as_deref().map(str::to_ascii_lowercase) {
+        Some(mode) if mode == "complete" => Ok(OutputMode::Complete),
+        Some(mode) if mode == "update" => Ok(OutputMode::Update),
+        _ => Err(format!(
+            "the output mode is 'complete' or 'update', not {expr}"
+        )),
+    }
+}
+
+/// The processing-time window of `HOP` or `TUMBLE` called without a time
+/// column, checked against the batch `interval`.
+fn sliding_window(
+    function: Function,
+    exprs: &[Expr],
+    interval: Duration,
+) -> Result<WindowKind, String> {
+    let (slide, size) = match function {
+        Function::Hop => (
+            duration_arg(&exprs[1], "slide")?,
+            duration_arg(&exprs[2], "size")?,
+        ),
+        _ => {
+            let size = duration_arg(&exprs[1], "size")?;
+            (size, size)
+        }
+    };
+    let window = SlidingWindow {
+        function: function.name(),
+        size,
+        slide,
+        interval,
+    };
+    validate(&window)?;
+    Ok(WindowKind::Sliding(window))
+}
+
+/// The schema a scan through `kind` reads: the stream's columns, then
+/// `window_start` and `window_end` for the windows that add them.
+fn windowed_schema(
+    stream: &LiveStream,
+    stream_name: &str,
+    kind: &WindowKind,
+) -> Result<SchemaRef, String> {
+    let mut fields: Vec<Field> = stream
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    if let WindowKind::Sliding(_) | WindowKind::Event(_) = kind {
+        for name in [WINDOW_START, WINDOW_END] {
+            if stream.schema.field_with_name(name).is_ok() {
+                return Err(format!(
+                    "stream '{stream_name}' already has a column named {name}, which the window adds"
+                ));
+            }
+            // Nullable: incremental windows aggregate each batch before
+            // its windows are known, with the window columns still null.
+            fields.push(Field::new(name, window_time_type(), true));
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// Checks that size and slide are positive multiples of the batch interval

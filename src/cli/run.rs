@@ -2,6 +2,8 @@
 //! batch while later statements run, then waiting for the queries to end.
 
 use std::io::{self, Write};
+use std::ops::ControlFlow;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +58,44 @@ pub async fn exec(args: Args) -> ExitCode {
     }
 }
 
+/// [`exec`] without the signal and internal-error handling around it.
 async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
+    let scripts = match gather_scripts(&args) {
+        Ok(scripts) => scripts,
+        Err(code) => return code,
+    };
+    if let Some(Command::Checkpoints { dir }) = &args.command {
+        return list_checkpoints(dir);
+    }
+    let repl_asked = matches!(args.command, Some(Command::Repl));
+    if repl_asked && !scripts.is_empty() {
+        let _ = Args::command().print_help();
+        eprintln!("\nbrook: repl takes no -c or -f; run the file inside it with \\i FILE");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // The dashboard is served for as long as the shell runs, or until the
+    // scripts' run ends: brook does not stay up for the page.
+    let (ctx, _dashboard) = match open_context(&args).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    if scripts.is_empty() {
+        let options = ReplOptions {
+            format: args.format,
+            max_rows: args.max_rows,
+            history: ReplOptions::default_history(),
+        };
+        return super::repl::run(ctx, options).await;
+    }
+    let mut run = ScriptRun::start(&args, &ctx, interrupted);
+    run.run_scripts(&scripts).await;
+    run.finish().await
+}
+
+/// The scripts to run, labelled for error messages: the files (`run FILE`
+/// first, then each `-f`), then each `-c`. A file that cannot be read ends
+/// the run with [`EXIT_ERROR`].
+fn gather_scripts(args: &Args) -> Result<Vec<(String, String)>, ExitCode> {
     let mut scripts = Vec::new();
     let mut files = args.files.clone();
     if let Some(Command::Run { file }) = &args.command {
@@ -67,7 +106,7 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
             Ok(text) => scripts.push((file.display().to_string(), text)),
             Err(message) => {
                 eprintln!("brook: {message}");
-                return ExitCode::from(EXIT_ERROR);
+                return Err(ExitCode::from(EXIT_ERROR));
             }
         }
     }
@@ -79,149 +118,179 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         };
         scripts.push((label, command.clone()));
     }
-    if let Some(Command::Checkpoints { dir }) = &args.command {
-        return match crate::checkpoint::describe_dir(dir) {
-            Ok(lines) if lines.is_empty() => {
-                println!("no checkpoints in {}", dir.display());
-                ExitCode::SUCCESS
-            }
-            Ok(lines) => {
-                println!("query\tbatch\twritten\tsize\tstate\tpositions\tsql");
-                for line in lines {
-                    println!("{line}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("brook: {}", report::describe(&err));
-                ExitCode::from(EXIT_ERROR)
-            }
-        };
-    }
-    let repl_asked = matches!(args.command, Some(Command::Repl));
-    if repl_asked && !scripts.is_empty() {
-        let _ = Args::command().print_help();
-        eprintln!("\nbrook: repl takes no -c or -f; run the file inside it with \\i FILE");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    if scripts.is_empty() {
-        let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
-        if let Err(err) = ctx.set_checkpoint_dir(args.checkpoint.clone()) {
-            eprintln!("brook: {}", report::describe(&err));
-            return ExitCode::from(EXIT_ERROR);
-        }
-        // Served for as long as the shell runs.
-        let _dashboard = match serve_dashboard(&ctx, args.ui).await {
-            Ok(dashboard) => dashboard,
-            Err(code) => return code,
-        };
-        let options = ReplOptions {
-            format: args.format,
-            max_rows: args.max_rows,
-            history: ReplOptions::default_history(),
-        };
-        return super::repl::run(ctx, options).await;
-    }
+    Ok(scripts)
+}
 
+/// `brook checkpoints DIR`: prints what each checkpoint in `dir` holds.
+fn list_checkpoints(dir: &Path) -> ExitCode {
+    match crate::checkpoint::describe_dir(dir) {
+        Ok(lines) if lines.is_empty() => {
+            println!("no checkpoints in {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(lines) => {
+            println!("query\tbatch\twritten\tsize\tstate\tpositions\tsql");
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("brook: {}", report::describe(&err));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// The context the arguments describe, with the dashboard when one was asked
+/// for (served for as long as the caller holds it).
+async fn open_context(
+    args: &Args,
+) -> Result<(StreamContext, Option<crate::ui::UiHandle>), ExitCode> {
     let ctx = StreamContext::new(args.batch_interval.unwrap_or(Duration::from_secs(1)));
     if let Err(err) = ctx.set_checkpoint_dir(args.checkpoint.clone()) {
         eprintln!("brook: {}", report::describe(&err));
-        return ExitCode::from(EXIT_ERROR);
+        return Err(ExitCode::from(EXIT_ERROR));
     }
-    // Served until the run ends: brook does not stay up for the page.
-    let _dashboard = match serve_dashboard(&ctx, args.ui).await {
-        Ok(dashboard) => dashboard,
-        Err(code) => return code,
-    };
-    let mut session = Session::new(ctx.clone());
-    // One token for every way a run is asked to stop: a signal,
-    // --duration, a closed stdout.
-    let stop = CancellationToken::new();
-    spawn_signal_handler(stop.clone(), interrupted);
-    let failed = Arc::new(AtomicBool::new(false));
-    let mut printers = JoinSet::new();
-    let status = StatusLine::start(&ctx, args.quiet);
+    let dashboard = serve_dashboard(&ctx, args.ui).await?;
+    Ok((ctx, dashboard))
+}
 
-    'scripts: for (label, text) in &scripts {
+/// A run of scripts: the session their statements run in, and what the
+/// continuous queries they start share while their printers run.
+struct ScriptRun<'a> {
+    args: &'a Args,
+    ctx: &'a StreamContext,
+    // Declared in the reverse of the order they are made in, so that they
+    // are dropped in the order they always were.
+    status: StatusLine,
+    printers: JoinSet<()>,
+    failed: Arc<AtomicBool>,
+    /// One token for every way a run is asked to stop: a signal,
+    /// --duration, a closed stdout.
+    stop: CancellationToken,
+    session: Session,
+}
+
+impl<'a> ScriptRun<'a> {
+    /// Opens the session and starts listening for signals.
+    fn start(args: &'a Args, ctx: &'a StreamContext, interrupted: Arc<Notify>) -> Self {
+        let session = Session::new(ctx.clone());
+        let stop = CancellationToken::new();
+        spawn_signal_handler(stop.clone(), interrupted);
+        let failed = Arc::new(AtomicBool::new(false));
+        let printers = JoinSet::new();
+        let status = StatusLine::start(ctx, args.quiet);
+        ScriptRun {
+            args,
+            ctx,
+            status,
+            printers,
+            failed,
+            stop,
+            session,
+        }
+    }
+
+    /// Runs the scripts' statements in order, until one fails or the output
+    /// is closed.
+    async fn run_scripts(&mut self, scripts: &[(String, String)]) {
+        for (label, text) in scripts {
+            if self.run_script(label, text).await.is_break() {
+                break;
+            }
+        }
+    }
+
+    /// Runs one script's statements: rows are printed, continuous queries
+    /// printed by a task of their own. Breaks when no later statement should
+    /// run.
+    async fn run_script(&mut self, label: &str, text: &str) -> ControlFlow<()> {
+        let args = self.args;
         let statements = match parse_sql(text) {
             Ok(statements) => statements,
             Err(err) => {
                 eprintln!("{}", format_error(label, text, &err));
-                failed.store(true, Ordering::SeqCst);
-                break;
+                self.failed.store(true, Ordering::SeqCst);
+                return ControlFlow::Break(());
             }
         };
         for statement in &statements {
             // A signal (or a closed stdout) also cancels a one-off
             // statement in progress, such as a query that never ends.
-            let stopped = stop.clone().cancelled_owned();
-            match session.execute(statement, stopped).await {
+            let stopped = self.stop.clone().cancelled_owned();
+            match self.session.execute(statement, stopped).await {
                 Ok(SqlOutput::Done) => {}
                 Ok(SqlOutput::Rows { schema, batches }) => {
                     let mut sink = ConsoleSink::new(args.format, args.max_rows, args.quiet);
                     if let Err(err) = sink.write_rows(&mut io::stdout().lock(), &schema, &batches) {
                         if err.kind() == io::ErrorKind::BrokenPipe {
-                            break 'scripts;
+                            return ControlFlow::Break(());
                         }
                         eprintln!("brook: cannot write output: {err}");
                     }
                 }
                 Ok(SqlOutput::Query(query)) => {
                     let sink = ConsoleSink::new(args.format, args.max_rows, args.quiet);
-                    printers.spawn(print_query(
+                    self.printers.spawn(print_query(
                         query,
                         sink,
-                        status.clone(),
+                        self.status.clone(),
                         args.batches,
-                        stop.clone(),
-                        Arc::clone(&failed),
+                        self.stop.clone(),
+                        Arc::clone(&self.failed),
                     ));
                 }
                 Err(err) => {
                     eprintln!("{}", format_error(label, text, &err));
-                    failed.store(true, Ordering::SeqCst);
-                    break 'scripts;
+                    self.failed.store(true, Ordering::SeqCst);
+                    return ControlFlow::Break(());
                 }
             }
         }
+        ControlFlow::Continue(())
     }
 
-    // A stop request (a signal, --duration, a closed stdout) also ends
-    // the sinks' queries, through one final batch.
-    {
-        let ctx = ctx.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            stop.cancelled().await;
-            ctx.finish_queries();
-        });
-    }
-    if failed.load(Ordering::SeqCst) {
-        printers.abort_all();
-    } else {
-        // Queues created by the script end once drained, so their queries end.
-        ctx.close_queues();
-        if let Some(duration) = args.duration {
-            let stop = stop.clone();
+    /// Waits for the queries to end (or be stopped) and their sinks to
+    /// finish writing; the run's exit code.
+    async fn finish(mut self) -> ExitCode {
+        // A stop request (a signal, --duration, a closed stdout) also ends
+        // the sinks' queries, through one final batch.
+        {
+            let ctx = self.ctx.clone();
+            let stop = self.stop.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(duration).await;
-                stop.cancel();
+                stop.cancelled().await;
+                ctx.finish_queries();
             });
         }
-    }
-    while printers.join_next().await.is_some() {}
-    status.around(|| ());
-    // A sink that failed to write a batch fails the run.
-    if !failed.load(Ordering::SeqCst)
-        && let Err(err) = ctx.wait_for_sinks().await
-    {
-        eprintln!("brook: {}", report::describe(&err));
-        failed.store(true, Ordering::SeqCst);
-    }
-    if failed.load(Ordering::SeqCst) {
-        ExitCode::from(EXIT_ERROR)
-    } else {
-        ExitCode::SUCCESS
+        if self.failed.load(Ordering::SeqCst) {
+            self.printers.abort_all();
+        } else {
+            // Queues created by the script end once drained, so their queries end.
+            self.ctx.close_queues();
+            if let Some(duration) = self.args.duration {
+                let stop = self.stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(duration).await;
+                    stop.cancel();
+                });
+            }
+        }
+        while self.printers.join_next().await.is_some() {}
+        self.status.around(|| ());
+        // A sink that failed to write a batch fails the run.
+        if !self.failed.load(Ordering::SeqCst)
+            && let Err(err) = self.ctx.wait_for_sinks().await
+        {
+            eprintln!("brook: {}", report::describe(&err));
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        if self.failed.load(Ordering::SeqCst) {
+            ExitCode::from(EXIT_ERROR)
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 }
 

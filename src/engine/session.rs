@@ -219,83 +219,11 @@ impl SessionEngine {
             return Ok(fresh);
         };
         let schema = candidates.schema();
-        let mut parts: Vec<&RecordBatch> = Vec::new();
-        if let Some(open) = &self.sessions {
-            parts.push(open);
-        }
-        if let Some(fresh) = &fresh {
-            parts.push(fresh);
-        }
-        let first_candidate: usize = parts.iter().map(|b| b.num_rows()).sum();
-        parts.push(&candidates);
-        let all = concat_batches(&schema, parts)?;
-        let (cluster_of, bounds) = self.clusters(&all, first_candidate)?;
-        // Each candidate session (one per group and event time) is kept
-        // when its merged cluster is still open.
-        let kept: Vec<bool> = (first_candidate..all.num_rows())
-            .map(|row| bounds[cluster_of[row]].end > mark)
-            .collect();
-        let starts = millis_column(&candidates, self.start_column)?;
-        // Per event time: whether its candidates were kept (all, none, or
-        // some: then the group of each row decides).
-        let mut verdict: HashMap<i64, Verdict> = HashMap::new();
-        for (start, kept) in starts.iter().zip(&kept) {
-            let entry =
-                verdict
-                    .entry(*start)
-                    .or_insert(if *kept { Verdict::Kept } else { Verdict::Late });
-            if (*entry == Verdict::Kept) != *kept {
-                *entry = Verdict::Mixed;
-            }
-        }
-        let mixed_keys = if verdict.values().any(|v| *v == Verdict::Mixed) {
-            Some(self.group_keys(&candidates)?)
-        } else {
-            None
-        };
+        let kept = self.still_open(fresh.as_ref(), &candidates, mark)?;
+        let judgement = self.judge(&candidates, &kept)?;
         for rows in behind {
-            let mut keep = Vec::with_capacity(rows.rows.num_rows());
-            for row in 0..rows.rows.num_rows() {
-                let time = rows.times.value(row);
-                keep.push(match verdict.get(&time) {
-                    Some(Verdict::Kept) => true,
-                    Some(Verdict::Mixed) => {
-                        let one = OnTime {
-                            input: rows.input,
-                            rows: rows.rows.slice(row, 1),
-                            times: rows.times.slice(row, 1),
-                        };
-                        match (self.row_sessions(&[one]).await?, &mixed_keys) {
-                            (Some(session), Some(keys)) if session.num_rows() == 1 => {
-                                let own = self.group_keys(&session)?;
-                                (0..candidates.num_rows()).any(|c| {
-                                    starts[c] == time && kept[c] && keys.row(c) == own.row(0)
-                                })
-                            }
-                            _ => false,
-                        }
-                    }
-                    Some(Verdict::Late) | None => false,
-                });
-            }
-            let keep = BooleanArray::from(keep);
-            let rescued = OnTime {
-                input: rows.input,
-                rows: filter_record_batch(&rows.rows, &keep)?,
-                times: filter_times(&rows.times, &keep)?,
-            };
-            let late = not(&keep)?;
-            self.events.late(
-                OnTime {
-                    input: rows.input,
-                    rows: filter_record_batch(&rows.rows, &late)?,
-                    times: filter_times(&rows.times, &late)?,
-                },
-                report,
-            )?;
-            if rescued.rows.num_rows() > 0 {
-                self.events.rescued(&rescued, time, report);
-            }
+            let keep = self.keep_mask(&rows, &judgement).await?;
+            self.route(&rows, &keep, time, report)?;
         }
         let kept = filter_record_batch(&candidates, &BooleanArray::from(kept))?;
         if kept.num_rows() == 0 {
@@ -305,6 +233,122 @@ impl SessionEngine {
             Some(fresh) => concat_batches(&schema, [&fresh, &kept])?,
             None => kept,
         }))
+    }
+
+    /// Whether each candidate session (one per group and event time) is
+    /// kept: merged with the open sessions and `fresh`, its cluster is still
+    /// open at the watermark `mark`.
+    fn still_open(
+        &self,
+        fresh: Option<&RecordBatch>,
+        candidates: &RecordBatch,
+        mark: i64,
+    ) -> Result<Vec<bool>> {
+        let mut parts: Vec<&RecordBatch> = Vec::new();
+        if let Some(open) = &self.sessions {
+            parts.push(open);
+        }
+        if let Some(fresh) = fresh {
+            parts.push(fresh);
+        }
+        let first_candidate: usize = parts.iter().map(|b| b.num_rows()).sum();
+        parts.push(candidates);
+        let all = concat_batches(&candidates.schema(), parts)?;
+        let (cluster_of, bounds) = self.clusters(&all, first_candidate)?;
+        Ok((first_candidate..all.num_rows())
+            .map(|row| bounds[cluster_of[row]].end > mark)
+            .collect())
+    }
+
+    /// The verdict on each event time of the `candidates`, from which of
+    /// them were `kept`.
+    fn judge<'a>(&self, candidates: &'a RecordBatch, kept: &'a [bool]) -> Result<Judgement<'a>> {
+        let starts = millis_column(candidates, self.start_column)?;
+        let verdicts = verdicts(&starts, kept);
+        let mixed_keys = if verdicts.values().any(|v| *v == Verdict::Mixed) {
+            Some(self.group_keys(candidates)?)
+        } else {
+            None
+        };
+        Ok(Judgement {
+            candidates,
+            kept,
+            starts,
+            verdicts,
+            mixed_keys,
+        })
+    }
+
+    /// Which of `rows` are kept, by the verdict on their event time.
+    async fn keep_mask(&self, rows: &OnTime, judgement: &Judgement<'_>) -> Result<BooleanArray> {
+        let mut keep = Vec::with_capacity(rows.rows.num_rows());
+        for row in 0..rows.rows.num_rows() {
+            let time = rows.times.value(row);
+            keep.push(match judgement.verdicts.get(&time) {
+                Some(Verdict::Kept) => true,
+                Some(Verdict::Mixed) => self.kept_in_its_group(rows, row, judgement).await?,
+                Some(Verdict::Late) | None => false,
+            });
+        }
+        Ok(BooleanArray::from(keep))
+    }
+
+    /// For an event time kept in some groups only: whether the candidate of
+    /// `row`'s own group was kept.
+    async fn kept_in_its_group(
+        &self,
+        rows: &OnTime,
+        row: usize,
+        judgement: &Judgement<'_>,
+    ) -> Result<bool> {
+        let time = rows.times.value(row);
+        let one = OnTime {
+            input: rows.input,
+            rows: rows.rows.slice(row, 1),
+            times: rows.times.slice(row, 1),
+        };
+        Ok(
+            match (self.row_sessions(&[one]).await?, &judgement.mixed_keys) {
+                (Some(session), Some(keys)) if session.num_rows() == 1 => {
+                    let own = self.group_keys(&session)?;
+                    (0..judgement.candidates.num_rows()).any(|c| {
+                        judgement.starts[c] == time
+                            && judgement.kept[c]
+                            && keys.row(c) == own.row(0)
+                    })
+                }
+                _ => false,
+            },
+        )
+    }
+
+    /// Routes the rows `keep` marks to the event clock as rescued (seen at
+    /// `time`), the others as late.
+    fn route(
+        &mut self,
+        rows: &OnTime,
+        keep: &BooleanArray,
+        time: DateTime<Utc>,
+        report: &mut EventReport,
+    ) -> Result<()> {
+        let rescued = OnTime {
+            input: rows.input,
+            rows: filter_record_batch(&rows.rows, keep)?,
+            times: filter_times(&rows.times, keep)?,
+        };
+        let late = not(keep)?;
+        self.events.late(
+            OnTime {
+                input: rows.input,
+                rows: filter_record_batch(&rows.rows, &late)?,
+                times: filter_times(&rows.times, &late)?,
+            },
+            report,
+        )?;
+        if rescued.rows.num_rows() > 0 {
+            self.events.rescued(&rescued, time, report);
+        }
+        Ok(())
     }
 
     /// The non-window group keys of each row, comparable.
@@ -360,6 +404,37 @@ enum Verdict {
     Late,
     /// Kept in some groups, late in others.
     Mixed,
+}
+
+/// The candidate sessions of the rows behind the watermark, judged (see
+/// [`SessionEngine::rescue`]).
+struct Judgement<'a> {
+    /// One session per group and event time, as partial state.
+    candidates: &'a RecordBatch,
+    /// Whether each candidate is kept.
+    kept: &'a [bool],
+    /// Each candidate's event time (its `window_start`).
+    starts: Vec<i64>,
+    /// The verdict on each event time.
+    verdicts: HashMap<i64, Verdict>,
+    /// The candidates' group keys, when some event time is mixed.
+    mixed_keys: Option<datafusion::arrow::row::Rows>,
+}
+
+/// Per event time: whether its candidates were kept (all, none, or some:
+/// then the group of each row decides).
+fn verdicts(starts: &[i64], kept: &[bool]) -> HashMap<i64, Verdict> {
+    let mut verdicts: HashMap<i64, Verdict> = HashMap::new();
+    for (start, kept) in starts.iter().zip(kept) {
+        let entry =
+            verdicts
+                .entry(*start)
+                .or_insert(if *kept { Verdict::Kept } else { Verdict::Late });
+        if (*entry == Verdict::Kept) != *kept {
+            *entry = Verdict::Mixed;
+        }
+    }
+    verdicts
 }
 
 /// A window column of a state as milliseconds (never null in a state).

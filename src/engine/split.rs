@@ -69,15 +69,40 @@ impl std::fmt::Debug for IncrementalPlan {
 
 /// Splits `plan` for incremental execution, or says why it cannot be.
 pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, String> {
+    let SplitPoint { top, raw } = find_aggregate(plan)?;
+    let aggregate = raw
+        .downcast_ref::<AggregateExec>()
+        .ok_or("unexpected aggregate plan")?;
+    check_mergeable(aggregate)?;
+    // Which columns below the aggregate carry a window bound.
+    let window_columns = trace_window_columns(aggregate.input())?;
+    let window_keys = window_group_keys(aggregate, &window_columns)?;
+    check_no_window_inputs(aggregate, &window_columns)?;
+    split_at(plan, &top, aggregate, window_keys).map_err(|e| e.to_string())
+}
+
+/// Where a plan is split: at its one aggregate, which DataFusion may have
+/// planned as a `Final` / `Partial` pair.
+struct SplitPoint {
+    /// The node the final aggregate replaces.
+    top: Arc<dyn ExecutionPlan>,
+    /// The aggregate over the raw rows (`top` itself, or the `Partial`
+    /// half of a pair).
+    raw: Arc<dyn ExecutionPlan>,
+}
+
+/// The query's one aggregate, or why the query does not have one.
+fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<SplitPoint, String> {
     let mut aggregates = Vec::new();
     collect_aggregates(plan, &mut aggregates);
-    let (top, raw) = match aggregates.as_slice() {
-        [] => return Err("the query has no GROUP BY aggregate".into()),
+    match aggregates.as_slice() {
+        [] => Err("the query has no GROUP BY aggregate".into()),
         [single] => match single.1.mode() {
-            AggregateMode::Single | AggregateMode::SinglePartitioned => {
-                (Arc::clone(&single.0), Arc::clone(&single.0))
-            }
-            _ => return Err("unexpected aggregate plan".into()),
+            AggregateMode::Single | AggregateMode::SinglePartitioned => Ok(SplitPoint {
+                top: Arc::clone(&single.0),
+                raw: Arc::clone(&single.0),
+            }),
+            _ => Err("unexpected aggregate plan".into()),
         },
         [last, first]
             if matches!(
@@ -85,13 +110,18 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
                 AggregateMode::Final | AggregateMode::FinalPartitioned
             ) && *first.1.mode() == AggregateMode::Partial =>
         {
-            (Arc::clone(&last.0), Arc::clone(&first.0))
+            Ok(SplitPoint {
+                top: Arc::clone(&last.0),
+                raw: Arc::clone(&first.0),
+            })
         }
-        _ => return Err("the query aggregates more than once".into()),
-    };
-    let aggregate = raw
-        .downcast_ref::<AggregateExec>()
-        .ok_or("unexpected aggregate plan")?;
+        _ => Err("the query aggregates more than once".into()),
+    }
+}
+
+/// Checks that `aggregate` groups plainly and that each of its functions
+/// merges partial state.
+fn check_mergeable(aggregate: &AggregateExec) -> Result<(), String> {
     if !aggregate.group_expr().is_single() {
         return Err("grouping sets are not merged incrementally".into());
     }
@@ -113,12 +143,18 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
             ));
         }
     }
+    Ok(())
+}
 
-    // Which columns below the aggregate carry a window bound.
-    let window_columns = trace_window_columns(aggregate.input())?;
+/// The group keys that hold a window bound, by position; a key that
+/// computes with a window column fails.
+fn window_group_keys(
+    aggregate: &AggregateExec,
+    window_columns: &HashMap<String, WindowBound>,
+) -> Result<Vec<(usize, WindowBound)>, String> {
     let mut window_keys = Vec::new();
     for (index, (expr, _name)) in aggregate.group_expr().expr().iter().enumerate() {
-        let used = referenced(expr, &window_columns);
+        let used = referenced(expr, window_columns);
         if used.is_empty() {
             continue;
         }
@@ -132,59 +168,67 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
             }
         }
     }
+    Ok(window_keys)
+}
+
+/// Checks that no aggregate argument or `FILTER` reads a window column
+/// (null while a batch's partial state is built).
+fn check_no_window_inputs(
+    aggregate: &AggregateExec,
+    window_columns: &HashMap<String, WindowBound>,
+) -> Result<(), String> {
     for function in aggregate.aggr_expr() {
         for expr in function.expressions() {
-            if !referenced(&expr, &window_columns).is_empty() {
+            if !referenced(&expr, window_columns).is_empty() {
                 return Err(format!("{}() reads a window column", function.fun().name()));
             }
         }
     }
     for filter in aggregate.filter_expr().iter().flatten() {
-        if !referenced(filter, &window_columns).is_empty() {
+        if !referenced(filter, window_columns).is_empty() {
             return Err("an aggregate FILTER reads a window column".into());
         }
     }
+    Ok(())
+}
 
-    let map = |e: datafusion::error::DataFusionError| e.to_string();
+/// The three plans of a split at `aggregate` (reached at `top` in `plan`).
+fn split_at(
+    plan: &Arc<dyn ExecutionPlan>,
+    top: &Arc<dyn ExecutionPlan>,
+    aggregate: &AggregateExec,
+    window_keys: Vec<(usize, WindowBound)>,
+) -> datafusion::error::Result<IncrementalPlan> {
     let raw_schema = aggregate.input_schema();
-    let partial: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::Partial,
-            aggregate.group_expr().clone(),
-            aggregate.aggr_expr().to_vec(),
-            aggregate.filter_expr().to_vec(),
-            Arc::clone(aggregate.input()),
-            Arc::clone(&raw_schema),
-        )
-        .map_err(map)?,
-    );
+    let partial: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::Partial,
+        aggregate.group_expr().clone(),
+        aggregate.aggr_expr().to_vec(),
+        aggregate.filter_expr().to_vec(),
+        Arc::clone(aggregate.input()),
+        Arc::clone(&raw_schema),
+    )?);
     let state_schema = partial.schema();
     let final_group_by = aggregate.group_expr().as_final();
-    let (reduce_input, reduce_scan) = BatchSlot::with_scan(&state_schema).map_err(map)?;
-    let reduce: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::PartialReduce,
-            final_group_by.clone(),
-            aggregate.aggr_expr().to_vec(),
-            vec![None; aggregate.aggr_expr().len()],
-            reduce_scan,
-            Arc::clone(&raw_schema),
-        )
-        .map_err(map)?,
-    );
-    let (finish_input, finish_scan) = BatchSlot::with_scan(&state_schema).map_err(map)?;
-    let final_aggregate: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::Final,
-            final_group_by,
-            aggregate.aggr_expr().to_vec(),
-            vec![None; aggregate.aggr_expr().len()],
-            finish_scan,
-            raw_schema,
-        )
-        .map_err(map)?,
-    );
-    let finish = replace(plan, &top, &final_aggregate).map_err(map)?;
+    let (reduce_input, reduce_scan) = BatchSlot::with_scan(&state_schema)?;
+    let reduce: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::PartialReduce,
+        final_group_by.clone(),
+        aggregate.aggr_expr().to_vec(),
+        vec![None; aggregate.aggr_expr().len()],
+        reduce_scan,
+        Arc::clone(&raw_schema),
+    )?);
+    let (finish_input, finish_scan) = BatchSlot::with_scan(&state_schema)?;
+    let final_aggregate: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::Final,
+        final_group_by,
+        aggregate.aggr_expr().to_vec(),
+        vec![None; aggregate.aggr_expr().len()],
+        finish_scan,
+        raw_schema,
+    )?);
+    let finish = replace(plan, top, &final_aggregate)?;
     Ok(IncrementalPlan {
         partial,
         reduce,

@@ -400,16 +400,17 @@ impl LineDecoder {
     /// a value was refused in. No line is decoded twice and no line's
     /// result depends on its neighbours.
     fn decode_csv(&mut self, chunk: &Buffer, first_line: u64) -> DecodedLines {
-        let columns = self.schema.fields().len();
         let mut fields = std::mem::take(&mut self.fields);
         fields.clear();
-        let mut unescaped = Vec::new();
+        let mut splitter = CsvSplitter {
+            delimiter: self.delimiter,
+            columns: self.schema.fields().len(),
+            marks: ChunkMarks::of(chunk),
+            fields,
+            unescaped: Vec::new(),
+        };
         let mut row_lines = Vec::new();
         let mut decoded = DecodedLines::default();
-        // One check per chunk: most chunks have no quote, and no `\r` but
-        // the ones of `\r\n` line ends.
-        let has_quote = memchr::memchr(b'"', chunk).is_some();
-        let has_carriage_return = memchr::memchr(b'\r', chunk).is_some();
         // Bytes before this offset are valid UTF-8; checked a run at a time.
         let mut valid_until = 0;
         for (index, (start, end)) in line_ranges(chunk).enumerate() {
@@ -422,49 +423,9 @@ impl LineDecoder {
                     Err(err) => start + err.valid_up_to(),
                 };
             }
-            let problem = if line.len() > self.max_line_bytes {
-                Some(too_long_message(self.max_line_bytes))
-            } else if line.is_empty() {
-                Some("empty line".to_string())
-            } else if end > valid_until {
-                Some(invalid_utf8_message(line))
-            } else if has_carriage_return
-                && !(has_quote && memchr::memchr(b'"', line).is_some())
-                && memchr::memchr(b'\r', line).is_some()
-            {
-                // A record with quotes is checked field by field: a `\r`
-                // inside quotes is data (RFC 4180), outside it is not.
-                Some(CARRIAGE_RETURN_OUTSIDE_QUOTES.to_string())
-            } else {
-                let row_start = fields.len();
-                let split = if has_quote && memchr::memchr(b'"', line).is_some() {
-                    split_quoted(
-                        chunk,
-                        start,
-                        end,
-                        self.delimiter,
-                        &mut fields,
-                        &mut unescaped,
-                    )
-                } else {
-                    split_plain(line, start, self.delimiter, &mut fields);
-                    Ok(())
-                };
-                let found = fields.len() - row_start;
-                match split {
-                    Err(message) => {
-                        fields.truncate(row_start);
-                        Some(message)
-                    }
-                    Ok(()) if found != columns => {
-                        fields.truncate(row_start);
-                        Some(format!(
-                            "incorrect number of fields: expected {columns} got {found}"
-                        ))
-                    }
-                    Ok(()) => None,
-                }
-            };
+            let problem = self
+                .csv_line_problem(line, end <= valid_until, splitter.marks)
+                .or_else(|| splitter.split(chunk, start, end));
             match problem {
                 Some(message) => decoded.bad_lines.push(BadLine {
                     line: line_number,
@@ -474,20 +435,57 @@ impl LineDecoder {
             }
         }
         if !row_lines.is_empty() {
-            let (batch, refused) = self.build_rows(chunk, &unescaped, &fields, row_lines.len());
-            decoded.batch = batch;
-            if !refused.is_empty() {
-                decoded
-                    .bad_lines
-                    .extend(refused.into_iter().map(|(row, message)| BadLine {
-                        line: row_lines[row],
-                        message,
-                    }));
-                decoded.bad_lines.sort_by_key(|bad| bad.line);
-            }
+            let (fields, unescaped) = (&splitter.fields, &splitter.unescaped);
+            self.add_csv_rows(&mut decoded, chunk, unescaped, fields, &row_lines);
         }
-        self.fields = fields;
+        self.fields = splitter.fields;
         decoded
+    }
+
+    /// Why a CSV `line` is not a record, as far as can be told before it is
+    /// split: too long, empty, not UTF-8 (`valid_utf8` false), or holding a
+    /// `\r` where no quote can make it data.
+    fn csv_line_problem(&self, line: &[u8], valid_utf8: bool, marks: ChunkMarks) -> Option<String> {
+        if line.len() > self.max_line_bytes {
+            Some(too_long_message(self.max_line_bytes))
+        } else if line.is_empty() {
+            Some("empty line".to_string())
+        } else if !valid_utf8 {
+            Some(invalid_utf8_message(line))
+        } else if marks.carriage_return
+            && !marks.quoted(line)
+            && memchr::memchr(b'\r', line).is_some()
+        {
+            // A record with quotes is checked field by field: a `\r`
+            // inside quotes is data (RFC 4180), outside it is not.
+            Some(CARRIAGE_RETURN_OUTSIDE_QUOTES.to_string())
+        } else {
+            None
+        }
+    }
+
+    /// Builds the batch of the good rows (their line numbers `row_lines`)
+    /// into `decoded`; a row a value was refused in becomes a bad line, in
+    /// line order.
+    fn add_csv_rows(
+        &self,
+        decoded: &mut DecodedLines,
+        chunk: &Buffer,
+        unescaped: &[u8],
+        fields: &[(usize, usize)],
+        row_lines: &[u64],
+    ) {
+        let (batch, refused) = self.build_rows(chunk, unescaped, fields, row_lines.len());
+        decoded.batch = batch;
+        if !refused.is_empty() {
+            decoded
+                .bad_lines
+                .extend(refused.into_iter().map(|(row, message)| BadLine {
+                    line: row_lines[row],
+                    message,
+                }));
+            decoded.bad_lines.sort_by_key(|bad| bad.line);
+        }
     }
 
     /// The batch of `rows` rows from their fields, without the rows a
@@ -558,6 +556,83 @@ fn without_refused(
     (kept, refused)
 }
 
+/// What a chunk of CSV holds anywhere, checked once per chunk: most chunks
+/// have no quote, and no `\r` but the ones of `\r\n` line ends.
+#[derive(Clone, Copy)]
+struct ChunkMarks {
+    quote: bool,
+    carriage_return: bool,
+}
+
+impl ChunkMarks {
+    /// The marks of `chunk`.
+    fn of(chunk: &[u8]) -> Self {
+        ChunkMarks {
+            quote: memchr::memchr(b'"', chunk).is_some(),
+            carriage_return: memchr::memchr(b'\r', chunk).is_some(),
+        }
+    }
+
+    /// Whether `line`, of the chunk, holds a quote.
+    #[inline]
+    fn quoted(self, line: &[u8]) -> bool {
+        self.quote && memchr::memchr(b'"', line).is_some()
+    }
+}
+
+/// Splits the records of a chunk into their fields, each record's after
+/// the one before.
+struct CsvSplitter {
+    delimiter: u8,
+    /// The number of fields a record has.
+    columns: usize,
+    marks: ChunkMarks,
+    /// Each field's byte range: in the chunk, or for a quoted field in
+    /// `unescaped`, counted from the chunk's end.
+    fields: Vec<(usize, usize)>,
+    /// Quoted fields, unescaped.
+    unescaped: Vec<u8>,
+}
+
+impl CsvSplitter {
+    /// Splits the record `chunk[start..end]` into `fields`; why not, with
+    /// none of its fields kept, when it cannot be split or has the wrong
+    /// number of fields.
+    fn split(&mut self, chunk: &[u8], start: usize, end: usize) -> Option<String> {
+        let columns = self.columns;
+        let fields = &mut self.fields;
+        let row_start = fields.len();
+        let line = &chunk[start..end];
+        let split = if self.marks.quoted(line) {
+            split_quoted(
+                chunk,
+                start,
+                end,
+                self.delimiter,
+                fields,
+                &mut self.unescaped,
+            )
+        } else {
+            split_plain(line, start, self.delimiter, fields);
+            Ok(())
+        };
+        let found = fields.len() - row_start;
+        match split {
+            Err(message) => {
+                fields.truncate(row_start);
+                Some(message)
+            }
+            Ok(()) if found != columns => {
+                fields.truncate(row_start);
+                Some(format!(
+                    "incorrect number of fields: expected {columns} got {found}"
+                ))
+            }
+            Ok(()) => None,
+        }
+    }
+}
+
 /// Splits a line without quotes at every delimiter. `start` is the line's
 /// offset in the chunk.
 fn split_plain(line: &[u8], start: usize, delimiter: u8, fields: &mut Vec<(usize, usize)>) {
@@ -569,15 +644,15 @@ fn split_plain(line: &[u8], start: usize, delimiter: u8, fields: &mut Vec<(usize
     fields.push((field_start, start + line.len()));
 }
 
+/// Why a record with a `\r` outside quotes is refused.
+const CARRIAGE_RETURN_OUTSIDE_QUOTES: &str =
+    "a carriage return inside a CSV record, outside quotes (a CSV line ends with \\n or \\r\\n)";
+
 /// Splits the line `chunk[start..end]`, which holds a quote. A quoted field
 /// starts with `"` right after a delimiter (or at the line's start), ends
 /// with `"` right before a delimiter (or at the line's end), and writes a
 /// quote inside as `""`; such a field is unescaped into `unescaped`, its
 /// range then counted from `chunk.len()`. Any other quote is an error.
-/// Why a record with a `\r` outside quotes is refused.
-const CARRIAGE_RETURN_OUTSIDE_QUOTES: &str =
-    "a carriage return inside a CSV record, outside quotes (a CSV line ends with \\n or \\r\\n)";
-
 fn split_quoted(
     chunk: &[u8],
     start: usize,

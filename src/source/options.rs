@@ -388,100 +388,108 @@ impl Connector {
             })?;
         let owner = format!("stream '{stream}'");
         match connector.as_str() {
-            "queue" => {
-                let options = OptionReader::new(owner, options, QUEUE_OPTIONS)?;
-                Ok(Connector::Queue(QueueOptions {
-                    one_at_a_time: options.bool("one_at_a_time")?.unwrap_or(false),
-                    limits: read_limits(&options)?,
-                }))
-            }
-            "socket" => {
-                let options = OptionReader::new(owner, options, SOCKET_OPTIONS)?;
-                let host = options.text("host").unwrap_or("localhost");
-                let port = options.text("port").ok_or_else(|| {
-                    BrookError::invalid(format!(
-                        "stream '{stream}': the socket connector needs option port"
-                    ))
-                })?;
-                let port: u16 = port.parse().map_err(|_| {
-                    options.bad(
-                        "port",
-                        format_args!("must be a number from 1 to 65535, got '{port}'"),
-                    )
-                })?;
-                let defaults = SocketOptions::default();
-                let delimiter = read_delimiter(&options)?.unwrap_or(defaults.delimiter);
-                Ok(Connector::Socket {
-                    address: format!("{host}:{port}"),
-                    options: SocketOptions {
-                        format: options
-                            .choice("format", FORMATS)?
-                            .unwrap_or(defaults.format),
-                        reconnect: options.bool("reconnect")?.unwrap_or(defaults.reconnect),
-                        on_error: options
-                            .choice("on_error", ON_ERROR)?
-                            .unwrap_or(defaults.on_error),
-                        delimiter,
-                        limits: read_limits(&options)?,
-                        reconnect_attempts: options.positive("reconnect_attempts")?,
-                        max_line_bytes: options
-                            .positive("max_line_bytes")?
-                            .unwrap_or(defaults.max_line_bytes),
-                        timestamp_format: read_timestamp_format(&options)?
-                            .unwrap_or(defaults.timestamp_format),
-                    },
-                })
-            }
+            "queue" => read_queue(owner, options),
+            "socket" => read_socket(stream, owner, options),
             "kafka" => Ok(Connector::Kafka(Box::new(
                 super::kafka::KafkaOptions::read(stream, options)?,
             ))),
-            "files" => {
-                let options = OptionReader::new(owner, options, FILES_OPTIONS)?;
-                let path = options.text("path").ok_or_else(|| {
-                    BrookError::invalid(format!(
-                        "stream '{stream}': the files connector needs option path (a directory)"
-                    ))
-                })?;
-                let mut files = FilesOptions::new(path);
-                files.format = options
-                    .choice("format", FILES_FORMATS)?
-                    .unwrap_or(files.format);
-                if let Some(pattern) = options.text("pattern") {
-                    glob::Pattern::new(pattern).map_err(|err| {
-                        options.bad(
-                            "pattern",
-                            format_args!("is not a file-name wildcard: {err}"),
-                        )
-                    })?;
-                    files.pattern = pattern.to_string();
-                }
-                files.start_existing = options
-                    .choice("start", &[("existing", true), ("new", false)])?
-                    .unwrap_or(true);
-                files.header = options.bool("header")?.unwrap_or(false);
-                if let Some(settle) = options.text("settle") {
-                    files.settle = crate::sql::parse_timeout(settle)
-                        .map_err(|e| options.bad("settle", e))?
-                        .unwrap_or_default();
-                }
-                files.on_error = options
-                    .choice("on_error", ON_ERROR)?
-                    .unwrap_or(files.on_error);
-                files.delimiter = read_delimiter(&options)?.unwrap_or(files.delimiter);
-                files.max_line_bytes = options
-                    .positive("max_line_bytes")?
-                    .unwrap_or(files.max_line_bytes);
-                files.timestamp_format =
-                    read_timestamp_format(&options)?.unwrap_or(files.timestamp_format);
-                files.limits = read_limits(&options)?;
-                files.max_files_per_batch = options.positive("max_files_per_batch")?;
-                Ok(Connector::Files(files))
-            }
+            "files" => read_files(stream, owner, options),
             other => Err(BrookError::invalid(format!(
                 "stream '{stream}': unknown connector '{other}'; brook has 'queue', 'socket', 'files' and 'kafka'"
             ))),
         }
     }
+}
+
+/// A queue stream's options; `owner` names the stream in messages.
+fn read_queue(owner: String, options: &[(String, String)]) -> Result<Connector> {
+    let options = OptionReader::new(owner, options, QUEUE_OPTIONS)?;
+    Ok(Connector::Queue(QueueOptions {
+        one_at_a_time: options.bool("one_at_a_time")?.unwrap_or(false),
+        limits: read_limits(&options)?,
+    }))
+}
+
+/// A socket stream's address and options; `owner` names `stream` in
+/// messages.
+fn read_socket(stream: &str, owner: String, options: &[(String, String)]) -> Result<Connector> {
+    let options = OptionReader::new(owner, options, SOCKET_OPTIONS)?;
+    let host = options.text("host").unwrap_or("localhost");
+    let port = options.text("port").ok_or_else(|| {
+        BrookError::invalid(format!(
+            "stream '{stream}': the socket connector needs option port"
+        ))
+    })?;
+    let port: u16 = port.parse().map_err(|_| {
+        options.bad(
+            "port",
+            format_args!("must be a number from 1 to 65535, got '{port}'"),
+        )
+    })?;
+    let defaults = SocketOptions::default();
+    let delimiter = read_delimiter(&options)?.unwrap_or(defaults.delimiter);
+    Ok(Connector::Socket {
+        address: format!("{host}:{port}"),
+        options: SocketOptions {
+            format: options
+                .choice("format", FORMATS)?
+                .unwrap_or(defaults.format),
+            reconnect: options.bool("reconnect")?.unwrap_or(defaults.reconnect),
+            on_error: options
+                .choice("on_error", ON_ERROR)?
+                .unwrap_or(defaults.on_error),
+            delimiter,
+            limits: read_limits(&options)?,
+            reconnect_attempts: options.positive("reconnect_attempts")?,
+            max_line_bytes: options
+                .positive("max_line_bytes")?
+                .unwrap_or(defaults.max_line_bytes),
+            timestamp_format: read_timestamp_format(&options)?.unwrap_or(defaults.timestamp_format),
+        },
+    })
+}
+
+/// A directory stream's options; `owner` names `stream` in messages.
+fn read_files(stream: &str, owner: String, options: &[(String, String)]) -> Result<Connector> {
+    let options = OptionReader::new(owner, options, FILES_OPTIONS)?;
+    let path = options.text("path").ok_or_else(|| {
+        BrookError::invalid(format!(
+            "stream '{stream}': the files connector needs option path (a directory)"
+        ))
+    })?;
+    let mut files = FilesOptions::new(path);
+    files.format = options
+        .choice("format", FILES_FORMATS)?
+        .unwrap_or(files.format);
+    if let Some(pattern) = options.text("pattern") {
+        glob::Pattern::new(pattern).map_err(|err| {
+            options.bad(
+                "pattern",
+                format_args!("is not a file-name wildcard: {err}"),
+            )
+        })?;
+        files.pattern = pattern.to_string();
+    }
+    files.start_existing = options
+        .choice("start", &[("existing", true), ("new", false)])?
+        .unwrap_or(true);
+    files.header = options.bool("header")?.unwrap_or(false);
+    if let Some(settle) = options.text("settle") {
+        files.settle = crate::sql::parse_timeout(settle)
+            .map_err(|e| options.bad("settle", e))?
+            .unwrap_or_default();
+    }
+    files.on_error = options
+        .choice("on_error", ON_ERROR)?
+        .unwrap_or(files.on_error);
+    files.delimiter = read_delimiter(&options)?.unwrap_or(files.delimiter);
+    files.max_line_bytes = options
+        .positive("max_line_bytes")?
+        .unwrap_or(files.max_line_bytes);
+    files.timestamp_format = read_timestamp_format(&options)?.unwrap_or(files.timestamp_format);
+    files.limits = read_limits(&options)?;
+    files.max_files_per_batch = options.positive("max_files_per_batch")?;
+    Ok(Connector::Files(files))
 }
 
 impl QueueOptions {

@@ -237,87 +237,149 @@ fn split_stream_clauses(
 ) -> Result<(Vec<TokenWithSpan>, StreamClauses)> {
     let mut clauses = StreamClauses::default();
     loop {
-        let meaningful: Vec<usize> = tokens
+        let words = MeaningfulTokens::new(&tokens);
+        let clause_start = match take_emit(&words, &mut clauses)? {
+            Some(start) => Some(start),
+            None => take_late_data_to(&words, &mut clauses)?,
+        };
+        let Some(start) = clause_start else {
+            break;
+        };
+        tokens.truncate(start);
+    }
+    Ok((tokens, clauses))
+}
+
+/// The tokens of a statement that are not whitespace, counted `k` from
+/// the first.
+struct MeaningfulTokens<'a> {
+    tokens: &'a [TokenWithSpan],
+    /// The index in `tokens` of each one.
+    indexes: Vec<usize>,
+}
+
+impl<'a> MeaningfulTokens<'a> {
+    /// The tokens of `tokens` that are not whitespace.
+    fn new(tokens: &'a [TokenWithSpan]) -> Self {
+        let indexes = tokens
             .iter()
             .enumerate()
             .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
             .map(|(i, _)| i)
             .collect();
-        let word = |k: usize| -> String {
-            match meaningful.get(k).map(|&i| &tokens[i].token) {
-                Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
-                _ => String::new(),
-            }
-        };
-        let n = meaningful.len();
-        let at_depth_zero = |k: usize| {
-            let mut depth = 0i32;
-            for &i in &meaningful[..k] {
-                match tokens[i].token {
-                    Token::LParen => depth += 1,
-                    Token::RParen => depth -= 1,
-                    _ => {}
-                }
-            }
-            depth == 0
-        };
-        let location = |k: usize| location_of(&tokens[meaningful[k]]);
-        // `... EMIT ON WINDOW CLOSE` / `... EMIT ON UPDATE`
-        let emit = if n >= 4
-            && word(n - 4) == "emit"
-            && word(n - 3) == "on"
-            && word(n - 2) == "window"
-            && word(n - 1) == "close"
-        {
-            Some((n - 4, EmitMode::OnWindowClose))
-        } else if n >= 3 && word(n - 3) == "emit" && word(n - 2) == "on" && word(n - 1) == "update"
-        {
-            Some((n - 3, EmitMode::OnUpdate))
-        } else {
-            None
-        };
-        if let Some((k, mode)) = emit
-            && at_depth_zero(k)
-        {
-            if clauses.emit.is_some() {
-                return Err(BrookError::Sql {
-                    message: "EMIT is given twice".into(),
-                    location: Some(location(k)),
-                });
-            }
-            clauses.emit = Some(mode);
-            clauses.location = Some(location(k));
-            tokens.truncate(meaningful[k]);
-            continue;
-        }
-        // `... LATE DATA TO name`
-        if n >= 4
-            && word(n - 4) == "late"
-            && word(n - 3) == "data"
-            && word(n - 2) == "to"
-            && at_depth_zero(n - 4)
-        {
-            let Token::Word(name) = &tokens[meaningful[n - 1]].token else {
-                break;
-            };
-            if clauses.late_data_to.is_some() {
-                return Err(BrookError::Sql {
-                    message: "LATE DATA TO is given twice".into(),
-                    location: Some(location(n - 4)),
-                });
-            }
-            clauses.late_data_to = Some(if name.quote_style.is_some() {
-                name.value.clone()
-            } else {
-                name.value.to_ascii_lowercase()
-            });
-            clauses.location = Some(location(n - 4));
-            tokens.truncate(meaningful[n - 4]);
-            continue;
-        }
-        break;
+        MeaningfulTokens { tokens, indexes }
     }
-    Ok((tokens, clauses))
+
+    /// How many there are.
+    fn len(&self) -> usize {
+        self.indexes.len()
+    }
+
+    /// The `k`th token, as its index in the statement's tokens.
+    fn index(&self, k: usize) -> usize {
+        self.indexes[k]
+    }
+
+    /// The `k`th token.
+    fn token(&self, k: usize) -> &'a Token {
+        &self.tokens[self.indexes[k]].token
+    }
+
+    /// The `k`th token in lowercase if it is a word, else "".
+    fn word(&self, k: usize) -> String {
+        match self.indexes.get(k).map(|&i| &self.tokens[i].token) {
+            Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
+            _ => String::new(),
+        }
+    }
+
+    /// Whether the `k`th token is outside any parentheses.
+    fn at_depth_zero(&self, k: usize) -> bool {
+        let mut depth = 0i32;
+        for &i in &self.indexes[..k] {
+            match self.tokens[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                _ => {}
+            }
+        }
+        depth == 0
+    }
+
+    /// Where the `k`th token starts, for errors.
+    fn location(&self, k: usize) -> SqlLocation {
+        location_of(&self.tokens[self.indexes[k]])
+    }
+}
+
+/// Takes `... EMIT ON WINDOW CLOSE` or `... EMIT ON UPDATE` off the end of
+/// `words` into `clauses`; the index of the token the clause starts at.
+fn take_emit(words: &MeaningfulTokens, clauses: &mut StreamClauses) -> Result<Option<usize>> {
+    let n = words.len();
+    let emit = if n >= 4
+        && words.word(n - 4) == "emit"
+        && words.word(n - 3) == "on"
+        && words.word(n - 2) == "window"
+        && words.word(n - 1) == "close"
+    {
+        Some((n - 4, EmitMode::OnWindowClose))
+    } else if n >= 3
+        && words.word(n - 3) == "emit"
+        && words.word(n - 2) == "on"
+        && words.word(n - 1) == "update"
+    {
+        Some((n - 3, EmitMode::OnUpdate))
+    } else {
+        None
+    };
+    let Some((k, mode)) = emit else {
+        return Ok(None);
+    };
+    if !words.at_depth_zero(k) {
+        return Ok(None);
+    }
+    if clauses.emit.is_some() {
+        return Err(BrookError::Sql {
+            message: "EMIT is given twice".into(),
+            location: Some(words.location(k)),
+        });
+    }
+    clauses.emit = Some(mode);
+    clauses.location = Some(words.location(k));
+    Ok(Some(words.index(k)))
+}
+
+/// Takes `... LATE DATA TO name` off the end of `words` into `clauses`; the
+/// index of the token the clause starts at.
+fn take_late_data_to(
+    words: &MeaningfulTokens,
+    clauses: &mut StreamClauses,
+) -> Result<Option<usize>> {
+    let n = words.len();
+    if !(n >= 4
+        && words.word(n - 4) == "late"
+        && words.word(n - 3) == "data"
+        && words.word(n - 2) == "to"
+        && words.at_depth_zero(n - 4))
+    {
+        return Ok(None);
+    }
+    let Token::Word(name) = words.token(n - 1) else {
+        return Ok(None);
+    };
+    if clauses.late_data_to.is_some() {
+        return Err(BrookError::Sql {
+            message: "LATE DATA TO is given twice".into(),
+            location: Some(words.location(n - 4)),
+        });
+    }
+    clauses.late_data_to = Some(if name.quote_style.is_some() {
+        name.value.clone()
+    } else {
+        name.value.to_ascii_lowercase()
+    });
+    clauses.location = Some(words.location(n - 4));
+    Ok(Some(words.index(n - 4)))
 }
 
 /// `CREATE SINK`'s head: name, `IF NOT EXISTS`, options, and the index of

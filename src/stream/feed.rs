@@ -21,7 +21,7 @@
 //! returns or sorts its rows, a window that recomputes) reads at most those
 //! bounds before the cut ([`FeedReader::hold_rows`]).
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -248,6 +248,14 @@ impl Feed {
         }
     }
 
+    /// Ends the batch before its tick (its source has ended), then wakes
+    /// the readers.
+    fn end_now(&self, mut state: MutexGuard<'_, FeedState>) {
+        self.end(&mut state, Utc::now(), Instant::now());
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
     fn end(&self, state: &mut FeedState, time: DateTime<Utc>, instant: Instant) {
         let (taken, in_flight) = self
             .inbox
@@ -294,6 +302,16 @@ pub(crate) struct FeedReader {
 /// How long a plan may run on pieces that are all there before its reader
 /// gives the thread back.
 const YIELD_AFTER: Duration = Duration::from_millis(1);
+
+/// What one look at a feed's state found.
+enum Glance {
+    /// What [`FeedReader::look`] returns.
+    Found(Next),
+    /// The feed changed (pieces came in, the batch ended): look again.
+    Changed,
+    /// Nothing yet: wait for the feed to change or the source to deliver.
+    Nothing,
+}
 
 /// What a reader found when it looked for its next piece.
 enum Next {
@@ -384,6 +402,8 @@ impl FeedReader {
         Box::pin(RecordBatchStreamAdapter::new(schema, pieces))
     }
 
+    /// Looks for the reader's next piece as `look` asks, waiting for the
+    /// source or the other readers while there is none and the batch goes on.
     async fn look(&self, look: Look) -> Next {
         let feed = &*self.feed;
         // Made only when the reader has to wait, then the state is looked
@@ -391,75 +411,10 @@ impl FeedReader {
         // reader that finds its piece there allocates nothing.
         let mut wake_ups = None;
         loop {
-            {
-                let mut state = feed.state.lock();
-                let Some(cursor) = state.cursors.get(self.index).copied().flatten() else {
-                    return Next::End;
-                };
-                // A reader that holds what it reads waits for the cut once
-                // it has read its bound.
-                let held_enough = matches!(look, Look::Take)
-                    && state.end.is_none()
-                    && self.read_enough(feed.bound);
-                if cursor < state.next_seq() && !held_enough {
-                    let next = match look {
-                        Look::Peek => return Next::Ready,
-                        Look::Skip => {
-                            state.cursors[self.index] = Some(state.next_seq());
-                            Next::Ready
-                        }
-                        Look::Take => {
-                            let piece = self.take(&mut state, cursor);
-                            self.read_rows
-                                .fetch_add(piece.num_rows(), Ordering::Relaxed);
-                            self.read_bytes
-                                .fetch_add(batch_bytes(&piece), Ordering::Relaxed);
-                            Next::Piece(piece)
-                        }
-                    };
-                    if state.forget_read(feed.bound) {
-                        drop(state);
-                        feed.changed.notify_waiters();
-                    }
-                    return next;
-                }
-                if state.end.is_some() {
-                    return Next::End;
-                }
-                // This reader is ahead of the others: it takes from the
-                // inbox, unless the feed already holds enough for them.
-                if held_enough {
-                    // Waits for the cut, or for the source's end: then the
-                    // batch takes the rest and ends.
-                    if feed.inbox.is_closed() {
-                        feed.end(&mut state, Utc::now(), Instant::now());
-                        drop(state);
-                        feed.changed.notify_waiters();
-                        continue;
-                    }
-                } else if state.holds_enough(feed.bound) {
-                    state.forget_read(feed.bound);
-                }
-                if !held_enough && (!state.holds_enough(feed.bound) || state.pieces.is_empty()) {
-                    let taken = feed.inbox.take(feed.one_item, feed.room(&state));
-                    if !taken.items.is_empty() {
-                        state.add(taken.items, taken.rows);
-                        if state.cursors.iter().flatten().count() > 1 {
-                            drop(state);
-                            feed.changed.notify_waiters();
-                        }
-                        continue;
-                    }
-                    // A queue's item waits for its tick, as every item does.
-                    if taken.exhausted.is_some() && !(feed.one_item && state.items > 0) {
-                        // The source has ended and everything is taken: the
-                        // batch ends now, not at the next tick.
-                        feed.end(&mut state, Utc::now(), Instant::now());
-                        drop(state);
-                        feed.changed.notify_waiters();
-                        continue;
-                    }
-                }
+            match self.glance(look) {
+                Glance::Found(next) => return next,
+                Glance::Changed => continue,
+                Glance::Nothing => {}
             }
             let Some((changed, arrival)) = wake_ups.take() else {
                 let mut changed = Box::pin(feed.changed.notified());
@@ -477,6 +432,92 @@ impl FeedReader {
             self.gave_back_nanos
                 .store(self.created.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// One look at the feed under its lock: reads a piece if there is one
+    /// for this reader, else takes from the inbox or ends the batch when it
+    /// may.
+    fn glance(&self, look: Look) -> Glance {
+        let feed = &*self.feed;
+        let mut state = feed.state.lock();
+        let Some(cursor) = state.cursors.get(self.index).copied().flatten() else {
+            return Glance::Found(Next::End);
+        };
+        // A reader that holds what it reads waits for the cut once
+        // it has read its bound.
+        let held_enough =
+            matches!(look, Look::Take) && state.end.is_none() && self.read_enough(feed.bound);
+        if cursor < state.next_seq() && !held_enough {
+            return Glance::Found(self.read(state, look, cursor));
+        }
+        if state.end.is_some() {
+            return Glance::Found(Next::End);
+        }
+        // This reader is ahead of the others: it takes from the
+        // inbox, unless the feed already holds enough for them.
+        if held_enough {
+            // Waits for the cut, or for the source's end: then the
+            // batch takes the rest and ends.
+            if feed.inbox.is_closed() {
+                feed.end_now(state);
+                return Glance::Changed;
+            }
+        } else if state.holds_enough(feed.bound) {
+            state.forget_read(feed.bound);
+        }
+        if !held_enough && (!state.holds_enough(feed.bound) || state.pieces.is_empty()) {
+            return self.take_from_inbox(state);
+        }
+        Glance::Nothing
+    }
+
+    /// Reads at `cursor`, where a piece is there, as `look` asks; drops the
+    /// pieces every reader has read, waking the others if any went.
+    fn read(&self, mut state: MutexGuard<'_, FeedState>, look: Look, cursor: u64) -> Next {
+        let feed = &*self.feed;
+        let next = match look {
+            Look::Peek => return Next::Ready,
+            Look::Skip => {
+                state.cursors[self.index] = Some(state.next_seq());
+                Next::Ready
+            }
+            Look::Take => {
+                let piece = self.take(&mut state, cursor);
+                self.read_rows
+                    .fetch_add(piece.num_rows(), Ordering::Relaxed);
+                self.read_bytes
+                    .fetch_add(batch_bytes(&piece), Ordering::Relaxed);
+                Next::Piece(piece)
+            }
+        };
+        if state.forget_read(feed.bound) {
+            drop(state);
+            feed.changed.notify_waiters();
+        }
+        next
+    }
+
+    /// Takes what the inbox holds into the feed, or ends the batch once the
+    /// source has ended and everything is taken.
+    fn take_from_inbox(&self, mut state: MutexGuard<'_, FeedState>) -> Glance {
+        let feed = &*self.feed;
+        let taken = feed.inbox.take(feed.one_item, feed.room(&state));
+        if !taken.items.is_empty() {
+            state.add(taken.items, taken.rows);
+            if state.cursors.iter().flatten().count() > 1 {
+                drop(state);
+                feed.changed.notify_waiters();
+            }
+            return Glance::Changed;
+        }
+        // A queue's item waits for its tick, as every item does.
+        if taken.exhausted.is_some() && !(feed.one_item && state.items > 0) {
+            // The source has ended and everything is taken: the
+            // batch ends now, not at the next tick.
+            feed.end_now(state);
+            return Glance::Changed;
+        }
+        Glance::Nothing
     }
 
     /// The pieces from `cursor` on, up to [`MIN_CHUNK_ROWS`] rows, as one

@@ -202,9 +202,27 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
         QUERIES_RUNNING,
         [(String::new(), queries.len() as f64)],
     );
-    let query_label = |id: u64| format!("query=\"{id}\"");
+    query_families(&mut text, &queries);
+    optional_query_families(&mut text, &queries);
+    stream_families(&mut text, &streams);
+    family(&mut text, WARNINGS, [(String::new(), warnings as f64)]);
+    text
+}
+
+/// A query's labels.
+fn query_label(id: u64) -> String {
+    format!("query=\"{id}\"")
+}
+
+/// A stream's labels.
+fn stream_label(name: &str) -> String {
+    format!("stream=\"{}\"", escape(name))
+}
+
+/// The families every running query has a sample in, then the watermark.
+fn query_families(text: &mut String, queries: &[crate::query::QueryInfo]) {
     family(
-        &mut text,
+        text,
         QUERY_INFO,
         queries.iter().map(|q| {
             let output = crate::redact::redact_secrets(&q.output);
@@ -227,7 +245,7 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
     ];
     for (metric, value) in per_query {
         family(
-            &mut text,
+            text,
             metric,
             queries.iter().map(|q| (query_label(q.id), value(q))),
         );
@@ -235,7 +253,7 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
     // Only queries that have a watermark (event-time windows) report one;
     // the end of input is +Inf.
     family(
-        &mut text,
+        text,
         QUERY_WATERMARK,
         queries.iter().filter_map(|q| {
             let mark = q.stats.watermark?;
@@ -247,6 +265,10 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
             Some((query_label(q.id), seconds))
         }),
     );
+}
+
+/// The families of what only some queries have: a checkpoint, a sink.
+fn optional_query_families(text: &mut String, queries: &[crate::query::QueryInfo]) {
     let optional: [(Metric, OptionalQueryValue); 5] = [
         (QUERY_CHECKPOINT_BATCH, |q| {
             q.stats.checkpoint.map(|b| b as f64)
@@ -266,16 +288,19 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
     ];
     for (metric, value) in optional {
         family(
-            &mut text,
+            text,
             metric,
             queries
                 .iter()
                 .filter_map(|q| Some((query_label(q.id), value(q)?))),
         );
     }
-    let stream_label = |name: &str| format!("stream=\"{}\"", escape(name));
+}
+
+/// The stream families: each stream's info, then its counts.
+fn stream_families(text: &mut String, streams: &[crate::StreamInfo]) {
     family(
-        &mut text,
+        text,
         STREAM_INFO,
         streams.iter().map(|s| {
             (
@@ -300,13 +325,11 @@ pub(crate) fn render(dashboard: &Dashboard) -> String {
     ];
     for (metric, value) in per_stream {
         family(
-            &mut text,
+            text,
             metric,
             streams.iter().map(|s| (stream_label(&s.name), value(s))),
         );
     }
-    family(&mut text, WARNINGS, [(String::new(), warnings as f64)]);
-    text
 }
 
 /// Writes one family: its HELP and TYPE lines, then one line per

@@ -13,6 +13,7 @@ pub(crate) mod meta;
 
 use parking_lot::RwLock;
 use std::io::{self, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -71,29 +72,17 @@ struct Repl {
     names: Arc<RwLock<Vec<String>>>,
 }
 
+/// The line editor, with the REPL's completion and statement ends.
+type LineEditor = Editor<ReplHelper, DefaultHistory>;
+
 /// Runs the REPL until `\q` or Ctrl-D (or the end of piped input);
 /// returns the exit code: 0, or 1 when the input could not be read.
 pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
     let names = Arc::new(RwLock::new(Vec::new()));
-    let config = Config::builder()
-        .max_history_size(10_000)
-        .map(|b| b.build());
-    let editor = config.and_then(Editor::<ReplHelper, DefaultHistory>::with_config);
-    let mut editor = match editor {
+    let mut editor = match start_editor(&names, options.history.as_deref()) {
         Ok(editor) => editor,
-        Err(err) => {
-            eprintln!("brook: cannot start the line editor: {err}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
-    editor.set_helper(Some(ReplHelper {
-        names: Arc::clone(&names),
-        multiline: io::stdin().is_terminal(),
-    }));
-    if let Some(path) = &options.history {
-        // A missing history file is the normal first run.
-        let _ = editor.load_history(path);
-    }
     let mut repl = Repl {
         session: Session::new(ctx.clone()),
         ctx,
@@ -108,124 +97,189 @@ pub async fn run(ctx: StreamContext, options: ReplOptions) -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         crate::catalog::windows::format_duration(repl.ctx.batch_interval())
     );
-    let mut pending = String::new();
-    // Lines read so far, to name a line that cannot be read.
-    let mut lines_read: u64 = 0;
-    // The input line `pending` begins at, to name a statement the input
-    // ends inside.
-    let mut pending_line: u64 = 1;
-    // Set when a line of the statement being typed was unreadable: the
-    // statement is skipped rather than run without that line.
-    let mut skip_statement = false;
+    let mut typing = Typing::new();
     let mut exit_code = ExitCode::SUCCESS;
     loop {
-        let prompt = if pending.is_empty() {
-            "brook> "
-        } else {
-            "  ...> "
-        };
-        let read = tokio::task::spawn_blocking(move || {
-            let line = editor.readline(prompt);
-            (editor, line)
-        })
-        .await;
-        let Ok((returned, line)) = read else {
+        let Ok((returned, line)) = read_line(editor, typing.prompt()).await else {
             eprintln!("brook: the line editor stopped unexpectedly");
             break;
         };
         editor = returned;
-        let line = match line {
-            Ok(line) => {
-                lines_read += 1 + line.matches('\n').count() as u64;
-                line
-            }
-            Err(ReadlineError::Interrupted) => {
-                // Ctrl-C at the prompt: drop what was typed.
-                pending.clear();
-                skip_statement = false;
-                continue;
-            }
-            Err(ReadlineError::Eof) => {
-                if !skip_statement && !repl.run_unfinished(&pending, pending_line).await {
+        let line = match typing.take(line) {
+            Typed::Line(line) => line,
+            Typed::Nothing => continue,
+            Typed::EndOfInput => {
+                if !typing.skip_statement
+                    && !repl
+                        .run_unfinished(&typing.pending, typing.pending_line)
+                        .await
+                {
                     exit_code = ExitCode::from(1);
                 }
                 break;
             }
-            Err(ReadlineError::Io(err)) if err.kind() == io::ErrorKind::InvalidData => {
-                // The reader consumed the bad line: report it and go on.
-                lines_read += 1;
-                skip_statement = !pending.trim().is_empty();
-                let skipped = if skip_statement {
-                    "it and the statement it belongs to are skipped"
-                } else {
-                    "it is skipped"
-                };
-                eprintln!("ERROR: input line {lines_read} is not valid UTF-8; {skipped}");
-                if !skip_statement {
-                    pending.clear();
-                }
-                continue;
-            }
-            Err(err) => {
-                eprintln!("brook: cannot read input: {err}");
+            Typed::Unreadable => {
                 exit_code = ExitCode::from(1);
                 break;
             }
         };
-        if pending.is_empty() {
-            pending_line = lines_read - line.matches('\n').count() as u64;
-        } else {
-            pending.push('\n');
-        }
-        pending.push_str(&line);
-        if !is_complete(&pending) {
+        let Some(input) = typing.push(&line) else {
             continue;
-        }
-        let input = std::mem::take(&mut pending);
-        if std::mem::take(&mut skip_statement) {
-            continue;
-        }
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            println!("{HINT}");
-            continue;
-        }
-        // The history file keeps no passwords (connection URLs show `***`).
-        let _ = editor.add_history_entry(crate::redact::redact_secrets(trimmed));
-        if let Some(path) = &options.history
-            && let Err(err) = editor.save_history(path)
+        };
+        if repl
+            .enter(&input, &mut editor, options.history.as_deref())
+            .await
+            .is_break()
         {
-            eprintln!("brook: cannot write history to {}: {err}", path.display());
+            break;
         }
-        if is_meta_command(trimmed) {
-            match parse_meta(trimmed) {
-                Ok(MetaCommand::Quit) => break,
-                Ok(command) => repl.meta(command).await,
-                Err(message) => eprintln!("ERROR: {message}"),
-            }
-        } else {
-            repl.run_input(&input, None).await;
-        }
-        repl.refresh_names().await;
     }
-    // Background queries run what their streams have received through a
-    // last batch, and their sinks finish their files, before brook exits.
-    let sinks = repl.ctx.sink_names();
-    if !sinks.is_empty() {
-        println!(
-            "Finishing {} ({})...",
-            plural(sinks.len(), "sink"),
-            sinks.join(", ")
-        );
-    }
-    repl.ctx.close_queues();
-    repl.ctx.finish_queries();
-    match repl.ctx.wait_for_sinks().await {
-        Ok(()) => exit_code,
+    repl.finish(exit_code).await
+}
+
+/// The line editor, completing `names`, with the history from `history`;
+/// exit code 1 when it cannot start.
+fn start_editor(
+    names: &Arc<RwLock<Vec<String>>>,
+    history: Option<&Path>,
+) -> Result<LineEditor, ExitCode> {
+    let config = Config::builder()
+        .max_history_size(10_000)
+        .map(|b| b.build());
+    let editor = config.and_then(LineEditor::with_config);
+    let mut editor = match editor {
+        Ok(editor) => editor,
         Err(err) => {
-            eprintln!("brook: {}", crate::cli::report::describe(&err));
-            ExitCode::from(1)
+            eprintln!("brook: cannot start the line editor: {err}");
+            return Err(ExitCode::from(1));
         }
+    };
+    editor.set_helper(Some(ReplHelper {
+        names: Arc::clone(names),
+        multiline: io::stdin().is_terminal(),
+    }));
+    if let Some(path) = history {
+        // A missing history file is the normal first run.
+        let _ = editor.load_history(path);
+    }
+    Ok(editor)
+}
+
+/// Reads a line on a blocking thread, which hands the editor back with it.
+async fn read_line(
+    mut editor: LineEditor,
+    prompt: &'static str,
+) -> Result<(LineEditor, rustyline::Result<String>), tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        let line = editor.readline(prompt);
+        (editor, line)
+    })
+    .await
+}
+
+/// The statement being typed, line by line.
+struct Typing {
+    /// The input so far, waiting for the `;` that completes it.
+    pending: String,
+    /// Lines read so far, to name a line that cannot be read.
+    lines_read: u64,
+    /// The input line `pending` begins at, to name a statement the input
+    /// ends inside.
+    pending_line: u64,
+    /// Set when a line of the statement being typed was unreadable: the
+    /// statement is skipped rather than run without that line.
+    skip_statement: bool,
+}
+
+/// What a read from the line editor gave.
+enum Typed {
+    /// A line (or several, pasted).
+    Line(String),
+    /// Nothing to add: read again.
+    Nothing,
+    /// The input ended (Ctrl-D, or the end of piped input).
+    EndOfInput,
+    /// The input cannot be read any more.
+    Unreadable,
+}
+
+impl Typing {
+    /// Nothing typed yet; the first statement begins at line 1.
+    fn new() -> Self {
+        Typing {
+            pending: String::new(),
+            lines_read: 0,
+            pending_line: 1,
+            skip_statement: false,
+        }
+    }
+
+    /// The prompt: a fresh one, or one that continues a statement.
+    fn prompt(&self) -> &'static str {
+        if self.pending.is_empty() {
+            "brook> "
+        } else {
+            "  ...> "
+        }
+    }
+
+    /// Counts what the editor read, and handles Ctrl-C and a line that is
+    /// not UTF-8 (reported here, as is an input that cannot be read).
+    fn take(&mut self, read: rustyline::Result<String>) -> Typed {
+        match read {
+            Ok(line) => {
+                self.lines_read += 1 + line.matches('\n').count() as u64;
+                Typed::Line(line)
+            }
+            Err(ReadlineError::Interrupted) => {
+                // Ctrl-C at the prompt: drop what was typed.
+                self.pending.clear();
+                self.skip_statement = false;
+                Typed::Nothing
+            }
+            Err(ReadlineError::Eof) => Typed::EndOfInput,
+            Err(ReadlineError::Io(err)) if err.kind() == io::ErrorKind::InvalidData => {
+                // The reader consumed the bad line: report it and go on.
+                self.lines_read += 1;
+                self.skip_statement = !self.pending.trim().is_empty();
+                let skipped = if self.skip_statement {
+                    "it and the statement it belongs to are skipped"
+                } else {
+                    "it is skipped"
+                };
+                eprintln!(
+                    "ERROR: input line {} is not valid UTF-8; {skipped}",
+                    self.lines_read
+                );
+                if !self.skip_statement {
+                    self.pending.clear();
+                }
+                Typed::Nothing
+            }
+            Err(err) => {
+                eprintln!("brook: cannot read input: {err}");
+                Typed::Unreadable
+            }
+        }
+    }
+
+    /// Adds a line to the statement being typed; the whole input once the
+    /// line completes it, unless the statement is skipped.
+    fn push(&mut self, line: &str) -> Option<String> {
+        if self.pending.is_empty() {
+            self.pending_line = self.lines_read - line.matches('\n').count() as u64;
+        } else {
+            self.pending.push('\n');
+        }
+        self.pending.push_str(line);
+        if !is_complete(&self.pending) {
+            return None;
+        }
+        let input = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.skip_statement) {
+            return None;
+        }
+        Some(input)
     }
 }
 
@@ -238,6 +292,62 @@ fn plural(count: usize, noun: &str) -> String {
 }
 
 impl Repl {
+    /// Runs a complete input, a statement or a meta-command, once it is in
+    /// the history (saved to `history`). Breaks on `\q`.
+    async fn enter(
+        &mut self,
+        input: &str,
+        editor: &mut LineEditor,
+        history: Option<&Path>,
+    ) -> ControlFlow<()> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            println!("{HINT}");
+            return ControlFlow::Continue(());
+        }
+        // The history file keeps no passwords (connection URLs show `***`).
+        let _ = editor.add_history_entry(crate::redact::redact_secrets(trimmed));
+        if let Some(path) = history
+            && let Err(err) = editor.save_history(path)
+        {
+            eprintln!("brook: cannot write history to {}: {err}", path.display());
+        }
+        if is_meta_command(trimmed) {
+            match parse_meta(trimmed) {
+                Ok(MetaCommand::Quit) => return ControlFlow::Break(()),
+                Ok(command) => self.meta(command).await,
+                Err(message) => eprintln!("ERROR: {message}"),
+            }
+        } else {
+            self.run_input(input, None).await;
+        }
+        self.refresh_names().await;
+        ControlFlow::Continue(())
+    }
+
+    /// Ends the session: background queries run what their streams have
+    /// received through a last batch, and their sinks finish their files,
+    /// before brook exits. `exit_code` unless a sink fails.
+    async fn finish(self, exit_code: ExitCode) -> ExitCode {
+        let sinks = self.ctx.sink_names();
+        if !sinks.is_empty() {
+            println!(
+                "Finishing {} ({})...",
+                plural(sinks.len(), "sink"),
+                sinks.join(", ")
+            );
+        }
+        self.ctx.close_queues();
+        self.ctx.finish_queries();
+        match self.ctx.wait_for_sinks().await {
+            Ok(()) => exit_code,
+            Err(err) => {
+                eprintln!("brook: {}", crate::cli::report::describe(&err));
+                ExitCode::from(1)
+            }
+        }
+    }
+
     /// Runs the statements of `input`; stops at the first error. `file`
     /// names the script for errors when it came from `\i`.
     async fn run_input(&mut self, input: &str, file: Option<&Path>) {

@@ -147,61 +147,73 @@ pub(super) fn build_column(
         DataType::Float32 => primitive!(Float32Type, parse_float::<f32>),
         DataType::Float64 => primitive!(Float64Type, parse_float::<f64>),
         DataType::Decimal128(precision, scale) => {
-            let (precision, scale) = (*precision, *scale);
-            let array = build_primitive::<Decimal128Type>(field, &mut input, |value| {
-                parse_decimal(value, precision, scale)
-            });
-            // The type's own precision and scale were checked when the
-            // stream was created; a failure here leaves the default type,
-            // which RecordBatch::try_new then refuses with a clear error.
-            Arc::new(
-                array
-                    .clone()
-                    .with_precision_and_scale(precision, scale)
-                    .unwrap_or(array),
-            )
+            build_decimal(field, &mut input, *precision, *scale)
         }
         DataType::Date32 => primitive!(Date32Type, parse_date),
         DataType::Timestamp(unit, zone) => {
-            let zone = zone.clone();
-            let unit_nanos = match unit {
-                TimeUnit::Second => 1_000_000_000,
-                TimeUnit::Millisecond => 1_000_000,
-                TimeUnit::Microsecond => 1_000,
-                TimeUnit::Nanosecond => 1,
-            };
-            let parse = |value: &[u8]| match timestamps {
-                TimestampFormat::Text => parse_timestamp(value, unit_nanos),
-                TimestampFormat::EpochSeconds => parse_epoch(value, &EPOCH_SECONDS, unit_nanos),
-                TimestampFormat::EpochMillis => parse_epoch(value, &EPOCH_MILLIS, unit_nanos),
-                TimestampFormat::EpochMicros => parse_epoch(value, &EPOCH_MICROS, unit_nanos),
-                TimestampFormat::EpochNanos => parse_epoch(value, &EPOCH_NANOS, unit_nanos),
-            };
-            let array: ArrayRef = match unit {
-                TimeUnit::Second => Arc::new(
-                    build_primitive::<TimestampSecondType>(field, &mut input, parse)
-                        .with_timezone_opt(zone),
-                ),
-                TimeUnit::Millisecond => Arc::new(
-                    build_primitive::<TimestampMillisecondType>(field, &mut input, parse)
-                        .with_timezone_opt(zone),
-                ),
-                TimeUnit::Microsecond => Arc::new(
-                    build_primitive::<TimestampMicrosecondType>(field, &mut input, parse)
-                        .with_timezone_opt(zone),
-                ),
-                TimeUnit::Nanosecond => Arc::new(
-                    build_primitive::<TimestampNanosecondType>(field, &mut input, parse)
-                        .with_timezone_opt(zone),
-                ),
-            };
-            array
+            build_timestamp(field, &mut input, *unit, zone.clone(), timestamps)
         }
         DataType::Utf8View => Arc::new(build_text_views(field, &mut input, chunk)),
         DataType::LargeUtf8 => Arc::new(build_text::<i64>(field, &mut input)),
         // Utf8, and any type `unsupported` refuses (never reached: such a
         // stream cannot be created).
         _ => Arc::new(build_text::<i32>(field, &mut input)),
+    }
+}
+
+/// A DECIMAL(`precision`, `scale`) column.
+fn build_decimal(field: &Field, input: &mut ColumnInput<'_>, precision: u8, scale: i8) -> ArrayRef {
+    let array = build_primitive::<Decimal128Type>(field, input, |value| {
+        parse_decimal(value, precision, scale)
+    });
+    // The type's own precision and scale were checked when the
+    // stream was created; a failure here leaves the default type,
+    // which RecordBatch::try_new then refuses with a clear error.
+    Arc::new(
+        array
+            .clone()
+            .with_precision_and_scale(precision, scale)
+            .unwrap_or(array),
+    )
+}
+
+/// A TIMESTAMP column of `unit` in `zone`, its fields written as
+/// `timestamps` says.
+fn build_timestamp(
+    field: &Field,
+    input: &mut ColumnInput<'_>,
+    unit: TimeUnit,
+    zone: Option<Arc<str>>,
+    timestamps: TimestampFormat,
+) -> ArrayRef {
+    let unit_nanos = match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    };
+    let parse = |value: &[u8]| match timestamps {
+        TimestampFormat::Text => parse_timestamp(value, unit_nanos),
+        TimestampFormat::EpochSeconds => parse_epoch(value, &EPOCH_SECONDS, unit_nanos),
+        TimestampFormat::EpochMillis => parse_epoch(value, &EPOCH_MILLIS, unit_nanos),
+        TimestampFormat::EpochMicros => parse_epoch(value, &EPOCH_MICROS, unit_nanos),
+        TimestampFormat::EpochNanos => parse_epoch(value, &EPOCH_NANOS, unit_nanos),
+    };
+    match unit {
+        TimeUnit::Second => Arc::new(
+            build_primitive::<TimestampSecondType>(field, input, parse).with_timezone_opt(zone),
+        ),
+        TimeUnit::Millisecond => Arc::new(
+            build_primitive::<TimestampMillisecondType>(field, input, parse)
+                .with_timezone_opt(zone),
+        ),
+        TimeUnit::Microsecond => Arc::new(
+            build_primitive::<TimestampMicrosecondType>(field, input, parse)
+                .with_timezone_opt(zone),
+        ),
+        TimeUnit::Nanosecond => Arc::new(
+            build_primitive::<TimestampNanosecondType>(field, input, parse).with_timezone_opt(zone),
+        ),
     }
 }
 
