@@ -22,7 +22,7 @@ use crate::catalog::stream_table::{BatchSlot, BoundScan, QueryBindings, StreamTa
 use crate::catalog::windows::{
     EventShape, EventWindow, OutputMode, SlidingWindow, WindowKind, format_duration,
 };
-use crate::engine::event_clock::{EventClock, LateRoute, late_schema};
+use crate::engine::event_clock::{EventClock, LateRoute, join_late_schema, late_schema};
 use crate::engine::event_window::EventHopEngine;
 use crate::engine::interval_join::{IntervalJoinEngine, SideClock};
 use crate::engine::join_bounds::{self, Found, JoinSite};
@@ -164,10 +164,11 @@ impl Planner<'_> {
             }
         }
         let window = window_of(&reads)?;
-        if !self.clauses.is_empty() && !matches!(window, Some(WindowKind::Event(_))) {
-            return Err(BrookError::invalid(
-                "EMIT ON ... and LATE DATA TO ... apply to event-time windows: TUMBLE(stream, time_column, size), HOP(stream, time_column, slide, size) or SESSION(stream, time_column, gap)",
-            ));
+        // LATE DATA TO without a window may be an interval join's: that
+        // is known once the plan is.
+        let late_only = self.clauses.emit.is_none() && window.is_none();
+        if !self.clauses.is_empty() && !matches!(window, Some(WindowKind::Event(_))) && !late_only {
+            return Err(clauses_misplaced());
         }
         let shape = match &window {
             Some(WindowKind::Running(_)) => PlanShape::Split,
@@ -189,9 +190,8 @@ impl Planner<'_> {
         let mut notices = Vec::new();
         let (engine, late_route): (Box<dyn BatchEngine>, Option<LateRoute>) = match window {
             None => match self.find_join(&planned, &scans, &streams)? {
-                Found::Interval(site) => {
-                    (self.interval_join_engine(*site, &streams, &planned)?, None)
-                }
+                Found::Interval(site) => self.interval_join_engine(*site, &streams, &planned)?,
+                _ if !self.clauses.is_empty() => return Err(clauses_misplaced()),
                 found => {
                     if matches!(found, Found::Unbounded) {
                         notices.push(format!(
@@ -286,13 +286,13 @@ impl Planner<'_> {
         ))
     }
 
-    /// The engine of an interval join.
+    /// The engine of an interval join, and where its late rows go.
     fn interval_join_engine(
         &self,
         site: JoinSite,
         streams: &[String],
         planned: &Planned,
-    ) -> Result<Box<dyn BatchEngine>> {
+    ) -> Result<(Box<dyn BatchEngine>, Option<LateRoute>)> {
         let clock_of = |input: usize, column: usize| -> Result<SideClock> {
             let name = streams.get(input).ok_or_else(|| {
                 BrookError::Internal(format!("an interval join reads input {input}"))
@@ -311,6 +311,7 @@ impl Planner<'_> {
             }
             Ok(SideClock {
                 stream: name.clone(),
+                schema: Arc::clone(&stream.schema),
                 clock,
                 declared,
             })
@@ -319,12 +320,22 @@ impl Planner<'_> {
             clock_of(site.sides[0].input, site.sides[0].event_column)?,
             clock_of(site.sides[1].input, site.sides[1].event_column)?,
         ];
-        Ok(Box::new(IntervalJoinEngine::new(
+        let late_route = self.clauses.late_data_to.as_ref().map(|target| LateRoute {
+            stream: target.clone(),
+            schema: join_late_schema([
+                (clocks[0].stream.as_str(), clocks[0].schema.as_ref()),
+                (clocks[1].stream.as_str(), clocks[1].schema.as_ref()),
+            ]),
+            inbox: Arc::new(std::sync::OnceLock::new()),
+        });
+        let engine = IntervalJoinEngine::new(
             &planned.physical,
             site,
             clocks,
+            late_route.clone(),
             planned.state.task_ctx(),
-        )?))
+        )?;
+        Ok((Box::new(engine), late_route))
     }
 
     /// The registered stream `name`, which a plan read.
@@ -729,4 +740,11 @@ pub(crate) fn redact_explained(batches: Vec<RecordBatch>) -> Result<Vec<RecordBa
             Ok(RecordBatch::try_new(batch.schema(), columns)?)
         })
         .collect()
+}
+
+/// `EMIT` or `LATE DATA TO` where they do not apply.
+fn clauses_misplaced() -> BrookError {
+    BrookError::invalid(
+        "EMIT ON ... and LATE DATA TO ... apply to event-time windows: TUMBLE(stream, time_column, size), HOP(stream, time_column, slide, size) or SESSION(stream, time_column, gap); LATE DATA TO also to an interval join of two streams",
+    )
 }

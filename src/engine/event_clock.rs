@@ -242,11 +242,8 @@ impl EventClock {
 
     /// The query's input has ended: so does a late-rows stream made for it.
     pub fn end(&self) {
-        if let Some(route) = &self.late
-            && let Some(late) = route.inbox.get()
-            && late.close_at_end
-        {
-            late.inbox.close();
+        if let Some(route) = &self.late {
+            route.end();
         }
     }
 
@@ -267,23 +264,59 @@ impl EventClock {
         let mut columns = rows.columns().to_vec();
         columns.push(Arc::new(lateness));
         let late = RecordBatch::try_new(Arc::clone(&route.schema), columns)?;
-        match route.inbox.get() {
+        route.send(late, report);
+        Ok(())
+    }
+}
+
+impl LateRoute {
+    /// Sends `late` (in the route's schema) to the stream, or says in
+    /// `report` why it could not.
+    pub fn send(&self, late: RecordBatch, report: &mut EventReport) {
+        let rows = late.num_rows();
+        match self.inbox.get() {
             Some(LateInbox { inbox, .. }) => {
                 if let Err(err) = inbox.push_now(late) {
                     report.warnings.push(format!(
-                        "{} late rows were counted but not sent to stream '{}': {err}",
-                        rows.num_rows(),
-                        route.stream
+                        "{rows} late rows were counted but not sent to stream '{}': {err}",
+                        self.stream
                     ));
                 }
             }
             None => report.warnings.push(format!(
                 "stream '{}' for late rows does not exist",
-                route.stream
+                self.stream
             )),
         }
-        Ok(())
     }
+
+    /// The query's input has ended: so does a late-rows stream brook made
+    /// for it.
+    pub fn end(&self) {
+        if let Some(late) = self.inbox.get()
+            && late.close_at_end
+        {
+            late.inbox.close();
+        }
+    }
+}
+
+/// The schema of the stream late rows of an interval join of `streams`
+/// go to: which stream a row came from, each stream's columns (named
+/// `{stream}_{column}`, NULL for the other stream's rows), and how late.
+pub(crate) fn join_late_schema(streams: [(&str, &Schema); 2]) -> SchemaRef {
+    let mut fields = vec![Field::new("stream", DataType::Utf8, false)];
+    for (name, schema) in streams {
+        fields.extend(schema.fields().iter().map(|field| {
+            Field::new(
+                format!("{name}_{}", field.name()),
+                field.data_type().clone(),
+                true,
+            )
+        }));
+    }
+    fields.push(Field::new(LATENESS_COLUMN, DataType::Int64, true));
+    Arc::new(Schema::new(fields))
 }
 
 /// The rows of `times` that are null.

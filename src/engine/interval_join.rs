@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt64Array,
-    new_null_array,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array, new_null_array,
 };
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, min};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -26,7 +26,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 
-use super::event_clock::filter_times;
+use super::event_clock::{LateRoute, filter_times};
 use super::join_bounds::{JoinMatch, JoinSite, TimeBounds};
 use super::state::{self, Part};
 use super::{run, run_on};
@@ -44,6 +44,8 @@ const ROW_ID: &str = "__brook_row";
 /// rows it holds.
 pub(crate) struct Side {
     stream: String,
+    /// The stream's schema, as its rows are read.
+    raw_schema: SchemaRef,
     /// The stream's index among the batch's inputs.
     input: usize,
     clock: WatermarkClock,
@@ -71,6 +73,8 @@ struct Held {
 /// What builds an [`IntervalJoinEngine`] besides the plan.
 pub(crate) struct SideClock {
     pub stream: String,
+    /// The stream's schema (its rows as read).
+    pub schema: SchemaRef,
     pub clock: WatermarkClock,
     pub declared: String,
 }
@@ -89,6 +93,8 @@ pub(crate) struct IntervalJoinEngine {
     join_type: JoinType,
     task_ctx: Arc<TaskContext>,
     declared: [String; 2],
+    /// Where late rows go (`LATE DATA TO`).
+    late: Option<LateRoute>,
 }
 
 impl IntervalJoinEngine {
@@ -98,6 +104,7 @@ impl IntervalJoinEngine {
         physical: &Arc<dyn ExecutionPlan>,
         site: JoinSite,
         clocks: [SideClock; 2],
+        late: Option<LateRoute>,
         task_ctx: Arc<TaskContext>,
     ) -> Result<Self> {
         check_above(physical, &site.node)?;
@@ -122,6 +129,7 @@ impl IntervalJoinEngine {
             let with_ids = with_row_ids(&site.child.schema());
             Side {
                 stream: clock.stream,
+                raw_schema: clock.schema,
                 input: site.input,
                 clock: clock.clock,
                 child: site.child,
@@ -172,6 +180,7 @@ impl IntervalJoinEngine {
             join_type: site.join_type,
             task_ctx,
             declared,
+            late,
         })
     }
 
@@ -236,6 +245,7 @@ impl IntervalJoinEngine {
                 (rows.clone(), times)
             } else {
                 report.late_rows += late_count as u64;
+                self.route_late(side, rows, &times, &late, report)?;
                 let keep = datafusion::arrow::compute::not(&late)?;
                 (
                     filter_record_batch(rows, &keep)?,
@@ -249,6 +259,56 @@ impl IntervalJoinEngine {
             }
         }
         Ok(kept)
+    }
+
+    /// Sends side `side`'s rows of `rows` that `late` marks where `LATE
+    /// DATA TO` says: the side's columns, NULLs for the other's, and how
+    /// far behind the side's watermark they were.
+    fn route_late(
+        &self,
+        side: usize,
+        rows: &RecordBatch,
+        times: &TimestampMillisecondArray,
+        late: &BooleanArray,
+        report: &mut EventReport,
+    ) -> Result<()> {
+        let Some(route) = &self.late else {
+            return Ok(());
+        };
+        let rows = filter_record_batch(rows, late)?;
+        let times = filter_times(times, late)?;
+        let n = rows.num_rows();
+        let watermark = self.sides[side].clock.current();
+        let own: Vec<ArrayRef> = rows.columns().to_vec();
+        let other: Vec<ArrayRef> = self.sides[1 - side]
+            .raw_schema
+            .fields()
+            .iter()
+            .map(|field| new_null_array(field.data_type(), n))
+            .collect();
+        let (first, second) = if side == 0 {
+            (own, other)
+        } else {
+            (other, own)
+        };
+        let lateness: Int64Array = times
+            .iter()
+            .map(|time| Some(watermark?.saturating_sub(time?)))
+            .collect();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![
+            self.sides[side]
+                .stream
+                .as_str();
+            n
+        ]))];
+        columns.extend(first);
+        columns.extend(second);
+        columns.push(Arc::new(lateness));
+        route.send(
+            RecordBatch::try_new(Arc::clone(&route.schema), columns)?,
+            report,
+        );
+        Ok(())
     }
 
     /// Side `side`'s new rows through its plan below the join, with ids.
@@ -527,11 +587,18 @@ impl BatchEngine for IntervalJoinEngine {
             }
         };
         format!(
-            "interval join (event time): {left} {kind} {right}: a pair when {right} time - {left} time is in [{lo}, {hi}] (and the rest of ON)\n{emit}\nheld: {}; {}\nwatermark: {left}: {}; {right}: {}\nlate rows (behind their stream's bound, with no partner still held): counted and skipped",
+            "interval join (event time): {left} {kind} {right}: a pair when {right} time - {left} time is in [{lo}, {hi}] (and the rest of ON)\n{emit}\nheld: {}; {}\nwatermark: {left}: {}; {right}: {}\nlate rows (behind their stream's bound, with no partner still held): {}",
             held(0, right),
             held(1, left),
             self.declared[0],
             self.declared[1],
+            match &self.late {
+                Some(route) => format!(
+                    "counted and sent to stream '{}' with the stream they came from and lateness_ms",
+                    route.stream
+                ),
+                None => "counted and skipped".to_string(),
+            }
         )
     }
 
@@ -571,6 +638,9 @@ impl BatchEngine for IntervalJoinEngine {
 
     /// Every stream ended: the held rows that never matched, with NULLs.
     async fn on_end(&mut self) -> Result<Option<Emission>> {
+        if let Some(route) = &self.late {
+            route.end();
+        }
         for side in &mut self.sides {
             side.clock.advance(chrono::Utc::now(), &[true]);
         }
@@ -598,10 +668,13 @@ impl BatchEngine for IntervalJoinEngine {
     fn retained(&self) -> Retained {
         let mut held = Retained::default();
         for side in &self.sides {
+            let mut rows = 0;
             for chunk in &side.held {
                 held.add(&chunk.rows);
                 held.batches += 1;
+                rows += chunk.rows.num_rows();
             }
+            held.by_stream.push((side.stream.clone(), rows));
         }
         held
     }

@@ -73,7 +73,7 @@ impl BatchOutput {
 }
 
 /// What a query holds between batches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Retained {
     /// Micro-batches the query still needs (raw, or as partial aggregates).
     pub batches: usize,
@@ -82,6 +82,22 @@ pub struct Retained {
     pub rows: usize,
     /// Memory held by those rows, in bytes.
     pub bytes: usize,
+    /// For a join of streams, the rows held per stream (its name, rows);
+    /// empty otherwise.
+    pub by_stream: Vec<(String, usize)>,
+}
+
+impl Retained {
+    /// [`Retained::by_stream`] as text: `orders 120, payments 80`.
+    pub fn by_stream_text(&self) -> Option<String> {
+        (!self.by_stream.is_empty()).then(|| {
+            self.by_stream
+                .iter()
+                .map(|(stream, rows)| format!("{stream} {rows}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
 }
 
 impl Retained {

@@ -291,6 +291,7 @@ pub(crate) fn queries_schema() -> SchemaRef {
         Field::new("lag_ms", DataType::Float64, false),
         Field::new("retained_rows", DataType::UInt64, false),
         Field::new("retained_bytes", DataType::UInt64, false),
+        Field::new("retained_by_stream", DataType::Utf8, true),
         Field::new("late_rows", DataType::UInt64, false),
         Field::new(
             "watermark",
@@ -337,6 +338,12 @@ pub(crate) fn queries_rows(queries: &[QueryInfo]) -> Result<RecordBatch> {
                     .map(|q| q.stats.retained.bytes as u64)
                     .collect(),
             ),
+            Arc::new(StringArray::from(
+                queries
+                    .iter()
+                    .map(|q| q.stats.retained.by_stream_text())
+                    .collect::<Vec<_>>(),
+            )),
             count(queries.iter().map(|q| q.stats.late_rows).collect()),
             Arc::new(
                 TimestampMillisecondArray::from(

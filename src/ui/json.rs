@@ -72,6 +72,7 @@ fn query(
         "retained_batches": stats.retained.batches,
         "retained_rows": stats.retained.rows,
         "retained_bytes": stats.retained.bytes,
+        "retained_by_stream": stats.retained.by_stream_text(),
         "late_rows": stats.late_rows,
         "far_future_rows": stats.far_future_rows,
         "watermark": stats.watermark.map(timestamp),

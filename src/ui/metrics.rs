@@ -67,6 +67,11 @@ const QUERY_RETAINED_BYTES: Metric = metric(
     "gauge",
     "Arrow memory a window or running query holds.",
 );
+const QUERY_RETAINED_ROWS_BY_STREAM: Metric = metric(
+    "brook_query_retained_rows_by_stream",
+    "gauge",
+    "Rows a join of streams holds, per stream.",
+);
 const QUERY_LATE_ROWS: Metric = metric(
     "brook_query_late_rows_total",
     "counter",
@@ -165,6 +170,7 @@ pub const METRICS: &[Metric] = &[
     QUERY_RETAINED_BATCHES,
     QUERY_RETAINED_ROWS,
     QUERY_RETAINED_BYTES,
+    QUERY_RETAINED_ROWS_BY_STREAM,
     QUERY_LATE_ROWS,
     QUERY_WATERMARK,
     QUERY_CHECKPOINT_BATCH,
@@ -250,6 +256,19 @@ fn query_families(text: &mut String, queries: &[crate::query::QueryInfo]) {
             queries.iter().map(|q| (query_label(q.id), value(q))),
         );
     }
+    // Only joins of streams hold rows per stream.
+    family(
+        text,
+        QUERY_RETAINED_ROWS_BY_STREAM,
+        queries.iter().flat_map(|q| {
+            q.stats.retained.by_stream.iter().map(|(stream, rows)| {
+                (
+                    format!("{},stream=\"{}\"", query_label(q.id), escape(stream)),
+                    *rows as f64,
+                )
+            })
+        }),
+    );
     // Only queries that have a watermark (event-time windows) report one;
     // the end of input is +Inf.
     family(

@@ -57,6 +57,7 @@ fn queries(queries: &Value) -> String {
                 ("lag", millis(&query["lag_seconds"])),
                 ("retained rows", text(&query["retained_rows"])),
                 ("retained bytes", text(&query["retained_bytes"])),
+                ("held per stream", text(&query["retained_by_stream"])),
             ],
         );
         let progress = progress(query);

@@ -564,3 +564,193 @@ pub(crate) fn lost_and_doubled(
     };
     (short(expected, seen), short(seen, expected))
 }
+
+/// Every `(o_seq, p_seq)` row (NULL as -1) of the Parquet files in `dir`.
+fn pair_rows(dir: &Path) -> Vec<(i64, i64)> {
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut rows = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return rows;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = |name: &str| {
+                batch
+                    .column(batch.schema().index_of(name).unwrap())
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone()
+            };
+            let (o, p) = (column("o_seq"), column("p_seq"));
+            for row in 0..batch.num_rows() {
+                let get = |a: &Int64Array| if a.is_null(row) { -1 } else { a.value(row) };
+                rows.push((get(&o), get(&p)));
+            }
+        }
+    }
+    rows.sort_unstable();
+    rows
+}
+
+/// Issue 25: an interval join's held rows are in its checkpoints: a brook
+/// killed (SIGKILL) five times while orders and payments arrive as CSV
+/// files writes exactly the pairs and unmatched orders an uninterrupted
+/// run writes, each once.
+#[tokio::test]
+async fn a_brook_killed_five_times_writes_each_join_pair_once() {
+    use std::process::{Command, Stdio};
+    let orders = Dir::new("join-orders");
+    let payments = Dir::new("join-payments");
+    let pairs = Dir::new("join-pairs");
+    let checkpoints = Dir::new("join-checkpoints");
+    for dir in [&orders, &payments, &pairs] {
+        std::fs::create_dir_all(dir.path()).unwrap();
+    }
+    let script = checkpoints.path().with_extension("sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET batch_interval = '100ms';\n\
+             CREATE STREAM orders (id BIGINT, seq BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+               WITH (connector = 'files', path = '{}', format = 'csv', settle = '0ms', start = 'new', idle_timeout = '1h');\n\
+             CREATE STREAM payments (order_id BIGINT, seq BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+               WITH (connector = 'files', path = '{}', format = 'csv', settle = '0ms', start = 'new', idle_timeout = '1h');\n\
+             CREATE SINK pairs WITH (connector = 'file', path = '{}', format = 'parquet') AS \
+               SELECT o.seq AS o_seq, p.seq AS p_seq FROM orders o LEFT JOIN payments p \
+               ON o.id = p.order_id AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '3' SECOND;\n",
+            orders.path().display(),
+            payments.path().display(),
+            pairs.path().display()
+        ),
+    )
+    .unwrap();
+    let brook = || {
+        Command::new(env!("CARGO_BIN_EXE_brook"))
+            .args(["run", script.to_str().unwrap(), "--checkpoint"])
+            .arg(checkpoints.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // 30 files a side, 10 rows each, 1 s of event time per file; a
+    // payment 0-4 s after its order (those after 3 s do not match), some
+    // orders without one. The payments' file of second n comes with the
+    // orders' file of second n + 1, so pairs span files and runs.
+    const FILES: i64 = 30;
+    let mut rng = crate::common::Rng(0x5eed_0025);
+    let mut order_rows = Vec::new();
+    let mut payment_rows = Vec::new();
+    for n in 0..FILES {
+        for i in 0..10 {
+            let seq = n * 10 + i;
+            let at = n * 1_000 + i * 50;
+            order_rows.push((n, seq, at));
+            if rng.below(4) > 0 {
+                payment_rows.push((n, seq, at + rng.below(4_000) as i64));
+            }
+        }
+    }
+    let mut expected: Vec<(i64, i64)> = Vec::new();
+    for (_, o, ot) in &order_rows {
+        let matched: Vec<i64> = payment_rows
+            .iter()
+            .filter(|(_, p, pt)| p == o && (0..=3_000).contains(&(pt - ot)))
+            .map(|(_, p, _)| *p)
+            .collect();
+        if matched.is_empty() {
+            expected.push((*o, -1));
+        }
+        expected.extend(matched.into_iter().map(|p| (*o, p)));
+    }
+    expected.sort_unstable();
+    let mut first = Some(brook());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let writer = {
+        let (orders_dir, payments_dir) =
+            (orders.path().to_path_buf(), payments.path().to_path_buf());
+        std::thread::spawn(move || {
+            let put = |dir: &Path, name: String, text: String| {
+                let hidden = dir.join(format!(".{name}"));
+                std::fs::write(&hidden, text).unwrap();
+                std::fs::rename(&hidden, dir.join(name)).unwrap();
+            };
+            let csv = |rows: Vec<(i64, i64, i64)>| -> String {
+                rows.iter()
+                    .map(|(_, seq, at)| format!("{seq},{seq},{}\n", timestamp(*at)))
+                    .collect()
+            };
+            for n in 0..=FILES {
+                let of = |rows: &[(i64, i64, i64)], file: i64| {
+                    rows.iter()
+                        .filter(|r| r.0 == file)
+                        .copied()
+                        .collect::<Vec<_>>()
+                };
+                if n < FILES {
+                    put(&orders_dir, format!("o{n:03}.csv"), csv(of(&order_rows, n)));
+                }
+                if n > 0 {
+                    put(
+                        &payments_dir,
+                        format!("p{:03}.csv", n - 1),
+                        csv(of(&payment_rows, n - 1)),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            // Far ahead on both: every order's 3 seconds are over.
+            put(
+                &orders_dir,
+                "o999.csv".into(),
+                format!("-1,-1,{}\n", timestamp(1_000_000)),
+            );
+            put(
+                &payments_dir,
+                "p999.csv".into(),
+                format!("-2,-2,{}\n", timestamp(1_000_000)),
+            );
+        })
+    };
+    let mut rng = crate::common::Rng(0xfeed_0025);
+    for _ in 0..5 {
+        let mut child = first.take().unwrap_or_else(brook);
+        tokio::time::sleep(Duration::from_millis(400 + rng.below(900))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    writer.join().unwrap();
+    let mut child = brook();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        seen = pair_rows(pairs.path());
+        seen.retain(|(o, _)| *o >= 0);
+        if seen.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut after = pair_rows(pairs.path());
+    after.retain(|(o, _)| *o >= 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(seen, expected, "pairs lost or written twice");
+    assert_eq!(after, expected, "pairs written after the exact set");
+}

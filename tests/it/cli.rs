@@ -1454,3 +1454,30 @@ fn an_internal_error_exits_with_70_and_asks_for_a_report() {
     std::fs::remove_dir_all(checkpoints).ok();
     std::fs::remove_file(script).ok();
 }
+
+#[test]
+fn orders_payments_join_pairs_across_batches_and_emits_the_unpaid_order_once() {
+    let output = brook(&["run", "queries/orders_payments_join.sql", "--format", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let mut rows: Vec<String> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("batch,"))
+        .map(|line| {
+            // batch,batch_time,id,customer,total,amount,paid_at: the batch
+            // time is the wall clock's.
+            let cells: Vec<&str> = line.split(',').collect();
+            format!("{} {}", cells[0], cells[2..].join(","))
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            "1 1,ann,25.5,25.5,2026-01-01T10:02:00",
+            "2 2,bob,12.0,,",
+            "2 3,cy,40.0,40.0,2026-01-01T10:04:30",
+            "3 4,dee,8.0,8.0,2026-01-01T10:30:05",
+        ]
+    );
+}

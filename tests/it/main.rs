@@ -12,6 +12,7 @@ mod examples;
 mod files;
 mod fuzz_regressions;
 mod group_by;
+mod join;
 mod kafka;
 #[path = "../support/kafka_broker.rs"]
 mod kafka_broker;

@@ -124,6 +124,7 @@ function renderQuery(q) {
     ["retained rows", q.retained_rows],
     ["retained bytes", q.retained_bytes],
   ];
+  if (q.retained_by_stream) stats.push(["held per stream", q.retained_by_stream]);
   html += statsList("stats", stats);
   const more = progress(q);
   if (more.length > 0) html += statsList("stats progress", more);
