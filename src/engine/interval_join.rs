@@ -11,16 +11,15 @@
 //! new rows against held ones (rows carry an id, so that matched rows are
 //! known); the plan above the join runs on the pairs and unmatched rows.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt64Array, new_null_array,
+    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    new_null_array,
 };
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, min};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::JoinType;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
@@ -28,56 +27,15 @@ use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, Partiti
 
 use super::event_clock::{LateRoute, filter_times};
 use super::join_bounds::{JoinMatch, JoinSite, TimeBounds};
-use super::state::{self, Part};
-use super::{run, run_on};
+use super::join_side::{Side, SideClock};
+use super::run;
+use super::run_on;
+use super::state;
 use crate::catalog::stream_table::BatchSlot;
 use crate::error::{BrookError, Result};
-use crate::event_time::watermark::{END_OF_TIME, WatermarkClock, event_millis};
+use crate::event_time::watermark::END_OF_TIME;
 use crate::query::Retained;
 use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
-
-/// The column of row ids a side's held rows carry (last, after the side's
-/// own columns).
-const ROW_ID: &str = "__brook_row";
-
-/// One side of the join: its plan below the join, its watermark and the
-/// rows it holds.
-pub(crate) struct Side {
-    stream: String,
-    /// The stream's schema, as its rows are read.
-    raw_schema: SchemaRef,
-    /// The stream's index among the batch's inputs.
-    input: usize,
-    clock: WatermarkClock,
-    child: Arc<dyn ExecutionPlan>,
-    child_slot: Arc<BatchSlot>,
-    /// The column of the child's output holding the event time plus an
-    /// offset (milliseconds).
-    time: (usize, i64),
-    /// The child's schema plus [`ROW_ID`].
-    with_ids: SchemaRef,
-    held: Vec<Held>,
-    next_id: u64,
-    /// Ids of held rows that matched (kept for preserved sides only).
-    matched: HashSet<u64>,
-    /// Whether an unmatched row of this side is emitted with NULLs.
-    preserved: bool,
-}
-
-/// Rows a side holds (with their ids) and their event times.
-struct Held {
-    rows: RecordBatch,
-    times: TimestampMillisecondArray,
-}
-
-/// What builds an [`IntervalJoinEngine`] besides the plan.
-pub(crate) struct SideClock {
-    pub stream: String,
-    /// The stream's schema (its rows as read).
-    pub schema: SchemaRef,
-    pub clock: WatermarkClock,
-    pub declared: String,
-}
 
 /// An interval join query.
 pub(crate) struct IntervalJoinEngine {
@@ -92,7 +50,6 @@ pub(crate) struct IntervalJoinEngine {
     bounds: TimeBounds,
     join_type: JoinType,
     task_ctx: Arc<TaskContext>,
-    declared: [String; 2],
     /// Where late rows go (`LATE DATA TO`).
     late: Option<LateRoute>,
 }
@@ -111,63 +68,16 @@ impl IntervalJoinEngine {
         let join_schema = site.node.schema();
         let (top_slot, top_scan) = BatchSlot::with_scan(&join_schema)?;
         let top = super::split::replace(physical, &site.node, &top_scan)?;
-        let preserved = match site.join_type {
-            JoinType::Inner => [false, false],
-            JoinType::Left => [true, false],
-            JoinType::Right => [false, true],
-            JoinType::Full => [true, true],
-            other => {
-                return Err(BrookError::invalid(format!(
-                    "an interval join is INNER, LEFT, RIGHT or FULL OUTER; this one is {other}"
-                )));
-            }
-        };
+        let preserved = preserved_sides(site.join_type)?;
         let [left, right] = site.sides;
         let [left_clock, right_clock] = clocks;
-        let declared = [left_clock.declared.clone(), right_clock.declared.clone()];
-        let make_side = |site: super::join_bounds::SideSite, clock: SideClock, preserved| {
-            let with_ids = with_row_ids(&site.child.schema());
-            Side {
-                stream: clock.stream,
-                raw_schema: clock.schema,
-                input: site.input,
-                clock: clock.clock,
-                child: site.child,
-                child_slot: site.slot,
-                time: site.time,
-                with_ids,
-                held: Vec::new(),
-                next_id: 0,
-                matched: HashSet::new(),
-                preserved,
-            }
-        };
         let sides = [
-            make_side(left, left_clock, preserved[0]),
-            make_side(right, right_clock, preserved[1]),
+            Side::new(left, left_clock, preserved[0]),
+            Side::new(right, right_clock, preserved[1]),
         ];
         let (left_slot, left_scan) = BatchSlot::with_scan(&sides[0].with_ids)?;
         let (right_slot, right_scan) = BatchSlot::with_scan(&sides[1].with_ids)?;
-        let core: Arc<dyn ExecutionPlan> = match site.matching {
-            JoinMatch::Hash { on, null_equality } => Arc::new(HashJoinExec::try_new(
-                left_scan,
-                right_scan,
-                on,
-                site.filter,
-                &JoinType::Inner,
-                None,
-                PartitionMode::CollectLeft,
-                null_equality,
-                false,
-            )?),
-            JoinMatch::NestedLoop => Arc::new(NestedLoopJoinExec::try_new(
-                left_scan,
-                right_scan,
-                site.filter,
-                &JoinType::Inner,
-                None,
-            )?),
-        };
+        let core = inner_join(site.matching, site.filter, left_scan, right_scan)?;
         Ok(Self {
             sides,
             core,
@@ -179,7 +89,6 @@ impl IntervalJoinEngine {
             bounds: site.bounds,
             join_type: site.join_type,
             task_ctx,
-            declared,
             late,
         })
     }
@@ -311,27 +220,6 @@ impl IntervalJoinEngine {
         Ok(())
     }
 
-    /// Side `side`'s new rows through its plan below the join, with ids.
-    async fn new_rows(&mut self, side: usize, raw: Vec<RecordBatch>) -> Result<Option<Held>> {
-        if raw.is_empty() {
-            return Ok(None);
-        }
-        let side = &mut self.sides[side];
-        let out = run_on(&side.child, &side.child_slot, raw, &self.task_ctx).await?;
-        let rows = concat_batches(&side.child.schema(), &out)?;
-        if rows.num_rows() == 0 {
-            return Ok(None);
-        }
-        let ids =
-            UInt64Array::from_iter_values(side.next_id..side.next_id + rows.num_rows() as u64);
-        side.next_id += rows.num_rows() as u64;
-        let mut columns = rows.columns().to_vec();
-        columns.push(Arc::new(ids));
-        let rows = RecordBatch::try_new(Arc::clone(&side.with_ids), columns)?;
-        let times = time_of(&rows, side.time)?;
-        Ok(Some(Held { rows, times }))
-    }
-
     /// The pairs of `left` and `right` rows, in the join node's schema;
     /// the matched rows' ids are recorded.
     async fn pairs(
@@ -355,12 +243,7 @@ impl IntervalJoinEngine {
             }
             let id_columns = [left_width - 1, batch.num_columns() - 1];
             for (side, column) in id_columns.into_iter().enumerate() {
-                if self.sides[side].preserved {
-                    let ids = ids_of(batch.column(column))?;
-                    self.sides[side]
-                        .matched
-                        .extend(ids.values().iter().copied());
-                }
+                self.sides[side].record_matches(batch.column(column))?;
             }
             let columns: Vec<ArrayRef> = batch
                 .columns()
@@ -397,49 +280,15 @@ impl IntervalJoinEngine {
         let Some(horizon) = self.horizon(side) else {
             return Ok(Vec::new());
         };
-        let mut unmatched = Vec::new();
-        let held = std::mem::take(&mut self.sides[side].held);
-        let mut kept = Vec::with_capacity(held.len());
-        for chunk in held {
-            if min(&chunk.times).is_some_and(|earliest| earliest >= horizon) {
-                kept.push(chunk);
-                continue;
-            }
-            let keep: BooleanArray = chunk
-                .times
-                .iter()
-                .map(|t| Some(t.is_some_and(|t| t >= horizon)))
-                .collect();
-            let gone = datafusion::arrow::compute::not(&keep)?;
-            let gone_rows = filter_record_batch(&chunk.rows, &gone)?;
-            if self.sides[side].preserved {
-                unmatched.extend(self.unmatched(side, &gone_rows)?);
-            }
-            if keep.true_count() > 0 {
-                kept.push(Held {
-                    rows: filter_record_batch(&chunk.rows, &keep)?,
-                    times: filter_times(&chunk.times, &keep)?,
-                });
-            }
-        }
-        self.sides[side].held = kept;
-        Ok(unmatched)
+        let gone = self.sides[side].evict(horizon)?;
+        gone.iter()
+            .map(|rows| self.with_nulls(side, rows))
+            .collect()
     }
 
-    /// The rows of `gone` (of side `side`, with ids) that never matched,
-    /// with NULLs for the other side, in the join node's schema.
-    fn unmatched(&mut self, side: usize, gone: &RecordBatch) -> Result<Option<RecordBatch>> {
-        let ids = ids_of(gone.column(gone.num_columns() - 1))?;
-        let matched = &mut self.sides[side].matched;
-        let never: BooleanArray = ids
-            .values()
-            .iter()
-            .map(|id| Some(!matched.remove(id)))
-            .collect();
-        if never.true_count() == 0 {
-            return Ok(None);
-        }
-        let rows = filter_record_batch(gone, &never)?;
+    /// Side `side`'s `rows` (with their ids) with NULLs for the other
+    /// side, in the join node's schema.
+    fn with_nulls(&self, side: usize, rows: &RecordBatch) -> Result<RecordBatch> {
         let own: Vec<ArrayRef> = rows.columns()[..rows.num_columns() - 1].to_vec();
         let other = &self.sides[1 - side].with_ids;
         let nulls: Vec<ArrayRef> = other.fields()[..other.fields().len() - 1]
@@ -451,7 +300,7 @@ impl IntervalJoinEngine {
         } else {
             nulls.into_iter().chain(own).collect()
         };
-        self.as_join_output(columns).map(Some)
+        self.as_join_output(columns)
     }
 
     /// The plan above the join over `rows`.
@@ -479,6 +328,49 @@ impl IntervalJoinEngine {
     fn bound_text(bound: Option<i64>) -> String {
         bound.map_or_else(|| "unbounded".to_string(), |ms| format!("{ms} ms"))
     }
+}
+
+/// Which sides keep their unmatched rows (left, right).
+fn preserved_sides(join_type: JoinType) -> Result<[bool; 2]> {
+    match join_type {
+        JoinType::Inner => Ok([false, false]),
+        JoinType::Left => Ok([true, false]),
+        JoinType::Right => Ok([false, true]),
+        JoinType::Full => Ok([true, true]),
+        other => Err(BrookError::invalid(format!(
+            "an interval join is INNER, LEFT, RIGHT or FULL OUTER; this one is {other}"
+        ))),
+    }
+}
+
+/// The inner join of the two scans with the query's keys and filter:
+/// the pairs, every column of both sides (ids included).
+fn inner_join(
+    matching: JoinMatch,
+    filter: Option<datafusion::physical_plan::joins::utils::JoinFilter>,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(match matching {
+        JoinMatch::Hash { on, null_equality } => Arc::new(HashJoinExec::try_new(
+            left,
+            right,
+            on,
+            filter,
+            &JoinType::Inner,
+            None,
+            PartitionMode::CollectLeft,
+            null_equality,
+            false,
+        )?),
+        JoinMatch::NestedLoop => Arc::new(NestedLoopJoinExec::try_new(
+            left,
+            right,
+            filter,
+            &JoinType::Inner,
+            None,
+        )?),
+    })
 }
 
 /// "their time + 2000 ms", "their time - 1000 ms", "their time".
@@ -510,32 +402,6 @@ fn check_above(plan: &Arc<dyn ExecutionPlan>, join: &Arc<dyn ExecutionPlan>) -> 
         check_above(child, join)?;
     }
     Ok(())
-}
-
-/// `schema` with a row-id column after its own.
-fn with_row_ids(schema: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(ROW_ID, DataType::UInt64, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// A column of row ids.
-fn ids_of(column: &ArrayRef) -> Result<&UInt64Array> {
-    column
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .ok_or_else(|| BrookError::Internal("a join's row ids are not UInt64".into()))
-}
-
-/// The event times of rows whose column `time.0` holds the event time
-/// plus `time.1` milliseconds.
-fn time_of(rows: &RecordBatch, time: (usize, i64)) -> Result<TimestampMillisecondArray> {
-    let times = event_millis(rows, time.0)?;
-    Ok(if time.1 == 0 {
-        times
-    } else {
-        times.unary(|t| t.saturating_sub(time.1))
-    })
 }
 
 #[async_trait]
@@ -590,8 +456,8 @@ impl BatchEngine for IntervalJoinEngine {
             "interval join (event time): {left} {kind} {right}: a pair when {right} time - {left} time is in [{lo}, {hi}] (and the rest of ON)\n{emit}\nheld: {}; {}\nwatermark: {left}: {}; {right}: {}\nlate rows (behind their stream's bound, with no partner still held): {}",
             held(0, right),
             held(1, left),
-            self.declared[0],
-            self.declared[1],
+            self.sides[0].declared,
+            self.sides[1].declared,
             match &self.late {
                 Some(route) => format!(
                     "counted and sent to stream '{}' with the stream they came from and lateness_ms",
@@ -607,17 +473,16 @@ impl BatchEngine for IntervalJoinEngine {
         let mut report = EventReport::default();
         let raw_left = self.on_time_rows(0, batch, horizons, &mut report)?;
         let raw_right = self.on_time_rows(1, batch, horizons, &mut report)?;
-        let new_left = self.new_rows(0, raw_left).await?;
-        let new_right = self.new_rows(1, raw_right).await?;
-        let rows_of = |held: &[Held]| held.iter().map(|h| h.rows.clone()).collect::<Vec<_>>();
+        let new_left = self.sides[0].read(raw_left, &self.task_ctx).await?;
+        let new_right = self.sides[1].read(raw_right, &self.task_ctx).await?;
         let mut output = Vec::new();
         if let Some(left) = &new_left {
-            let mut right = rows_of(&self.sides[1].held);
+            let mut right = self.sides[1].held_rows();
             right.extend(new_right.iter().map(|h| h.rows.clone()));
             output.extend(self.pairs(vec![left.rows.clone()], right).await?);
         }
         if let Some(right) = &new_right {
-            let left = rows_of(&self.sides[0].held);
+            let left = self.sides[0].held_rows();
             output.extend(self.pairs(left, vec![right.rows.clone()]).await?);
         }
         self.sides[0].held.extend(new_left);
@@ -668,53 +533,27 @@ impl BatchEngine for IntervalJoinEngine {
     fn retained(&self) -> Retained {
         let mut held = Retained::default();
         for side in &self.sides {
-            let mut rows = 0;
-            for chunk in &side.held {
-                held.add(&chunk.rows);
-                held.batches += 1;
-                rows += chunk.rows.num_rows();
-            }
-            held.by_stream.push((side.stream.clone(), rows));
+            side.count(&mut held);
         }
         held
     }
 
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
-        let mut batches = Vec::new();
-        for (index, side) in self.sides.iter().enumerate() {
-            batches.push(state::label(
-                side.clock.snapshot()?,
-                Part::JoinClock { side: index },
-            )?);
-            for chunk in &side.held {
-                batches.push(state::label(
-                    chunk.rows.clone(),
-                    Part::JoinRows { side: index },
-                )?);
-            }
-            let matched = RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new("id", DataType::UInt64, false)])),
-                vec![Arc::new(UInt64Array::from_iter_values(
-                    side.matched.iter().copied(),
-                ))],
-            )?;
-            batches.push(state::label(matched, Part::JoinMatched { side: index })?);
-        }
+        let mut batches = self.sides[0].snapshot(0)?;
+        batches.extend(self.sides[1].snapshot(1)?);
         Ok(batches)
     }
 
     async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         for side in &mut self.sides {
-            side.held.clear();
-            side.matched.clear();
-            side.next_id = 0;
+            side.clear();
         }
         for batch in batches {
             let part = state::part_of(&batch)?;
             let index = match part {
-                Part::JoinClock { side } | Part::JoinRows { side } | Part::JoinMatched { side } => {
-                    side
-                }
+                state::Part::JoinClock { side }
+                | state::Part::JoinRows { side }
+                | state::Part::JoinMatched { side } => side,
                 other => {
                     return Err(BrookError::Internal(format!(
                         "an interval join's state holds a '{other}' part"
@@ -724,25 +563,7 @@ impl BatchEngine for IntervalJoinEngine {
             let side = self.sides.get_mut(index).ok_or_else(|| {
                 BrookError::Internal(format!("an interval join's state names side {index}"))
             })?;
-            match part {
-                Part::JoinClock { .. } => side.clock.restore(&batch)?,
-                Part::JoinRows { .. } => {
-                    let rows = RecordBatch::try_new(
-                        Arc::clone(&side.with_ids),
-                        state::unlabel(batch)?.columns().to_vec(),
-                    )?;
-                    let ids = ids_of(rows.column(rows.num_columns() - 1))?;
-                    if let Some(last) = ids.values().iter().max() {
-                        side.next_id = side.next_id.max(last + 1);
-                    }
-                    let times = time_of(&rows, side.time)?;
-                    side.held.push(Held { rows, times });
-                }
-                _ => {
-                    let ids = ids_of(batch.column(0))?;
-                    side.matched.extend(ids.values().iter().copied());
-                }
-            }
+            side.restore(part, batch)?;
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ pub(crate) mod event_clock;
 pub(crate) mod event_window;
 pub(crate) mod interval_join;
 pub(crate) mod join_bounds;
+pub(crate) mod join_side;
 #[cfg(test)]
 mod join_tests;
 pub(crate) mod panes;

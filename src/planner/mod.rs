@@ -22,10 +22,8 @@ use crate::catalog::stream_table::{BatchSlot, BoundScan, QueryBindings, StreamTa
 use crate::catalog::windows::{
     EventShape, EventWindow, OutputMode, SlidingWindow, WindowKind, format_duration,
 };
-use crate::engine::event_clock::{EventClock, LateRoute, join_late_schema, late_schema};
+use crate::engine::event_clock::{EventClock, LateRoute, late_schema};
 use crate::engine::event_window::EventHopEngine;
-use crate::engine::interval_join::{IntervalJoinEngine, SideClock};
-use crate::engine::join_bounds::{self, Found, JoinSite};
 use crate::engine::panes::{IncrementalPanes, RowPanes};
 use crate::engine::per_batch::{PerBatchEngine, PlanVariant};
 use crate::engine::running::RunningEngine;
@@ -40,6 +38,8 @@ use crate::exec::PlanShape;
 use crate::query::engine::BatchEngine;
 use crate::redact::redact_secrets;
 use crate::sql::StreamClauses;
+
+mod join;
 
 /// Batches of at least this many rows run on a plan over all cores; smaller
 /// ones on one partition, where repartitioning costs more than it saves.
@@ -189,23 +189,10 @@ impl Planner<'_> {
         // the plan and says itself how it runs (`describe`).
         let mut notices = Vec::new();
         let (engine, late_route): (Box<dyn BatchEngine>, Option<LateRoute>) = match window {
-            None => match self.find_join(&planned, &scans, &streams)? {
-                Found::Interval(site) => self.interval_join_engine(*site, &streams, &planned)?,
-                _ if !self.clauses.is_empty() => return Err(clauses_misplaced()),
-                found => {
-                    if matches!(found, Found::Unbounded) {
-                        notices.push(format!(
-                            "the join of {} has no bound on the streams' event times: it joins rows of the same batch only; for pairs across batches, bound it (ON ... AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' MINUTE, with WATERMARK FOR on both streams)",
-                            streams.join(" and ")
-                        ));
-                    }
-                    (
-                        self.per_batch_engine(plan, &planned, scans, &streams, purpose)
-                            .await,
-                        None,
-                    )
-                }
-            },
+            None => {
+                self.unwindowed_engine(plan, &planned, scans, &streams, purpose, &mut notices)
+                    .await?
+            }
             Some(WindowKind::Running(mode)) => {
                 (running_engine(mode, &planned, window_scans(scans))?, None)
             }
@@ -258,91 +245,6 @@ impl Planner<'_> {
             Purpose::Explain => None,
         };
         Box::new(PerBatchEngine::new(first, parallel))
-    }
-
-    /// Whether the query (without a window) joins two streams, and how.
-    fn find_join(
-        &self,
-        planned: &Planned,
-        scans: &[(usize, Vec<Arc<BatchSlot>>)],
-        streams: &[String],
-    ) -> Result<Found> {
-        if streams.len() != 2 {
-            return Ok(Found::NotAJoin);
-        }
-        let mut event_columns = Vec::with_capacity(streams.len());
-        for name in streams {
-            let stream = self.registered(name)?;
-            let column = match stream.event_time() {
-                Some(event_time) => Some(event_time.column_index(name, &stream.schema)?),
-                None => None,
-            };
-            event_columns.push(column);
-        }
-        Ok(join_bounds::find(
-            &planned.physical,
-            &window_scans(scans.to_vec()),
-            &event_columns,
-        ))
-    }
-
-    /// The engine of an interval join, and where its late rows go.
-    fn interval_join_engine(
-        &self,
-        site: JoinSite,
-        streams: &[String],
-        planned: &Planned,
-    ) -> Result<(Box<dyn BatchEngine>, Option<LateRoute>)> {
-        let clock_of = |input: usize, column: usize| -> Result<SideClock> {
-            let name = streams.get(input).ok_or_else(|| {
-                BrookError::Internal(format!("an interval join reads input {input}"))
-            })?;
-            let stream = self.registered(name)?;
-            let event_time = stream.event_time().ok_or_else(|| {
-                BrookError::Internal(format!("stream '{name}' lost its event time"))
-            })?;
-            let declared = event_time.describe();
-            let mut clock = WatermarkClock::new(vec![(event_time, column)]);
-            if stream.source.connector() == "kafka"
-                && let Ok(partition) = stream.schema.index_of("_partition")
-                && stream.schema.field(partition).data_type().is_integer()
-            {
-                clock.partition_by(0, partition);
-            }
-            Ok(SideClock {
-                stream: name.clone(),
-                schema: Arc::clone(&stream.schema),
-                clock,
-                declared,
-            })
-        };
-        let clocks = [
-            clock_of(site.sides[0].input, site.sides[0].event_column)?,
-            clock_of(site.sides[1].input, site.sides[1].event_column)?,
-        ];
-        let late_route = self.clauses.late_data_to.as_ref().map(|target| LateRoute {
-            stream: target.clone(),
-            schema: join_late_schema([
-                (clocks[0].stream.as_str(), clocks[0].schema.as_ref()),
-                (clocks[1].stream.as_str(), clocks[1].schema.as_ref()),
-            ]),
-            inbox: Arc::new(std::sync::OnceLock::new()),
-        });
-        let engine = IntervalJoinEngine::new(
-            &planned.physical,
-            site,
-            clocks,
-            late_route.clone(),
-            planned.state.task_ctx(),
-        )?;
-        Ok((Box::new(engine), late_route))
-    }
-
-    /// The registered stream `name`, which a plan read.
-    fn registered(&self, name: &str) -> Result<Arc<crate::stream::LiveStream>> {
-        self.streams.read().get(name).cloned().ok_or_else(|| {
-            BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
-        })
     }
 
     /// The engine of an event-time window query and where its late rows
@@ -430,7 +332,7 @@ impl Planner<'_> {
     /// The watermarks of `streams`' event times (`inputs`). A Kafka stream
     /// that declares `_partition` keeps a watermark per partition, which is
     /// added to `declared`.
-    fn watermark_clock(
+    pub(super) fn watermark_clock(
         &self,
         streams: &[String],
         inputs: Vec<(EventTime, usize)>,
