@@ -458,6 +458,9 @@ fn split_one_scan(
     match scans {
         [(input, slot)] => Ok((split::split(physical)?, *input, Arc::clone(slot))),
         [] => Err("the query reads no rows of its stream".to_string()),
+        _ if scans.iter().any(|(input, _)| *input != scans[0].0) => {
+            Err("a window join of streams".to_string())
+        }
         _ => Err("the query reads more than one window scan".to_string()),
     }
 }

@@ -247,3 +247,89 @@ async fn late_join_rows_of_both_streams_go_to_the_late_data_stream_with_their_st
         ]
     );
 }
+
+/// `(window_start seconds, order id, payment id)` rows of `outputs` with
+/// their batch (NULL as -1).
+fn window_rows(outputs: &[brook::BatchOutput]) -> Vec<(u64, Vec<String>)> {
+    let mut seen: Vec<(u64, Vec<String>)> = outputs
+        .iter()
+        .flat_map(|o| rows(o).into_iter().map(move |r| (o.batch_number, r)))
+        .collect();
+    seen.sort();
+    seen
+}
+
+#[tokio::test]
+async fn a_window_join_pairs_the_rows_of_each_window_when_it_closes_outer_rows_included() {
+    let ctx = StreamContext::new(Duration::from_millis(20));
+    // 1-minute windows; watermarks 1 s behind. Batch 1: order 1 at 0 s,
+    // order 2 at 1 s, payment 1 at 5 s. Batch 2: order 3 at 100 s,
+    // payment 2 at 50 s (same window as order 2, a batch later), payment
+    // 3 at 110 s, payment 5 at 111 s (no order): the watermark (the
+    // smaller, 99 s) closes the window of 0 s. Batch 3: both streams at
+    // 200 s: the window of 60 s closes, and at the end that of 180 s.
+    streams(
+        &ctx,
+        &[&[(1, 0), (2, 1)], &[(3, 100)], &[(9, 200)]],
+        &[&[(1, 5)], &[(2, 50), (3, 110), (5, 111)], &[(9, 200)]],
+        true,
+    );
+    let sql = "SELECT o.window_start, o.id, p.order_id \
+               FROM TUMBLE(orders, ts, INTERVAL '1' MINUTE) o \
+               FULL JOIN TUMBLE(payments, ts, INTERVAL '1' MINUTE) p \
+               ON o.window_start = p.window_start AND o.window_end = p.window_end AND o.id = p.order_id";
+    let text = explain(&ctx, sql).await;
+    assert!(text.contains("recompute (a window join of streams)"), "{text}");
+    assert!(text.contains("emit: on window close"), "{text}");
+    let outputs = collect_all(start(&ctx, sql).await).await;
+    let at = |secs: i64| {
+        chrono::DateTime::from_timestamp_millis(BASE + secs * 1000)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let row = |batch: u64, window: Option<i64>, o: &str, p: &str| {
+        (
+            batch,
+            vec![
+                window.map_or("NULL".to_string(), at),
+                o.to_string(),
+                p.to_string(),
+            ],
+        )
+    };
+    let mut expected = vec![
+        row(2, Some(0), "1", "1"),
+        row(2, Some(0), "2", "2"),
+        row(3, Some(60), "3", "3"),
+        row(3, None, "NULL", "5"),
+        // The window of 180 s closes at the end of input.
+        row(3, Some(180), "9", "9"),
+    ];
+    expected.sort();
+    assert_eq!(window_rows(&outputs), expected);
+}
+
+#[tokio::test]
+async fn an_aggregate_over_a_window_join_in_one_statement_counts_each_window_once() {
+    let ctx = StreamContext::new(Duration::from_millis(20));
+    streams(
+        &ctx,
+        &[&[(1, 0), (2, 1)], &[(3, 100)], &[]],
+        &[&[(1, 5)], &[(2, 50), (3, 110), (3, 115)], &[(9, 300)]],
+        true,
+    );
+    let sql = "SELECT o.window_start, COUNT(*) AS pairs \
+               FROM TUMBLE(orders, ts, INTERVAL '1' MINUTE) o \
+               JOIN TUMBLE(payments, ts, INTERVAL '1' MINUTE) p \
+               ON o.window_start = p.window_start AND o.window_end = p.window_end AND o.id = p.order_id \
+               GROUP BY o.window_start";
+    let outputs = collect_all(start(&ctx, sql).await).await;
+    let counts: Vec<String> = window_rows(&outputs)
+        .into_iter()
+        .map(|(batch, row)| format!("{batch} {}", row[1..].join(" ")))
+        .collect();
+    // Window 0 s (closed in batch 2 by the watermark, 99 s): orders 1 and
+    // 2 paid; window 60 s (closed in batch 3): order 3 paid twice.
+    assert_eq!(counts, vec!["2 2", "3 2"]);
+}
