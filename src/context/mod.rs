@@ -14,7 +14,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{DescribeTable, LogicalPlan};
 use datafusion::physical_plan::collect;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DataFusionStatement;
@@ -27,7 +27,6 @@ use crate::error::{BrookError, RecentWarnings, Result, SqlLocation, Warning, War
 use crate::exec::PlanShape;
 use crate::planner::{self, Planner};
 use crate::query::ContinuousQuery;
-use crate::query::driver::DriverSettings;
 use crate::query::registry::{QueryInfo, QueryRegistry, queries_rows, queries_schema};
 use crate::redact::redact_secrets;
 use crate::sink::lifecycle::SinkRegistry;
@@ -45,6 +44,7 @@ use crate::stream::{LiveStream, StreamInfo};
 
 mod insert;
 mod sinks;
+mod start;
 mod streams;
 
 /// What running one statement produced.
@@ -389,6 +389,8 @@ impl StreamContext {
         }
     }
 
+    /// Runs a statement DataFusion parsed: an `INSERT` into a queue stream,
+    /// a continuous query (started), or a statement run to its end.
     async fn execute_datafusion(
         &self,
         statement: &DataFusionStatement,
@@ -410,12 +412,7 @@ impl StreamContext {
             .map_err(|e| datafusion_sql_error(e, Some(location)))?;
         planner::check_readable(&plan)?;
         if let LogicalPlan::DescribeTable(describe) = &plan {
-            let schema = Arc::clone(describe.output_schema.inner());
-            let batch = system::describe_rows(&describe.schema, Arc::clone(&schema))?;
-            return Ok(SqlOutput::Rows {
-                schema,
-                batches: vec![batch],
-            });
+            return describe_table(describe);
         }
         if !clauses.is_empty() && !planner::reads_streams(&plan)? {
             return Err(BrookError::Sql {
@@ -424,14 +421,7 @@ impl StreamContext {
             });
         }
         if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)) {
-            let frame = self.inner.session.execute_logical_plan(plan).await?;
-            let schema = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await?;
-            return Ok(if batches.iter().all(|b| b.num_rows() == 0) {
-                SqlOutput::Done
-            } else {
-                SqlOutput::Rows { schema, batches }
-            });
+            return self.execute_ddl(plan).await;
         }
         let planner = self.planner(clauses);
         if let LogicalPlan::Explain(explain) = &plan {
@@ -459,157 +449,50 @@ impl StreamContext {
                 .await
                 .map(SqlOutput::Query);
         }
-        let physical = state
-            .create_physical_plan(&plan)
-            .await
-            .map_err(|e| datafusion_sql_error(e, Some(location)))?;
-        let schema = physical.schema();
-        let mut batches = collect(physical, state.task_ctx()).await?;
-        if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
-            batches = planner::redact_explained(batches)?;
-        }
-        Ok(SqlOutput::Rows { schema, batches })
+        run_static(&state, &plan, location).await
     }
 
-    /// Starts a planned continuous query: its streams' sources, its ticks.
-    async fn start(
-        &self,
-        mut plan: planner::ContinuousPlan,
-        sql: &str,
-        query_name: Option<&str>,
-    ) -> Result<ContinuousQuery> {
-        // What SHOW QUERIES, the dashboard and the checkpoint files show of
-        // the statement. A query's checkpoints are still named after its
-        // whole text: two statements that differ only in a masked value
-        // keep apart.
-        let shown_sql = redact_secrets(sql);
-        let mut positions = std::collections::BTreeMap::new();
-        let checkpoints = match self.checkpoint_dir() {
-            None => None,
-            Some(dir) => {
-                let name = query_name
-                    .map(str::to_string)
-                    .unwrap_or_else(|| crate::checkpoint::default_query_name(sql));
-                let checkpoints =
-                    crate::checkpoint::QueryCheckpoints::open(&dir, &name, &shown_sql)?;
-                let mut restored_batch = 0;
-                if let Some(restored) = checkpoints.latest()? {
-                    for skipped in &restored.skipped {
-                        (self.inner.warn)(&Warning::Notice(skipped.clone()));
-                    }
-                    if restored.header.batch > 0 {
-                        plan.engine.restore(restored.state).await?;
-                        restored_batch = restored.header.batch;
-                        positions = restored.header.positions;
-                    }
-                }
-                Some((
-                    checkpoints,
-                    restored_batch,
-                    self.inner.checkpoint_interval.load(Ordering::Relaxed),
-                ))
-            }
-        };
-        let mut streams = Vec::with_capacity(plan.streams.len());
-        let mut sources = Vec::with_capacity(plan.streams.len());
-        for name in &plan.streams {
-            let stream = self.stream(name).ok_or_else(|| {
-                BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
-            })?;
-            if let Some((checkpoints, ..)) = &checkpoints
-                && !stream.started.load(Ordering::SeqCst)
-            {
-                stream
-                    .source
-                    .checkpointed_as(&format!("{}#{name}", checkpoints.dir().display()));
-            }
-            // A stream that can replay reads from where the checkpoint left
-            // it, if this query is the one that starts it.
-            if let Some(position) = positions.get(name) {
-                if stream.started.load(Ordering::SeqCst) {
-                    (self.inner.warn)(&Warning::Notice(format!(
-                        "stream '{name}' is already read by a running query: this query's state is restored, but the stream goes on from where it is, not from the checkpoint"
-                    )));
-                } else {
-                    stream.source.resume_from(position)?;
-                }
-            }
-            stream.ensure_started().await?;
-            sources.push((name.clone(), Arc::clone(&stream.source)));
-            streams.push(stream);
-        }
-        for notice in &plan.notices {
-            (self.inner.warn)(&Warning::Notice(notice.clone()));
-        }
-        if let Some(route) = &plan.late_route {
-            let late = self.late_stream(route)?;
-            // A fresh route: set once, here.
-            let _ = route.inbox.set(late);
-        }
-        let id = self.inner.next_query_id.fetch_add(1, Ordering::Relaxed);
-        let batches = self.inner.batcher.subscribe(id, streams);
-        Ok(ContinuousQuery::start(
-            plan.engine,
-            batches,
-            DriverSettings {
-                id,
-                sql: shown_sql,
-                tick_now: self.inner.batcher.tick_now_handle(),
-                registry: self.inner.queries.clone(),
-                stop_on_error: self.inner.stop_on_query_error.load(Ordering::Relaxed),
-                warnings: Arc::clone(&self.inner.recent_warnings),
-                checkpoints,
-                sources,
-                warn: Arc::clone(&self.inner.warn),
-            },
-        ))
+    /// Runs a DDL or other statement plan (`CREATE TABLE`, `SET`, ...) on
+    /// the session: done, or its rows if it returns any.
+    async fn execute_ddl(&self, plan: LogicalPlan) -> Result<SqlOutput> {
+        let frame = self.inner.session.execute_logical_plan(plan).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(if batches.iter().all(|b| b.num_rows() == 0) {
+            SqlOutput::Done
+        } else {
+            SqlOutput::Rows { schema, batches }
+        })
     }
 }
 
-impl StreamContext {
-    /// The inbox of the stream late rows go to: an existing queue stream
-    /// with the late rows' columns, or a new one.
-    fn late_stream(
-        &self,
-        route: &crate::engine::event_clock::LateRoute,
-    ) -> Result<crate::engine::event_clock::LateInbox> {
-        use crate::engine::event_clock::LateInbox;
-        if let Some(stream) = self.stream(&route.stream) {
-            if stream.source.connector() != "queue" {
-                return Err(BrookError::invalid(format!(
-                    "LATE DATA TO '{}': the stream exists and is not a queue stream",
-                    route.stream
-                )));
-            }
-            let expected = crate::sql::column_list(&route.schema);
-            if crate::sql::column_list(&stream.schema) != expected {
-                return Err(BrookError::invalid(format!(
-                    "LATE DATA TO '{}': the stream's columns are ({}), late rows have ({expected})",
-                    route.stream,
-                    crate::sql::column_list(&stream.schema)
-                )));
-            }
-            return Ok(LateInbox {
-                inbox: Arc::clone(&stream.inbox),
-                close_at_end: false,
-            });
-        }
-        self.register_queue(
-            &route.stream,
-            Arc::clone(&route.schema),
-            QueueOptions::default(),
-        )?;
-        let stream = self
-            .stream(&route.stream)
-            .ok_or_else(|| BrookError::Internal("the late-rows stream vanished".into()))?;
-        // `brook run` closes queues at the end of its file; this one ends
-        // with the query that feeds it.
-        stream.fed_by_query.store(true, Ordering::Relaxed);
-        Ok(LateInbox {
-            inbox: Arc::clone(&stream.inbox),
-            close_at_end: true,
-        })
+/// `DESCRIBE table`: a row per column.
+fn describe_table(describe: &DescribeTable) -> Result<SqlOutput> {
+    let schema = Arc::clone(describe.output_schema.inner());
+    let batch = system::describe_rows(&describe.schema, Arc::clone(&schema))?;
+    Ok(SqlOutput::Rows {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// Runs `plan`, a statement over static tables only, to its end: its rows
+/// (an `EXPLAIN`'s with secrets masked).
+async fn run_static(
+    state: &datafusion::execution::SessionState,
+    plan: &LogicalPlan,
+    location: SqlLocation,
+) -> Result<SqlOutput> {
+    let physical = state
+        .create_physical_plan(plan)
+        .await
+        .map_err(|e| datafusion_sql_error(e, Some(location)))?;
+    let schema = physical.schema();
+    let mut batches = collect(physical, state.task_ctx()).await?;
+    if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+        batches = planner::redact_explained(batches)?;
     }
+    Ok(SqlOutput::Rows { schema, batches })
 }
 
 /// A planning error with the statement's location, when it is SQL's.

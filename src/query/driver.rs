@@ -275,6 +275,71 @@ fn watermark_time(millis: i64) -> chrono::DateTime<Utc> {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
+/// Waits for the next batch to open: `None` when the query is to stop now
+/// or no batch will open again.
+async fn next_batch(
+    batches: &mut mpsc::Receiver<BatchStart>,
+    stop: &mut watch::Receiver<Stop>,
+) -> Option<BatchStart> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stop| *stop == Stop::Now) => None,
+        start = batches.recv() => start,
+    }
+}
+
+/// The cuts behind a batch that `end` describes, to hold until it is done
+/// with, and per input the inbox items taken once it was cut.
+fn hold_cuts(end: &BatchEnd) -> (InFlight, Vec<u64>) {
+    let mut in_flight = InFlight::default();
+    let mut items_after = Vec::with_capacity(end.inputs.len());
+    for input in &end.inputs {
+        items_after.push(input.in_flight.items_after);
+        in_flight.push(Arc::clone(&input.in_flight));
+    }
+    (in_flight, items_after)
+}
+
+/// The error of the first of the batch's streams that failed, if one did.
+fn stream_failure(live: &LiveBatch, end: &BatchEnd) -> Option<BrookError> {
+    let (input, failure) = live
+        .inputs
+        .iter()
+        .zip(&end.inputs)
+        .find_map(|(reader, input)| Some((reader, input.failure.clone()?)))?;
+    Some(BrookError::from(StreamFailure {
+        stream: input.stream_name().to_string(),
+        cause: failure,
+    }))
+}
+
+/// Time on the batch's rows, not waiting for them to arrive (at least the
+/// time from the cut at `cut` to the result): the engine began at
+/// `started`, when the readers had waited `waited_before`.
+fn execution_time(
+    live: &LiveBatch,
+    started: std::time::Instant,
+    waited_before: Duration,
+    cut: tokio::time::Instant,
+) -> Duration {
+    started
+        .elapsed()
+        .saturating_sub(live.waited().saturating_sub(waited_before))
+        .max(cut.elapsed())
+}
+
+/// When a batch's output was cut, and how long it took: for its
+/// [`BatchOutput`] and the query's stats.
+struct OutputTimes {
+    /// When the batch was cut.
+    cut: tokio::time::Instant,
+    /// Time on the batch's rows (see [`execution_time`]).
+    execution: Duration,
+    /// How late the batch started: from when it opened until the query
+    /// began reading it.
+    lag: Duration,
+}
+
 /// The task behind a [`ContinuousQuery`].
 struct Driver {
     engine: Box<dyn BatchEngine>,
@@ -300,13 +365,8 @@ impl Driver {
         mut stop: watch::Receiver<Stop>,
     ) -> QueryEnd {
         loop {
-            let start = tokio::select! {
-                biased;
-                _ = stop.wait_for(|stop| *stop == Stop::Now) => return QueryEnd::Stopped,
-                start = batches.recv() => match start {
-                    Some(start) => start,
-                    None => return QueryEnd::Stopped,
-                },
+            let Some(start) = next_batch(&mut batches, &mut stop).await else {
+                return QueryEnd::Stopped;
             };
             let lag = start.opened.elapsed();
             start.started();
@@ -322,31 +382,9 @@ impl Driver {
             };
             // Held until the batch is done with: past the engine, and with
             // its output until the output's consumer asks for the next.
-            let mut in_flight = InFlight::default();
-            let mut items_after = Vec::with_capacity(end.inputs.len());
-            for input in &end.inputs {
-                items_after.push(input.in_flight.items_after);
-                in_flight.push(Arc::clone(&input.in_flight));
-            }
-            if let Some((input, failure)) = live
-                .inputs
-                .iter()
-                .zip(&end.inputs)
-                .find_map(|(reader, input)| Some((reader, input.failure.clone()?)))
-            {
-                // The other streams' rows of this batch are not delivered.
-                in_flight.hold_back();
-                let error = BrookError::from(StreamFailure {
-                    stream: input.stream_name().to_string(),
-                    cause: failure,
-                });
-                self.warnings.push_failure(&error);
-                let end = QueryEnd::Failed(error_chain(&error));
-                let done = BatchDone::new(None, in_flight);
-                if let Err(unsent) = self.outputs.send((Err(error), done)).await {
-                    (unsent.0).1.abandon();
-                }
-                return end;
+            let (mut in_flight, mut items_after) = hold_cuts(&end);
+            if let Some(error) = stream_failure(&live, &end) {
+                return self.fail_on_stream(error, in_flight).await;
             }
             let ended = end.ended();
             let all_ended = ended.iter().all(|ended| *ended);
@@ -360,103 +398,158 @@ impl Driver {
                     rows: end.rows,
                     ended,
                 };
-                // Time on the batch's rows, not waiting for them to arrive
-                // (at least the time from the cut to the result).
-                let execution = started
-                    .elapsed()
-                    .saturating_sub(live.waited().saturating_sub(waited_before))
-                    .max(end.instant.elapsed());
+                let times = OutputTimes {
+                    cut: end.instant,
+                    execution: execution_time(&live, started, waited_before, end.instant),
+                    lag,
+                };
                 // The state after the batch, written once it is done with.
-                let checkpoint = match (&result, &self.checkpoints) {
-                    (Ok(_), Some(checkpoints))
-                        if batch.number.is_multiple_of(checkpoints.interval) =>
-                    {
-                        match self.engine.snapshot() {
-                            Ok(state) => Some(PendingCheckpoint {
-                                checkpoints: Arc::clone(checkpoints),
-                                batch: batch.number,
-                                batch_time: batch.time,
-                                state,
-                                items_after: std::mem::take(&mut items_after),
-                            }),
-                            Err(err) => {
-                                self.warnings.push(&Warning::Checkpoint {
-                                    query: self.entry.id,
-                                    batch: batch.number,
-                                    source: err,
-                                });
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                let output = self.output(result, &batch, end.instant, execution, lag);
-                let done = BatchDone::new(checkpoint, std::mem::take(&mut in_flight));
-                self.record(&batch, output.as_ref(), execution, lag);
-                let failure = match &output {
-                    Some(Err(err)) => {
-                        self.warnings.push_failure(err);
-                        Some(error_chain(err))
-                    }
-                    _ => None,
-                };
-                match output {
-                    // Without an output the batch is done with here.
-                    None => done.complete(),
-                    Some(output) => {
-                        if let Err(unsent) = self.outputs.send((output, done)).await {
-                            // The query was dropped: stopping is the user's
-                            // choice not to read on.
-                            (unsent.0).1.complete();
-                            return QueryEnd::Stopped;
-                        }
-                    }
-                }
-                if let Some(failure) = failure
-                    && self.stop_on_error
-                {
-                    return QueryEnd::Failed(failure);
+                let checkpoint = self.checkpoint_after(&result, &batch, &mut items_after);
+                let delivered = self
+                    .deliver(result, &batch, checkpoint, &times, &mut in_flight)
+                    .await;
+                if let Some(query_end) = delivered {
+                    return query_end;
                 }
             }
             if all_ended || finished {
-                let started = std::time::Instant::now();
-                let result = if all_ended {
-                    self.engine.on_end().await
-                } else {
-                    self.engine.on_stop().await
-                };
-                let last = MicroBatch {
-                    number: self.batch_number,
-                    time: end.time,
-                    inputs: Vec::new(),
-                    rows: 0,
-                    ended: Vec::new(),
-                };
-                if let Some(output) = self.output(
-                    result,
-                    &last,
-                    end.instant,
-                    started.elapsed(),
-                    Duration::ZERO,
-                ) {
-                    self.keep_latest(output.as_ref().ok());
-                    // With the last batch's cuts, if its own run emitted
-                    // nothing (a window emits its rows here).
-                    let done = BatchDone::new(None, std::mem::take(&mut in_flight));
-                    if let Err(unsent) = self.outputs.send((output, done)).await {
-                        (unsent.0).1.complete();
-                    }
-                }
-                in_flight.release();
-                return if all_ended {
-                    QueryEnd::Finished
-                } else {
-                    QueryEnd::Stopped
-                };
+                return self.end_query(all_ended, &end, in_flight).await;
             }
             // A batch without rows ran nothing: its cuts are done with.
             in_flight.release();
+        }
+    }
+
+    /// Reports `error`, a stream of the batch that failed, as the query's
+    /// last output, with the batch's cuts held back: the other streams'
+    /// rows of this batch are not delivered.
+    async fn fail_on_stream(&mut self, error: BrookError, in_flight: InFlight) -> QueryEnd {
+        in_flight.hold_back();
+        self.warnings.push_failure(&error);
+        let end = QueryEnd::Failed(error_chain(&error));
+        let done = BatchDone::new(None, in_flight);
+        if let Err(unsent) = self.outputs.send((Err(error), done)).await {
+            (unsent.0).1.abandon();
+        }
+        end
+    }
+
+    /// The checkpoint of the state after `batch`, when its engine ran it
+    /// and one is due; `items_after` is taken into it.
+    fn checkpoint_after(
+        &self,
+        result: &Result<Option<Emission>>,
+        batch: &MicroBatch,
+        items_after: &mut Vec<u64>,
+    ) -> Option<PendingCheckpoint> {
+        let checkpoints = match (result, &self.checkpoints) {
+            (Ok(_), Some(checkpoints)) if batch.number.is_multiple_of(checkpoints.interval) => {
+                checkpoints
+            }
+            _ => return None,
+        };
+        match self.engine.snapshot() {
+            Ok(state) => Some(PendingCheckpoint {
+                checkpoints: Arc::clone(checkpoints),
+                batch: batch.number,
+                batch_time: batch.time,
+                state,
+                items_after: std::mem::take(items_after),
+            }),
+            Err(err) => {
+                self.warnings.push(&Warning::Checkpoint {
+                    query: self.entry.id,
+                    batch: batch.number,
+                    source: err,
+                });
+                None
+            }
+        }
+    }
+
+    /// Sends the output of a batch the engine ran, with its checkpoint and
+    /// the cuts taken from `in_flight`, once its stats are recorded; how
+    /// the query ends, if it ends here (its consumer is gone, or the batch
+    /// failed and the query stops on errors).
+    async fn deliver(
+        &mut self,
+        result: Result<Option<Emission>>,
+        batch: &MicroBatch,
+        checkpoint: Option<PendingCheckpoint>,
+        times: &OutputTimes,
+        in_flight: &mut InFlight,
+    ) -> Option<QueryEnd> {
+        let output = self.output(result, batch, times);
+        let done = BatchDone::new(checkpoint, std::mem::take(in_flight));
+        self.record(batch, output.as_ref(), times.execution, times.lag);
+        let failure = match &output {
+            Some(Err(err)) => {
+                self.warnings.push_failure(err);
+                Some(error_chain(err))
+            }
+            _ => None,
+        };
+        match output {
+            // Without an output the batch is done with here.
+            None => done.complete(),
+            Some(output) => {
+                if let Err(unsent) = self.outputs.send((output, done)).await {
+                    // The query was dropped: stopping is the user's
+                    // choice not to read on.
+                    (unsent.0).1.complete();
+                    return Some(QueryEnd::Stopped);
+                }
+            }
+        }
+        if let Some(failure) = failure
+            && self.stop_on_error
+        {
+            return Some(QueryEnd::Failed(failure));
+        }
+        None
+    }
+
+    /// Ends the query after the batch that `end` describes: every stream
+    /// has ended (`all_ended`), or the query was asked to finish. What the
+    /// engine emits at the end goes out with that batch's cuts.
+    async fn end_query(
+        &mut self,
+        all_ended: bool,
+        end: &BatchEnd,
+        mut in_flight: InFlight,
+    ) -> QueryEnd {
+        let started = std::time::Instant::now();
+        let result = if all_ended {
+            self.engine.on_end().await
+        } else {
+            self.engine.on_stop().await
+        };
+        let last = MicroBatch {
+            number: self.batch_number,
+            time: end.time,
+            inputs: Vec::new(),
+            rows: 0,
+            ended: Vec::new(),
+        };
+        let times = OutputTimes {
+            cut: end.instant,
+            execution: started.elapsed(),
+            lag: Duration::ZERO,
+        };
+        if let Some(output) = self.output(result, &last, &times) {
+            self.keep_latest(output.as_ref().ok());
+            // With the last batch's cuts, if its own run emitted
+            // nothing (a window emits its rows here).
+            let done = BatchDone::new(None, std::mem::take(&mut in_flight));
+            if let Err(unsent) = self.outputs.send((output, done)).await {
+                (unsent.0).1.complete();
+            }
+        }
+        in_flight.release();
+        if all_ended {
+            QueryEnd::Finished
+        } else {
+            QueryEnd::Stopped
         }
     }
 
@@ -492,9 +585,7 @@ impl Driver {
         &self,
         result: Result<Option<Emission>>,
         batch: &MicroBatch,
-        cut: tokio::time::Instant,
-        execution: Duration,
-        lag: Duration,
+        times: &OutputTimes,
     ) -> Option<Result<BatchOutput>> {
         match result {
             Ok(None) => None,
@@ -512,9 +603,9 @@ impl Driver {
                     rows_in: batch.rows,
                     batches: emission.batches,
                     schema: Arc::clone(&self.schema),
-                    elapsed: cut.elapsed(),
-                    execution,
-                    lag,
+                    elapsed: times.cut.elapsed(),
+                    execution: times.execution,
+                    lag: times.lag,
                     window: emission.window,
                     retained: self.engine.retained(),
                     watermark: event.watermark.map(watermark_time),

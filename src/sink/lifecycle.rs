@@ -41,6 +41,76 @@ fn record_failure(query: &ContinuousQuery) {
     query.record_sink(|progress| progress.batches_failed += 1);
 }
 
+/// Writes each output of `query` to `sink` until the query ends or the sink
+/// stops (it gave up, or [`MAX_CONSECUTIVE_FAILURES`] batches in a row
+/// failed), reporting each failure to `warn`; the first failure, if any.
+async fn write_all(
+    query: &mut ContinuousQuery,
+    sink: &mut dyn BatchSink,
+    sink_name: &str,
+    warn: &WarningHandler,
+) -> Option<BrookError> {
+    let mut failed_in_a_row = 0;
+    let mut first_failure = None;
+    while let Some(output) = query.next().await {
+        let Err(err) = write_one(query, sink, output).await else {
+            failed_in_a_row = 0;
+            continue;
+        };
+        let err = BrookError::SinkFailed {
+            sink: sink_name.to_string(),
+            source: Box::new(err),
+        };
+        let warning = Warning::Sink(err);
+        warn(&warning);
+        failed_in_a_row += 1;
+        let gave_up = sink.gave_up();
+        let stopping = gave_up || failed_in_a_row >= MAX_CONSECUTIVE_FAILURES;
+        first_failure = first_failure.or(warning.into_cause());
+        let sink_context = || format!("sink '{sink_name}'");
+        if gave_up {
+            warn(&Warning::Sink(BrookError::external(
+                sink_context(),
+                "stopped",
+            )));
+            break;
+        }
+        if stopping {
+            warn(&Warning::Sink(BrookError::external(
+                sink_context(),
+                format!("stopped after {MAX_CONSECUTIVE_FAILURES} failed batches in a row"),
+            )));
+            break;
+        }
+    }
+    first_failure
+}
+
+/// Writes one output of `query` to `sink` and records what became of it in
+/// the query's stats; a batch the query failed is an error too.
+async fn write_one(
+    query: &mut ContinuousQuery,
+    sink: &mut dyn BatchSink,
+    output: Result<BatchOutput>,
+) -> Result<SinkWrite> {
+    match output {
+        Ok(output) => {
+            let written = sink.write(&output).await;
+            if written.is_err() {
+                // Not written: no checkpoint may claim it was, and its
+                // rows' offsets must not be committed.
+                query.abandon_last_output();
+            }
+            record(query, &output, written.as_ref().ok());
+            written
+        }
+        Err(err) => {
+            record_failure(query);
+            Err(err)
+        }
+    }
+}
+
 /// The running sinks of a context, by name.
 #[derive(Clone, Default)]
 pub(crate) struct SinkRegistry {
@@ -91,56 +161,7 @@ impl SinkRegistry {
         let sink_name = name.to_string();
         let task = tokio::spawn(async move {
             let mut query = query;
-            let mut failed_in_a_row = 0;
-            let mut first_failure = None;
-            while let Some(output) = query.next().await {
-                let written = match output {
-                    Ok(output) => {
-                        let written = sink.write(&output).await;
-                        if written.is_err() {
-                            // Not written: no checkpoint may claim it was,
-                            // and its rows' offsets must not be committed.
-                            query.abandon_last_output();
-                        }
-                        record(&query, &output, written.as_ref().ok());
-                        written
-                    }
-                    Err(err) => {
-                        record_failure(&query);
-                        Err(err)
-                    }
-                };
-                let Err(err) = written else {
-                    failed_in_a_row = 0;
-                    continue;
-                };
-                let err = BrookError::SinkFailed {
-                    sink: sink_name.clone(),
-                    source: Box::new(err),
-                };
-                let warning = Warning::Sink(err);
-                warn(&warning);
-                failed_in_a_row += 1;
-                let gave_up = sink.gave_up();
-                let stopping = gave_up || failed_in_a_row >= MAX_CONSECUTIVE_FAILURES;
-                first_failure = first_failure.or(warning.into_cause());
-                let sink_context = || format!("sink '{sink_name}'");
-                if gave_up {
-                    warn(&Warning::Sink(BrookError::external(
-                        sink_context(),
-                        "stopped",
-                    )));
-                    break;
-                }
-                if stopping {
-                    warn(&Warning::Sink(BrookError::external(
-                        sink_context(),
-                        format!("stopped after {MAX_CONSECUTIVE_FAILURES} failed batches in a row"),
-                    )));
-                    break;
-                }
-            }
-            if let Some(failure) = first_failure {
+            if let Some(failure) = write_all(&mut query, sink.as_mut(), &sink_name, &warn).await {
                 failures.lock().push(failure);
             }
             // Gone from the list once done, unless DROP SINK took it first.

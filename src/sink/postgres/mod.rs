@@ -13,6 +13,7 @@
 
 mod copy;
 mod options;
+mod table;
 mod types;
 
 use async_trait::async_trait;
@@ -20,7 +21,6 @@ use bytes::{Bytes, BytesMut};
 use datafusion::arrow::datatypes::Schema;
 use futures::SinkExt;
 use tokio::task::JoinHandle;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use self::copy::{CopyColumn, HEADER, TRAILER, stage};
@@ -29,7 +29,7 @@ pub use self::options::{
     DEFAULT_PROGRESS_TABLE, DEFAULT_RECONNECT_ATTEMPTS, POSTGRES_SINK_OPTIONS, PostgresSinkOptions,
     UpsertMode,
 };
-use self::types::{created_type, encoding_for};
+use self::table::{create_progress_table, existing_table, match_columns};
 use super::{BatchSink, SinkWrite};
 use crate::error::{BrookError, Result, Warning, WarningHandler};
 use crate::query::BatchOutput;
@@ -85,15 +85,6 @@ impl Drop for Connection {
     }
 }
 
-/// A table column, as `pg_attribute` describes it.
-struct TableColumn {
-    name: String,
-    type_oid: u32,
-    type_name: String,
-    not_null: bool,
-    has_default: bool,
-}
-
 impl PostgresSink {
     /// Connects, creates the progress table (and with `create_table` the
     /// table) if missing, and checks that the table can take the query's
@@ -123,51 +114,12 @@ impl PostgresSink {
         warn: WarningHandler,
         resume_after: Option<u64>,
     ) -> Result<Self> {
-        let server = options.server();
-        let context = |what: &str| format!("sink '{name}': {what} {server}");
-        let connection = open(&options)
-            .await
-            .map_err(|err| external(context("cannot connect to"), &err))?;
-        let client = &connection.client;
-        let progress = options.progress_table.quoted.clone();
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {progress} (\
-                 sink text NOT NULL, batch bigint NOT NULL, rows bigint NOT NULL, \
-                 written_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (sink, batch))"
-            ))
-            .await
-            .or_else(|err| match err.code() {
-                // Another sink created it at the same moment.
-                Some(code) if *code == SqlState::UNIQUE_VIOLATION => Ok(()),
-                _ => Err(err),
-            })
-            .map_err(|err| {
-                external(
-                    format!(
-                        "sink '{name}': cannot create the progress table {}",
-                        options.progress_table.display
-                    ),
-                    &err,
-                )
-            })?;
-
-        let mut table = table_columns(client, &options)
-            .await
-            .map_err(|err| external(context("cannot read the table's columns from"), &err))?;
-        if table.is_none() && options.create_table {
-            create_table(client, name, &options, schema).await?;
-            table = table_columns(client, &options)
-                .await
-                .map_err(|err| external(context("cannot read the table's columns from"), &err))?;
-        }
-        let Some(table) = table else {
-            return Err(BrookError::invalid(format!(
-                "sink '{name}': table {} does not exist in {} (create it, or give create_table = 'true')",
-                options.table.display,
-                options.server()
-            )));
-        };
+        let connection = open(&options).await.map_err(|err| {
+            let server = options.server();
+            external(format!("sink '{name}': cannot connect to {server}"), &err)
+        })?;
+        create_progress_table(&connection.client, name, &options).await?;
+        let table = existing_table(&connection.client, name, &options, schema).await?;
         let columns = match_columns(name, &options, schema, &table)?;
         let sql = statements(&options, &columns);
         let sink = Self {
@@ -182,28 +134,59 @@ impl PostgresSink {
         };
         sink.prepare_session(&connection.client)
             .await
-            .map_err(|err| match (&sink.options.mode, err.as_db_error()) {
-                (UpsertMode::Upsert, Some(db)) => BrookError::invalid(format!(
-                    "sink '{name}': upsert needs a primary key or unique index on ({}) in table {}: {}",
-                    sink.options.key.join(", "),
-                    sink.options.table.display,
-                    db.message()
-                )),
-                _ => external(format!("sink '{name}': cannot prepare its statements"), &err),
-            })?;
-        let after = resume_after.map_or(0, |batch| batch as i64);
-        connection
-            .client
-            .execute(
-                &format!("DELETE FROM {progress} WHERE sink = $1 AND batch > $2"),
-                &[&sink.name, &after],
-            )
-            .await
-            .map_err(|err| external(context("cannot reset its progress in"), &err))?;
+            .map_err(|err| sink.unprepared(err))?;
+        sink.forget_progress_after(&connection.client, resume_after)
+            .await?;
         Ok(Self {
             connection: Some(connection),
             ..sink
         })
+    }
+
+    /// Why the session could not be prepared: for an upsert, a key the
+    /// table has no unique index on, as far as the server says.
+    fn unprepared(&self, err: tokio_postgres::Error) -> BrookError {
+        let name = &self.name;
+        match (&self.options.mode, err.as_db_error()) {
+            (UpsertMode::Upsert, Some(db)) => BrookError::invalid(format!(
+                "sink '{name}': upsert needs a primary key or unique index on ({}) in table {}: {}",
+                self.options.key.join(", "),
+                self.options.table.display,
+                db.message()
+            )),
+            _ => external(
+                format!("sink '{name}': cannot prepare its statements"),
+                &err,
+            ),
+        }
+    }
+
+    /// Forgets the sink's progress after batch `resume_after` (all of it
+    /// with `None`), so that those batches are written again.
+    async fn forget_progress_after(
+        &self,
+        client: &Client,
+        resume_after: Option<u64>,
+    ) -> Result<()> {
+        let progress = &self.options.progress_table.quoted;
+        let after = resume_after.map_or(0, |batch| batch as i64);
+        client
+            .execute(
+                &format!("DELETE FROM {progress} WHERE sink = $1 AND batch > $2"),
+                &[&self.name, &after],
+            )
+            .await
+            .map_err(|err| {
+                let server = self.options.server();
+                external(
+                    format!(
+                        "sink '{}': cannot reset its progress in {server}",
+                        self.name
+                    ),
+                    &err,
+                )
+            })?;
+        Ok(())
     }
 
     /// The binary COPY data this sink sends for `output`, in the pieces it
@@ -405,163 +388,6 @@ fn external(context: String, err: &tokio_postgres::Error) -> BrookError {
         None => crate::error::error_chain(err),
     };
     BrookError::External { context, message }
-}
-
-/// The table's columns in order, or `None` if it does not exist.
-async fn table_columns(
-    client: &Client,
-    options: &PostgresSinkOptions,
-) -> std::result::Result<Option<Vec<TableColumn>>, tokio_postgres::Error> {
-    let table = &options.table.quoted;
-    let exists: Option<u32> = client
-        .query_one("SELECT to_regclass($1)::oid", &[table])
-        .await?
-        .get(0);
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let rows = client
-        .query(
-            "SELECT a.attname::text, a.atttypid, format_type(a.atttypid, a.atttypmod), \
-             a.attnotnull, a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' \
-             FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
-             AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            &[table],
-        )
-        .await?;
-    Ok(Some(
-        rows.iter()
-            .map(|row| TableColumn {
-                name: row.get(0),
-                type_oid: row.get(1),
-                type_name: row.get(2),
-                not_null: row.get(3),
-                has_default: row.get(4),
-            })
-            .collect(),
-    ))
-}
-
-/// `CREATE TABLE IF NOT EXISTS` with the query's columns; an upsert's key
-/// is the primary key.
-async fn create_table(
-    client: &Client,
-    name: &str,
-    options: &PostgresSinkOptions,
-    schema: &Schema,
-) -> Result<()> {
-    let mut definitions = Vec::with_capacity(schema.fields().len() + 1);
-    for field in schema.fields() {
-        let Some(pg_type) = created_type(field.data_type()) else {
-            return Err(BrookError::invalid(format!(
-                "sink '{name}': column '{}' is {}, which brook cannot write to PostgreSQL",
-                field.name(),
-                field.data_type()
-            )));
-        };
-        definitions.push(format!("{} {pg_type}", quote_identifier(field.name())));
-    }
-    if options.mode == UpsertMode::Upsert {
-        check_key(name, options, schema)?;
-        definitions.push(format!("PRIMARY KEY ({})", quoted_list(&options.key)));
-    }
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {} ({})",
-            options.table.quoted,
-            definitions.join(", ")
-        ))
-        .await
-        .map_err(|err| {
-            external(
-                format!(
-                    "sink '{name}': cannot create table {} in {}",
-                    options.table.display,
-                    options.server()
-                ),
-                &err,
-            )
-        })
-}
-
-fn check_key(name: &str, options: &PostgresSinkOptions, schema: &Schema) -> Result<()> {
-    for key in &options.key {
-        if schema.field_with_name(key).is_err() {
-            return Err(BrookError::invalid(format!(
-                "sink '{name}': key column '{key}' is not a column of the query (its columns: {})",
-                column_names(schema)
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn column_names(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Each query column with the table column it fills; refuses a column the
-/// table lacks or whose type it cannot take, and a required table column
-/// the query does not give.
-fn match_columns(
-    name: &str,
-    options: &PostgresSinkOptions,
-    schema: &Schema,
-    table: &[TableColumn],
-) -> Result<Vec<CopyColumn>> {
-    let refuse = |message: String| {
-        BrookError::invalid(format!(
-            "sink '{name}': table {} does not fit the query: {message}",
-            options.table.display
-        ))
-    };
-    if options.mode == UpsertMode::Upsert {
-        check_key(name, options, schema)?;
-    }
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (index, field) in schema.fields().iter().enumerate() {
-        let Some(column) = table.iter().find(|c| &c.name == field.name()) else {
-            let names: Vec<&str> = table.iter().map(|c| c.name.as_str()).collect();
-            return Err(refuse(format!(
-                "it has no column '{}' (the query's column of type {}; its columns: {})",
-                field.name(),
-                field.data_type(),
-                names.join(", ")
-            )));
-        };
-        let Some(encoding) = encoding_for(field.data_type(), column.type_oid) else {
-            return Err(refuse(format!(
-                "column '{}' is {}, which cannot hold the query's {} values{}",
-                column.name,
-                column.type_name,
-                field.data_type(),
-                created_type(field.data_type())
-                    .map(|t| format!(" (a {t} column can)"))
-                    .unwrap_or_default()
-            )));
-        };
-        columns.push(CopyColumn {
-            index,
-            name: field.name().clone(),
-            encoding,
-            type_name: column.type_name.clone(),
-        });
-    }
-    if let Some(required) = table
-        .iter()
-        .find(|c| c.not_null && !c.has_default && schema.field_with_name(&c.name).is_err())
-    {
-        return Err(refuse(format!(
-            "column '{}' is NOT NULL without a default, and the query has no such column",
-            required.name
-        )));
-    }
-    Ok(columns)
 }
 
 fn quoted_list(names: &[String]) -> String {

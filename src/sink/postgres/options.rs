@@ -98,79 +98,15 @@ impl PostgresSinkOptions {
         let owner = format!("sink '{sink}'");
         let options = OptionReader::new(owner.clone(), options, POSTGRES_SINK_OPTIONS)?;
         let bad = |message: String| BrookError::invalid(format!("{owner}: {message}"));
-        let url = options.text("url").ok_or_else(|| {
-            bad("give url = 'postgres://user:password@host:port/database'".into())
-        })?;
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|err| {
-            // The parser's messages name an option, never a value.
-            bad(format!(
-                "url is not a PostgreSQL connection URL (postgres://user:password@host:port/database): {}",
-                crate::error::error_chain(&err)
-            ))
-        })?;
-        if config.get_hosts().is_empty() {
-            return Err(bad(
-                "url names no host (postgres://user@127.0.0.1:5432/database)".into(),
-            ));
-        }
-        if config.get_user().is_none() {
-            return Err(bad(
-                "url names no user (postgres://user@host:port/database)".into(),
-            ));
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        config.application_name(format!("brook sink {sink}"));
-        let table_name = |key: &str, default: Option<&str>| -> Result<QualifiedName> {
-            let text = options
-                .text(key)
-                .or(default)
-                .ok_or_else(|| bad(format!("give {key} = 'name' (or 'schema.name')")))?;
-            QualifiedName::parse(text).ok_or_else(|| {
-                options.bad(
-                    key,
-                    format_args!(
-                        "must be a table name such as word_counts or analytics.word_counts, got '{text}'"
-                    ),
-                )
-            })
-        };
-        let table = table_name("table", None)?;
-        let progress_table = table_name("progress_table", Some(DEFAULT_PROGRESS_TABLE))?;
-        let mode = options
-            .choice(
-                "mode",
-                &[
-                    ("append", UpsertMode::Append),
-                    ("upsert", UpsertMode::Upsert),
-                ],
-            )?
-            .unwrap_or(UpsertMode::Append);
-        let key: Vec<String> = options
-            .text("key")
-            .map(|text| {
-                text.split(',')
-                    .map(|column| column.trim().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if key.iter().any(String::is_empty) {
-            return Err(options.bad("key", "must be column names separated by commas"));
-        }
-        match mode {
-            UpsertMode::Upsert if key.is_empty() => {
-                return Err(bad(
-                    "mode = 'upsert' needs key = 'column' (or 'column1, column2')".into(),
-                ));
-            }
-            UpsertMode::Append if !key.is_empty() => {
-                return Err(bad(
-                    "key applies to mode = 'upsert'; mode = 'append' inserts every row".into(),
-                ));
-            }
-            _ => {}
-        }
+        let config = connection_config(sink, &options, &bad)?;
+        let table = table_name(&options, "table", None, &bad)?;
+        let progress_table = table_name(
+            &options,
+            "progress_table",
+            Some(DEFAULT_PROGRESS_TABLE),
+            &bad,
+        )?;
+        let (mode, key) = mode_and_key(&options, &bad)?;
         Ok(Self {
             config,
             table,
@@ -217,6 +153,98 @@ impl PostgresSinkOptions {
     /// The table, as the user named it (lower-cased).
     pub fn table(&self) -> &str {
         &self.table.display
+    }
+}
+
+/// Where to connect, from `url`: it must name a host and a user; brook's
+/// connect timeout applies unless it sets one, and the connection is
+/// named after the sink. `bad` words an error about the sink's options.
+fn connection_config(
+    sink: &str,
+    options: &OptionReader<'_>,
+    bad: &impl Fn(String) -> BrookError,
+) -> Result<tokio_postgres::Config> {
+    let url = options
+        .text("url")
+        .ok_or_else(|| bad("give url = 'postgres://user:password@host:port/database'".into()))?;
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|err| {
+        // The parser's messages name an option, never a value.
+        bad(format!(
+            "url is not a PostgreSQL connection URL (postgres://user:password@host:port/database): {}",
+            crate::error::error_chain(&err)
+        ))
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(bad(
+            "url names no host (postgres://user@127.0.0.1:5432/database)".into(),
+        ));
+    }
+    if config.get_user().is_none() {
+        return Err(bad(
+            "url names no user (postgres://user@host:port/database)".into(),
+        ));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name(format!("brook sink {sink}"));
+    Ok(config)
+}
+
+/// The table named by option `key` (or `default`), `name` or `schema.name`.
+fn table_name(
+    options: &OptionReader<'_>,
+    key: &str,
+    default: Option<&str>,
+    bad: &impl Fn(String) -> BrookError,
+) -> Result<QualifiedName> {
+    let text = options
+        .text(key)
+        .or(default)
+        .ok_or_else(|| bad(format!("give {key} = 'name' (or 'schema.name')")))?;
+    QualifiedName::parse(text).ok_or_else(|| {
+        options.bad(
+            key,
+            format_args!(
+                "must be a table name such as word_counts or analytics.word_counts, got '{text}'"
+            ),
+        )
+    })
+}
+
+/// `mode` and `key`: an upsert needs key columns, and an append takes none.
+fn mode_and_key(
+    options: &OptionReader<'_>,
+    bad: &impl Fn(String) -> BrookError,
+) -> Result<(UpsertMode, Vec<String>)> {
+    let mode = options
+        .choice(
+            "mode",
+            &[
+                ("append", UpsertMode::Append),
+                ("upsert", UpsertMode::Upsert),
+            ],
+        )?
+        .unwrap_or(UpsertMode::Append);
+    let key: Vec<String> = options
+        .text("key")
+        .map(|text| {
+            text.split(',')
+                .map(|column| column.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if key.iter().any(String::is_empty) {
+        return Err(options.bad("key", "must be column names separated by commas"));
+    }
+    match mode {
+        UpsertMode::Upsert if key.is_empty() => Err(bad(
+            "mode = 'upsert' needs key = 'column' (or 'column1, column2')".into(),
+        )),
+        UpsertMode::Append if !key.is_empty() => Err(bad(
+            "key applies to mode = 'upsert'; mode = 'append' inserts every row".into(),
+        )),
+        _ => Ok((mode, key)),
     }
 }
 
