@@ -90,6 +90,7 @@ pub(crate) mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod options;
+pub(crate) mod pg;
 pub(crate) mod planner;
 pub mod query;
 pub mod redact;

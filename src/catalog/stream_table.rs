@@ -82,6 +82,15 @@ impl TableProvider for StreamTable {
 #[derive(Debug, Default)]
 pub(crate) struct QueryBindings {
     scans: Mutex<Vec<BoundScan>>,
+    lookups: Mutex<Vec<BoundLookup>>,
+}
+
+/// One scan of a lookup table made while planning: the slot the query
+/// fills with a batch's looked-up rows.
+#[derive(Debug, Clone)]
+pub(crate) struct BoundLookup {
+    pub lookup: Arc<crate::source::lookup::PostgresLookup>,
+    pub slot: Arc<BatchSlot>,
 }
 
 /// One scan of a stream made while planning.
@@ -100,6 +109,15 @@ impl QueryBindings {
     /// The scans bound so far.
     pub fn take(&self) -> Vec<BoundScan> {
         std::mem::take(&mut *self.scans.lock())
+    }
+
+    pub(super) fn bind_lookup(&self, lookup: BoundLookup) {
+        self.lookups.lock().push(lookup);
+    }
+
+    /// The lookup-table scans bound so far.
+    pub fn take_lookups(&self) -> Vec<BoundLookup> {
+        std::mem::take(&mut *self.lookups.lock())
     }
 }
 

@@ -326,6 +326,7 @@ impl StreamContext {
         let done = |result: Result<()>| result.map(|()| SqlOutput::Done).map_err(located);
         match &statement.statement {
             BrookStatement::CreateStream(create) => done(self.create_stream(create)),
+            BrookStatement::CreateLookupTable(create) => done(self.create_lookup_table(create)),
             BrookStatement::DropStream { name, if_exists } => match self.stream(name) {
                 None if *if_exists => Ok(SqlOutput::Done),
                 _ => done(self.deregister_stream(name)),

@@ -196,6 +196,42 @@ impl StreamContext {
         stream_infos(&self.inner.streams, &self.inner.batcher)
     }
 
+    /// `CREATE TABLE name (columns) WITH (connector = 'postgres', ...)`: a
+    /// table looked up by key as batches need it.
+    pub(super) fn create_lookup_table(&self, create: &CreateStream) -> Result<()> {
+        let exists = self.inner.session.table_exist(create.name.as_str())?;
+        if exists && create.if_not_exists {
+            return Ok(());
+        }
+        if exists {
+            return Err(BrookError::invalid(format!(
+                "table '{}' already exists",
+                create.name
+            )));
+        }
+        if create.columns.is_empty() {
+            return Err(BrookError::invalid(format!(
+                "table '{}': declare the columns to look up (CREATE TABLE {} (id INT, name TEXT) WITH (...))",
+                create.name, create.name
+            )));
+        }
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            create.columns.clone(),
+        ));
+        let lookup = crate::source::lookup::PostgresLookup::from_options(
+            &create.name,
+            schema,
+            &create.options,
+        )?;
+        let table = crate::catalog::lookup_table::LookupTable {
+            lookup: Arc::new(lookup),
+        };
+        self.inner
+            .session
+            .register_table(create.name.as_str(), Arc::new(table))?;
+        Ok(())
+    }
+
     pub(super) fn create_stream(&self, create: &CreateStream) -> Result<()> {
         if create.if_not_exists && self.stream(&create.name).is_some() {
             return Ok(());

@@ -205,7 +205,7 @@ fn collect_joins(plan: &Arc<dyn ExecutionPlan>, joins: &mut Vec<Arc<dyn Executio
 
 /// The one stream scan under `child`, when its other operators keep rows
 /// row by row (filters, projections).
-fn scan_of(
+pub(crate) fn scan_of(
     child: &Arc<dyn ExecutionPlan>,
     scans: &[(usize, Arc<BatchSlot>)],
 ) -> Option<(usize, Arc<BatchSlot>)> {
@@ -229,7 +229,7 @@ fn scan_of(
 /// The scanned column (index in the stream's schema) and the offset
 /// (nanoseconds) column `index` of `plan`'s output is, when it is a
 /// scanned column plus a constant.
-fn trace(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<(usize, i128)> {
+pub(crate) fn trace(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<(usize, i128)> {
     if let Some(scan) = plan.downcast_ref::<StreamingTableExec>() {
         return Some(match scan.projection() {
             Some(projection) => (*projection.get(index)?, 0),
@@ -255,7 +255,7 @@ fn trace(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<(usize, i128)> {
 }
 
 /// `expr` as a column plus a constant (nanoseconds), when it is one.
-fn linear(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i128)> {
+pub(crate) fn linear(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i128)> {
     if let Some(column) = expr.downcast_ref::<Column>() {
         return Some((column.index(), 0));
     }

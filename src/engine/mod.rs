@@ -25,6 +25,7 @@ pub(crate) mod join_bounds;
 pub(crate) mod join_side;
 #[cfg(test)]
 mod join_tests;
+pub(crate) mod lookup_join;
 pub(crate) mod panes;
 pub(crate) mod per_batch;
 pub(crate) mod running;

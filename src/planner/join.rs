@@ -13,6 +13,7 @@ use crate::engine::event_clock::{LateRoute, join_late_schema};
 use crate::engine::interval_join::IntervalJoinEngine;
 use crate::engine::join_bounds::{self, Found, JoinSite};
 use crate::engine::join_side::SideClock;
+use crate::engine::lookup_join::{LookupJoinEngine, find_sites};
 use crate::error::{BrookError, Result};
 use crate::query::engine::BatchEngine;
 
@@ -38,10 +39,15 @@ impl Planner<'_> {
                         streams.join(" and ")
                     ));
                 }
+                let stream_scans = window_scans(scans.clone());
                 let engine = self
                     .per_batch_engine(plan, planned, scans, streams, purpose)
                     .await;
-                Ok((engine, None))
+                if planned.lookups.is_empty() {
+                    return Ok((engine, None));
+                }
+                let sites = find_sites(&planned.physical, &stream_scans, planned.lookups.clone())?;
+                Ok((Box::new(LookupJoinEngine::new(engine, sites)?), None))
             }
         }
     }

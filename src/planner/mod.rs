@@ -180,6 +180,12 @@ impl Planner<'_> {
         };
         let mut planned = self.physical_plan(plan, shape, 1).await?;
         let scans = index_scans(&streams, std::mem::take(&mut planned.bound));
+        if !planned.lookups.is_empty() && window.is_some() {
+            return Err(BrookError::invalid(format!(
+                "a lookup join (table '{}') runs per batch: it cannot be read inside HOP, TUMBLE, SESSION or RUNNING yet; join the stream with the table in a query of its own, written to a stream, and window that",
+                planned.lookups[0].lookup.name
+            )));
+        }
         let head = format!(
             "continuous query over {} (trigger interval {})",
             streams.join(", "),
@@ -239,7 +245,11 @@ impl Planner<'_> {
         // The parallel plan is an optimisation: if it cannot be planned,
         // every batch runs on the single-partition plan.
         let parallel = match purpose {
-            Purpose::Run => self.parallel_variant(plan, streams).await.ok().flatten(),
+            // Lookups fill the one plan's table scans.
+            Purpose::Run if planned.lookups.is_empty() => {
+                self.parallel_variant(plan, streams).await.ok().flatten()
+            }
+            Purpose::Run => None,
             // EXPLAIN shows the plan small batches run; the all-cores
             // variant would be planned for nothing.
             Purpose::Explain => None,
@@ -386,6 +396,7 @@ impl Planner<'_> {
             .await?;
         Ok(Planned {
             bound: bindings.take(),
+            lookups: bindings.take_lookups(),
             physical,
             logical,
             state,
@@ -416,6 +427,8 @@ impl Planner<'_> {
 /// One physical planning of a query.
 struct Planned {
     bound: Vec<BoundScan>,
+    /// The scans of lookup tables.
+    lookups: Vec<crate::catalog::stream_table::BoundLookup>,
     physical: Arc<dyn ExecutionPlan>,
     logical: LogicalPlan,
     state: SessionState,

@@ -6,6 +6,7 @@ pub(crate) mod decode;
 mod files;
 mod kafka;
 mod line_options;
+pub(crate) mod lookup;
 mod options;
 mod parquet;
 mod queue;

@@ -37,6 +37,14 @@ pub struct CreateStream {
 pub(super) fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
     let (tokens, watermark) = split_watermark(tokens)?;
     let watermark = watermark.map(parse_watermark).transpose()?;
+    let mut create = parse_create_with_options(tokens)?;
+    create.watermark = watermark;
+    Ok(create)
+}
+
+/// `CREATE <kind> [IF NOT EXISTS] name (columns) WITH (options)`, the
+/// kind (`STREAM`, `TABLE`) checked by the caller.
+pub(super) fn parse_create_with_options(tokens: Vec<TokenWithSpan>) -> Result<CreateStream> {
     let mut parser = brook_parser(tokens);
     let mut create = || -> Result<CreateStream, ParserError> {
         parser.expect_keyword(Keyword::CREATE)?;
@@ -59,7 +67,7 @@ pub(super) fn parse_create_stream(tokens: Vec<TokenWithSpan>) -> Result<CreateSt
                 })
                 .collect::<Result<_, _>>()?,
             options: options.iter().map(option_pair).collect::<Result<_, _>>()?,
-            watermark: watermark.clone(),
+            watermark: None,
         })
     };
     create().map_err(parser_error)

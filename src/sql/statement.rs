@@ -13,7 +13,7 @@ use super::interval::parse_duration;
 use crate::error::{BrookError, Result, SqlLocation};
 
 pub use super::create_stream::CreateStream;
-use super::create_stream::parse_create_stream;
+use super::create_stream::{parse_create_stream, parse_create_with_options};
 use super::tokens::{
     at, brook_parser, expect_end, expr_text, location_of, object_name, option_pair, parser_error,
     split_location,
@@ -98,6 +98,9 @@ pub enum BrookStatement {
     ShowQueries,
     /// `STOP QUERY n`: stops running query `n` after its batch in progress.
     StopQuery(u64),
+    /// `CREATE TABLE name (columns) WITH (connector = 'postgres', ...)`: a
+    /// table looked up by key as batches need it.
+    CreateLookupTable(CreateStream),
     /// `CREATE SINK name WITH (...) AS SELECT ...`.
     CreateSink(CreateSink),
     /// `DROP SINK [IF EXISTS] name`: stops the sink's query.
@@ -197,6 +200,9 @@ fn parse_statement(
         ("show", "queries") if meaningful.len() == 2 => Ok(BrookStatement::ShowQueries),
         ("stop", "query") => parse_stop_query(tokens),
         ("create", "sink") => parse_create_sink(tokens).map(BrookStatement::CreateSink),
+        ("create", "table") if has_connector_option(meaningful) => {
+            parse_create_with_options(tokens).map(BrookStatement::CreateLookupTable)
+        }
         ("drop", "sink") => {
             parse_drop(tokens).map(|(name, if_exists)| BrookStatement::DropSink { name, if_exists })
         }
@@ -223,11 +229,94 @@ fn parse_statement(
         }
         _ => {
             let (tokens, clauses) = split_stream_clauses(tokens)?;
-            let statement = parse_datafusion(tokens)?;
+            let statement = parse_datafusion(strip_system_time(tokens))?;
             return Ok((BrookStatement::DataFusion(Box::new(statement)), clauses));
         }
     };
     statement.map(|statement| (statement, StreamClauses::default()))
+}
+
+/// Whether a `CREATE TABLE` gives `connector` in a `WITH (...)` after its
+/// column list (a lookup table), rather than being DataFusion's.
+fn has_connector_option(meaningful: &[&TokenWithSpan]) -> bool {
+    let mut depth = 0;
+    let mut after_with = false;
+    for token in meaningful {
+        match &token.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(w) if depth == 0 && w.value.eq_ignore_ascii_case("with") => {
+                after_with = true;
+            }
+            Token::Word(w) if depth == 0 && w.value.eq_ignore_ascii_case("as") => return false,
+            Token::Word(w)
+                if depth == 1 && after_with && w.value.eq_ignore_ascii_case("connector") =>
+            {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Drops Flink's `FOR SYSTEM_TIME AS OF expr` after a table: a lookup
+/// table is always read as of the batch that looks it up.
+fn strip_system_time(mut tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let is_word = |token: &TokenWithSpan, word: &str| matches!(&token.token, Token::Word(w) if w.value.eq_ignore_ascii_case(word));
+    let mut index = 0;
+    while index < tokens.len() {
+        let meaningful: Vec<usize> = (index..tokens.len())
+            .filter(|i| !matches!(tokens[*i].token, Token::Whitespace(_)))
+            .take(4)
+            .collect();
+        let clause = ["for", "system_time", "as", "of"];
+        let starts_clause = meaningful.len() == 4
+            && meaningful[0] == index
+            && meaningful
+                .iter()
+                .zip(clause)
+                .all(|(i, word)| is_word(&tokens[*i], word));
+        if !starts_clause {
+            index += 1;
+            continue;
+        }
+        // The expression: a dotted name, called or not (`r.proc_time`,
+        // `PROCTIME()`).
+        let mut end = meaningful[3] + 1;
+        let mut expect_name = true;
+        while end < tokens.len() {
+            match &tokens[end].token {
+                Token::Whitespace(_) => end += 1,
+                Token::Word(_) if expect_name => {
+                    expect_name = false;
+                    end += 1;
+                }
+                Token::Period if !expect_name => {
+                    expect_name = true;
+                    end += 1;
+                }
+                Token::LParen if !expect_name => {
+                    let mut depth = 0;
+                    while end < tokens.len() {
+                        match tokens[end].token {
+                            Token::LParen => depth += 1,
+                            Token::RParen => depth -= 1,
+                            _ => {}
+                        }
+                        end += 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                _ => break,
+            }
+        }
+        tokens.drain(index..end);
+    }
+    tokens
 }
 
 /// Takes `EMIT ON WINDOW CLOSE | UPDATE` and `LATE DATA TO name` off the

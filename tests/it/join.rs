@@ -279,7 +279,10 @@ async fn a_window_join_pairs_the_rows_of_each_window_when_it_closes_outer_rows_i
                FULL JOIN TUMBLE(payments, ts, INTERVAL '1' MINUTE) p \
                ON o.window_start = p.window_start AND o.window_end = p.window_end AND o.id = p.order_id";
     let text = explain(&ctx, sql).await;
-    assert!(text.contains("recompute (a window join of streams)"), "{text}");
+    assert!(
+        text.contains("recompute (a window join of streams)"),
+        "{text}"
+    );
     assert!(text.contains("emit: on window close"), "{text}");
     let outputs = collect_all(start(&ctx, sql).await).await;
     let at = |secs: i64| {

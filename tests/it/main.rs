@@ -18,6 +18,7 @@ mod kafka;
 mod kafka_broker;
 mod kafka_restart;
 mod layout;
+mod lookup;
 #[path = "../support/pg_server.rs"]
 mod pg_server;
 mod postgres;

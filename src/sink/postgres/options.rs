@@ -1,13 +1,10 @@
 //! The PostgreSQL sink's options, and keeping its password out of sight.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use tokio_postgres::config::Host;
-
 use crate::error::{BrookError, Result};
 use crate::options::OptionReader;
 use crate::options::OptionSpec;
+pub(crate) use crate::pg::{QualifiedName, quote_identifier};
+use crate::pg::{connection_config, table_name};
 
 /// How rows reach the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,47 +47,6 @@ impl std::fmt::Debug for PostgresSinkOptions {
     }
 }
 
-/// A table's name: as the user wrote it, and quoted for SQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct QualifiedName {
-    /// As written, folded to lower case as PostgreSQL folds unquoted names.
-    pub display: String,
-    /// Quoted for SQL text.
-    pub quoted: String,
-}
-
-impl QualifiedName {
-    /// Parses `name` or `schema.name`: unquoted SQL identifiers.
-    fn parse(text: &str) -> Option<Self> {
-        let identifier = |part: &str| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        };
-        let parts: Vec<&str> = text.split('.').collect();
-        if parts.len() > 2 || !parts.iter().all(|part| identifier(part)) || text.len() > 127 {
-            return None;
-        }
-        let display = text.to_ascii_lowercase();
-        let quoted = display
-            .split('.')
-            .map(quote_identifier)
-            .collect::<Vec<_>>()
-            .join(".");
-        Some(Self { display, quoted })
-    }
-}
-
-/// `name` as a quoted SQL identifier.
-pub(crate) fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// How long a connection attempt may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl PostgresSinkOptions {
     /// Reads `connector = 'postgres', url, table, mode, key, create_table,
     /// reconnect_attempts, progress_table` (keys lower-cased).
@@ -98,7 +54,7 @@ impl PostgresSinkOptions {
         let owner = format!("sink '{sink}'");
         let options = OptionReader::new(owner.clone(), options, POSTGRES_SINK_OPTIONS)?;
         let bad = |message: String| BrookError::invalid(format!("{owner}: {message}"));
-        let config = connection_config(sink, &options, &bad)?;
+        let config = connection_config(&options, &bad, format!("brook sink {sink}"))?;
         let table = table_name(&options, "table", None, &bad)?;
         let progress_table = table_name(
             &options,
@@ -122,94 +78,13 @@ impl PostgresSinkOptions {
 
     /// The server and database, for messages: never the password.
     pub fn server(&self) -> String {
-        let hosts: Vec<String> = self
-            .config
-            .get_hosts()
-            .iter()
-            .enumerate()
-            .map(|(index, host)| {
-                let port = self
-                    .config
-                    .get_ports()
-                    .get(index)
-                    .or(self.config.get_ports().first())
-                    .copied()
-                    .unwrap_or(5432);
-                match host {
-                    Host::Tcp(name) => format!("{name}:{port}"),
-                    #[cfg(unix)]
-                    Host::Unix(path) => format!("{}:{port}", path.display()),
-                }
-            })
-            .collect();
-        let user = self.config.get_user().unwrap_or("?");
-        let database = self.config.get_dbname().unwrap_or(user);
-        format!(
-            "PostgreSQL at {} (database {database}, user {user})",
-            hosts.join(",")
-        )
+        crate::pg::server(&self.config)
     }
 
     /// The table, as the user named it (lower-cased).
     pub fn table(&self) -> &str {
         &self.table.display
     }
-}
-
-/// Where to connect, from `url`: it must name a host and a user; brook's
-/// connect timeout applies unless it sets one, and the connection is
-/// named after the sink. `bad` words an error about the sink's options.
-fn connection_config(
-    sink: &str,
-    options: &OptionReader<'_>,
-    bad: &impl Fn(String) -> BrookError,
-) -> Result<tokio_postgres::Config> {
-    let url = options
-        .text("url")
-        .ok_or_else(|| bad("give url = 'postgres://user:password@host:port/database'".into()))?;
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|err| {
-        // The parser's messages name an option, never a value.
-        bad(format!(
-            "url is not a PostgreSQL connection URL (postgres://user:password@host:port/database): {}",
-            crate::error::error_chain(&err)
-        ))
-    })?;
-    if config.get_hosts().is_empty() {
-        return Err(bad(
-            "url names no host (postgres://user@127.0.0.1:5432/database)".into(),
-        ));
-    }
-    if config.get_user().is_none() {
-        return Err(bad(
-            "url names no user (postgres://user@host:port/database)".into(),
-        ));
-    }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    config.application_name(format!("brook sink {sink}"));
-    Ok(config)
-}
-
-/// The table named by option `key` (or `default`), `name` or `schema.name`.
-fn table_name(
-    options: &OptionReader<'_>,
-    key: &str,
-    default: Option<&str>,
-    bad: &impl Fn(String) -> BrookError,
-) -> Result<QualifiedName> {
-    let text = options
-        .text(key)
-        .or(default)
-        .ok_or_else(|| bad(format!("give {key} = 'name' (or 'schema.name')")))?;
-    QualifiedName::parse(text).ok_or_else(|| {
-        options.bad(
-            key,
-            format_args!(
-                "must be a table name such as word_counts or analytics.word_counts, got '{text}'"
-            ),
-        )
-    })
 }
 
 /// `mode` and `key`: an upsert needs key columns, and an append takes none.
