@@ -336,3 +336,38 @@ async fn an_aggregate_over_a_window_join_in_one_statement_counts_each_window_onc
     // 2 paid; window 60 s (closed in batch 3): order 3 paid twice.
     assert_eq!(counts, vec!["2 2", "3 2"]);
 }
+
+#[tokio::test]
+async fn show_queries_says_how_many_rows_an_interval_join_holds_per_stream() {
+    let ctx = StreamContext::new(Duration::from_millis(20));
+    // Two orders and one payment that match nothing yet, held.
+    open_streams(&ctx, &[&[(1, 0), (2, 1)]], &[&[(7, 0)]], true);
+    let mut query = start(
+        &ctx,
+        "SELECT o.id, p.order_id FROM orders o JOIN payments p \
+         ON o.id = p.order_id AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND",
+    )
+    .await;
+    loop {
+        let output = crate::common::next_batch(&mut query)
+            .await
+            .unwrap()
+            .unwrap();
+        if output.rows_in > 0 {
+            assert_eq!(
+                output.retained.by_stream,
+                vec![("orders".to_string(), 2), ("payments".to_string(), 1)]
+            );
+            break;
+        }
+    }
+    let shown = match ctx
+        .sql("SELECT retained_by_stream FROM brook.queries")
+        .await
+        .unwrap()
+    {
+        brook::SqlOutput::Rows { batches, .. } => crate::common::table_rows(&batches),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(shown, vec![vec!["orders 2, payments 1".to_string()]]);
+}
