@@ -21,7 +21,48 @@ pub const MASK: &str = "***";
 ///
 /// Idempotent, and text with no credential comes back unchanged.
 pub fn redact_secrets(text: &str) -> String {
-    redact_secret_settings(&redact_url_passwords(text))
+    redact_secret_literals(&redact_secret_settings(&redact_url_passwords(text)))
+}
+
+/// A quoted value that follows a word naming a credential with no `=`
+/// between (`OPTIONS (password 'x')`, `CREATE ROLE r PASSWORD 'x'`)
+/// becomes [`MASK`].
+fn redact_secret_literals(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some(found) = text[at..].find('\'') {
+        let quote = at + found;
+        at = quote + 1;
+        let before = &text[..quote];
+        let word = before.trim_end();
+        if word.len() == before.len() || quote < copied {
+            continue;
+        }
+        let start = word
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_alphanumeric() || *c == '_')
+            .last()
+            .map(|(i, _)| i);
+        let Some(start) = start else { continue };
+        if !is_secret_key(&word[start..]) {
+            continue;
+        }
+        let Some((value_start, end)) = value_at(text, quote) else {
+            continue;
+        };
+        if text[value_start..end].starts_with(MASK) && end - value_start == MASK.len() {
+            at = end + 1;
+            continue;
+        }
+        out.push_str(&text[copied..value_start]);
+        out.push_str(MASK);
+        copied = end;
+        at = end + 1;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Ends of a value inside SQL text or a URL.
@@ -231,6 +272,26 @@ mod tests {
         ] {
             assert_eq!(redact_secrets(text), text);
         }
+    }
+
+    #[test]
+    fn a_secret_given_without_an_equals_sign_is_masked() {
+        assert_eq!(
+            redact_secrets("CREATE SERVER s OPTIONS (host 'db', password 'p@ss word')"),
+            "CREATE SERVER s OPTIONS (host 'db', password '***')"
+        );
+        assert_eq!(
+            redact_secrets("CREATE ROLE r WITH LOGIN PASSWORD 'it''s'"),
+            "CREATE ROLE r WITH LOGIN PASSWORD '***'"
+        );
+        assert_eq!(
+            redact_secrets("SELECT 'password' AS p"),
+            "SELECT 'password' AS p"
+        );
+        assert_eq!(
+            redact_secrets("WHERE word = 'token'"),
+            "WHERE word = 'token'"
+        );
     }
 
     #[test]

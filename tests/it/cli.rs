@@ -1179,12 +1179,13 @@ fn piped_input_ending_inside_a_comment_or_quoted_name_is_reported_and_exits_1() 
 // Credentials are masked in every statement text brook prints (issue 31,
 // item 9).
 
-/// A statement brook does not support, with a password in a URL and two
+/// A statement brook does not support (a `CREATE TABLE` with options but
+/// no `connector`: not a lookup table), with a password in a URL and two
 /// options that name credentials.
-const UNSUPPORTED_WITH_PASSWORDS: &str = "CREATE TABLE sensors (id INT) WITH (connector = 'postgres', url = 'postgres://user:url-s3cret@db.example/app', 'kafka.sasl.password' = 'sasl-s3cret', 's3.secret_access_key' = 'key-s3cret');";
+const UNSUPPORTED_WITH_PASSWORDS: &str = "CREATE TABLE sensors (id INT) WITH (format = 'postgres', url = 'postgres://user:url-s3cret@db.example/app', 'kafka.sasl.password' = 'sasl-s3cret', 's3.secret_access_key' = 'key-s3cret');";
 
 /// The same statement as the user reads it back.
-const UNSUPPORTED_MASKED: &str = "CREATE TABLE sensors (id INT) WITH (connector = 'postgres', url = 'postgres://user:***@db.example/app', 'kafka.sasl.password' = '***', 's3.secret_access_key' = '***')";
+const UNSUPPORTED_MASKED: &str = "CREATE TABLE sensors (id INT) WITH (format = 'postgres', url = 'postgres://user:***@db.example/app', 'kafka.sasl.password' = '***', 's3.secret_access_key' = '***')";
 
 #[test]
 fn an_unsupported_statement_with_a_password_is_never_echoed_with_it() {
@@ -1480,4 +1481,21 @@ fn orders_payments_join_pairs_across_batches_and_emits_the_unpaid_order_once() {
             "3 4,dee,8.0,8.0,2026-01-01T10:30:05",
         ]
     );
+}
+
+/// Found while adding lookup tables: a password given as `password 'x'`
+/// (PostgreSQL's OPTIONS and CREATE ROLE spelling, no `=`) was echoed in
+/// the error of an unsupported statement.
+#[test]
+fn regression_a_password_given_without_an_equals_sign_is_masked_in_an_error() {
+    let script = temp_sql(
+        "unsupported-options-password.sql",
+        "CREATE SERVER s FOREIGN DATA WRAPPER postgres OPTIONS (host 'db', password 'opt-s3cret');",
+    );
+    let run = brook(&["run", script.to_str().unwrap()]);
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("password '***'"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    std::fs::remove_file(script).ok();
 }
