@@ -89,6 +89,7 @@ pub(crate) mod exec;
 pub(crate) mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod memory;
 pub mod options;
 pub(crate) mod pg;
 pub(crate) mod planner;

@@ -17,6 +17,7 @@ const STATEMENT_STACK_BYTES: usize = 256 << 20;
 const RUNTIME_STACK_BYTES: usize = 64 << 20;
 
 fn main() -> ExitCode {
+    brook::memory::keep_freed_memory();
     let args = brook::cli::Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
