@@ -23,7 +23,11 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::JoinType;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 
 use super::event_clock::{LateRoute, filter_times};
 use super::join_bounds::{JoinMatch, JoinSite, TimeBounds};
@@ -388,10 +392,11 @@ fn check_above(plan: &Arc<dyn ExecutionPlan>, join: &Arc<dyn ExecutionPlan>) -> 
     if Arc::ptr_eq(plan, join) {
         return Ok(());
     }
-    let allowed = matches!(
-        plan.name(),
-        "ProjectionExec" | "FilterExec" | "CoalesceBatchesExec" | "CooperativeExec" | "SortExec"
-    ) && plan.fetch().is_none();
+    let allowed = (plan.is::<ProjectionExec>()
+        || plan.is::<FilterExec>()
+        || plan.is::<CooperativeExec>()
+        || plan.is::<SortExec>())
+        && plan.fetch().is_none();
     if !allowed {
         return Err(BrookError::invalid(format!(
             "an interval join's pairs can be projected, filtered and sorted; {} above the join (an aggregate, a LIMIT, another join) is not supported yet",

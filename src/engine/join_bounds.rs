@@ -17,7 +17,10 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::expressions::{BinaryExpr, CastExpr, Column, Literal, TryCastExpr};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::utils::JoinFilter;
-use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec};
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PiecewiseMergeJoinExec, SortMergeJoinExec,
+    SymmetricHashJoinExec,
+};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::streaming::StreamingTableExec;
 
@@ -194,8 +197,13 @@ fn parts(node: &Arc<dyn ExecutionPlan>) -> Option<JoinParts> {
 
 /// Every join node of `plan`, any kind.
 fn collect_joins(plan: &Arc<dyn ExecutionPlan>, joins: &mut Vec<Arc<dyn ExecutionPlan>>) {
-    let name = plan.name();
-    if name.contains("Join") {
+    let is_join = plan.is::<HashJoinExec>()
+        || plan.is::<NestedLoopJoinExec>()
+        || plan.is::<CrossJoinExec>()
+        || plan.is::<SortMergeJoinExec>()
+        || plan.is::<SymmetricHashJoinExec>()
+        || plan.is::<PiecewiseMergeJoinExec>();
+    if is_join {
         joins.push(Arc::clone(plan));
     }
     for child in plan.children() {
