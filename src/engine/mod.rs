@@ -30,6 +30,7 @@ pub(crate) mod panes;
 pub(crate) mod per_batch;
 pub(crate) mod running;
 pub(crate) mod session;
+pub(crate) mod session_batch;
 pub(crate) mod sliding;
 pub(crate) mod split;
 pub(crate) mod stacked;

@@ -22,6 +22,7 @@ use datafusion::execution::TaskContext;
 
 use super::event_clock::{EventClock, OnTime, filter_times};
 use super::event_window::end_of_input;
+use super::session_batch::BatchSessions;
 use super::split::{IncrementalPlan, WindowBound};
 use super::state::{self, Part};
 use super::{reduce, run_on};
@@ -53,6 +54,9 @@ pub(crate) struct SessionEngine {
     end_column: usize,
     /// The open sessions: one row of partial state per group and session.
     sessions: Option<RecordBatch>,
+    /// How a batch's on-time rows are merged into sessions before they are
+    /// aggregated (`None`: each row is aggregated as a session of its own).
+    batch_sessions: Option<BatchSessions>,
 }
 
 impl SessionEngine {
@@ -79,9 +83,11 @@ impl SessionEngine {
                     .into(),
             );
         };
+        let batch_sessions = BatchSessions::new(&plan, start_column, end_column);
         Ok(Self {
             events,
             gap,
+            batch_sessions,
             plan,
             task_ctx,
             scan,
@@ -91,8 +97,34 @@ impl SessionEngine {
         })
     }
 
+    /// A batch's on-time rows merged into sessions per group and
+    /// aggregated into partial state.
+    async fn batch_sessions(&self, on_time: &[OnTime]) -> Result<Option<RecordBatch>> {
+        let Some(batch_sessions) = &self.batch_sessions else {
+            return self.row_sessions(on_time).await;
+        };
+        let input = self.with_own_sessions(on_time)?;
+        if input.is_empty() {
+            return Ok(None);
+        }
+        batch_sessions
+            .aggregate(&self.scan, input, self.gap, &self.task_ctx)
+            .await
+    }
+
     /// Each row as a session of its own, aggregated into partial state.
     async fn row_sessions(&self, on_time: &[OnTime]) -> Result<Option<RecordBatch>> {
+        let input = self.with_own_sessions(on_time)?;
+        if input.is_empty() {
+            return Ok(None);
+        }
+        let result = run_on(&self.plan.partial, &self.scan, input, &self.task_ctx).await?;
+        Ok(Some(concat_batches(&self.plan.partial.schema(), &result)?))
+    }
+
+    /// The rows of `on_time` as the window scan reads them, each with its
+    /// own session `[ts, ts + gap)` as its window columns.
+    fn with_own_sessions(&self, on_time: &[OnTime]) -> Result<Vec<RecordBatch>> {
         let schema = Arc::clone(self.scan.schema_ref());
         let mut input = Vec::new();
         for OnTime { rows, times, .. } in on_time {
@@ -107,11 +139,7 @@ impl SessionEngine {
             columns.push(Arc::new(ends) as ArrayRef);
             input.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
         }
-        if input.is_empty() {
-            return Ok(None);
-        }
-        let result = run_on(&self.plan.partial, &self.scan, input, &self.task_ctx).await?;
-        Ok(Some(concat_batches(&self.plan.partial.schema(), &result)?))
+        Ok(input)
     }
 
     /// Merges the overlapping sessions of each group in `state` (old
@@ -450,8 +478,13 @@ fn millis_column(state: &RecordBatch, column: usize) -> Result<Vec<i64>> {
 #[async_trait]
 impl BatchEngine for SessionEngine {
     fn describe(&self) -> String {
+        let rows = if self.batch_sessions.is_some() {
+            "a batch's rows of one group whose sessions [ts, ts + gap) overlap are merged into one session, then aggregated into partial state"
+        } else {
+            "each row enters as a session [ts, ts + gap) of partial state"
+        };
         format!(
-            "{}\nincremental: each row enters as a session [ts, ts + gap) of partial state; a group's overlapping sessions merge after every batch; retains one state row per open session",
+            "{}\nincremental: {rows}; a group's overlapping sessions merge after every batch; retains one state row per open session",
             self.events.describe()
         )
     }
@@ -463,7 +496,7 @@ impl BatchEngine for SessionEngine {
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
         let (on_time, behind, mut report) = self.events.sort_out(batch)?;
         let mut batches = Vec::new();
-        let mut fresh = self.row_sessions(&on_time).await?;
+        let mut fresh = self.batch_sessions(&on_time).await?;
         if !behind.is_empty()
             && let Some(mark) = self.events.clock.current()
         {

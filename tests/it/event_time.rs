@@ -360,6 +360,48 @@ async fn sessions_close_after_a_gap_per_key_and_a_bridging_row_merges_two() {
     assert_eq!(emitted, expected);
 }
 
+#[tokio::test]
+async fn a_batchs_rows_of_one_key_are_merged_into_their_sessions_before_they_are_aggregated() {
+    // Gap 5 s, watermark 30 s behind. One batch: a's rows at 1, 3, 5 and
+    // 7 s chain into [1, 12); a's row at 20 s is a session of its own; b
+    // has one. Three sessions held after the batch, not six rows.
+    let batches: &[&[Row]] = &[
+        &[
+            ("a", 1, 5_000),
+            ("b", 10, 2_000),
+            ("a", 2, 1_000),
+            ("a", 3, 20_000),
+            ("a", 4, 7_000),
+            ("a", 5, 3_000),
+        ],
+        &[("c", 0, 60_000)], // wm 30 s: a's and b's close
+    ];
+    let ctx = readings(&owned(batches), 30_000, true, true);
+    let sql = window_sql("SESSION(readings, ts, INTERVAL '5' SECOND)", "");
+    let text = explain(&ctx, &sql).await;
+    assert!(
+        text.contains("a batch's rows of one group whose sessions [ts, ts + gap) overlap are merged into one session"),
+        "{text}"
+    );
+    let outputs = collect_all(start(&ctx, &sql).await).await;
+    assert_eq!(
+        outputs[0].retained.rows, 3,
+        "sessions held after the first batch"
+    );
+    let (emitted, late) = by_batch(&outputs);
+    assert!(late.is_empty(), "{late:?}");
+    assert_eq!(
+        emitted.get(&2),
+        Some(&vec![
+            r(1_000, 12_000, "a", 4, 12),
+            r(2_000, 7_000, "b", 1, 10),
+            r(20_000, 25_000, "a", 1, 3),
+            // The stream's end closes c's too.
+            r(60_000, 65_000, "c", 1, 0),
+        ])
+    );
+}
+
 /// Found by a differential test: the row at 28.984 s has its own session
 /// `[28.984, 33.984)` behind the watermark (35.495 s), but it overlaps the
 /// open session `[30.739, 35.739)`; merged, that session is still open, so
