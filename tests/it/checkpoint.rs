@@ -294,7 +294,6 @@ fn words_of_file(n: u64) -> Vec<String> {
 async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in_postgres_and_windows_in_parquet()
  {
     use std::collections::BTreeMap;
-    use std::process::{Command, Stdio};
     let mut pg = crate::pg_server::PgServer::start().await;
     let input = Dir::new("kill-input");
     let readings = Dir::new("kill-readings");
@@ -325,15 +324,7 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in
         ),
     )
     .unwrap();
-    let brook = || {
-        Command::new(env!("CARGO_BIN_EXE_brook"))
-            .args(["run", script.to_str().unwrap(), "--checkpoint"])
-            .arg(checkpoints.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let brook = || spawn_checkpointed(&script, checkpoints.path());
     const FILES: u64 = 40;
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
     for n in 0..FILES {
@@ -375,11 +366,7 @@ async fn a_brook_killed_ten_times_restarts_where_it_stopped_with_exact_totals_in
         let dir = input.path().to_path_buf();
         let readings_dir = readings.path().to_path_buf();
         std::thread::spawn(move || {
-            let put = |dir: &Path, name: String, text: String| {
-                let hidden = dir.join(format!(".{name}"));
-                std::fs::write(&hidden, text).unwrap();
-                std::fs::rename(&hidden, dir.join(name)).unwrap();
-            };
+            let put = put_whole;
             for n in 0..FILES {
                 put(
                     &dir,
@@ -483,54 +470,36 @@ fn timestamp(millis: i64) -> String {
 /// Parquet files in `dir`.
 pub(crate) fn window_rows(dir: &Path) -> Vec<((i64, String), i64)> {
     use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return rows;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "parquet") {
-            continue;
-        }
-        let Ok(file) = std::fs::File::open(&path) else {
-            continue;
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
+    for batch in parquet_batches(dir) {
+        let starts = datafusion::arrow::compute::cast(
+            batch.column_by_name("window_start").unwrap(),
+            &datafusion::arrow::datatypes::DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Millisecond,
+                None,
+            ),
+        )
+        .unwrap();
+        let starts = starts
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
             .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let starts = datafusion::arrow::compute::cast(
-                batch.column_by_name("window_start").unwrap(),
-                &datafusion::arrow::datatypes::DataType::Timestamp(
-                    datafusion::arrow::datatypes::TimeUnit::Millisecond,
-                    None,
+        let words = datafusion::arrow::compute::cast(
+            batch.column_by_name("word").unwrap(),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let words = words.as_any().downcast_ref::<StringArray>().unwrap();
+        let counts = batch.column_by_name("n").unwrap();
+        let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
+        for row in 0..batch.num_rows() {
+            rows.push((
+                (
+                    starts.value(row) - 1_767_225_600_000,
+                    words.value(row).to_string(),
                 ),
-            )
-            .unwrap();
-            let starts = starts
-                .as_any()
-                .downcast_ref::<TimestampMillisecondArray>()
-                .unwrap();
-            let words = datafusion::arrow::compute::cast(
-                batch.column_by_name("word").unwrap(),
-                &datafusion::arrow::datatypes::DataType::Utf8,
-            )
-            .unwrap();
-            let words = words.as_any().downcast_ref::<StringArray>().unwrap();
-            let counts = batch.column_by_name("n").unwrap();
-            let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
-            for row in 0..batch.num_rows() {
-                rows.push((
-                    (
-                        starts.value(row) - 1_767_225_600_000,
-                        words.value(row).to_string(),
-                    ),
-                    counts.value(row),
-                ));
-            }
+                counts.value(row),
+            ));
         }
     }
     rows
@@ -568,38 +537,20 @@ pub(crate) fn lost_and_doubled(
 /// Every `(o_seq, p_seq)` row (NULL as -1) of the Parquet files in `dir`.
 fn pair_rows(dir: &Path) -> Vec<(i64, i64)> {
     use datafusion::arrow::array::{Array, Int64Array};
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return rows;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "parquet") {
-            continue;
-        }
-        let Ok(file) = std::fs::File::open(&path) else {
-            continue;
+    for batch in parquet_batches(dir) {
+        let column = |name: &str| {
+            batch
+                .column(batch.schema().index_of(name).unwrap())
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .clone()
         };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let column = |name: &str| {
-                batch
-                    .column(batch.schema().index_of(name).unwrap())
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .clone()
-            };
-            let (o, p) = (column("o_seq"), column("p_seq"));
-            for row in 0..batch.num_rows() {
-                let get = |a: &Int64Array| if a.is_null(row) { -1 } else { a.value(row) };
-                rows.push((get(&o), get(&p)));
-            }
+        let (o, p) = (column("o_seq"), column("p_seq"));
+        for row in 0..batch.num_rows() {
+            let get = |a: &Int64Array| if a.is_null(row) { -1 } else { a.value(row) };
+            rows.push((get(&o), get(&p)));
         }
     }
     rows.sort_unstable();
@@ -612,7 +563,6 @@ fn pair_rows(dir: &Path) -> Vec<(i64, i64)> {
 /// run writes, each once.
 #[tokio::test]
 async fn a_brook_killed_five_times_writes_each_join_pair_once() {
-    use std::process::{Command, Stdio};
     let orders = Dir::new("join-orders");
     let payments = Dir::new("join-payments");
     let pairs = Dir::new("join-pairs");
@@ -638,15 +588,7 @@ async fn a_brook_killed_five_times_writes_each_join_pair_once() {
         ),
     )
     .unwrap();
-    let brook = || {
-        Command::new(env!("CARGO_BIN_EXE_brook"))
-            .args(["run", script.to_str().unwrap(), "--checkpoint"])
-            .arg(checkpoints.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let brook = || spawn_checkpointed(&script, checkpoints.path());
     // 30 files a side, 10 rows each, 1 s of event time per file; a
     // payment 0-4 s after its order (those after 3 s do not match), some
     // orders without one. The payments' file of second n comes with the
@@ -684,11 +626,7 @@ async fn a_brook_killed_five_times_writes_each_join_pair_once() {
         let (orders_dir, payments_dir) =
             (orders.path().to_path_buf(), payments.path().to_path_buf());
         std::thread::spawn(move || {
-            let put = |dir: &Path, name: String, text: String| {
-                let hidden = dir.join(format!(".{name}"));
-                std::fs::write(&hidden, text).unwrap();
-                std::fs::rename(&hidden, dir.join(name)).unwrap();
-            };
+            let put = put_whole;
             let csv = |rows: Vec<(i64, i64, i64)>| -> String {
                 rows.iter()
                     .map(|(_, seq, at)| format!("{seq},{seq},{}\n", timestamp(*at)))
@@ -753,4 +691,48 @@ async fn a_brook_killed_five_times_writes_each_join_pair_once() {
     let _ = std::fs::remove_file(&script);
     assert_eq!(seen, expected, "pairs lost or written twice");
     assert_eq!(after, expected, "pairs written after the exact set");
+}
+
+/// The record batches of the whole Parquet files in `dir` (a file being
+/// written is skipped).
+fn parquet_batches(dir: &Path) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut batches = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        batches.extend(reader.map(|batch| batch.unwrap()));
+    }
+    batches
+}
+
+/// `brook run script --checkpoint dir`, its output discarded.
+fn spawn_checkpointed(script: &Path, checkpoints: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(["run", script.to_str().unwrap(), "--checkpoint"])
+        .arg(checkpoints)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Writes `text` to `dir/name` whole: under a hidden name (never read),
+/// then renamed.
+fn put_whole(dir: &Path, name: String, text: String) {
+    let hidden = dir.join(format!(".{name}"));
+    std::fs::write(&hidden, text).unwrap();
+    std::fs::rename(&hidden, dir.join(name)).unwrap();
 }
