@@ -55,15 +55,27 @@ pub(crate) const LOOKUP_OPTIONS: &[OptionSpec] = &[
 /// none), as text, and when they were read.
 struct Entry {
     read_at: Instant,
-    rows: Arc<Vec<Vec<Option<String>>>>,
+    rows: KeyRows,
 }
+
+/// The rows of one key.
+type KeyRows = Arc<Vec<Vec<Option<String>>>>;
 
 /// Looked-up keys, per key column, with their age.
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<(usize, String), Entry>,
+    /// Per key column, per key (as text).
+    entries: HashMap<usize, HashMap<String, Entry>>,
+    /// How many keys `entries` holds.
+    len: usize,
     /// Keys in the order they were read, to free the oldest first.
     order: VecDeque<((usize, String), Instant)>,
+}
+
+impl Cache {
+    fn get(&self, column: usize, key: &str) -> Option<&Entry> {
+        self.entries.get(&column)?.get(key)
+    }
 }
 
 /// A table looked up in PostgreSQL.
@@ -174,7 +186,7 @@ impl PostgresLookup {
             let mut cache = self.cache.lock();
             for key in missing {
                 let rows = Arc::new(by_key.remove(&key).unwrap_or_default());
-                found.extend(rows.iter().cloned());
+                found.push(Arc::clone(&rows));
                 remember(&mut cache, (column, key), rows, now, self.max_keys);
             }
         }
@@ -188,14 +200,14 @@ impl PostgresLookup {
         column: usize,
         wanted: &HashSet<String>,
         now: Instant,
-    ) -> (Vec<Vec<Option<String>>>, Vec<String>) {
+    ) -> (Vec<KeyRows>, Vec<String>) {
         let cache = self.cache.lock();
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for key in wanted {
-            match cache.entries.get(&(column, key.clone())) {
+            match cache.get(column, key) {
                 Some(entry) if now.duration_since(entry.read_at) < self.ttl => {
-                    found.extend(entry.rows.iter().cloned());
+                    found.push(Arc::clone(&entry.rows));
                 }
                 _ => missing.push(key.clone()),
             }
@@ -287,7 +299,8 @@ impl PostgresLookup {
 
     /// `rows` (text) as a batch of the table's schema; a value that does
     /// not fit its column is an error naming it.
-    fn batch(&self, rows: Vec<Vec<Option<String>>>) -> Result<RecordBatch> {
+    fn batch(&self, found: Vec<KeyRows>) -> Result<RecordBatch> {
+        let rows: Vec<&Vec<Option<String>>> = found.iter().flat_map(|rows| rows.iter()).collect();
         let options = CastOptions {
             safe: false,
             format_options: FormatOptions::default(),
@@ -299,7 +312,7 @@ impl PostgresLookup {
             .enumerate()
             .map(|(index, field)| {
                 let text: ArrayRef = Arc::new(StringArray::from_iter(
-                    rows.iter().map(|row| row[index].clone()),
+                    rows.iter().map(|row| row[index].as_deref()),
                 ));
                 cast_with_options(&text, field.data_type(), &options).map_err(|err| {
                     BrookError::invalid(format!(
@@ -338,35 +351,41 @@ impl QueryError {
 }
 
 /// Keeps `rows` for `key`, freeing the oldest keys past `max_keys`.
-fn remember(
-    cache: &mut Cache,
-    key: (usize, String),
-    rows: Arc<Vec<Vec<Option<String>>>>,
-    now: Instant,
-    max_keys: usize,
-) {
+fn remember(cache: &mut Cache, key: (usize, String), rows: KeyRows, now: Instant, max_keys: usize) {
     cache.order.push_back((key.clone(), now));
-    cache.entries.insert(key, Entry { read_at: now, rows });
-    while cache.entries.len() > max_keys {
-        let Some((oldest, read_at)) = cache.order.pop_front() else {
+    let (column, key) = key;
+    let entry = Entry { read_at: now, rows };
+    if cache
+        .entries
+        .entry(column)
+        .or_default()
+        .insert(key, entry)
+        .is_none()
+    {
+        cache.len += 1;
+    }
+    while cache.len > max_keys {
+        let Some(((column, oldest), read_at)) = cache.order.pop_front() else {
             break;
         };
         // A key read again since is newer than this place in the order.
-        if cache
-            .entries
-            .get(&oldest)
-            .is_some_and(|e| e.read_at == read_at)
+        if let Some(keys) = cache.entries.get_mut(&column)
+            && keys.get(&oldest).is_some_and(|e| e.read_at == read_at)
         {
-            cache.entries.remove(&oldest);
+            keys.remove(&oldest);
+            cache.len -= 1;
         }
     }
     // Places of keys read again pile up: drop them once they outnumber
     // the keys.
-    if cache.order.len() > 2 * max_keys.max(cache.entries.len()) {
+    if cache.order.len() > 2 * max_keys.max(cache.len) {
         let entries = &cache.entries;
-        cache
-            .order
-            .retain(|(key, at)| entries.get(key).is_some_and(|e| e.read_at == *at));
+        cache.order.retain(|((column, key), at)| {
+            entries
+                .get(column)
+                .and_then(|keys| keys.get(key))
+                .is_some_and(|e| e.read_at == *at)
+        });
     }
 }
 
@@ -378,4 +397,29 @@ fn distinct_text(keys: &ArrayRef) -> Result<HashSet<String>> {
         .downcast_ref::<StringArray>()
         .ok_or_else(|| BrookError::Internal("a key cast to text is not text".into()))?;
     Ok(text.iter().flatten().map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_at_most_its_bound_of_keys_freeing_the_oldest_first() {
+        let mut cache = Cache::default();
+        let now = Instant::now();
+        let rows = |v: &str| Arc::new(vec![vec![Some(v.to_string())]]);
+        for key in ["1", "2", "3"] {
+            remember(&mut cache, (0, key.to_string()), rows(key), now, 2);
+        }
+        assert_eq!(cache.len, 2);
+        assert!(cache.get(0, "1").is_none());
+        assert!(cache.get(0, "2").is_some() && cache.get(0, "3").is_some());
+        // Read again, 2 is now newer than 3: 3 goes next.
+        let later = now + Duration::from_millis(1);
+        remember(&mut cache, (0, "2".to_string()), rows("2"), later, 2);
+        remember(&mut cache, (1, "2".to_string()), rows("x"), later, 2);
+        assert_eq!(cache.len, 2);
+        assert!(cache.get(0, "3").is_none());
+        assert!(cache.get(0, "2").is_some() && cache.get(1, "2").is_some());
+    }
 }
