@@ -15,6 +15,8 @@
 //! - [`redact`]: credentials masked out of every text brook shows.
 //! - [`sql`]: brook's statements (`CREATE STREAM`, `SET batch_interval`, ...)
 //!   parsed with sqlparser; everything else goes to DataFusion.
+//! - [`changelog`]: what makes a stream a changelog (its primary key) and
+//!   the kinds of change in its `op` column (`+I`, `-U`, `+U`, `-D`).
 //! - [`event_time`]: a stream's event-time column and watermark
 //!   declaration, and the watermark a query keeps over its streams.
 //! - `stream`: a stream's runtime in one place: the `Source` trait, the
@@ -79,6 +81,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub(crate) mod catalog;
+pub mod changelog;
 pub mod checkpoint;
 pub mod cli;
 pub mod context;

@@ -1,6 +1,7 @@
 //! Registering, listing and removing streams; `brook.streams`.
 
 use super::*;
+use crate::changelog::Changelog;
 use crate::error::Warning;
 use crate::event_time::EventTime;
 
@@ -266,7 +267,26 @@ impl StreamContext {
         if let Some(event_time) = &event_time {
             event_time.column_index(&create.name, &Schema::new(columns.clone()))?;
         }
-        let connector = Connector::from_options(&create.name, &options)?;
+        let key = changelog_key(create, &mut options)?;
+        let mut connector = Connector::from_options(&create.name, &options)?;
+        let changelog = if connector.reads_changes() {
+            let changelog = Changelog::new(&create.name, key, &Schema::new(columns.clone()))?;
+            connector.set_key(&changelog.key);
+            columns = Changelog::schema(&Schema::new(columns))
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            Some(changelog)
+        } else {
+            if !key.is_empty() {
+                return Err(BrookError::invalid(format!(
+                    "stream '{}': a key (PRIMARY KEY or key = '...') is for a changelog stream: format = 'debezium-json', or mode = 'upsert' on Kafka; an append-only stream has none",
+                    create.name
+                )));
+            }
+            None
+        };
         let schema = Arc::new(Schema::new(columns));
         match connector {
             Connector::Queue(options) => {
@@ -291,7 +311,44 @@ impl StreamContext {
         if let Some(event_time) = event_time {
             self.set_event_time(&create.name, event_time)?;
         }
+        if let Some(changelog) = changelog
+            && let Some(stream) = self.stream(&create.name)
+        {
+            let _ = stream.changelog.set(changelog);
+        }
         Ok(())
+    }
+
+    /// Declares stream `name` a changelog keyed by `key` (what `format =
+    /// 'debezium-json'` or upsert Kafka make a stream): its first column
+    /// must be `op` (TEXT), holding each row's kind of change (`+I`, `-U`,
+    /// `+U`, `-D`; see [`crate::changelog`]). Declare it before a query
+    /// reads the stream.
+    pub fn declare_changelog(&self, name: &str, key: &[&str]) -> Result<()> {
+        let stream = self
+            .stream(name)
+            .ok_or_else(|| BrookError::invalid(format!("stream '{name}' does not exist")))?;
+        let first = stream.schema.fields().first();
+        if first.is_none_or(|f| {
+            f.name() != crate::changelog::OP_COLUMN
+                || !matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View)
+        }) {
+            return Err(BrookError::invalid(format!(
+                "stream '{name}': a changelog's first column is op TEXT, holding +I, -U, +U or -D"
+            )));
+        }
+        let declared = Schema::new(stream.schema.fields()[1..].to_vec());
+        let changelog =
+            Changelog::new(name, key.iter().map(|k| k.to_string()).collect(), &declared)?;
+        if !self.inner.batcher.readers_of(name).is_empty() {
+            return Err(BrookError::invalid(format!(
+                "stream '{name}' is read by a running query; declare it a changelog before"
+            )));
+        }
+        stream
+            .changelog
+            .set(changelog)
+            .map_err(|_| BrookError::invalid(format!("stream '{name}' is already a changelog")))
     }
 
     /// Declares stream `name`'s event-time column and watermark (what
@@ -326,6 +383,34 @@ impl StreamContext {
                 queue.close();
             }
         }
+    }
+}
+
+/// A changelog stream's key: its `PRIMARY KEY`, or the `key` option
+/// (comma-separated columns), which is taken out of `options`.
+fn changelog_key(
+    create: &CreateStream,
+    options: &mut Vec<(String, String)>,
+) -> Result<Vec<String>> {
+    let given = options
+        .iter()
+        .position(|(key, _)| key == "key")
+        .map(|at| options.remove(at).1);
+    let from_option: Vec<String> = given
+        .iter()
+        .flat_map(|text| text.split(','))
+        .map(|column| column.trim().to_string())
+        .filter(|column| !column.is_empty())
+        .collect();
+    match (create.primary_key.is_empty(), from_option.is_empty()) {
+        (false, false) if create.primary_key != from_option => Err(BrookError::invalid(format!(
+            "stream '{}': PRIMARY KEY ({}) and key = '{}' differ; give one",
+            create.name,
+            create.primary_key.join(", "),
+            from_option.join(",")
+        ))),
+        (false, _) => Ok(create.primary_key.clone()),
+        (true, _) => Ok(from_option),
     }
 }
 

@@ -11,6 +11,9 @@
 //!   [`split`]) merged per window, in any order or, in processing time,
 //!   stacked in arrival order ([`stacked`], [`two_stacks`]);
 //! - [`running`]: `RUNNING`, one state row per group since the start;
+//! - [`retracting`]: `RUNNING` over a changelog: the current rows by key
+//!   ([`current_rows`]) and aggregates that take rows back
+//!   ([`retractable`]);
 //! - [`session`]: `SESSION` windows per group in event time;
 //! - [`event_clock`]: what the event-time engines share: judging rows
 //!   against the watermark, late rows, moving the watermark.
@@ -18,6 +21,7 @@
 //! The planner ([`crate::planner`]) chooses the engine; each engine says
 //! how it runs (`BatchEngine::describe`).
 
+pub(crate) mod current_rows;
 pub(crate) mod event_clock;
 pub(crate) mod event_window;
 pub(crate) mod interval_join;
@@ -28,6 +32,10 @@ mod join_tests;
 pub(crate) mod lookup_join;
 pub(crate) mod panes;
 pub(crate) mod per_batch;
+pub(crate) mod retractable;
+pub(crate) mod retracting;
+#[cfg(test)]
+mod retracting_tests;
 pub(crate) mod running;
 pub(crate) mod session;
 pub(crate) mod session_batch;

@@ -81,14 +81,21 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<IncrementalPlan, St
     split_at(plan, &top, aggregate, window_keys).map_err(|e| e.to_string())
 }
 
+/// The node of `plan` that gives its one aggregate's final rows, and the
+/// aggregate over the raw rows (the same node, or the `Partial` half of a
+/// pair); or why the plan has no one aggregate.
+pub(crate) fn aggregate_of(plan: &Arc<dyn ExecutionPlan>) -> Result<SplitPoint, String> {
+    find_aggregate(plan)
+}
+
 /// Where a plan is split: at its one aggregate, which DataFusion may have
 /// planned as a `Final` / `Partial` pair.
-struct SplitPoint {
+pub(crate) struct SplitPoint {
     /// The node the final aggregate replaces.
-    top: Arc<dyn ExecutionPlan>,
+    pub top: Arc<dyn ExecutionPlan>,
     /// The aggregate over the raw rows (`top` itself, or the `Partial`
     /// half of a pair).
-    raw: Arc<dyn ExecutionPlan>,
+    pub raw: Arc<dyn ExecutionPlan>,
 }
 
 /// The query's one aggregate, or why the query does not have one.

@@ -21,6 +21,8 @@ pub(crate) enum Part {
     Sliding,
     /// `RUNNING`'s merged state.
     Running,
+    /// The current rows of a changelog a `RUNNING` query reads.
+    ChangelogRows,
     /// An event-time query's clock (watermarks, late counts).
     EventClock,
     /// The starts of the event-time windows not yet emitted.
@@ -50,6 +52,7 @@ impl fmt::Display for Part {
         match self {
             Part::Sliding => f.write_str("sliding"),
             Part::Running => f.write_str("running"),
+            Part::ChangelogRows => f.write_str("changelog_rows"),
             Part::EventClock => f.write_str("event_clock"),
             Part::OpenWindows => f.write_str("open_windows"),
             Part::Sessions => f.write_str("sessions"),
@@ -75,6 +78,7 @@ impl Part {
         let part = match label {
             "sliding" => Part::Sliding,
             "running" => Part::Running,
+            "changelog_rows" => Part::ChangelogRows,
             "event_clock" => Part::EventClock,
             "open_windows" => Part::OpenWindows,
             "sessions" => Part::Sessions,

@@ -5,8 +5,11 @@
 //! cut into reads. Bad lines are set aside with their line numbers; good
 //! lines around them are decoded in bulk and kept, in order.
 
+mod changelog;
 mod csv;
 mod json;
+
+pub(crate) use changelog::{Envelope, upsert_frame};
 mod values;
 
 use std::sync::Arc;
@@ -229,6 +232,8 @@ pub(crate) struct LineDecoder {
     fields: Vec<(usize, usize)>,
     /// The JSON decoder, for format JSON.
     json: Option<json::JsonLines>,
+    /// How each line wraps a change, for a changelog.
+    envelope: Option<Envelope>,
 }
 
 impl std::fmt::Debug for LineDecoder {
@@ -282,9 +287,12 @@ impl LineDecoder {
             }
         }
         let json = match format {
-            LineFormat::Json => Some(json::JsonLines::try_new(stream, Arc::clone(&schema))?),
+            LineFormat::Json | LineFormat::DebeziumJson => {
+                Some(json::JsonLines::try_new(stream, Arc::clone(&schema))?)
+            }
             LineFormat::Text | LineFormat::Csv => None,
         };
+        let envelope = (format == LineFormat::DebeziumJson).then_some(Envelope::Debezium);
         Ok(Self {
             schema,
             format,
@@ -293,7 +301,17 @@ impl LineDecoder {
             timestamps: TimestampFormat::Text,
             fields: Vec::new(),
             json,
+            envelope,
         })
+    }
+
+    /// Reads each JSON line as a change wrapped in `envelope` (format JSON
+    /// only).
+    pub fn with_envelope(mut self, envelope: Envelope) -> Self {
+        if self.json.is_some() {
+            self.envelope = Some(envelope);
+        }
+        self
     }
 
     /// Rejects lines longer than `max_line_bytes` (default: no limit).
@@ -326,10 +344,19 @@ impl LineDecoder {
             }
             LineFormat::Text => self.decode_text(chunk, first_line),
             LineFormat::Csv => self.decode_csv(chunk, first_line),
-            LineFormat::Json => match &self.json {
-                Some(json) => json.decode(chunk, first_line, self.max_line_bytes, self.timestamps),
-                // try_new builds it for format JSON.
-                None => DecodedLines::default(),
+            LineFormat::Json | LineFormat::DebeziumJson => match (&self.json, &self.envelope) {
+                (Some(json), None) => {
+                    json.decode(chunk, first_line, self.max_line_bytes, self.timestamps)
+                }
+                (Some(json), Some(envelope)) => json.decode_changes(
+                    chunk,
+                    first_line,
+                    self.max_line_bytes,
+                    self.timestamps,
+                    envelope,
+                ),
+                // try_new builds it for the JSON formats.
+                (None, _) => DecodedLines::default(),
             },
         }
     }

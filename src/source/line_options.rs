@@ -130,6 +130,16 @@ pub enum LineFormat {
     /// Each line is one JSON object; its fields are matched to the
     /// stream's columns by name, a missing field is NULL.
     Json,
+    /// Each line is one change in Debezium's JSON envelope; the stream is
+    /// a changelog (see [`crate::changelog`]).
+    DebeziumJson,
+}
+
+impl LineFormat {
+    /// Whether the format's rows are changes.
+    pub fn is_changelog(self) -> bool {
+        self == LineFormat::DebeziumJson
+    }
 }
 
 /// What to do with a row that cannot be decoded.
@@ -146,6 +156,7 @@ pub(crate) const FORMATS: &[(&str, LineFormat)] = &[
     ("text", LineFormat::Text),
     ("csv", LineFormat::Csv),
     ("json", LineFormat::Json),
+    ("debezium-json", LineFormat::DebeziumJson),
 ];
 pub(crate) const ON_ERROR: &[(&str, OnError)] = &[("skip", OnError::Skip), ("fail", OnError::Fail)];
 

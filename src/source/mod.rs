@@ -19,7 +19,7 @@ pub use crate::options::OptionSpec;
 pub(crate) use crate::stream::{Inbox, Source};
 pub(crate) use files::FilesSource;
 pub(crate) use kafka::KafkaSource;
-pub use kafka::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
+pub use kafka::{KAFKA_OPTIONS, KafkaMode, KafkaOptions, StartOffset};
 pub(crate) use options::Connector;
 pub use options::{
     FILES_OPTIONS, FilesFormat, FilesOptions, LineFormat, OnError, QUEUE_OPTIONS, QueueOptions,

@@ -368,10 +368,39 @@ pub(crate) enum Connector {
     Kafka(Box<KafkaOptions>),
 }
 
+impl Connector {
+    /// Whether the connector's rows are changes (a changelog format, or
+    /// upsert Kafka).
+    pub(crate) fn reads_changes(&self) -> bool {
+        match self {
+            Connector::Queue(_) => false,
+            Connector::Socket { options, .. } => options.format.is_changelog(),
+            Connector::Files(options) => options
+                .format
+                .line_format()
+                .is_some_and(LineFormat::is_changelog),
+            Connector::Kafka(options) => {
+                options.format.is_changelog() || options.mode == super::KafkaMode::Upsert
+            }
+        }
+    }
+
+    /// Gives an upsert Kafka stream its key.
+    pub(crate) fn set_key(&mut self, key: &[String]) {
+        if let Connector::Kafka(options) = self {
+            options.upsert_key = key.to_vec();
+        }
+    }
+}
+
 const FILES_FORMATS: &[(&str, FilesFormat)] = &[
     ("text", FilesFormat::Lines(LineFormat::Text)),
     ("csv", FilesFormat::Lines(LineFormat::Csv)),
     ("json", FilesFormat::Lines(LineFormat::Json)),
+    (
+        "debezium-json",
+        FilesFormat::Lines(LineFormat::DebeziumJson),
+    ),
     ("parquet", FilesFormat::Parquet),
 ];
 impl Connector {

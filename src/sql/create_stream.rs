@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::Field;
-use datafusion::sql::sqlparser::ast::Expr;
+use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Expr, TableConstraint};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
@@ -27,6 +27,9 @@ pub struct CreateStream {
     pub if_not_exists: bool,
     /// The declared columns; empty when no column list was given.
     pub columns: Vec<Field>,
+    /// `PRIMARY KEY (a, b)` (or `a INT PRIMARY KEY`): the key of a
+    /// changelog stream or table; empty when none is declared.
+    pub primary_key: Vec<String>,
     /// `WITH (key = 'value', ...)`: keys lower-cased, values as written.
     pub options: Vec<(String, String)>,
     /// `WATERMARK FOR column AS column - INTERVAL '...'`: the event-time
@@ -52,7 +55,7 @@ pub(super) fn parse_create_with_options(tokens: Vec<TokenWithSpan>) -> Result<Cr
         let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let name_token = parser.peek_token();
         let name = parser.parse_object_name(false)?;
-        let (column_defs, _constraints) = parser.parse_columns()?;
+        let (column_defs, constraints) = parser.parse_columns()?;
         let options = parser.parse_options(Keyword::WITH)?;
         expect_end(&mut parser)?;
         Ok(CreateStream {
@@ -66,11 +69,63 @@ pub(super) fn parse_create_with_options(tokens: Vec<TokenWithSpan>) -> Result<Cr
                         .map_err(|e| at_span(c.name.span.start, e.to_string()))
                 })
                 .collect::<Result<_, _>>()?,
+            primary_key: primary_key(&column_defs, &constraints).map_err(|m| at(&name_token, m))?,
             options: options.iter().map(option_pair).collect::<Result<_, _>>()?,
             watermark: None,
         })
     };
     create().map_err(parser_error)
+}
+
+/// The primary key declared on a column (`id INT PRIMARY KEY`) or for the
+/// table (`PRIMARY KEY (a, b) [NOT ENFORCED]`); at most one.
+fn primary_key(
+    columns: &[ColumnDef],
+    constraints: &[TableConstraint],
+) -> std::result::Result<Vec<String>, String> {
+    let mut keys: Vec<Vec<String>> = Vec::new();
+    for column in columns {
+        if column
+            .options
+            .iter()
+            .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+        {
+            keys.push(vec![normalize_ident(&column.name)]);
+        }
+    }
+    for constraint in constraints {
+        match constraint {
+            TableConstraint::PrimaryKey(key) => {
+                let mut names = Vec::new();
+                for column in &key.columns {
+                    match &column.column.expr {
+                        Expr::Identifier(ident) => names.push(normalize_ident(ident)),
+                        other => {
+                            return Err(format!(
+                                "PRIMARY KEY names columns, not expressions ({other})"
+                            ));
+                        }
+                    }
+                }
+                keys.push(names);
+            }
+            other => {
+                return Err(format!(
+                    "only PRIMARY KEY constraints are supported here, not {other}"
+                ));
+            }
+        }
+    }
+    if keys.len() > 1 {
+        return Err("more than one PRIMARY KEY is declared".into());
+    }
+    let key = keys.pop().unwrap_or_default();
+    for name in &key {
+        if !columns.iter().any(|c| normalize_ident(&c.name) == *name) {
+            return Err(format!("PRIMARY KEY column '{name}' is not declared"));
+        }
+    }
+    Ok(key)
 }
 
 /// Takes a `WATERMARK FOR ...` entry out of a `CREATE STREAM`'s column list:

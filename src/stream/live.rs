@@ -61,6 +61,9 @@ pub(crate) struct LiveStream {
     /// The stream's event-time column and watermark, when declared; set
     /// once, before a query reads the stream.
     pub event_time: std::sync::OnceLock<crate::event_time::EventTime>,
+    /// Set when the stream's rows are changes to a keyed table; set once,
+    /// before a query reads the stream.
+    pub changelog: std::sync::OnceLock<crate::changelog::Changelog>,
     /// Fed by a query (late rows), which closes it when it ends: not closed
     /// with the queues at the end of a script.
     pub fed_by_query: AtomicBool,
@@ -83,6 +86,7 @@ impl LiveStream {
             inbox,
             started: AtomicBool::new(false),
             event_time: std::sync::OnceLock::new(),
+            changelog: std::sync::OnceLock::new(),
             fed_by_query: AtomicBool::new(false),
             feed: parking_lot::Mutex::new(None),
         }
@@ -91,6 +95,11 @@ impl LiveStream {
     /// The stream's event-time declaration, if any.
     pub fn event_time(&self) -> Option<crate::event_time::EventTime> {
         self.event_time.get().cloned()
+    }
+
+    /// The stream's changelog declaration, if its rows are changes.
+    pub fn changelog(&self) -> Option<&crate::changelog::Changelog> {
+        self.changelog.get()
     }
 
     /// Starts the source if no query has started it yet.
@@ -114,11 +123,15 @@ impl LiveStream {
             name: self.name.clone(),
             connector: self.source.connector().to_string(),
             schema: Arc::clone(&self.schema),
-            options: match self.event_time.get() {
-                Some(event_time) => {
-                    format!("{}, {}", self.source.describe(), event_time.describe())
+            options: {
+                let mut options = self.source.describe();
+                if let Some(event_time) = self.event_time.get() {
+                    options = format!("{options}, {}", event_time.describe());
                 }
-                None => self.source.describe(),
+                if let Some(changelog) = self.changelog.get() {
+                    options = format!("{options}, {}", changelog.describe());
+                }
+                options
             },
             state: if failure.is_some() {
                 "failed"

@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
+use super::changelog::Envelope;
 use super::values::{self, ColumnInput};
 use super::{BadLine, DecodedLines, line_ranges, too_long_message, without_refused};
 use crate::error::{BrookError, Result};
@@ -131,6 +132,101 @@ impl JsonLines {
             decoded.bad_lines.sort_by_key(|bad| bad.line);
         }
         decoded
+    }
+
+    /// Decodes `chunk`'s lines, each a change in `envelope`, into the
+    /// changed rows with their kinds (see [`super::changelog`]); a line
+    /// that is not a change, or whose row does not fit the columns, is a
+    /// bad line.
+    pub fn decode_changes(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        max_line_bytes: usize,
+        timestamps: TimestampFormat,
+        envelope: &Envelope,
+    ) -> DecodedLines {
+        let ranges: Vec<(usize, usize)> = line_ranges(chunk).collect();
+        let mut decoded = DecodedLines {
+            lines: ranges.len() as u64,
+            ..Default::default()
+        };
+        let mut rows = Vec::with_capacity(ranges.len());
+        let mut row_lines = Vec::with_capacity(ranges.len());
+        for (index, &(start, end)) in ranges.iter().enumerate() {
+            let line = first_line + index as u64;
+            let unwrapped = if end - start > max_line_bytes {
+                Err(too_long_message(max_line_bytes))
+            } else {
+                envelope.unwrap(&chunk[start..end])
+            };
+            match unwrapped {
+                Ok(row) => {
+                    rows.push(serde_json::Value::Object(row));
+                    row_lines.push(line);
+                }
+                Err(message) => decoded.bad_lines.push(BadLine { line, message }),
+            }
+        }
+        if rows.is_empty() {
+            return decoded;
+        }
+        let text_rows = match self.serialized(&rows) {
+            Ok(batch) => batch,
+            Err(_) => {
+                // Find the rows arrow-json refuses, one by one.
+                let mut batches = Vec::new();
+                let mut kept = Vec::new();
+                for (row, line) in rows.iter().zip(&row_lines) {
+                    match self.serialized(std::slice::from_ref(row)) {
+                        Ok(batch) => {
+                            batches.push(batch);
+                            kept.push(*line);
+                        }
+                        Err(err) => decoded.bad_lines.push(BadLine {
+                            line: *line,
+                            message: json_message(err),
+                        }),
+                    }
+                }
+                row_lines = kept;
+                match concat_batches(&self.text_schema, &batches) {
+                    Ok(batch) => batch,
+                    Err(err) => {
+                        decoded
+                            .bad_lines
+                            .extend(row_lines.iter().map(|&line| BadLine {
+                                line,
+                                message: format!("internal error joining the rows: {err}"),
+                            }));
+                        decoded.bad_lines.sort_by_key(|bad| bad.line);
+                        return decoded;
+                    }
+                }
+            }
+        };
+        let (batch, refused) = self.typed(&text_rows, timestamps);
+        decoded.batch = batch;
+        decoded
+            .bad_lines
+            .extend(refused.into_iter().map(|(row, message)| BadLine {
+                line: row_lines[row],
+                message,
+            }));
+        decoded.bad_lines.sort_by_key(|bad| bad.line);
+        decoded
+    }
+
+    /// `rows` (JSON values) decoded at once.
+    fn serialized(
+        &self,
+        rows: &[serde_json::Value],
+    ) -> std::result::Result<RecordBatch, ArrowError> {
+        let mut decoder = self.decoder(rows.len())?;
+        decoder.serialize(rows)?;
+        decoder
+            .flush()?
+            .ok_or_else(|| ArrowError::JsonError("no rows".into()))
     }
 
     /// The chunk decoded at once, if every line holds exactly one object

@@ -27,7 +27,7 @@ mod reader;
 mod rebalance;
 
 use self::offsets::{Offsets, offsets_text};
-use self::reader::{Reader, metadata_array};
+use self::reader::{Framing, Reader, metadata_array};
 use self::rebalance::{Committer, KafkaConsumer, StartContext};
 
 use parking_lot::Mutex;
@@ -44,8 +44,9 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-pub use self::options::{KAFKA_OPTIONS, KafkaOptions, StartOffset};
-use super::decode::LineDecoder;
+pub use self::options::{KAFKA_OPTIONS, KafkaMode, KafkaOptions, StartOffset};
+use super::LineFormat;
+use super::decode::{Envelope, LineDecoder};
 use super::{Inbox, Source};
 use crate::error::{BrookError, Result, Warning, WarningHandler};
 
@@ -116,12 +117,7 @@ impl KafkaSource {
         warn: WarningHandler,
     ) -> Result<Self> {
         // The value's columns must suit the format: checked here.
-        LineDecoder::try_new(
-            &stream,
-            value_schema(&schema),
-            options.format,
-            options.delimiter,
-        )?;
+        value_decoder(&stream, &options, &schema)?;
         for field in schema.fields() {
             if METADATA_COLUMNS.contains(&field.name().as_str()) {
                 let value = metadata_array(field.name(), &[]);
@@ -205,6 +201,36 @@ impl Running {
             ),
         )));
     }
+}
+
+/// The decoder of stream `stream`'s message values.
+fn value_decoder(stream: &str, options: &KafkaOptions, schema: &Schema) -> Result<LineDecoder> {
+    let decoder = LineDecoder::try_new(
+        stream,
+        value_schema(schema),
+        options.format,
+        options.delimiter,
+    )?
+    .with_max_line_bytes(options.max_line_bytes)
+    .with_timestamp_format(options.timestamp_format);
+    Ok(match options.mode {
+        KafkaMode::Append => decoder,
+        KafkaMode::Upsert => {
+            if options.format != LineFormat::Json {
+                return Err(BrookError::invalid(format!(
+                    "stream '{stream}': mode = 'upsert' reads each message's value as one JSON object: use format = 'json'"
+                )));
+            }
+            if options.upsert_key.is_empty() {
+                return Err(BrookError::invalid(format!(
+                    "stream '{stream}': mode = 'upsert' needs the key its messages are keyed by (key = 'id', or PRIMARY KEY (id))"
+                )));
+            }
+            decoder.with_envelope(Envelope::Upsert {
+                key: options.upsert_key.clone(),
+            })
+        }
+    })
 }
 
 /// The declared columns that come from the message's value.
@@ -372,14 +398,7 @@ impl Source for KafkaSource {
             .subscribe(&[topic])
             .map_err(|err| unreachable(&err))?;
 
-        let decoder = LineDecoder::try_new(
-            &self.stream,
-            value_schema(&self.schema),
-            self.options.format,
-            self.options.delimiter,
-        )?
-        .with_max_line_bytes(self.options.max_line_bytes)
-        .with_timestamp_format(self.options.timestamp_format);
+        let decoder = value_decoder(&self.stream, &self.options, &self.schema)?;
         let stop_reader = Arc::new(Notify::new());
         let reader = Reader {
             stream: self.stream.clone(),
@@ -387,6 +406,7 @@ impl Source for KafkaSource {
             schema: Arc::clone(&self.schema),
             consumer: Arc::clone(&consumer),
             decoder,
+            framing: Framing::of(&self.options),
             on_error: self.options.on_error,
             inbox: Arc::clone(&inbox),
             warn: Arc::clone(&self.warn),

@@ -20,6 +20,18 @@ pub enum StartOffset {
     Committed,
 }
 
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaMode {
+    /// Each line of a message's value is a row (default).
+    #[default]
+    Append,
+    /// A message's value (one JSON object) is its key's new row; a message
+    /// without a value (a tombstone) deletes the key. The stream is a
+    /// changelog keyed by its `key` (see [`crate::changelog`]).
+    Upsert,
+}
+
 /// A Kafka stream's options, from `CREATE STREAM ... WITH (connector = 'kafka', ...)`.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
@@ -27,8 +39,13 @@ pub struct KafkaOptions {
     pub bootstrap_servers: String,
     /// The topic read.
     pub topic: String,
-    /// Text, CSV or JSON (one row per line of each message).
+    /// Text, CSV or JSON (one row per line of each message), or Debezium
+    /// JSON (one change per message).
     pub format: LineFormat,
+    /// Rows appended, or upserts and deletes by key.
+    pub mode: KafkaMode,
+    /// The key columns of an upsert stream (set with the stream's key).
+    pub upsert_key: Vec<String>,
     /// The consumer group; default `brook-STREAM`.
     pub group_id: Option<String>,
     /// Where to start.
@@ -71,7 +88,12 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
         default: Some("text"),
-        help: "'text', 'csv' or 'json': each line of a message's value is a row",
+        help: "'text', 'csv' or 'json': each line of a message's value is a row; 'debezium-json': each message is a change",
+    },
+    OptionSpec {
+        key: "mode",
+        default: Some("append"),
+        help: "'append', or 'upsert': a message is its key's new row, a tombstone deletes the key (format 'json'; needs key = 'column')",
     },
     OptionSpec {
         key: "group_id",
@@ -100,6 +122,7 @@ const FORMATS: &[(&str, LineFormat)] = &[
     ("text", LineFormat::Text),
     ("csv", LineFormat::Csv),
     ("json", LineFormat::Json),
+    ("debezium-json", LineFormat::DebeziumJson),
 ];
 
 impl KafkaOptions {
@@ -143,6 +166,13 @@ impl KafkaOptions {
             format: options
                 .choice("format", FORMATS)?
                 .unwrap_or(LineFormat::Text),
+            mode: options
+                .choice(
+                    "mode",
+                    &[("append", KafkaMode::Append), ("upsert", KafkaMode::Upsert)],
+                )?
+                .unwrap_or_default(),
+            upsert_key: Vec::new(),
             group_id: options.text("group_id").map(str::to_string),
             start_offset: options
                 .choice(

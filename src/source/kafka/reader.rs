@@ -22,7 +22,7 @@ use rdkafka::message::Message;
 use tokio::sync::Notify;
 
 use crate::error::{BrookError, Result, Warning, WarningHandler};
-use crate::source::decode::{DecodedLines, LineDecoder};
+use crate::source::decode::{DecodedLines, LineDecoder, upsert_frame};
 use crate::stream::Inbox;
 
 use super::offsets::Offsets;
@@ -38,12 +38,35 @@ pub(super) struct Place {
     pub(super) timestamp: Option<i64>,
 }
 
+/// How a message's value becomes lines for the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// Each line of the value is a row.
+    Lines,
+    /// The value is one change (Debezium); a tombstone after a delete
+    /// carries nothing and is skipped.
+    Change,
+    /// The key and the value (or none, a tombstone) framed on one line.
+    Upsert,
+}
+
+impl Framing {
+    pub(super) fn of(options: &super::KafkaOptions) -> Self {
+        match (options.mode, options.format.is_changelog()) {
+            (super::KafkaMode::Upsert, _) => Framing::Upsert,
+            (super::KafkaMode::Append, true) => Framing::Change,
+            (super::KafkaMode::Append, false) => Framing::Lines,
+        }
+    }
+}
+
 pub(super) struct Reader {
     pub(super) stream: String,
     pub(super) topic: String,
     pub(super) schema: SchemaRef,
     pub(super) consumer: Arc<KafkaConsumer>,
     pub(super) decoder: LineDecoder,
+    pub(super) framing: Framing,
     pub(super) on_error: crate::source::OnError,
     pub(super) inbox: Arc<Inbox>,
     pub(super) warn: WarningHandler,
@@ -113,7 +136,7 @@ impl Reader {
                         )));
                         lost = false;
                     }
-                    add_message(&message, &mut chunk, &mut places);
+                    add_message(&message, self.framing, &mut chunk, &mut places);
                 }
                 Err(err) => {
                     if !lost {
@@ -135,7 +158,9 @@ impl Reader {
             while places.len() < most && chunk.len() < BYTES_PER_CHUNK {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) if self.before_checkpoint(&message) => {}
-                    Some(Ok(message)) => add_message(&message, &mut chunk, &mut places),
+                    Some(Ok(message)) => {
+                        add_message(&message, self.framing, &mut chunk, &mut places)
+                    }
                     _ => break,
                 }
             }
@@ -234,6 +259,7 @@ impl Reader {
 
 pub(super) fn add_message(
     message: &rdkafka::message::BorrowedMessage<'_>,
+    framing: Framing,
     chunk: &mut Vec<u8>,
     places: &mut Vec<Place>,
 ) {
@@ -245,6 +271,29 @@ pub(super) fn add_message(
         offset: message.offset(),
         timestamp: message.timestamp().to_millis(),
     };
+    match framing {
+        Framing::Lines => {}
+        Framing::Change => {
+            let Some(value) = message.payload().filter(|v| !v.is_empty()) else {
+                return;
+            };
+            // One change per message: JSON's line breaks are whitespace.
+            chunk.extend(
+                value
+                    .iter()
+                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+            );
+            chunk.push(b'\n');
+            places.push(place);
+            return;
+        }
+        Framing::Upsert => {
+            upsert_frame(message.key(), message.payload(), chunk);
+            chunk.push(b'\n');
+            places.push(place);
+            return;
+        }
+    }
     let value = message.payload().unwrap_or_default();
     let value = value.strip_suffix(b"\n").unwrap_or(value);
     // Each line of the value is a row with the message's place.
