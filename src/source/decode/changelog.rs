@@ -282,7 +282,7 @@ mod tests {
         // The key column taken from the key when the value lacks it.
         assert_eq!(
             row(&u, &framed(Some("7"), Some("{\"n\":\"a\"}"))),
-            norm(r#"{"op":"+U","n":"a","id":7}"#)
+            norm(r#"{"op":"+U","n":"a","id":"7"}"#)
         );
         assert_eq!(
             row(&u, &framed(Some("abc"), Some("{\"n\":\"a\"}"))),
@@ -290,7 +290,7 @@ mod tests {
         );
         assert_eq!(
             row(&u, &framed(Some("7"), None)),
-            norm(r#"{"op":"-D","id":7}"#)
+            norm(r#"{"op":"-D","id":"7"}"#)
         );
         assert_eq!(
             row(&u, &framed(Some("{\"id\":8}"), Some(""))),
