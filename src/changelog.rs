@@ -20,6 +20,20 @@ use crate::error::{BrookError, Result};
 /// The name of a changelog's kind column.
 pub const OP_COLUMN: &str = "op";
 
+/// The schema metadata key marking a query's result as changes (its
+/// first column is `op`).
+pub const CHANGES_METADATA: &str = "brook.changes";
+
+/// Whether a result of `schema` is changes, each row's kind in its first
+/// column `op` (a `RUNNING(changelog, 'update')` query's result).
+pub fn is_changes(schema: &Schema) -> bool {
+    schema.metadata().contains_key(CHANGES_METADATA)
+        && schema
+            .fields()
+            .first()
+            .is_some_and(|f| f.name() == OP_COLUMN)
+}
+
 /// The kind of a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

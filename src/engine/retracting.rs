@@ -41,7 +41,7 @@ use super::run_on;
 use super::state::{self, Part};
 use crate::catalog::stream_table::BatchSlot;
 use crate::catalog::windows::OutputMode;
-use crate::changelog::{OP_COLUMN, Op};
+use crate::changelog::{CHANGES_METADATA, OP_COLUMN, Op};
 use crate::error::{BrookError, Result};
 use crate::query::Retained;
 use crate::query::engine::{BatchEngine, Emission, MicroBatch};
@@ -410,7 +410,9 @@ fn changed_rows(
 fn with_op(schema: &SchemaRef) -> SchemaRef {
     let mut fields = vec![Arc::new(Field::new(OP_COLUMN, DataType::Utf8, false))];
     fields.extend(schema.fields().iter().cloned());
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(CHANGES_METADATA.into(), OP_COLUMN.into());
+    Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 
 /// For each group key of the aggregate `top` (of `groups` keys), the

@@ -18,6 +18,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{BatchSink, SinkWrite};
+use crate::changelog::Op;
 use crate::error::{BrookError, Result};
 use crate::options::OptionReader;
 use crate::options::OptionSpec;
@@ -35,6 +36,9 @@ pub enum KafkaFormat {
     Json,
     /// One CSV line per message, no header.
     Csv,
+    /// Debezium's envelope per message: `{"before":..,"after":..,"op":..}`
+    /// (`c` for an insert or any appended row, `u`, `d`).
+    DebeziumJson,
 }
 
 /// A Kafka sink's options.
@@ -48,6 +52,9 @@ pub struct KafkaSinkOptions {
     pub format: KafkaFormat,
     /// The column whose value (as text) is each message's key.
     pub key: Option<String>,
+    /// Upsert: a delete of a changes result is a tombstone (the key, no
+    /// value), and `op` is not written.
+    pub upsert: bool,
     /// librdkafka properties given as `'kafka.name' = 'value'`.
     pub properties: Vec<(String, String)>,
 }
@@ -72,7 +79,12 @@ pub const KAFKA_SINK_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
         default: Some("json"),
-        help: "'json' (an object per message) or 'csv' (a line per message, no header)",
+        help: "'json' (an object per message), 'csv' (a line per message, no header) or 'debezium-json' (Debezium's envelope)",
+    },
+    OptionSpec {
+        key: "mode",
+        default: Some("append"),
+        help: "'append', or 'upsert': a delete is a tombstone (the key, no value); needs key",
     },
     OptionSpec {
         key: "key",
@@ -102,10 +114,17 @@ impl KafkaSinkOptions {
             format: options
                 .choice(
                     "format",
-                    &[("json", KafkaFormat::Json), ("csv", KafkaFormat::Csv)],
+                    &[
+                        ("json", KafkaFormat::Json),
+                        ("csv", KafkaFormat::Csv),
+                        ("debezium-json", KafkaFormat::DebeziumJson),
+                    ],
                 )?
                 .unwrap_or(KafkaFormat::Json),
             key: options.text("key").map(str::to_string),
+            upsert: options
+                .choice("mode", &[("append", false), ("upsert", true)])?
+                .unwrap_or(false),
             properties: properties
                 .into_iter()
                 .map(|(key, value)| (key[PROPERTY_PREFIX.len()..].to_string(), value))
@@ -120,6 +139,8 @@ pub struct KafkaSink {
     options: KafkaSinkOptions,
     producer: FutureProducer,
     key_index: Option<usize>,
+    /// The query's result is changes, each row's kind in column 0.
+    changes: bool,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -145,8 +166,14 @@ impl KafkaSink {
                     "sink '{name}': key column '{key}' is not a column of the query"
                 ))
             })?),
+            None if options.upsert => {
+                return Err(BrookError::invalid(format!(
+                    "sink '{name}': mode = 'upsert' needs the key column (key = 'id'): a delete is a tombstone of its key"
+                )));
+            }
             None => None,
         };
+        let changes = crate::changelog::is_changes(schema);
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &options.bootstrap_servers)
@@ -165,14 +192,46 @@ impl KafkaSink {
             options,
             producer,
             key_index,
+            changes,
         })
     }
 
-    /// Each row of `batch` as a message value.
-    fn encode(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    /// Each row of `batch` as a message value; `None` for a tombstone.
+    fn encode(&self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
+        let (rows, ops) = if self.changes {
+            let ops = cast(batch.column(0), &DataType::Utf8)?;
+            let columns: Vec<usize> = (1..batch.num_columns()).collect();
+            (batch.project(&columns)?, Some(ops))
+        } else {
+            (batch.clone(), None)
+        };
+        let op_of = |row: usize| {
+            ops.as_ref()
+                .and_then(|ops| Op::parse(ops.as_string::<i32>().value(row)))
+                .unwrap_or(Op::Insert)
+        };
+        let lines = self.lines(&rows)?;
+        Ok(lines
+            .into_iter()
+            .enumerate()
+            .map(|(row, line)| {
+                let op = op_of(row);
+                if self.options.format == KafkaFormat::DebeziumJson {
+                    return Some(debezium_envelope(op, &line));
+                }
+                if self.options.upsert && op == Op::Delete {
+                    return None;
+                }
+                Some(line)
+            })
+            .collect())
+    }
+
+    /// Each row of `batch` as a JSON object or CSV line.
+    fn lines(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         match self.options.format {
-            KafkaFormat::Json => {
+            KafkaFormat::Json | KafkaFormat::DebeziumJson => {
                 let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
                 writer.write(batch)?;
                 writer.finish()?;
@@ -203,6 +262,25 @@ impl KafkaSink {
     }
 }
 
+/// A row (a JSON object) in Debezium's envelope for change `op`.
+pub(crate) fn debezium_envelope(op: Op, row: &[u8]) -> Vec<u8> {
+    let (before, after, code): (&[u8], &[u8], &str) = match op {
+        Op::Insert => (b"null", row, "c"),
+        Op::UpdateAfter => (b"null", row, "u"),
+        Op::UpdateBefore => (row, b"null", "u"),
+        Op::Delete => (row, b"null", "d"),
+    };
+    let mut out = Vec::with_capacity(row.len() + 40);
+    out.extend_from_slice(b"{\"before\":");
+    out.extend_from_slice(before);
+    out.extend_from_slice(b",\"after\":");
+    out.extend_from_slice(after);
+    out.extend_from_slice(b",\"op\":\"");
+    out.extend_from_slice(code.as_bytes());
+    out.extend_from_slice(b"\"}");
+    out
+}
+
 #[async_trait]
 impl BatchSink for KafkaSink {
     async fn write(&mut self, output: &BatchOutput) -> Result<SinkWrite> {
@@ -227,8 +305,10 @@ impl BatchSink for KafkaSink {
                 let producer = self.producer.clone();
                 let topic = self.options.topic.clone();
                 pending.push(async move {
-                    let mut record: FutureRecord<'_, String, Vec<u8>> =
-                        FutureRecord::to(&topic).payload(&value);
+                    let mut record: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to(&topic);
+                    if let Some(value) = &value {
+                        record = record.payload(value);
+                    }
                     if let Some(key) = &key {
                         record = record.key(key);
                     }

@@ -36,6 +36,11 @@ use crate::query::BatchOutput;
 
 /// COPY data is sent in pieces of about this many bytes.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
+/// The staging table's column holding each staged change's kind.
+const STAGE_OP: &str = "brook_op";
+/// PostgreSQL's `text` type.
+const TEXT_OID: u32 = 25;
+
 /// The temporary table an upsert copies a batch into.
 const STAGE_TABLE: &str = "pg_temp.brook_stage";
 
@@ -68,6 +73,9 @@ struct Statements {
     copy: String,
     /// Upsert only: creates the session's staging table.
     create_stage: Option<String>,
+    /// Upsert of changes only: deletes the keys whose last change in the
+    /// batch is a delete.
+    delete: Option<String>,
     /// Upsert only: moves the staged rows into the table.
     upsert: Option<String>,
     /// Records `(sink, batch, rows)`; affects no row if already recorded.
@@ -119,8 +127,31 @@ impl PostgresSink {
             external(format!("sink '{name}': cannot connect to {server}"), &err)
         })?;
         create_progress_table(&connection.client, name, &options).await?;
-        let table = existing_table(&connection.client, name, &options, schema).await?;
-        let columns = match_columns(name, &options, schema, &table)?;
+        // Changes upserted: `op` says what to do with the row, and is not
+        // a column of the table.
+        let changes = crate::changelog::is_changes(schema) && options.mode == UpsertMode::Upsert;
+        let table_schema = if changes {
+            Schema::new(schema.fields()[1..].to_vec())
+        } else {
+            schema.clone()
+        };
+        let table = existing_table(&connection.client, name, &options, &table_schema).await?;
+        let mut columns = match_columns(name, &options, &table_schema, &table)?;
+        if changes {
+            for column in &mut columns {
+                column.index += 1;
+            }
+            columns.push(CopyColumn {
+                index: 0,
+                name: STAGE_OP.to_string(),
+                encoding: self::types::encoding_for(
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                    TEXT_OID,
+                )
+                .ok_or_else(|| BrookError::Internal("text has no COPY encoding".into()))?,
+                type_name: "text".into(),
+            });
+        }
         let sql = statements(&options, &columns);
         let sink = Self {
             name: name.to_string(),
@@ -213,6 +244,9 @@ impl PostgresSink {
             // Planning (not parsing) checks for a unique index on the key.
             client.batch_execute(&format!("EXPLAIN {upsert}")).await?;
         }
+        if let Some(delete) = &self.sql.delete {
+            client.batch_execute(&format!("EXPLAIN {delete}")).await?;
+        }
         client.prepare(&self.sql.record_progress).await?;
         Ok(())
     }
@@ -252,6 +286,9 @@ impl PostgresSink {
                 copy.feed(piece.clone()).await?;
             }
             copy.as_mut().finish().await?;
+            if let Some(delete) = &self.sql.delete {
+                client.execute(delete, &[]).await?;
+            }
             if let Some(upsert) = &self.sql.upsert {
                 client.execute(upsert, &[]).await?;
             }
@@ -399,7 +436,9 @@ fn quoted_list(names: &[String]) -> String {
 }
 
 fn statements(options: &PostgresSinkOptions, columns: &[CopyColumn]) -> Statements {
-    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let staged: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let changes = staged.iter().any(|n| n == STAGE_OP);
+    let names: Vec<String> = staged.iter().filter(|n| *n != STAGE_OP).cloned().collect();
     let column_list = quoted_list(&names);
     let table = &options.table.quoted;
     let record_progress = format!(
@@ -410,6 +449,7 @@ fn statements(options: &PostgresSinkOptions, columns: &[CopyColumn]) -> Statemen
         UpsertMode::Append => Statements {
             copy: format!("COPY {table} ({column_list}) FROM STDIN (FORMAT binary)"),
             create_stage: None,
+            delete: None,
             upsert: None,
             record_progress,
         },
@@ -425,18 +465,46 @@ fn statements(options: &PostgresSinkOptions, columns: &[CopyColumn]) -> Statemen
             } else {
                 format!("UPDATE SET {}", updates.join(", "))
             };
+            // The last change of a key in the batch wins.
+            let (last, add_op, delete) = if changes {
+                let last = format!(
+                    "(SELECT DISTINCT ON ({keys}) * FROM {STAGE_TABLE} ORDER BY {keys}, brook_row DESC) AS last"
+                );
+                let matches: Vec<String> = options
+                    .key
+                    .iter()
+                    .map(|k| format!("{table}.{0} = last.{0}", quote_identifier(k)))
+                    .collect();
+                (
+                    format!("{last} WHERE {STAGE_OP} <> '-D'"),
+                    format!("; ALTER TABLE {STAGE_TABLE} ADD COLUMN IF NOT EXISTS {STAGE_OP} text"),
+                    Some(format!(
+                        "DELETE FROM {table} USING {last} WHERE last.{STAGE_OP} = '-D' AND {}",
+                        matches.join(" AND ")
+                    )),
+                )
+            } else {
+                (
+                    format!(
+                        "(SELECT DISTINCT ON ({keys}) * FROM {STAGE_TABLE} ORDER BY {keys}, brook_row DESC) AS last"
+                    ),
+                    String::new(),
+                    None,
+                )
+            };
             Statements {
-                copy: format!("COPY {STAGE_TABLE} ({column_list}) FROM STDIN (FORMAT binary)"),
+                copy: format!(
+                    "COPY {STAGE_TABLE} ({}) FROM STDIN (FORMAT binary)",
+                    quoted_list(&staged)
+                ),
                 create_stage: Some(format!(
                     "CREATE TEMP TABLE IF NOT EXISTS brook_stage ON COMMIT DELETE ROWS AS \
                      SELECT {column_list} FROM {table} WITH NO DATA; \
-                     ALTER TABLE {STAGE_TABLE} ADD COLUMN IF NOT EXISTS brook_row bigint GENERATED ALWAYS AS IDENTITY"
+                     ALTER TABLE {STAGE_TABLE} ADD COLUMN IF NOT EXISTS brook_row bigint GENERATED ALWAYS AS IDENTITY{add_op}"
                 )),
-                // The last row of a key in the batch wins.
+                delete,
                 upsert: Some(format!(
-                    "INSERT INTO {table} ({column_list}) \
-                     SELECT DISTINCT ON ({keys}) {column_list} FROM {STAGE_TABLE} \
-                     ORDER BY {keys}, brook_row DESC \
+                    "INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {last} \
                      ON CONFLICT ({keys}) DO {action}"
                 )),
                 record_progress,
