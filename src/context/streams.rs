@@ -115,6 +115,24 @@ impl StreamContext {
         Ok(())
     }
 
+    /// Registers stream `name` reading a PostgreSQL table's changes.
+    pub(super) fn register_postgres_cdc(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: crate::source::postgres_cdc::PostgresCdcOptions,
+    ) -> Result<()> {
+        let limits = options.limits;
+        let source = crate::source::postgres_cdc::PostgresCdcSource::try_new(
+            name.to_string(),
+            options,
+            Arc::clone(&schema),
+            Arc::clone(&self.inner.warn),
+        )?;
+        self.register_stream(name, schema, Arc::new(source), limits)?;
+        Ok(())
+    }
+
     pub(super) fn register_stream(
         &self,
         name: &str,
@@ -306,6 +324,9 @@ impl StreamContext {
             }
             Connector::Kafka(options) => {
                 self.register_kafka(&create.name, lines_or(schema), *options)?;
+            }
+            Connector::PostgresCdc(options) => {
+                self.register_postgres_cdc(&create.name, schema, *options)?;
             }
         }
         if let Some(event_time) = event_time {

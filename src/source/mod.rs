@@ -9,6 +9,8 @@ mod line_options;
 pub(crate) mod lookup;
 mod options;
 mod parquet;
+mod pgoutput;
+pub(crate) mod postgres_cdc;
 mod queue;
 mod queue_insert;
 mod socket;

@@ -366,6 +366,7 @@ pub(crate) enum Connector {
     },
     Files(FilesOptions),
     Kafka(Box<KafkaOptions>),
+    PostgresCdc(Box<super::postgres_cdc::PostgresCdcOptions>),
 }
 
 impl Connector {
@@ -382,6 +383,7 @@ impl Connector {
             Connector::Kafka(options) => {
                 options.format.is_changelog() || options.mode == super::KafkaMode::Upsert
             }
+            Connector::PostgresCdc(_) => true,
         }
     }
 
@@ -423,8 +425,11 @@ impl Connector {
                 super::kafka::KafkaOptions::read(stream, options)?,
             ))),
             "files" => read_files(stream, owner, options),
+            "postgres-cdc" => Ok(Connector::PostgresCdc(Box::new(
+                super::postgres_cdc::PostgresCdcOptions::read(stream, options)?,
+            ))),
             other => Err(BrookError::invalid(format!(
-                "stream '{stream}': unknown connector '{other}'; brook has 'queue', 'socket', 'files' and 'kafka'"
+                "stream '{stream}': unknown connector '{other}'; brook has 'queue', 'socket', 'files', 'kafka' and 'postgres-cdc'"
             ))),
         }
     }

@@ -1,6 +1,7 @@
 //! brook's integration tests: one test binary (DataFusion is large to link).
 
 mod arrival;
+mod cdc;
 mod changelog;
 mod checkpoint;
 mod cli;

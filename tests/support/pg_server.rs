@@ -144,6 +144,9 @@ impl PgServer {
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-c", "unix_socket_directories=", "-c", "fsync=off"])
             .args(["-c", "max_connections=50"])
+            // Logical replication, for the CDC tests.
+            .args(["-c", "wal_level=logical", "-c", "max_replication_slots=8"])
+            .args(["-c", "max_wal_senders=8"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
