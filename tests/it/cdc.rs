@@ -213,3 +213,124 @@ async fn values_come_through_typed_and_a_composite_key_finds_its_rows() {
     let warnings = warnings.lock().unwrap().join("\n");
     assert!(warnings.contains("lost the change stream"), "{warnings}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brook_killed_six_times_keeps_the_sink_equal_to_the_aggregate_over_the_table() {
+    use crate::checkpoint::{Dir, spawn_checkpointed};
+    let mut pg = PgServer::start().await;
+    let client = pg.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, status text, amount bigint); \
+             INSERT INTO orders SELECT g, 'new', g FROM generate_series(1, 30) g;",
+        )
+        .await
+        .unwrap();
+    let checkpoints = Dir::new("cdc-kill");
+    let script = checkpoints.path().with_extension("sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET batch_interval = '100ms';\n\
+             CREATE STREAM orders (id INT, status TEXT, amount BIGINT, PRIMARY KEY (id)) \
+               WITH (connector = 'postgres-cdc', url = '{url}', table = 'orders');\n\
+             CREATE SINK counts WITH (connector = 'postgres', url = '{url}', table = 'status_counts', \
+               mode = 'upsert', key = 'status', create_table = 'true') AS \
+               SELECT status, COUNT(*) AS n, SUM(amount) AS total FROM RUNNING(orders, 'update') GROUP BY status;\n",
+            url = pg.url()
+        ),
+    )
+    .unwrap();
+    let brook = || spawn_checkpointed(&script, checkpoints.path());
+    // Changes go on while brook runs, is killed and restarts.
+    let writer = {
+        let url = pg.url();
+        tokio::spawn(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let mut rng = crate::common::Rng(0x0c0ffee);
+            let statuses = ["new", "paid", "shipped", "returned"];
+            for _ in 0..120 {
+                let id = rng.below(40) + 1;
+                let status = statuses[rng.below(4) as usize];
+                let sql = match rng.below(4) {
+                    0 => format!("DELETE FROM orders WHERE id = {id}"),
+                    1 => format!(
+                        "UPDATE orders SET status = '{status}', amount = amount + 1 WHERE id = {id}"
+                    ),
+                    _ => format!(
+                        "INSERT INTO orders VALUES ({id}, '{status}', {id}) \
+                         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status"
+                    ),
+                };
+                client.batch_execute(&sql).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    let mut rng = crate::common::Rng(0xdead_beef);
+    let mut resumed_from = Vec::new();
+    for _ in 0..6 {
+        let mut child = brook();
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(700))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let listed = std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+            .arg("checkpoints")
+            .arg(checkpoints.path())
+            .output()
+            .unwrap();
+        resumed_from.push(String::from_utf8_lossy(&listed.stdout).into_owned());
+    }
+    // Each run checkpointed (the next resumes from there): the last
+    // checkpoint's batch grew from run to run.
+    let batches: Vec<u64> = resumed_from
+        .iter()
+        .map(|text| {
+            text.split("batch ")
+                .filter_map(|rest| {
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        batches.windows(2).all(|pair| pair[1] > pair[0]) && batches[0] > 0,
+        "checkpoint batches per run: {batches:?}\n{}",
+        resumed_from.join("\n")
+    );
+    writer.await.unwrap();
+    let mut child = brook();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut sink, mut source) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        source = pg.rows(AGGREGATE).await;
+        sink = pg.rows(SINK).await;
+        if sink == source {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A few more batches: nothing moves.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = pg.rows(SINK).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let slot = pg
+        .rows("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'brook_orders' AND confirmed_flush_lsn IS NOT NULL")
+        .await;
+    pg.stop();
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(
+        sink, source,
+        "the sink against the aggregate over the table"
+    );
+    assert_eq!(after, source);
+    assert_eq!(slot, [["1"]]);
+}

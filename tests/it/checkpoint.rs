@@ -12,17 +12,17 @@ use crate::common::{collect_all, recording_warnings, rows, start};
 const TICK: Duration = Duration::from_millis(30);
 
 /// A temporary checkpoint directory, removed at the end.
-struct Dir(PathBuf);
+pub(crate) struct Dir(PathBuf);
 
 impl Dir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let path =
             std::env::temp_dir().join(format!("brook-it-checkpoint-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         Self(path)
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -719,7 +719,7 @@ fn parquet_batches(dir: &Path) -> Vec<datafusion::arrow::record_batch::RecordBat
 }
 
 /// `brook run script --checkpoint dir`, its output discarded.
-fn spawn_checkpointed(script: &Path, checkpoints: &Path) -> std::process::Child {
+pub(crate) fn spawn_checkpointed(script: &Path, checkpoints: &Path) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
         .args(["run", script.to_str().unwrap(), "--checkpoint"])
         .arg(checkpoints)
