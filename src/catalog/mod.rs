@@ -3,6 +3,7 @@
 //! (`HOP`, `TUMBLE`, `RUNNING`), and the system tables (`brook.queries`,
 //! `brook.streams`).
 
+pub(crate) mod changelog_table;
 pub(crate) mod lookup_table;
 pub(crate) mod stream_table;
 pub(crate) mod system;

@@ -46,6 +46,7 @@ mod insert;
 mod sinks;
 mod start;
 mod streams;
+mod tables;
 
 /// What running one statement produced.
 #[derive(Debug)]
@@ -326,7 +327,9 @@ impl StreamContext {
         let done = |result: Result<()>| result.map(|()| SqlOutput::Done).map_err(located);
         match &statement.statement {
             BrookStatement::CreateStream(create) => done(self.create_stream(create)),
-            BrookStatement::CreateLookupTable(create) => done(self.create_lookup_table(create)),
+            BrookStatement::CreateLookupTable(create) => {
+                done(self.create_table(create, &statement.sql).await)
+            }
             BrookStatement::DropStream { name, if_exists } => match self.stream(name) {
                 None if *if_exists => Ok(SqlOutput::Done),
                 _ => done(self.deregister_stream(name)),

@@ -43,6 +43,7 @@ pub(crate) mod sliding;
 pub(crate) mod split;
 pub(crate) mod stacked;
 pub(crate) mod state;
+pub(crate) mod table_maintainer;
 #[cfg(test)]
 mod tests;
 pub(crate) mod two_stacks;

@@ -334,3 +334,113 @@ async fn a_brook_killed_six_times_keeps_the_sink_equal_to_the_aggregate_over_the
     assert_eq!(after, source);
     assert_eq!(slot, [["1"]]);
 }
+
+/// The rows of a one-off `sql` (a query reading no stream).
+async fn one_off(ctx: &StreamContext, sql: &str) -> Vec<Vec<String>> {
+    match ctx.sql(sql).await.unwrap() {
+        brook::SqlOutput::Rows { batches, .. } => crate::common::table_rows(&batches),
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+async fn until_one_off(ctx: &StreamContext, sql: &str, expected: &[&[&str]]) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let rows = one_off(ctx, sql).await;
+        if rows == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {rows:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_joined_with_a_table_kept_current_by_cdc_meets_each_keys_row_as_of_its_batch() {
+    use futures::StreamExt;
+    let pg = PgServer::start().await;
+    let client = pg.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE users (id int PRIMARY KEY, name text); \
+             INSERT INTO users VALUES (1, 'ann'), (2, 'bob');",
+        )
+        .await
+        .unwrap();
+    let ctx = StreamContext::new(Duration::from_millis(50));
+    ctx.sql(&format!(
+        "CREATE TABLE users (id INT, name TEXT, PRIMARY KEY (id)) \
+         WITH (connector = 'postgres-cdc', url = '{}', table = 'users')",
+        pg.url()
+    ))
+    .await
+    .unwrap();
+    ctx.sql("CREATE STREAM orders (id INT, user_id INT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    // The table reads as its current rows in a one-off SELECT.
+    until_one_off(
+        &ctx,
+        "SELECT id, name FROM users ORDER BY id",
+        &[&["1", "ann"], &["2", "bob"]],
+    )
+    .await;
+    let brook::SqlOutput::Query(mut query) = ctx
+        .sql(
+            "SELECT o.id, o.user_id, u.name FROM orders AS o \
+             LEFT JOIN users FOR SYSTEM_TIME AS OF o.proc_time AS u ON o.user_id = u.id",
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a continuous query");
+    };
+    let steps: [(&str, &[&[&str]], &[&str]); 4] = [
+        ("", &[&["1", "ann"]], &["10", "1", "ann"]),
+        (
+            "UPDATE users SET name = 'amy' WHERE id = 1",
+            &[&["1", "amy"]],
+            &["11", "1", "amy"],
+        ),
+        ("DELETE FROM users WHERE id = 1", &[], &["12", "1", "NULL"]),
+        (
+            "INSERT INTO users VALUES (1, 'al')",
+            &[&["1", "al"]],
+            &["13", "1", "al"],
+        ),
+    ];
+    for (n, (change, table, joined)) in steps.into_iter().enumerate() {
+        if !change.is_empty() {
+            client.batch_execute(change).await.unwrap();
+        }
+        until_one_off(&ctx, "SELECT id, name FROM users WHERE id = 1", table).await;
+        ctx.sql(&format!("INSERT INTO orders VALUES ({}, 1)", 10 + n))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "step {n}: no joined row");
+            let output = tokio::time::timeout(DEADLINE, query.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let rows = crate::common::table_rows(&output.batches);
+            if !rows.is_empty() {
+                assert_eq!(rows, [joined.to_vec()], "step {n}");
+                break;
+            }
+        }
+    }
+    // The table's query shows in SHOW QUERIES with the rows it keeps.
+    let queries = one_off(&ctx, "SELECT sql, retained_rows FROM brook.queries").await;
+    assert!(
+        queries
+            .iter()
+            .any(|q| q[0].starts_with("CREATE TABLE users") && q[1] == "2"),
+        "{queries:?}"
+    );
+}
