@@ -398,7 +398,10 @@ async fn a_stream_joined_with_a_table_kept_current_by_cdc_meets_each_keys_row_as
     else {
         panic!("a continuous query");
     };
-    let steps: [(&str, &[&[&str]], &[&str]); 4] = [
+    // A change in PostgreSQL, the table's row once it is applied, and the
+    // row the next order joins.
+    type Step<'a> = (&'a str, &'a [&'a [&'a str]], &'a [&'a str]);
+    let steps: [Step; 4] = [
         ("", &[&["1", "ann"]], &["10", "1", "ann"]),
         (
             "UPDATE users SET name = 'amy' WHERE id = 1",
