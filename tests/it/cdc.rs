@@ -447,3 +447,56 @@ async fn a_stream_joined_with_a_table_kept_current_by_cdc_meets_each_keys_row_as
         "{queries:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cdc_example_counts_orders_per_status_down_as_they_move_on() {
+    use futures::StreamExt;
+    let pg = PgServer::start().await;
+    let client = pg.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, status text, amount bigint); \
+             INSERT INTO orders VALUES (1, 'new', 10), (2, 'new', 20), (3, 'paid', 5);",
+        )
+        .await
+        .unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/orders_by_status_cdc.sql");
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("postgres://postgres@127.0.0.1:5432/postgres", &pg.url());
+    let statements = brook::sql::parse_sql(&text).unwrap();
+    let ctx = StreamContext::new(Duration::from_millis(100));
+    ctx.execute(&statements[0]).await.unwrap();
+    let brook::SqlOutput::Query(mut query) = ctx.execute(&statements[1]).await.unwrap() else {
+        panic!("the example's SELECT is a continuous query");
+    };
+    let mut next_changes = async || loop {
+        let output = tokio::time::timeout(DEADLINE, query.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let rows = crate::common::table_rows(&output.batches);
+        if !rows.is_empty() {
+            return rows;
+        }
+    };
+    assert_eq!(
+        next_changes().await,
+        [["+I", "new", "2", "30"], ["+I", "paid", "1", "5"]]
+    );
+    client
+        .batch_execute("UPDATE orders SET status = 'paid' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_changes().await,
+        [["+U", "new", "1", "20"], ["+U", "paid", "2", "15"]]
+    );
+    client
+        .batch_execute("DELETE FROM orders WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(next_changes().await, [["-D", "new", "1", "20"]]);
+}
