@@ -153,6 +153,23 @@ async fn updates_and_deletes_move_counts_sums_and_extremes_down_as_well_as_up() 
 }
 
 #[tokio::test]
+async fn regression_an_aggregate_without_group_by_over_a_changelog_counts_its_rows() {
+    let ctx = orders_context();
+    let mut engine = ctx
+        .plan_for_test("SELECT COUNT(*) AS n, SUM(amount) AS total FROM RUNNING(orders)")
+        .await
+        .engine;
+    let first = changes(
+        1,
+        &[("+I", 1, s("new"), Some(10)), ("+I", 2, s("new"), Some(20))],
+    );
+    assert_eq!(run(&mut engine, &first).await, ["2|30"]);
+    let second = changes(2, &[("-D", 1, None, None), ("-D", 2, None, None)]);
+    // No row left: the one group stays, as SQL's aggregate of nothing.
+    assert_eq!(run(&mut engine, &second).await, ["0|NULL"]);
+}
+
+#[tokio::test]
 async fn a_changelog_read_per_batch_or_in_a_window_is_refused_with_why() {
     let ctx = orders_context();
     for (sql, says) in [
