@@ -425,6 +425,45 @@ impl Reader {
                         e,
                     )
                 })?;
+        } else {
+            // A publication that lost the table (dropped and created
+            // again) gets it back; one of all tables has it.
+            let publishes = client
+                .query_one(
+                    "SELECT p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_rel r \
+                     WHERE r.prpubid = p.oid AND r.prrelid = $2::text::regclass) \
+                     FROM pg_publication p WHERE p.pubname = $1",
+                    &[publication, &table.quoted],
+                )
+                .await
+                .map_err(|e| {
+                    failed(
+                        &format!(
+                            "cannot read publication {publication} of table {} on",
+                            table.display
+                        ),
+                        e,
+                    )
+                })?
+                .get::<_, bool>(0);
+            if !publishes {
+                client
+                    .batch_execute(&format!(
+                        "ALTER PUBLICATION {} ADD TABLE {}",
+                        quote_identifier(publication),
+                        table.quoted
+                    ))
+                    .await
+                    .map_err(|e| {
+                        failed(
+                            &format!(
+                                "cannot add table {} to publication {publication} on",
+                                table.display
+                            ),
+                            e,
+                        )
+                    })?;
+            }
         }
         let existing = client
             .query_opt(

@@ -500,3 +500,37 @@ async fn the_cdc_example_counts_orders_per_status_down_as_they_move_on() {
         .unwrap();
     assert_eq!(next_changes().await, [["-D", "new", "1", "20"]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_table_dropped_and_created_again_is_added_back_to_its_publication() {
+    let pg = PgServer::start().await;
+    let client = pg.client().await;
+    let create = "CREATE TABLE orders (id int PRIMARY KEY, status text, amount bigint, paid boolean, at timestamptz)";
+    client.batch_execute(create).await.unwrap();
+    let ctx = start_counts(&pg, "status_counts").await;
+    client
+        .batch_execute("INSERT INTO orders VALUES (1, 'new', 1, true, NULL)")
+        .await
+        .unwrap();
+    until_equal(&pg, SINK, AGGREGATE).await;
+    drop(ctx);
+    // Dropping the table takes it out of brook's publication.
+    client
+        .batch_execute(&format!(
+            "DROP TABLE orders; SELECT pg_drop_replication_slot('brook_orders'); {create}"
+        ))
+        .await
+        .unwrap();
+    let ctx = start_counts(&pg, "status_counts_again").await;
+    client
+        .batch_execute("INSERT INTO orders VALUES (2, 'paid', 5, true, NULL)")
+        .await
+        .unwrap();
+    until_equal(
+        &pg,
+        "SELECT status, n, total FROM status_counts_again ORDER BY status",
+        AGGREGATE,
+    )
+    .await;
+    drop(ctx);
+}
