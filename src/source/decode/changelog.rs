@@ -36,43 +36,65 @@ impl Envelope {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Err("empty line".into());
         }
-        let value: Value =
-            serde_json::from_slice(line).map_err(|err| format!("not JSON: {err}"))?;
         match self {
-            Envelope::Debezium => debezium(value),
-            Envelope::Upsert { key } => upsert(value, key),
+            Envelope::Debezium => debezium_line(line),
+            Envelope::Upsert { key } => {
+                let value: Value =
+                    serde_json::from_slice(line).map_err(|err| format!("not JSON: {err}"))?;
+                upsert(value, key)
+            }
         }
     }
 }
 
-fn debezium(value: Value) -> ChangedRow {
-    let Value::Object(mut envelope) = value else {
-        return Err("a Debezium change is a JSON object".into());
+/// Debezium's envelope: only the fields brook reads are built (a
+/// `source` block or a `schema` is skipped as it is parsed).
+#[derive(serde::Deserialize)]
+struct DebeziumEnvelope {
+    op: Option<Value>,
+    before: Option<Value>,
+    after: Option<Value>,
+    payload: Option<Value>,
+}
+
+fn debezium_line(line: &[u8]) -> ChangedRow {
+    let envelope: DebeziumEnvelope = match serde_json::from_slice(line) {
+        Ok(envelope) => envelope,
+        Err(err) if err.is_data() => return Err("a Debezium change is a JSON object".into()),
+        Err(err) => return Err(format!("not JSON: {err}")),
     };
-    if !envelope.contains_key("op")
-        && let Some(payload) = envelope.remove("payload")
-    {
-        let Value::Object(payload) = payload else {
-            return Err("a Debezium 'payload' is a JSON object".into());
-        };
-        envelope = payload;
+    match (envelope.op, envelope.payload) {
+        (None, Some(payload)) => {
+            let Value::Object(mut payload) = payload else {
+                return Err("a Debezium 'payload' is a JSON object".into());
+            };
+            debezium(
+                payload.remove("op"),
+                payload.remove("before"),
+                payload.remove("after"),
+            )
+        }
+        (op, _) => debezium(op, envelope.before, envelope.after),
     }
-    let op = match envelope.get("op") {
-        Some(Value::String(op)) => op.clone(),
+}
+
+fn debezium(op: Option<Value>, before: Option<Value>, after: Option<Value>) -> ChangedRow {
+    let op = match op {
+        Some(Value::String(op)) => op,
         Some(other) => return Err(format!("Debezium 'op' is {other}, not a string")),
         None => return Err("no Debezium 'op' (c, u, d or r)".into()),
     };
-    let (op, image) = match op.as_str() {
-        "c" | "r" => (Op::Insert, "after"),
-        "u" => (Op::UpdateAfter, "after"),
-        "d" => (Op::Delete, "before"),
+    let (op, image, value) = match op.as_str() {
+        "c" | "r" => (Op::Insert, "after", after),
+        "u" => (Op::UpdateAfter, "after", after),
+        "d" => (Op::Delete, "before", before),
         other => {
             return Err(format!(
                 "Debezium 'op' '{other}' is not c, u, d or r (insert, update, delete, snapshot read)"
             ));
         }
     };
-    match envelope.remove(image) {
+    match value {
         Some(Value::Object(row)) => Ok(with_op(op, row)),
         Some(Value::Null) | None => Err(format!(
             "Debezium 'op' '{}' without '{image}'",
@@ -158,11 +180,11 @@ fn key_fields(
     }
 }
 
-fn with_op(op: Op, row: Map<String, Value>) -> Map<String, Value> {
-    let mut with_op = Map::with_capacity(row.len() + 1);
-    with_op.insert(OP_COLUMN.into(), Value::String(op.code().into()));
-    with_op.extend(row);
-    with_op
+fn with_op(op: Op, mut row: Map<String, Value>) -> Map<String, Value> {
+    // A field named `op` in the row is replaced: the stream's `op` column
+    // is the change's kind (a declared column cannot be named `op`).
+    row.insert(OP_COLUMN.into(), Value::String(op.code().into()));
+    row
 }
 
 fn kind(value: &Value) -> &'static str {
