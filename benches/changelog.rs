@@ -41,7 +41,7 @@ fn changes() -> usize {
 /// The Debezium messages, keyed and partitioned by id, and the counts per
 /// status of the table they leave.
 fn debezium_messages(count: usize) -> (Vec<(u64, String)>, BTreeMap<String, i64>) {
-    let mut rng = Rng::new(0x0deb_e21u64);
+    let mut rng = Rng::new(0x00de_be21_u64);
     let mut table: HashMap<u64, &str> = HashMap::new();
     let mut messages = Vec::with_capacity(count);
     for _ in 0..count {
