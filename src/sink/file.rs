@@ -30,13 +30,16 @@ pub enum FileFormat {
     Json,
     /// Parquet, one file per batch (a Parquet file cannot be appended to).
     Parquet,
+    /// Newline-delimited JSON, each row in Debezium's envelope (changes
+    /// as `c`, `u`, `d`).
+    DebeziumJson,
 }
 
 impl FileFormat {
     fn extension(self) -> &'static str {
         match self {
             FileFormat::Csv => "csv",
-            FileFormat::Json => "json",
+            FileFormat::Json | FileFormat::DebeziumJson => "json",
             FileFormat::Parquet => "parquet",
         }
     }
@@ -88,9 +91,10 @@ impl FileSinkOptions {
             None | Some("csv") => FileFormat::Csv,
             Some("json") => FileFormat::Json,
             Some("parquet") => FileFormat::Parquet,
+            Some("debezium-json") => FileFormat::DebeziumJson,
             Some(other) => {
                 return Err(bad(format!(
-                    "format is 'csv', 'json' or 'parquet', not '{other}'"
+                    "format is 'csv', 'json', 'debezium-json' or 'parquet', not '{other}'"
                 )));
             }
         };
@@ -238,8 +242,16 @@ impl FileSink {
         if output.rows_out() == 0 {
             return Ok(None);
         }
-        let (schema, batches) = with_batch_columns(output)?;
         let format = self.options.format;
+        // Debezium's envelope holds the row alone (the file's name says
+        // its batch); the other formats lead each row with its batch.
+        let (schema, batches) = match format {
+            FileFormat::DebeziumJson => (
+                std::sync::Arc::clone(&output.schema),
+                output.batches.clone(),
+            ),
+            _ => with_batch_columns(output)?,
+        };
         let failed = |path: &Path, err: std::io::Error| {
             BrookError::io(
                 format!(
@@ -279,7 +291,7 @@ impl FileSink {
                 let written = File::create(&temporary).and_then(|file| {
                     let file = match format {
                         FileFormat::Parquet => write_parquet(file, &schema, &batches)?,
-                        FileFormat::Csv | FileFormat::Json => {
+                        FileFormat::Csv | FileFormat::Json | FileFormat::DebeziumJson => {
                             let mut writer = BufWriter::new(file);
                             encode(&mut writer, format, &batches, true)?;
                             writer.into_inner().map_err(|e| e.into_error())?
@@ -335,6 +347,15 @@ fn encode(
                 writer.write(batch).map_err(std::io::Error::other)?;
             }
             writer.finish().map_err(std::io::Error::other)?;
+        }
+        FileFormat::DebeziumJson => {
+            for batch in batches {
+                let rows = super::debezium::rows_with_ops(batch).map_err(std::io::Error::other)?;
+                for (op, row) in rows {
+                    out.write_all(&super::debezium::envelope(op, &row))?;
+                    out.write_all(b"\n")?;
+                }
+            }
         }
         // Written whole by `write_parquet`; an appended sink is never
         // Parquet (refused when the sink is created).

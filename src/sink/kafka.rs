@@ -217,7 +217,7 @@ impl KafkaSink {
             .map(|(row, line)| {
                 let op = op_of(row);
                 if self.options.format == KafkaFormat::DebeziumJson {
-                    return Some(debezium_envelope(op, &line));
+                    return Some(super::debezium::envelope(op, &line));
                 }
                 if self.options.upsert && op == Op::Delete {
                     return None;
@@ -260,25 +260,6 @@ impl KafkaSink {
         }
         Ok(rows)
     }
-}
-
-/// A row (a JSON object) in Debezium's envelope for change `op`.
-pub(crate) fn debezium_envelope(op: Op, row: &[u8]) -> Vec<u8> {
-    let (before, after, code): (&[u8], &[u8], &str) = match op {
-        Op::Insert => (b"null", row, "c"),
-        Op::UpdateAfter => (b"null", row, "u"),
-        Op::UpdateBefore => (row, b"null", "u"),
-        Op::Delete => (row, b"null", "d"),
-    };
-    let mut out = Vec::with_capacity(row.len() + 40);
-    out.extend_from_slice(b"{\"before\":");
-    out.extend_from_slice(before);
-    out.extend_from_slice(b",\"after\":");
-    out.extend_from_slice(after);
-    out.extend_from_slice(b",\"op\":\"");
-    out.extend_from_slice(code.as_bytes());
-    out.extend_from_slice(b"\"}");
-    out
 }
 
 #[async_trait]

@@ -4,6 +4,7 @@
 //! background queries `lifecycle` runs.
 
 mod console;
+mod debezium;
 mod file;
 mod kafka;
 pub(crate) mod lifecycle;

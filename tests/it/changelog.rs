@@ -301,3 +301,86 @@ async fn a_postgres_upsert_sink_deletes_the_row_of_a_group_whose_rows_are_all_go
         "{warnings}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_sink_writes_changes_in_debeziums_envelope() {
+    let lines: Vec<(&str, u64)> = vec![
+        (
+            r#"{"before":null,"after":{"id":1,"status":"new","amount":10},"op":"c"}"#,
+            0,
+        ),
+        (
+            r#"{"before":null,"after":{"id":2,"status":"new","amount":20},"op":"c"}"#,
+            300,
+        ),
+        (
+            r#"{"before":null,"after":{"id":1,"status":"paid","amount":10},"op":"u"}"#,
+            300,
+        ),
+        (r#"{"before":{"id":2},"after":null,"op":"d"}"#, 300),
+    ];
+    let address = line_server(move |mut client| {
+        for (line, pause) in lines {
+            writeln!(client, "{line}").unwrap();
+            client.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("brook-it-debezium-sink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctx = StreamContext::new(Duration::from_millis(100));
+    ctx.sql(&format!(
+        "CREATE STREAM orders (id INT PRIMARY KEY, status TEXT, amount BIGINT) WITH \
+         (connector = 'socket', host = '127.0.0.1', port = '{}', format = 'debezium-json')",
+        port_of(&address)
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK changes WITH (connector = 'file', path = '{}', format = 'debezium-json') AS \
+         SELECT status, COUNT(*) AS n FROM RUNNING(orders, 'update') GROUP BY status",
+        dir.display()
+    ))
+    .await
+    .unwrap();
+    tokio::time::timeout(DEADLINE, ctx.wait_for_sinks())
+        .await
+        .expect("the sink finishes")
+        .unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    // Applied in order, the envelopes leave the result's current rows.
+    let mut current: BTreeMap<String, String> = BTreeMap::new();
+    let mut ops = Vec::new();
+    for file in &files {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let envelope: serde_json::Value = serde_json::from_str(line).unwrap();
+            let op = envelope["op"].as_str().unwrap().to_string();
+            let image = if op == "d" {
+                &envelope["before"]
+            } else {
+                &envelope["after"]
+            };
+            let status = image["status"].as_str().unwrap().to_string();
+            match op.as_str() {
+                "d" => assert!(current.remove(&status).is_some(), "{line}"),
+                "c" | "u" => {
+                    current.insert(status, image.to_string());
+                }
+                other => panic!("op {other}"),
+            }
+            ops.push(op);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        current,
+        BTreeMap::from([("paid".to_string(), r#"{"n":1,"status":"paid"}"#.to_string())])
+    );
+    assert!(ops.contains(&"d".to_string()) && ops[0] == "c", "{ops:?}");
+}
