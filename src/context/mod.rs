@@ -358,6 +358,11 @@ impl StreamContext {
             BrookStatement::SetCheckpointDir(dir) => {
                 done(self.set_checkpoint_dir(dir.as_ref().map(std::path::PathBuf::from)))
             }
+            BrookStatement::DataFusion(df_statement)
+                if let Some(name) = self.dropped_changelog_table(df_statement) =>
+            {
+                done(self.drop_changelog_table(&name).await)
+            }
             BrookStatement::DataFusion(df_statement) => self
                 .execute_datafusion(
                     df_statement,

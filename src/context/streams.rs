@@ -287,24 +287,7 @@ impl StreamContext {
         }
         let key = changelog_key(create, &mut options)?;
         let mut connector = Connector::from_options(&create.name, &options)?;
-        let changelog = if connector.reads_changes() {
-            let changelog = Changelog::new(&create.name, key, &Schema::new(columns.clone()))?;
-            connector.set_key(&changelog.key);
-            columns = Changelog::schema(&Schema::new(columns))
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            Some(changelog)
-        } else {
-            if !key.is_empty() {
-                return Err(BrookError::invalid(format!(
-                    "stream '{}': a key (PRIMARY KEY or key = '...') is for a changelog stream: format = 'debezium-json', or mode = 'upsert' on Kafka; an append-only stream has none",
-                    create.name
-                )));
-            }
-            None
-        };
+        let changelog = changelog_of(create, key, &mut connector, &mut columns)?;
         let schema = Arc::new(Schema::new(columns));
         match connector {
             Connector::Queue(options) => {
@@ -405,6 +388,33 @@ impl StreamContext {
             }
         }
     }
+}
+
+/// The changelog a stream of `connector` is, keyed by `key` (its columns
+/// then get `op` in front), or `None` for a stream of rows appended.
+fn changelog_of(
+    create: &CreateStream,
+    key: Vec<String>,
+    connector: &mut Connector,
+    columns: &mut Vec<Field>,
+) -> Result<Option<Changelog>> {
+    if !connector.reads_changes() {
+        if !key.is_empty() {
+            return Err(BrookError::invalid(format!(
+                "stream '{}': a key (PRIMARY KEY or key = '...') is for a changelog stream: format = 'debezium-json', or mode = 'upsert' on Kafka; an append-only stream has none",
+                create.name
+            )));
+        }
+        return Ok(None);
+    }
+    let changelog = Changelog::new(&create.name, key, &Schema::new(columns.clone()))?;
+    connector.set_key(&changelog.key);
+    *columns = Changelog::schema(&Schema::new(columns.clone()))
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    Ok(Some(changelog))
 }
 
 /// A changelog stream's key: its `PRIMARY KEY`, or the `key` option

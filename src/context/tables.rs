@@ -60,6 +60,17 @@ impl StreamContext {
             .session
             .register_table(name, Arc::new(ChangelogTable { current }))
             .map_err(|e| undo(e.into()))?;
+        self.start_table_query(name, maintainer, sql).await
+    }
+
+    /// Starts the query that keeps table `name` current, and drains its
+    /// (empty) results, reporting a failed batch.
+    async fn start_table_query(
+        &self,
+        name: &str,
+        maintainer: TableMaintainer,
+        sql: &str,
+    ) -> Result<()> {
         let plan = planner::ContinuousPlan {
             streams: vec![name.to_string()],
             description: format!(
@@ -98,5 +109,49 @@ impl StreamContext {
             }
         });
         Ok(())
+    }
+
+    /// The table a `DROP TABLE` names, when it is kept current from a
+    /// changelog (its stream has the table's name).
+    pub(super) fn dropped_changelog_table(
+        &self,
+        statement: &DataFusionStatement,
+    ) -> Option<String> {
+        use datafusion::sql::sqlparser::ast::ObjectType;
+        let DataFusionStatement::Statement(statement) = statement else {
+            return None;
+        };
+        let SqlStatement::Drop {
+            object_type: ObjectType::Table,
+            names,
+            ..
+        } = statement.as_ref()
+        else {
+            return None;
+        };
+        let [name] = names.as_slice() else {
+            return None;
+        };
+        let name = crate::sql::object_name(name).ok()?;
+        self.stream(&name)?.changelog()?;
+        Some(name)
+    }
+
+    /// Stops the query keeping table `name` current, then removes the
+    /// table and its changelog stream.
+    pub(super) async fn drop_changelog_table(&self, name: &str) -> Result<()> {
+        for id in self.inner.batcher.readers_of(name) {
+            if let Some(entry) = self.inner.queries.get(id) {
+                entry.stop();
+            }
+        }
+        // The query leaves the stream once its batch in progress is done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.inner.batcher.readers_of(name).is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.deregister_stream(name)
     }
 }

@@ -145,33 +145,12 @@ impl Retractable {
                 counts,
                 ..
             } => {
-                let arg = &args[0];
-                if *exact {
-                    let values = match arg.data_type() {
-                        DataType::Decimal128(..) => Arc::clone(arg),
-                        _ => cast(arg, &DataType::Decimal128(38, 0))?,
-                    };
-                    let values = values.as_primitive::<Decimal128Type>();
-                    for (row, &slot) in slots.iter().enumerate() {
-                        if counted(row) {
-                            ints[slot] += sign as i128 * values.value(row);
-                            counts[slot] += sign;
-                        }
-                    }
-                } else {
-                    let values = cast(arg, &DataType::Float64)?;
-                    let values = values.as_primitive::<Float64Type>();
-                    for (row, &slot) in slots.iter().enumerate() {
-                        if counted(row) {
-                            floats[slot] += sign as f64 * values.value(row);
-                            counts[slot] += sign;
-                            if counts[slot] == 0 {
-                                // No drift left behind by an empty group.
-                                floats[slot] = 0.0;
-                            }
-                        }
-                    }
-                }
+                let sums = Sums {
+                    ints,
+                    floats,
+                    counts,
+                };
+                sums.update(*exact, &args[0], &counted, slots, sign)?;
             }
             Retractable::Values {
                 converter, values, ..
@@ -219,44 +198,7 @@ impl Retractable {
                 ints,
                 floats,
                 counts,
-            } => {
-                let present = |s: usize| counts[s] > 0;
-                match (*exact, *average) {
-                    (true, false) => {
-                        let scale = match data_type {
-                            DataType::Decimal128(precision, scale) => Some((*precision, *scale)),
-                            _ => None,
-                        };
-                        let sums: Decimal128Array = slots
-                            .iter()
-                            .map(|&s| present(s).then_some(ints[s]))
-                            .collect();
-                        let sums = match scale {
-                            Some((_, scale)) => sums.with_precision_and_scale(38, scale)?,
-                            None => sums.with_precision_and_scale(38, 0)?,
-                        };
-                        Arc::new(sums)
-                    }
-                    (true, true) => Arc::new(
-                        slots
-                            .iter()
-                            .map(|&s| present(s).then(|| ints[s] as f64 / counts[s] as f64))
-                            .collect::<Float64Array>(),
-                    ),
-                    (false, false) => Arc::new(
-                        slots
-                            .iter()
-                            .map(|&s| present(s).then_some(floats[s]))
-                            .collect::<Float64Array>(),
-                    ),
-                    (false, true) => Arc::new(
-                        slots
-                            .iter()
-                            .map(|&s| present(s).then(|| floats[s] / counts[s] as f64))
-                            .collect::<Float64Array>(),
-                    ),
-                }
-            }
+            } => sum_results((*exact, *average), (ints, floats, counts), slots, data_type)?,
             Retractable::Values {
                 kind,
                 converter,
@@ -339,6 +281,95 @@ impl Retractable {
             _ => 0,
         }
     }
+}
+
+/// The running sums of a `SUM` / `AVG`, per group slot.
+struct Sums<'a> {
+    ints: &'a mut [i128],
+    floats: &'a mut [f64],
+    counts: &'a mut [i64],
+}
+
+impl Sums<'_> {
+    /// Adds or takes back (`sign`) the values of `arg` counted by
+    /// `counted`, each in its slot.
+    fn update(
+        self,
+        exact: bool,
+        arg: &ArrayRef,
+        counted: &dyn Fn(usize) -> bool,
+        slots: &[usize],
+        sign: i64,
+    ) -> Result<()> {
+        if exact {
+            let values = match arg.data_type() {
+                DataType::Decimal128(..) => Arc::clone(arg),
+                _ => cast(arg, &DataType::Decimal128(38, 0))?,
+            };
+            let values = values.as_primitive::<Decimal128Type>();
+            for (row, &slot) in slots.iter().enumerate() {
+                if counted(row) {
+                    self.ints[slot] += sign as i128 * values.value(row);
+                    self.counts[slot] += sign;
+                }
+            }
+        } else {
+            let values = cast(arg, &DataType::Float64)?;
+            let values = values.as_primitive::<Float64Type>();
+            for (row, &slot) in slots.iter().enumerate() {
+                if counted(row) {
+                    self.floats[slot] += sign as f64 * values.value(row);
+                    self.counts[slot] += sign;
+                    if self.counts[slot] == 0 {
+                        // No drift left behind by an empty group.
+                        self.floats[slot] = 0.0;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sums or averages of `slots` (NULL for a group with no value).
+fn sum_results(
+    (exact, average): (bool, bool),
+    (ints, floats, counts): (&[i128], &[f64], &[i64]),
+    slots: &[usize],
+    data_type: &DataType,
+) -> Result<ArrayRef> {
+    let present = |s: usize| counts[s] > 0;
+    Ok(match (exact, average) {
+        (true, false) => {
+            let scale = match data_type {
+                DataType::Decimal128(_, scale) => *scale,
+                _ => 0,
+            };
+            let sums: Decimal128Array = slots
+                .iter()
+                .map(|&s| present(s).then_some(ints[s]))
+                .collect();
+            Arc::new(sums.with_precision_and_scale(38, scale)?)
+        }
+        (true, true) => Arc::new(
+            slots
+                .iter()
+                .map(|&s| present(s).then(|| ints[s] as f64 / counts[s] as f64))
+                .collect::<Float64Array>(),
+        ),
+        (false, false) => Arc::new(
+            slots
+                .iter()
+                .map(|&s| present(s).then_some(floats[s]))
+                .collect::<Float64Array>(),
+        ),
+        (false, true) => Arc::new(
+            slots
+                .iter()
+                .map(|&s| present(s).then(|| floats[s] / counts[s] as f64))
+                .collect::<Float64Array>(),
+        ),
+    })
 }
 
 /// Slots of groups, by their key in row format, reused once freed.

@@ -104,26 +104,7 @@ impl RetractingEngine {
             .iter()
             .map(|(expr, _)| Arc::clone(expr))
             .collect();
-        let mut aggregates = Vec::new();
-        for (index, function) in aggregate.aggr_expr().iter().enumerate() {
-            if !function.order_bys().is_empty() {
-                return Err(format!(
-                    "{}(... ORDER BY ...) cannot take rows back",
-                    function.fun().name()
-                ));
-            }
-            let args = function.expressions();
-            let arg_type = match args.first() {
-                Some(arg) => Some(arg.data_type(&below_schema).map_err(|e| e.to_string())?),
-                None => None,
-            };
-            let name = function.fun().name().to_ascii_lowercase();
-            aggregates.push(Aggregate {
-                state: Retractable::new(&name, function.is_distinct(), arg_type.as_ref())?,
-                args,
-                filter: aggregate.filter_expr().get(index).cloned().flatten(),
-            });
-        }
+        let aggregates = aggregates_of(aggregate, &below_schema)?;
         let aggregate_schema = top.schema();
         let (above_input, above_scan) =
             BatchSlot::with_scan(&aggregate_schema).map_err(|e| e.to_string())?;
@@ -346,6 +327,35 @@ impl RetractingEngine {
             event: None,
         }))
     }
+}
+
+/// The aggregates of `aggregate` (over rows of `below_schema`), each with
+/// a state that takes rows back; or why one cannot.
+fn aggregates_of(
+    aggregate: &AggregateExec,
+    below_schema: &SchemaRef,
+) -> std::result::Result<Vec<Aggregate>, String> {
+    let mut aggregates = Vec::new();
+    for (index, function) in aggregate.aggr_expr().iter().enumerate() {
+        if !function.order_bys().is_empty() {
+            return Err(format!(
+                "{}(... ORDER BY ...) cannot take rows back",
+                function.fun().name()
+            ));
+        }
+        let args = function.expressions();
+        let arg_type = match args.first() {
+            Some(arg) => Some(arg.data_type(below_schema).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let name = function.fun().name().to_ascii_lowercase();
+        aggregates.push(Aggregate {
+            state: Retractable::new(&name, function.is_distinct(), arg_type.as_ref())?,
+            args,
+            filter: aggregate.filter_expr().get(index).cloned().flatten(),
+        });
+    }
+    Ok(aggregates)
 }
 
 /// The changes from `before` to `after` (result rows of the same groups,

@@ -17,5 +17,5 @@ pub(crate) use statement::datafusion_sql_error;
 pub use statement::{
     BrookStatement, CreateSink, CreateStream, EmitMode, ParsedStatement, StreamClauses, parse_sql,
 };
-pub(crate) use tokens::normalize_ident;
+pub(crate) use tokens::{normalize_ident, object_name};
 pub use types::{column_list, sql_type_name};

@@ -54,7 +54,7 @@ pub(super) fn expr_text(value: &Expr) -> Option<String> {
     }
 }
 
-pub(super) fn object_name(name: &ObjectName) -> Result<String, String> {
+pub(crate) fn object_name(name: &ObjectName) -> Result<String, String> {
     match name.0.as_slice() {
         [part] => part
             .as_ident()

@@ -328,7 +328,7 @@ async fn bad_sinks_are_clear_errors() {
         ),
         (
             "CREATE SINK s WITH (connector = 'file', path = '/tmp/x', format = 'xml') AS SELECT n FROM nums",
-            "format is 'csv', 'json' or 'parquet', not 'xml'",
+            "format is 'csv', 'json', 'debezium-json' or 'parquet', not 'xml'",
         ),
         (
             "CREATE SINK s WITH (connector = 'file', path = '/tmp/brook-never.parquet', format = 'parquet', mode = 'append') AS SELECT n FROM nums",
