@@ -19,6 +19,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use parking_lot::RwLock;
 
+use super::stream_table::{BatchSlot, BoundVersioned, QueryBindings};
+
 /// A table's current rows, as last published.
 #[derive(Debug)]
 pub(crate) struct CurrentRows {
@@ -67,6 +69,10 @@ impl PartitionStream for CurrentRows {
 #[derive(Debug)]
 pub(crate) struct ChangelogTable {
     pub current: Arc<CurrentRows>,
+    /// The table declares an event time (`WATERMARK FOR`): a continuous
+    /// query reads it through a slot of its own, filled with its versions
+    /// as of its rows' event times (an event-time temporal join).
+    pub versioned: bool,
 }
 
 #[async_trait]
@@ -86,10 +92,20 @@ impl TableProvider for ChangelogTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let table = StreamingTable::try_new(
-            Arc::clone(&self.current.schema),
-            vec![Arc::clone(&self.current) as Arc<dyn PartitionStream>],
-        )?;
+        let bindings = state.config().get_extension::<QueryBindings>();
+        let partition: Arc<dyn PartitionStream> = match bindings {
+            Some(bindings) if self.versioned => {
+                let slot = Arc::new(BatchSlot::new(Arc::clone(&self.current.schema)));
+                bindings.bind_versioned(BoundVersioned {
+                    table: self.current.name.clone(),
+                    current: Arc::clone(&self.current),
+                    slot: Arc::clone(&slot),
+                });
+                slot
+            }
+            _ => Arc::clone(&self.current) as Arc<dyn PartitionStream>,
+        };
+        let table = StreamingTable::try_new(Arc::clone(&self.current.schema), vec![partition])?;
         table.scan(state, projection, filters, limit).await
     }
 }

@@ -83,6 +83,18 @@ impl TableProvider for StreamTable {
 pub(crate) struct QueryBindings {
     scans: Mutex<Vec<BoundScan>>,
     lookups: Mutex<Vec<BoundLookup>>,
+    versioned: Mutex<Vec<BoundVersioned>>,
+}
+
+/// One scan of a table kept current from a changelog with event time,
+/// made while planning a continuous query: the slot an event-time
+/// temporal join fills with the table's rows as of a stream row's time.
+#[derive(Debug, Clone)]
+pub(crate) struct BoundVersioned {
+    /// The table, and its changelog stream, by name.
+    pub table: String,
+    pub current: Arc<super::changelog_table::CurrentRows>,
+    pub slot: Arc<BatchSlot>,
 }
 
 /// One scan of a lookup table made while planning: the slot the query
@@ -118,6 +130,15 @@ impl QueryBindings {
     /// The lookup-table scans bound so far.
     pub fn take_lookups(&self) -> Vec<BoundLookup> {
         std::mem::take(&mut *self.lookups.lock())
+    }
+
+    pub(super) fn bind_versioned(&self, versioned: BoundVersioned) {
+        self.versioned.lock().push(versioned);
+    }
+
+    /// The scans of versioned tables bound so far.
+    pub fn take_versioned(&self) -> Vec<BoundVersioned> {
+        std::mem::take(&mut *self.versioned.lock())
     }
 }
 

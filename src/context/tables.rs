@@ -23,6 +23,12 @@ impl StreamContext {
             )
         };
         if !reads_changes {
+            if create.watermark.is_some() {
+                return Err(BrookError::invalid(format!(
+                    "table '{}': WATERMARK FOR is for a table kept current from a changelog (format = 'debezium-json', mode = 'upsert', connector = 'postgres-cdc'), not a lookup table",
+                    create.name
+                )));
+            }
             return self.create_lookup_table(create);
         }
         if create.if_not_exists && self.inner.session.table_exist(create.name.as_str())? {
@@ -58,7 +64,13 @@ impl StreamContext {
             .map_err(|e| undo(e.into()))?;
         self.inner
             .session
-            .register_table(name, Arc::new(ChangelogTable { current }))
+            .register_table(
+                name,
+                Arc::new(ChangelogTable {
+                    current,
+                    versioned: stream.event_time().is_some(),
+                }),
+            )
             .map_err(|e| undo(e.into()))?;
         self.start_table_query(name, maintainer, sql).await
     }

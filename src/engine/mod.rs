@@ -44,6 +44,7 @@ pub(crate) mod split;
 pub(crate) mod stacked;
 pub(crate) mod state;
 pub(crate) mod table_maintainer;
+pub(crate) mod temporal_join;
 #[cfg(test)]
 mod tests;
 pub(crate) mod two_stacks;

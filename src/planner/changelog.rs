@@ -8,14 +8,113 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 
-use super::{Planned, Planner};
+use super::{ContinuousPlan, Planned, Planner};
 use crate::catalog::stream_table::BatchSlot;
+use crate::catalog::windows::format_duration;
 use crate::catalog::windows::{OutputMode, WindowKind};
 use crate::engine::retracting::RetractingEngine;
+use crate::engine::temporal_join::{EventColumn, TemporalJoinEngine};
 use crate::error::{BrookError, Result};
 use crate::query::engine::BatchEngine;
 
 impl Planner<'_> {
+    /// The plan of an event-time temporal join, if the query is one.
+    pub(super) fn temporal_join_plan(
+        &self,
+        planned: &Planned,
+        scans: &[(usize, Vec<Arc<BatchSlot>>)],
+        streams: &mut Vec<String>,
+        window: Option<&WindowKind>,
+    ) -> Result<Option<ContinuousPlan>> {
+        let Some(engine) = self.temporal_join(planned, scans, streams, window)? else {
+            return Ok(None);
+        };
+        Ok(Some(ContinuousPlan {
+            description: format!(
+                "continuous query over {} (trigger interval {})\n{}",
+                streams.join(", "),
+                format_duration(self.batch_interval),
+                engine.describe()
+            ),
+            streams: streams.clone(),
+            notices: Vec::new(),
+            engine,
+            physical: Arc::clone(&planned.physical),
+            logical: planned.logical.clone(),
+            late_route: None,
+        }))
+    }
+
+    /// The engine of an event-time temporal join, when the query joins a
+    /// stream with a table kept current that declares an event time; the
+    /// table's changelog then becomes the query's second input.
+    pub(super) fn temporal_join(
+        &self,
+        planned: &Planned,
+        scans: &[(usize, Vec<Arc<BatchSlot>>)],
+        streams: &mut Vec<String>,
+        window: Option<&WindowKind>,
+    ) -> Result<Option<Box<dyn BatchEngine>>> {
+        let [versioned] = planned.versioned.as_slice() else {
+            if let Some(second) = planned.versioned.get(1) {
+                return Err(BrookError::invalid(format!(
+                    "a query joins one table with event time at a time ('{}' is a second)",
+                    second.table
+                )));
+            }
+            return Ok(None);
+        };
+        let table = &versioned.table;
+        if window.is_some() || streams.len() != 1 {
+            return Err(BrookError::invalid(format!(
+                "table '{table}' declares an event time: one stream is joined with it in event time, outside HOP, TUMBLE, SESSION and RUNNING (join it in a query of its own)"
+            )));
+        }
+        let registered = self.streams.read();
+        let event = |name: &str| -> Result<(Arc<crate::stream::LiveStream>, EventColumn)> {
+            let stream = registered.get(name).cloned().ok_or_else(|| {
+                BrookError::Internal(format!("stream '{name}' was planned but is not registered"))
+            })?;
+            let Some(event_time) = stream.event_time() else {
+                return Err(BrookError::invalid(format!(
+                    "table '{table}' declares an event time, and stream '{name}' joined with it does not: declare WATERMARK FOR on the stream (the join meets each row's version as of its event time)"
+                )));
+            };
+            let column = event_time.column_index(name, &stream.schema)?;
+            let delay_ms = i64::try_from(event_time.delay.as_millis()).unwrap_or(i64::MAX);
+            Ok((stream, EventColumn { column, delay_ms }))
+        };
+        let (_, stream_time) = event(&streams[0])?;
+        let (table_stream, table_time) = event(table)?;
+        let Some(changelog) = table_stream.changelog() else {
+            return Err(BrookError::Internal(format!(
+                "table '{table}' has no changelog"
+            )));
+        };
+        let declared = versioned.current.schema_ref();
+        let key = changelog
+            .key
+            .iter()
+            .map(|k| declared.index_of(k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let stream_slots = scans
+            .iter()
+            .find(|(input, _)| *input == 0)
+            .map(|(_, slots)| slots.clone())
+            .unwrap_or_default();
+        let engine = TemporalJoinEngine::new(
+            Arc::clone(&planned.physical),
+            planned.state.task_ctx(),
+            stream_slots,
+            Arc::clone(&versioned.slot),
+            (stream_time, table_time),
+            (table.clone(), key, versioned.current.rows()),
+        )?;
+        drop(registered);
+        streams.push(table.clone());
+        Ok(Some(Box::new(engine)))
+    }
+
     /// The schema and key of the changelog `plan` reads, if it reads one;
     /// an error when it reads it in a way that cannot take rows back.
     pub(super) fn changelog_read(

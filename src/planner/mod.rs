@@ -158,12 +158,7 @@ impl Planner<'_> {
         if reads.is_empty() {
             return Ok(None);
         }
-        let mut streams: Vec<String> = Vec::new();
-        for read in &reads {
-            if !streams.contains(&read.stream) {
-                streams.push(read.stream.clone());
-            }
-        }
+        let mut streams = distinct_streams(&reads);
         let window = window_of(&reads)?;
         // LATE DATA TO without a window may be an interval join's: that
         // is known once the plan is.
@@ -171,14 +166,7 @@ impl Planner<'_> {
         if !self.clauses.is_empty() && !matches!(window, Some(WindowKind::Event(_))) && !late_only {
             return Err(clauses_misplaced());
         }
-        let shape = match &window {
-            Some(WindowKind::Running(_)) => PlanShape::Split,
-            Some(WindowKind::Event(_)) if self.incremental_windows => PlanShape::Split,
-            Some(WindowKind::Sliding(w)) if self.incremental_windows && w.size_batches() > 1 => {
-                PlanShape::Split
-            }
-            _ => PlanShape::Executed,
-        };
+        let shape = self.shape_of(window.as_ref());
         let mut planned = self.physical_plan(plan, shape, 1).await?;
         let scans = index_scans(&streams, std::mem::take(&mut planned.bound));
         if !planned.lookups.is_empty() && window.is_some() {
@@ -188,6 +176,11 @@ impl Planner<'_> {
             )));
         }
         let changelog = self.changelog_read(plan, &streams, window.as_ref())?;
+        if let Some(plan) =
+            self.temporal_join_plan(&planned, &scans, &mut streams, window.as_ref())?
+        {
+            return Ok(Some(plan));
+        }
         let head = format!(
             "continuous query over {} (trigger interval {})",
             streams.join(", "),
@@ -400,6 +393,7 @@ impl Planner<'_> {
         Ok(Planned {
             bound: bindings.take(),
             lookups: bindings.take_lookups(),
+            versioned: bindings.take_versioned(),
             physical,
             logical,
             state,
@@ -427,9 +421,37 @@ impl Planner<'_> {
     }
 }
 
+/// The streams `reads` names, each once, in order.
+fn distinct_streams(reads: &[StreamRead]) -> Vec<String> {
+    let mut streams: Vec<String> = Vec::new();
+    for read in reads {
+        if !streams.contains(&read.stream) {
+            streams.push(read.stream.clone());
+        }
+    }
+    streams
+}
+
+impl Planner<'_> {
+    /// Whether a query with `window` runs on a split plan (partial
+    /// aggregates merged) or executes its plan.
+    fn shape_of(&self, window: Option<&WindowKind>) -> PlanShape {
+        match window {
+            Some(WindowKind::Running(_)) => PlanShape::Split,
+            Some(WindowKind::Event(_)) if self.incremental_windows => PlanShape::Split,
+            Some(WindowKind::Sliding(w)) if self.incremental_windows && w.size_batches() > 1 => {
+                PlanShape::Split
+            }
+            _ => PlanShape::Executed,
+        }
+    }
+}
+
 /// One physical planning of a query.
 struct Planned {
     bound: Vec<BoundScan>,
+    /// The scans of versioned tables (an event-time temporal join).
+    versioned: Vec<crate::catalog::stream_table::BoundVersioned>,
     /// The scans of lookup tables.
     lookups: Vec<crate::catalog::stream_table::BoundLookup>,
     physical: Arc<dyn ExecutionPlan>,

@@ -13,7 +13,7 @@ use super::interval::parse_duration;
 use crate::error::{BrookError, Result, SqlLocation};
 
 pub use super::create_stream::CreateStream;
-use super::create_stream::{parse_create_stream, parse_create_with_options};
+use super::create_stream::parse_create_stream;
 use super::tokens::{
     at, brook_parser, expect_end, expr_text, location_of, object_name, option_pair, parser_error,
     split_location,
@@ -201,7 +201,7 @@ fn parse_statement(
         ("stop", "query") => parse_stop_query(tokens),
         ("create", "sink") => parse_create_sink(tokens).map(BrookStatement::CreateSink),
         ("create", "table") if has_connector_option(meaningful) => {
-            parse_create_with_options(tokens).map(BrookStatement::CreateLookupTable)
+            parse_create_stream(tokens).map(BrookStatement::CreateLookupTable)
         }
         ("drop", "sink") => {
             parse_drop(tokens).map(|(name, if_exists)| BrookStatement::DropSink { name, if_exists })

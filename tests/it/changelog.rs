@@ -384,3 +384,94 @@ async fn a_file_sink_writes_changes_in_debeziums_envelope() {
     );
     assert!(ops.contains(&"d".to_string()) && ops[0] == "c", "{ops:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_time_temporal_join_meets_each_rows_version_as_of_its_event_time() {
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let at = |s: u32| format!("1970-01-01 00:{:02}:{:02}", s / 60, s % 60);
+    let rates: Vec<String> = vec![
+        format!(
+            r#"{{"before":null,"after":{{"currency":"EUR","rate":1.0,"ts":"{}"}},"op":"c"}}"#,
+            at(10)
+        ),
+        format!(
+            r#"{{"before":null,"after":{{"currency":"EUR","rate":1.1,"ts":"{}"}},"op":"u"}}"#,
+            at(20)
+        ),
+        format!(
+            r#"{{"before":{{"currency":"EUR","ts":"{}"}},"after":null,"op":"d"}}"#,
+            at(30)
+        ),
+        format!(
+            r#"{{"before":null,"after":{{"currency":"EUR","rate":1.3,"ts":"{}"}},"op":"c"}}"#,
+            at(40)
+        ),
+        // Far ahead: the table's watermark passes every order.
+        format!(
+            r#"{{"before":null,"after":{{"currency":"USD","rate":0.9,"ts":"{}"}},"op":"c"}}"#,
+            at(300)
+        ),
+    ];
+    let address = line_server(move |mut client| {
+        let _ = wait.recv_timeout(DEADLINE);
+        for line in rates {
+            writeln!(client, "{line}").unwrap();
+        }
+        client.flush().unwrap();
+        std::thread::sleep(DEADLINE);
+    });
+    let ctx = StreamContext::new(Duration::from_millis(50));
+    ctx.sql(&format!(
+        "CREATE TABLE rates (currency TEXT, rate DOUBLE, ts TIMESTAMP, PRIMARY KEY (currency), \
+         WATERMARK FOR ts AS ts - INTERVAL '0' SECOND) WITH (connector = 'socket', host = '127.0.0.1', \
+         port = '{}', format = 'debezium-json')",
+        port_of(&address)
+    ))
+    .await
+    .unwrap();
+    ctx.sql(
+        "CREATE STREAM orders (id INT, currency TEXT, ts TIMESTAMP, \
+         WATERMARK FOR ts AS ts - INTERVAL '0' SECOND) WITH (connector = 'queue')",
+    )
+    .await
+    .unwrap();
+    let SqlOutput::Query(mut query) = ctx
+        .sql(
+            "SELECT o.id, r.rate FROM orders AS o \
+             LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency",
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a continuous query");
+    };
+    // The orders come first: each waits for the table's watermark.
+    for (id, second) in [(1, 15), (2, 25), (3, 35), (4, 45), (5, 200)] {
+        ctx.sql(&format!(
+            "INSERT INTO orders VALUES ({id}, 'EUR', TIMESTAMP '{}')",
+            at(second)
+        ))
+        .await
+        .unwrap();
+    }
+    go.send(()).unwrap();
+    let mut joined = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while joined.len() < 5 && Instant::now() < deadline {
+        let Ok(Some(output)) = tokio::time::timeout(DEADLINE, query.next()).await else {
+            break;
+        };
+        joined.extend(table_rows(&output.expect("the batch runs").batches));
+    }
+    joined.sort();
+    assert_eq!(
+        joined,
+        [
+            ["1", "1.0"],
+            ["2", "1.1"],
+            ["3", "NULL"],
+            ["4", "1.3"],
+            ["5", "1.3"]
+        ]
+    );
+}
