@@ -98,7 +98,7 @@ impl TableProvider for ChangelogTable {
                 let slot = Arc::new(BatchSlot::new(Arc::clone(&self.current.schema)));
                 bindings.bind_versioned(BoundVersioned {
                     table: self.current.name.clone(),
-                    current: Arc::clone(&self.current),
+                    rows: self.current.rows(),
                     slot: Arc::clone(&slot),
                 });
                 slot

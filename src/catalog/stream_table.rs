@@ -93,7 +93,8 @@ pub(crate) struct QueryBindings {
 pub(crate) struct BoundVersioned {
     /// The table, and its changelog stream, by name.
     pub table: String,
-    pub current: Arc<super::changelog_table::CurrentRows>,
+    /// The table's rows when the query was planned (its declared columns).
+    pub rows: RecordBatch,
     pub slot: Arc<BatchSlot>,
 }
 

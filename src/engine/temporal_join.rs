@@ -18,15 +18,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array, new_null_array,
+};
+use datafusion::arrow::compute::{
+    cast, concat, concat_batches, filter_record_batch, take_record_batch,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::run;
+use super::state::{self, Part};
 use crate::catalog::stream_table::BatchSlot;
 use crate::changelog::Op;
 use crate::error::{BrookError, Result};
@@ -128,6 +135,90 @@ impl Versions {
 
     fn len(&self) -> usize {
         self.by_key.values().map(BTreeMap::len).sum()
+    }
+
+    /// Every version as a row of the declared columns (a delete: its key,
+    /// the rest NULL), then its time and whether it is a delete.
+    fn snapshot(&self) -> Result<RecordBatch> {
+        let (row_parser, key_parser) = (self.rows.parser(), self.keys.parser());
+        let (mut kept, mut kept_at) = (Vec::new(), Vec::new());
+        let (mut gone, mut gone_at) = (Vec::new(), Vec::new());
+        for (key, versions) in &self.by_key {
+            for (&time, row) in versions {
+                match row {
+                    Some(row) => {
+                        kept.push(row_parser.parse(row));
+                        kept_at.push(time);
+                    }
+                    None => {
+                        gone.push(key_parser.parse(key));
+                        gone_at.push(time);
+                    }
+                }
+            }
+        }
+        let kept_rows = self.rows.convert_rows(kept)?;
+        let gone_keys = self.keys.convert_rows(gone)?;
+        let mut columns = Vec::with_capacity(self.schema.fields().len() + 2);
+        for (index, field) in self.schema.fields().iter().enumerate() {
+            let deleted = match self.key_columns.iter().position(|&k| k == index) {
+                Some(key) => Arc::clone(&gone_keys[key]),
+                None => new_null_array(field.data_type(), gone_at.len()),
+            };
+            columns.push(concat(&[kept_rows[index].as_ref(), deleted.as_ref()])?);
+        }
+        let times: Vec<i64> = kept_at.iter().chain(&gone_at).copied().collect();
+        columns.push(Arc::new(Int64Array::from(times)));
+        let deleted: Vec<bool> = (0..kept_at.len() + gone_at.len())
+            .map(|i| i >= kept_at.len())
+            .collect();
+        columns.push(Arc::new(BooleanArray::from(deleted)));
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new("version_time", DataType::Int64, false));
+        fields.push(Field::new("version_deleted", DataType::Boolean, false));
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// Versions as [`Versions::snapshot`] gave them.
+    fn restore(&mut self, batch: &RecordBatch) -> Result<()> {
+        let n = self.schema.fields().len();
+        let bad = || BrookError::Internal("a temporal join's versions do not fit its table".into());
+        if batch.num_columns() != n + 2 {
+            return Err(bad());
+        }
+        let columns: Vec<ArrayRef> = (0..n)
+            .map(|c| cast(batch.column(c), self.schema.field(c).data_type()))
+            .collect::<std::result::Result<_, _>>()?;
+        let rows = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(
+                self.schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            )),
+            columns,
+            &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows())),
+        )?;
+        let times = batch
+            .column(n)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(bad)?;
+        let deleted = batch.column(n + 1).as_boolean_opt().ok_or_else(bad)?;
+        let times: Vec<i64> = times.values().to_vec();
+        let deleted: Vec<bool> = (0..batch.num_rows()).map(|r| deleted.value(r)).collect();
+        let rows =
+            RecordBatch::try_new(Arc::clone(&self.schema), rows.columns().to_vec()).unwrap_or(rows);
+        self.record(&rows, &times, &deleted)
     }
 }
 
@@ -341,6 +432,59 @@ impl BatchEngine for TemporalJoinEngine {
         }))
     }
 
+    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+        let mut parts = vec![
+            state::label(self.versions.snapshot()?, Part::JoinRows { side: 1 })?,
+            state::label(
+                RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![
+                        Field::new("stream_max", DataType::Int64, true),
+                        Field::new("table_max", DataType::Int64, true),
+                    ])),
+                    vec![
+                        Arc::new(Int64Array::from(vec![self.stream_max])),
+                        Arc::new(Int64Array::from(vec![self.table_max])),
+                    ],
+                )?,
+                Part::JoinClock { side: 0 },
+            )?,
+        ];
+        if let Some(first) = self.held.first() {
+            let held = concat_batches(&first.schema(), &self.held)?;
+            parts.push(state::label(held, Part::JoinRows { side: 0 })?);
+        }
+        Ok(parts)
+    }
+
+    async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        self.versions.by_key.clear();
+        self.held.clear();
+        for batch in batches {
+            let part = state::part_of(&batch)?;
+            let batch = state::unlabel(batch)?;
+            match part {
+                Part::JoinRows { side: 1 } => self.versions.restore(&batch)?,
+                Part::JoinRows { side: 0 } => self.held.push(batch),
+                Part::JoinClock { side: 0 } => {
+                    let value = |c: usize| {
+                        batch
+                            .column(c)
+                            .as_primitive_opt::<Int64Type>()
+                            .and_then(|v| v.is_valid(0).then(|| v.value(0)))
+                    };
+                    self.stream_max = value(0);
+                    self.table_max = value(1);
+                }
+                other => {
+                    return Err(BrookError::Internal(format!(
+                        "a temporal join's state holds a '{other}' part"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn retained(&self) -> Retained {
         let held: usize = self.held.iter().map(RecordBatch::num_rows).sum();
         Retained {
@@ -353,5 +497,96 @@ impl BatchEngine for TemporalJoinEngine {
                 .sum(),
             by_stream: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Float64Array, StringArray};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("currency", DataType::Utf8, true),
+            Field::new("rate", DataType::Float64, true),
+        ]))
+    }
+
+    fn rows(rows: &[(&str, Option<f64>)]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn shown(batch: &RecordBatch) -> String {
+        pretty_format_batches(std::slice::from_ref(batch))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn versions_answer_as_of_a_time_drop_what_no_row_can_meet_and_survive_a_snapshot() {
+        let mut versions = Versions::new(schema(), vec![0]).unwrap();
+        versions
+            .record(
+                &rows(&[
+                    ("EUR", Some(1.0)),
+                    ("EUR", Some(1.1)),
+                    ("EUR", None),
+                    ("USD", Some(0.9)),
+                ]),
+                &[10, 20, 30, 5],
+                &[false, false, true, false],
+            )
+            .unwrap();
+        let rate_at = |versions: &Versions, time: i64| {
+            let batch = versions.as_of(time).unwrap();
+            let mut text: Vec<String> = (0..batch.num_rows())
+                .map(|r| {
+                    shown(&batch.slice(r, 1))
+                        .lines()
+                        .nth(3)
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            text.sort();
+            text.join(" ")
+        };
+        assert_eq!(rate_at(&versions, 4), "");
+        assert!(
+            rate_at(&versions, 15).contains("EUR      | 1.0"),
+            "{}",
+            rate_at(&versions, 15)
+        );
+        assert!(rate_at(&versions, 25).contains("1.1"));
+        assert!(!rate_at(&versions, 35).contains("EUR"));
+        let mut restored = Versions::new(schema(), vec![0]).unwrap();
+        restored.restore(&versions.snapshot().unwrap()).unwrap();
+        for time in [4, 10, 15, 20, 25, 30, 35] {
+            assert_eq!(
+                rate_at(&restored, time),
+                rate_at(&versions, time),
+                "at {time}"
+            );
+        }
+        // Past 25, only the version of 20 and later ones are needed.
+        versions.drop_before(25);
+        assert_eq!(versions.len(), 3);
+        assert_eq!(rate_at(&versions, 25), rate_at(&restored, 25));
+        // Past 30, EUR is deleted: nothing of it is kept.
+        versions.drop_before(30);
+        assert_eq!(versions.len(), 1);
     }
 }

@@ -91,7 +91,7 @@ impl Planner<'_> {
                 "table '{table}' has no changelog"
             )));
         };
-        let declared = versioned.current.schema_ref();
+        let declared = versioned.rows.schema();
         let key = changelog
             .key
             .iter()
@@ -108,7 +108,7 @@ impl Planner<'_> {
             stream_slots,
             Arc::clone(&versioned.slot),
             (stream_time, table_time),
-            (table.clone(), key, versioned.current.rows()),
+            (table.clone(), key, versioned.rows.clone()),
         )?;
         drop(registered);
         streams.push(table.clone());
