@@ -104,34 +104,13 @@ impl JsonLines {
                 if batches.is_empty() {
                     return decoded;
                 }
-                match concat_batches(&self.text_schema, &batches) {
-                    Ok(batch) => (batch, row_lines),
-                    Err(err) => {
-                        // Not expected: every batch has the same schema.
-                        decoded
-                            .bad_lines
-                            .extend(row_lines.iter().map(|&line| BadLine {
-                                line,
-                                message: format!("internal error joining the rows: {err}"),
-                            }));
-                        decoded.bad_lines.sort_by_key(|bad| bad.line);
-                        return decoded;
-                    }
+                match self.joined(&batches, &row_lines, &mut decoded) {
+                    Some(batch) => (batch, row_lines),
+                    None => return decoded,
                 }
             }
         };
-        let (batch, refused) = self.typed(&text_rows, timestamps);
-        decoded.batch = batch;
-        if !refused.is_empty() {
-            decoded
-                .bad_lines
-                .extend(refused.into_iter().map(|(row, message)| BadLine {
-                    line: row_lines[row],
-                    message,
-                }));
-            decoded.bad_lines.sort_by_key(|bad| bad.line);
-        }
-        decoded
+        self.finish(decoded, &text_rows, &row_lines, timestamps)
     }
 
     /// Decodes `chunk`'s lines, each a change in `envelope`, into the
@@ -190,30 +169,60 @@ impl JsonLines {
                     }
                 }
                 row_lines = kept;
-                match concat_batches(&self.text_schema, &batches) {
-                    Ok(batch) => batch,
-                    Err(err) => {
-                        decoded
-                            .bad_lines
-                            .extend(row_lines.iter().map(|&line| BadLine {
-                                line,
-                                message: format!("internal error joining the rows: {err}"),
-                            }));
-                        decoded.bad_lines.sort_by_key(|bad| bad.line);
-                        return decoded;
-                    }
+                match self.joined(&batches, &row_lines, &mut decoded) {
+                    Some(batch) => batch,
+                    None => return decoded,
                 }
             }
         };
-        let (batch, refused) = self.typed(&text_rows, timestamps);
+        self.finish(decoded, &text_rows, &row_lines, timestamps)
+    }
+
+    /// Rows decoded one by one, joined; `None` (each line reported in
+    /// `decoded`) if they cannot be, which is not expected: every batch
+    /// has the same schema.
+    fn joined(
+        &self,
+        batches: &[RecordBatch],
+        row_lines: &[u64],
+        decoded: &mut DecodedLines,
+    ) -> Option<RecordBatch> {
+        match concat_batches(&self.text_schema, batches) {
+            Ok(batch) => Some(batch),
+            Err(err) => {
+                decoded
+                    .bad_lines
+                    .extend(row_lines.iter().map(|&line| BadLine {
+                        line,
+                        message: format!("internal error joining the rows: {err}"),
+                    }));
+                decoded.bad_lines.sort_by_key(|bad| bad.line);
+                None
+            }
+        }
+    }
+
+    /// `decoded` with the stream's columns from `text_rows` (whose rows
+    /// came from `row_lines`), and the rows a value was refused in as bad
+    /// lines.
+    fn finish(
+        &self,
+        mut decoded: DecodedLines,
+        text_rows: &RecordBatch,
+        row_lines: &[u64],
+        timestamps: TimestampFormat,
+    ) -> DecodedLines {
+        let (batch, refused) = self.typed(text_rows, timestamps);
         decoded.batch = batch;
-        decoded
-            .bad_lines
-            .extend(refused.into_iter().map(|(row, message)| BadLine {
-                line: row_lines[row],
-                message,
-            }));
-        decoded.bad_lines.sort_by_key(|bad| bad.line);
+        if !refused.is_empty() {
+            decoded
+                .bad_lines
+                .extend(refused.into_iter().map(|(row, message)| BadLine {
+                    line: row_lines[row],
+                    message,
+                }));
+            decoded.bad_lines.sort_by_key(|bad| bad.line);
+        }
         decoded
     }
 
