@@ -1,6 +1,6 @@
 //! The query that keeps a table current from its changelog: each batch's
-//! changes are applied to the current row of each key, and the table's
-//! rows are published for the plans that read it (see
+//! changes are applied to the current row of each key, from which the
+//! plans that read the table get its rows (see
 //! `catalog::changelog_table`). It emits nothing; its checkpoints hold
 //! the current rows.
 
@@ -12,38 +12,51 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::current_rows::CurrentRows;
 use super::state::{self, Part};
-use crate::catalog::changelog_table::CurrentRows as PublishedRows;
+use crate::catalog::changelog_table::{CurrentRows as PublishedRows, RowsSource};
 use crate::error::{BrookError, Result};
 use crate::query::Retained;
 use crate::query::engine::{BatchEngine, Emission, MicroBatch};
+use parking_lot::Mutex;
 
 /// A table kept current.
 pub(crate) struct TableMaintainer {
-    rows: CurrentRows,
+    rows: Arc<Mutex<CurrentRows>>,
     published: Arc<PublishedRows>,
+}
+
+/// The table's rows as plans read them: the current rows without the
+/// changelog's `op` column.
+struct Published {
+    rows: Arc<Mutex<CurrentRows>>,
+    schema: SchemaRef,
+}
+
+impl RowsSource for Published {
+    fn rows(&self) -> datafusion::error::Result<RecordBatch> {
+        let all = self
+            .rows
+            .lock()
+            .all()
+            .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))?;
+        let columns: Vec<usize> = (1..all.num_columns()).collect();
+        let rows = all.project(&columns)?;
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            rows.columns().to_vec(),
+        )?)
+    }
 }
 
 impl TableMaintainer {
     /// Keeps `published` current from a changelog of `schema` keyed by
     /// `key`.
     pub fn new(schema: SchemaRef, key: &[String], published: Arc<PublishedRows>) -> Result<Self> {
-        Ok(Self {
-            rows: CurrentRows::new(schema, key)?,
-            published,
-        })
-    }
-
-    /// Publishes the current rows, without the changelog's `op` column.
-    fn publish(&self) -> Result<()> {
-        let all = self.rows.all()?;
-        let columns: Vec<usize> = (1..all.num_columns()).collect();
-        let rows = all.project(&columns)?;
-        let rows = RecordBatch::try_new(
-            Arc::clone(self.published.schema_ref()),
-            rows.columns().to_vec(),
-        )?;
-        self.published.publish(rows);
-        Ok(())
+        let rows = Arc::new(Mutex::new(CurrentRows::new(schema, key)?));
+        published.set_source(Arc::new(Published {
+            rows: Arc::clone(&rows),
+            schema: Arc::clone(published.schema_ref()),
+        }));
+        Ok(Self { rows, published })
     }
 }
 
@@ -63,32 +76,37 @@ impl BatchEngine for TableMaintainer {
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
         let mut changed = false;
         for changes in batch.inputs.first().into_iter().flatten() {
-            let applied = self.rows.apply(changes)?;
+            let applied = self.rows.lock().apply(changes)?;
             changed |= applied.added.num_rows() > 0 || applied.retracted.num_rows() > 0;
         }
         if changed {
-            self.publish()?;
+            self.published.changed();
         }
         Ok(None)
     }
 
     fn retained(&self) -> Retained {
+        // One lock: parking_lot's mutex is not reentrant.
+        let rows = self.rows.lock();
         Retained {
             batches: 1,
-            rows: self.rows.len(),
-            bytes: self.rows.bytes(),
+            rows: rows.len(),
+            bytes: rows.bytes(),
             by_stream: Vec::new(),
         }
     }
 
     fn snapshot(&self) -> Result<Vec<RecordBatch>> {
-        Ok(vec![state::label(self.rows.all()?, Part::ChangelogRows)?])
+        Ok(vec![state::label(
+            self.rows.lock().all()?,
+            Part::ChangelogRows,
+        )?])
     }
 
     async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         for batch in batches {
             match state::part_of(&batch)? {
-                Part::ChangelogRows => self.rows.load(&state::unlabel(batch)?)?,
+                Part::ChangelogRows => self.rows.lock().load(&state::unlabel(batch)?)?,
                 other => {
                     return Err(BrookError::Internal(format!(
                         "a table's state holds a '{other}' part"
@@ -96,6 +114,7 @@ impl BatchEngine for TableMaintainer {
                 }
             }
         }
-        self.publish()
+        self.published.changed();
+        Ok(())
     }
 }
