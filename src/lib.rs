@@ -80,6 +80,7 @@
 // returns errors instead (tests may unwrap).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod avro;
 pub(crate) mod catalog;
 pub mod changelog;
 pub mod checkpoint;

@@ -305,8 +305,12 @@ impl StreamContext {
             Connector::Files(options) => {
                 self.register_files(&create.name, lines_or(schema), options)?;
             }
-            Connector::Kafka(options) => {
-                self.register_kafka(&create.name, lines_or(schema), *options)?;
+            Connector::Kafka(mut options) => {
+                let schema = match options.columns(&create.name, Arc::clone(&schema))? {
+                    Some(columns) => columns,
+                    None => lines_or(schema),
+                };
+                self.register_kafka(&create.name, schema, *options)?;
             }
             Connector::PostgresCdc(options) => {
                 self.register_postgres_cdc(&create.name, schema, *options)?;

@@ -18,6 +18,8 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{BatchSink, SinkWrite};
+use crate::avro::encode::AvroEncoder;
+use crate::avro::{AVRO_OPTIONS, SchemaSource};
 use crate::changelog::Op;
 use crate::error::{BrookError, Result};
 use crate::options::OptionReader;
@@ -39,6 +41,9 @@ pub enum KafkaFormat {
     /// Debezium's envelope per message: `{"before":..,"after":..,"op":..}`
     /// (`c` for an insert or any appended row, `u`, `d`).
     DebeziumJson,
+    /// One Avro record per message, framed with its schema's registry id
+    /// (or a bare body of `avro_schema`).
+    Avro,
 }
 
 /// A Kafka sink's options.
@@ -55,6 +60,9 @@ pub struct KafkaSinkOptions {
     /// Upsert: a delete of a changes result is a tombstone (the key, no
     /// value), and `op` is not written.
     pub upsert: bool,
+    /// With format 'avro': the registry the schema is registered with, or
+    /// the schema given inline.
+    pub avro: Option<SchemaSource>,
     /// librdkafka properties given as `'kafka.name' = 'value'`.
     pub properties: Vec<(String, String)>,
 }
@@ -79,7 +87,7 @@ pub const KAFKA_SINK_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
         default: Some("json"),
-        help: "'json' (an object per message), 'csv' (a line per message, no header) or 'debezium-json' (Debezium's envelope)",
+        help: "'json' (an object per message), 'csv' (a line per message, no header), 'debezium-json' (Debezium's envelope) or 'avro' (a record per message; schema_registry or avro_schema)",
     },
     OptionSpec {
         key: "mode",
@@ -91,6 +99,10 @@ pub const KAFKA_SINK_OPTIONS: &[OptionSpec] = &[
         default: None,
         help: "a column whose value is each message's key (default: no key)",
     },
+    AVRO_OPTIONS[0],
+    AVRO_OPTIONS[1],
+    AVRO_OPTIONS[2],
+    AVRO_OPTIONS[3],
 ];
 
 impl KafkaSinkOptions {
@@ -108,19 +120,37 @@ impl KafkaSinkOptions {
                 ))
             })
         };
+        let format = options
+            .choice(
+                "format",
+                &[
+                    ("json", KafkaFormat::Json),
+                    ("csv", KafkaFormat::Csv),
+                    ("debezium-json", KafkaFormat::DebeziumJson),
+                    ("avro", KafkaFormat::Avro),
+                ],
+            )?
+            .unwrap_or(KafkaFormat::Json);
+        let avro = match format {
+            KafkaFormat::Avro => Some(SchemaSource::read(&format!("sink '{sink}'"), &options)?),
+            _ => {
+                if let Some(key) = AVRO_OPTIONS
+                    .iter()
+                    .map(|o| o.key)
+                    .find(|k| options.text(k).is_some())
+                {
+                    return Err(BrookError::invalid(format!(
+                        "sink '{sink}': option {key} is for format = 'avro'"
+                    )));
+                }
+                None
+            }
+        };
         Ok(Self {
             bootstrap_servers: required("bootstrap_servers")?,
             topic: required("topic")?,
-            format: options
-                .choice(
-                    "format",
-                    &[
-                        ("json", KafkaFormat::Json),
-                        ("csv", KafkaFormat::Csv),
-                        ("debezium-json", KafkaFormat::DebeziumJson),
-                    ],
-                )?
-                .unwrap_or(KafkaFormat::Json),
+            format,
+            avro,
             key: options.text("key").map(str::to_string),
             upsert: options
                 .choice("mode", &[("append", false), ("upsert", true)])?
@@ -141,6 +171,8 @@ pub struct KafkaSink {
     key_index: Option<usize>,
     /// The query's result is changes, each row's kind in column 0.
     changes: bool,
+    /// With format 'avro', the rows' encoder (its schema registered).
+    avro: Option<AvroEncoder>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -187,17 +219,34 @@ impl KafkaSink {
                 "sink '{name}': cannot create a Kafka producer: {err}"
             ))
         })?;
+        let avro = match &options.avro {
+            Some(schemas) => {
+                let rows = match changes {
+                    true => schema.project(&(1..schema.fields().len()).collect::<Vec<_>>())?,
+                    false => schema.clone(),
+                };
+                let subject = format!("{}-value", options.topic);
+                Some(AvroEncoder::create(
+                    &format!("sink '{name}'"),
+                    schemas,
+                    &subject,
+                    &rows,
+                )?)
+            }
+            None => None,
+        };
         Ok(Self {
             name: name.to_string(),
             options,
             producer,
             key_index,
             changes,
+            avro,
         })
     }
 
     /// Each row of `batch` as a message value; `None` for a tombstone.
-    fn encode(&self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
+    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
         let (rows, ops) = if self.changes {
             let ops = cast(batch.column(0), &DataType::Utf8)?;
             let columns: Vec<usize> = (1..batch.num_columns()).collect();
@@ -227,14 +276,23 @@ impl KafkaSink {
             .collect())
     }
 
-    /// Each row of `batch` as a JSON object or CSV line.
-    fn lines(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    /// Each row of `batch` as a JSON object, CSV line or Avro record.
+    fn lines(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        if let Some(avro) = &mut self.avro {
+            return avro.values(batch);
+        }
         let mut out = Vec::new();
         match self.options.format {
             KafkaFormat::Json | KafkaFormat::DebeziumJson => {
                 let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
                 writer.write(batch)?;
                 writer.finish()?;
+            }
+            KafkaFormat::Avro => {
+                return Err(BrookError::Internal(format!(
+                    "sink '{}': format 'avro' without its encoder",
+                    self.name
+                )));
             }
             KafkaFormat::Csv => {
                 let mut writer = arrow_csv::WriterBuilder::new()

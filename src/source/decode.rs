@@ -5,10 +5,12 @@
 //! cut into reads. Bad lines are set aside with their line numbers; good
 //! lines around them are decoded in bulk and kept, in order.
 
+mod avro;
 mod changelog;
 mod csv;
 mod json;
 
+pub(crate) use avro::AvroDecoder;
 pub(crate) use changelog::{Envelope, upsert_frame};
 mod values;
 

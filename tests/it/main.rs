@@ -1,6 +1,7 @@
 //! brook's integration tests: one test binary (DataFusion is large to link).
 
 mod arrival;
+mod avro;
 mod cdc;
 mod changelog;
 mod checkpoint;
@@ -28,6 +29,8 @@ mod queue;
 mod reliability;
 mod repl;
 mod scheduling;
+#[path = "../support/schema_registry.rs"]
+mod schema_registry;
 mod sink;
 mod socket;
 mod split;

@@ -27,7 +27,7 @@ mod reader;
 mod rebalance;
 
 use self::offsets::{Offsets, offsets_text};
-use self::reader::{Framing, Reader, metadata_array};
+use self::reader::{Framing, Reader, ValueDecoder, metadata_array};
 use self::rebalance::{Committer, KafkaConsumer, StartContext};
 
 use parking_lot::Mutex;
@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 
 pub use self::options::{KAFKA_OPTIONS, KafkaMode, KafkaOptions, StartOffset};
 use super::LineFormat;
-use super::decode::{Envelope, LineDecoder};
+use super::decode::{AvroDecoder, Envelope, LineDecoder};
 use super::{Inbox, Source};
 use crate::error::{BrookError, Result, Warning, WarningHandler};
 
@@ -112,10 +112,14 @@ impl std::fmt::Debug for KafkaSource {
 impl KafkaSource {
     pub fn try_new(
         stream: String,
-        options: KafkaOptions,
+        mut options: KafkaOptions,
         schema: SchemaRef,
         warn: WarningHandler,
     ) -> Result<Self> {
+        let subject = options.value_subject();
+        if let Some(avro) = &mut options.avro {
+            avro.resolve(&stream, &subject)?;
+        }
         // The value's columns must suit the format: checked here.
         value_decoder(&stream, &options, &schema)?;
         for field in schema.fields() {
@@ -143,6 +147,22 @@ impl KafkaSource {
             resume: Default::default(),
             static_member: Default::default(),
         })
+    }
+}
+
+impl KafkaSource {
+    /// The format as `SHOW STREAMS` shows it (a registry by its URL
+    /// without credentials).
+    fn format_shown(&self) -> String {
+        match &self.options.avro {
+            Some(avro) => match &avro.schemas {
+                crate::avro::SchemaSource::Registry(registry) => {
+                    format!("avro', schema_registry = '{}", registry.shown())
+                }
+                crate::avro::SchemaSource::Inline(_) => "avro', avro_schema = '...".to_string(),
+            },
+            None => format!("{:?}", self.options.format).to_ascii_lowercase(),
+        }
     }
 }
 
@@ -204,7 +224,20 @@ impl Running {
 }
 
 /// The decoder of stream `stream`'s message values.
-fn value_decoder(stream: &str, options: &KafkaOptions, schema: &Schema) -> Result<LineDecoder> {
+fn value_decoder(stream: &str, options: &KafkaOptions, schema: &Schema) -> Result<ValueDecoder> {
+    if let Some(avro) = &options.avro {
+        if options.mode == KafkaMode::Upsert {
+            return Err(BrookError::invalid(format!(
+                "stream '{stream}': mode = 'upsert' reads JSON values; format 'avro' is read in mode 'append'"
+            )));
+        }
+        let columns = value_schema(schema);
+        avro.check_columns(stream, &columns)?;
+        return Ok(ValueDecoder::Avro(Box::new(AvroDecoder::new(
+            avro.clone(),
+            columns,
+        ))));
+    }
     let decoder = LineDecoder::try_new(
         stream,
         value_schema(schema),
@@ -213,7 +246,7 @@ fn value_decoder(stream: &str, options: &KafkaOptions, schema: &Schema) -> Resul
     )?
     .with_max_line_bytes(options.max_line_bytes)
     .with_timestamp_format(options.timestamp_format);
-    Ok(match options.mode {
+    Ok(ValueDecoder::Lines(match options.mode {
         KafkaMode::Append => decoder,
         KafkaMode::Upsert => {
             if options.format != LineFormat::Json {
@@ -230,7 +263,7 @@ fn value_decoder(stream: &str, options: &KafkaOptions, schema: &Schema) -> Resul
                 key: options.upsert_key.clone(),
             })
         }
-    })
+    }))
 }
 
 /// The declared columns that come from the message's value.
@@ -257,7 +290,7 @@ impl Source for KafkaSource {
             self.options.bootstrap_servers,
             self.options.topic,
             self.options.group_of(&self.stream),
-            format!("{:?}", self.options.format).to_ascii_lowercase(),
+            self.format_shown(),
             self.options.timestamp_format.name(),
         );
         let running = self.running.lock();

@@ -5,6 +5,11 @@ use super::super::line_options::{
     LIMIT_OPTIONS, LINE_OPTIONS, LineFormat, OnError, TimestampFormat, read_delimiter, read_limits,
     read_timestamp_format,
 };
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+
+use crate::avro::{AVRO_OPTIONS, AvroValues};
 use crate::error::{BrookError, Result};
 use crate::options::{OptionReader, OptionSpec};
 use crate::stream::StreamLimits;
@@ -59,6 +64,9 @@ pub struct KafkaOptions {
     /// How TIMESTAMP columns are written in CSV and JSON lines; default
     /// [`TimestampFormat::Text`].
     pub timestamp_format: TimestampFormat,
+    /// With format 'avro': where the schemas are, and the reader schema
+    /// (`format` is then unused).
+    pub avro: Option<AvroValues>,
     /// The stream's bounds.
     pub limits: StreamLimits,
     /// librdkafka properties given as `'kafka.name' = 'value'`.
@@ -88,7 +96,7 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "format",
         default: Some("text"),
-        help: "'text', 'csv' or 'json': each line of a message's value is a row; 'debezium-json': each message is a change",
+        help: "'text', 'csv' or 'json': each line of a message's value is a row; 'debezium-json': each message is a change; 'avro': each message is a record (schema_registry or avro_schema)",
     },
     OptionSpec {
         key: "mode",
@@ -116,6 +124,10 @@ pub const KAFKA_OPTIONS: &[OptionSpec] = &[
     LIMIT_OPTIONS[0],
     LIMIT_OPTIONS[1],
     LIMIT_OPTIONS[2],
+    AVRO_OPTIONS[0],
+    AVRO_OPTIONS[1],
+    AVRO_OPTIONS[2],
+    AVRO_OPTIONS[3],
 ];
 
 const FORMATS: &[(&str, LineFormat)] = &[
@@ -160,12 +172,33 @@ impl KafkaOptions {
                 )));
             }
         }
+        let avro = match options.text("format") {
+            Some(format) if format.eq_ignore_ascii_case("avro") => {
+                Some(AvroValues::read(stream, &options)?)
+            }
+            _ => {
+                if let Some(key) = AVRO_OPTIONS
+                    .iter()
+                    .map(|o| o.key)
+                    .find(|k| options.text(k).is_some())
+                {
+                    return Err(BrookError::invalid(format!(
+                        "stream '{stream}': option {key} is for format = 'avro'"
+                    )));
+                }
+                None
+            }
+        };
         Ok(Self {
             bootstrap_servers,
             topic,
-            format: options
-                .choice("format", FORMATS)?
-                .unwrap_or(LineFormat::Text),
+            format: match avro {
+                Some(_) => LineFormat::Text,
+                None => options
+                    .choice("format", FORMATS)?
+                    .unwrap_or(LineFormat::Text),
+            },
+            avro,
             mode: options
                 .choice(
                     "mode",
@@ -196,6 +229,34 @@ impl KafkaOptions {
             limits: read_limits(&options)?,
             properties,
         })
+    }
+
+    /// The registry subject of the topic's values (TopicNameStrategy).
+    pub fn value_subject(&self) -> String {
+        format!("{}-value", self.topic)
+    }
+
+    /// The stream's columns: `declared`, or with format 'avro' and no value
+    /// column declared, the fields of the subject's latest schema (asked
+    /// of the registry here) followed by the declared metadata columns.
+    pub fn columns(&mut self, stream: &str, declared: SchemaRef) -> Result<Option<SchemaRef>> {
+        let subject = self.value_subject();
+        let Some(avro) = &mut self.avro else {
+            return Ok(None);
+        };
+        avro.resolve(stream, &subject)?;
+        let metadata: Vec<FieldRef> = declared
+            .fields()
+            .iter()
+            .filter(|f| super::METADATA_COLUMNS.contains(&f.name().as_str()))
+            .cloned()
+            .collect();
+        if metadata.len() < declared.fields().len() {
+            return Ok(Some(declared));
+        }
+        let mut columns = avro.columns(stream, &subject)?;
+        columns.extend(metadata);
+        Ok(Some(Arc::new(Schema::new(columns))))
     }
 
     /// The consumer group of stream `stream`.

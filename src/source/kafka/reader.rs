@@ -22,7 +22,7 @@ use rdkafka::message::Message;
 use tokio::sync::Notify;
 
 use crate::error::{BrookError, Result, Warning, WarningHandler};
-use crate::source::decode::{DecodedLines, LineDecoder, upsert_frame};
+use crate::source::decode::{AvroDecoder, DecodedLines, LineDecoder, upsert_frame};
 use crate::stream::Inbox;
 
 use super::offsets::Offsets;
@@ -48,14 +48,58 @@ pub(super) enum Framing {
     Change,
     /// The key and the value (or none, a tombstone) framed on one line.
     Upsert,
+    /// The value is one Avro record; a message without a value is skipped.
+    Avro,
 }
 
 impl Framing {
     pub(super) fn of(options: &super::KafkaOptions) -> Self {
+        if options.avro.is_some() {
+            return Framing::Avro;
+        }
         match (options.mode, options.format.is_changelog()) {
             (super::KafkaMode::Upsert, _) => Framing::Upsert,
             (super::KafkaMode::Append, true) => Framing::Change,
             (super::KafkaMode::Append, false) => Framing::Lines,
+        }
+    }
+}
+
+/// How a chunk of message values becomes rows.
+pub(super) enum ValueDecoder {
+    /// Values cut into lines, decoded as text, CSV or JSON.
+    Lines(LineDecoder),
+    /// Each value one Avro record.
+    Avro(Box<AvroDecoder>),
+}
+
+/// Messages read together: their values (lines, or one value each ending
+/// at `ends`) and each row's place.
+#[derive(Default)]
+pub(super) struct Chunk {
+    pub(super) bytes: Vec<u8>,
+    /// With [`Framing::Avro`], where each message's value ends in `bytes`.
+    pub(super) ends: Vec<usize>,
+    pub(super) places: Vec<Place>,
+}
+
+impl ValueDecoder {
+    async fn decode(&mut self, chunk: Chunk, first_line: u64) -> DecodedLines {
+        match self {
+            ValueDecoder::Lines(decoder) => decoder.decode(&Buffer::from(chunk.bytes), first_line),
+            ValueDecoder::Avro(decoder) => {
+                let mut start = 0;
+                let values: Vec<&[u8]> = chunk
+                    .ends
+                    .iter()
+                    .map(|end| {
+                        let value = &chunk.bytes[start..*end];
+                        start = *end;
+                        value
+                    })
+                    .collect();
+                decoder.decode(&values, first_line).await
+            }
         }
     }
 }
@@ -65,7 +109,7 @@ pub(super) struct Reader {
     pub(super) topic: String,
     pub(super) schema: SchemaRef,
     pub(super) consumer: Arc<KafkaConsumer>,
-    pub(super) decoder: LineDecoder,
+    pub(super) decoder: ValueDecoder,
     pub(super) framing: Framing,
     pub(super) on_error: crate::source::OnError,
     pub(super) inbox: Arc<Inbox>,
@@ -96,7 +140,7 @@ impl Reader {
     pub(super) fn spawn(self, stop: Arc<Notify>) -> Result<()> {
         let stream = self.stream.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|err| {
                 BrookError::Internal(format!(
@@ -124,8 +168,7 @@ impl Reader {
         loop {
             // The first message waits; the rest are what is ready now. A
             // rebalance inside `recv` ends the chunk (it returns pending).
-            let mut chunk = Vec::new();
-            let mut places = Vec::new();
+            let mut chunk = Chunk::default();
             match self.consumer.recv().await {
                 Ok(message) if self.before_checkpoint(&message) => continue,
                 Ok(message) => {
@@ -136,7 +179,7 @@ impl Reader {
                         )));
                         lost = false;
                     }
-                    add_message(&message, self.framing, &mut chunk, &mut places);
+                    add_message(&message, self.framing, &mut chunk);
                 }
                 Err(err) => {
                     if !lost {
@@ -155,12 +198,10 @@ impl Reader {
             // A chunk fits in the inbox's bound (an empty inbox would take
             // a larger one whole).
             let most = MESSAGES_PER_CHUNK.min(self.inbox.limits().max_pending_rows);
-            while places.len() < most && chunk.len() < BYTES_PER_CHUNK {
+            while chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) if self.before_checkpoint(&message) => {}
-                    Some(Ok(message)) => {
-                        add_message(&message, self.framing, &mut chunk, &mut places)
-                    }
+                    Some(Ok(message)) => add_message(&message, self.framing, &mut chunk),
                     _ => break,
                 }
             }
@@ -170,7 +211,7 @@ impl Reader {
                 // offset.
                 continue;
             }
-            if !self.deliver(chunk, places, rebalance).await {
+            if !self.deliver(chunk, rebalance).await {
                 return;
             }
         }
@@ -179,15 +220,11 @@ impl Reader {
     /// Decodes a chunk of lines, reports bad ones with partition and
     /// offset, adds the metadata columns, queues the rows (pausing the
     /// partitions while the inbox is full) and records the chunk's offsets.
-    pub(super) async fn deliver(
-        &mut self,
-        chunk: Vec<u8>,
-        places: Vec<Place>,
-        rebalance: u64,
-    ) -> bool {
+    pub(super) async fn deliver(&mut self, mut chunk: Chunk, rebalance: u64) -> bool {
+        let places = std::mem::take(&mut chunk.places);
         let first_line = self.next_line;
         self.next_line += places.len() as u64;
-        let decoded: DecodedLines = self.decoder.decode(&Buffer::from(chunk), first_line);
+        let decoded: DecodedLines = self.decoder.decode(chunk, first_line).await;
         let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
         for place in &places {
             let range = ranges
@@ -260,9 +297,13 @@ impl Reader {
 pub(super) fn add_message(
     message: &rdkafka::message::BorrowedMessage<'_>,
     framing: Framing,
-    chunk: &mut Vec<u8>,
-    places: &mut Vec<Place>,
+    chunk: &mut Chunk,
 ) {
+    let Chunk {
+        bytes: chunk,
+        ends,
+        places,
+    } = chunk;
     let place = Place {
         key: message
             .key()
@@ -284,6 +325,15 @@ pub(super) fn add_message(
                     .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
             );
             chunk.push(b'\n');
+            places.push(place);
+            return;
+        }
+        Framing::Avro => {
+            let Some(value) = message.payload() else {
+                return;
+            };
+            chunk.extend_from_slice(value);
+            ends.push(chunk.len());
             places.push(place);
             return;
         }
