@@ -1,6 +1,9 @@
 //! Reading Kafka: 5,000,000 small messages pre-produced to a 4-partition
 //! topic on a tansu broker (127.0.0.1, in-memory storage), then consumed
-//! by a word count over text lines and by a `GROUP BY` over JSON records.
+//! by a word count over text lines and by a `GROUP BY` over JSON records;
+//! then the same readings (a sensor, a double, a timestamp) as Avro records
+//! framed by a schema registry (the tests' own, tests/support) and as JSON
+//! lines, each into the same `GROUP BY`.
 //! Messages per second from the query's start (before the first fetch) to
 //! the result that holds the last message. Each run must read every
 //! message exactly once (no batch more, however long it waits after) and
@@ -8,10 +11,13 @@
 //!
 //! Run: `cargo bench --bench kafka_source` (tansu at `target/tools/tansu`,
 //! or `BROOK_TANSU`; `bash .ci/install-tansu` fetches it).
-//! `KAFKA_BENCH_MESSAGES` overrides the count.
+//! `KAFKA_BENCH_MESSAGES` overrides the count; `KAFKA_BENCH_CASES=avro`
+//! runs only the Avro/JSON readings, `=lines` only the first two.
 
 #[path = "../tests/support/kafka_broker.rs"]
 mod kafka_broker;
+#[path = "../tests/support/schema_registry.rs"]
+mod schema_registry;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,7 +44,7 @@ fn produce(
     broker: &KafkaBroker,
     topic: &str,
     count: usize,
-    message: impl Fn(usize) -> String,
+    message: impl Fn(usize) -> Vec<u8>,
 ) -> Duration {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.address())
@@ -52,7 +58,7 @@ fn produce(
     let started = Instant::now();
     for n in 0..count {
         let payload = message(n);
-        let mut record = BaseRecord::<(), String>::to(topic)
+        let mut record = BaseRecord::<(), Vec<u8>>::to(topic)
             .payload(&payload)
             .partition((n % 4) as i32);
         loop {
@@ -117,7 +123,7 @@ fn add_output(totals: &mut Totals, output: &BatchOutput) {
 async fn consume(
     broker: &KafkaBroker,
     topic: &str,
-    (format, columns): (&str, &str),
+    (columns, with): (&str, &str),
     sql: &str,
     count: usize,
     expected: &Totals,
@@ -126,7 +132,7 @@ async fn consume(
     let ctx = StreamContext::new(Duration::from_millis(100));
     ctx.sql(&format!(
         "CREATE STREAM {topic} ({columns}) WITH (connector = 'kafka', bootstrap_servers = '{}', \
-         topic = '{topic}', format = '{format}', start_offset = 'earliest', group_id = 'bench-{topic}-{attempt}', \
+         topic = '{topic}', {with}, start_offset = 'earliest', group_id = 'bench-{topic}-{attempt}', \
          'kafka.session.timeout.ms' = '6000', 'kafka.heartbeat.interval.ms' = '500'{})",
         broker.address(),
         std::env::var("KAFKA_BENCH_OPTIONS").unwrap_or_default()
@@ -171,16 +177,123 @@ async fn consume(
     (end - started, end - first_rows.unwrap_or(started))
 }
 
+/// Readings as Avro: a sensor, a double, a timestamp in milliseconds.
+const READING: &str = r#"{"type": "record", "name": "Reading", "fields": [
+  {"name": "sensor", "type": "string"},
+  {"name": "value", "type": "double"},
+  {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}
+]}"#;
+
+/// Reading `n`: its sensor, value and time (ms since the epoch).
+fn reading(n: usize) -> (String, f64, i64) {
+    (
+        format!("s{}", n % 1000),
+        (n % 40) as f64 + 0.5,
+        1_796_551_200_000 + n as i64,
+    )
+}
+
+/// Per sensor, the value in halves and one more reading.
+fn reading_totals(count: usize) -> Totals {
+    let mut sensors = Totals::new();
+    for n in 0..count {
+        let sums = sensors
+            .entry(format!("s{}", n % 1000))
+            .or_insert_with(|| vec![0, 0]);
+        sums[0] += (n % 40) as i64 * 2 + 1;
+        sums[1] += 1;
+    }
+    sensors
+}
+
+/// The same readings as Avro (framed with the registry's id, encoded by
+/// apache-avro) and as JSON lines, each into one `GROUP BY`.
+fn avro_beside_json(broker: &KafkaBroker, runtime: &tokio::runtime::Runtime, count: usize) {
+    use apache_avro::types::Value;
+    let registry = schema_registry::SchemaRegistry::start();
+    let id = registry.register("avro_readings-value", READING);
+    let schema = apache_avro::Schema::parse_str(READING).expect("schema");
+    broker.create_topic("avro_readings", 4);
+    broker.create_topic("json_readings", 4);
+    let produced_avro = produce(broker, "avro_readings", count, |n| {
+        let (sensor, value, at) = reading(n);
+        let record = Value::Record(vec![
+            ("sensor".into(), Value::String(sensor)),
+            ("value".into(), Value::Double(value)),
+            ("at".into(), Value::TimestampMillis(at)),
+        ]);
+        let mut message = vec![0];
+        message.extend_from_slice(&id.to_be_bytes());
+        message.extend(apache_avro::to_avro_datum(&schema, record).expect("encoded"));
+        message
+    });
+    let produced_json = produce(broker, "json_readings", count, |n| {
+        let (sensor, value, at) = reading(n);
+        let at = chrono::DateTime::from_timestamp_millis(at).expect("a time");
+        format!(
+            "{{\"sensor\":\"{sensor}\",\"value\":{value},\"at\":\"{}\"}}",
+            at.format("%Y-%m-%dT%H:%M:%S%.3f")
+        )
+        .into_bytes()
+    });
+    println!(
+        "kafka_source: produced {count} Avro readings in {:.1} s, {count} JSON readings in {:.1} s",
+        produced_avro.as_secs_f64(),
+        produced_json.as_secs_f64()
+    );
+    let expected = reading_totals(count);
+    let columns = "sensor TEXT, value DOUBLE, at TIMESTAMP";
+    let avro_with = format!("format = 'avro', schema_registry = '{}'", registry.url());
+    for attempt in 1..=3 {
+        let mut rates = Vec::new();
+        for (topic, with) in [
+            ("avro_readings", avro_with.as_str()),
+            ("json_readings", "format = 'json'"),
+        ] {
+            let sql = format!(
+                "SELECT sensor, AVG(value) AS v, COUNT(*) AS n FROM {topic} GROUP BY sensor"
+            );
+            let (_, from_fetch) = runtime.block_on(consume(
+                broker,
+                topic,
+                (columns, with),
+                &sql,
+                count,
+                &expected,
+                attempt,
+            ));
+            rates.push(count as f64 / from_fetch.as_secs_f64() / 1e6);
+        }
+        println!(
+            "kafka_source run {attempt}: readings GROUP BY from the first fetch: Avro {:.2}M messages/s, JSON {:.2}M messages/s (Avro / JSON {:.2})",
+            rates[0],
+            rates[1],
+            rates[0] / rates[1]
+        );
+    }
+}
+
 fn main() {
     let count = messages();
     let broker = KafkaBroker::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cases = std::env::var("KAFKA_BENCH_CASES").unwrap_or_default();
+    if cases != "lines" {
+        avro_beside_json(&broker, &runtime, count);
+    }
+    if cases == "avro" {
+        return;
+    }
     broker.create_topic("lines", 4);
     broker.create_topic("records", 4);
     let produced_text = produce(&broker, "lines", count, |n| {
-        format!("w{} w{} w{}", n % 1000, (n * 7) % 1000, (n * 13) % 1000)
+        format!("w{} w{} w{}", n % 1000, (n * 7) % 1000, (n * 13) % 1000).into_bytes()
     });
     let produced_json = produce(&broker, "records", count, |n| {
-        format!("{{\"sensor\":\"s{}\",\"temp\":{}.5}}", n % 1000, n % 40)
+        format!("{{\"sensor\":\"s{}\",\"temp\":{}.5}}", n % 1000, n % 40).into_bytes()
     });
     println!(
         "kafka_source: produced {count} text messages in {:.1} s, {count} JSON messages in {:.1} s",
@@ -189,28 +302,18 @@ fn main() {
     );
     // What every message adds: three words of a line; a sensor's reading.
     let mut words = Totals::new();
-    let mut sensors = Totals::new();
     for n in 0..count {
         for word in [n % 1000, (n * 7) % 1000, (n * 13) % 1000] {
             words.entry(format!("w{word}")).or_insert_with(|| vec![0])[0] += 1;
         }
-        let sums = sensors
-            .entry(format!("s{}", n % 1000))
-            .or_insert_with(|| vec![0, 0]);
-        // The temperature in halves, then one more reading.
-        sums[0] += (n % 40) as i64 * 2 + 1;
-        sums[1] += 1;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let sensors = reading_totals(count);
     // Each run reads the topic from the start, in a group of its own.
     for attempt in 1..=3 {
         let (text_all, text) = runtime.block_on(consume(
             &broker,
             "lines",
-            ("text", "line TEXT"),
+            ("line TEXT", "format = 'text'"),
             "SELECT word, COUNT(*) AS n FROM (SELECT unnest(split(line, ' ')) AS word FROM lines) GROUP BY word",
             count,
             &words,
@@ -219,7 +322,7 @@ fn main() {
         let (json_all, json) = runtime.block_on(consume(
             &broker,
             "records",
-            ("json", "sensor TEXT, temp DOUBLE"),
+            ("sensor TEXT, temp DOUBLE", "format = 'json'"),
             "SELECT sensor, AVG(temp) AS t, COUNT(*) AS n FROM records GROUP BY sensor",
             count,
             &sensors,

@@ -103,9 +103,10 @@ fn strict_cast(values: &ArrayRef, to: &DataType) -> (ArrayRef, RefusedRows) {
         .filter(|row| values.is_valid(*row) && cast.is_null(*row))
         .map(|row| (row, "the value does not fit the column".to_string()))
         .collect();
-    if is_text(values.data_type()) || is_text(to) {
-        // Text is parsed (refused above when it does not parse) or written;
-        // neither alters a value.
+    if is_text(values.data_type()) || is_text(to) || widens(values.data_type(), to) {
+        // Text is parsed (refused above when it does not parse) or written,
+        // and a wider type holds every value of a narrower one: none of
+        // these alters a value.
         return (cast, refused);
     }
     // A value that comes back different from the column was altered on
@@ -123,6 +124,19 @@ fn strict_cast(values: &ArrayRef, to: &DataType) -> (ArrayRef, RefusedRows) {
         }
     }
     (cast, refused)
+}
+
+/// Whether every value of `from` is one of `to` (a timestamp in a finer
+/// unit, out of range aside, which the cast refuses; a wider integer or
+/// float).
+fn widens(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    match (from, to) {
+        (Timestamp(from, _), Timestamp(to, _)) => from <= to,
+        (Int8, Int16 | Int32 | Int64) | (Int16, Int32 | Int64) | (Int32, Int64) => true,
+        (Float32, Float64) | (Int8 | Int16 | Int32, Float64) => true,
+        _ => false,
+    }
 }
 
 fn is_text(data_type: &DataType) -> bool {
@@ -193,6 +207,39 @@ mod tests {
                 .contains("column x (INT): the value would be altered"),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn a_millisecond_timestamp_past_what_nanoseconds_hold_is_refused_not_wrapped() {
+        use datafusion::arrow::array::TimestampMillisecondArray;
+        use datafusion::arrow::datatypes::TimeUnit;
+        // 2023-11-14T22:13:20Z, and the year 3000, past 2262.
+        let decoded = RecordBatch::try_from_iter([(
+            "at",
+            Arc::new(
+                TimestampMillisecondArray::from(vec![1_700_000_000_000, 32_503_680_000_000])
+                    .with_timezone("+00:00"),
+            ) as ArrayRef,
+        )])
+        .unwrap();
+        let columns = Arc::new(Schema::new(vec![Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        )]));
+        let (kept, refused) = into_columns(&decoded, &columns).unwrap();
+        assert_eq!(
+            crate::sql::sql_type_name(kept.column(0).data_type()),
+            "TIMESTAMP"
+        );
+        assert_eq!(
+            kept.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+                .values(),
+            &[1_700_000_000_000_000_000]
+        );
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, 1);
     }
 
     #[test]

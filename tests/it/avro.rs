@@ -410,6 +410,47 @@ async fn bad_avro_messages_are_named_by_partition_and_offset_and_the_rows_around
     }
     assert_eq!(ctx.streams()[0].rows_dropped, 6);
 
+    // A schema registered after CREATE STREAM whose `n` became a string
+    // cannot resolve to the reader schema (the latest at CREATE STREAM):
+    // its messages are bad rows, the others still read.
+    let incompatible = registry.register(
+        "bad-value",
+        r#"{"type": "record", "name": "M", "fields": [
+        {"name": "n", "type": "string"}, {"name": "s", "type": "string"}]}"#,
+    );
+    let text_n = AvroSchema::parse_str(&registry.schema(incompatible).unwrap()).unwrap();
+    let by_text_n = body(
+        &text_n,
+        vec![
+            ("n", Value::String("ten".into())),
+            ("s", Value::String("x".into())),
+        ],
+    );
+    produce(
+        &broker,
+        "bad",
+        &[
+            (0, framed(incompatible, &by_text_n)),
+            (0, framed(id, &good(11))),
+        ],
+    )
+    .await;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while got.is_empty() {
+        assert!(Instant::now() < deadline, "rows so far: {got:?}");
+        got.extend(rows(&next_batch(&mut query).await.unwrap().unwrap()));
+    }
+    assert_eq!(got, [["11".to_string(), "v11".to_string()]]);
+    let refused = warnings.lock().unwrap().clone();
+    assert!(
+        refused.iter().any(|w| w.contains("offset 8: ")
+            && w.contains(&format!(
+                "writer schema {incompatible} cannot be read as the stream's schema"
+            ))),
+        "{refused:#?}"
+    );
+
     // The registry goes away: a message of a schema not yet known is a bad
     // row naming the registry; once it is back, such messages are read.
     registry.stop();
@@ -419,13 +460,13 @@ async fn bad_avro_messages_are_named_by_partition_and_offset_and_the_rows_around
         .lock()
         .unwrap()
         .iter()
-        .any(|w| w.contains("offset 8: "))
+        .any(|w| w.contains("offset 10: "))
     {
         assert!(Instant::now() < deadline, "{:#?}", warnings.lock().unwrap());
         let _ = tokio::time::timeout(Duration::from_millis(200), next_batch(&mut query)).await;
     }
     let reported = warnings.lock().unwrap().clone();
-    let down = reported.iter().find(|w| w.contains("offset 8: ")).unwrap();
+    let down = reported.iter().find(|w| w.contains("offset 10: ")).unwrap();
     assert!(
         down.contains(&format!("schema id {later} could not be fetched")),
         "{down}"
@@ -662,4 +703,144 @@ async fn bare_avro_bodies_are_read_with_an_inline_schema() {
         warnings.iter().any(|w| w.contains("offset 1: ")),
         "{warnings:?}"
     );
+}
+
+const READING: &str = r#"{"type": "record", "name": "Reading", "fields": [
+  {"name": "sensor", "type": "string"}, {"name": "value", "type": "double"},
+  {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_avro_readings_example_runs_as_written_and_its_sink_decodes_with_apache_avro() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("readings", 2);
+    broker.create_topic("hottest", 1);
+    let registry = SchemaRegistry::start();
+    let id = registry.register("readings-value", READING);
+    let schema = AvroSchema::parse_str(READING).unwrap();
+    let reading = |sensor: &str, value: f64, at: i64| {
+        framed(
+            id,
+            &body(
+                &schema,
+                vec![
+                    ("sensor", Value::String(sensor.into())),
+                    ("value", Value::Double(value)),
+                    ("at", Value::TimestampMillis(at)),
+                ],
+            ),
+        )
+    };
+    produce(
+        &broker,
+        "readings",
+        &[
+            (0, reading("s1", 20.5, 1_000)),
+            (1, reading("s2", 7.0, 2_000)),
+            (0, reading("s1", 31.25, 3_000)),
+        ],
+    )
+    .await;
+    // The script as written, pointed at this test's broker and registry.
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/queries/avro_readings.sql"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:9092", &broker.address())
+    .replace("http://127.0.0.1:8081", &registry.url());
+    let dir = tempfile_dir();
+    let path = dir.join("avro_readings.sql");
+    std::fs::write(&path, script).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(["run", path.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start brook");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "example-reader")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset("hottest", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let mut latest: std::collections::BTreeMap<String, Vec<(String, Value)>> = Default::default();
+    let deadline = Instant::now() + DEADLINE;
+    let hottest_s1 = Value::Union(1, Box::new(Value::Double(31.25)));
+    let done = |latest: &std::collections::BTreeMap<String, Vec<(String, Value)>>| {
+        latest.contains_key("s2")
+            && latest
+                .get("s1")
+                .is_some_and(|r| r.iter().any(|(n, v)| n == "hottest" && *v == hottest_s1))
+    };
+    while !done(&latest) {
+        assert!(Instant::now() < deadline, "messages so far: {latest:?}");
+        assert!(child.try_wait().unwrap().is_none(), "brook exited early");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            use rdkafka::Message;
+            let message = message.unwrap();
+            let value = message.payload().unwrap();
+            let id = u32::from_be_bytes(value[1..5].try_into().unwrap());
+            let schema = AvroSchema::parse_str(&registry.schema(id).unwrap()).unwrap();
+            let Value::Record(fields) =
+                apache_avro::from_avro_datum(&schema, &mut &value[5..], None).unwrap()
+            else {
+                panic!("a record");
+            };
+            latest.insert(
+                String::from_utf8_lossy(message.key().unwrap()).into_owned(),
+                fields,
+            );
+        }
+    }
+    let field = |sensor: &str, name: &str| {
+        latest[sensor]
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_eq!(
+        field("s1", "hottest"),
+        Value::Union(1, Box::new(Value::Double(31.25)))
+    );
+    assert_eq!(
+        field("s2", "hottest"),
+        Value::Union(1, Box::new(Value::Double(7.0)))
+    );
+    assert_eq!(
+        field("s1", "last_at"),
+        Value::Union(1, Box::new(Value::LocalTimestampNanos(3_000_000_000)))
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "brook exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "brook did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "brook-avro-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
