@@ -7,6 +7,7 @@ pub(crate) mod changelog_table;
 pub(crate) mod lookup_table;
 pub(crate) mod stream_table;
 pub(crate) mod system;
+pub mod view_table;
 pub(crate) mod window_kind;
 pub(crate) mod windows;
 

@@ -11,6 +11,7 @@ use crate::sink::OutputFormat;
 const EXAMPLES: &str = "Examples:
   brook                                    (the interactive shell: type SQL against live streams)
   brook run queries/wordcount.sql
+  brook serve                              (then: psql -h 127.0.0.1 -p 5433)
   brook --batch-interval 500ms run queries/socket_wordcount.sql     (feed it with: nc -lk 9000)
   brook run queries/socket_wordcount.sql --ui    (and open http://127.0.0.1:4040/)
   brook --format csv -c \"CREATE STREAM ds WITH (connector = 'socket', port = '9000'); SELECT * FROM ds\"";
@@ -87,6 +88,22 @@ pub enum Command {
     Checkpoints {
         /// The checkpoint directory.
         dir: PathBuf,
+    },
+    /// Serve the PostgreSQL wire protocol: psql, drivers and BI tools run
+    /// statements in one shared brook (-f / -c statements run first).
+    Serve {
+        /// Where to listen (loopback unless a password file is given).
+        #[arg(long = "pg", value_name = "ADDR", default_value = crate::cli::serve::DEFAULT_PG_ADDR)]
+        pg: SocketAddr,
+        /// Users who may sign in, one `user:password` per line (SCRAM-SHA-256).
+        #[arg(long = "pg-password-file", value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Clients served at once.
+        #[arg(long = "pg-max-connections", value_name = "N", default_value_t = crate::cli::serve::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// Let clients use COPY ... TO and CREATE EXTERNAL TABLE (the server's files).
+        #[arg(long = "pg-allow-files")]
+        allow_files: bool,
     },
     /// The interactive shell (also what `brook` with no arguments starts):
     /// line editing, history in ~/.brook_history (or $BROOK_HISTORY),

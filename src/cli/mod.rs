@@ -7,6 +7,7 @@ pub mod repl;
 pub(crate) mod report;
 mod run;
 mod script;
+pub mod serve;
 mod session;
 mod status;
 

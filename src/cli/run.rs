@@ -79,6 +79,21 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         Ok(opened) => opened,
         Err(code) => return code,
     };
+    if let Some(Command::Serve {
+        pg,
+        password_file,
+        max_connections,
+        allow_files,
+    }) = &args.command
+    {
+        let options = super::serve::ServeOptions {
+            address: *pg,
+            password_file: password_file.clone(),
+            max_connections: *max_connections,
+            allow_files: *allow_files,
+        };
+        return serve(ctx, &options, &scripts, interrupted).await;
+    }
     if scripts.is_empty() {
         let options = ReplOptions {
             format: args.format,
@@ -119,6 +134,57 @@ fn gather_scripts(args: &Args) -> Result<Vec<(String, String)>, ExitCode> {
         scripts.push((label, command.clone()));
     }
     Ok(scripts)
+}
+
+/// `brook serve`: runs the scripts' statements, then serves clients until
+/// a signal; the background queries then run a final batch.
+async fn serve(
+    ctx: StreamContext,
+    options: &super::serve::ServeOptions,
+    scripts: &[(String, String)],
+    interrupted: Arc<Notify>,
+) -> ExitCode {
+    let listener = match super::serve::bind(options).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("brook: {}", report::describe(&err));
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let mut session = Session::new(ctx.clone());
+    for (label, text) in scripts {
+        let statements = match crate::sql::parse_sql(text) {
+            Ok(statements) => statements,
+            Err(err) => {
+                eprintln!("brook: {label}: {}", report::describe(&err));
+                return ExitCode::from(EXIT_ERROR);
+            }
+        };
+        for statement in &statements {
+            if let Err(err) = session.execute(statement, std::future::pending()).await {
+                eprintln!("brook: {label}: {}", report::describe(&err));
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+    }
+    eprintln!(
+        "brook: serving the PostgreSQL protocol on {} (psql -h {} -p {})",
+        options.address,
+        options.address.ip(),
+        options.address.port()
+    );
+    let stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), interrupted);
+    let served = super::serve::serve(ctx.clone(), listener, options, stop.cancelled()).await;
+    ctx.finish_queries();
+    let _ = tokio::time::timeout(Duration::from_secs(10), ctx.wait_for_sinks()).await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("brook: {}", report::describe(&err));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 /// `brook checkpoints DIR`: prints what each checkpoint in `dir` holds.

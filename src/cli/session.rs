@@ -33,10 +33,21 @@ pub(crate) struct Session {
 
 impl Session {
     pub fn new(ctx: StreamContext) -> Self {
+        Self::with_timeout(ctx, None)
+    }
+
+    /// A session whose `statement_timeout` is `timeout` (a server keeps it
+    /// per connection between statements).
+    pub fn with_timeout(ctx: StreamContext, timeout: Option<Duration>) -> Self {
         Self {
             ctx,
-            statement_timeout: None,
+            statement_timeout: timeout,
         }
+    }
+
+    /// The session's `statement_timeout`.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
     }
 
     /// Runs `statement`. It is cancelled (its future dropped, which stops

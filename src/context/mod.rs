@@ -47,6 +47,7 @@ mod sinks;
 mod start;
 mod streams;
 mod tables;
+mod views;
 
 /// What running one statement produced.
 #[derive(Debug)]
@@ -105,6 +106,8 @@ struct ContextInner {
     recent_warnings: Arc<RecentWarnings>,
     queries: QueryRegistry,
     sinks: SinkRegistry,
+    /// Materialized views by name: their rows, kept by their queries.
+    views: parking_lot::Mutex<BTreeMap<String, Arc<crate::catalog::view_table::ViewTable>>>,
 }
 
 impl std::fmt::Debug for StreamContext {
@@ -187,6 +190,7 @@ impl StreamContext {
                 recent_warnings,
                 queries,
                 sinks: SinkRegistry::default(),
+                views: Default::default(),
             }),
         };
         context.register_system_tables();
@@ -338,6 +342,13 @@ impl StreamContext {
             BrookStatement::ShowQueries => self.show("queries").await,
             BrookStatement::StopQuery(id) => done(self.stop_query(*id).await),
             BrookStatement::CreateSink(create) => done(self.create_sink(create, statement).await),
+            BrookStatement::CreateMaterializedView(create) => {
+                done(self.create_view(create, statement).await)
+            }
+            BrookStatement::DropMaterializedView { name, if_exists } => match self.view(name) {
+                None if *if_exists => Ok(SqlOutput::Done),
+                _ => done(self.drop_view(name).await),
+            },
             BrookStatement::DropSink { name, if_exists } => match self.drop_sink(name).await {
                 Err(_) if *if_exists && !self.inner.sinks.contains(name) => Ok(SqlOutput::Done),
                 result => done(result),

@@ -58,24 +58,9 @@ impl StreamContext {
             )));
         }
         let options = SinkOptions::from_options(&create.name, &create.options)?;
-        let query = match self
-            .execute_datafusion(
-                &create.query,
-                &create.clauses,
-                &statement.sql,
-                statement.location,
-                Some(&create.name),
-            )
-            .await?
-        {
-            SqlOutput::Query(query) => query,
-            _ => {
-                return Err(BrookError::invalid(format!(
-                    "sink '{}': AS needs a continuous query (a SELECT that reads a stream)",
-                    create.name
-                )));
-            }
-        };
+        let query = self
+            .background_query(create, statement, &format!("sink '{}'", create.name))
+            .await?;
         // Dropping the query on an error here stops it.
         let sink: Box<dyn BatchSink> = match options {
             SinkOptions::File(options) => {
@@ -101,10 +86,39 @@ impl StreamContext {
                 .await?,
             ),
         };
-        self.inner
-            .sinks
-            .start(&create.name, query, sink, Arc::clone(&self.inner.warn));
+        self.inner.sinks.start(
+            &create.name,
+            format!("sink {}", create.name),
+            query,
+            sink,
+            Arc::clone(&self.inner.warn),
+        );
         Ok(())
+    }
+
+    /// Starts `create`'s query, which must be continuous; `what` names the
+    /// sink or view in errors.
+    pub(super) async fn background_query(
+        &self,
+        create: &CreateSink,
+        statement: &ParsedStatement,
+        what: &str,
+    ) -> Result<crate::query::ContinuousQuery> {
+        match self
+            .execute_datafusion(
+                &create.query,
+                &create.clauses,
+                &statement.sql,
+                statement.location,
+                Some(&create.name),
+            )
+            .await?
+        {
+            SqlOutput::Query(query) => Ok(query),
+            _ => Err(BrookError::invalid(format!(
+                "{what}: AS needs a continuous query (a SELECT that reads a stream)"
+            ))),
+        }
     }
 
     /// Stops sink `name`'s query after its batch in progress and waits for

@@ -144,15 +144,17 @@ impl SinkRegistry {
             .map(|(name, _)| name.clone())
     }
 
-    /// Runs `query` in the background, writing each batch to `sink`.
+    /// Runs `query` in the background, writing each batch to `sink`;
+    /// `output` is what `SHOW QUERIES` says it writes to.
     pub fn start(
         &self,
         name: &str,
+        output: String,
         query: ContinuousQuery,
         mut sink: Box<dyn BatchSink>,
         warn: WarningHandler,
     ) {
-        query.set_output(format!("sink {name}"));
+        query.set_output(output);
         // Shown as a sink's query, with nothing written yet.
         query.record_sink(|_| {});
         let query_id = query.id();

@@ -9,6 +9,7 @@ mod file;
 mod kafka;
 pub(crate) mod lifecycle;
 pub mod postgres;
+pub(crate) mod view;
 
 use async_trait::async_trait;
 

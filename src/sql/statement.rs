@@ -103,6 +103,16 @@ pub enum BrookStatement {
     CreateLookupTable(CreateStream),
     /// `CREATE SINK name WITH (...) AS SELECT ...`.
     CreateSink(CreateSink),
+    /// `CREATE MATERIALIZED VIEW name AS SELECT ...`: a continuous query
+    /// whose latest result is the table `name` (no options).
+    CreateMaterializedView(CreateSink),
+    /// `DROP MATERIALIZED VIEW [IF EXISTS] name`.
+    DropMaterializedView {
+        /// The view to drop.
+        name: String,
+        /// Whether a missing view is fine.
+        if_exists: bool,
+    },
     /// `DROP SINK [IF EXISTS] name`: stops the sink's query.
     DropSink {
         /// The sink to drop.
@@ -205,6 +215,13 @@ fn parse_statement(
         }
         ("drop", "sink") => {
             parse_drop(tokens).map(|(name, if_exists)| BrookStatement::DropSink { name, if_exists })
+        }
+        ("create", "materialized") => {
+            parse_create_view(tokens).map(BrookStatement::CreateMaterializedView)
+        }
+        ("drop", "materialized") => {
+            parse_drop_words(tokens, &[Keyword::MATERIALIZED, Keyword::VIEW])
+                .map(|(name, if_exists)| BrookStatement::DropMaterializedView { name, if_exists })
         }
         ("set", "batch_interval") => parse_set_batch_interval(tokens),
         ("set", "incremental_windows") => parse_set_incremental_windows(tokens),
@@ -509,6 +526,32 @@ fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<CreateSink> {
     })
 }
 
+/// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name AS query`.
+fn parse_create_view(tokens: Vec<TokenWithSpan>) -> Result<CreateSink> {
+    let mut parser = brook_parser(tokens.clone());
+    let mut create = || -> Result<(String, bool, usize), ParserError> {
+        parser.expect_keyword(Keyword::CREATE)?;
+        parser.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
+        let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name_token = parser.peek_token();
+        let name = parser.parse_object_name(false)?;
+        let name = object_name(&name).map_err(|m| at(&name_token, m))?;
+        parser.expect_keyword(Keyword::AS)?;
+        Ok((name, if_not_exists, parser.index()))
+    };
+    let (name, if_not_exists, query_start) = create().map_err(parser_error)?;
+    let query_tokens: Vec<TokenWithSpan> = tokens.into_iter().skip(query_start).collect();
+    let (query_tokens, clauses) = split_stream_clauses(query_tokens)?;
+    let query = parse_datafusion(query_tokens)?;
+    Ok(CreateSink {
+        name,
+        if_not_exists,
+        options: Vec::new(),
+        query: Box::new(query),
+        clauses,
+    })
+}
+
 fn parse_stop_query(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
     let mut parser = brook_parser(tokens);
     let mut stop = || -> Result<BrookStatement, ParserError> {
@@ -530,10 +573,20 @@ fn parse_stop_query(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
 
 /// `DROP <STREAM | SINK> [IF EXISTS] name`: the name and `IF EXISTS`.
 fn parse_drop(tokens: Vec<TokenWithSpan>) -> Result<(String, bool)> {
+    parse_drop_words(tokens, &[])
+}
+
+/// `DROP <kind> [IF EXISTS] name`, the kind's words being `kind` (one
+/// word, checked by the caller, when empty).
+fn parse_drop_words(tokens: Vec<TokenWithSpan>, kind: &[Keyword]) -> Result<(String, bool)> {
     let mut parser = brook_parser(tokens);
     let mut drop = || -> Result<(String, bool), ParserError> {
         parser.expect_keyword(Keyword::DROP)?;
-        parser.next_token(); // STREAM or SINK, checked by the caller
+        if kind.is_empty() {
+            parser.next_token(); // STREAM or SINK, checked by the caller
+        } else {
+            parser.expect_keywords(kind)?;
+        }
         let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name_token = parser.peek_token();
         let name = parser.parse_object_name(false)?;

@@ -31,6 +31,7 @@ mod repl;
 mod scheduling;
 #[path = "../support/schema_registry.rs"]
 mod schema_registry;
+mod serve;
 mod sink;
 mod socket;
 mod split;
