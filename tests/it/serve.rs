@@ -51,7 +51,7 @@ impl Server {
 
     /// psql's output (stdout and stderr) for `args`.
     fn psql(&self, args: &[&str]) -> String {
-        let output = Command::new("psql")
+        let output = Command::new(psql())
             .args([
                 "-h",
                 "127.0.0.1",
@@ -72,6 +72,16 @@ impl Server {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         )
+    }
+}
+
+/// psql, beside the PostgreSQL server binaries the tests use, or on PATH.
+fn psql() -> std::path::PathBuf {
+    let beside = crate::pg_server::find_bin().join("psql");
+    if beside.is_file() {
+        beside
+    } else {
+        "psql".into()
     }
 }
 

@@ -21,7 +21,7 @@ pub struct PgServer {
     server: Option<Child>,
 }
 
-fn find_bin() -> PathBuf {
+pub fn find_bin() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default();

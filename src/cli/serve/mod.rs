@@ -134,10 +134,12 @@ impl NoopStartupHandler for Trust {
     }
 }
 
-/// How clients start: trusted, or signed in with SCRAM-SHA-256.
+/// How clients start: trusted, signed in with SCRAM-SHA-256, or refused
+/// (over the connection limit).
 enum Startup {
     Trust(Arc<Trust>),
     Scram(Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+    Full,
 }
 
 #[async_trait]
@@ -155,6 +157,13 @@ impl StartupHandler for Startup {
         match self {
             Startup::Trust(trust) => trust.on_startup(client, message).await,
             Startup::Scram(scram) => scram.on_startup(client, message).await,
+            Startup::Full => Err(PgWireError::UserError(Box::new(
+                pgwire::error::ErrorInfo::new(
+                    "FATAL".to_string(),
+                    "53300".to_string(),
+                    "sorry, too many clients already".to_string(),
+                ),
+            ))),
         }
     }
 }
@@ -223,14 +232,21 @@ pub async fn serve(
             manager: Arc::clone(&manager),
         })),
     };
+    let queries = Arc::new(Queries {
+        ctx,
+        allow_files: options.allow_files,
+        parser: Arc::new(SqlText),
+    });
+    let cancel = Arc::new(DefaultCancelHandler::new(manager));
     let handlers = Arc::new(Handlers {
-        queries: Arc::new(Queries {
-            ctx,
-            allow_files: options.allow_files,
-            parser: Arc::new(SqlText),
-        }),
+        queries: Arc::clone(&queries),
         startup: Arc::new(startup),
-        cancel: Arc::new(DefaultCancelHandler::new(manager)),
+        cancel: Arc::clone(&cancel),
+    });
+    let refusing = Arc::new(Handlers {
+        queries,
+        startup: Arc::new(Startup::Full),
+        cancel,
     });
     let permits = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(stop);
@@ -247,7 +263,10 @@ pub async fn serve(
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             // Over the limit: the client is told, as PostgreSQL tells it.
-            tokio::spawn(refuse(socket));
+            let refusing = Arc::clone(&refusing);
+            tokio::spawn(async move {
+                let _ = pgwire::tokio::process_socket(socket, None, refusing).await;
+            });
             continue;
         };
         let handlers = Arc::clone(&handlers);
@@ -256,30 +275,4 @@ pub async fn serve(
             drop(permit);
         });
     }
-}
-
-/// Answers a client over the connection limit with PostgreSQL's error.
-async fn refuse(mut socket: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // The startup packet, then ErrorResponse 53300 and close.
-    let mut buffer = [0u8; 1024];
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buffer)).await;
-    let fields: Vec<u8> = [
-        (b'S', "FATAL"),
-        (b'C', "53300"),
-        (b'M', "sorry, too many clients already"),
-    ]
-    .iter()
-    .flat_map(|(code, text)| {
-        let mut field = vec![*code];
-        field.extend_from_slice(text.as_bytes());
-        field.push(0);
-        field
-    })
-    .chain(std::iter::once(0))
-    .collect();
-    let mut message = vec![b'E'];
-    message.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
-    message.extend_from_slice(&fields);
-    let _ = socket.write_all(&message).await;
 }
