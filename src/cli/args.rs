@@ -104,6 +104,12 @@ pub enum Command {
         /// Let clients use COPY ... TO and CREATE EXTERNAL TABLE (the server's files).
         #[arg(long = "pg-allow-files")]
         allow_files: bool,
+        /// A certificate chain (PEM) for TLS; needs --pg-key.
+        #[arg(long = "pg-cert", value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM); needs --pg-cert.
+        #[arg(long = "pg-key", value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// The interactive shell (also what `brook` with no arguments starts):
     /// line editing, history in ~/.brook_history (or $BROOK_HISTORY),

@@ -84,6 +84,8 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
         password_file,
         max_connections,
         allow_files,
+        tls_cert,
+        tls_key,
     }) = &args.command
     {
         let options = super::serve::ServeOptions {
@@ -91,6 +93,7 @@ async fn exec_args(args: Args, interrupted: Arc<Notify>) -> ExitCode {
             password_file: password_file.clone(),
             max_connections: *max_connections,
             allow_files: *allow_files,
+            tls: tls_cert.clone().zip(tls_key.clone()),
         };
         return serve(ctx, &options, &scripts, interrupted).await;
     }

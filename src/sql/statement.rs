@@ -15,8 +15,8 @@ use crate::error::{BrookError, Result, SqlLocation};
 pub use super::create_stream::CreateStream;
 use super::create_stream::parse_create_stream;
 use super::tokens::{
-    at, brook_parser, expect_end, expr_text, location_of, object_name, option_pair, parser_error,
-    split_location,
+    at, brook_parser, expect_end, location_of, object_name, option_pair, parse_drop,
+    parse_drop_words, parse_set_value, parser_error, split_location,
 };
 
 /// One statement of a script, parsed, with the text it came from.
@@ -569,53 +569,6 @@ fn parse_stop_query(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {
         Ok(BrookStatement::StopQuery(id))
     };
     stop().map_err(parser_error)
-}
-
-/// `DROP <STREAM | SINK> [IF EXISTS] name`: the name and `IF EXISTS`.
-fn parse_drop(tokens: Vec<TokenWithSpan>) -> Result<(String, bool)> {
-    parse_drop_words(tokens, &[])
-}
-
-/// `DROP <kind> [IF EXISTS] name`, the kind's words being `kind` (one
-/// word, checked by the caller, when empty).
-fn parse_drop_words(tokens: Vec<TokenWithSpan>, kind: &[Keyword]) -> Result<(String, bool)> {
-    let mut parser = brook_parser(tokens);
-    let mut drop = || -> Result<(String, bool), ParserError> {
-        parser.expect_keyword(Keyword::DROP)?;
-        if kind.is_empty() {
-            parser.next_token(); // STREAM or SINK, checked by the caller
-        } else {
-            parser.expect_keywords(kind)?;
-        }
-        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-        let name_token = parser.peek_token();
-        let name = parser.parse_object_name(false)?;
-        expect_end(&mut parser)?;
-        Ok((
-            object_name(&name).map_err(|m| at(&name_token, m))?,
-            if_exists,
-        ))
-    };
-    drop().map_err(parser_error)
-}
-
-/// `SET name = value` or `SET name TO value`: the value's text and token.
-fn parse_set_value(tokens: Vec<TokenWithSpan>, expected: &str) -> Result<(TokenWithSpan, String)> {
-    let mut parser = brook_parser(tokens);
-    let mut set = || -> Result<(TokenWithSpan, String), ParserError> {
-        parser.expect_keyword(Keyword::SET)?;
-        parser.next_token(); // the setting's name, checked by the caller
-        if !parser.consume_token(&Token::Eq) {
-            parser.expect_keyword(Keyword::TO)?;
-        }
-        let value_token = parser.peek_token();
-        let value = parser.parse_expr()?;
-        expect_end(&mut parser)?;
-        let value =
-            expr_text(&value).ok_or_else(|| at(&value_token, format!("expected {expected}")))?;
-        Ok((value_token, value))
-    };
-    set().map_err(parser_error)
 }
 
 fn parse_set_batch_interval(tokens: Vec<TokenWithSpan>) -> Result<BrookStatement> {

@@ -4,6 +4,7 @@
 
 use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, SqlOption, Value};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
@@ -120,4 +121,57 @@ pub(super) fn split_location(message: String) -> BrookError {
         message,
         location: None,
     }
+}
+
+/// `DROP <STREAM | SINK> [IF EXISTS] name`: the name and `IF EXISTS`.
+pub(super) fn parse_drop(tokens: Vec<TokenWithSpan>) -> Result<(String, bool)> {
+    parse_drop_words(tokens, &[])
+}
+
+/// `DROP <kind> [IF EXISTS] name`, the kind's words being `kind` (one
+/// word, checked by the caller, when empty).
+pub(super) fn parse_drop_words(
+    tokens: Vec<TokenWithSpan>,
+    kind: &[Keyword],
+) -> Result<(String, bool)> {
+    let mut parser = brook_parser(tokens);
+    let mut drop = || -> Result<(String, bool), ParserError> {
+        parser.expect_keyword(Keyword::DROP)?;
+        if kind.is_empty() {
+            parser.next_token(); // STREAM or SINK, checked by the caller
+        } else {
+            parser.expect_keywords(kind)?;
+        }
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name_token = parser.peek_token();
+        let name = parser.parse_object_name(false)?;
+        expect_end(&mut parser)?;
+        Ok((
+            object_name(&name).map_err(|m| at(&name_token, m))?,
+            if_exists,
+        ))
+    };
+    drop().map_err(parser_error)
+}
+
+/// `SET name = value` or `SET name TO value`: the value's text and token.
+pub(super) fn parse_set_value(
+    tokens: Vec<TokenWithSpan>,
+    expected: &str,
+) -> Result<(TokenWithSpan, String)> {
+    let mut parser = brook_parser(tokens);
+    let mut set = || -> Result<(TokenWithSpan, String), ParserError> {
+        parser.expect_keyword(Keyword::SET)?;
+        parser.next_token(); // the setting's name, checked by the caller
+        if !parser.consume_token(&Token::Eq) {
+            parser.expect_keyword(Keyword::TO)?;
+        }
+        let value_token = parser.peek_token();
+        let value = parser.parse_expr()?;
+        expect_end(&mut parser)?;
+        let value =
+            expr_text(&value).ok_or_else(|| at(&value_token, format!("expected {expected}")))?;
+        Ok((value_token, value))
+    };
+    set().map_err(parser_error)
 }

@@ -471,3 +471,55 @@ async fn a_client_over_the_connection_limit_is_told_so_and_files_are_refused_to_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_and_key_psql_connects_over_tls() {
+    let dir = std::env::temp_dir().join(format!("brook-tls-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = Server::start(&[
+        "--pg-cert",
+        cert.to_str().unwrap(),
+        "--pg-key",
+        key.to_str().unwrap(),
+    ]);
+    let output = Command::new(psql())
+        .arg(format!(
+            "host=127.0.0.1 port={} user=brook dbname=brook sslmode=require",
+            server.port
+        ))
+        .args(["-X", "-A", "-t", "-c", "SELECT 6 * 7", "-c", "\\conninfo"])
+        .output()
+        .expect("psql runs");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.starts_with("42\n"),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("SSL connection"), "{said}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -6,7 +6,8 @@
 //!
 //! Security: it listens on 127.0.0.1:5433 unless told otherwise, and any
 //! other address needs a password file (users checked with SCRAM-SHA-256,
-//! never a cleartext password); at most `max_connections` clients at once;
+//! never a cleartext password), and TLS when a certificate and key are
+//! given; at most `max_connections` clients at once;
 //! clients may not read or write the server's files unless allowed.
 
 mod catalog;
@@ -15,6 +16,7 @@ mod errors;
 mod handler;
 mod params;
 mod subscribe;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -59,6 +61,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Whether clients may use `COPY ... TO` and `CREATE EXTERNAL TABLE`.
     pub allow_files: bool,
+    /// A certificate chain and its key (PEM): clients may then use TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Users and their passwords, each kept only as its SCRAM salted hash.
@@ -248,6 +252,10 @@ pub async fn serve(
         startup: Arc::new(Startup::Full),
         cancel,
     });
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let permits = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(stop);
     loop {
@@ -264,14 +272,16 @@ pub async fn serve(
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             // Over the limit: the client is told, as PostgreSQL tells it.
             let refusing = Arc::clone(&refusing);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let _ = pgwire::tokio::process_socket(socket, None, refusing).await;
+                let _ = pgwire::tokio::process_socket(socket, tls, refusing).await;
             });
             continue;
         };
         let handlers = Arc::clone(&handlers);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = pgwire::tokio::process_socket(socket, None, handlers).await;
+            let _ = pgwire::tokio::process_socket(socket, tls, handlers).await;
             drop(permit);
         });
     }

@@ -172,23 +172,7 @@ impl KafkaOptions {
                 )));
             }
         }
-        let avro = match options.text("format") {
-            Some(format) if format.eq_ignore_ascii_case("avro") => {
-                Some(AvroValues::read(stream, &options)?)
-            }
-            _ => {
-                if let Some(key) = AVRO_OPTIONS
-                    .iter()
-                    .map(|o| o.key)
-                    .find(|k| options.text(k).is_some())
-                {
-                    return Err(BrookError::invalid(format!(
-                        "stream '{stream}': option {key} is for format = 'avro'"
-                    )));
-                }
-                None
-            }
-        };
+        let avro = read_avro(stream, &options)?;
         Ok(Self {
             bootstrap_servers,
             topic,
@@ -264,5 +248,27 @@ impl KafkaOptions {
         self.group_id
             .clone()
             .unwrap_or_else(|| format!("brook-{stream}"))
+    }
+}
+
+/// With `format = 'avro'`, where its schemas are; the Avro options refused
+/// with another format.
+fn read_avro(stream: &str, options: &OptionReader<'_>) -> Result<Option<AvroValues>> {
+    match options.text("format") {
+        Some(format) if format.eq_ignore_ascii_case("avro") => {
+            Ok(Some(AvroValues::read(stream, options)?))
+        }
+        _ => {
+            if let Some(key) = AVRO_OPTIONS
+                .iter()
+                .map(|o| o.key)
+                .find(|k| options.text(k).is_some())
+            {
+                return Err(BrookError::invalid(format!(
+                    "stream '{stream}': option {key} is for format = 'avro'"
+                )));
+            }
+            Ok(None)
+        }
     }
 }
