@@ -523,3 +523,85 @@ async fn with_a_certificate_and_key_psql_connects_over_tls() {
     assert!(said.contains("SSL connection"), "{said}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_is_each_connections_own() {
+    let server = Server::start(&[]);
+    let slow = server.client().await;
+    let other = server.client().await;
+    slow.batch_execute("SET statement_timeout = '20ms'")
+        .await
+        .unwrap();
+    let heavy = "SELECT COUNT(*) FROM generate_series(1, 2000000000)";
+    let err = slow.simple_query(heavy).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    // The other connection has no timeout: its statement is not cut short.
+    assert_eq!(
+        text_rows(&other, "SELECT COUNT(*) FROM generate_series(1, 1000)").await,
+        [["1000"]]
+    );
+    slow.batch_execute("SET statement_timeout = 0")
+        .await
+        .unwrap();
+    assert_eq!(text_rows(&slow, "SELECT 1").await, [["1"]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_views_state_is_kept_in_checkpoints_and_comes_back_after_a_kill() {
+    let dir = std::env::temp_dir().join(format!("brook-view-ck-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = dir.join("setup.sql");
+    std::fs::write(
+        &setup,
+        "CREATE STREAM words (word TEXT) WITH (connector = 'queue');
+         CREATE MATERIALIZED VIEW totals AS SELECT word, COUNT(*) AS n FROM RUNNING(words) GROUP BY word;",
+    )
+    .unwrap();
+    let checkpoint = dir.join("ck");
+    let args = [
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "-f",
+        setup.to_str().unwrap(),
+    ];
+    let rows = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(w, n)| vec![w.to_string(), n.to_string()])
+            .collect::<Vec<_>>()
+    };
+    let first = Server::start(&args);
+    let client = first.client().await;
+    client
+        .batch_execute("INSERT INTO words VALUES ('a'), ('b'), ('a')")
+        .await
+        .unwrap();
+    view_until(&client, rows(&[("a", "2"), ("b", "1")])).await;
+    // A checkpoint follows the batch; give it a moment, then SIGKILL.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(client);
+    drop(first);
+    let second = Server::start(&args);
+    let client = second.client().await;
+    client
+        .batch_execute("INSERT INTO words VALUES ('b')")
+        .await
+        .unwrap();
+    view_until(&client, rows(&[("a", "2"), ("b", "2")])).await;
+    drop(client);
+    drop(second);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Reads view `totals` until it holds `expected`.
+async fn view_until(client: &Client, expected: Vec<Vec<String>>) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let rows = text_rows(client, "SELECT word, n FROM totals ORDER BY word").await;
+        if rows == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
