@@ -188,7 +188,8 @@ async fn prepared_statements_take_typed_parameters_and_give_typed_results() {
         .batch_execute(
             "CREATE STREAM readings (sensor TEXT, v DOUBLE, n BIGINT, ok BOOLEAN, day DATE, at TIMESTAMP) \
              WITH (connector = 'queue');
-             CREATE MATERIALIZED VIEW latest AS SELECT sensor, v, n, ok, day, at FROM readings",
+             CREATE MATERIALIZED VIEW latest AS SELECT sensor, MAX(v) AS v, MAX(n) AS n, \
+             MAX(ok) AS ok, MAX(day) AS day, MAX(at) AS at FROM RUNNING(readings) GROUP BY sensor",
         )
         .await
         .unwrap();
@@ -226,8 +227,36 @@ async fn prepared_statements_take_typed_parameters_and_give_typed_results() {
     assert_eq!(row.get::<_, chrono::NaiveDateTime>(5), at);
     let none = client.query(&statement, &[&8i64, &"s'1"]).await.unwrap();
     assert!(none.is_empty());
-    // Transactions drivers send on their own are accepted.
+    // A string of statements runs each, BEGIN and COMMIT included.
+    client
+        .batch_execute(
+            "BEGIN; INSERT INTO readings VALUES ('s2', 1.0, 9, false, DATE '2026-12-07', \
+             TIMESTAMP '2026-12-07 00:00:00'); COMMIT",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while client
+        .query(&statement, &[&9i64, &"s2"])
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second row never reached the view"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Transactions and session settings drivers send on their own (JDBC's
+    // start-up sets these two) are accepted.
     client.batch_execute("BEGIN; COMMIT").await.unwrap();
+    client
+        .batch_execute(
+            "SET extra_float_digits = 3; SET application_name = 'PostgreSQL JDBC Driver'",
+        )
+        .await
+        .unwrap();
     // An error carries its SQLSTATE.
     let err = client
         .query("SELECT * FROM nowhere", &[])

@@ -86,14 +86,36 @@ enum Special {
     Commit,
     Rollback,
     Subscribe,
+    /// A PostgreSQL session setting drivers set as they connect
+    /// (`extra_float_digits`, `application_name`, ...): accepted, and
+    /// without effect in brook.
+    ClientSetting,
 }
 
+/// Settings PostgreSQL drivers set on their own; brook accepts them.
+const CLIENT_SETTINGS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "client_min_messages",
+    "datestyle",
+    "extra_float_digits",
+    "intervalstyle",
+    "search_path",
+    "lc_messages",
+];
+
 fn special(sql: &str) -> Option<Special> {
-    let first = sql
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';' || c == '=')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase);
+    let first = words.next().unwrap_or_default();
+    if first == "set" {
+        let name = words.find(|w| w != "session" && w != "local")?;
+        return CLIENT_SETTINGS
+            .contains(&name.as_str())
+            .then_some(Special::ClientSetting);
+    }
     match first.as_str() {
         "begin" | "start" => Some(Special::Begin),
         "commit" | "end" => Some(Special::Commit),
@@ -108,6 +130,7 @@ fn transaction(special: &Special) -> Option<Response> {
         Special::Begin => Some(Response::TransactionStart(Tag::new("BEGIN"))),
         Special::Commit => Some(Response::TransactionEnd(Tag::new("COMMIT"))),
         Special::Rollback => Some(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+        Special::ClientSetting => Some(Response::Execution(Tag::new("SET"))),
         Special::Subscribe => None,
     }
 }
@@ -259,10 +282,35 @@ impl SimpleQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let text = query.trim().trim_end_matches(';').trim();
-        if text.is_empty() {
+        let texts = params::statements(query);
+        if texts.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
+        let mut responses = Vec::with_capacity(texts.len());
+        for text in texts {
+            match self.simple_statement(client, text).await {
+                Ok(mut more) => responses.append(&mut more),
+                Err(PgWireError::UserError(info)) => {
+                    // As PostgreSQL: the statements after a failed one do
+                    // not run.
+                    responses.push(Response::Error(info));
+                    break;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(responses)
+    }
+}
+
+impl Queries {
+    /// One statement of a simple query's string.
+    async fn simple_statement<C>(&self, client: &mut C, text: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         if let Some(special) = special(text) {
             if let Some(response) = transaction(&special) {
                 return Ok(vec![response]);
@@ -277,22 +325,11 @@ impl SimpleQueryHandler for Queries {
                 stream::iter(rows.into_iter().map(Ok)),
             ))]);
         }
-        let statements = match parse_sql(query) {
-            Ok(statements) => statements,
-            Err(err) => return Ok(vec![Response::Error(Box::new(error_info(&err)))]),
-        };
+        let statements =
+            parse_sql(text).map_err(|err| PgWireError::UserError(Box::new(error_info(&err))))?;
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
-            match self.run(client, statement, |_| FieldFormat::Text).await {
-                Ok(response) => responses.push(response),
-                Err(PgWireError::UserError(info)) => {
-                    // As PostgreSQL: the statements after a failed one do
-                    // not run.
-                    responses.push(Response::Error(info));
-                    break;
-                }
-                Err(other) => return Err(other),
-            }
+            responses.push(self.run(client, statement, |_| FieldFormat::Text).await?);
         }
         Ok(responses)
     }

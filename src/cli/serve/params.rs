@@ -11,6 +11,41 @@ use pgwire::error::{PgWireError, PgWireResult};
 use super::encode::pg_type;
 use super::errors::user_error;
 
+/// The statements of a string, cut at each `;` outside quotes and comments,
+/// trimmed, empty ones left out.
+pub(super) fn statements(sql: &str) -> Vec<&str> {
+    let bytes = sql.as_bytes();
+    let mut cuts = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b';' => {
+                cuts.push(&sql[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    cuts.push(&sql[start.min(sql.len())..]);
+    cuts.into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// Where each `$n` outside quotes and comments is in `sql`: (start, end, n).
 fn placeholders(sql: &str) -> Vec<(usize, usize, usize)> {
     let bytes = sql.as_bytes();
@@ -170,5 +205,9 @@ mod tests {
         assert_eq!(found, [1, 2, 10]);
         assert_eq!(count(sql), 10);
         assert_eq!(quoted("it's"), "'it''s'");
+        assert_eq!(
+            statements("BEGIN; INSERT INTO t VALUES ('a;b'); -- c;\nCOMMIT;;"),
+            ["BEGIN", "INSERT INTO t VALUES ('a;b')", "-- c;\nCOMMIT"]
+        );
     }
 }
