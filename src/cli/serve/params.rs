@@ -11,35 +11,44 @@ use pgwire::error::{PgWireError, PgWireResult};
 use super::encode::pg_type;
 use super::errors::user_error;
 
+/// Where in `sql` the code is, outside quotes and `--` comments: each
+/// byte index of code, in order.
+fn code_bytes(sql: &str) -> impl Iterator<Item = usize> + '_ {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let at = i;
+            let byte = *bytes.get(at)?;
+            i += 1;
+            match byte {
+                quote @ (b'\'' | b'"') => {
+                    while i < bytes.len() && bytes[i] != quote {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                b'-' if bytes.get(at + 1) == Some(&b'-') => {
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                _ => return Some(at),
+            }
+        }
+    })
+}
+
 /// The statements of a string, cut at each `;` outside quotes and comments,
 /// trimmed, empty ones left out.
 pub(super) fn statements(sql: &str) -> Vec<&str> {
-    let bytes = sql.as_bytes();
     let mut cuts = Vec::new();
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            quote @ (b'\'' | b'"') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    i += 1;
-                }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b';' => {
-                cuts.push(&sql[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
+    for i in code_bytes(sql).filter(|i| sql.as_bytes()[*i] == b';') {
+        cuts.push(&sql[start..i]);
+        start = i + 1;
     }
-    cuts.push(&sql[start.min(sql.len())..]);
+    cuts.push(&sql[start..]);
     cuts.into_iter()
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -50,37 +59,21 @@ pub(super) fn statements(sql: &str) -> Vec<&str> {
 fn placeholders(sql: &str) -> Vec<(usize, usize, usize)> {
     let bytes = sql.as_bytes();
     let mut found = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            quote @ (b'\'' | b'"') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    i += 1;
-                }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'$' => {
-                let start = i;
-                let mut end = i + 1;
-                while end < bytes.len() && bytes[end].is_ascii_digit() {
-                    end += 1;
-                }
-                if let Ok(n) = sql[start + 1..end].parse::<usize>()
-                    && n > 0
-                {
-                    found.push((start, end, n));
-                }
-                i = end;
-                continue;
-            }
-            _ => {}
+    let mut after = 0;
+    for start in code_bytes(sql).filter(|i| bytes[*i] == b'$') {
+        if start < after {
+            continue;
         }
-        i += 1;
+        let mut end = start + 1;
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        if let Ok(n) = sql[start + 1..end].parse::<usize>()
+            && n > 0
+        {
+            found.push((start, end, n));
+        }
+        after = end;
     }
     found
 }
