@@ -57,6 +57,21 @@ pub const AVRO_OPTIONS: &[OptionSpec] = &[
     },
 ];
 
+/// Refuses an Avro option (`schema_registry`, ...) given with another
+/// format; `owner` names the stream or sink.
+pub(crate) fn refuse_avro_options(owner: &str, options: &OptionReader<'_>) -> Result<()> {
+    match AVRO_OPTIONS
+        .iter()
+        .map(|o| o.key)
+        .find(|k| options.text(k).is_some())
+    {
+        Some(key) => Err(BrookError::invalid(format!(
+            "{owner}: option {key} is for format = 'avro'"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Where a stream's or sink's Avro schemas come from.
 #[derive(Debug, Clone)]
 pub enum SchemaSource {

@@ -134,15 +134,7 @@ impl KafkaSinkOptions {
         let avro = match format {
             KafkaFormat::Avro => Some(SchemaSource::read(&format!("sink '{sink}'"), &options)?),
             _ => {
-                if let Some(key) = AVRO_OPTIONS
-                    .iter()
-                    .map(|o| o.key)
-                    .find(|k| options.text(k).is_some())
-                {
-                    return Err(BrookError::invalid(format!(
-                        "sink '{sink}': option {key} is for format = 'avro'"
-                    )));
-                }
+                crate::avro::refuse_avro_options(&format!("sink '{sink}'"), &options)?;
                 None
             }
         };

@@ -259,15 +259,7 @@ fn read_avro(stream: &str, options: &OptionReader<'_>) -> Result<Option<AvroValu
             Ok(Some(AvroValues::read(stream, options)?))
         }
         _ => {
-            if let Some(key) = AVRO_OPTIONS
-                .iter()
-                .map(|o| o.key)
-                .find(|k| options.text(k).is_some())
-            {
-                return Err(BrookError::invalid(format!(
-                    "stream '{stream}': option {key} is for format = 'avro'"
-                )));
-            }
+            crate::avro::refuse_avro_options(&format!("stream '{stream}'"), options)?;
             Ok(None)
         }
     }
