@@ -103,6 +103,7 @@ pub(crate) mod retry;
 pub mod sink;
 pub mod source;
 pub mod sql;
+pub mod storage;
 pub(crate) mod stream;
 #[doc(hidden)]
 pub mod testing;

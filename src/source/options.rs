@@ -204,8 +204,11 @@ impl SocketOptions {
 /// Options of a directory stream (Spark's `textFileStream`).
 #[derive(Debug, Clone)]
 pub struct FilesOptions {
-    /// The directory watched.
+    /// The directory watched: a local path, or `s3://bucket/prefix/`.
     pub path: std::path::PathBuf,
+    /// For an `s3://` path: the endpoint, region and keys given (the
+    /// standard AWS environment variables fill in the rest).
+    pub s3: crate::storage::S3Options,
     /// File format; default lines of text (`FilesFormat::Lines(LineFormat::Text)`).
     pub format: FilesFormat,
     /// File names taken: `*` and `?` wildcards; default `*`. Names that start
@@ -243,6 +246,7 @@ impl FilesOptions {
         let socket = SocketOptions::default();
         Self {
             path: path.into(),
+            s3: Default::default(),
             format: FilesFormat::default(),
             pattern: "*".to_string(),
             start_existing: true,
@@ -277,7 +281,8 @@ impl FilesOptions {
 
     /// The options as `SHOW STREAMS` shows them.
     pub(crate) fn describe(&self) -> String {
-        options::describe(FILES_OPTIONS, |key| match key {
+        let specs = [FILES_OPTIONS, crate::storage::S3_OPTIONS].concat();
+        options::describe(&specs, |key| match key {
             "path" => Some(self.path.display().to_string()),
             "format" => choice_name(FILES_FORMATS, self.format),
             "max_files_per_batch" => self.max_files_per_batch.map(|n| n.to_string()),
@@ -296,7 +301,10 @@ impl FilesOptions {
             "delimiter" => Some(char::from(self.delimiter).to_string()),
             "max_line_bytes" => Some(self.max_line_bytes.to_string()),
             "timestamp_format" => Some(self.timestamp_format.name().to_string()),
-            other => limit_value(&self.limits, other),
+            other => self
+                .s3
+                .shown(other)
+                .or_else(|| limit_value(&self.limits, other)),
         })
     }
 }
@@ -485,13 +493,15 @@ fn read_socket(stream: &str, owner: String, options: &[(String, String)]) -> Res
 
 /// A directory stream's options; `owner` names `stream` in messages.
 fn read_files(stream: &str, owner: String, options: &[(String, String)]) -> Result<Connector> {
-    let options = OptionReader::new(owner, options, FILES_OPTIONS)?;
+    let specs = [FILES_OPTIONS, crate::storage::S3_OPTIONS].concat();
+    let options = OptionReader::new(owner, options, &specs)?;
     let path = options.text("path").ok_or_else(|| {
         BrookError::invalid(format!(
             "stream '{stream}': the files connector needs option path (a directory)"
         ))
     })?;
     let mut files = FilesOptions::new(path);
+    files.s3 = crate::storage::S3Options::read(&options)?;
     files.format = options
         .choice("format", FILES_FORMATS)?
         .unwrap_or(files.format);

@@ -19,6 +19,7 @@ use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
     ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
+use datafusion::parquet::file::reader::ChunkReader;
 
 use super::decode::{BadLine, DecodedLines};
 
@@ -50,7 +51,16 @@ impl ParquetPieces {
         piece_rows: usize,
     ) -> std::result::Result<Self, String> {
         let file = File::open(path).map_err(|err| err.to_string())?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        Self::read(file, schema, piece_rows)
+    }
+
+    /// [`ParquetPieces::open`] for a file's bytes (an object read whole).
+    pub fn read(
+        input: impl ChunkReader + 'static,
+        schema: SchemaRef,
+        piece_rows: usize,
+    ) -> std::result::Result<Self, String> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(input)
             .map_err(|err| format!("not a readable Parquet file: {err}"))?;
         let file_schema = Arc::clone(builder.schema());
         let mut found = Vec::with_capacity(schema.fields().len());

@@ -12,7 +12,73 @@ use crate::error::{BrookError, Result, SqlLocation};
 
 pub(super) fn brook_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
     static DIALECT: GenericDialect = GenericDialect {};
-    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+    Parser::new(&DIALECT).with_tokens_with_locations(join_dotted_option_keys(tokens))
+}
+
+/// Inside `WITH (...)`, a dotted key before `=` (`s3.endpoint = '...'`,
+/// as Flink and RisingWave write them) becomes one quoted name, as if
+/// written `"s3.endpoint"`: sqlparser's option list takes one identifier.
+fn join_dotted_option_keys(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let is_word = |t: &Token| matches!(t, Token::Word(w) if w.quote_style.is_none());
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < tokens.len() {
+        let token = &tokens[i].token;
+        if depth == 0 {
+            if *token == Token::LParen
+                && out
+                    .iter()
+                    .rev()
+                    .find(|t| !matches!(t.token, Token::Whitespace(_)))
+                    .is_some_and(
+                        |t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::WITH),
+                    )
+            {
+                depth = 1;
+            }
+            out.push(tokens[i].clone());
+            i += 1;
+            continue;
+        }
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        // A run `word . word [. word ...]` followed by `=`.
+        let mut end = i;
+        let mut parts = Vec::new();
+        while end < tokens.len() && is_word(&tokens[end].token) {
+            if let Token::Word(w) = &tokens[end].token {
+                parts.push(w.value.clone());
+            }
+            if tokens.get(end + 1).map(|t| &t.token) == Some(&Token::Period) {
+                end += 2;
+            } else {
+                end += 1;
+                break;
+            }
+        }
+        let before_eq = tokens[end..]
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .is_some_and(|t| t.token == Token::Eq);
+        if depth == 1 && parts.len() > 1 && before_eq {
+            let mut joined = tokens[i].clone();
+            joined.token = Token::make_word(&parts.join("."), Some('"'));
+            joined.span = datafusion::sql::sqlparser::tokenizer::Span::new(
+                tokens[i].span.start,
+                tokens[end - 1].span.end,
+            );
+            out.push(joined);
+            i = end;
+        } else {
+            out.push(tokens[i].clone());
+            i += 1;
+        }
+    }
+    out
 }
 
 pub(super) fn expect_end(parser: &mut Parser) -> Result<(), ParserError> {

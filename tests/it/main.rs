@@ -28,6 +28,9 @@ mod postgres;
 mod queue;
 mod reliability;
 mod repl;
+mod s3;
+#[path = "../support/s3_server.rs"]
+mod s3_server;
 mod scheduling;
 #[path = "../support/schema_registry.rs"]
 mod schema_registry;

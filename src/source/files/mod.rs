@@ -6,16 +6,21 @@
 //! files being written, by convention, and are never taken. Files of lines
 //! (text, CSV, JSON) are decoded as a socket's lines are; Parquet files are
 //! read a row group piece at a time off the async runtime.
+//!
+//! The directory may be a prefix in an object store (`s3://bucket/prefix/`,
+//! see [`listing`]): the objects directly under it are taken the same way,
+//! those found at the same look in the order they were written.
 
-use std::collections::{HashMap, HashSet};
+mod listing;
+mod position;
+
+use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -23,6 +28,10 @@ use super::decode::{DecodedLines, LineDecoder, LineSplitter};
 use super::parquet::ParquetPieces;
 use super::{FilesFormat, FilesOptions, Inbox, LineFormat, Source};
 use crate::error::{BrookError, Result, Warning, WarningHandler};
+use crate::storage::ObjectDir;
+use listing::{Listed, Watched};
+pub(crate) use position::TakenFiles;
+use position::{FilePosition, FilePositions};
 
 /// Bytes read from a file at a time: files larger than the stream's bounds
 /// go through in pieces.
@@ -36,6 +45,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub(crate) struct FilesSource {
     stream: String,
     options: FilesOptions,
+    /// The directory, local or in an object store.
+    watched: Watched,
     schema: SchemaRef,
     warn: WarningHandler,
     /// The watching task; aborted when the stream is dropped.
@@ -47,123 +58,6 @@ pub(crate) struct FilesSource {
     positions: Arc<parking_lot::Mutex<FilePositions>>,
     /// Set by [`Source::resume_from`] before the start.
     resume: parking_lot::Mutex<Option<FilePosition>>,
-}
-
-/// Where a directory stream stands: the files whose rows were all
-/// consumed (or that are never read: present at the start under
-/// `start = 'new'`), and the rows consumed of files read in part.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct FilePosition {
-    done: Vec<String>,
-    partial: Vec<(String, u64)>,
-}
-
-impl FilePosition {
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "done": self.done,
-            "partial": self.partial.iter().map(|(file, rows)| serde_json::json!({"file": file, "rows": rows})).collect::<Vec<_>>(),
-        })
-    }
-
-    fn from_json(value: &serde_json::Value) -> Option<Self> {
-        let done = value["done"]
-            .as_array()?
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()?;
-        let partial = value["partial"]
-            .as_array()?
-            .iter()
-            .map(|v| Some((v["file"].as_str()?.to_string(), v["rows"].as_u64()?)))
-            .collect::<Option<Vec<_>>>()?;
-        Some(Self { done, partial })
-    }
-}
-
-/// The history behind [`FilesSource::position_after`].
-#[derive(Debug, Default)]
-struct FilePositions {
-    /// Files done before the history starts.
-    done: Vec<String>,
-    /// In push order: the inbox items pushed once a piece of a file was
-    /// queued, the file, its rows queued so far, and whether it is whole.
-    log: std::collections::VecDeque<(u64, String, u64, bool)>,
-}
-
-impl FilePositions {
-    fn position_after(&self, items: u64) -> FilePosition {
-        let mut done = self.done.clone();
-        let mut partial: Vec<(String, u64)> = Vec::new();
-        for (after, file, rows, whole) in &self.log {
-            if *after > items {
-                break;
-            }
-            partial.retain(|(f, _)| f != file);
-            if *whole {
-                done.push(file.clone());
-            } else {
-                partial.push((file.clone(), *rows));
-            }
-        }
-        FilePosition { done, partial }
-    }
-
-    /// Folds the history of the first `items` items (finished by every
-    /// query) into `done`, keeping the entries a later position needs.
-    fn compact(&mut self, items: u64) {
-        if self.log.len() < 512 {
-            return;
-        }
-        let folded = self.position_after(items);
-        // Files read in part at `items` keep their last entry.
-        let mut kept: Vec<(u64, String, u64, bool)> = Vec::new();
-        while let Some(entry) = self.log.front() {
-            if entry.0 > items {
-                break;
-            }
-            if let Some(entry) = self.log.pop_front()
-                && folded.partial.iter().any(|(f, _)| *f == entry.1)
-            {
-                kept.retain(|e| e.1 != entry.1);
-                kept.push(entry);
-            }
-        }
-        for entry in kept.into_iter().rev() {
-            self.log.push_front(entry);
-        }
-        self.done = folded.done;
-    }
-}
-
-/// The files a directory stream has taken, in the order taken. A file is
-/// taken once, before it is read: a file that could not be read is not
-/// taken again.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct TakenFiles {
-    in_order: Vec<OsString>,
-    names: HashSet<OsString>,
-}
-
-impl TakenFiles {
-    fn contains(&self, name: &OsString) -> bool {
-        self.names.contains(name)
-    }
-
-    /// Records `name` as taken; false if it already was.
-    fn insert(&mut self, name: OsString) -> bool {
-        if !self.names.insert(name.clone()) {
-            return false;
-        }
-        self.in_order.push(name);
-        true
-    }
-
-    /// The names of the files taken, in the order they were taken.
-    #[cfg(test)]
-    pub fn in_order(&self) -> &[OsString] {
-        &self.in_order
-    }
 }
 
 impl std::fmt::Debug for FilesSource {
@@ -195,9 +89,22 @@ impl FilesSource {
             }
             FilesFormat::Parquet => {}
         }
+        let path = options.path.to_string_lossy();
+        let watched = if crate::storage::is_object_url(&path) {
+            // A missing bucket, refused credentials or an endpoint not there
+            // is the CREATE STREAM's error.
+            let dir = ObjectDir::open(&path, &options.s3)
+                .map_err(|err| BrookError::invalid(format!("stream '{stream}': {err}")))?;
+            dir.check_blocking()
+                .map_err(|err| BrookError::external(format!("stream '{stream}'"), err))?;
+            Watched::Object(dir)
+        } else {
+            Watched::Local(options.path.clone())
+        };
         Ok(Self {
             stream,
             options,
+            watched,
             schema,
             warn,
             watcher: Default::default(),
@@ -242,27 +149,35 @@ impl Source for FilesSource {
     }
 
     async fn start(&self, inbox: Arc<Inbox>) -> Result<()> {
-        let path = &self.options.path;
-        let metadata = tokio::fs::metadata(path).await.map_err(|err| {
-            BrookError::io(
-                format!(
-                    "stream '{}': cannot watch directory {}",
-                    self.stream,
-                    path.display()
-                ),
-                err,
-            )
-        })?;
-        if !metadata.is_dir() {
-            return Err(BrookError::invalid(format!(
-                "stream '{}': path {} is not a directory",
-                self.stream,
-                path.display()
-            )));
+        match &self.watched {
+            Watched::Local(path) => {
+                let metadata = tokio::fs::metadata(path).await.map_err(|err| {
+                    BrookError::io(
+                        format!(
+                            "stream '{}': cannot watch directory {}",
+                            self.stream,
+                            path.display()
+                        ),
+                        err,
+                    )
+                })?;
+                if !metadata.is_dir() {
+                    return Err(BrookError::invalid(format!(
+                        "stream '{}': path {} is not a directory",
+                        self.stream,
+                        path.display()
+                    )));
+                }
+            }
+            Watched::Object(dir) => dir
+                .check()
+                .await
+                .map_err(|err| BrookError::external(format!("stream '{}'", self.stream), err))?,
         }
         let watcher = Watcher {
             stream: self.stream.clone(),
             options: self.options.clone(),
+            watched: self.watched.clone(),
             schema: Arc::clone(&self.schema),
             warn: Arc::clone(&self.warn),
             inbox,
@@ -293,7 +208,7 @@ impl Source for FilesSource {
             }
             None if !self.options.start_existing => {
                 let mut present = Vec::new();
-                for (name, _) in watcher.list().await {
+                for Listed { name, .. } in watcher.list().await {
                     present.push(name.to_string_lossy().to_string());
                     watcher.taken.lock().insert(name);
                 }
@@ -320,6 +235,7 @@ struct Pending {
 struct Watcher {
     stream: String,
     options: FilesOptions,
+    watched: Watched,
     schema: SchemaRef,
     warn: WarningHandler,
     inbox: Arc<Inbox>,
@@ -340,12 +256,17 @@ impl Watcher {
     async fn run(mut self) {
         loop {
             let now = Instant::now();
-            let mut ready: Vec<(Instant, OsString)> = Vec::new();
-            for (name, metadata) in self.list().await {
+            let mut ready: Vec<(Instant, Option<SystemTime>, OsString)> = Vec::new();
+            let by_time = self.watched.orders_by_time();
+            for Listed {
+                name,
+                len,
+                modified,
+            } in self.list().await
+            {
                 if self.taken.lock().contains(&name) {
                     continue;
                 }
-                let (len, modified) = (metadata.len(), metadata.modified().ok());
                 let entry = self.pending.entry(name.clone()).or_insert(Pending {
                     len,
                     modified,
@@ -357,18 +278,18 @@ impl Watcher {
                     entry.modified = modified;
                     entry.unchanged_since = now;
                 } else if now.duration_since(entry.unchanged_since) >= self.options.settle {
-                    ready.push((entry.first_seen, name));
+                    ready.push((entry.first_seen, modified.filter(|_| by_time), name));
                 }
             }
             ready.sort();
-            for (_, name) in ready {
+            for (_, _, name) in ready {
                 self.pending.remove(&name);
                 self.wait_for_room_in_batch().await;
                 self.taken.lock().insert(name.clone());
-                let path = self.options.path.join(&name);
+                let name = name.to_string_lossy().into_owned();
                 let went_on = match self.options.format {
-                    FilesFormat::Lines(format) => self.read_lines(&path, format).await,
-                    FilesFormat::Parquet => self.read_parquet(path).await,
+                    FilesFormat::Lines(format) => self.read_lines(&name, format).await,
+                    FilesFormat::Parquet => self.read_parquet(&name).await,
                 };
                 if !went_on {
                     return;
@@ -379,43 +300,25 @@ impl Watcher {
     }
 
     /// The regular files of the directory whose names match the pattern.
-    async fn list(&self) -> Vec<(OsString, std::fs::Metadata)> {
-        let mut files = Vec::new();
+    async fn list(&self) -> Vec<Listed> {
         // Checked when the stream was created; a library user's invalid
         // pattern matches nothing.
         let pattern = glob::Pattern::new(&self.options.pattern).ok();
-        let mut entries = match tokio::fs::read_dir(&self.options.path).await {
-            Ok(entries) => entries,
-            Err(err) => {
-                (self.warn)(&Warning::Source(BrookError::io(
-                    format!(
-                        "stream '{}': cannot list directory {}",
-                        self.stream,
-                        self.options.path.display()
-                    ),
-                    err,
-                )));
-                return files;
-            }
-        };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let name = entry.file_name();
-            let Some(text) = name.to_str() else {
-                continue;
-            };
-            if text.starts_with('.')
-                || text.starts_with('_')
-                || !pattern.as_ref().is_some_and(|p| p.matches(text))
-            {
-                continue;
-            }
-            if let Ok(metadata) = entry.metadata().await
-                && metadata.is_file()
-            {
-                files.push((name, metadata));
-            }
-        }
-        files
+        let listed = self
+            .watched
+            .list(|name| pattern.as_ref().is_some_and(|p| p.matches(name)))
+            .await;
+        listed.unwrap_or_else(|why| {
+            (self.warn)(&Warning::Source(BrookError::external(
+                format!(
+                    "stream '{}': cannot list {}",
+                    self.stream,
+                    self.watched.show_dir()
+                ),
+                why,
+            )));
+            Vec::new()
+        })
     }
 
     /// With `max_files_per_batch`, waits before the next file until a cut
@@ -437,41 +340,50 @@ impl Watcher {
     }
 
     /// The error for a file that cannot be read.
-    fn cannot_read(&self, path: &Path, err: std::io::Error) -> BrookError {
-        BrookError::io(
+    fn cannot_read(&self, name: &str, why: impl std::fmt::Display) -> BrookError {
+        BrookError::external(
             format!(
                 "stream '{}': cannot read file {}",
                 self.stream,
-                path.display()
+                self.watched.show(name)
             ),
-            err,
+            why,
         )
     }
 
     /// Reads one Parquet file in pieces into the inbox, off the async
     /// runtime. A file that cannot be read is reported and skipped. Returns
     /// false when the stream has failed or was dropped.
-    async fn read_parquet(&mut self, path: PathBuf) -> bool {
-        let name = file_name(&path);
+    async fn read_parquet(&mut self, name: &str) -> bool {
         let schema = Arc::clone(&self.schema);
         let piece_rows = PARQUET_PIECE_ROWS.min(self.options.limits.max_pending_rows.max(1));
-        let opened = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || ParquetPieces::open(&path, schema, piece_rows))
-                .await
+        let opened = match &self.watched {
+            Watched::Local(dir) => {
+                let path = dir.join(name);
+                tokio::task::spawn_blocking(move || ParquetPieces::open(&path, schema, piece_rows))
+                    .await
+            }
+            // An object is read whole: a Parquet file is read from its footer.
+            Watched::Object(_) => match self.watched.read_whole(name).await {
+                Ok(bytes) => {
+                    tokio::task::spawn_blocking(move || {
+                        ParquetPieces::read(bytes, schema, piece_rows)
+                    })
+                    .await
+                }
+                Err(why) => Ok(Err(why)),
+            },
         };
         let mut pieces = match opened {
             Ok(Ok(pieces)) => pieces,
             Ok(Err(why)) => {
-                (self.warn)(&Warning::Source(
-                    self.cannot_read(&path, std::io::Error::other(why)),
-                ));
+                (self.warn)(&Warning::Source(self.cannot_read(name, why)));
                 return true;
             }
             Err(panicked) => {
                 (self.warn)(&Warning::Source(self.cannot_read(
-                    &path,
-                    std::io::Error::other(format!("the Parquet reader failed: {panicked}")),
+                    name,
+                    format!("the Parquet reader failed: {panicked}"),
                 )));
                 return true;
             }
@@ -490,26 +402,24 @@ impl Watcher {
                 }
                 Err(panicked) => {
                     (self.warn)(&Warning::Source(self.cannot_read(
-                        &path,
-                        std::io::Error::other(format!("the Parquet reader failed: {panicked}")),
+                        name,
+                        format!("the Parquet reader failed: {panicked}"),
                     )));
                     return true;
                 }
             };
             match piece {
                 None => {
-                    self.file_done(&name);
+                    self.file_done(name);
                     return true;
                 }
                 Some(Ok(decoded)) => {
-                    if !self.deliver(&name, decoded).await {
+                    if !self.deliver(name, decoded).await {
                         return false;
                     }
                 }
                 Some(Err(why)) => {
-                    (self.warn)(&Warning::Source(
-                        self.cannot_read(&path, std::io::Error::other(why)),
-                    ));
+                    (self.warn)(&Warning::Source(self.cannot_read(name, why)));
                     return true;
                 }
             }
@@ -518,12 +428,11 @@ impl Watcher {
 
     /// Reads one file of lines in pieces into the inbox. Returns false when
     /// the stream has failed or was dropped.
-    async fn read_lines(&mut self, path: &Path, format: LineFormat) -> bool {
-        let name = file_name(path);
-        let mut file = match tokio::fs::File::open(path).await {
+    async fn read_lines(&mut self, name: &str, format: LineFormat) -> bool {
+        let mut file = match self.watched.open(name).await {
             Ok(file) => file,
-            Err(err) => {
-                (self.warn)(&Warning::Source(self.cannot_read(path, err)));
+            Err(why) => {
+                (self.warn)(&Warning::Source(self.cannot_read(name, why)));
                 return true;
             }
         };
@@ -548,12 +457,12 @@ impl Watcher {
             lines = lines.starting_at_line(2);
         }
         loop {
-            let read = file.read_buf(lines.read_buffer()).await;
+            let read = file.read_into(lines.read_buffer()).await;
             let decoded = match read {
                 Ok(0) => {
                     let decoded = lines.decode_close();
-                    let went_on = self.deliver(&name, decoded).await;
-                    self.file_done(&name);
+                    let went_on = self.deliver(name, decoded).await;
+                    self.file_done(name);
                     return went_on;
                 }
                 Ok(_) => {
@@ -570,12 +479,12 @@ impl Watcher {
                     }
                     lines.decode_read()
                 }
-                Err(err) => {
-                    (self.warn)(&Warning::Source(self.cannot_read(path, err)));
+                Err(why) => {
+                    (self.warn)(&Warning::Source(self.cannot_read(name, why)));
                     return true;
                 }
             };
-            if !self.deliver(&name, decoded).await {
+            if !self.deliver(name, decoded).await {
                 return false;
             }
         }
@@ -640,16 +549,9 @@ impl Watcher {
     }
 }
 
-/// The name of the file at `path`, for reports.
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::TakenFiles;
+    use super::position::TakenFiles;
 
     fn matches(pattern: &str, name: &str) -> bool {
         glob::Pattern::new(pattern).unwrap().matches(name)
