@@ -86,6 +86,7 @@ pub mod changelog;
 pub mod checkpoint;
 pub mod cli;
 pub mod context;
+pub(crate) mod crypto;
 pub(crate) mod engine;
 pub mod error;
 pub mod event_time;

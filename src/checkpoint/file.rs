@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -71,15 +70,6 @@ pub(crate) fn encode(header: &CheckpointHeader, state: &[RecordBatch]) -> Result
     let checksum = fnv1a(&out);
     out.extend_from_slice(&checksum.to_le_bytes());
     Ok(out)
-}
-
-/// Reads and checks the file at `path`.
-pub(crate) fn read(path: &Path) -> Result<(CheckpointHeader, Vec<RecordBatch>)> {
-    let bytes = std::fs::read(path).map_err(|source| BrookError::Io {
-        context: format!("cannot read checkpoint {}", path.display()),
-        source,
-    })?;
-    decode(&bytes)
 }
 
 /// A file that is not a whole checkpoint: torn by a crash, or changed by

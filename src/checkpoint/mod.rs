@@ -9,19 +9,22 @@
 //! write is never taken for a checkpoint; a file whose checksum does not
 //! match is skipped with a warning and the one before it is used. The newest
 //! [`KEPT_CHECKPOINTS`] files are kept.
+//!
+//! `DIR` may be `s3://bucket/prefix` (see [`place`]): each checkpoint is
+//! then one PUT, visible whole or not at all.
 
 pub(crate) mod file;
+pub(crate) mod place;
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{BrookError, Result};
 pub use file::CheckpointHeader;
+use place::Place;
 
 /// How many checkpoints of a query are kept (the newest).
 pub const KEPT_CHECKPOINTS: usize = 3;
@@ -30,7 +33,7 @@ pub const KEPT_CHECKPOINTS: usize = 3;
 #[derive(Debug, Clone)]
 pub struct QueryCheckpoints {
     /// `DIR/<query name>`.
-    dir: PathBuf,
+    dir: Place,
     /// The query's name.
     name: String,
     /// The query's SQL (credentials masked), which a checkpoint must match
@@ -58,8 +61,8 @@ impl QueryCheckpoints {
                 "'{name}' cannot name a query's checkpoints (no '/', no leading '.')"
             )));
         }
-        let dir = root.join(name);
-        fs::create_dir_all(&dir).map_err(|err| io_error(&dir, "create", err))?;
+        let dir = Place::root(root)?.join(name);
+        dir.prepare()?;
         Ok(Self {
             dir,
             name: name.to_string(),
@@ -67,23 +70,23 @@ impl QueryCheckpoints {
         })
     }
 
-    /// Where they are kept.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where they are kept: a path or an `s3://` URL.
+    pub fn dir(&self) -> String {
+        self.dir.show()
     }
 
     /// The newest readable checkpoint, if any. Fails when it was taken for
     /// a different SQL text: the state would not fit.
     pub fn latest(&self) -> Result<Option<Restored>> {
         let mut skipped = Vec::new();
-        for (batch, path) in list(&self.dir)?.into_iter().rev() {
-            match file::read(&path) {
+        for (batch, name) in list(&self.dir)?.into_iter().rev() {
+            match self.dir.read(&name).and_then(|bytes| file::decode(&bytes)) {
                 Ok((header, state)) => {
                     if header.sql != self.sql {
                         return Err(BrookError::invalid(format!(
                             "query '{}' has checkpoints in {} for different SQL:\n  {}\nIt is now:\n  {}\nRemove that directory (or use another checkpoint directory) to start this query afresh.",
                             self.name,
-                            self.dir.display(),
+                            self.dir.show(),
                             header.sql,
                             self.sql
                         )));
@@ -98,7 +101,7 @@ impl QueryCheckpoints {
                     "checkpoint {} of query '{}' ({}) cannot be read and is skipped: {err}",
                     batch,
                     self.name,
-                    path.display()
+                    self.dir.show_file(&name)
                 )),
             }
         }
@@ -131,26 +134,12 @@ impl QueryCheckpoints {
             positions,
         };
         let bytes = file::encode(&header, state)?;
-        let path = self.dir.join(file_name(batch));
-        // Written whole under a hidden temporary name, then renamed into
-        // place: a checkpoint is never seen half written. The name is the
-        // checkpoint's own (not a random one), so that a run killed while
-        // writing leaves nothing the next write does not replace.
-        let temporary = self.dir.join(format!(".{}.tmp", file_name(batch)));
-        let write = || -> std::io::Result<()> {
-            let mut out = fs::File::create(&temporary)?;
-            out.write_all(&bytes)?;
-            out.sync_all()?;
-            fs::rename(&temporary, &path)?;
-            // The rename itself is durable once the directory is synced.
-            fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|err| io_error(&path, "write", err))?;
+        let size = bytes.len() as u64;
+        self.dir.write(&file_name(batch), bytes)?;
         for (_, old) in list(&self.dir)?.iter().rev().skip(KEPT_CHECKPOINTS) {
-            // A file that cannot be removed is only disk space.
-            let _ = fs::remove_file(old);
+            self.dir.remove(old);
         }
-        Ok(bytes.len() as u64)
+        Ok(size)
     }
 }
 
@@ -160,51 +149,37 @@ fn file_name(batch: u64) -> String {
 }
 
 /// The checkpoint files in `dir`, oldest first, with their batch numbers.
-fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let entries = fs::read_dir(dir).map_err(|err| io_error(dir, "read", err))?;
-    let mut files: Vec<(u64, PathBuf)> = entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
+fn list(dir: &Place) -> Result<Vec<(u64, String)>> {
+    let mut files: Vec<(u64, String)> = dir
+        .files()?
+        .into_iter()
+        .filter_map(|name| {
             let batch = name
                 .strip_prefix("batch-")?
                 .strip_suffix(".ckpt")?
                 .parse::<u64>()
                 .ok()?;
-            Some((batch, entry.path()))
+            Some((batch, name))
         })
         .collect();
     files.sort();
     Ok(files)
 }
 
-fn io_error(path: &Path, action: &str, err: std::io::Error) -> BrookError {
-    BrookError::Io {
-        context: format!("cannot {action} checkpoint {}", path.display()),
-        source: err,
-    }
-}
-
 /// One line per query and checkpoint in `root`, for `brook checkpoints`:
 /// the query, the batch, when it was written, its size, and whether it
 /// reads.
 pub fn describe_dir(root: &Path) -> Result<Vec<String>> {
+    let root = Place::root(root)?;
     let mut lines = Vec::new();
-    let mut queries: Vec<PathBuf> = fs::read_dir(root)
-        .map_err(|err| io_error(root, "read", err))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut queries = root.dirs()?;
     queries.sort();
-    for query in queries {
-        let name = query
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        for (batch, path) in list(&query)? {
-            let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let line = match file::read(&path) {
+    for name in queries {
+        let query = root.join(&name);
+        for (batch, file_name) in list(&query)? {
+            let read = query.read(&file_name);
+            let size = read.as_ref().map(|b| b.len()).unwrap_or(0);
+            let line = match read.and_then(|bytes| file::decode(&bytes)) {
                 Ok((header, state)) => format!(
                     "{name}\tbatch {batch}\twritten {}\t{size} bytes\t{} state batches\t{}\t{}",
                     header.written.format("%Y-%m-%d %H:%M:%S%.3f"),
@@ -220,6 +195,12 @@ pub fn describe_dir(root: &Path) -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// Makes the checkpoint directory `root` ready: created, or its bucket
+/// reached (a missing bucket or refused credentials is an error now).
+pub fn prepare_root(root: &Path) -> Result<()> {
+    Place::root(root)?.prepare()
+}
+
 /// The name of a query's checkpoints when the user gave none: `query-`
 /// and a hash of its SQL text, so that the same statement finds its
 /// checkpoints again and a changed one starts afresh.
@@ -233,6 +214,8 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::fs;
+    use std::path::PathBuf;
     use std::sync::Arc;
 
     /// A fresh directory under the system's temporary directory.
@@ -279,7 +262,7 @@ mod tests {
                 .commit(batch, Utc::now(), &state(batch as i64), BTreeMap::new())
                 .unwrap();
         }
-        assert_eq!(list(checkpoints.dir()).unwrap().len(), KEPT_CHECKPOINTS);
+        assert_eq!(list(&checkpoints.dir).unwrap().len(), KEPT_CHECKPOINTS);
         let restored = checkpoints.latest().unwrap().unwrap();
         assert_eq!(restored.header.batch, 5);
         assert_eq!(restored.state, state(5));
@@ -296,7 +279,12 @@ mod tests {
                 .unwrap();
         }
         // Batch 3 torn, batch 2 with a flipped byte.
-        let files = list(checkpoints.dir()).unwrap();
+        let dir = root.path().join("q");
+        let files: Vec<(u64, PathBuf)> = list(&checkpoints.dir)
+            .unwrap()
+            .into_iter()
+            .map(|(batch, name)| (batch, dir.join(name)))
+            .collect();
         let last = fs::read(&files[2].1).unwrap();
         fs::write(&files[2].1, &last[..last.len() / 2]).unwrap();
         let mut second = fs::read(&files[1].1).unwrap();

@@ -42,6 +42,7 @@ use crate::sql::{
 use crate::stream::clock::Batcher;
 use crate::stream::{LiveStream, StreamInfo};
 
+mod external;
 mod insert;
 mod sinks;
 mod start;
@@ -222,16 +223,15 @@ impl StreamContext {
     }
 
     /// Keeps the checkpoints of the continuous queries started from now on
-    /// in `dir` (created if missing), and resumes each from its checkpoint
+    /// in `dir` (created if missing; or `s3://bucket/prefix`, reached with
+    /// the AWS environment variables), and resumes each from its checkpoint
     /// there: a query named by its sink (`CREATE SINK name`), or by a hash of
     /// its SQL text, restores its state after the last batch checkpointed
     /// and numbers its batches on from it. `None` turns checkpoints off.
     pub fn set_checkpoint_dir(&self, dir: Option<std::path::PathBuf>) -> Result<()> {
         if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir).map_err(|source| BrookError::Io {
-                context: format!("cannot create checkpoint directory {}", dir.display()),
-                source,
-            })?;
+            // Created here, or (for s3://bucket/prefix) its bucket reached.
+            crate::checkpoint::prepare_root(dir)?;
         }
         *self.inner.checkpoint_dir.lock() = dir;
         Ok(())
@@ -425,6 +425,20 @@ impl StreamContext {
         {
             return self.insert_into_queue(insert, &queue, location).await;
         }
+        let rewritten;
+        let statement = match statement {
+            DataFusionStatement::CreateExternalTable(create) => {
+                match self.prepare_external_table(create).await? {
+                    external::ExternalTable::AsWritten => statement,
+                    external::ExternalTable::Rewritten(written) => {
+                        rewritten = written;
+                        rewritten.as_ref()
+                    }
+                    external::ExternalTable::Created => return Ok(SqlOutput::Done),
+                }
+            }
+            _ => statement,
+        };
         let state = self.inner.session.state();
         let plan = state
             .statement_to_plan(statement.clone())

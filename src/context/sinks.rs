@@ -17,9 +17,14 @@ impl StreamContext {
                 "there is no running query {id} (SHOW QUERIES lists them)"
             )));
         };
-        entry.stop();
-        if let Some(name) = self.inner.sinks.of_query(id) {
-            self.inner.sinks.remove_and_wait(&name).await?;
+        match self.inner.sinks.of_query(id) {
+            Some(name) => {
+                self.inner
+                    .sinks
+                    .stop_and_wait(&name, |_| entry.stop())
+                    .await;
+            }
+            None => entry.stop(),
         }
         Ok(())
     }
@@ -64,7 +69,8 @@ impl StreamContext {
         // Dropping the query on an error here stops it.
         let sink: Box<dyn BatchSink> = match options {
             SinkOptions::File(options) => {
-                let sink = FileSink::create(&create.name, options)?;
+                let sink = FileSink::create(&create.name, options)?
+                    .with_warning_handler(Arc::clone(&self.inner.warn));
                 if let Some(batch) = query.restored_batch() {
                     sink.forget_after(batch)?;
                 }
@@ -75,6 +81,16 @@ impl StreamContext {
                 options,
                 &query.schema(),
             )?),
+            SinkOptions::Delta(options) => Box::new(
+                crate::sink::DeltaSink::open(
+                    &create.name,
+                    options,
+                    &query.schema(),
+                    Arc::clone(&self.inner.warn),
+                    query.restored_batch(),
+                )
+                .await?,
+            ),
             SinkOptions::Postgres(options) => Box::new(
                 PostgresSink::connect_resuming(
                     &create.name,
@@ -124,13 +140,19 @@ impl StreamContext {
     /// Stops sink `name`'s query after its batch in progress and waits for
     /// its last file to be written.
     pub(super) async fn drop_sink(&self, name: &str) -> Result<()> {
-        let Some(query_id) = self.inner.sinks.query_of(name) else {
-            return Err(BrookError::invalid(format!("sink '{name}' does not exist")));
-        };
-        if let Some(entry) = self.inner.queries.get(query_id) {
-            entry.stop();
+        let queries = &self.inner.queries;
+        let stopped = self
+            .inner
+            .sinks
+            .stop_and_wait(name, |query_id| {
+                if let Some(entry) = queries.get(query_id) {
+                    entry.stop();
+                }
+            })
+            .await;
+        match stopped {
+            Some(_) => Ok(()),
+            None => Err(BrookError::invalid(format!("sink '{name}' does not exist"))),
         }
-        self.inner.sinks.remove_and_wait(name).await?;
-        Ok(())
     }
 }

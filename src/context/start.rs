@@ -106,7 +106,7 @@ impl StreamContext {
             {
                 stream
                     .source
-                    .checkpointed_as(&format!("{}#{name}", checkpoints.dir().display()));
+                    .checkpointed_as(&format!("{}#{name}", checkpoints.dir()));
             }
             // A stream that can replay reads from where the checkpoint left
             // it, if this query is the one that starts it.

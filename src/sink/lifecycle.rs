@@ -180,19 +180,15 @@ impl SinkRegistry {
             .insert(name.to_string(), SinkTask { query_id, task });
     }
 
-    /// Takes sink `name` out of the registry and waits for its task, which
-    /// the caller has asked to stop.
-    pub async fn remove_and_wait(&self, name: &str) -> Result<u64> {
-        let Some(sink) = self.running.lock().remove(name) else {
-            return Err(BrookError::invalid(format!("sink '{name}' does not exist")));
-        };
+    /// Takes sink `name` out of the registry, then has `stop` stop its
+    /// query (given its id) and waits for its task: taken first, so that
+    /// the task ending at once cannot remove it in between. The query's id,
+    /// or `None` when there is no such sink.
+    pub async fn stop_and_wait(&self, name: &str, stop: impl FnOnce(u64)) -> Option<u64> {
+        let sink = self.running.lock().remove(name)?;
+        stop(sink.query_id);
         let _ = sink.task.await;
-        Ok(sink.query_id)
-    }
-
-    /// The query of sink `name`.
-    pub fn query_of(&self, name: &str) -> Option<u64> {
-        self.running.lock().get(name).map(|sink| sink.query_id)
+        Some(sink.query_id)
     }
 
     /// Waits until every sink's query has ended and its files are closed;

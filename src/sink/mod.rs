@@ -5,6 +5,9 @@
 
 mod console;
 mod debezium;
+mod delta;
+mod delta_merge;
+mod delta_resume;
 mod file;
 mod kafka;
 pub(crate) mod lifecycle;
@@ -17,6 +20,7 @@ use crate::error::{BrookError, Result};
 use crate::query::BatchOutput;
 
 pub use console::{ConsoleSink, OutputFormat};
+pub use delta::{DELTA_SINK_OPTIONS, DeltaMode, DeltaSink, DeltaSinkOptions};
 pub use file::{FILE_SINK_OPTIONS, FileFormat, FileMode, FileSink, FileSinkOptions};
 pub use kafka::{KAFKA_SINK_OPTIONS, KafkaFormat, KafkaSink, KafkaSinkOptions};
 pub use lifecycle::MAX_CONSECUTIVE_FAILURES;
@@ -56,6 +60,9 @@ impl BatchSink for FileSink {
     /// thread a slow disk would hold up the clock and every other query
     /// scheduled there (with a one-thread runtime, all of them).
     async fn write(&mut self, output: &BatchOutput) -> Result<SinkWrite> {
+        if self.writes_objects() {
+            return self.write_object(output).await;
+        }
         let mut sink = self.take_for_write();
         let output = output.clone();
         let (sink, written) = match tokio::task::spawn_blocking(move || {
@@ -79,6 +86,10 @@ impl BatchSink for FileSink {
             None => SinkWrite::Empty,
         })
     }
+
+    fn gave_up(&self) -> bool {
+        FileSink::gave_up(self)
+    }
 }
 
 /// A sink's options, by connector, from `CREATE SINK ... WITH (...)`.
@@ -90,6 +101,8 @@ pub enum SinkOptions {
     Postgres(Box<PostgresSinkOptions>),
     /// `connector = 'kafka'`.
     Kafka(KafkaSinkOptions),
+    /// `connector = 'delta'`.
+    Delta(DeltaSinkOptions),
 }
 
 impl SinkOptions {
@@ -104,11 +117,12 @@ impl SinkOptions {
             Some("postgres" | "postgresql") => PostgresSinkOptions::from_options(sink, options)
                 .map(|options| SinkOptions::Postgres(Box::new(options))),
             Some("kafka") => KafkaSinkOptions::from_options(sink, options).map(SinkOptions::Kafka),
+            Some("delta") => DeltaSinkOptions::from_options(sink, options).map(SinkOptions::Delta),
             Some(other) => Err(BrookError::invalid(format!(
-                "sink '{sink}': unknown connector '{other}' (sinks: 'file', 'postgres', 'kafka')"
+                "sink '{sink}': unknown connector '{other}' (sinks: 'file', 'postgres', 'kafka', 'delta')"
             ))),
             None => Err(BrookError::invalid(format!(
-                "sink '{sink}': give connector = 'file', 'postgres' or 'kafka'"
+                "sink '{sink}': give connector = 'file', 'postgres', 'kafka' or 'delta'"
             ))),
         }
     }

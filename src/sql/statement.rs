@@ -493,6 +493,8 @@ fn take_late_data_to(
 type SinkHead = (String, bool, Vec<(String, String)>, usize);
 
 fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<CreateSink> {
+    // Joined here, so that the parser's index is one into these tokens.
+    let tokens = super::tokens::join_dotted_option_keys(tokens);
     let mut parser = brook_parser(tokens.clone());
     let mut create = || -> Result<SinkHead, ParserError> {
         parser.expect_keyword(Keyword::CREATE)?;

@@ -18,7 +18,7 @@ pub(super) fn brook_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
 /// Inside `WITH (...)`, a dotted key before `=` (`s3.endpoint = '...'`,
 /// as Flink and RisingWave write them) becomes one quoted name, as if
 /// written `"s3.endpoint"`: sqlparser's option list takes one identifier.
-fn join_dotted_option_keys(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+pub(super) fn join_dotted_option_keys(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     let is_word = |t: &Token| matches!(t, Token::Word(w) if w.quote_style.is_none());
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let mut depth = 0usize;

@@ -9,6 +9,7 @@
 //! [`io`]), so a store made in one place can be used from any runtime or
 //! thread.
 
+pub(crate) mod delta_table;
 pub(crate) mod io;
 mod s3;
 

@@ -139,6 +139,7 @@ impl S3Options {
 
     /// The store for `bucket`: the environment, then these options over it.
     pub(crate) fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        crate::crypto::install_default_provider();
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: crate::retry::FIRST_WAIT,

@@ -8,6 +8,7 @@ mod checkpoint;
 mod cli;
 mod common;
 mod decode;
+mod delta;
 mod end_of_input;
 mod errors;
 mod event_time;
@@ -29,6 +30,7 @@ mod queue;
 mod reliability;
 mod repl;
 mod s3;
+mod s3_outage;
 #[path = "../support/s3_server.rs"]
 mod s3_server;
 mod scheduling;

@@ -23,7 +23,10 @@ async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: impl Into<PutPayloa
 
 /// Sums `count(*)` and `sum(v)` over the query's batches until `rows`
 /// rows were counted.
-async fn count_and_sum(query: &mut brook::ContinuousQuery, rows_expected: i64) -> (i64, f64) {
+pub(crate) async fn count_and_sum(
+    query: &mut brook::ContinuousQuery,
+    rows_expected: i64,
+) -> (i64, f64) {
     let (mut seen, mut total) = (0, 0.0);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while seen < rows_expected {
@@ -44,13 +47,7 @@ async fn count_and_sum(query: &mut brook::ContinuousQuery, rows_expected: i64) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_added_under_an_s3_prefix_are_each_read_once_and_a_multipart_upload_only_whole() {
-    let server = tokio::task::spawn_blocking(|| {
-        let server = S3Server::start();
-        server.create_bucket("landing");
-        server
-    })
-    .await
-    .unwrap();
+    let server = S3Server::start_with_bucket("landing").await;
     let store = server.client("landing");
     put(&store, "in/a.csv", "k,v\na,1\nb,2\n").await;
     // Not under the prefix's top level, not matching, hidden: never read.
@@ -121,13 +118,7 @@ async fn objects_added_under_an_s3_prefix_are_each_read_once_and_a_multipart_upl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_a_missing_bucket_and_no_server_are_errors_at_create_without_the_secret()
 {
-    let server = tokio::task::spawn_blocking(|| {
-        let server = S3Server::start();
-        server.create_bucket("there");
-        server
-    })
-    .await
-    .unwrap();
+    let server = S3Server::start_with_bucket("there").await;
     let ctx = StreamContext::new(Duration::from_millis(100));
     let create = |path: &str, options: String| {
         format!(
@@ -182,4 +173,282 @@ async fn wrong_credentials_a_missing_bucket_and_no_server_are_errors_at_create_w
         .unwrap_err()
         .to_string();
     assert!(err.contains("s3.allow_http"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_files_written_to_s3_read_back_exactly_by_an_external_table_and_by_the_parquet_reader()
+ {
+    let server = S3Server::start_with_bucket("out").await;
+    let (warn, warnings) = recording_warnings();
+    let ctx = StreamContext::with_warning_handler(Duration::from_millis(30), warn);
+    ctx.sql("CREATE STREAM nums (n BIGINT, label TEXT) WITH (connector = 'queue', one_at_a_time = 'true')")
+        .await
+        .unwrap();
+    ctx.sql("INSERT INTO nums VALUES (1, 'one'), (2, NULL)")
+        .await
+        .unwrap();
+    ctx.sql("INSERT INTO nums VALUES (3, 'three')")
+        .await
+        .unwrap();
+    ctx.sql(&format!(
+        "CREATE SINK halves WITH (connector = 'file', path = 's3://out/halves/', format = 'parquet', {}) AS SELECT n, n * 2.5 AS x, upper(label) AS loud FROM nums",
+        server.options_sql()
+    ))
+    .await
+    .unwrap();
+    ctx.close_queues();
+    tokio::time::timeout(DEADLINE, ctx.wait_for_sinks())
+        .await
+        .unwrap()
+        .unwrap();
+    let store = server.client("out");
+    let mut names: Vec<String> = store
+        .list(Some(&ObjectPath::from("halves")))
+        .map(|o| o.unwrap().location.to_string())
+        .collect()
+        .await;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "halves/halves-000001.parquet",
+            "halves/halves-000002.parquet"
+        ]
+    );
+    // The parquet crate, on the bytes fetched.
+    let mut read = Vec::new();
+    for name in &names {
+        let bytes = store
+            .get(&ObjectPath::from(name.as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+            bytes, 1024,
+        )
+        .unwrap();
+        for batch in reader {
+            read.extend(crate::delta::text_rows(&[batch.unwrap()]));
+        }
+    }
+    let expected = [
+        ["1", "1", "2.5", "ONE"],
+        ["1", "2", "5.0", "NULL"],
+        ["2", "3", "7.5", "THREE"],
+    ];
+    let without_time: Vec<Vec<String>> = read
+        .iter()
+        .map(|r| vec![r[0].clone(), r[2].clone(), r[3].clone(), r[4].clone()])
+        .collect();
+    assert_eq!(without_time, expected);
+    // An external table over the prefix, read by DataFusion inside brook.
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE halves STORED AS PARQUET LOCATION 's3://out/halves/' OPTIONS ('s3.endpoint' '{}', 's3.access_key_id' '{}', 's3.secret_access_key' '{SECRET_KEY}', 's3.allow_http' 'true')",
+        server.endpoint(),
+        crate::s3_server::ACCESS_KEY
+    ))
+    .await
+    .unwrap();
+    let brook::SqlOutput::Rows { batches, .. } = ctx
+        .sql("SELECT batch, n, x, loud FROM halves ORDER BY n")
+        .await
+        .unwrap()
+    else {
+        panic!("rows expected");
+    };
+    assert_eq!(crate::delta::text_rows(&batches), expected);
+    assert!(warnings.lock().unwrap().is_empty());
+}
+
+/// A Delta table in the S3 server, opened as brook opens it.
+pub(crate) async fn s3_delta(
+    server: &S3Server,
+    bucket: &str,
+    prefix: &str,
+) -> deltalake::DeltaTable {
+    let url = url::Url::parse(&format!("s3://{bucket}/{prefix}")).unwrap();
+    let root = server.client(bucket);
+    let config = deltalake::logstore::StorageConfig::default();
+    let prefixed: Arc<dyn ObjectStore> =
+        Arc::from(config.decorate_store(Arc::clone(&root), &url).unwrap());
+    let mut table = deltalake::DeltaTable::new(deltalake::logstore::default_logstore(
+        prefixed, root, &url, &config,
+    ));
+    table.load().await.unwrap();
+    table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brook_killed_six_times_with_checkpoints_and_delta_tables_on_s3_holds_every_batch_once() {
+    use std::collections::BTreeMap;
+    let server = S3Server::start_with_bucket("lake").await;
+    let store = server.client("lake");
+    let script = std::env::temp_dir().join(format!("brook-s3-kill-{}.sql", std::process::id()));
+    // Streams and sinks take the server from the AWS environment. Each
+    // query reads a stream of its own (a stream resumes from one query's
+    // checkpoint).
+    std::fs::write(
+        &script,
+        "SET batch_interval = '100ms';\n\
+         CREATE STREAM lines (line TEXT) WITH (connector = 'files', path = 's3://lake/in/', settle = '0ms', start = 'new');\n\
+         CREATE SINK totals WITH (connector = 'delta', path = 's3://lake/totals', mode = 'upsert', key = 'word') AS \
+           SELECT word, COUNT(*) AS n FROM (SELECT unnest(split(line, ' ')) AS word FROM RUNNING(lines)) GROUP BY word;\n\
+         CREATE STREAM lines2 (line TEXT) WITH (connector = 'files', path = 's3://lake/in/', settle = '0ms', start = 'new');\n\
+         CREATE SINK counts WITH (connector = 'delta', path = 's3://lake/counts') AS \
+           SELECT word, COUNT(*) AS n FROM (SELECT unnest(split(line, ' ')) AS word FROM lines2) GROUP BY word;\n",
+    )
+    .unwrap();
+    let brook = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+            .args([
+                "run",
+                script.to_str().unwrap(),
+                "--checkpoint",
+                "s3://lake/ck",
+            ])
+            .env("AWS_ACCESS_KEY_ID", crate::s3_server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    const FILES: u64 = 30;
+    let words_of = |n: u64| -> String {
+        let mut rng = crate::common::Rng(0x5eed ^ ((n + 1) * 0x9e37_79b9));
+        (0..100)
+            .map(|_| {
+                (0..3)
+                    .map(|_| format!("w{}", rng.below(40)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for n in 0..FILES {
+        for word in words_of(n).split_whitespace() {
+            *expected.entry(word.to_string()).or_default() += 1;
+        }
+    }
+    let mut first = Some(brook());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for n in 0..FILES {
+                put(&store, &format!("in/f{n:03}.txt"), words_of(n)).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    let mut rng = crate::common::Rng(0xfeed_f00d);
+    for _ in 0..6 {
+        let mut child = first.take().unwrap_or_else(brook);
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(900))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    writer.await.unwrap();
+    let mut child = brook();
+    let totals = |rows: Vec<Vec<String>>| -> BTreeMap<String, i64> {
+        let mut sums = BTreeMap::new();
+        for row in rows {
+            *sums.entry(row[0].clone()).or_default() += row[1].parse::<i64>().unwrap();
+        }
+        sums
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (mut upserted, mut appended) = (BTreeMap::new(), BTreeMap::new());
+    while std::time::Instant::now() < deadline {
+        upserted = totals(
+            crate::delta::read_delta(s3_delta(&server, "lake", "totals").await, "word", "totals")
+                .await
+                .0,
+        );
+        appended = totals(
+            crate::delta::read_delta(s3_delta(&server, "lake", "counts").await, "word", "counts")
+                .await
+                .0,
+        );
+        if upserted == expected && appended == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(upserted, expected, "the upserted totals");
+    assert_eq!(appended, expected, "the appended per-batch counts, summed");
+    // The checkpoints are in the bucket.
+    let checkpoints: Vec<_> = store
+        .list(Some(&ObjectPath::from("ck")))
+        .map(|o| o.unwrap().location.to_string())
+        .collect()
+        .await;
+    assert!(
+        checkpoints.iter().any(|c| c.ends_with(".ckpt")),
+        "{checkpoints:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delta_lake_example_runs_as_written_against_a_local_s3_server() {
+    let server = S3Server::start_with_bucket("lake").await;
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/queries/delta_lake.sql"
+    ))
+    .unwrap()
+    .replace("http://127.0.0.1:8333", &server.endpoint());
+    let path = std::env::temp_dir().join(format!("brook-delta-example-{}.sql", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    let status = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+                .args(["run", path.to_str().unwrap()])
+                .env("AWS_ACCESS_KEY_ID", crate::s3_server::ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_REGION", "us-east-1")
+                .env_remove("AWS_ENDPOINT_URL")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(status.success(), "{status}");
+    let (pages, _, txn) =
+        crate::delta::read_delta(s3_delta(&server, "lake", "pages").await, "page", "pages").await;
+    assert_eq!(pages, [["/docs", "2"], ["/home", "3"]]);
+    assert_eq!(txn, Some(3));
+    let (clicks, version, _) = crate::delta::read_delta(
+        s3_delta(&server, "lake", "clicks").await,
+        "ts",
+        "all_clicks",
+    )
+    .await;
+    assert_eq!(version, Some(3));
+    assert_eq!(
+        clicks,
+        [
+            ["2026-12-01", "1", "/home", "2026-12-01T09:00:00"],
+            ["2026-12-01", "2", "/docs", "2026-12-01T09:00:05"],
+            ["2026-12-01", "1", "/docs", "2026-12-01T23:59:59"],
+            ["2026-12-02", "3", "/home", "2026-12-02T00:00:01"],
+            ["2026-12-02", "2", "/home", "2026-12-02T08:30:00"],
+        ]
+    );
 }

@@ -320,7 +320,7 @@ async fn bad_sinks_are_clear_errors() {
     for (sql, expected) in [
         (
             "CREATE SINK s WITH (connector = 'kinesis', path = 'x') AS SELECT n FROM nums",
-            "sink 's': unknown connector 'kinesis' (sinks: 'file', 'postgres', 'kafka')",
+            "sink 's': unknown connector 'kinesis' (sinks: 'file', 'postgres', 'kafka', 'delta')",
         ),
         (
             "CREATE SINK s WITH (connector = 'file') AS SELECT n FROM nums",

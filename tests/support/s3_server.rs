@@ -70,6 +70,18 @@ impl S3Server {
         server
     }
 
+    /// [`S3Server::start`] off the async runtime, with bucket `bucket`.
+    pub async fn start_with_bucket(bucket: &str) -> Self {
+        let bucket = bucket.to_string();
+        tokio::task::spawn_blocking(move || {
+            let server = Self::start();
+            server.create_bucket(&bucket);
+            server
+        })
+        .await
+        .expect("SeaweedFS starts")
+    }
+
     fn run(&mut self) {
         let [
             master,

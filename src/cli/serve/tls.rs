@@ -1,6 +1,6 @@
 //! TLS for `brook serve` when a certificate and key are given (PEM files):
-//! rustls with ring's cryptography, through pgwire's re-export of
-//! tokio-rustls. psql's `sslmode=require` and PostgreSQL 17's direct TLS
+//! rustls with the process's provider (see [`crate::crypto`]), through
+//! pgwire's re-export of tokio-rustls. psql's `sslmode=require` and PostgreSQL 17's direct TLS
 //! (ALPN `postgresql`) both work.
 
 use std::path::Path;
@@ -26,7 +26,7 @@ pub(super) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
         return Err(bad(cert, &"no certificate in the file"));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|err| bad(key, &err))?;
-    // The process's provider: ring, the one rustls is built with here.
+    crate::crypto::install_default_provider();
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)

@@ -11,7 +11,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use object_store::ObjectStoreExt;
 use tokio::io::AsyncReadExt;
 
 use crate::storage::ObjectDir;
@@ -113,53 +112,148 @@ impl Watched {
         }
     }
 
-    /// Opens file `name` to be read in pieces.
-    pub async fn open(&self, name: &str) -> std::result::Result<FileBytes, String> {
+    /// Opens file `name` (of `len` bytes when listed) to be read in
+    /// pieces. An object is asked for at the first read.
+    pub async fn open(&self, name: &str, len: u64) -> std::result::Result<FileBytes, String> {
         match self {
             Watched::Local(dir) => tokio::fs::File::open(dir.join(name))
                 .await
                 .map(FileBytes::Local)
                 .map_err(|err| err.to_string()),
-            Watched::Object(dir) => {
-                let store = std::sync::Arc::clone(dir.store());
-                let key = dir.key(name);
-                let got = crate::storage::io::run(async move { store.get(&key).await })
-                    .await
-                    .map_err(|err| err.to_string())?
-                    .map_err(|err| crate::storage::describe(&err))?;
-                Ok(FileBytes::Object(got.into_stream()))
-            }
+            Watched::Object(dir) => Ok(FileBytes::Object(ObjectBytes {
+                dir: dir.clone(),
+                key: dir.key(name),
+                read: 0,
+                size: len,
+                e_tag: None,
+                body: None,
+            })),
         }
     }
+}
 
-    /// Reads object `name` whole (a Parquet file is read from its footer).
-    pub async fn read_whole(&self, name: &str) -> std::result::Result<Bytes, String> {
-        let mut bytes = Vec::new();
-        let mut file = self.open(name).await?;
-        while file.read_into(&mut bytes).await? > 0 {}
-        Ok(Bytes::from(bytes))
+/// Why a piece of a file could not be read.
+#[derive(Debug)]
+pub(super) struct ReadFailure {
+    pub why: String,
+    /// A request that failed on the way (the store unreachable, a
+    /// connection cut): reading again goes on where it stopped.
+    pub transient: bool,
+}
+
+impl ReadFailure {
+    fn lasting(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            transient: false,
+        }
     }
 }
 
 /// A file being read.
 pub(super) enum FileBytes {
     Local(tokio::fs::File),
-    Object(BoxStream<'static, object_store::Result<Bytes>>),
+    Object(ObjectBytes),
+}
+
+/// How many bytes of an object one request asks for. The S3 client takes
+/// a response's body as fast as the network gives it, so this bounds the
+/// memory an object's read holds, and where a read cut off starts again.
+const RANGE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// An object being read, [`RANGE_BYTES`] at a time, each range of the
+/// version (ETag) the first request saw. After a failed request the next
+/// read asks again from the first byte not yet read, so a read cut off
+/// goes on with nothing read twice.
+pub(super) struct ObjectBytes {
+    dir: ObjectDir,
+    key: object_store::path::Path,
+    /// Bytes read so far.
+    read: u64,
+    /// The object's size: as listed, then as the first response said.
+    size: u64,
+    /// The object's ETag, once the first response gave it.
+    e_tag: Option<String>,
+    /// The range being read.
+    body: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+}
+
+impl ObjectBytes {
+    async fn request(&mut self) -> std::result::Result<(), ReadFailure> {
+        let end = self.size.min(self.read + RANGE_BYTES);
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(self.read..end)),
+            if_match: self.e_tag.clone(),
+            ..Default::default()
+        };
+        let store = std::sync::Arc::clone(self.dir.store());
+        let key = self.key.clone();
+        let got = crate::storage::io::run(async move { store.get_opts(&key, options).await })
+            .await
+            .map_err(|err| ReadFailure::lasting(err.to_string()))?
+            .map_err(|err| failure(&err))?;
+        if self.e_tag.is_none() {
+            self.e_tag = got.meta.e_tag.clone();
+            self.size = got.meta.size;
+        }
+        self.body = Some(got.into_stream());
+        Ok(())
+    }
+
+    async fn read_into(&mut self, buffer: &mut Vec<u8>) -> std::result::Result<usize, ReadFailure> {
+        loop {
+            if self.body.is_none() {
+                if self.read >= self.size {
+                    return Ok(0);
+                }
+                self.request().await?;
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Ok(0);
+            };
+            match body.next().await {
+                // The range is read; the next one, if any, comes next.
+                None => self.body = None,
+                Some(Ok(chunk)) => {
+                    buffer.extend_from_slice(&chunk);
+                    self.read += chunk.len() as u64;
+                    return Ok(chunk.len());
+                }
+                Some(Err(err)) => {
+                    self.body = None;
+                    return Err(failure(&err));
+                }
+            }
+        }
+    }
+}
+
+/// A failed request: transient unless the object is gone or was replaced
+/// while it was read.
+fn failure(err: &object_store::Error) -> ReadFailure {
+    let replaced = matches!(err, object_store::Error::Precondition { .. });
+    let transient = !replaced && !matches!(err, object_store::Error::NotFound { .. });
+    let described = crate::storage::describe(err);
+    let why = if replaced {
+        format!("the object was replaced while it was read: {described}")
+    } else {
+        described
+    };
+    ReadFailure { why, transient }
 }
 
 impl FileBytes {
     /// Appends the next piece of the file to `buffer`; 0 at its end.
-    pub async fn read_into(&mut self, buffer: &mut Vec<u8>) -> std::result::Result<usize, String> {
+    pub async fn read_into(
+        &mut self,
+        buffer: &mut Vec<u8>,
+    ) -> std::result::Result<usize, ReadFailure> {
         match self {
-            FileBytes::Local(file) => file.read_buf(buffer).await.map_err(|err| err.to_string()),
-            FileBytes::Object(stream) => match stream.next().await {
-                None => Ok(0),
-                Some(Ok(chunk)) => {
-                    buffer.extend_from_slice(&chunk);
-                    Ok(chunk.len())
-                }
-                Some(Err(err)) => Err(crate::storage::describe(&err)),
-            },
+            FileBytes::Local(file) => file
+                .read_buf(buffer)
+                .await
+                .map_err(|err| ReadFailure::lasting(err.to_string())),
+            FileBytes::Object(object) => object.read_into(buffer).await,
         }
     }
 }

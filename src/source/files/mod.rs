@@ -29,7 +29,7 @@ use super::parquet::ParquetPieces;
 use super::{FilesFormat, FilesOptions, Inbox, LineFormat, Source};
 use crate::error::{BrookError, Result, Warning, WarningHandler};
 use crate::storage::ObjectDir;
-use listing::{Listed, Watched};
+use listing::{FileBytes, Listed, Watched};
 pub(crate) use position::TakenFiles;
 use position::{FilePosition, FilePositions};
 
@@ -41,6 +41,10 @@ const READ_BYTES: usize = 256 * 1024;
 const PARQUET_PIECE_ROWS: usize = 32 * 1024;
 /// How often the directory is listed.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How many times a piece of an object is asked for before the file is
+/// given up (reported, and the stream goes on with the next).
+const READ_ATTEMPTS: u32 = 32;
 
 pub(crate) struct FilesSource {
     stream: String,
@@ -208,7 +212,17 @@ impl Source for FilesSource {
             }
             None if !self.options.start_existing => {
                 let mut present = Vec::new();
-                for Listed { name, .. } in watcher.list().await {
+                let listed = watcher.list_matching().await.map_err(|why| {
+                    BrookError::external(
+                        format!(
+                            "stream '{}': cannot list {} to pass over what is there",
+                            self.stream,
+                            watcher.watched.show_dir()
+                        ),
+                        why,
+                    )
+                })?;
+                for Listed { name, .. } in listed {
                     present.push(name.to_string_lossy().to_string());
                     watcher.taken.lock().insert(name);
                 }
@@ -254,15 +268,31 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self) {
+        let mut backoff = crate::retry::Backoff::default();
+        let mut listing_failed = false;
         loop {
+            let listed = match self.list(backoff.next_wait()).await {
+                Some(listed) => listed,
+                None => {
+                    listing_failed = true;
+                    self.inbox.set_reconnecting(true);
+                    backoff.wait().await;
+                    continue;
+                }
+            };
+            if listing_failed {
+                listing_failed = false;
+                backoff.reset();
+                self.inbox.set_reconnecting(false);
+            }
             let now = Instant::now();
-            let mut ready: Vec<(Instant, Option<SystemTime>, OsString)> = Vec::new();
+            let mut ready: Vec<(Instant, Option<SystemTime>, OsString, u64)> = Vec::new();
             let by_time = self.watched.orders_by_time();
             for Listed {
                 name,
                 len,
                 modified,
-            } in self.list().await
+            } in listed
             {
                 if self.taken.lock().contains(&name) {
                     continue;
@@ -278,18 +308,18 @@ impl Watcher {
                     entry.modified = modified;
                     entry.unchanged_since = now;
                 } else if now.duration_since(entry.unchanged_since) >= self.options.settle {
-                    ready.push((entry.first_seen, modified.filter(|_| by_time), name));
+                    ready.push((entry.first_seen, modified.filter(|_| by_time), name, len));
                 }
             }
             ready.sort();
-            for (_, _, name) in ready {
+            for (_, _, name, len) in ready {
                 self.pending.remove(&name);
                 self.wait_for_room_in_batch().await;
                 self.taken.lock().insert(name.clone());
                 let name = name.to_string_lossy().into_owned();
                 let went_on = match self.options.format {
-                    FilesFormat::Lines(format) => self.read_lines(&name, format).await,
-                    FilesFormat::Parquet => self.read_parquet(&name).await,
+                    FilesFormat::Lines(format) => self.read_lines(&name, len, format).await,
+                    FilesFormat::Parquet => self.read_parquet(&name, len).await,
                 };
                 if !went_on {
                     return;
@@ -299,26 +329,35 @@ impl Watcher {
         }
     }
 
-    /// The regular files of the directory whose names match the pattern.
-    async fn list(&self) -> Vec<Listed> {
+    /// The files of the directory whose names match the pattern.
+    async fn list_matching(&self) -> std::result::Result<Vec<Listed>, String> {
         // Checked when the stream was created; a library user's invalid
         // pattern matches nothing.
         let pattern = glob::Pattern::new(&self.options.pattern).ok();
-        let listed = self
-            .watched
+        self.watched
             .list(|name| pattern.as_ref().is_some_and(|p| p.matches(name)))
-            .await;
-        listed.unwrap_or_else(|why| {
-            (self.warn)(&Warning::Source(BrookError::external(
-                format!(
-                    "stream '{}': cannot list {}",
-                    self.stream,
-                    self.watched.show_dir()
-                ),
-                why,
-            )));
-            Vec::new()
-        })
+            .await
+    }
+
+    /// The regular files of the directory whose names match the pattern;
+    /// `None`, reported, when the directory cannot be listed (it is listed
+    /// again after `retry_in`).
+    async fn list(&self, retry_in: Duration) -> Option<Vec<Listed>> {
+        match self.list_matching().await {
+            Ok(listed) => Some(listed),
+            Err(why) => {
+                (self.warn)(&Warning::Source(BrookError::external(
+                    format!(
+                        "stream '{}': cannot list {} (listing again in {} ms)",
+                        self.stream,
+                        self.watched.show_dir(),
+                        retry_in.as_millis()
+                    ),
+                    why,
+                )));
+                None
+            }
+        }
     }
 
     /// With `max_files_per_batch`, waits before the next file until a cut
@@ -339,6 +378,62 @@ impl Watcher {
         self.files_in_batch += 1;
     }
 
+    /// Reads the next piece of file `name` into `buffer` (0 at its end).
+    /// A request to an object store that fails on the way is reported and
+    /// made again, with backoff (up to [`READ_ATTEMPTS`] times, about two
+    /// and a half minutes), going on where it stopped: a store that is down
+    /// for a while loses nothing.
+    async fn read_piece(
+        &self,
+        name: &str,
+        file: &mut FileBytes,
+        buffer: &mut Vec<u8>,
+    ) -> std::result::Result<usize, String> {
+        let mut backoff = crate::retry::Backoff::default();
+        let mut attempt = 1;
+        loop {
+            match file.read_into(buffer).await {
+                Ok(read) => {
+                    if attempt > 1 {
+                        self.inbox.set_reconnecting(false);
+                    }
+                    return Ok(read);
+                }
+                Err(failure)
+                    if failure.transient && attempt < READ_ATTEMPTS && !self.inbox.is_closed() =>
+                {
+                    attempt += 1;
+                    self.inbox.set_reconnecting(true);
+                    (self.warn)(&Warning::Source(self.cannot_read(
+                        name,
+                        format!(
+                            "{} (reading on in {} ms, attempt {attempt})",
+                            failure.why,
+                            backoff.next_wait().as_millis()
+                        ),
+                    )));
+                    backoff.wait().await;
+                }
+                Err(failure) => {
+                    self.inbox.set_reconnecting(false);
+                    if failure.transient {
+                        return Err(format!("gave up after {attempt} attempts: {}", failure.why));
+                    }
+                    return Err(failure.why);
+                }
+            }
+        }
+    }
+
+    /// Reads object `name` whole (a Parquet object is read from its
+    /// footer), as [`Watcher::read_piece`] reads.
+    async fn read_whole(&self, name: &str, len: u64) -> std::result::Result<bytes::Bytes, String> {
+        let mut bytes = Vec::new();
+        let mut file = self.watched.open(name, len).await?;
+        while self.read_piece(name, &mut file, &mut bytes).await? > 0 {}
+        Ok(bytes::Bytes::from(bytes))
+    }
+
     /// The error for a file that cannot be read.
     fn cannot_read(&self, name: &str, why: impl std::fmt::Display) -> BrookError {
         BrookError::external(
@@ -354,7 +449,7 @@ impl Watcher {
     /// Reads one Parquet file in pieces into the inbox, off the async
     /// runtime. A file that cannot be read is reported and skipped. Returns
     /// false when the stream has failed or was dropped.
-    async fn read_parquet(&mut self, name: &str) -> bool {
+    async fn read_parquet(&mut self, name: &str, len: u64) -> bool {
         let schema = Arc::clone(&self.schema);
         let piece_rows = PARQUET_PIECE_ROWS.min(self.options.limits.max_pending_rows.max(1));
         let opened = match &self.watched {
@@ -364,7 +459,7 @@ impl Watcher {
                     .await
             }
             // An object is read whole: a Parquet file is read from its footer.
-            Watched::Object(_) => match self.watched.read_whole(name).await {
+            Watched::Object(_) => match self.read_whole(name, len).await {
                 Ok(bytes) => {
                     tokio::task::spawn_blocking(move || {
                         ParquetPieces::read(bytes, schema, piece_rows)
@@ -428,8 +523,8 @@ impl Watcher {
 
     /// Reads one file of lines in pieces into the inbox. Returns false when
     /// the stream has failed or was dropped.
-    async fn read_lines(&mut self, name: &str, format: LineFormat) -> bool {
-        let mut file = match self.watched.open(name).await {
+    async fn read_lines(&mut self, name: &str, len: u64, format: LineFormat) -> bool {
+        let mut file = match self.watched.open(name, len).await {
             Ok(file) => file,
             Err(why) => {
                 (self.warn)(&Warning::Source(self.cannot_read(name, why)));
@@ -457,7 +552,7 @@ impl Watcher {
             lines = lines.starting_at_line(2);
         }
         loop {
-            let read = file.read_into(lines.read_buffer()).await;
+            let read = self.read_piece(name, &mut file, lines.read_buffer()).await;
             let decoded = match read {
                 Ok(0) => {
                     let decoded = lines.decode_close();
