@@ -104,16 +104,20 @@ async fn source_rows_per_second(path: &str, options: &str, rows: u64) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The `OPTIONS (...)` of an external table on `server`.
+fn table_options(server: &S3Server) -> String {
+    format!(
+        "'s3.endpoint' '{}', 's3.access_key_id' '{}', 's3.secret_access_key' '{}', 's3.allow_http' 'true'",
+        server.endpoint(),
+        s3_server::ACCESS_KEY,
+        s3_server::SECRET_KEY
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let total = batches() * ROWS_PER_BATCH;
-    let server = tokio::task::spawn_blocking(|| {
-        let server = S3Server::start();
-        server.create_bucket("bench");
-        server
-    })
-    .await
-    .unwrap();
+    let server = S3Server::start_with_bucket("bench").await;
     let s3 = server.options_sql();
     println!("{total} rows in batches of {ROWS_PER_BATCH}");
 
@@ -123,11 +127,31 @@ async fn main() {
         local.display()
     ))
     .await;
+    let reader = StreamContext::new(Duration::from_millis(100));
+    reader
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '{}/'",
+            local.display()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM p").await, total as i64);
     println!("parquet sink, local disk:  {rate:>12.0} rows/s");
     let rate = sink_rows_per_second(&format!(
         "connector = 'file', format = 'parquet', path = 's3://bench/parquet/', {s3}"
     ))
     .await;
+    reader
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE p3 STORED AS PARQUET LOCATION 's3://bench/parquet/' OPTIONS ({})",
+            table_options(&server)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&reader, "SELECT count(*) FROM p3").await,
+        total as i64
+    );
     println!("parquet sink, S3:          {rate:>12.0} rows/s");
     let _ = std::fs::remove_dir_all(&local);
 
@@ -137,7 +161,6 @@ async fn main() {
         local.display()
     ))
     .await;
-    let reader = StreamContext::new(Duration::from_millis(100));
     reader
         .sql(&format!(
             "CREATE EXTERNAL TABLE d STORED AS DELTA LOCATION '{}'",
@@ -153,10 +176,8 @@ async fn main() {
     .await;
     reader
         .sql(&format!(
-            "CREATE EXTERNAL TABLE d3 STORED AS DELTA LOCATION 's3://bench/delta' OPTIONS ('s3.endpoint' '{}', 's3.access_key_id' '{}', 's3.secret_access_key' '{}', 's3.allow_http' 'true')",
-            server.endpoint(),
-            s3_server::ACCESS_KEY,
-            s3_server::SECRET_KEY
+            "CREATE EXTERNAL TABLE d3 STORED AS DELTA LOCATION 's3://bench/delta' OPTIONS ({})",
+            table_options(&server)
         ))
         .await
         .unwrap();

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         .name("brook".to_string())
         .stack_size(STATEMENT_STACK_BYTES)
         .spawn(move || {
-            let code = runtime.block_on(brook::cli::exec(args));
+            let code = brook::cli::exec_on(&runtime, args);
             // Tasks still running (a query a second Ctrl-C interrupted, a
             // blocked read of stdin) must not hold the exit up.
             runtime.shutdown_background();

@@ -12,6 +12,6 @@ mod session;
 mod status;
 
 pub use args::{Args, Command};
-pub use run::exec;
+pub use run::{exec, exec_on};
 pub use script::MAX_SCRIPT_BYTES;
 pub use session::MAX_EXPRESSION_DEPTH;

@@ -37,6 +37,14 @@ const EXIT_INTERNAL: u8 = 70;
 /// Exit code after a second Ctrl-C or SIGTERM: 128 + SIGINT, as shells do.
 const EXIT_INTERRUPTED: u8 = 130;
 
+/// [`exec`] run to its end on `runtime`. The binary calls this rather than
+/// `runtime.block_on(exec(args))` so that the futures `exec` awaits are
+/// compiled once, here, and not again in the binary's crate (which took
+/// about 90 s of a release build).
+pub fn exec_on(runtime: &tokio::runtime::Runtime, args: Args) -> ExitCode {
+    runtime.block_on(exec(args))
+}
+
 /// Runs what the arguments ask for and returns the process's exit code:
 /// 0, [`EXIT_ERROR`] for an error in a statement, its input or a system it
 /// talks to, [`EXIT_USAGE`], or [`EXIT_INTERNAL`] once an internal error

@@ -30,6 +30,7 @@ pub(crate) mod join_side;
 #[cfg(test)]
 mod join_tests;
 pub(crate) mod lookup_join;
+mod pane_runs;
 pub(crate) mod panes;
 pub(crate) mod per_batch;
 pub(crate) mod retractable;

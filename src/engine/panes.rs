@@ -24,6 +24,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::pane_runs::PaneRuns;
 use super::split::{IncrementalPlan, WindowBound};
 use super::state::{self, Part};
 use super::{Rows, partial, reduce, run_on, timestamps, with_window};
@@ -158,11 +159,14 @@ pub(crate) struct IncrementalPanes {
     task_ctx: Arc<TaskContext>,
     scan: Arc<BatchSlot>,
     panes: BTreeMap<i64, RecordBatch>,
+    /// Runs of merged panes, so a window merges two states.
+    runs: PaneRuns,
 }
 
 impl IncrementalPanes {
     /// Merges `state` into the pane starting at `pane`.
     async fn merge(&mut self, pane: i64, state: RecordBatch) -> Result<()> {
+        self.runs.changed(pane);
         let merged = match self.panes.remove(&pane) {
             None => state,
             Some(previous) => reduce(&self.plan, vec![previous, state], &self.task_ctx).await?,
@@ -177,6 +181,7 @@ impl IncrementalPanes {
             task_ctx,
             scan,
             panes: BTreeMap::new(),
+            runs: PaneRuns::default(),
         }
     }
 }
@@ -184,7 +189,7 @@ impl IncrementalPanes {
 #[async_trait]
 impl PaneStore for IncrementalPanes {
     fn describe(&self) -> String {
-        "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes".into()
+        "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes, or, of 4 panes or more, two runs of merged panes (kept until a pane in them changes)".into()
     }
 
     fn schema(&self) -> SchemaRef {
@@ -272,13 +277,16 @@ impl PaneStore for IncrementalPanes {
         Ok(panes)
     }
 
-    /// The window's panes, their window columns set to the window's bounds,
-    /// through the final aggregate (which merges a group's partial states).
+    /// The window's panes (as runs of merged panes when it has many),
+    /// their window columns set to the window's bounds, through the final
+    /// aggregate (which merges a group's partial states).
     async fn window(&mut self, panes: Range<i64>, bounds: Bounds) -> Result<Vec<RecordBatch>> {
         let states = self
-            .panes
-            .range(panes)
-            .map(|(_, state)| fill_window_keys(state, &self.plan.window_keys, bounds))
+            .runs
+            .window_states(&self.panes, panes, &self.plan, &self.task_ctx)
+            .await?
+            .iter()
+            .map(|state| fill_window_keys(state, &self.plan.window_keys, bounds))
             .collect::<Result<Vec<_>>>()?;
         if states.is_empty() {
             return Ok(Vec::new());
@@ -294,12 +302,14 @@ impl PaneStore for IncrementalPanes {
 
     async fn drop_before(&mut self, pane: i64) -> Result<()> {
         self.panes = self.panes.split_off(&pane);
+        self.runs.drop_before(pane);
         Ok(())
     }
 
     fn retained(&self) -> Retained {
         let mut held = Retained::default();
         self.panes.values().for_each(|state| held.add(state));
+        self.runs.account(&mut held);
         held.batches = self.panes.len();
         held
     }
@@ -319,6 +329,7 @@ impl PaneStore for IncrementalPanes {
 
     async fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         self.panes.clear();
+        self.runs.forget();
         for batch in batches {
             let (start, _) = pane_of(&batch)?;
             self.panes.insert(start, state::unlabel(batch)?);

@@ -1103,6 +1103,15 @@ async fn hop_matches_the_model_on_random_out_of_order_input() {
     differential(Kind::Hop(1_500, 4_000), 0x7e57_0012, true).await;
 }
 
+/// Windows of 12 and 5 panes close from runs of merged panes that rows on
+/// time for open windows keep changing.
+#[tokio::test]
+async fn a_hop_of_many_panes_closed_from_merged_runs_matches_the_model_on_random_out_of_order_input()
+ {
+    differential(Kind::Hop(500, 6_000), 0x7e57_0004, false).await;
+    differential(Kind::Hop(1_000, 5_000), 0x7e57_0014, true).await;
+}
+
 #[tokio::test]
 async fn session_matches_the_model_on_random_out_of_order_input() {
     differential(Kind::Session(3_000), 0x7e57_0003, false).await;
