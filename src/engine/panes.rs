@@ -189,7 +189,7 @@ impl IncrementalPanes {
 #[async_trait]
 impl PaneStore for IncrementalPanes {
     fn describe(&self) -> String {
-        "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes, or, of 4 panes or more, two runs of merged panes (kept until a pane in them changes)".into()
+        "incremental: each batch's rows are aggregated once per pane (gcd of slide and size) into partial state; a window merges its panes, or, of 16 panes or more, two runs of merged panes (kept until a pane in them changes)".into()
     }
 
     fn schema(&self) -> SchemaRef {
