@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Timings of the release binary as a user runs it (`brook run FILE`), for
+# what the in-process harnesses do not cover cheaply. Each case is a script
+# that fills a queue stream with 100 items of 100,000 rows (INSERT ...
+# SELECT FROM generate_series), then starts one query or sink; the time
+# of the case less the time of the fill alone is the query's or sink's.
+#
+#   benches/brook_run.sh lake [BROOK]   Parquet and Delta sinks, local disk
+#                                       and a local SeaweedFS (S3), 10M rows;
+#                                       row counts read back and checked
+#   benches/brook_run.sh hop  [BROOK]   event-time HOP 1 min / 5 s and
+#                                       10 min / 5 s AVG, 10M events, 1,000 keys
+#
+# BROOK defaults to target/release/brook; SeaweedFS is target/tools/weed
+# (.ci/install-weed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:?lake or hop}
+brook=$(realpath "${2:-target/release/brook}")
+work=$(mktemp -d /tmp/brook-run-bench.XXXXXX)
+trap 'kill "${weed_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+fill() { # $1: CREATE STREAM statement, $2: the INSERT's SELECT with {from} {to}
+  echo "SET batch_interval = '10ms';"
+  echo "$1"
+  for b in $(seq 0 99); do
+    local from=$((b * 100000)) to=$((b * 100000 + 99999))
+    local select=${2//\{from\}/$from}
+    echo "${select//\{to\}/$to};"
+  done
+}
+
+case_time() { # $1: name, $2: fill file, $3: statement added (may be empty)
+  cp "$2" "$work/case.sql"
+  echo "$3" >> "$work/case.sql"
+  local start end
+  start=$(date +%s.%N)
+  "$brook" -q --format csv run "$work/case.sql" > "$work/out.csv"
+  end=$(date +%s.%N)
+  printf '%-16s %6.2f s  (%s rows out)\n' "$1" "$(echo "$end - $start" | bc)" "$(wc -l < "$work/out.csv")"
+}
+
+queue="max_pending_rows = '20000000', max_pending_bytes = '2000000000', max_batch_rows = '200000', one_at_a_time = 'true'"
+
+if [ "$mode" = hop ]; then
+  fill "CREATE STREAM readings (sensor TEXT, temp DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH (connector = 'queue', $queue);" \
+       "INSERT INTO readings SELECT 'sensor-' || (g % 1000), (g % 100) * 0.5, CAST(to_timestamp_millis(1767225600000 + g / 10) AS TIMESTAMP) FROM generate_series({from}, {to}) AS t(g)" > "$work/fill.sql"
+  for run in 1 2 3; do
+    case_time fill "$work/fill.sql" ""
+    for size in 1 10; do
+      case_time "hop ${size} min" "$work/fill.sql" \
+        "SELECT window_start, sensor, AVG(temp) AS t FROM HOP(readings, ts, INTERVAL '5' SECOND, INTERVAL '$size' MINUTE) GROUP BY window_start, sensor;"
+    done
+  done
+  exit 0
+fi
+
+# lake: a SeaweedFS on free ports, one bucket.
+port=$((20000 + RANDOM % 20000))
+mkdir -p "$work/weed/data"
+echo '{"identities":[{"name":"bench","credentials":[{"accessKey":"bench","secretKey":"bench-secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' > "$work/weed/s3.json"
+target/tools/weed mini -dir="$work/weed/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+  -master.port=$((port + 1)) -master.port.grpc=$((port + 2)) -volume.port=$((port + 3)) -volume.port.grpc=$((port + 4)) \
+  -filer.port=$((port + 5)) -filer.port.grpc=$((port + 6)) -s3.port=$((port + 7)) -s3.port.grpc=$((port + 8)) \
+  -s3.port.iceberg=0 -s3.port.lance=0 -admin.ui=false -admin.port=$((port + 9)) -admin.port.grpc=$((port + 10)) \
+  -webdav=false -master.volumeSizeLimitMB=512 -s3.config="$work/weed/s3.json" > "$work/weed/log" 2>&1 &
+weed_pid=$!
+for _ in $(seq 1 60); do
+  curl -s -o /dev/null -X POST "http://127.0.0.1:$((port + 5))/buckets/bench/?op=mkdir" && break
+  sleep 0.5
+done
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 \
+  AWS_ENDPOINT_URL=http://127.0.0.1:$((port + 7)) AWS_ALLOW_HTTP=true
+fill "CREATE STREAM r (id BIGINT, sensor TEXT, day TEXT, v DOUBLE) WITH (connector = 'queue', $queue);" \
+     "INSERT INTO r SELECT g, 'sensor-' || (g % 500), 'd' || (g % 4), g * 0.5 FROM generate_series({from}, {to}) AS t(g)" > "$work/fill.sql"
+check() { # $1: CREATE EXTERNAL TABLE's STORED AS and LOCATION
+  "$brook" -q --format csv -c "CREATE EXTERNAL TABLE t STORED AS $1" -c "SELECT count(*), sum(id) FROM t" | tail -1
+}
+for run in 1 2 3; do
+  case_time fill "$work/fill.sql" ""
+  case_time "parquet, disk" "$work/fill.sql" "CREATE SINK o WITH (connector = 'file', format = 'parquet', path = '$work/p$run/') AS SELECT * FROM r;"
+  echo "  read back: $(check "PARQUET LOCATION '$work/p$run/'")"
+  case_time "parquet, S3" "$work/fill.sql" "CREATE SINK o WITH (connector = 'file', format = 'parquet', path = 's3://bench/p$run/') AS SELECT * FROM r;"
+  echo "  read back: $(check "PARQUET LOCATION 's3://bench/p$run/'")"
+  case_time "delta, disk" "$work/fill.sql" "CREATE SINK o WITH (connector = 'delta', path = '$work/d$run') AS SELECT * FROM r;"
+  echo "  read back: $(check "DELTA LOCATION '$work/d$run'")"
+  case_time "delta, S3" "$work/fill.sql" "CREATE SINK o WITH (connector = 'delta', path = 's3://bench/d$run') AS SELECT * FROM r;"
+  echo "  read back: $(check "DELTA LOCATION 's3://bench/d$run'")"
+  rm -rf "$work/p$run" "$work/d$run"
+done
