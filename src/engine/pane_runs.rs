@@ -26,7 +26,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::TaskContext;
 
-use super::panes::{Bounds, fill_window_keys};
 use super::reduce;
 use super::split::IncrementalPlan;
 use crate::error::Result;
@@ -38,10 +37,10 @@ use crate::query::Retained;
 /// runs); runs pay for themselves from here.
 const FEWEST_PANES: usize = 16;
 
-/// The bounds a run's window columns are set to, so that the same group in
+/// Sets a pane's window columns to one value, so that the same group in
 /// different panes merges into one row (a window's own bounds are set
 /// when it is finished).
-const RUN_BOUNDS: Bounds = Bounds { start: 0, end: 0 };
+pub(crate) type ClearWindowKeys = dyn Fn(&RecordBatch) -> Result<RecordBatch> + Send + Sync;
 
 #[derive(Default)]
 pub(crate) struct PaneRuns {
@@ -105,6 +104,7 @@ impl PaneRuns {
         window: Range<i64>,
         plan: &IncrementalPlan,
         task_ctx: &Arc<TaskContext>,
+        clear: &ClearWindowKeys,
     ) -> Result<Vec<RecordBatch>> {
         let starts: Vec<i64> = panes
             .range(window.clone())
@@ -128,10 +128,16 @@ impl PaneRuns {
         };
         let mut states = Vec::with_capacity(2);
         if let Some(&first) = starts.first().filter(|first| **first < split) {
-            states.push(self.suffix_at(panes, first, split, plan, task_ctx).await?);
+            states.push(
+                self.suffix_at(panes, first, split, (plan, task_ctx), clear)
+                    .await?,
+            );
         }
         if let Some(&last) = starts.last().filter(|last| **last >= split) {
-            states.push(self.prefix_at(panes, last, split, plan, task_ctx).await?);
+            states.push(
+                self.prefix_at(panes, last, split, (plan, task_ctx), clear)
+                    .await?,
+            );
         }
         Ok(states)
     }
@@ -143,8 +149,8 @@ impl PaneRuns {
         panes: &BTreeMap<i64, RecordBatch>,
         first: i64,
         split: i64,
-        plan: &IncrementalPlan,
-        task_ctx: &Arc<TaskContext>,
+        (plan, task_ctx): (&IncrementalPlan, &Arc<TaskContext>),
+        clear: &ClearWindowKeys,
     ) -> Result<RecordBatch> {
         if let Some(state) = self.suffix.get(&first) {
             return Ok(state.clone());
@@ -159,7 +165,7 @@ impl PaneRuns {
             .rev()
             .collect();
         for start in missing {
-            let pane = fill_window_keys(&panes[&start], &plan.window_keys, RUN_BOUNDS)?;
+            let pane = clear(&panes[&start])?;
             let merged = match above {
                 None => pane,
                 Some(above) => reduce(plan, vec![pane, above], task_ctx).await?,
@@ -177,8 +183,8 @@ impl PaneRuns {
         panes: &BTreeMap<i64, RecordBatch>,
         last: i64,
         split: i64,
-        plan: &IncrementalPlan,
-        task_ctx: &Arc<TaskContext>,
+        (plan, task_ctx): (&IncrementalPlan, &Arc<TaskContext>),
+        clear: &ClearWindowKeys,
     ) -> Result<RecordBatch> {
         if let Some(state) = self.prefix.get(&last) {
             return Ok(state.clone());
@@ -189,7 +195,7 @@ impl PaneRuns {
         };
         let missing: Vec<i64> = panes.range(from..=last).map(|(start, _)| *start).collect();
         for start in missing {
-            let pane = fill_window_keys(&panes[&start], &plan.window_keys, RUN_BOUNDS)?;
+            let pane = clear(&panes[&start])?;
             let merged = match below {
                 None => pane,
                 Some(below) => reduce(plan, vec![below, pane], task_ctx).await?,

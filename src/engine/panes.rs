@@ -281,9 +281,12 @@ impl PaneStore for IncrementalPanes {
     /// their window columns set to the window's bounds, through the final
     /// aggregate (which merges a group's partial states).
     async fn window(&mut self, panes: Range<i64>, bounds: Bounds) -> Result<Vec<RecordBatch>> {
+        let keys = self.plan.window_keys.clone();
+        let clear =
+            move |state: &RecordBatch| fill_window_keys(state, &keys, Bounds { start: 0, end: 0 });
         let states = self
             .runs
-            .window_states(&self.panes, panes, &self.plan, &self.task_ctx)
+            .window_states(&self.panes, panes, &self.plan, &self.task_ctx, &clear)
             .await?
             .iter()
             .map(|state| fill_window_keys(state, &self.plan.window_keys, bounds))
