@@ -10,6 +10,9 @@
 #                                       row counts read back and checked
 #   benches/brook_run.sh hop  [BROOK]   event-time HOP 1 min / 5 s and
 #                                       10 min / 5 s AVG, 10M events, 1,000 keys
+#   benches/brook_run.sh words [BROOK]  a per-batch word count (split and
+#                                       unnest, GROUP BY), 10M lines of 8
+#                                       words, 1,000 distinct words
 #
 # BROOK defaults to target/release/brook; SeaweedFS is target/tools/weed
 # (.ci/install-weed).
@@ -51,6 +54,17 @@ if [ "$mode" = hop ]; then
       case_time "hop ${size} min" "$work/fill.sql" \
         "SELECT window_start, sensor, AVG(temp) AS t FROM HOP(readings, ts, INTERVAL '5' SECOND, INTERVAL '$size' MINUTE) GROUP BY window_start, sensor;"
     done
+  done
+  exit 0
+fi
+
+if [ "$mode" = words ]; then
+  fill "CREATE STREAM lines (line TEXT) WITH (connector = 'queue', $queue);" \
+       "INSERT INTO lines SELECT 'w' || (g % 1000) || ' w' || (g * 7 % 1000) || ' w' || (g * 13 % 1000) || ' w' || (g * 17 % 1000) || ' w' || (g * 19 % 1000) || ' w' || (g * 23 % 1000) || ' w' || (g * 29 % 1000) || ' w' || (g * 31 % 1000) FROM generate_series({from}, {to}) AS t(g)" > "$work/fill.sql"
+  for run in 1 2 3; do
+    case_time fill "$work/fill.sql" ""
+    case_time "word count" "$work/fill.sql" \
+      "SELECT word, COUNT(*) AS n FROM (SELECT unnest(string_to_array(line, ' ')) AS word FROM lines) GROUP BY word;"
   done
   exit 0
 fi

@@ -8,7 +8,7 @@
 --              -master.telemetry=false -s3.port=8333 &
 --            curl -X POST 'http://127.0.0.1:8888/buckets/lake/?op=mkdir'   # the bucket
 -- Run:     AWS_ACCESS_KEY_ID=brook AWS_SECRET_ACCESS_KEY=brook-secret \
---            cargo run --release -- run queries/delta_lake.sql
+--            cargo run --release --features delta -- run queries/delta_lake.sql
 -- Read:    CREATE EXTERNAL TABLE pages STORED AS DELTA LOCATION 's3://lake/pages'
 --            OPTIONS ('s3.endpoint' 'http://127.0.0.1:8333', 's3.allow_http' 'true');
 SET batch_interval = '500ms';

@@ -6,7 +6,6 @@
 //! version when created (a snapshot, as DataFusion's tables are).
 
 use datafusion::sql::parser::CreateExternalTable;
-use datafusion::sql::planner::object_name_to_table_reference;
 
 use super::*;
 use crate::storage::{ObjectDir, S3Options};
@@ -19,6 +18,7 @@ pub(super) enum ExternalTable {
     /// creates this one.
     Rewritten(Box<DataFusionStatement>),
     /// Created by brook (a Delta table).
+    #[cfg_attr(not(feature = "delta"), allow(dead_code))]
     Created,
 }
 
@@ -50,7 +50,13 @@ impl StreamContext {
         let table = create.name.to_string();
         let s3 = S3Options::take_from(&mut options, &format!("table '{table}'"))?;
         if delta {
+            #[cfg(feature = "delta")]
             return self.create_delta_table(create, &options, &s3).await;
+            #[cfg(not(feature = "delta"))]
+            return Err(BrookError::invalid(format!(
+                "table '{table}': {}",
+                crate::storage::DELTA_NOT_BUILT
+            )));
         }
         for location in &create.locations {
             let dir = ObjectDir::open(location, &s3)
@@ -72,12 +78,14 @@ impl StreamContext {
         )))
     }
 
+    #[cfg(feature = "delta")]
     async fn create_delta_table(
         &self,
         create: &CreateExternalTable,
         other_options: &[(String, String)],
         s3: &S3Options,
     ) -> Result<ExternalTable> {
+        use datafusion::sql::planner::object_name_to_table_reference;
         let name = object_name_to_table_reference(create.name.clone(), true)
             .map_err(BrookError::DataFusion)?;
         if let Some((key, _)) = other_options.first() {

@@ -81,6 +81,7 @@ impl StreamContext {
                 options,
                 &query.schema(),
             )?),
+            #[cfg(feature = "delta")]
             SinkOptions::Delta(options) => Box::new(
                 crate::sink::DeltaSink::open(
                     &create.name,

@@ -5,8 +5,11 @@
 
 mod console;
 mod debezium;
+#[cfg(feature = "delta")]
 mod delta;
+#[cfg(feature = "delta")]
 mod delta_merge;
+#[cfg(feature = "delta")]
 mod delta_resume;
 mod file;
 mod kafka;
@@ -20,6 +23,7 @@ use crate::error::{BrookError, Result};
 use crate::query::BatchOutput;
 
 pub use console::{ConsoleSink, OutputFormat};
+#[cfg(feature = "delta")]
 pub use delta::{DELTA_SINK_OPTIONS, DeltaMode, DeltaSink, DeltaSinkOptions};
 pub use file::{FILE_SINK_OPTIONS, FileFormat, FileMode, FileSink, FileSinkOptions};
 pub use kafka::{KAFKA_SINK_OPTIONS, KafkaFormat, KafkaSink, KafkaSinkOptions};
@@ -101,7 +105,8 @@ pub enum SinkOptions {
     Postgres(Box<PostgresSinkOptions>),
     /// `connector = 'kafka'`.
     Kafka(KafkaSinkOptions),
-    /// `connector = 'delta'`.
+    /// `connector = 'delta'` (with the `delta` feature).
+    #[cfg(feature = "delta")]
     Delta(DeltaSinkOptions),
 }
 
@@ -117,7 +122,13 @@ impl SinkOptions {
             Some("postgres" | "postgresql") => PostgresSinkOptions::from_options(sink, options)
                 .map(|options| SinkOptions::Postgres(Box::new(options))),
             Some("kafka") => KafkaSinkOptions::from_options(sink, options).map(SinkOptions::Kafka),
+            #[cfg(feature = "delta")]
             Some("delta") => DeltaSinkOptions::from_options(sink, options).map(SinkOptions::Delta),
+            #[cfg(not(feature = "delta"))]
+            Some("delta") => Err(BrookError::invalid(format!(
+                "sink '{sink}': {}",
+                crate::storage::DELTA_NOT_BUILT
+            ))),
             Some(other) => Err(BrookError::invalid(format!(
                 "sink '{sink}': unknown connector '{other}' (sinks: 'file', 'postgres', 'kafka', 'delta')"
             ))),

@@ -9,6 +9,7 @@
 //! [`io`]), so a store made in one place can be used from any runtime or
 //! thread.
 
+#[cfg(feature = "delta")]
 pub(crate) mod delta_table;
 pub(crate) mod io;
 mod s3;
@@ -20,6 +21,11 @@ use object_store::path::Path as ObjectPath;
 
 use crate::error::{BrookError, Result};
 pub use s3::{S3_OPTIONS, S3Options};
+
+/// What a Delta sink or table says in a brook built without the `delta`
+/// feature.
+#[cfg(not(feature = "delta"))]
+pub(crate) const DELTA_NOT_BUILT: &str = "Delta Lake is not in this build of brook; build it with `cargo build --release --features delta`";
 
 /// True for a path brook reads as an object store URL (`s3://`, `s3a://`).
 pub fn is_object_url(path: &str) -> bool {

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use brook::StreamContext;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
 use crate::common::DEADLINE;
@@ -43,29 +42,7 @@ pub(crate) async fn read_delta(
         .collect()
         .await
         .unwrap();
-    (text_rows(&batches), version, txn)
-}
-
-pub(crate) fn text_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            rows.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|c| {
-                        if c.is_null(row) {
-                            "NULL".to_string()
-                        } else {
-                            datafusion::arrow::util::display::array_value_to_string(c, row).unwrap()
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
-    rows
+    (crate::common::table_rows(&batches), version, txn)
 }
 
 async fn open_local(dir: &Path) -> deltalake::DeltaTable {
@@ -142,7 +119,7 @@ async fn a_delta_sink_commits_each_batch_once_partitioned_and_reads_back_exactly
     let brook::SqlOutput::Rows { batches, .. } = out else {
         panic!("rows expected");
     };
-    assert_eq!(text_rows(&batches), expected);
+    assert_eq!(crate::common::table_rows(&batches), expected);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

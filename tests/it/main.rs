@@ -8,6 +8,7 @@ mod checkpoint;
 mod cli;
 mod common;
 mod decode;
+#[cfg(feature = "delta")]
 mod delta;
 mod end_of_input;
 mod errors;

@@ -230,7 +230,7 @@ async fn parquet_files_written_to_s3_read_back_exactly_by_an_external_table_and_
         )
         .unwrap();
         for batch in reader {
-            read.extend(crate::delta::text_rows(&[batch.unwrap()]));
+            read.extend(crate::common::table_rows(&[batch.unwrap()]));
         }
     }
     let expected = [
@@ -258,11 +258,12 @@ async fn parquet_files_written_to_s3_read_back_exactly_by_an_external_table_and_
     else {
         panic!("rows expected");
     };
-    assert_eq!(crate::delta::text_rows(&batches), expected);
+    assert_eq!(crate::common::table_rows(&batches), expected);
     assert!(warnings.lock().unwrap().is_empty());
 }
 
 /// A Delta table in the S3 server, opened as brook opens it.
+#[cfg(feature = "delta")]
 pub(crate) async fn s3_delta(
     server: &S3Server,
     bucket: &str,
@@ -280,6 +281,7 @@ pub(crate) async fn s3_delta(
     table
 }
 
+#[cfg(feature = "delta")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brook_killed_six_times_with_checkpoints_and_delta_tables_on_s3_holds_every_batch_once() {
     use std::collections::BTreeMap;
@@ -400,6 +402,7 @@ async fn a_brook_killed_six_times_with_checkpoints_and_delta_tables_on_s3_holds_
     );
 }
 
+#[cfg(feature = "delta")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delta_lake_example_runs_as_written_against_a_local_s3_server() {
     let server = S3Server::start_with_bucket("lake").await;

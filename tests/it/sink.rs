@@ -311,6 +311,32 @@ async fn an_append_sink_writes_json_lines_to_one_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A brook built without the `delta` feature (the default build) refuses
+/// Delta sinks and tables, saying how to build one that has them.
+#[cfg(not(feature = "delta"))]
+#[tokio::test]
+async fn without_the_delta_feature_delta_sinks_and_tables_are_refused_naming_the_feature() {
+    let ctx = StreamContext::new(Duration::from_millis(30));
+    ctx.sql("CREATE STREAM nums (n BIGINT) WITH (connector = 'queue')")
+        .await
+        .unwrap();
+    for (sql, what) in [
+        (
+            "CREATE SINK d WITH (connector = 'delta', path = '/tmp/brook-no-delta') AS SELECT n FROM nums",
+            "sink 'd'",
+        ),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS DELTA LOCATION '/tmp/brook-no-delta'",
+            "table 't'",
+        ),
+    ] {
+        let err = ctx.sql(sql).await.unwrap_err().to_string();
+        assert!(err.contains(what), "{err}");
+        assert!(err.contains("--features delta"), "{err}");
+    }
+    assert!(!std::path::Path::new("/tmp/brook-no-delta").exists());
+}
+
 #[tokio::test]
 async fn bad_sinks_are_clear_errors() {
     let ctx = StreamContext::new(Duration::from_millis(30));
