@@ -97,7 +97,8 @@ enum Holds {
 
 struct Measured {
     per_batch: Duration,
-    checkpoint_bytes: u64,
+    /// The size of each checkpoint written (seen after each output).
+    checkpoint_bytes: Vec<u64>,
     /// Each batch's number and the input batch it held, if any (the queue
     /// hands one item per batch, in order).
     inputs_of_batches: Vec<(u64, Option<usize>)>,
@@ -128,6 +129,7 @@ async fn run(sql: &str, batches: &[RecordBatch], dir: Option<PathBuf>) -> Measur
         queue.close();
     });
     let mut inputs_of_batches = Vec::new();
+    let mut checkpoint_bytes = Vec::new();
     let mut inputs_read = 0;
     while let Some(output) = query.next().await {
         let output = output.expect("batch");
@@ -150,14 +152,17 @@ async fn run(sql: &str, batches: &[RecordBatch], dir: Option<PathBuf>) -> Measur
             ),
         };
         inputs_of_batches.push((output.batch_number, input));
+        let stats = query.stats();
+        if stats.checkpoint.is_some() {
+            checkpoint_bytes.push(stats.checkpoint_bytes);
+        }
     }
     let elapsed = started.elapsed();
     feeder.await.expect("feeder");
     assert_eq!(inputs_read, batches.len(), "{sql}: input batches read");
-    let stats = query.stats();
     Measured {
         per_batch: elapsed / batches.len() as u32,
-        checkpoint_bytes: stats.checkpoint_bytes,
+        checkpoint_bytes,
         inputs_of_batches,
     }
 }
@@ -263,12 +268,22 @@ fn main() {
             let with = runtime.block_on(run(sql, &input, Some(dir.clone())));
             let restored = runtime.block_on(restore(sql, holds, &input, &with, dir.clone()));
             let _ = std::fs::remove_dir_all(&dir);
+            let mut sizes = with.checkpoint_bytes.clone();
+            sizes.sort_unstable();
+            let kib = |at: f64| {
+                sizes
+                    .get(((sizes.len() as f64 - 1.0) * at).round() as usize)
+                    .map_or(0.0, |b| *b as f64 / 1024.0)
+            };
             println!(
-                "checkpoint/{name} run {attempt}: {:.2} ms a batch without checkpoints, {:.2} ms with (+{:.2} ms), checkpoint {:.1} KiB, restore {:.1} ms",
+                "checkpoint/{name} run {attempt}: {:.2} ms a batch without checkpoints, {:.2} ms with (+{:.2} ms), checkpoint median {:.1} KiB / p90 {:.1} / max {:.1} ({} seen), restore {:.1} ms",
                 without.per_batch.as_secs_f64() * 1000.0,
                 with.per_batch.as_secs_f64() * 1000.0,
                 (with.per_batch.as_secs_f64() - without.per_batch.as_secs_f64()) * 1000.0,
-                with.checkpoint_bytes as f64 / 1024.0,
+                kib(0.5),
+                kib(0.9),
+                kib(1.0),
+                sizes.len(),
                 restored.as_secs_f64() * 1000.0
             );
         }

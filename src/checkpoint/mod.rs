@@ -7,8 +7,18 @@
 //! the batch, the state as Arrow IPC, a checksum). Each file is written to a
 //! temporary name, synced, and renamed, and the directory synced, so a torn
 //! write is never taken for a checkpoint; a file whose checksum does not
-//! match is skipped with a warning and the one before it is used. The newest
-//! [`KEPT_CHECKPOINTS`] files are kept.
+//! match is skipped with a warning and the one before it is used.
+//!
+//! Checkpoints are incremental: a state is a list of record batches
+//! (panes, stacks, clocks), and a batch of the state that is the very
+//! same in memory as one the previous checkpoint wrote or restored (the
+//! same Arrow arrays, which never change once made) is not written again:
+//! the new file's layout names it where it is already held. So a window
+//! of 100 panes writes its new pane and its small counters, not the 100.
+//! A batch is held again by a new file once the file holding it is
+//! [`REWRITE_AFTER`] checkpoints old, so a restore reads at most that many
+//! files. The newest [`KEPT_CHECKPOINTS`] checkpoints are kept, with every
+//! older file they read.
 //!
 //! `DIR` may be `s3://bucket/prefix` (see [`place`]): each checkpoint is
 //! then one PUT, visible whole or not at all.
@@ -16,18 +26,27 @@
 pub(crate) mod file;
 pub(crate) mod place;
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
 
 use crate::error::{BrookError, Result};
 pub use file::CheckpointHeader;
+use file::{CheckpointFile, PartAt};
 use place::Place;
 
-/// How many checkpoints of a query are kept (the newest).
+/// How many checkpoints of a query are kept (the newest), besides the
+/// older files they read.
 pub const KEPT_CHECKPOINTS: usize = 3;
+
+/// A state batch held by a checkpoint file this many checkpoints old is
+/// written again by the next one: a restore reads at most this many files.
+pub const REWRITE_AFTER: usize = 32;
 
 /// The checkpoints of one query in a checkpoint directory.
 #[derive(Debug, Clone)]
@@ -39,6 +58,89 @@ pub struct QueryCheckpoints {
     /// The query's SQL (credentials masked), which a checkpoint must match
     /// to be restored.
     sql: String,
+    /// What the newest checkpoint written or restored holds where.
+    last: Arc<Mutex<LastCheckpoint>>,
+}
+
+/// The newest checkpoint written or restored, for the next one to refer to.
+#[derive(Default)]
+struct LastCheckpoint {
+    /// Its state's batches, each with where it is held. Holding the
+    /// batches keeps their arrays alive, so an array at the same address
+    /// later is the same array.
+    parts: Vec<(RecordBatch, PartAt)>,
+    /// The batches of the newest checkpoint files, oldest first (at most
+    /// [`REWRITE_AFTER`]).
+    recent: VecDeque<u64>,
+    /// Per checkpoint file, the files its layout reads (itself among them).
+    reads: BTreeMap<u64, BTreeSet<u64>>,
+}
+
+impl std::fmt::Debug for LastCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LastCheckpoint")
+            .field("parts", &self.parts.len())
+            .field("recent", &self.recent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LastCheckpoint {
+    /// Where `batch` is already held, when it is the same in memory as a
+    /// part of the last checkpoint held by one of the newest files.
+    fn find(
+        &self,
+        batch: &RecordBatch,
+        by_first_column: &HashMap<*const (), Vec<usize>>,
+        usable_from: u64,
+    ) -> Option<PartAt> {
+        let candidates = by_first_column.get(&first_column(batch))?;
+        candidates.iter().find_map(|&i| {
+            let (held, at) = &self.parts[i];
+            (at.batch >= usable_from && same_in_memory(held, batch)).then_some(*at)
+        })
+    }
+
+    /// Notes checkpoint `batch` (its state and layout) as the newest.
+    fn remember(&mut self, batch: u64, state: &[RecordBatch], layout: &[PartAt]) {
+        self.parts = state.iter().cloned().zip(layout.iter().copied()).collect();
+        if self.recent.back() != Some(&batch) {
+            self.recent.push_back(batch);
+        }
+        while self.recent.len() > REWRITE_AFTER {
+            self.recent.pop_front();
+        }
+        self.reads.insert(batch, files_read(batch, layout));
+    }
+}
+
+/// The files checkpoint `batch` of `layout` reads, itself among them.
+fn files_read(batch: u64, layout: &[PartAt]) -> BTreeSet<u64> {
+    layout
+        .iter()
+        .map(|at| at.batch)
+        .chain(std::iter::once(batch))
+        .collect()
+}
+
+/// The address of a batch's first array (null for a batch of no columns).
+fn first_column(batch: &RecordBatch) -> *const () {
+    batch
+        .columns()
+        .first()
+        .map_or(std::ptr::null(), |column| Arc::as_ptr(column) as *const ())
+}
+
+/// Whether two batches are the same arrays under the same schema (so the
+/// same bytes, arrays being immutable).
+fn same_in_memory(a: &RecordBatch, b: &RecordBatch) -> bool {
+    a.num_rows() == b.num_rows()
+        && a.num_columns() == b.num_columns()
+        && a.columns()
+            .iter()
+            .zip(b.columns())
+            .all(|(x, y)| std::ptr::addr_eq(Arc::as_ptr(x), Arc::as_ptr(y)))
+        && a.schema_ref() == b.schema_ref()
 }
 
 /// A checkpoint read back.
@@ -67,6 +169,7 @@ impl QueryCheckpoints {
             dir,
             name: name.to_string(),
             sql: sql.to_string(),
+            last: Arc::default(),
         })
     }
 
@@ -79,9 +182,10 @@ impl QueryCheckpoints {
     /// a different SQL text: the state would not fit.
     pub fn latest(&self) -> Result<Option<Restored>> {
         let mut skipped = Vec::new();
-        for (batch, name) in list(&self.dir)?.into_iter().rev() {
-            match self.dir.read(&name).and_then(|bytes| file::decode(&bytes)) {
-                Ok((header, state)) => {
+        let files = list(&self.dir)?;
+        for (batch, name) in files.iter().rev() {
+            match self.read_whole(*batch, name) {
+                Ok((header, state, layout)) => {
                     if header.sql != self.sql {
                         return Err(BrookError::invalid(format!(
                             "query '{}' has checkpoints in {} for different SQL:\n  {}\nIt is now:\n  {}\nRemove that directory (or use another checkpoint directory) to start this query afresh.",
@@ -91,6 +195,12 @@ impl QueryCheckpoints {
                             self.sql
                         )));
                     }
+                    let mut last = self.last.lock();
+                    *last = LastCheckpoint::default();
+                    for (older, _) in files.iter().filter(|(older, _)| older < batch) {
+                        last.recent.push_back(*older);
+                    }
+                    last.remember(*batch, &state, &layout);
                     return Ok(Some(Restored {
                         header,
                         state,
@@ -101,7 +211,7 @@ impl QueryCheckpoints {
                     "checkpoint {} of query '{}' ({}) cannot be read and is skipped: {err}",
                     batch,
                     self.name,
-                    self.dir.show_file(&name)
+                    self.dir.show_file(name)
                 )),
             }
         }
@@ -116,9 +226,52 @@ impl QueryCheckpoints {
         }
     }
 
+    /// Checkpoint `batch` (file `name`) with its whole state: the batches
+    /// it holds and those it names in older files.
+    fn read_whole(
+        &self,
+        batch: u64,
+        name: &str,
+    ) -> Result<(CheckpointHeader, Vec<RecordBatch>, Vec<PartAt>)> {
+        let CheckpointFile {
+            header,
+            layout,
+            held,
+        } = file::decode(&self.dir.read(name)?)?;
+        let mut older: HashMap<u64, Vec<RecordBatch>> = HashMap::new();
+        let mut state = Vec::with_capacity(layout.len());
+        for at in &layout {
+            let holder: &Vec<RecordBatch> = if at.batch == batch {
+                &held
+            } else {
+                match older.entry(at.batch) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(unknown) => {
+                        let bytes = self.dir.read(&file_name(at.batch))?;
+                        let file = file::decode(&bytes).map_err(|err| {
+                            BrookError::external(
+                                format!("the older checkpoint {} it reads", at.batch),
+                                err.to_string(),
+                            )
+                        })?;
+                        unknown.insert(file.held)
+                    }
+                }
+            };
+            let part = holder.get(at.index as usize).ok_or_else(|| {
+                BrookError::external(
+                    "not a whole brook checkpoint",
+                    format!("checkpoint {} holds no batch {}", at.batch, at.index + 1),
+                )
+            })?;
+            state.push(part.clone());
+        }
+        Ok((header, state, layout))
+    }
+
     /// Writes the state after batch `batch` (cut at `batch_time`) durably,
-    /// then removes all but the newest [`KEPT_CHECKPOINTS`]. Returns the
-    /// file's size in bytes.
+    /// then removes the files no longer needed (see the module). Returns
+    /// the file's size in bytes.
     pub fn commit(
         &self,
         batch: u64,
@@ -133,13 +286,71 @@ impl QueryCheckpoints {
             written: Utc::now(),
             positions,
         };
-        let bytes = file::encode(&header, state)?;
+        let mut last = self.last.lock();
+        // A batch held by a file older than the newest REWRITE_AFTER - 1 is
+        // written again.
+        let usable_from = last
+            .recent
+            .iter()
+            .rev()
+            .nth(REWRITE_AFTER.saturating_sub(2))
+            .copied()
+            .unwrap_or(0);
+        let mut by_first_column: HashMap<*const (), Vec<usize>> = HashMap::new();
+        for (i, (held, _)) in last.parts.iter().enumerate() {
+            by_first_column
+                .entry(first_column(held))
+                .or_default()
+                .push(i);
+        }
+        let mut layout = Vec::with_capacity(state.len());
+        let mut held = Vec::new();
+        for part in state {
+            let at = last
+                .find(part, &by_first_column, usable_from)
+                .filter(|at| at.batch < batch)
+                .unwrap_or_else(|| {
+                    held.push(part.clone());
+                    PartAt {
+                        batch,
+                        index: (held.len() - 1) as u32,
+                    }
+                });
+            layout.push(at);
+        }
+        let bytes = file::encode(&header, &layout, &held)?;
         let size = bytes.len() as u64;
         self.dir.write(&file_name(batch), bytes)?;
-        for (_, old) in list(&self.dir)?.iter().rev().skip(KEPT_CHECKPOINTS) {
-            self.dir.remove(old);
-        }
+        last.remember(batch, state, &layout);
+        self.remove_unneeded(&mut last)?;
         Ok(size)
+    }
+
+    /// Removes the files that neither are among the newest
+    /// [`KEPT_CHECKPOINTS`] checkpoints nor hold a batch one of those reads.
+    fn remove_unneeded(&self, last: &mut LastCheckpoint) -> Result<()> {
+        let files = list(&self.dir)?;
+        let mut needed = BTreeSet::new();
+        for (batch, name) in files.iter().rev().take(KEPT_CHECKPOINTS) {
+            if !last.reads.contains_key(batch) {
+                // A file of an earlier run: its layout says.
+                let read = self
+                    .dir
+                    .read(name)
+                    .and_then(|bytes| file::decode(&bytes))
+                    .map(|file| files_read(*batch, &file.layout))
+                    .unwrap_or_else(|_| BTreeSet::from([*batch]));
+                last.reads.insert(*batch, read);
+            }
+            needed.extend(last.reads[batch].iter().copied());
+        }
+        for (batch, name) in &files {
+            if !needed.contains(batch) {
+                self.dir.remove(name);
+                last.reads.remove(batch);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -180,10 +391,15 @@ pub fn describe_dir(root: &Path) -> Result<Vec<String>> {
             let read = query.read(&file_name);
             let size = read.as_ref().map(|b| b.len()).unwrap_or(0);
             let line = match read.and_then(|bytes| file::decode(&bytes)) {
-                Ok((header, state)) => format!(
-                    "{name}\tbatch {batch}\twritten {}\t{size} bytes\t{} state batches\t{}\t{}",
+                Ok(CheckpointFile {
+                    header,
+                    layout,
+                    held,
+                }) => format!(
+                    "{name}\tbatch {batch}\twritten {}\t{size} bytes\t{} state batches ({} held here)\t{}\t{}",
                     header.written.format("%Y-%m-%d %H:%M:%S%.3f"),
-                    state.len(),
+                    layout.len(),
+                    held.len(),
                     serde_json::to_string(&header.positions).unwrap_or_default(),
                     crate::redact::redact_secrets(&header.sql).replace('\n', " ")
                 ),
@@ -295,6 +511,106 @@ mod tests {
         assert_eq!(restored.header.batch, 1);
         assert_eq!(restored.state, state(1));
         assert_eq!(restored.skipped.len(), 2, "{:?}", restored.skipped);
+    }
+
+    /// Commits checkpoint `batch` of a state of two batches: `kept`, and
+    /// one made for this batch.
+    fn commit_kept_and_new(checkpoints: &QueryCheckpoints, batch: u64, kept: &RecordBatch) {
+        let new = state(batch as i64).remove(0);
+        checkpoints
+            .commit(batch, Utc::now(), &[kept.clone(), new], BTreeMap::new())
+            .unwrap();
+    }
+
+    /// The layout of checkpoint `batch`, and how many batches it holds.
+    fn layout_of(checkpoints: &QueryCheckpoints, batch: u64) -> (Vec<PartAt>, usize) {
+        let file = file::decode(&checkpoints.dir.read(&file_name(batch)).unwrap()).unwrap();
+        (file.layout, file.held.len())
+    }
+
+    #[test]
+    fn a_state_batch_unchanged_since_the_last_checkpoint_is_named_not_written_again() {
+        let root = TempDir::new();
+        let checkpoints = QueryCheckpoints::open(root.path(), "q", "SELECT 1").unwrap();
+        let kept = state(100).remove(0);
+        for batch in 1..=5u64 {
+            commit_kept_and_new(&checkpoints, batch, &kept);
+        }
+        // Batch 1's file holds `kept`; the later ones hold only their own.
+        let at_one = PartAt { batch: 1, index: 0 };
+        assert_eq!(
+            layout_of(&checkpoints, 1),
+            (vec![at_one, PartAt { batch: 1, index: 1 }], 2)
+        );
+        assert_eq!(
+            layout_of(&checkpoints, 5),
+            (vec![at_one, PartAt { batch: 5, index: 0 }], 1)
+        );
+        // Batch 1's file stays while a kept checkpoint reads it; 2 goes.
+        let batches: Vec<u64> = list(&checkpoints.dir)
+            .unwrap()
+            .iter()
+            .map(|(b, _)| *b)
+            .collect();
+        assert_eq!(batches, vec![1, 3, 4, 5]);
+        // Read back by a new run: the whole state, in order.
+        let again = QueryCheckpoints::open(root.path(), "q", "SELECT 1").unwrap();
+        let restored = again.latest().unwrap().unwrap();
+        assert_eq!(restored.header.batch, 5);
+        assert_eq!(restored.state, vec![kept.clone(), state(5).remove(0)]);
+        // The restored batches are known to the new run: its next
+        // checkpoint names them too.
+        again
+            .commit(6, Utc::now(), &restored.state, BTreeMap::new())
+            .unwrap();
+        assert_eq!(
+            layout_of(&again, 6),
+            (vec![at_one, PartAt { batch: 5, index: 0 }], 0)
+        );
+    }
+
+    #[test]
+    fn a_batch_held_by_an_old_file_is_written_again_so_a_restore_reads_few_files() {
+        let root = TempDir::new();
+        let checkpoints = QueryCheckpoints::open(root.path(), "q", "SELECT 1").unwrap();
+        let kept = state(7).remove(0);
+        let last = 3 * REWRITE_AFTER as u64;
+        for batch in 1..=last {
+            commit_kept_and_new(&checkpoints, batch, &kept);
+            let (layout, _) = layout_of(&checkpoints, batch);
+            assert!(
+                layout[0].batch + REWRITE_AFTER as u64 > batch,
+                "batch {batch} reads {:?}",
+                layout[0]
+            );
+        }
+        let files = list(&checkpoints.dir).unwrap();
+        assert!(files.len() <= REWRITE_AFTER + KEPT_CHECKPOINTS, "{files:?}");
+        let restored = checkpoints.latest().unwrap().unwrap();
+        assert_eq!(restored.state, vec![kept, state(last as i64).remove(0)]);
+    }
+
+    #[test]
+    fn a_checkpoint_whose_older_file_is_damaged_is_skipped_naming_that_file() {
+        let root = TempDir::new();
+        let checkpoints = QueryCheckpoints::open(root.path(), "q", "SELECT 1").unwrap();
+        let kept = state(100).remove(0);
+        for batch in 1..=3u64 {
+            commit_kept_and_new(&checkpoints, batch, &kept);
+        }
+        let first = root.path().join("q").join(file_name(1));
+        let mut bytes = fs::read(&first).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        fs::write(&first, bytes).unwrap();
+        let restored = checkpoints.latest().unwrap().unwrap();
+        assert_eq!(restored.header.batch, 0, "nothing whole is left");
+        assert_eq!(restored.skipped.len(), 3, "{:?}", restored.skipped);
+        assert!(
+            restored.skipped[0].contains("the older checkpoint 1 it reads"),
+            "{:?}",
+            restored.skipped
+        );
     }
 
     #[test]

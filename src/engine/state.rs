@@ -19,8 +19,10 @@ const LABEL_KEY: &str = "brook.state";
 pub(crate) enum Part {
     /// A processing-time window's counters (batches seen, last emitted).
     Sliding,
-    /// `RUNNING`'s merged state.
+    /// `RUNNING`'s merged state (as of its base, see `running`).
     Running,
+    /// A batch's partial aggregate since a `RUNNING` state's base.
+    RunningPane,
     /// The current rows of a changelog a `RUNNING` query reads.
     ChangelogRows,
     /// An event-time query's clock (watermarks, late counts).
@@ -52,6 +54,7 @@ impl fmt::Display for Part {
         match self {
             Part::Sliding => f.write_str("sliding"),
             Part::Running => f.write_str("running"),
+            Part::RunningPane => f.write_str("running_pane"),
             Part::ChangelogRows => f.write_str("changelog_rows"),
             Part::EventClock => f.write_str("event_clock"),
             Part::OpenWindows => f.write_str("open_windows"),
@@ -78,6 +81,7 @@ impl Part {
         let part = match label {
             "sliding" => Part::Sliding,
             "running" => Part::Running,
+            "running_pane" => Part::RunningPane,
             "changelog_rows" => Part::ChangelogRows,
             "event_clock" => Part::EventClock,
             "open_windows" => Part::OpenWindows,
@@ -164,6 +168,7 @@ mod tests {
         let parts = [
             Part::Sliding,
             Part::Running,
+            Part::RunningPane,
             Part::EventClock,
             Part::OpenWindows,
             Part::Sessions,

@@ -239,6 +239,57 @@ async fn an_event_time_window_open_at_a_restart_closes_with_rows_from_both_runs(
     );
 }
 
+/// Checkpoints are incremental: a `RUNNING` count checkpointed after every
+/// batch writes the batch's groups and names the rest in older files; its
+/// state moves to a new base every 16 batches. Restarted twice across
+/// those moves, every total is exact.
+#[tokio::test]
+async fn a_running_count_checkpointed_every_batch_writes_only_what_changed_and_restores_exact_totals()
+ {
+    let dir = Dir::new("incremental");
+    let words_of = |batch: usize| -> Vec<String> {
+        (0..6)
+            .map(|i| format!("w{}", (batch * 7 + i * 13) % 97))
+            .collect()
+    };
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    let mut next = 0;
+    for run_batches in [40, 9, 30] {
+        let items: Vec<Vec<String>> = (next..next + run_batches).map(words_of).collect();
+        next += run_batches;
+        for word in items.iter().flatten() {
+            *expected.entry(word.clone()).or_default() += 1;
+        }
+        let items: Vec<Vec<&str>> = items
+            .iter()
+            .map(|item| item.iter().map(String::as_str).collect())
+            .collect();
+        let items: Vec<&[&str]> = items.iter().map(Vec::as_slice).collect();
+        let outputs = run(Some(dir.path()), RUNNING_SQL, &items).await;
+        assert_eq!(outputs.last().unwrap().batch_number, next as u64);
+        let totals: Vec<Vec<String>> = expected
+            .iter()
+            .map(|(word, n)| row(word, &n.to_string()))
+            .collect();
+        assert_eq!(last_rows(&outputs), totals, "after batch {next}");
+    }
+    // What the files hold: the newest names most of its state in older
+    // files. The files kept are the newest three and those they read: a
+    // base and at most 16 panes since it, for each.
+    let listed = brook::checkpoint::describe_dir(dir.path()).unwrap();
+    let held: Vec<(usize, usize)> = listed
+        .iter()
+        .map(|line| {
+            let field = line.split('\t').nth(4).unwrap();
+            let (parts, rest) = field.split_once(" state batches (").unwrap();
+            let here = rest.split_once(' ').unwrap().0;
+            (parts.parse().unwrap(), here.parse().unwrap())
+        })
+        .collect();
+    assert!(held.iter().any(|(parts, here)| here < parts), "{listed:#?}");
+    assert!(listed.len() <= 20, "{listed:#?}");
+}
+
 #[test]
 fn brook_checkpoints_lists_what_a_directory_holds() {
     let dir = Dir::new("cli");
