@@ -171,23 +171,27 @@ impl ObjectDir {
 pub fn describe(err: &object_store::Error) -> String {
     let text = crate::error::error_chain(err);
     let lower = text.to_ascii_lowercase();
-    let cause = if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
+    // A connection that never happened is told first: its message holds the
+    // endpoint's URL, whose port may read like a status code (port 40321
+    // holds "403").
+    let cause = if lower.contains("connection refused")
+        || lower.contains("tcp connect")
+        || lower.contains("dns error")
+        || lower.contains("error sending request")
+        || lower.contains("timed out")
+    {
+        Some("the endpoint cannot be reached")
+    } else if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
         Some("the bucket does not exist")
     } else if lower.contains("signaturedoesnotmatch")
         || lower.contains("invalidaccesskeyid")
         || lower.contains("accessdenied")
-        || lower.contains("403")
+        || lower.contains("403 forbidden")
+        || lower.contains("status 403")
     {
         Some(
             "the credentials were refused (check s3.access_key_id / s3.secret_access_key or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
         )
-    } else if lower.contains("connection refused")
-        || lower.contains("error sending request")
-        || lower.contains("dns error")
-        || lower.contains("timed out")
-        || lower.contains("tcp connect")
-    {
-        Some("the endpoint cannot be reached")
     } else {
         None
     };
@@ -195,5 +199,49 @@ pub fn describe(err: &object_store::Error) -> String {
     match cause {
         Some(cause) => format!("{cause}: {text}"),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: message.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn regression_an_endpoint_whose_port_holds_403_is_unreachable_not_refused_credentials() {
+        let err = generic(
+            "Error performing PUT http://127.0.0.1:40321/flow/a.parquet in 409ms, after 3 retries \
+             - HTTP error: error sending request: client error (Connect): tcp connect error: \
+             Connection refused (os error 111)",
+        );
+        let told = describe(&err);
+        assert!(told.starts_with("the endpoint cannot be reached"), "{told}");
+    }
+
+    #[test]
+    fn a_forbidden_answer_is_refused_credentials_and_a_missing_bucket_is_named() {
+        let refused = describe(&generic(
+            "Error performing GET http://127.0.0.1:9000/b: Client error with status 403 Forbidden: \
+             <Code>SignatureDoesNotMatch</Code>",
+        ));
+        assert!(
+            refused.starts_with("the credentials were refused"),
+            "{refused}"
+        );
+        let missing = describe(&generic(
+            "Client error with status 404 Not Found: <Code>NoSuchBucket</Code>",
+        ));
+        assert!(
+            missing.starts_with("the bucket does not exist"),
+            "{missing}"
+        );
+        let other = describe(&generic("Client error with status 500: boom"));
+        assert!(!other.starts_with("the "), "{other}");
     }
 }
