@@ -118,7 +118,18 @@ impl EventClock {
     /// and the batch's partial report (the watermark is set by
     /// [`EventClock::advance`]).
     pub fn judge(&mut self, batch: &MicroBatch) -> Result<(Vec<OnTime>, EventReport)> {
-        let (on_time, behind, mut report) = self.sort_out(batch)?;
+        self.judge_rows(&batch.inputs, batch.time)
+    }
+
+    /// [`EventClock::judge`] for some of a batch's rows per input (a chunk
+    /// read while the batch arrives; every row is judged against the
+    /// watermark the previous batch left), read by `time`.
+    pub fn judge_rows(
+        &mut self,
+        inputs: &[Vec<RecordBatch>],
+        time: DateTime<Utc>,
+    ) -> Result<(Vec<OnTime>, EventReport)> {
+        let (on_time, behind, mut report) = self.sort_out_rows(inputs, time)?;
         for rows in behind {
             self.late(rows, &mut report)?;
         }
@@ -136,11 +147,21 @@ impl EventClock {
         &mut self,
         batch: &MicroBatch,
     ) -> Result<(Vec<OnTime>, Vec<OnTime>, EventReport)> {
+        self.sort_out_rows(&batch.inputs, batch.time)
+    }
+
+    /// [`EventClock::sort_out`] for some of a batch's rows per input, read
+    /// by `time` (the wall-clock time rows too far ahead are judged by).
+    pub fn sort_out_rows(
+        &mut self,
+        inputs: &[Vec<RecordBatch>],
+        time: DateTime<Utc>,
+    ) -> Result<(Vec<OnTime>, Vec<OnTime>, EventReport)> {
         let before = self.clock.current();
         let first_open = before.map(|mark| self.window.first_open(mark));
         let mut report = EventReport::default();
         let (mut on_time, mut behind) = (Vec::new(), Vec::new());
-        for (input, batches) in batch.inputs.iter().enumerate() {
+        for (input, batches) in inputs.iter().enumerate() {
             for rows in batches {
                 if rows.num_rows() == 0 {
                     continue;
@@ -192,8 +213,7 @@ impl EventClock {
                     _ => (rows, times),
                 };
                 if rows.num_rows() > 0 {
-                    report.far_future_rows +=
-                        self.clock.observe_rows(input, &rows, &times, batch.time);
+                    report.far_future_rows += self.clock.observe_rows(input, &rows, &times, time);
                     on_time.push(OnTime { input, rows, times });
                 }
             }
@@ -221,9 +241,10 @@ impl EventClock {
                 .observe_rows(rows.input, &rows.rows, &rows.times, time);
     }
 
-    /// Ends the batch: the watermark after it.
-    pub fn advance(&mut self, batch: &MicroBatch) -> Option<i64> {
-        self.clock.advance(batch.time, &batch.ended)
+    /// Ends the batch cut at `time`, after which the inputs `ended` say
+    /// have ended: the watermark after it.
+    pub fn advance(&mut self, time: DateTime<Utc>, ended: &[bool]) -> Option<i64> {
+        self.clock.advance(time, ended)
     }
 
     /// The clock's state, labelled.

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -18,11 +19,15 @@ use super::state::{self, Part};
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::END_OF_TIME;
 use crate::query::Retained;
-use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
+use crate::query::engine::{BatchEngine, Emission, EventReport, LiveBatch, MicroBatch};
 use crate::sql::EmitMode;
 
 use super::event_clock::{EventClock, OnTime};
 use super::panes::{Bounds, PaneStore};
+
+/// Rows an event-time engine judges and folds into its state at once while
+/// a batch arrives (fewer when fewer are there).
+pub(crate) const FOLD_CHUNK_ROWS: usize = 131_072;
 
 /// `TUMBLE` / `HOP` in event time.
 pub(crate) struct EventHopEngine<S> {
@@ -70,6 +75,58 @@ impl<S: PaneStore> EventHopEngine<S> {
         Ok(batches)
     }
 
+    /// Adds on-time rows to their panes; `touched` gets the windows they
+    /// changed that had not closed by the watermark `before` the batch.
+    async fn fold(
+        &mut self,
+        on_time: Vec<OnTime>,
+        before: Option<i64>,
+        touched: &mut BTreeSet<i64>,
+    ) -> Result<()> {
+        for OnTime { input, rows, times } in on_time {
+            for pane in self.store.add_rows(input, rows, &times, self.pane).await? {
+                for start in self.windows_of(pane).collect::<Vec<_>>() {
+                    let closed = before.is_some_and(|mark| start + self.size <= mark);
+                    if !closed {
+                        self.open.insert(start);
+                        touched.insert(start);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a batch after which the watermark is `mark`: what the emit mode
+    /// says to emit (the windows `touched` changed, or those `mark`
+    /// closed), and the panes no window needs any more freed.
+    async fn emit(
+        &mut self,
+        mark: Option<i64>,
+        touched: BTreeSet<i64>,
+        report: EventReport,
+    ) -> Result<Option<Emission>> {
+        let mut batches = Vec::new();
+        match self.events.emit {
+            EmitMode::OnUpdate => {
+                batches = self.results(touched.into_iter().collect()).await?;
+                if let Some(mark) = mark {
+                    self.close(mark, false).await?;
+                }
+            }
+            EmitMode::OnWindowClose => {
+                if let Some(mark) = mark {
+                    batches = self.close(mark, true).await?;
+                }
+            }
+        }
+        Ok(Some(Emission {
+            batches,
+            window: None,
+            event: Some(report),
+        }))
+    }
+
     /// Closes the windows the watermark `mark` has reached: their results
     /// (when emitted on close), and their panes freed.
     async fn close(&mut self, mark: i64, emit: bool) -> Result<Vec<RecordBatch>> {
@@ -101,8 +158,13 @@ impl<S: PaneStore> EventHopEngine<S> {
 #[async_trait]
 impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
     fn describe(&self) -> String {
+        let arrival = if self.store.folds_rows() {
+            "a batch's rows are judged and folded into their panes while the batch arrives; its tick moves the watermark and emits"
+        } else {
+            "a batch is read whole at its tick (its rows are kept)"
+        };
         format!(
-            "{}\n{}; a pane is {}: freed once the watermark passes the last window holding it",
+            "{}\n{}; a pane is {}: freed once the watermark passes the last window holding it\n{arrival}",
             self.events.describe(),
             self.store.describe(),
             crate::sql::format_duration(std::time::Duration::from_millis(self.pane.max(0) as u64))
@@ -117,38 +179,32 @@ impl<S: PaneStore> BatchEngine for EventHopEngine<S> {
         let before = self.events.clock.current();
         let (on_time, mut report) = self.events.judge(batch)?;
         let mut touched = BTreeSet::new();
-        for OnTime { input, rows, times } in on_time {
-            for pane in self.store.add_rows(input, rows, &times, self.pane).await? {
-                for start in self.windows_of(pane).collect::<Vec<_>>() {
-                    let closed = before.is_some_and(|mark| start + self.size <= mark);
-                    if !closed {
-                        self.open.insert(start);
-                        touched.insert(start);
-                    }
-                }
-            }
-        }
-        let mark = self.events.advance(batch);
+        self.fold(on_time, before, &mut touched).await?;
+        let mark = self.events.advance(batch.time, &batch.ended);
         report.watermark = mark;
-        let mut batches = Vec::new();
-        match self.events.emit {
-            EmitMode::OnUpdate => {
-                batches = self.results(touched.into_iter().collect()).await?;
-                if let Some(mark) = mark {
-                    self.close(mark, false).await?;
-                }
-            }
-            EmitMode::OnWindowClose => {
-                if let Some(mark) = mark {
-                    batches = self.close(mark, true).await?;
-                }
-            }
+        self.emit(mark, touched, report).await
+    }
+
+    /// With panes of partial state, each chunk of the batch is judged and
+    /// folded into its panes as it arrives; the tick only moves the
+    /// watermark and emits. Rows kept for a recompute are read whole.
+    async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
+        if !self.store.folds_rows() {
+            let batch = batch.collect().await?;
+            return self.on_batch(&batch).await;
         }
-        Ok(Some(Emission {
-            batches,
-            window: None,
-            event: Some(report),
-        }))
+        let before = self.events.clock.current();
+        let mut report = EventReport::default();
+        let mut touched = BTreeSet::new();
+        while let Some(chunk) = batch.next_chunk(FOLD_CHUNK_ROWS).await {
+            let (on_time, part) = self.events.judge_rows(&chunk, Utc::now())?;
+            report.absorb(part);
+            self.fold(on_time, before, &mut touched).await?;
+        }
+        let end = batch.end().await;
+        let mark = self.events.advance(end.time, &end.ended());
+        report.watermark = mark;
+        self.emit(mark, touched, report).await
     }
 
     async fn on_end(&mut self) -> Result<Option<Emission>> {

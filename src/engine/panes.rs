@@ -60,6 +60,11 @@ pub(crate) trait PaneStore: Send {
         }
         Ok(())
     }
+    /// Whether rows added are folded into state (partial aggregates) rather
+    /// than kept: then a batch is added while it arrives, chunk by chunk.
+    fn folds_rows(&self) -> bool {
+        false
+    }
     /// Adds `rows` of input `input`, whose event times are `times`, to
     /// their panes of length `pane`; returns the panes they fell in.
     async fn add_rows(
@@ -194,6 +199,10 @@ impl PaneStore for IncrementalPanes {
 
     fn schema(&self) -> SchemaRef {
         self.plan.finish.schema()
+    }
+
+    fn folds_rows(&self) -> bool {
+        true
     }
 
     async fn add(&mut self, _input: usize, pane: i64, rows: &[RecordBatch]) -> Result<()> {

@@ -21,7 +21,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::execution::TaskContext;
 
 use super::event_clock::{EventClock, OnTime, filter_times};
-use super::event_window::end_of_input;
+use super::event_window::{FOLD_CHUNK_ROWS, end_of_input};
 use super::session_batch::BatchSessions;
 use super::split::{IncrementalPlan, WindowBound};
 use super::state::{self, Part};
@@ -30,7 +30,7 @@ use crate::catalog::stream_table::BatchSlot;
 use crate::error::{BrookError, Result};
 use crate::event_time::watermark::END_OF_TIME;
 use crate::query::Retained;
-use crate::query::engine::{BatchEngine, Emission, EventReport, MicroBatch};
+use crate::query::engine::{BatchEngine, Emission, EventReport, LiveBatch, MicroBatch};
 use crate::sql::EmitMode;
 
 /// Sessions of one group that overlap, merged: the merged session's
@@ -407,6 +407,47 @@ impl SessionEngine {
         .await
     }
 
+    /// Ends a batch cut at `time` whose on-time rows made the sessions
+    /// `fresh`: rows `behind` the watermark join a session still open or
+    /// are late, the sessions merge into the state, the watermark moves,
+    /// and what the emit mode says is emitted.
+    async fn end_batch(
+        &mut self,
+        mut fresh: Option<RecordBatch>,
+        behind: Vec<OnTime>,
+        mut report: EventReport,
+        time: DateTime<Utc>,
+        ended: &[bool],
+    ) -> Result<Option<Emission>> {
+        let mut batches = Vec::new();
+        if !behind.is_empty()
+            && let Some(mark) = self.events.clock.current()
+        {
+            fresh = self.rescue(fresh, behind, mark, time, &mut report).await?;
+        }
+        if let Some(fresh) = fresh {
+            let old = self.sessions.take();
+            let (merged, touched) = self.merge(old, fresh).await?;
+            self.sessions = Some(merged);
+            if self.events.emit == EmitMode::OnUpdate {
+                batches = self.finish(touched).await?;
+            }
+        }
+        let mark = self.events.advance(time, ended);
+        report.watermark = mark;
+        if let Some(mark) = mark
+            && let Some(closed) = self.take_closed(mark)?
+            && self.events.emit == EmitMode::OnWindowClose
+        {
+            batches = self.finish(closed).await?;
+        }
+        Ok(Some(Emission {
+            batches,
+            window: None,
+            event: Some(report),
+        }))
+    }
+
     /// Takes the sessions the watermark `mark` has closed out of the state.
     fn take_closed(&mut self, mark: i64) -> Result<Option<RecordBatch>> {
         let Some(sessions) = self.sessions.take() else {
@@ -484,7 +525,7 @@ impl BatchEngine for SessionEngine {
             "each row enters as a session [ts, ts + gap) of partial state"
         };
         format!(
-            "{}\nincremental: {rows}; a group's overlapping sessions merge after every batch; retains one state row per open session",
+            "{}\nincremental: {rows}; a group's overlapping sessions merge after every batch; retains one state row per open session\na batch's rows are judged and merged into sessions while the batch arrives; rows behind the watermark wait for its tick, where they join a session still open or are late",
             self.events.describe()
         )
     }
@@ -494,39 +535,42 @@ impl BatchEngine for SessionEngine {
     }
 
     async fn on_batch(&mut self, batch: &MicroBatch) -> Result<Option<Emission>> {
-        let (on_time, behind, mut report) = self.events.sort_out(batch)?;
-        let mut batches = Vec::new();
-        let mut fresh = self.batch_sessions(&on_time).await?;
-        if !behind.is_empty()
-            && let Some(mark) = self.events.clock.current()
-        {
-            fresh = self
-                .rescue(fresh, behind, mark, batch.time, &mut report)
-                .await?;
-        }
-        if let Some(fresh) = fresh {
-            let old = self.sessions.take();
-            let (merged, touched) = self.merge(old, fresh).await?;
-            self.sessions = Some(merged);
-            if self.events.emit == EmitMode::OnUpdate {
-                batches = self.finish(touched).await?;
-            }
-        }
-        let mark = self.events.advance(batch);
-        report.watermark = mark;
-        if let Some(mark) = mark
-            && let Some(closed) = self.take_closed(mark)?
-            && self.events.emit == EmitMode::OnWindowClose
-        {
-            batches = self.finish(closed).await?;
-        }
-        Ok(Some(Emission {
-            batches,
-            window: None,
-            event: Some(report),
-        }))
+        let (on_time, behind, report) = self.events.sort_out(batch)?;
+        let fresh = self.batch_sessions(&on_time).await?;
+        self.end_batch(fresh, behind, report, batch.time, &batch.ended)
+            .await
     }
 
+    /// Each chunk of the batch is judged and merged into sessions (partial
+    /// state) as it arrives; rows behind the watermark wait for the tick,
+    /// where they may still join a session this batch extends.
+    async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
+        let mut report = EventReport::default();
+        let mut fresh: Option<RecordBatch> = None;
+        let mut behind = Vec::new();
+        while let Some(chunk) = batch.next_chunk(FOLD_CHUNK_ROWS).await {
+            let (on_time, chunk_behind, part) = self.events.sort_out_rows(&chunk, Utc::now())?;
+            report.absorb(part);
+            behind.extend(chunk_behind);
+            let Some(sessions) = self.batch_sessions(&on_time).await? else {
+                continue;
+            };
+            let joined = match fresh.take() {
+                Some(fresh) => concat_batches(&sessions.schema(), [&fresh, &sessions])?,
+                None => sessions,
+            };
+            // The batch's sessions so far, merged where they overlap once
+            // they hold as many rows as a chunk.
+            fresh = Some(if joined.num_rows() >= FOLD_CHUNK_ROWS {
+                self.merge(None, joined).await?.0
+            } else {
+                joined
+            });
+        }
+        let end = batch.end().await;
+        self.end_batch(fresh, behind, report, end.time, &end.ended())
+            .await
+    }
     async fn on_end(&mut self) -> Result<Option<Emission>> {
         self.events.end();
         let Some(closed) = self.take_closed(END_OF_TIME)? else {

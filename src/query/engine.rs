@@ -80,6 +80,43 @@ impl LiveBatch {
         false
     }
 
+    /// The batch's next rows per input, for an engine that folds them into
+    /// its state as they arrive: what is there now, up to about `max_rows`
+    /// (more pieces are not waited for while some are in hand, so what
+    /// arrived is folded while the source is slow), waiting only when
+    /// nothing is. `None` once every input has ended and all is read.
+    pub async fn next_chunk(&self, max_rows: usize) -> Option<Vec<Vec<RecordBatch>>> {
+        loop {
+            let mut chunk = vec![Vec::new(); self.inputs.len()];
+            let mut rows = 0;
+            'fill: loop {
+                let mut took = false;
+                for (input, reader) in self.inputs.iter().enumerate() {
+                    if let Some(piece) = reader.try_next() {
+                        took = true;
+                        rows += piece.num_rows();
+                        chunk[input].push(piece);
+                        if rows >= max_rows {
+                            break 'fill;
+                        }
+                    }
+                }
+                if !took {
+                    break;
+                }
+            }
+            if rows > 0 {
+                // The fold that follows may find its next chunk ready each
+                // time: the clock and the other queries get their turn.
+                tokio::task::yield_now().await;
+                return Some(chunk);
+            }
+            if !self.wait_for_rows().await {
+                return None;
+            }
+        }
+    }
+
     /// Waits for every input's end, skipping what was not read.
     pub async fn end(&self) -> BatchEnd {
         let mut inputs = Vec::with_capacity(self.inputs.len());
@@ -151,6 +188,18 @@ pub(crate) struct EventReport {
     pub far_future_rows: u64,
     /// Things to warn about (late rows that could not be routed).
     pub warnings: Vec<String>,
+}
+
+impl EventReport {
+    /// Adds the counts and warnings of `part` (a chunk of the same batch).
+    pub fn absorb(&mut self, part: EventReport) {
+        self.late_rows += part.late_rows;
+        self.far_future_rows += part.far_future_rows;
+        self.warnings.extend(part.warnings);
+        if part.watermark.is_some() {
+            self.watermark = part.watermark;
+        }
+    }
 }
 
 /// A way of running a continuous query, batch by batch.

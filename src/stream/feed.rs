@@ -348,6 +348,19 @@ impl FeedReader {
         }
     }
 
+    /// The next piece if one is there now, without waiting for the source
+    /// or the other readers: `None` when the reader would wait (or the
+    /// batch has ended; [`FeedReader::ready`] tells which).
+    pub fn try_next(&self) -> Option<RecordBatch> {
+        loop {
+            match self.glance(Look::Take) {
+                Glance::Found(Next::Piece(piece)) => return Some(piece),
+                Glance::Found(_) | Glance::Nothing => return None,
+                Glance::Changed => continue,
+            }
+        }
+    }
+
     /// The consumer keeps what it reads until the batch ends (a window
     /// that recomputes, a plan that sorts or returns its rows): it reads at
     /// most the stream's bounds before the cut, and the rest waits in the

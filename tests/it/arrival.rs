@@ -805,3 +805,139 @@ async fn explain_says_whether_a_query_reads_its_batch_as_it_arrives() {
         );
     }
 }
+
+/// 100,000 events `(id, ts)`, one a millisecond from 2026-01-01, sent at
+/// once to a stream `ev` that lets 1,000 rows wait, read by `sql`: its
+/// first batch must take them all, and its rows in the end, sorted, are
+/// returned.
+async fn fold_events_while_they_arrive(sql: &str) -> Vec<Vec<String>> {
+    const EVENTS: i64 = 100_000;
+    const BOUND: usize = 1_000;
+    let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let (close, closing) = std::sync::mpsc::channel::<()>();
+    let address = line_server(move |mut client| {
+        let mut text: Vec<u8> = Vec::new();
+        for id in 0..EVENTS {
+            let ts = base + chrono::Duration::milliseconds(id);
+            writeln!(text, "{id},{}", ts.format("%Y-%m-%d %H:%M:%S%.3f")).unwrap();
+        }
+        if client.write_all(&text).is_err() {
+            return;
+        }
+        let _ = closing.recv_timeout(DEADLINE);
+    });
+    let ctx = StreamContext::new(Duration::from_secs(3));
+    ctx.sql(&format!(
+        "CREATE STREAM ev (id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH (connector = 'socket', host = '127.0.0.1', port = '{}', format = 'csv', max_pending_rows = '{BOUND}')",
+        port_of(&address)
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, sql).await;
+    let mut outputs = Vec::new();
+    let first = loop {
+        let output = next_batch(&mut query)
+            .await
+            .expect("the stream is still open")
+            .expect("batch");
+        let rows_in = output.rows_in;
+        outputs.push(output);
+        if rows_in > 0 {
+            break rows_in;
+        }
+    };
+    assert_eq!(first, EVENTS as usize, "the first batch folded every event");
+    close.send(()).ok();
+    outputs.extend(collect_all(query).await);
+    let mut got: Vec<Vec<String>> = outputs.iter().flat_map(rows).collect();
+    got.sort();
+    let stream = ctx.streams().into_iter().find(|s| s.name == "ev").unwrap();
+    assert!(
+        stream.peak_pending_rows <= BOUND as u64,
+        "the bound held: {} rows waited",
+        stream.peak_pending_rows
+    );
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_time_window_folds_a_batch_larger_than_the_bound_while_it_arrives() {
+    // A TUMBLE count folds the rows into its panes as they arrive, so its
+    // first batch takes all 100,000 (a window that kept its rows would
+    // read at most the bound before each tick), and each 10-second window
+    // counts exactly its 10,000 events.
+    let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let ctx = StreamContext::new(Duration::from_secs(1));
+    ctx.sql(
+        "CREATE STREAM ev (id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH (connector = 'queue')",
+    )
+    .await
+    .unwrap();
+    let sql: &str = "SELECT window_start, COUNT(*) AS n, SUM(id) AS ids FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY window_start";
+    let plan = crate::common::explain(&ctx, sql).await;
+    assert!(
+        plan.contains("folded into their panes while the batch arrives"),
+        "{plan}"
+    );
+    let recompute = crate::common::explain(
+        &ctx,
+        "SELECT window_start, COUNT(DISTINCT id) AS ids FROM TUMBLE(ev, ts, INTERVAL '10' SECOND) GROUP BY window_start",
+    )
+    .await;
+    assert!(
+        recompute.contains("a batch is read whole at its tick"),
+        "{recompute}"
+    );
+    let windows = fold_events_while_they_arrive(sql).await;
+    let expected: Vec<Vec<String>> = (0..10)
+        .map(|w| {
+            let start = base + chrono::Duration::seconds(10 * w);
+            let ids: i64 = (w * 10_000..(w + 1) * 10_000).sum();
+            vec![
+                start.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "10000".to_string(),
+                ids.to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(windows, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_time_sessions_fold_a_batch_larger_than_the_bound_while_it_arrives() {
+    // Four keys, each an event every 4 ms, with 20 s without events after
+    // the first 40 s: two sessions per key, exactly counted, all folded
+    // from one batch.
+    let sql = "SELECT id % 4 AS k, window_start, window_end, COUNT(*) AS n \
+               FROM SESSION(ev, ts, INTERVAL '2' SECOND) \
+               WHERE id < 40000 OR id >= 60000 \
+               GROUP BY id % 4, window_start, window_end";
+    let sessions = fold_events_while_they_arrive(sql).await;
+    let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let at = |millis: i64| {
+        (base + chrono::Duration::milliseconds(millis))
+            .format("%Y-%m-%dT%H:%M:%S%.fZ")
+            .to_string()
+    };
+    let mut expected = Vec::new();
+    for k in 0..4 {
+        for (first, last) in [(k, 39_996 + k), (60_000 + k, 99_996 + k)] {
+            expected.push(vec![
+                k.to_string(),
+                at(first),
+                at(last + 2_000),
+                "10000".to_string(),
+            ]);
+        }
+    }
+    expected.sort();
+    assert_eq!(sessions, expected);
+}
