@@ -54,8 +54,14 @@ pub(crate) struct PerBatchEngine {
     variants: Vec<PlanVariant>,
     schema: SchemaRef,
     /// Rows of the last batch: a batch read while it arrives runs on the
-    /// plan the last one's size called for (its own is not known yet).
-    last_rows: usize,
+    /// plan the last one's size called for (its own is not known yet). The
+    /// first batch, with no last one, runs on the parallel plan when that
+    /// reads as rows arrive (an aggregate): a stream that starts with a
+    /// flood (a socket's backlog, a directory's files, a long trigger
+    /// interval) would otherwise run its whole first batch on one core. A
+    /// plan that keeps its rows reads at most the stream's bound before the
+    /// tick, and returns them in arrival order on one partition.
+    last_rows: Option<usize>,
     /// Per variant, whether its plan may read a batch as fast as it comes
     /// (see [`reads_freely`]).
     reads_freely: Vec<bool>,
@@ -78,7 +84,7 @@ impl PerBatchEngine {
         Self {
             variants,
             schema,
-            last_rows: 0,
+            last_rows: None,
             reads_freely,
             constant: None,
         }
@@ -124,14 +130,21 @@ impl BatchEngine for PerBatchEngine {
     }
 
     async fn on_live_batch(&mut self, batch: &LiveBatch) -> Result<Option<Emission>> {
-        let Some((variant, reads_freely)) = self.variant(self.last_rows) else {
+        let rows = self.last_rows.unwrap_or_else(|| {
+            if self.reads_freely.last().copied().unwrap_or(false) {
+                usize::MAX
+            } else {
+                0
+            }
+        });
+        let Some((variant, reads_freely)) = self.variant(rows) else {
             return Ok(None);
         };
         if !variant.one_scan_per_input() {
             // A stream read twice (a self-join): each scan needs all of
             // the batch, not a share of one reader's pieces.
             let whole = batch.collect().await?;
-            self.last_rows = whole.rows;
+            self.last_rows = Some(whole.rows);
             return self.on_batch(&whole).await;
         }
         // Every partition of a scan reads the same reader: each takes the
@@ -149,7 +162,7 @@ impl BatchEngine for PerBatchEngine {
         for (_, slots) in &variant.scans {
             slots.iter().for_each(|slot| slot.clear());
         }
-        self.last_rows = batch.end().await.rows;
+        self.last_rows = Some(batch.end().await.rows);
         Ok(Some(Emission {
             batches: result?,
             window: None,

@@ -440,6 +440,7 @@ impl Source for KafkaSource {
             consumer: Arc::clone(&consumer),
             decoder,
             framing: Framing::of(&self.options),
+            keeps_keys: self.schema.fields().iter().any(|f| f.name() == "_key"),
             on_error: self.options.on_error,
             inbox: Arc::clone(&inbox),
             warn: Arc::clone(&self.warn),

@@ -111,6 +111,8 @@ pub(super) struct Reader {
     pub(super) consumer: Arc<KafkaConsumer>,
     pub(super) decoder: ValueDecoder,
     pub(super) framing: Framing,
+    /// The stream declares `_key`: each message's key is kept for it.
+    pub(super) keeps_keys: bool,
     pub(super) on_error: crate::source::OnError,
     pub(super) inbox: Arc<Inbox>,
     pub(super) warn: WarningHandler,
@@ -179,7 +181,7 @@ impl Reader {
                         )));
                         lost = false;
                     }
-                    add_message(&message, self.framing, &mut chunk);
+                    add_message(&message, self.framing, self.keeps_keys, &mut chunk);
                 }
                 Err(err) => {
                     if !lost {
@@ -201,7 +203,9 @@ impl Reader {
             while chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) if self.before_checkpoint(&message) => {}
-                    Some(Ok(message)) => add_message(&message, self.framing, &mut chunk),
+                    Some(Ok(message)) => {
+                        add_message(&message, self.framing, self.keeps_keys, &mut chunk)
+                    }
                     _ => break,
                 }
             }
@@ -294,9 +298,13 @@ impl Reader {
     }
 }
 
+/// Appends `message` to `chunk`: its value framed as `framing` says, and
+/// its place (with its key when `keeps_key`: `_key` is declared, or the
+/// upsert framing reads it).
 pub(super) fn add_message(
     message: &rdkafka::message::BorrowedMessage<'_>,
     framing: Framing,
+    keeps_key: bool,
     chunk: &mut Chunk,
 ) {
     let Chunk {
@@ -307,6 +315,7 @@ pub(super) fn add_message(
     let place = Place {
         key: message
             .key()
+            .filter(|_| keeps_key)
             .map(|key| String::from_utf8_lossy(key).into_owned()),
         partition: message.partition(),
         offset: message.offset(),
