@@ -91,6 +91,9 @@ struct Measured {
     peak_retained_rows: usize,
     peak_retained_bytes: usize,
     rows_out: usize,
+    /// The sum of the result's `n` column (a count), when it has one.
+    counted: i64,
+    late_rows: u64,
 }
 
 async fn run(sql: &str, batches: &[RecordBatch]) -> Measured {
@@ -113,6 +116,7 @@ async fn run(sql: &str, batches: &[RecordBatch]) -> Measured {
     });
     let mut executions = Vec::new();
     let (mut peak_rows, mut peak_bytes, mut rows_out) = (0, 0, 0);
+    let (mut counted, mut late_rows) = (0, 0);
     while let Some(output) = query.next().await {
         let output = output.expect("batch");
         if output.rows_in > 0 {
@@ -121,6 +125,10 @@ async fn run(sql: &str, batches: &[RecordBatch]) -> Measured {
         peak_rows = peak_rows.max(output.retained.rows);
         peak_bytes = peak_bytes.max(output.retained.bytes);
         rows_out += output.rows_out();
+        late_rows += output.late_rows;
+        if output.schema.column_with_name("n").is_some() {
+            counted += common::column_sum(&output.batches, "n");
+        }
     }
     let elapsed = started.elapsed();
     feeder.await.expect("feeder");
@@ -131,6 +139,8 @@ async fn run(sql: &str, batches: &[RecordBatch]) -> Measured {
         peak_retained_rows: peak_rows,
         peak_retained_bytes: peak_bytes,
         rows_out,
+        counted,
+        late_rows,
     }
 }
 
@@ -257,6 +267,12 @@ fn main() {
         }
         for attempt in 1..=3 {
             let m = runtime.block_on(run(sql, &batches));
+            // Every event is within the watermark's delay: none is late,
+            // and a count counts each once.
+            assert_eq!(m.late_rows, 0, "{name}: late rows");
+            if sql.contains("COUNT(*) AS n") {
+                assert_eq!(m.counted, events() as i64, "{name}: events counted");
+            }
             println!(
                 "event_time/{name} run {attempt}: {:.2}M events/s, median batch {:.1} ms, peak retained {} rows / {:.1} MiB, {} rows out",
                 m.events_per_second / 1e6,

@@ -14,11 +14,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 
 mod common;
-use common::{WORD_COUNT, WORD_COUNT_SPLIT, query_over_batches, word_lines};
+use common::{WORD_COUNT, WORD_COUNT_SPLIT, column_sum, query_over_batches, word_lines};
 
 /// Sum of tick-to-result times over `iters` batches of a prepared query.
 /// The batch interval leaves the query idle at each tick, so the time is
 /// the batch's own cost, not time spent waiting behind the previous batch.
+/// Each result must count exactly the batch's words (8 a line), and there
+/// must be `iters` of them.
 async fn prepared_batches(
     sql: &str,
     batch: &RecordBatch,
@@ -27,11 +29,22 @@ async fn prepared_batches(
 ) -> Duration {
     let interval = Duration::from_millis(1 + batch.num_rows() as u64 / 2_000);
     let ctx = StreamContext::new(interval);
-    let query = query_over_batches(&ctx, sql, batch, iters).await;
-    query
-        .map(|output| measure(&output.expect("batch")))
-        .fold(Duration::ZERO, |a, b| async move { a + b })
-        .await
+    let mut query = query_over_batches(&ctx, sql, batch, iters).await;
+    let words = batch.num_rows() as i64 * 8;
+    let (mut total, mut results) = (Duration::ZERO, 0);
+    while let Some(output) = query.next().await {
+        let output = output.expect("batch");
+        assert_eq!(
+            column_sum(&output.batches, "count"),
+            words,
+            "batch {}",
+            output.batch_number
+        );
+        total += measure(&output);
+        results += 1;
+    }
+    assert_eq!(results, iters, "one result a batch");
+    total
 }
 
 /// Time to register the batch, parse, plan and run the SQL, `iters` times.
@@ -43,12 +56,14 @@ async fn planned_every_batch(batch: &RecordBatch, iters: u64) -> Duration {
         let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).expect("table");
         ctx.register_table("lines", Arc::new(table))
             .expect("register");
-        ctx.sql(WORD_COUNT)
+        let counts = ctx
+            .sql(WORD_COUNT)
             .await
             .expect("plan")
             .collect()
             .await
             .expect("run");
+        assert_eq!(column_sum(&counts, "count"), batch.num_rows() as i64 * 8);
     }
     started.elapsed()
 }

@@ -65,3 +65,26 @@ pub async fn query_over_batches(
     };
     query
 }
+
+/// The sum of the integer column `column` over `batches` (a count's
+/// total), for benches that check their answer.
+pub fn column_sum(batches: &[RecordBatch], column: &str) -> i64 {
+    batches
+        .iter()
+        .map(|batch| {
+            let values = batch
+                .column_by_name(column)
+                .unwrap_or_else(|| panic!("no column {column}"));
+            let values = datafusion::arrow::compute::cast(
+                values,
+                &datafusion::arrow::datatypes::DataType::Int64,
+            )
+            .expect("an integer column");
+            let values = values
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .expect("int64");
+            values.iter().flatten().sum::<i64>()
+        })
+        .sum()
+}
