@@ -141,6 +141,8 @@ fn main() {
         let batches = batches();
         for attempt in 1..=3 {
             let m = run(&pg, &batches).await;
+            // Every stream row's key is in the table: one row out each.
+            assert_eq!(m.rows_out, ROWS, "rows out");
             println!(
                 "lookup_join run {attempt}: {:.2}M rows/s overall, {:.2}M rows/s with a warm cache, round trips per batch {:?}, {} rows out",
                 m.rows_per_second / 1e6,

@@ -63,11 +63,23 @@ async fn slides(window: u64, incremental: bool, iters: u64, batches: &[RecordBat
     let SqlOutput::Query(query) = ctx.sql(&sql).await.expect("query") else {
         unreachable!("continuous query")
     };
-    query
-        .skip(window as usize)
-        .map(|output| output.expect("slide").execution)
-        .fold(Duration::ZERO, |a, b| async move { a + b })
-        .await
+    // Each slide after the window filled counts exactly its `window`
+    // batches' words.
+    let mut query = query.skip(window as usize);
+    let mut total = Duration::ZERO;
+    while let Some(output) = query.next().await {
+        let output = output.expect("slide");
+        if output.rows_in > 0 {
+            assert_eq!(
+                common::column_sum(&output.batches, "n"),
+                (window as usize * ROWS) as i64,
+                "slide {}",
+                output.batch_number
+            );
+        }
+        total += output.execution;
+    }
+    total
 }
 
 fn window(c: &mut Criterion) {

@@ -43,20 +43,26 @@ fn main() {
     runtime.block_on(async move {
         let batch = word_lines(rows);
         let ctx = StreamContext::new(interval);
-        let query = query_over_batches(&ctx, &sql, &batch, batches).await;
-        let (count, execution, elapsed) = query
-            .fold(
-                (0u32, Duration::ZERO, Duration::ZERO),
-                |(n, execution, elapsed), output| async move {
-                    let output = output.expect("batch");
-                    (
-                        n + 1,
-                        execution + output.execution,
-                        elapsed + output.elapsed,
-                    )
-                },
-            )
-            .await;
+        let mut query = query_over_batches(&ctx, &sql, &batch, batches).await;
+        // The word counts (the default query, or one with a `count`
+        // column) must count exactly the batch's 8 words a line.
+        let checks_counts = sql == WORD_COUNT || sql.contains("AS count");
+        let (mut count, mut execution, mut elapsed) = (0u32, Duration::ZERO, Duration::ZERO);
+        while let Some(output) = query.next().await {
+            let output = output.expect("batch");
+            if checks_counts {
+                assert_eq!(
+                    common::column_sum(&output.batches, "count"),
+                    rows as i64 * 8,
+                    "batch {}",
+                    output.batch_number
+                );
+            }
+            count += 1;
+            execution += output.execution;
+            elapsed += output.elapsed;
+        }
+        assert_eq!(u64::from(count), batches, "one result a batch");
         let cpu = process_cpu().saturating_sub(cpu_before);
         println!(
             "{count} batches of {rows} lines: execution {:?}/batch, tick to result {:?}/batch, CPU {:?}/batch",
