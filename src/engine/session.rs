@@ -548,6 +548,11 @@ impl BatchEngine for SessionEngine {
         let mut report = EventReport::default();
         let mut fresh: Option<RecordBatch> = None;
         let mut behind = Vec::new();
+        // The batch's sessions are merged where they overlap once they hold
+        // this many rows; then at twice what the merge left, so that a
+        // batch of many sessions that do not overlap is not merged again
+        // and again (the merges stay linear in the batch's sessions).
+        let mut merge_at = FOLD_CHUNK_ROWS;
         while let Some(chunk) = batch.next_chunk(FOLD_CHUNK_ROWS).await {
             let (on_time, chunk_behind, part) = self.events.sort_out_rows(&chunk, Utc::now())?;
             report.absorb(part);
@@ -559,10 +564,10 @@ impl BatchEngine for SessionEngine {
                 Some(fresh) => concat_batches(&sessions.schema(), [&fresh, &sessions])?,
                 None => sessions,
             };
-            // The batch's sessions so far, merged where they overlap once
-            // they hold as many rows as a chunk.
-            fresh = Some(if joined.num_rows() >= FOLD_CHUNK_ROWS {
-                self.merge(None, joined).await?.0
+            fresh = Some(if joined.num_rows() >= merge_at {
+                let merged = self.merge(None, joined).await?.0;
+                merge_at = FOLD_CHUNK_ROWS.max(2 * merged.num_rows());
+                merged
             } else {
                 joined
             });
