@@ -160,7 +160,14 @@ async fn debezium_run(
                 counts.insert(status.value(row).to_string(), n.value(row));
             }
         }
-        if seen == expected_rows && counts == *expected {
+        assert!(
+            seen <= expected_rows,
+            "{seen} changes read, {expected_rows} produced"
+        );
+        if seen == expected_rows {
+            // Every change is in: the running counts must be the model's
+            // table exactly, in this batch's result.
+            assert_eq!(counts, *expected, "the counts after every change");
             return Instant::now() - first.unwrap_or_else(Instant::now);
         }
     }
@@ -205,6 +212,14 @@ async fn postgres_run(pg: &PgServer) -> (f64, Vec<Duration>) {
             .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
         (values.len() == 1 && values.is_valid(0)).then(|| values.value(0))
     };
+    let count_of = |output: &brook::BatchOutput| -> Option<i64> {
+        let batch = output.batches.first()?;
+        let values = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
+        (values.len() == 1 && values.is_valid(0)).then(|| values.value(0))
+    };
     // Wait for the snapshot.
     loop {
         let output = query.next().await.unwrap().unwrap();
@@ -241,12 +256,22 @@ async fn postgres_run(pg: &PgServer) -> (f64, Vec<Duration>) {
         started.elapsed().as_secs_f64()
     );
     let mut shown = Instant::now();
+    let writer_done = Instant::now();
     loop {
         let output = query.next().await.unwrap().unwrap();
         let total = total_of(&output);
+        assert!(
+            total.is_none_or(|total| total <= changes as i64),
+            "a running sum of {total:?} over {changes} committed +1 updates"
+        );
         if total == Some(changes as i64) {
+            assert_eq!(count_of(&output), Some(10_000), "the table's rows");
             break;
         }
+        assert!(
+            writer_done.elapsed() < Duration::from_secs(300),
+            "the result still {total:?} of {changes} five minutes after the writer stopped"
+        );
         if shown.elapsed() > Duration::from_secs(5) {
             println!(
                 "changelog: {total:?} of {changes} changes after {:.0} s",
@@ -268,7 +293,12 @@ async fn postgres_run(pg: &PgServer) -> (f64, Vec<Duration>) {
         expected += 1;
         loop {
             let output = query.next().await.unwrap().unwrap();
-            if total_of(&output) == Some(expected) {
+            let total = total_of(&output);
+            assert!(
+                total.is_none_or(|total| total <= expected),
+                "a running sum of {total:?} after {expected} +1 updates"
+            );
+            if total == Some(expected) {
                 lags.push(committed.elapsed());
                 break;
             }

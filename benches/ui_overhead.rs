@@ -95,20 +95,24 @@ async fn run(
         }
         Some(handle)
     };
-    let query = query_over_batches(&ctx, WORD_COUNT, batch, batches).await;
-    let (count, execution, elapsed) = query
-        .fold(
-            (0u32, Duration::ZERO, Duration::ZERO),
-            |(n, execution, elapsed), output| async move {
-                let output = output.expect("batch");
-                (
-                    n + 1,
-                    execution + output.execution,
-                    elapsed + output.elapsed,
-                )
-            },
-        )
-        .await;
+    let mut query = query_over_batches(&ctx, WORD_COUNT, batch, batches).await;
+    // Each result must count exactly its batch's 8 words a line, one
+    // result a batch, whatever the dashboard does beside it.
+    let words = batch.num_rows() as i64 * 8;
+    let (mut count, mut execution, mut elapsed) = (0u32, Duration::ZERO, Duration::ZERO);
+    while let Some(output) = query.next().await {
+        let output = output.expect("batch");
+        assert_eq!(
+            common::column_sum(&output.batches, "count"),
+            words,
+            "batch {}",
+            output.batch_number
+        );
+        count += 1;
+        execution += output.execution;
+        elapsed += output.elapsed;
+    }
+    assert_eq!(u64::from(count), batches, "one result a batch");
     for client in clients {
         client.abort();
     }

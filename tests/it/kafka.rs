@@ -1252,3 +1252,115 @@ async fn a_brook_reading_kafka_killed_ten_times_resumes_from_its_checkpoint_offs
     assert_eq!(after, expected_after);
     assert_eq!(crate::checkpoint::each_window_once(rows), expected_windows);
 }
+
+/// Found when brook's reader took messages from a queue of its own:
+/// librdkafka clears a partition's route to that queue when a revoke stops
+/// fetching it, so partitions given back by a later rebalance were never
+/// read again. Here another member of the group takes two of the four
+/// partitions and leaves; every message produced after it left, on every
+/// partition, must be read, and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_taken_by_another_member_and_given_back_are_read_again() {
+    use futures::StreamExt;
+    let broker = KafkaBroker::start();
+    broker.create_topic("given_back", 4);
+    let ctx = StreamContext::new(Duration::from_millis(100));
+    ctx.sql(&format!(
+        "CREATE STREAM given_back (n BIGINT, _partition INT) WITH (connector = 'kafka', \
+         bootstrap_servers = '{}', topic = 'given_back', format = 'csv', \
+         start_offset = 'earliest', group_id = 'given_back', {GROUP})",
+        broker.address()
+    ))
+    .await
+    .unwrap();
+    let mut query = start(&ctx, "SELECT n, _partition FROM given_back").await;
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen: Vec<i64> = Vec::new();
+    let numbers = |from: i64, to: i64| -> Vec<(i32, Option<String>, String)> {
+        (from..=to)
+            .map(|n| ((n % 4) as i32, None, n.to_string()))
+            .collect()
+    };
+    produce(&broker, "given_back", &numbers(1, 400)).await;
+    read_until(&mut seen, &mut query, 400, deadline).await;
+
+    // Another member joins: the group is rebalanced and it takes some
+    // partitions; then it leaves, and brook is given them back.
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "given_back")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    other.subscribe(&["given_back"]).expect("subscribe");
+    let mut other_had = Vec::new();
+    while other_had.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the other member got no partition"
+        );
+        let _ = other.poll(Duration::from_millis(100));
+        other_had = other
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        // brook keeps reading meanwhile.
+        if let Ok(Some(Ok(output))) =
+            tokio::time::timeout(Duration::from_millis(10), query.next()).await
+        {
+            seen.extend(values_of(&output));
+        }
+    }
+    assert!(other_had.len() < 4, "brook kept some: {other_had:?}");
+    other.unsubscribe();
+    drop(other);
+
+    // Produced after the other member left: brook must read them all.
+    produce(&broker, "given_back", &numbers(401, 800)).await;
+    read_until(&mut seen, &mut query, 800, deadline).await;
+    // A few more batches for duplicates.
+    for _ in 0..5 {
+        let output = tokio::time::timeout(DEADLINE, query.next())
+            .await
+            .expect("a batch")
+            .expect("the query runs")
+            .expect("the batch runs");
+        seen.extend(values_of(&output));
+    }
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for n in &seen {
+        *counts.entry(*n).or_default() += 1;
+    }
+    // The other member committed nothing, so what brook read of the
+    // partitions it took may be read again after they came back; nothing
+    // produced after it left is read twice.
+    let twice: Vec<i64> = counts
+        .iter()
+        .filter(|(n, count)| **n > 400 && **count > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(twice.is_empty(), "read twice: {twice:?}");
+    assert_eq!(counts.len(), 800);
+}
+
+/// Reads values (column 0) into `seen` until it holds every number up to
+/// `last`.
+async fn read_until(
+    seen: &mut Vec<i64>,
+    query: &mut brook::ContinuousQuery,
+    last: i64,
+    deadline: Instant,
+) {
+    use futures::StreamExt;
+    while !(1..=last).all(|n| seen.contains(&n)) {
+        assert!(Instant::now() < deadline, "read {} of {last}", seen.len());
+        let output = tokio::time::timeout(DEADLINE, query.next())
+            .await
+            .expect("a batch")
+            .expect("the query runs")
+            .expect("the batch runs");
+        seen.extend(values_of(&output));
+    }
+}

@@ -21,11 +21,13 @@
 //! until a cut makes room. The consumer is read on a thread of its own, so
 //! that a rebalance may block while the batches in progress finish.
 
+mod fetch;
 mod offsets;
 mod options;
 mod reader;
 mod rebalance;
 
+use self::fetch::FetchQueue;
 use self::offsets::{Offsets, offsets_text};
 use self::reader::{Framing, Reader, ValueDecoder, metadata_array};
 use self::rebalance::{Committer, KafkaConsumer, StartContext};
@@ -54,6 +56,9 @@ use crate::error::{BrookError, Result, Warning, WarningHandler};
 pub(super) const MESSAGES_PER_CHUNK: usize = 8192;
 /// Bytes of message values decoded together at most.
 pub(super) const BYTES_PER_CHUNK: usize = 1 << 20;
+/// How long the reader waits for a message on the fetch queue before it
+/// serves the group's events again (rebalances wait at most this long).
+pub(super) const FETCH_WAIT: Duration = Duration::from_millis(50);
 /// How long `CREATE STREAM`'s first query waits for the broker's metadata.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a rebalance waits for the batches in progress to finish before
@@ -400,7 +405,14 @@ impl Source for KafkaSource {
             rebalances: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         });
-        let consumer = Arc::new(KafkaConsumer(Some(self.consumer(Arc::clone(&offsets))?)));
+        let consumer = self.consumer(Arc::clone(&offsets))?;
+        // SAFETY: the consumer is live; `KafkaConsumer`'s drop closes the
+        // fetch queue before the consumer.
+        let fetch = unsafe { FetchQueue::new(consumer.client().native_ptr(), &self.options.topic) };
+        if let Some(fetch) = fetch {
+            let _ = consumer.context().fetch.set(fetch);
+        }
+        let consumer = Arc::new(KafkaConsumer(Some(consumer)));
         let stream = self.stream.clone();
         let topic = self.options.topic.clone();
         let servers = self.options.bootstrap_servers.clone();
@@ -512,6 +524,7 @@ impl KafkaSource {
                 resume: self.resume.lock().clone(),
                 seen: Default::default(),
                 offsets,
+                fetch: Default::default(),
             })
             .map_err(|err| {
                 BrookError::invalid(format!(

@@ -25,9 +25,10 @@ use crate::error::{BrookError, Result, Warning, WarningHandler};
 use crate::source::decode::{AvroDecoder, DecodedLines, LineDecoder, upsert_frame};
 use crate::stream::Inbox;
 
+use super::fetch::FetchedMessage;
 use super::offsets::Offsets;
 use super::rebalance::KafkaConsumer;
-use super::{BYTES_PER_CHUNK, MESSAGES_PER_CHUNK, METADATA_COLUMNS};
+use super::{BYTES_PER_CHUNK, FETCH_WAIT, MESSAGES_PER_CHUNK, METADATA_COLUMNS};
 
 /// One message's place, for its rows' metadata columns and bad-row reports.
 #[derive(Debug, Default, Clone)]
@@ -125,16 +126,12 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    /// Whether `message` was already read before the checkpoint the stream
-    /// resumed from.
-    pub(super) fn before_checkpoint(
-        &self,
-        message: &rdkafka::message::BorrowedMessage<'_>,
-    ) -> bool {
-        self.resume
-            .get(&message.partition())
-            .is_some_and(|at| message.offset() < *at)
+    /// Whether the message at `partition`/`offset` was already read before
+    /// the checkpoint the stream resumed from.
+    pub(super) fn before_checkpoint(&self, partition: i32, offset: i64) -> bool {
+        self.resume.get(&partition).is_some_and(|at| offset < *at)
     }
+
     /// Reads on a thread of its own (with a runtime of its own), so that
     /// the rebalance callback, which librdkafka runs inside `recv`, may
     /// block while the batches in progress finish, without holding up a
@@ -167,53 +164,89 @@ impl Reader {
 
     pub(super) async fn run(mut self) {
         let mut lost = false;
+        let mut fetched: Vec<FetchedMessage> = Vec::new();
         loop {
-            // The first message waits; the rest are what is ready now. A
-            // rebalance inside `recv` ends the chunk (it returns pending).
+            // The reader is stopped where it waits: here, between chunks.
+            tokio::task::yield_now().await;
+            // The group's events first (a rebalance runs here, between
+            // chunks); the consumer's own queue has messages only of a
+            // partition not routed to the fetch queue.
             let mut chunk = Chunk::default();
-            match self.consumer.recv().await {
-                Ok(message) if self.before_checkpoint(&message) => continue,
-                Ok(message) => {
-                    if lost {
-                        (self.warn)(&Warning::Source(BrookError::external(
-                            format!("stream '{}'", self.stream),
-                            format!("reading topic '{}' again", self.topic),
-                        )));
-                        lost = false;
-                    }
-                    add_message(&message, self.framing, self.keeps_keys, &mut chunk);
-                }
-                Err(err) => {
-                    if !lost {
-                        (self.warn)(&Warning::Source(kafka_warning(
-                            &self.stream,
-                            &self.topic,
-                            &err,
-                        )));
-                        lost = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            }
             let rebalance = self.offsets.rebalances.load(Ordering::Acquire);
-            // A chunk fits in the inbox's bound (an empty inbox would take
-            // a larger one whole).
             let most = MESSAGES_PER_CHUNK.min(self.inbox.limits().max_pending_rows);
             while chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
                 match self.consumer.recv().now_or_never() {
-                    Some(Ok(message)) if self.before_checkpoint(&message) => {}
                     Some(Ok(message)) => {
-                        add_message(&message, self.framing, self.keeps_keys, &mut chunk)
+                        let message = MessageView::of_borrowed(&message);
+                        if !self.before_checkpoint(message.partition, message.offset) {
+                            add_message(&message, self.framing, self.keeps_keys, &mut chunk);
+                        }
                     }
-                    _ => break,
+                    Some(Err(err)) => {
+                        if !lost {
+                            (self.warn)(&Warning::Source(kafka_warning(
+                                &self.stream,
+                                &self.topic,
+                                &err,
+                            )));
+                            lost = true;
+                        }
+                        break;
+                    }
+                    None => break,
                 }
             }
             if self.offsets.rebalances.load(Ordering::Acquire) != rebalance {
-                // Read before its partitions were revoked: their next
-                // owner reads these messages again from the committed
-                // offset.
+                // A rebalance: what was read before it is read again from
+                // the committed offsets by the partitions' owner.
                 continue;
+            }
+            // Then the fetch queue, waiting a little for a first message
+            // when there is none yet (the events are served again after).
+            let Some(fetch) = self.consumer.fetch() else {
+                tokio::time::sleep(FETCH_WAIT).await;
+                continue;
+            };
+            fetch.reroute();
+            while chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
+                // Messages are taken at most as many as rows are still
+                // wanted (a message holds at least one row).
+                let room = most - chunk.places.len();
+                let wait = if chunk.places.is_empty() {
+                    FETCH_WAIT
+                } else {
+                    Duration::ZERO
+                };
+                if fetch.take(&mut fetched, room, wait) == 0 {
+                    break;
+                }
+                for message in fetched.drain(..) {
+                    if let Some(err) = message.error() {
+                        if !lost {
+                            (self.warn)(&Warning::Source(kafka_warning(
+                                &self.stream,
+                                &self.topic,
+                                &err,
+                            )));
+                            lost = true;
+                        }
+                        continue;
+                    }
+                    let message = MessageView::of_fetched(&message);
+                    if !self.before_checkpoint(message.partition, message.offset) {
+                        add_message(&message, self.framing, self.keeps_keys, &mut chunk);
+                    }
+                }
+            }
+            if chunk.places.is_empty() && chunk.ends.is_empty() {
+                continue;
+            }
+            if lost {
+                (self.warn)(&Warning::Source(BrookError::external(
+                    format!("stream '{}'", self.stream),
+                    format!("reading topic '{}' again", self.topic),
+                )));
+                lost = false;
             }
             if !self.deliver(chunk, rebalance).await {
                 return;
@@ -298,11 +331,43 @@ impl Reader {
     }
 }
 
+/// What the reader takes of a message, whichever queue it came from.
+pub(super) struct MessageView<'a> {
+    pub(super) key: Option<&'a [u8]>,
+    pub(super) payload: Option<&'a [u8]>,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    /// Milliseconds since the epoch, when the message has a timestamp.
+    pub(super) timestamp: Option<i64>,
+}
+
+impl<'a> MessageView<'a> {
+    pub(super) fn of_borrowed(message: &'a rdkafka::message::BorrowedMessage<'_>) -> Self {
+        MessageView {
+            key: message.key(),
+            payload: message.payload(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+        }
+    }
+
+    pub(super) fn of_fetched(message: &'a FetchedMessage) -> Self {
+        MessageView {
+            key: message.key(),
+            payload: message.payload(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp_ms(),
+        }
+    }
+}
+
 /// Appends `message` to `chunk`: its value framed as `framing` says, and
 /// its place (with its key when `keeps_key`: `_key` is declared, or the
 /// upsert framing reads it).
 pub(super) fn add_message(
-    message: &rdkafka::message::BorrowedMessage<'_>,
+    message: &MessageView<'_>,
     framing: Framing,
     keeps_key: bool,
     chunk: &mut Chunk,
@@ -314,17 +379,17 @@ pub(super) fn add_message(
     } = chunk;
     let place = Place {
         key: message
-            .key()
+            .key
             .filter(|_| keeps_key)
             .map(|key| String::from_utf8_lossy(key).into_owned()),
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp: message.timestamp().to_millis(),
+        partition: message.partition,
+        offset: message.offset,
+        timestamp: message.timestamp,
     };
     match framing {
         Framing::Lines => {}
         Framing::Change => {
-            let Some(value) = message.payload().filter(|v| !v.is_empty()) else {
+            let Some(value) = message.payload.filter(|v| !v.is_empty()) else {
                 return;
             };
             // One change per message: JSON's line breaks are whitespace.
@@ -338,7 +403,7 @@ pub(super) fn add_message(
             return;
         }
         Framing::Avro => {
-            let Some(value) = message.payload() else {
+            let Some(value) = message.payload else {
                 return;
             };
             chunk.extend_from_slice(value);
@@ -347,13 +412,13 @@ pub(super) fn add_message(
             return;
         }
         Framing::Upsert => {
-            upsert_frame(message.key(), message.payload(), chunk);
+            upsert_frame(message.key, message.payload, chunk);
             chunk.push(b'\n');
             places.push(place);
             return;
         }
     }
-    let value = message.payload().unwrap_or_default();
+    let value = message.payload.unwrap_or_default();
     let value = value.strip_suffix(b"\n").unwrap_or(value);
     // Each line of the value is a row with the message's place.
     for line in value.split(|b| *b == b'\n') {

@@ -6,8 +6,8 @@
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -17,6 +17,7 @@ use rdkafka::types::RDKafkaRespErr;
 use super::options::StartOffset;
 use crate::error::{BrookError, Warning};
 
+use super::fetch::FetchQueue;
 use super::offsets::Offsets;
 
 /// Sets where each partition starts the first time this process is
@@ -29,6 +30,9 @@ pub(super) struct StartContext {
     pub(super) resume: BTreeMap<i32, i64>,
     pub(super) seen: Mutex<HashSet<i32>>,
     pub(super) offsets: Arc<Offsets>,
+    /// Where assigned partitions' messages go, set once the consumer exists
+    /// (it needs the consumer's handle).
+    pub(super) fetch: OnceLock<FetchQueue>,
 }
 
 impl ClientContext for StartContext {}
@@ -94,6 +98,11 @@ impl ConsumerContext for StartContext {
                 drop(seen);
                 let rebalance = self.offsets.rebalances.fetch_add(1, Ordering::AcqRel) + 1;
                 self.offsets.assigned(&numbers, rebalance);
+                // Routed before they are assigned, so that librdkafka keeps
+                // the route when it starts fetching them.
+                if let Some(fetch) = self.fetch.get() {
+                    fetch.route(&numbers);
+                }
                 if let Err(err) = consumer.assign(partitions) {
                     (self.offsets.warn)(&Warning::Source(BrookError::external(
                         format!("stream '{}'", self.offsets.stream),
@@ -128,6 +137,13 @@ impl ConsumerContext for StartContext {
 /// must not hold up the runtime.
 pub(super) struct KafkaConsumer(pub(super) Option<StreamConsumer<StartContext>>);
 
+impl KafkaConsumer {
+    /// The queue assigned partitions' messages are routed to.
+    pub(super) fn fetch(&self) -> Option<&FetchQueue> {
+        self.context().fetch.get()
+    }
+}
+
 impl std::ops::Deref for KafkaConsumer {
     type Target = StreamConsumer<StartContext>;
 
@@ -145,7 +161,13 @@ impl Drop for KafkaConsumer {
         if let Some(consumer) = self.0.take() {
             let _ = std::thread::Builder::new()
                 .name("brook-kafka-close".into())
-                .spawn(move || drop(consumer));
+                .spawn(move || {
+                    // The fetch queue goes before the consumer it belongs to.
+                    if let Some(fetch) = consumer.context().fetch.get() {
+                        fetch.close();
+                    }
+                    drop(consumer)
+                });
         }
     }
 }
