@@ -8,6 +8,11 @@
 #   benches/brook_run.sh lake [BROOK]   Parquet and Delta sinks, local disk
 #                                       and a local SeaweedFS (S3), 10M rows;
 #                                       row counts read back and checked
+#   benches/brook_run.sh files [BROOK]  the directory source: 100 CSV files of
+#                                       100,000 rows (written by brook's file
+#                                       sink) read from local disk and from a
+#                                       local SeaweedFS (S3) into a RUNNING
+#                                       count and sum, checked exactly
 #   benches/brook_run.sh hop  [BROOK]   event-time HOP 1 min / 5 s and
 #                                       10 min / 5 s AVG, 10M events, 1,000 keys
 #   benches/brook_run.sh words [BROOK]  a per-batch word count (split and
@@ -18,7 +23,7 @@
 # (.ci/install-weed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?lake or hop}
+mode=${1:?lake, files, hop or words}
 brook=$(realpath "${2:-target/release/brook}")
 work=$(mktemp -d /tmp/brook-run-bench.XXXXXX)
 trap 'kill "${weed_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -87,6 +92,45 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-
   AWS_ENDPOINT_URL=http://127.0.0.1:$((port + 7)) AWS_ALLOW_HTTP=true
 fill "CREATE STREAM r (id BIGINT, sensor TEXT, day TEXT, v DOUBLE) WITH (connector = 'queue', $queue);" \
      "INSERT INTO r SELECT g, 'sensor-' || (g % 500), 'd' || (g % 4), g * 0.5 FROM generate_series({from}, {to}) AS t(g)" > "$work/fill.sql"
+if [ "$mode" = files ]; then
+  # The inputs: the fill's 10M rows written by brook's CSV sink, a file per
+  # batch (header, batch, batch_time, id, sensor, v), to disk and to S3.
+  case_time "write, disk" "$work/fill.sql" "CREATE SINK o WITH (connector = 'file', format = 'csv', path = '$work/in/') AS SELECT id, sensor, v FROM r;"
+  case_time "write, S3" "$work/fill.sql" "CREATE SINK o WITH (connector = 'file', format = 'csv', path = 's3://bench/in/') AS SELECT id, sensor, v FROM r;"
+  echo "  $(ls "$work/in" | wc -l) files on disk"
+  read_time() { # $1: name, $2: the directory
+    cat > "$work/read.sql" <<SQL
+SET batch_interval = '100ms';
+CREATE STREAM s (batch BIGINT, batch_time TIMESTAMP, id BIGINT, sensor TEXT, v DOUBLE)
+  WITH (connector = 'files', path = '$2', format = 'csv', header = 'true', settle = '0ms');
+SELECT COUNT(*) AS n, SUM(id) AS total FROM RUNNING(s);
+SQL
+    # From brook's start to the result that holds every row (then stopped).
+    python3 - "$brook" "$work/read.sql" "$1" <<'PY'
+import subprocess, sys, time
+brook, script, name = sys.argv[1:4]
+start = time.monotonic()
+run = subprocess.Popen([brook, "-q", "--format", "csv", "run", script], stdout=subprocess.PIPE, text=True)
+done = None
+for line in run.stdout:
+    fields = line.strip().split(",")
+    if len(fields) == 4 and fields[2] == "10000000":
+        assert fields[3] == "49999995000000", line
+        done = time.monotonic() - start
+        break
+    assert not (len(fields) == 4 and fields[2].isdigit() and int(fields[2]) > 10000000), line
+run.kill()
+run.wait()
+assert done is not None, "the count never reached 10,000,000"
+print(f"{name:<16} {done:6.2f} s  ({10_000_000 / done / 1e6:.2f}M rows/s)")
+PY
+  }
+  for run in 1 2 3; do
+    read_time "read, disk" "$work/in/"
+    read_time "read, S3" "s3://bench/in/"
+  done
+  exit 0
+fi
 check() { # $1: CREATE EXTERNAL TABLE's STORED AS and LOCATION
   "$brook" -q --format csv -c "CREATE EXTERNAL TABLE t STORED AS $1" -c "SELECT count(*), sum(id) FROM t" | tail -1
 }
