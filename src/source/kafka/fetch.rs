@@ -17,11 +17,21 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rdkafka::bindings as rd;
 
+/// Messages one take returns at most, so that the reader checks its
+/// chunk's byte bound between takes (a chunk may otherwise hold all that
+/// librdkafka fetched ahead).
+pub(super) const MESSAGES_PER_TAKE: usize = 2048;
+
 /// The queues behind [`FetchQueue`], owned: destroyed once, in
 /// [`FetchQueue::close`].
 struct Queues {
     client: *mut rd::rd_kafka_t,
     fetch: *mut rd::rd_kafka_queue_t,
+    /// The consumer's own queue (the group's events), to tell whether
+    /// events still wait.
+    events: *mut rd::rd_kafka_queue_t,
+    /// Room for the message pointers one take returns, kept between takes.
+    slots: Vec<*mut rd::rd_kafka_message_t>,
     /// Each routed partition's queue handle (a reference librdkafka
     /// counts), kept so that the route can be undone at close.
     partitions: HashMap<i32, *mut rd::rd_kafka_queue_t>,
@@ -54,11 +64,20 @@ impl FetchQueue {
         if fetch.is_null() {
             return None;
         }
+        // SAFETY: as above.
+        let events = unsafe { rd::rd_kafka_queue_get_consumer(client) };
+        if events.is_null() {
+            // SAFETY: created above, destroyed once.
+            unsafe { rd::rd_kafka_queue_destroy(fetch) };
+            return None;
+        }
         Some(FetchQueue {
             topic,
             queues: Mutex::new(Some(Queues {
                 client,
                 fetch,
+                events,
+                slots: Vec::with_capacity(MESSAGES_PER_TAKE),
                 partitions: HashMap::new(),
             })),
         })
@@ -114,41 +133,60 @@ impl FetchQueue {
         }
     }
 
-    /// Moves up to `most` messages into `into`, waiting up to `wait` for the
-    /// first one; returns how many. Nothing once closed.
+    /// Whether the group's events (rebalances, errors, commit results)
+    /// wait on the consumer's own queue.
+    pub(super) fn events_waiting(&self) -> bool {
+        let queues = self.queues.lock();
+        // SAFETY: a live queue handle.
+        queues
+            .as_ref()
+            .is_some_and(|queues| unsafe { rd::rd_kafka_queue_length(queues.events) } > 0)
+    }
+
+    /// Moves up to `most` messages (at most [`MESSAGES_PER_TAKE`]) into
+    /// `into`, waiting up to `wait` for the first one; returns how many.
+    /// Nothing once closed.
     pub(super) fn take(
         &self,
         into: &mut Vec<FetchedMessage>,
         most: usize,
         wait: Duration,
     ) -> usize {
-        let queues = self.queues.lock();
-        let Some(queues) = queues.as_ref() else {
+        let mut queues = self.queues.lock();
+        let Some(queues) = queues.as_mut() else {
             return 0;
         };
+        let most = most.min(MESSAGES_PER_TAKE);
         let mut taken = 0;
-        let mut slots: Vec<*mut rd::rd_kafka_message_t> = Vec::with_capacity(most.min(1 << 16));
         // Waiting, take one (librdkafka's batch call waits for the whole
-        // batch); then what is there now.
+        // batch to fill); then what is there now.
         let mut wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         while taken < most {
-            let room = if wait_ms > 0 {
-                1
-            } else {
-                (most - taken).min(1 << 16)
-            };
-            slots.clear();
-            // SAFETY: `slots` has room for `room` pointers; the queue is live.
+            let room = if wait_ms > 0 { 1 } else { most - taken };
+            queues.slots.clear();
+            // SAFETY: `slots` has room for `room` <= MESSAGES_PER_TAKE
+            // pointers; the queue is live.
             let got = unsafe {
-                rd::rd_kafka_consume_batch_queue(queues.fetch, wait_ms, slots.as_mut_ptr(), room)
+                rd::rd_kafka_consume_batch_queue(
+                    queues.fetch,
+                    wait_ms,
+                    queues.slots.as_mut_ptr(),
+                    room,
+                )
             };
             let got = usize::try_from(got).unwrap_or(0).min(room);
             if got == 0 {
                 break;
             }
-            // SAFETY: librdkafka wrote `got` message pointers.
-            unsafe { slots.set_len(got) };
-            into.extend(slots.drain(..).filter(|m| !m.is_null()).map(FetchedMessage));
+            // SAFETY: librdkafka wrote `got` message pointers from the front.
+            unsafe { queues.slots.set_len(got) };
+            into.extend(
+                queues
+                    .slots
+                    .drain(..)
+                    .filter(|m| !m.is_null())
+                    .map(FetchedMessage),
+            );
             taken += got;
             wait_ms = 0;
         }
@@ -169,8 +207,18 @@ impl FetchQueue {
             }
         }
         // SAFETY: live, destroyed once.
-        unsafe { rd::rd_kafka_queue_destroy(queues.fetch) };
+        unsafe {
+            rd::rd_kafka_queue_destroy(queues.fetch);
+            rd::rd_kafka_queue_destroy(queues.events);
+        }
     }
+}
+
+/// What a taken "message" is.
+pub(super) enum FetchedKind {
+    Message,
+    PartitionEnd,
+    Error(rdkafka::error::KafkaError),
 }
 
 /// A message taken from the fetch queue; librdkafka's memory, given back
@@ -187,11 +235,15 @@ impl FetchedMessage {
         unsafe { &*self.0 }
     }
 
-    /// librdkafka's error for this partition, when the "message" is one.
-    pub(super) fn error(&self) -> Option<rdkafka::error::KafkaError> {
-        let raw = self.raw();
-        (raw.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
-            .then(|| rdkafka::error::KafkaError::MessageConsumption(raw.err.into()))
+    /// What the "message" is: a message, the end of a partition (only
+    /// with `enable.partition.eof`), or librdkafka's error for the
+    /// partition.
+    pub(super) fn kind(&self) -> FetchedKind {
+        match self.raw().err {
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => FetchedKind::Message,
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF => FetchedKind::PartitionEnd,
+            err => FetchedKind::Error(rdkafka::error::KafkaError::MessageConsumption(err.into())),
+        }
     }
 
     pub(super) fn partition(&self) -> i32 {
@@ -221,7 +273,9 @@ impl FetchedMessage {
         let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: a live message.
         let at = unsafe { rd::rd_kafka_message_timestamp(self.0, &mut kind) };
-        (kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && at >= 0)
+        // As rdkafka reads it: -1 is "none" (a create time before 1970 is
+        // a time).
+        (kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && at != -1)
             .then_some(at)
     }
 }

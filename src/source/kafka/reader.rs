@@ -25,7 +25,7 @@ use crate::error::{BrookError, Result, Warning, WarningHandler};
 use crate::source::decode::{AvroDecoder, DecodedLines, LineDecoder, upsert_frame};
 use crate::stream::Inbox;
 
-use super::fetch::FetchedMessage;
+use super::fetch::{FetchedKind, FetchedMessage};
 use super::offsets::Offsets;
 use super::rebalance::KafkaConsumer;
 use super::{BYTES_PER_CHUNK, FETCH_WAIT, MESSAGES_PER_CHUNK, METADATA_COLUMNS};
@@ -174,28 +174,7 @@ impl Reader {
             let mut chunk = Chunk::default();
             let rebalance = self.offsets.rebalances.load(Ordering::Acquire);
             let most = MESSAGES_PER_CHUNK.min(self.inbox.limits().max_pending_rows);
-            while chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
-                match self.consumer.recv().now_or_never() {
-                    Some(Ok(message)) => {
-                        let message = MessageView::of_borrowed(&message);
-                        if !self.before_checkpoint(message.partition, message.offset) {
-                            add_message(&message, self.framing, self.keeps_keys, &mut chunk);
-                        }
-                    }
-                    Some(Err(err)) => {
-                        if !lost {
-                            (self.warn)(&Warning::Source(kafka_warning(
-                                &self.stream,
-                                &self.topic,
-                                &err,
-                            )));
-                            lost = true;
-                        }
-                        break;
-                    }
-                    None => break,
-                }
-            }
+            self.serve_events(&mut chunk, most, &mut lost);
             if self.offsets.rebalances.load(Ordering::Acquire) != rebalance {
                 // A rebalance: what was read before it is read again from
                 // the committed offsets by the partitions' owner.
@@ -203,40 +182,39 @@ impl Reader {
             }
             // Then the fetch queue, waiting a little for a first message
             // when there is none yet (the events are served again after).
-            let Some(fetch) = self.consumer.fetch() else {
-                tokio::time::sleep(FETCH_WAIT).await;
-                continue;
-            };
-            fetch.reroute();
-            while chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
-                // Messages are taken at most as many as rows are still
-                // wanted (a message holds at least one row).
-                let room = most - chunk.places.len();
-                let wait = if chunk.places.is_empty() {
-                    FETCH_WAIT
-                } else {
-                    Duration::ZERO
-                };
-                if fetch.take(&mut fetched, room, wait) == 0 {
-                    break;
-                }
-                for message in fetched.drain(..) {
-                    if let Some(err) = message.error() {
-                        if !lost {
-                            (self.warn)(&Warning::Source(kafka_warning(
-                                &self.stream,
-                                &self.topic,
-                                &err,
-                            )));
-                            lost = true;
+            if let Some(fetch) = self.consumer.fetch() {
+                fetch.reroute();
+                while chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
+                    // Messages are taken at most as many as rows are still
+                    // wanted (a message holds at least one row).
+                    let room = most - chunk.places.len();
+                    let wait = if chunk.places.is_empty() {
+                        FETCH_WAIT
+                    } else {
+                        Duration::ZERO
+                    };
+                    if fetch.take(&mut fetched, room, wait) == 0 {
+                        break;
+                    }
+                    for message in fetched.drain(..) {
+                        match message.kind() {
+                            FetchedKind::Message => {}
+                            FetchedKind::PartitionEnd => continue,
+                            FetchedKind::Error(err) => {
+                                self.report_lost(&err, &mut lost);
+                                continue;
+                            }
                         }
-                        continue;
-                    }
-                    let message = MessageView::of_fetched(&message);
-                    if !self.before_checkpoint(message.partition, message.offset) {
-                        add_message(&message, self.framing, self.keeps_keys, &mut chunk);
+                        let message = MessageView::of_fetched(&message);
+                        if !self.before_checkpoint(message.partition, message.offset) {
+                            add_message(&message, self.framing, self.keeps_keys, &mut chunk);
+                        }
                     }
                 }
+            } else if chunk.places.is_empty() {
+                // No fetch queue (librdkafka could not make one): messages
+                // come on the consumer's own queue, served above.
+                tokio::time::sleep(FETCH_WAIT).await;
             }
             if chunk.places.is_empty() && chunk.ends.is_empty() {
                 continue;
@@ -251,6 +229,45 @@ impl Reader {
             if !self.deliver(chunk, rebalance).await {
                 return;
             }
+        }
+    }
+
+    /// Serves the group's events waiting on the consumer's own queue (a
+    /// rebalance runs its callback here), adding any message found there to
+    /// `chunk`; reports the first error of an outage.
+    fn serve_events(&mut self, chunk: &mut Chunk, most: usize, lost: &mut bool) {
+        // rdkafka returns nothing for a served rebalance or commit result
+        // (as if the queue were empty): ask librdkafka whether more wait.
+        // Bounded, so that a flood of events cannot hold the reader here.
+        let mut served = 0;
+        while served < 256 && chunk.places.len() < most && chunk.bytes.len() < BYTES_PER_CHUNK {
+            served += 1;
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => {
+                    let message = MessageView::of_borrowed(&message);
+                    if !self.before_checkpoint(message.partition, message.offset) {
+                        add_message(&message, self.framing, self.keeps_keys, chunk);
+                    }
+                }
+                Some(Err(err)) => self.report_lost(&err, lost),
+                None => {
+                    if !self.consumer.fetch().is_some_and(|f| f.events_waiting()) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports a read failure once per outage (`lost` until rows come again).
+    fn report_lost(&self, err: &KafkaError, lost: &mut bool) {
+        if !*lost {
+            (self.warn)(&Warning::Source(kafka_warning(
+                &self.stream,
+                &self.topic,
+                err,
+            )));
+            *lost = true;
         }
     }
 

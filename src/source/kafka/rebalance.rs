@@ -159,15 +159,15 @@ impl std::ops::Deref for KafkaConsumer {
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
         if let Some(consumer) = self.0.take() {
+            // The fetch queue goes before the consumer it belongs to (here:
+            // the reader, which takes from it, is gone, so this does not
+            // wait).
+            if let Some(fetch) = consumer.context().fetch.get() {
+                fetch.close();
+            }
             let _ = std::thread::Builder::new()
                 .name("brook-kafka-close".into())
-                .spawn(move || {
-                    // The fetch queue goes before the consumer it belongs to.
-                    if let Some(fetch) = consumer.context().fetch.get() {
-                        fetch.close();
-                    }
-                    drop(consumer)
-                });
+                .spawn(move || drop(consumer));
         }
     }
 }
