@@ -204,22 +204,17 @@ async fn postgres_run(pg: &PgServer) -> (f64, Vec<Duration>) {
     else {
         panic!("a query");
     };
-    let total_of = |output: &brook::BatchOutput| -> Option<i64> {
+    // The one value of column `column` of a result (the sum, the count).
+    let value_of = |output: &brook::BatchOutput, column: usize| -> Option<i64> {
         let batch = output.batches.first()?;
         let values = batch
-            .column(0)
+            .column(column)
             .as_any()
             .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
         (values.len() == 1 && values.is_valid(0)).then(|| values.value(0))
     };
-    let count_of = |output: &brook::BatchOutput| -> Option<i64> {
-        let batch = output.batches.first()?;
-        let values = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()?;
-        (values.len() == 1 && values.is_valid(0)).then(|| values.value(0))
-    };
+    let total_of = |output: &brook::BatchOutput| value_of(output, 0);
+    let count_of = |output: &brook::BatchOutput| value_of(output, 1);
     // Wait for the snapshot.
     loop {
         let output = query.next().await.unwrap().unwrap();

@@ -98,16 +98,10 @@ async fn run(
     let mut query = query_over_batches(&ctx, WORD_COUNT, batch, batches).await;
     // Each result must count exactly its batch's 8 words a line, one
     // result a batch, whatever the dashboard does beside it.
-    let words = batch.num_rows() as i64 * 8;
     let (mut count, mut execution, mut elapsed) = (0u32, Duration::ZERO, Duration::ZERO);
     while let Some(output) = query.next().await {
         let output = output.expect("batch");
-        assert_eq!(
-            common::column_sum(&output.batches, "count"),
-            words,
-            "batch {}",
-            output.batch_number
-        );
+        common::assert_counts_words(&output, batch.num_rows());
         count += 1;
         execution += output.execution;
         elapsed += output.elapsed;

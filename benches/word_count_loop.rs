@@ -51,12 +51,7 @@ fn main() {
         while let Some(output) = query.next().await {
             let output = output.expect("batch");
             if checks_counts {
-                assert_eq!(
-                    common::column_sum(&output.batches, "count"),
-                    rows as i64 * 8,
-                    "batch {}",
-                    output.batch_number
-                );
+                common::assert_counts_words(&output, rows);
             }
             count += 1;
             execution += output.execution;

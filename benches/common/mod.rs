@@ -88,3 +88,14 @@ pub fn column_sum(batches: &[RecordBatch], column: &str) -> i64 {
         })
         .sum()
 }
+
+/// Asserts that a word count's result counts exactly `rows` lines of 8
+/// words (the batches `word_lines` makes).
+pub fn assert_counts_words(output: &brook::BatchOutput, rows: usize) {
+    assert_eq!(
+        column_sum(&output.batches, "count"),
+        rows as i64 * 8,
+        "batch {}",
+        output.batch_number
+    );
+}

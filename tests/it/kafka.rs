@@ -1322,12 +1322,7 @@ async fn partitions_taken_by_another_member_and_given_back_are_read_again() {
     read_until(&mut seen, &mut query, 800, deadline).await;
     // A few more batches for duplicates.
     for _ in 0..5 {
-        let output = tokio::time::timeout(DEADLINE, query.next())
-            .await
-            .expect("a batch")
-            .expect("the query runs")
-            .expect("the batch runs");
-        seen.extend(values_of(&output));
+        seen.extend(next_values(&mut query).await);
     }
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for n in &seen {
@@ -1353,14 +1348,19 @@ async fn read_until(
     last: i64,
     deadline: Instant,
 ) {
-    use futures::StreamExt;
     while !(1..=last).all(|n| seen.contains(&n)) {
         assert!(Instant::now() < deadline, "read {} of {last}", seen.len());
-        let output = tokio::time::timeout(DEADLINE, query.next())
-            .await
-            .expect("a batch")
-            .expect("the query runs")
-            .expect("the batch runs");
-        seen.extend(values_of(&output));
+        seen.extend(next_values(query).await);
     }
+}
+
+/// The values (column 0) of the query's next batch.
+async fn next_values(query: &mut brook::ContinuousQuery) -> Vec<i64> {
+    use futures::StreamExt;
+    let output = tokio::time::timeout(DEADLINE, query.next())
+        .await
+        .expect("a batch")
+        .expect("the query runs")
+        .expect("the batch runs");
+    values_of(&output)
 }
